@@ -1,0 +1,101 @@
+"""The node agent: one Ray actor per provider node, pinned there by a label selector.
+
+The control plane never opens its own connection to a node: it calls this actor through Ray.
+The agent is a thin, stateless shell around the node's runtime (all state lives on the things
+the runtime runs), so it can be restarted, or a second control plane can attach, without losing
+track of any replica. It is a threaded actor: a long ``wait`` on one replica must not block
+``start`` or ``logs`` of another.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from runner.errors import RunnerError
+from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
+from runner.states import ReplicaState
+
+AGENT_NAMESPACE = "runner"
+AGENT_MAX_CONCURRENCY = 256
+
+
+def agent_name(node: str) -> str:
+    return f"agent-{node}"
+
+
+class NodeAgent:
+    """Runs replicas on its node through a runtime (Docker or processes)."""
+
+    def __init__(self, node: str, runtime: str, state_dir: str, workdir: str) -> None:
+        self.node = node
+        self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir))
+        self.started_at = time.time()
+
+    def info(self) -> dict[str, Any]:
+        """Heartbeat and identity: which runtime, which process, which Ray node."""
+        return {
+            "node": self.node,
+            "runtime": self.runtime.name,
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "ray_node_id": ray.get_runtime_context().get_node_id(),
+            "started_at": self.started_at,
+            "now": time.time(),
+        }
+
+    def start(self, request: LaunchRequest) -> ReplicaStatus:
+        """Start (or adopt) a replica. Runtime errors become an EXITED status with the reason,
+        so the supervisor's retry rules apply to them like to any other failed attempt."""
+        try:
+            return self.runtime.start(request)
+        except RunnerError as exc:  # ImageError: not on this node
+            return ReplicaStatus(key=request.key, state=ReplicaState.EXITED, exit_code=125, error=str(exc))
+        except Exception as exc:  # docker APIError and friends: report, do not kill the agent
+            return ReplicaStatus(
+                key=request.key, state=ReplicaState.EXITED, exit_code=125, error=f"{type(exc).__name__}: {exc}"
+            )
+
+    def status(self, key: str) -> ReplicaStatus:
+        return self.runtime.status(key)
+
+    def wait(self, key: str, timeout_s: float) -> ReplicaStatus:
+        return self.runtime.wait(key, timeout_s)
+
+    def logs(self, key: str, start_line: int = 0) -> list[str]:
+        return self.runtime.logs(key, start_line)
+
+    def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
+        return self.runtime.stop(key, grace_s)
+
+    def remove(self, key: str) -> None:
+        self.runtime.remove(key)
+
+    def list(self) -> list[ReplicaStatus]:
+        return self.runtime.list()
+
+
+RemoteNodeAgent = ray.remote(NodeAgent)
+
+
+def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Path) -> Any:
+    """The node's agent actor, created on that node (by its ``node`` label) if it is not there.
+
+    Detached and named, so it outlives a control-plane restart and is found again by name.
+    ``num_cpus=0``: the agent itself costs nothing the workloads could use.
+    """
+    return RemoteNodeAgent.options(
+        name=agent_name(node),
+        namespace=AGENT_NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_concurrency=AGENT_MAX_CONCURRENCY,
+        label_selector={"node": node},
+        max_restarts=-1,
+    ).remote(node, runtime, str(state_dir), str(workdir))

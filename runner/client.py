@@ -1,0 +1,124 @@
+"""The Python client: httpx over the REST API, raising runner's own named errors.
+
+Used by the CLI, the tests and anyone scripting runner::
+
+    client = Client.from_settings(Settings.from_env())
+    w = client.submit(load_workload("examples/smoke.yaml"), source="examples/smoke.yaml")
+    done = client.wait(w["id"])
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from runner import errors
+from runner.settings import Settings
+from runner.spec import spec_to_dict
+
+_ERRORS: dict[str, type[errors.RunnerError]] = {
+    cls.__name__: cls
+    for cls in (errors.AuthError, errors.NotFoundError, errors.ConflictError, errors.UserError, errors.RunnerError)
+}
+
+
+class Client:
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Client":
+        if not settings.api_key_path.exists():
+            raise errors.ServerUnavailableError(
+                f"no API key in {settings.api_key_path}: no cluster was started for this home. To fix: runner up --cpu"
+            )
+        return cls(settings.server_url, settings.api_key_path.read_text().strip())
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise errors.ServerUnavailableError(
+                f"the control plane at {self.base_url} does not answer ({exc.__class__.__name__}). To fix: runner up --cpu"
+            ) from None
+        return self._decode(response)
+
+    @staticmethod
+    def _decode(response: httpx.Response) -> Any:
+        if response.status_code < 400:
+            return response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code == 422 and "detail" in body:  # FastAPI's own request validation
+            raise errors.UserError(f"bad request: {body['detail']}")
+        if body.get("error") == "SpecError":
+            raise errors.SpecError("", "", body.get("message", "invalid spec"))
+        cls = _ERRORS.get(body.get("error", ""), errors.RunnerError)
+        raise cls(body.get("message", f"HTTP {response.status_code}"))
+
+    # -- API -----------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/health")
+
+    def submit(self, spec: Any, *, source: str = "<client>", idempotency_key: str | None = None) -> dict[str, Any]:
+        body = spec if isinstance(spec, dict) else spec_to_dict(spec)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/v1/workloads", json={"spec": body, "source": source}, headers=headers)
+
+    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/workloads", params={"limit": limit})
+
+    def get(self, workload_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/workloads/{workload_id}")
+
+    def cancel(self, workload_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/workloads/{workload_id}/cancel")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/nodes")
+
+    def wait(self, workload_id: str, *, until: str = "terminal", timeout_s: float | None = None) -> dict[str, Any]:
+        """Block until the workload reaches ``until`` (long-polls; no busy loop)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            step = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
+            w = self._call("GET", f"/v1/workloads/{workload_id}/wait", params={"until": until, "timeout": step},
+                           timeout=step + 10)  # fmt: skip
+            reached = w["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") or (until == "running" and w["state"] == "RUNNING")
+            if reached or (deadline is not None and time.monotonic() >= deadline):
+                return w
+
+    def logs(self, workload_id: str, *, follow: bool = False, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Log lines as dicts ``{"id", "replica", "line"}``; with ``follow``, until the workload ends.
+        A dropped stream is resumed from the last id seen, so no line is lost or repeated."""
+        cursor = after
+        while True:
+            try:
+                with self._http.stream("GET", f"/v1/workloads/{workload_id}/logs",
+                                       params={"after": cursor, "follow": follow}, timeout=None) as response:  # fmt: skip
+                    if response.status_code >= 400:
+                        response.read()
+                        self._decode(response)
+                    for raw in response.iter_lines():
+                        if raw:
+                            item = json.loads(raw)
+                            cursor = item["id"]
+                            yield item
+                return
+            except httpx.TransportError:
+                if not follow:
+                    raise errors.ServerUnavailableError(f"the control plane at {self.base_url} does not answer") from None
+                time.sleep(0.5)  # the server restarts; resume from the cursor

@@ -1,0 +1,41 @@
+"""Runtimes: how a node runs a replica. An explicit registry that fails loudly.
+
+``make_runtime("auto", ...)`` picks Docker when an engine answers, else processes; the choice is
+reported so the CLI can say once, clearly, that Docker is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.errors import RuntimeUnavailableError, UserError
+from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime, replica_key
+
+RUNTIME_NAMES = ("auto", "docker", "process")
+
+__all__ = ["LaunchRequest", "ReplicaStatus", "Runtime", "make_runtime", "replica_key", "RUNTIME_NAMES"]
+
+
+def docker_available() -> bool:
+    from runner.runtime.docker import docker_client
+
+    try:
+        docker_client(timeout_s=5)
+        return True
+    except RuntimeUnavailableError:
+        return False
+
+
+def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path) -> Runtime:
+    """Build the named runtime for ``node``; ``auto`` prefers Docker."""
+    if name not in RUNTIME_NAMES:
+        raise UserError(f"unknown runtime {name!r}; known runtimes: {', '.join(RUNTIME_NAMES)}")
+    if name == "auto":
+        name = "docker" if docker_available() else "process"
+    if name == "docker":
+        from runner.runtime.docker import DockerRuntime
+
+        return DockerRuntime(node)
+    from runner.runtime.process import ProcessRuntime
+
+    return ProcessRuntime(node, state_dir=state_dir, workdir=workdir)

@@ -1,0 +1,109 @@
+"""The runtime interface: how a node agent runs one replica.
+
+Kept as small as SkyPilot keeps a cloud's provisioner: start, status, wait, logs, stop, remove,
+list. Every replica is identified by a ``key`` that names the workload, the replica index and
+the attempt; the runtime stores that key *on the thing it runs* (container labels, a state
+folder for processes), so a restarted agent or control plane re-adopts what is running instead
+of starting it again. ``start`` is idempotent for the same key.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+
+from runner.states import ReplicaState
+
+#: Label keys written on every container (and process state folder) runner starts.
+LABEL_MANAGED = "runner.managed"
+LABEL_WORKLOAD = "runner.workload"
+LABEL_REPLICA = "runner.replica"
+LABEL_ATTEMPT = "runner.attempt"
+LABEL_NODE = "runner.node"
+LABEL_KEY = "runner.key"
+
+
+def replica_key(workload_id: str, index: int, attempt: int) -> str:
+    """The one name of a replica attempt: container name, process folder, log stream."""
+    return f"{workload_id}-r{index}-a{attempt}"
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything a runtime needs to start one replica; plain data so it crosses Ray."""
+
+    key: str
+    workload_id: str
+    replica_index: int
+    attempt: int
+    node: str
+    image: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cpu: float = 1.0
+    memory_mb: int | None = None
+    gpus: int = 0
+    #: True only on a node with real GPUs: then the container gets a device request.
+    real_gpus: bool = False
+    ports: list[tuple[int, str]] = field(default_factory=list)
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_WORKLOAD: self.workload_id,
+            LABEL_REPLICA: str(self.replica_index),
+            LABEL_ATTEMPT: str(self.attempt),
+            LABEL_NODE: self.node,
+            LABEL_KEY: self.key,
+        }
+
+
+@dataclass
+class ReplicaStatus:
+    """What a runtime knows about one replica attempt right now."""
+
+    key: str
+    state: ReplicaState
+    exit_code: int | None = None
+    handle: str = ""  # container id or pid
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: Published ports: container port/proto -> "host:port".
+    ports: dict[str, str] = field(default_factory=dict)
+    observed_at: float = field(default_factory=time.time)
+
+
+class Runtime(abc.ABC):
+    """Runs replicas on the node it belongs to."""
+
+    name: str
+
+    @abc.abstractmethod
+    def start(self, request: LaunchRequest) -> ReplicaStatus:
+        """Start the replica, or return the status of the one already started under that key."""
+
+    @abc.abstractmethod
+    def status(self, key: str) -> ReplicaStatus:
+        """Current status; ``LOST`` when nothing is known under the key."""
+
+    @abc.abstractmethod
+    def wait(self, key: str, timeout_s: float) -> ReplicaStatus:
+        """Block until the replica ends or ``timeout_s`` passes, then return its status."""
+
+    @abc.abstractmethod
+    def logs(self, key: str, start_line: int = 0) -> list[str]:
+        """Output lines from ``start_line`` on (stdout and stderr interleaved)."""
+
+    @abc.abstractmethod
+    def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
+        """SIGTERM, then SIGKILL after ``grace_s``; the status afterwards."""
+
+    @abc.abstractmethod
+    def remove(self, key: str) -> None:
+        """Forget the replica and free what it held (its container, its folder)."""
+
+    @abc.abstractmethod
+    def list(self) -> list[ReplicaStatus]:
+        """Every replica this runtime started on this node, running or not."""

@@ -1,0 +1,169 @@
+"""DockerRuntime: replicas as containers through the docker SDK.
+
+The container *is* the record: its name is the replica key and its labels carry workload,
+replica, attempt and node, so ``start`` for a key that already has a container adopts it and
+``list`` reconciles from the daemon itself. Containers are hardened (all capabilities dropped,
+no new privileges, a pid limit) and limited to the CPU and memory the spec asked for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import ImageError, RuntimeUnavailableError
+from runner.runtime.base import LABEL_KEY, LABEL_NODE, LaunchRequest, ReplicaStatus, Runtime
+from runner.states import ReplicaState
+
+if TYPE_CHECKING:  # docker is imported lazily: `import runner` stays fast on any machine
+    import docker
+
+CONTAINER_PREFIX = "runner-"
+
+
+def docker_client(timeout_s: float = 60) -> "docker.DockerClient":
+    """A client for the local engine, or RuntimeUnavailableError saying how to get one."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=int(timeout_s))
+        client.ping()
+        return client
+    except Exception as exc:  # the SDK raises several types for "no engine"
+        raise RuntimeUnavailableError(
+            f"no Docker engine answers ({exc.__class__.__name__}). "
+            "To fix: install and start one (apt-get install docker.io; dockerd &), or use --runtime process."
+        ) from None
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker gives RFC 3339 with nanoseconds; Python takes microseconds.
+    head, _, rest = value.partition(".")
+    frac = "".join(ch for ch in rest if ch.isdigit())[:6]
+    return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00").timestamp()
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, node: str, *, publish_host: str = "127.0.0.1", client: Any = None) -> None:
+        self.node = node
+        self.publish_host = publish_host
+        self.client = client or docker_client()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _get(self, key: str) -> Any | None:
+        import docker
+
+        try:
+            return self.client.containers.get(CONTAINER_PREFIX + key)
+        except docker.errors.NotFound:
+            return None
+
+    def _status(self, key: str, container: Any | None) -> ReplicaStatus:
+        if container is None:
+            return ReplicaStatus(key=key, state=ReplicaState.LOST, error="no container under this key")
+        container.reload()
+        st = container.attrs["State"]
+        ports = {
+            port: f"{binds[0]['HostIp']}:{binds[0]['HostPort']}"
+            for port, binds in (container.attrs["NetworkSettings"].get("Ports") or {}).items()
+            if binds
+        }
+        status = ReplicaStatus(
+            key=key,
+            state=ReplicaState.RUNNING,
+            handle=container.id,
+            started_at=_parse_time(st.get("StartedAt")),
+            ports=ports,
+        )
+        if st["Status"] == "created":
+            status.state = ReplicaState.STARTING
+        elif st["Status"] in ("exited", "dead"):
+            status.state = ReplicaState.EXITED
+            status.exit_code = int(st.get("ExitCode", -1))
+            status.finished_at = _parse_time(st.get("FinishedAt"))
+            status.error = st.get("Error", "") or ("killed: out of memory" if st.get("OOMKilled") else "")
+        return status
+
+    # -- interface -------------------------------------------------------------------------
+    def start(self, request: LaunchRequest) -> ReplicaStatus:
+        import docker
+
+        existing = self._get(request.key)
+        if existing is not None:  # adopt: never start the same key twice
+            if existing.status == "created":
+                existing.start()
+            return self._status(request.key, existing)
+        kwargs: dict[str, Any] = {
+            "name": CONTAINER_PREFIX + request.key,
+            "command": request.command or None,
+            "environment": request.env,
+            "labels": request.labels(),
+            "detach": True,
+            "nano_cpus": int(request.cpu * 1e9),
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": 4096,
+            "init": True,  # a real PID 1 forwards SIGTERM and reaps zombies
+        }
+        if request.memory_mb:
+            kwargs["mem_limit"] = f"{request.memory_mb}m"
+        if request.ports:
+            kwargs["ports"] = {f"{port}/{proto}": (self.publish_host, None) for port, proto in request.ports}
+        if request.gpus and request.real_gpus:
+            kwargs["device_requests"] = [docker.types.DeviceRequest(count=request.gpus, capabilities=[["gpu"]])]
+        try:
+            container = self.client.containers.create(request.image, **kwargs)
+        except docker.errors.ImageNotFound:
+            raise ImageError(
+                f"image {request.image!r} is not on node {self.node}. To fix: runner images build"
+            ) from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a concurrent start of the same key won the race: adopt
+                return self._status(request.key, self._get(request.key))
+            raise
+        container.start()
+        return self._status(request.key, container)
+
+    def status(self, key: str) -> ReplicaStatus:
+        return self._status(key, self._get(key))
+
+    def wait(self, key: str, timeout_s: float) -> ReplicaStatus:
+        container = self._get(key)
+        if container is None:
+            return self._status(key, None)
+        try:
+            container.wait(timeout=timeout_s)
+        except Exception:  # requests' ReadTimeout / ConnectionError: still running
+            pass
+        return self._status(key, container)
+
+    def logs(self, key: str, start_line: int = 0) -> list[str]:
+        container = self._get(key)
+        if container is None:
+            return []
+        raw = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
+        return raw.splitlines()[start_line:]
+
+    def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
+        container = self._get(key)
+        if container is None:
+            return self._status(key, None)
+        was_running = container.status in ("running", "created")
+        container.stop(timeout=int(max(grace_s, 0)))
+        status = self._status(key, container)
+        if was_running:
+            status.state = ReplicaState.STOPPED
+        return status
+
+    def remove(self, key: str) -> None:
+        container = self._get(key)
+        if container is not None:
+            container.remove(force=True)
+
+    def list(self) -> list[ReplicaStatus]:
+        containers = self.client.containers.list(all=True, filters={"label": [f"{LABEL_NODE}={self.node}"]})
+        return [self._status(c.labels[LABEL_KEY], c) for c in containers if LABEL_KEY in c.labels]

@@ -1,0 +1,148 @@
+"""ProcessRuntime: replicas as host processes, for hosts without a Docker engine.
+
+The image is not used (there is no container): the command runs from ``workdir``, which holds
+the same ``workloads/`` tree the images copy in, with the agent's own Python first on PATH.
+Each replica gets a state folder named by its key, holding what container labels hold for
+Docker: ``request.json``, ``pid``, the merged output ``output.log`` and, once the command ends,
+``exit_code`` written by the wrapper shell itself. So a restarted agent re-adopts a running
+process, and an exit that happened while no agent watched is still known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime
+from runner.states import ReplicaState
+
+# The wrapper (args: state folder, workdir, command...) runs the command from the workdir and
+# records its exit code atomically (write then rename) when it ends.
+_WRAPPER = (
+    'd=$1; cd "$2" || exit 127; shift 2; "$@" > "$d/output.log" 2>&1; code=$?; '
+    'echo $code > "$d/exit_code.tmp" && mv "$d/exit_code.tmp" "$d/exit_code"; exit $code'
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as ended: reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+class ProcessRuntime(Runtime):
+    name = "process"
+
+    def __init__(self, node: str, *, state_dir: Path, workdir: Path) -> None:
+        self.node = node
+        self.state_dir = Path(state_dir) / node
+        self.workdir = Path(workdir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, key: str) -> Path:
+        return self.state_dir / key
+
+    def start(self, request: LaunchRequest) -> ReplicaStatus:
+        folder = self._dir(request.key)
+        if (folder / "pid").exists():  # adopt: never start the same key twice
+            return self.status(request.key)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "request.json").write_text(json.dumps(dataclasses.asdict(request)))
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(self.workdir),
+            "PYTHONUNBUFFERED": "1",
+            **request.env,
+        }
+        command = request.command or ["true"]
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", _WRAPPER, "sh", str(folder.resolve()), str(self.workdir), *command],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stop() signals the whole tree
+        )
+        (folder / "pid").write_text(str(proc.pid))
+        (folder / "started_at").write_text(repr(time.time()))
+        return self.status(request.key)
+
+    def status(self, key: str) -> ReplicaStatus:
+        folder = self._dir(key)
+        if not (folder / "pid").exists():
+            return ReplicaStatus(key=key, state=ReplicaState.LOST, error="no process under this key")
+        pid = int((folder / "pid").read_text())
+        started = float((folder / "started_at").read_text()) if (folder / "started_at").exists() else None
+        status = ReplicaStatus(key=key, state=ReplicaState.RUNNING, handle=str(pid), started_at=started)
+        if (folder / "exit_code").exists():
+            status.state = ReplicaState.EXITED
+            status.exit_code = int((folder / "exit_code").read_text().strip())
+            status.finished_at = (folder / "exit_code").stat().st_mtime
+        elif (folder / "stopped").exists():
+            status.state = ReplicaState.STOPPED
+            status.exit_code = 143
+            status.finished_at = (folder / "stopped").stat().st_mtime
+        elif not _alive(pid):
+            status.state = ReplicaState.LOST
+            status.error = "process vanished without recording an exit code"
+        return status
+
+    def wait(self, key: str, timeout_s: float) -> ReplicaStatus:
+        # Processes are not our children after an agent restart, so poll the state folder.
+        deadline = time.monotonic() + timeout_s
+        status = self.status(key)
+        while not status.state.is_terminal() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = self.status(key)
+        return status
+
+    def logs(self, key: str, start_line: int = 0) -> list[str]:
+        path = self._dir(key) / "output.log"
+        if not path.exists():
+            return []
+        return path.read_text(errors="replace").splitlines()[start_line:]
+
+    def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
+        status = self.status(key)
+        if status.state != ReplicaState.RUNNING:
+            return status
+        pid = int(status.handle)
+        (self._dir(key) / "stopped").touch()
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.status(key)
+
+    def remove(self, key: str) -> None:
+        self.stop(key, grace_s=0)
+        folder = self._dir(key)
+        for child in folder.glob("*"):
+            child.unlink()
+        if folder.exists():
+            folder.rmdir()
+
+    def list(self) -> list[ReplicaStatus]:
+        return [self.status(p.name) for p in sorted(self.state_dir.iterdir()) if (p / "pid").exists()]

@@ -1,0 +1,47 @@
+"""`runner server`: the control plane process. A Ray driver, a supervisor thread and the API.
+
+It holds no state of its own: everything is in the store and on the nodes, so killing it and
+starting it again loses nothing (the supervisor re-adopts running replicas by their keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+
+from runner import cluster
+from runner.api import create_app
+from runner.settings import Settings
+from runner.store import Store
+from runner.supervisor import Supervisor
+
+log = logging.getLogger("runner.server")
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.db_url)
+    cluster.connect(settings.ray_address, settings.ray_token_path)
+    supervisor = Supervisor(store, settings)
+    runtime_name = _runtime_name(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True)
+    thread.start()
+    app = create_app(store, supervisor, runtime_name=runtime_name)
+    log.info("runner server on %s (runtime %s, ray %s)", settings.server_url, runtime_name, settings.ray_address)
+    try:
+        uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_level="warning")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _runtime_name(settings: Settings) -> str:
+    if settings.runtime != "auto":
+        return settings.runtime
+    from runner.runtime import docker_available
+
+    return "docker" if docker_available() else "process"

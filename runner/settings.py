@@ -1,0 +1,85 @@
+"""Settings: one object, built once at the edge (CLI, server start) and passed down.
+
+Nothing below the edge reads environment variables: the core gets a ``Settings`` and the paths
+derived from it. ``RUNNER_HOME`` (default ``~/.runner``) holds everything a CPU-mode cluster
+owns: the database, the Ray token, the API key, logs and the record of started processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+#: Workers of the process runtime run commands from here: the checkout that holds `workloads/`.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    server_host: str = "127.0.0.1"
+    server_port: int = 8470
+    ray_port: int = 6390
+    #: SQLAlchemy URL; empty means a SQLite file in ``home``.
+    database_url: str = ""
+    #: ``auto`` (Docker when an engine answers, else processes), ``docker`` or ``process``.
+    runtime: str = "auto"
+    #: Where the process runtime runs commands (must contain ``workloads/``).
+    workdir: Path = field(default=PROJECT_ROOT)
+    #: Supervisor cadence: how often running replicas' logs are pulled and nodes refreshed.
+    poll_interval_s: float = 0.25
+
+    @classmethod
+    def from_env(cls, home: str | os.PathLike[str] | None = None, **overrides: object) -> "Settings":
+        """Read ``RUNNER_*`` environment variables; only the CLI and server entry points call this."""
+        env = os.environ
+        base = cls(
+            home=Path(home or env.get("RUNNER_HOME") or Path.home() / ".runner").expanduser(),
+            server_host=env.get("RUNNER_SERVER_HOST", cls.server_host),
+            server_port=int(env.get("RUNNER_SERVER_PORT", cls.server_port)),
+            ray_port=int(env.get("RUNNER_RAY_PORT", cls.ray_port)),
+            database_url=env.get("RUNNER_DATABASE_URL", ""),
+            runtime=env.get("RUNNER_RUNTIME", cls.runtime),
+        )
+        return replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
+
+    # Paths derived from home: one place names them all.
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'runner.db'}"
+
+    @property
+    def ray_address(self) -> str:
+        return f"127.0.0.1:{self.ray_port}"
+
+    @property
+    def server_url(self) -> str:
+        return f"http://{self.server_host}:{self.server_port}"
+
+    @property
+    def ray_token_path(self) -> Path:
+        return self.home / "ray-token"
+
+    @property
+    def api_key_path(self) -> Path:
+        return self.home / "api-key"
+
+    @property
+    def cluster_record_path(self) -> Path:
+        return self.home / "cluster.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def ray_temp_dir(self) -> Path:
+        # Ray puts unix sockets under here; their paths must stay under ~107 bytes, so keep it short.
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:10]
+        return Path("/tmp") / f"runner-ray-{digest}"
+
+    @property
+    def replicas_dir(self) -> Path:
+        return self.home / "replicas"

@@ -1,0 +1,652 @@
+"""Workload specs: the YAML a user writes, validated into frozen pydantic models.
+
+This is the pure core every other part trusts: the CLI and API validate here, policy and
+placement read the result, and nothing downstream re-checks a field. So validation is strict
+(unknown fields are errors, GPU names must be in the catalog) but the input side is forgiving:
+short forms (``gpu: "A100|H100:4"``, ``memory: 16GB``, ``timeout: 1h30m``, ``ports: [8000]``)
+are accepted wherever a user would naturally write them. Every failure becomes one
+``SpecError`` that names the file, the dotted field path and what was expected.
+
+Sizes: ``memory`` is stored in MiB. ``MB``/``MiB``/``Mi``/``M`` all mean MiB and
+``GB``/``GiB``/``Gi``/``G`` all mean GiB (1024 MiB): schedulers reserve binary units, and a user
+asking for "16GB" wants at least 16 GiB rather than 5% less.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import shlex
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+                      WithJsonSchema, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
+
+from runner.catalog import CATALOG, canonical_gpu_name, known_gpu_names
+from runner.errors import SpecError
+
+#: The workload kinds, in the order error messages list them.
+KINDS: tuple[str, ...] = ("batch", "training", "inference", "gaming")
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_REGION = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
+_IMAGE = re.compile(
+    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"  # optional registry[:port]/
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"  # @digest
+)
+_SECTIONS = frozenset({"command", "env", "ports", "resources", "placement", "retries", "labels", "checkpoint",
+                       "batching"})
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B|i)?$", re.IGNORECASE)
+_MEMORY_UNITS = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def _describe(value: object) -> str:
+    """How a bad value appears after 'got': literals as written, containers by type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float, str)):
+        return repr(value)
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, (list, tuple)) else \
+        f"a {type(value).__name__}"
+
+
+# ----------------------------------------------------------------------------- scalar types
+def _parse_duration(value: object) -> object:
+    """Seconds from a number or '90s' / '10m' / '1h30m' / '500ms' / '1d'; bad -> ValueError."""
+    if not isinstance(value, str):
+        return value  # numbers (and None for optional fields) go on to pydantic's own checks
+    text = value.strip().lower().replace(" ", "")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if text and _DURATION_PART.sub("", text) == "":
+        return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    raise ValueError(f"expected a duration like 90, '90s', '10m' or '1h30m', got {value!r}")
+
+
+_DURATION_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d)?)+$"}]}
+
+#: A duration in seconds; accepts a number of seconds or strings like "90s", "10m", "1h30m".
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0), WithJsonSchema(_DURATION_SCHEMA)]
+
+
+def _parse_memory(value: object) -> object:
+    """MiB from an int (MiB) or a size string; see the module docstring for units."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        match = _MEMORY.match(value.strip())
+        if match:
+            return math.ceil(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
+    raise ValueError(f"expected a size like 512MB, 16GB, 2GiB or a number of MiB, got {_describe(value)}")
+
+
+_MEMORY_SCHEMA = {"anyOf": [{"type": "integer", "exclusiveMinimum": 0},
+                            {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[KMGTkmgt]?(i?B|i)?$"},
+                            {"type": "null"}], "default": None}
+
+
+def _check_region(region: str) -> str:
+    if not _REGION.match(region):
+        raise ValueError(f"invalid region {region!r}: expected lowercase letters, digits and '-', e.g. 'eu-west'")
+    return region
+
+
+#: A region name such as ``eu-west`` (the ``region`` label of fleet nodes).
+Region = Annotated[str, AfterValidator(_check_region)]
+
+
+def _check_mapping(value: Any, key_pattern: re.Pattern[str], what: str) -> Any:
+    """Env and labels: validate keys, coerce YAML scalars to str (bools as YAML spells them)."""
+    if not isinstance(value, dict):
+        return value
+    for key in value:
+        if not isinstance(key, str) or not key_pattern.match(key):
+            raise ValueError(f"invalid {what} {_describe(key)}: must match {key_pattern.pattern}")
+    return {key: _to_str(v, f"value of {key!r}") for key, v in value.items()}
+
+
+def _to_str(value: object, what: str) -> str:
+    """Coerce a YAML scalar to str (env values, labels); bools as YAML spells them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    raise ValueError(f"{what} must be a string, number or boolean, got {_describe(value)}")
+
+
+# ----------------------------------------------------------------------------- base model
+class SpecModel(BaseModel):
+    """Base of every model a user writes: unknown fields are errors, and parsed specs are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def _unknown_field_hint(cls, name: str) -> str:
+        """Suffix for an unknown-field error: the closest real field, if one is close."""
+        close = difflib.get_close_matches(name, list(cls.model_fields), n=1, cutoff=0.6)
+        return f" (did you mean {close[0]!r}?)" if close else f"; allowed fields: {', '.join(cls.model_fields)}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_fields(cls, data: Any) -> Any:
+        # Runs after subclasses' short-form validators, so it sees the mapping form.
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise PydanticCustomError("unknown_field", "unknown field '{field}'{hint}",
+                                              {"field": str(key), "hint": cls._unknown_field_hint(str(key))})
+        return data
+
+
+# ----------------------------------------------------------------------------- resources
+class GPURequest(SpecModel):
+    """GPUs one replica needs: any of ``models``, ``count`` of them, optionally a VRAM floor.
+
+    Short forms: ``"H100"``, ``"H100:2"``, ``"A100|H100:4"``, ``"A100:80GB:2"`` (dstack style).
+    """
+
+    models: list[str] = Field(min_length=1, description="Acceptable GPU models (catalog names); any one will do.")
+    count: int = Field(default=1, ge=1, description="GPUs per replica, all of the same model.")
+    min_vram_gb: int | None = Field(default=None, ge=1, description="Only models with at least this much VRAM.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return _parse_gpu_string(data)
+        if isinstance(data, dict) and isinstance(data.get("models"), str):
+            return {**data, "models": data["models"].split("|")}
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            raise ValueError(f"a GPU request names a model, e.g. 'H100' or 'H100:{data}'; got {data}")
+        return data
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str]) -> list[str]:
+        out: list[str] = []
+        for name in models:
+            try:
+                canonical = canonical_gpu_name(name.strip())
+            except KeyError:
+                raise ValueError(f"unknown GPU model {name!r}; known models: {', '.join(known_gpu_names())}") from None
+            if canonical not in out:
+                out.append(canonical)
+        return out
+
+    @model_validator(mode="after")
+    def _some_model_has_vram(self) -> GPURequest:
+        if self.min_vram_gb is not None and all(CATALOG[m].vram_gb < self.min_vram_gb for m in self.models):
+            have = ", ".join(f"{m} {CATALOG[m].vram_gb}GB" for m in self.models)
+            raise ValueError(f"no listed model has {self.min_vram_gb}GB of VRAM ({have})")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        return {"anyOf": [handler(core_schema), {"type": "string", "examples": ["H100:2", "A100|H100:4"]}]}
+
+
+def _parse_gpu_string(text: str) -> dict[str, Any]:
+    """'A100|H100:80GB:4' -> {models: [A100, H100], min_vram_gb: 80, count: 4}."""
+    parts = [p.strip() for p in text.split(":")]
+    out: dict[str, Any] = {"models": [m.strip() for m in parts[0].split("|")]}
+    for part in parts[1:]:
+        vram = re.fullmatch(r"(\d+)\s*(?:GB|GiB|G)", part, re.IGNORECASE)
+        if vram and "min_vram_gb" not in out:
+            out["min_vram_gb"] = int(vram.group(1))
+        elif part.isdigit() and "count" not in out:
+            out["count"] = int(part)
+        else:
+            raise ValueError(f"cannot read GPU request {text!r}: expected MODEL[|MODEL...][:VRAM][:COUNT], "
+                             "e.g. 'H100:2' or 'A100:80GB:2'")
+    return out
+
+
+class Resources(SpecModel):
+    """What one replica needs from a node. No ``gpu`` means a CPU-only workload."""
+
+    gpu: GPURequest | None = Field(default=None, description="GPUs per replica; null, 0 or 'none' for CPU-only.")
+    cpu: float = Field(default=1.0, gt=0, description="CPU cores per replica (fractions allowed).")
+    memory: Annotated[int | None, BeforeValidator(_parse_memory), WithJsonSchema(_MEMORY_SCHEMA)] = Field(
+        default=None, gt=0, description="Memory per replica in MiB; accepts '512MB', '16GB', '2GiB' (GB = GiB).")
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _no_gpu(cls, value: Any) -> Any:
+        if value is False or (isinstance(value, int) and value == 0) or (
+                isinstance(value, str) and value.strip().lower() in ("", "none", "no", "0")):
+            return None
+        return value
+
+
+class Port(SpecModel):
+    """A container port to expose. Short forms: ``8000`` or ``"8000/udp"``."""
+
+    container: int = Field(ge=1, le=65535, description="Port number inside the container.")
+    protocol: Literal["tcp", "udp"] = Field(default="tcp", description="Transport protocol.")
+    name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,62}$", description="Optional port name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"container": data}
+        if isinstance(data, str):
+            match = re.fullmatch(r"\s*(\d+)\s*(?:/\s*(\w+))?\s*", data)
+            if not match:
+                raise ValueError(f"expected a port like 8000 or '8000/udp', got {data!r}")
+            return {"container": int(match.group(1)), "protocol": (match.group(2) or "tcp").lower()}
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        port_string = {"type": "string", "pattern": r"^\d+(/(tcp|udp))?$"}
+        return {"anyOf": [handler(core_schema), {"type": "integer"}, port_string]}
+
+
+class Placement(SpecModel):
+    """Where replicas may run and at what price; empty lists mean no constraint."""
+
+    regions: list[Region] = Field(default_factory=list, description="Allowed regions; empty means any.")
+    deny_regions: list[Region] = Field(default_factory=list, description="Regions never to use.")
+    countries: list[str] = Field(default_factory=list, description="Allowed ISO 3166 alpha-2 countries; empty = any.")
+    deny_countries: list[str] = Field(default_factory=list, description="ISO 3166 alpha-2 countries never to use.")
+    max_price_per_gpu_hour: float | None = Field(default=None, gt=0, description="Price ceiling in USD per GPU-hour.")
+    min_reliability: float | None = Field(default=None, ge=0, le=1, description="Minimum provider reliability, 0..1.")
+    spread_providers: bool = Field(default=False, description="Put replicas on different providers where possible.")
+
+    @field_validator("countries", "deny_countries", mode="before")
+    @classmethod
+    def _country_codes(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for code in value:
+            if isinstance(code, bool):  # YAML 1.1 reads NO (Norway) as false
+                raise ValueError(f"got {_describe(code)} where a country code was expected; quote codes like 'NO'")
+            if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z]{2}", code.strip()):
+                raise ValueError(f"invalid country code {_describe(code)}: expected ISO 3166 alpha-2, e.g. 'DE'")
+            out.append(code.strip().upper())
+        return out
+
+    @model_validator(mode="after")
+    def _no_contradictions(self) -> Placement:
+        for allowed, denied, what in ((self.regions, self.deny_regions, "region"),
+                                      (self.countries, self.deny_countries, "country")):
+            both = sorted(set(allowed) & set(denied))
+            if both:
+                raise ValueError(f"{what} {both[0]!r} is both allowed and denied")
+        return self
+
+
+class RetryPolicy(SpecModel):
+    """How often a failed replica is started again, with exponential backoff between attempts."""
+
+    max_attempts: int = Field(default=1, ge=1, le=100, description="Total attempts, including the first.")
+    backoff_s: float = Field(default=1.0, ge=0, description="Seconds to wait before the second attempt.")
+    backoff_factor: float = Field(default=2.0, ge=1, description="Each further wait is this many times longer.")
+    backoff_max_s: float = Field(default=60.0, ge=0, description="Upper bound on any single wait, in seconds.")
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before attempt number ``attempt`` (1-based; the first waits 0)."""
+        if attempt <= 1:
+            return 0.0
+        try:
+            delay = self.backoff_s * self.backoff_factor ** (attempt - 2)
+        except OverflowError:
+            delay = math.inf
+        return min(delay, self.backoff_max_s)
+
+
+# ----------------------------------------------------------------------------- workloads
+_COMMAND_SCHEMA = {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]}
+
+
+class WorkloadBase(SpecModel):
+    """Fields every workload kind shares: what to run, with what, where, how often."""
+
+    name: str = Field(description="Workload name: lowercase letters, digits and '-', starting with a letter.")
+    image: str = Field(description="Container image reference, e.g. 'runner/smoke:latest'.")
+    command: Annotated[list[str], WithJsonSchema(_COMMAND_SCHEMA)] = Field(
+        default_factory=list, description="Command to run; a string is split like a shell does. Empty: image default.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables; numbers become strings.")
+    ports: list[Port] = Field(default_factory=list, description="Container ports to expose.")
+    resources: Resources = Field(default_factory=Resources, description="What one replica needs.")
+    placement: Placement = Field(default_factory=Placement, description="Where replicas may run.")
+    retries: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry policy for failed replicas.")
+    timeout: Duration | None = Field(default=None, description="Wall-clock limit per attempt ('90s', '1h30m').")
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels for listing and filtering.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_mean_defaults(cls, data: Any) -> Any:
+        # `resources:` with everything under it commented out reads as null; treat it as unset.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in _SECTIONS)}
+        return data
+
+    @classmethod
+    def _unknown_field_hint(cls, name: str) -> str:
+        for other in WorkloadBase.__subclasses__():
+            if other is not cls and name in other.model_fields and name not in WorkloadBase.model_fields:
+                return f" for kind {_kind_of(cls)} (it belongs to kind {_kind_of(other)})"
+        return super()._unknown_field_hint(name)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        if not _DNS_LABEL.match(name):
+            raise ValueError("must be 1-63 lowercase letters, digits or '-', start with a letter and not end "
+                             f"with '-', got {name!r}")
+        return name
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, image: str) -> str:
+        if not image.strip():
+            raise ValueError("must not be empty")
+        if not _IMAGE.match(image):
+            raise ValueError(f"not a valid image reference: {image!r} (expected e.g. 'repo/name:tag')")
+        return image
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"cannot split command {value!r}: {exc}") from None
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> Any:
+        return _check_mapping(value, _ENV_KEY, "variable name")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        return _check_mapping(value, _LABEL_KEY, "label key")
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, ports: list[Port]) -> list[Port]:
+        seen: set[tuple[int, str]] = set()
+        for port in ports:
+            if (port.container, port.protocol) in seen:
+                raise ValueError(f"port {port.container}/{port.protocol} is listed twice")
+            seen.add((port.container, port.protocol))
+        return ports
+
+
+def _kind_of(cls: type[WorkloadBase]) -> str:
+    """The ``kind`` tag a workload class is selected by."""
+    return str(cls.model_fields["kind"].annotation.__args__[0])  # type: ignore[union-attr]
+
+
+class BatchSpec(WorkloadBase):
+    """Run-to-completion job: ``replicas`` independent copies, done when all exit 0."""
+
+    kind: Literal["batch"] = Field(description="Workload kind.")
+    replicas: int = Field(default=1, ge=1, le=1000, description="Independent copies to run.")
+
+
+class CheckpointPolicy(SpecModel):
+    """Where and how often a training job saves state, so a retry resumes instead of restarting."""
+
+    uri: str | None = Field(default=None, description="Checkpoint location: file:// or s3:// URI.")
+    every_steps: int = Field(default=100, ge=1, description="Save every this many training steps.")
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, uri: str | None) -> str | None:
+        if uri is not None and not re.match(r"^(file|s3)://.+", uri):
+            raise ValueError(f"must be a file:// or s3:// URI, got {uri!r}")
+        return uri
+
+
+class TrainingSpec(WorkloadBase):
+    """Distributed training: ``workers`` cooperating replicas with checkpointing."""
+
+    kind: Literal["training"] = Field(description="Workload kind.")
+    workers: int = Field(default=1, ge=1, le=1024, description="Number of cooperating worker replicas.")
+    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy, description="Checkpoint policy.")
+
+
+class ReplicaRange(SpecModel):
+    """Autoscaling bounds; ``replicas: 2`` means exactly two, ``{min: 2}`` means max = min."""
+
+    min: int = Field(default=1, ge=1, le=1000, description="Fewest replicas kept running.")
+    max: int = Field(default=1, ge=1, le=1000, description="Most replicas scaled up to.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"min": data, "max": data}
+        if isinstance(data, dict) and "min" in data and "max" not in data:
+            return {**data, "max": data["min"]}
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        return {"anyOf": [handler(core_schema), {"type": "integer", "minimum": 1}]}
+
+
+class Batching(SpecModel):
+    """Server-side request batching: trade a little latency for GPU throughput."""
+
+    max_batch_size: int = Field(default=32, ge=1, description="Largest batch handed to the model.")
+    max_wait_ms: float = Field(default=5, ge=0, description="Longest a request waits for a batch to fill.")
+    max_queue: int = Field(default=1024, ge=1, description="Requests queued before new ones are refused.")
+
+
+class InferenceSpec(WorkloadBase):
+    """Long-running model server behind a port, scaled between ``replicas.min`` and ``.max``."""
+
+    kind: Literal["inference"] = Field(description="Workload kind.")
+    replicas: ReplicaRange = Field(default_factory=ReplicaRange, description="Replica count or {min, max} range.")
+    batching: Batching = Field(default_factory=Batching, description="Request batching settings.")
+    model: str | None = Field(default=None, min_length=1, description="Model name or checkpoint URI to serve.")
+
+
+class GamingSpec(WorkloadBase):
+    """Interactive game stream: one session near the player, under a latency budget."""
+
+    kind: Literal["gaming"] = Field(description="Workload kind.")
+    game: str = Field(min_length=1, description="Game (or title id) to launch.")
+    fps: int = Field(default=60, ge=1, le=240, description="Target frames per second.")
+    resolution: str = Field(default="1280x720", description="Stream resolution as WIDTHxHEIGHT.")
+    near: Region | None = Field(default=None, description="Region the player is in; placement prefers it.")
+    idle_timeout: Duration = Field(default=300.0, description="End the session after this long without input.")
+    max_duration: Duration = Field(default=4 * 3600.0, description="Hard cap on session length.")
+    latency_budget_ms: float = Field(default=50, gt=0, description="Acceptable network round trip to the player.")
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: str) -> str:
+        match = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", value)
+        if not match or not (16 <= int(match.group(1)) <= 7680 and 16 <= int(match.group(2)) <= 4320):
+            raise ValueError(f"expected WIDTHxHEIGHT up to 7680x4320, e.g. '1920x1080', got {value!r}")
+        return f"{int(match.group(1))}x{int(match.group(2))}"
+
+    @property
+    def width(self) -> int:
+        """Stream width in pixels."""
+        return int(self.resolution.split("x")[0])
+
+    @property
+    def height(self) -> int:
+        """Stream height in pixels."""
+        return int(self.resolution.split("x")[1])
+
+
+#: Any workload; ``kind`` picks the model.
+WorkloadSpec = Annotated[Union[BatchSpec, TrainingSpec, InferenceSpec, GamingSpec], Field(discriminator="kind")]
+#: Validator for ``WorkloadSpec`` (built once: building it is the slow part).
+WORKLOAD_ADAPTER: TypeAdapter[WorkloadSpec] = TypeAdapter(WorkloadSpec)
+
+
+# ----------------------------------------------------------------------------- errors
+_ANY = "must be {what}, got {input}"
+#: Human messages for pydantic's error types; ``{input}`` and numbers in ctx are shown as written.
+_MESSAGES = {
+    "missing": "missing required field",
+    "greater_than_equal": "must be >= {ge}, got {input}", "greater_than": "must be > {gt}, got {input}",
+    "less_than_equal": "must be <= {le}, got {input}", "less_than": "must be < {lt}, got {input}",
+    "literal_error": "must be {expected}, got {input}", "string_pattern_mismatch": "must match {pattern}, got {input}",
+    "string_too_short": "must not be empty", "string_too_long": "must be at most {max_length} characters",
+    "too_short": "must have at least {min_length} item(s)", "too_long": "must have at most {max_length} item(s)",
+    **{t: _ANY.replace("{what}", what) for t, what in {
+        "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
+        "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+        "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+        "model_type": "a mapping", "model_attributes_type": "a mapping"}.items()},
+}
+
+
+def _error_path(loc: tuple[Any, ...]) -> str:
+    """('batch', 'ports', 0, 'container') -> 'ports[0].container' (the union tag is dropped)."""
+    if loc and loc[0] in KINDS:
+        loc = loc[1:]
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "[key]":
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _humanize(err: dict[str, Any]) -> tuple[str, str]:
+    """One pydantic error as (dotted path, human message)."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    path = _error_path(tuple(err["loc"]))
+    if kind == "unknown_field":
+        return (f"{path}.{ctx['field']}" if path else ctx["field"]), err["msg"]
+    if kind == "union_tag_not_found":
+        return "kind", "missing required field"
+    if kind == "union_tag_invalid":
+        return "kind", f"kind must be one of {', '.join(KINDS)}, got {ctx.get('tag')!r}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return path, str(ctx["error"])
+    if kind in _MESSAGES:
+        shown = {k: _describe(v) if isinstance(v, (int, float)) else v for k, v in ctx.items()}
+        return path, _MESSAGES[kind].format(**shown, input=_describe(value))
+    return path, str(err["msg"])
+
+
+def parse_workload(data: object, source: str = "<spec>") -> WorkloadSpec:
+    """Validate a parsed spec (a dict); any problem raises one ``SpecError``.
+
+    The raised error describes the first problem; all of them are on ``exc.errors`` as
+    ``(path, message)`` pairs so a CLI or API can show every one.
+    """
+    if isinstance(data, WorkloadBase):
+        return data  # type: ignore[return-value]
+    if not isinstance(data, dict):
+        errors = [("", f"expected a mapping of fields at the top level, got {_describe(data)}")]
+    else:
+        try:
+            return WORKLOAD_ADAPTER.validate_python(data)
+        except ValidationError as exc:
+            errors = [_humanize(e) for e in exc.errors(include_url=False)]  # type: ignore[arg-type]
+    error = SpecError(source, *errors[0])
+    error.errors = errors  # type: ignore[attr-defined]
+    raise error
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if isinstance(key, (str, int, float, bool)):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def loads_workload(text: str, source: str = "<string>") -> WorkloadSpec:
+    """Parse and validate a YAML (or JSON) spec held in a string."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "cannot parse"
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if exc.context and exc.context_mark and exc.problem_mark:  # e.g. where an unclosed '[' began
+            m = exc.context_mark
+            problem += f" ({exc.context} started at line {m.line + 1}, column {m.column + 1})"
+        raise SpecError(source, "", f"invalid YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(source, "", f"invalid YAML: {exc}") from None
+    if data is None:
+        raise SpecError(source, "", "the spec is empty; expected a mapping with at least kind, name and image")
+    return parse_workload(data, source)
+
+
+def load_workload(path: str | os.PathLike[str]) -> WorkloadSpec:
+    """Read, parse and validate a spec file; errors name the file as given."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise SpecError(source, "", "file not found") from None
+    except IsADirectoryError:
+        raise SpecError(source, "", "is a directory, expected a YAML spec file") from None
+    except UnicodeDecodeError:
+        raise SpecError(source, "", "is not UTF-8 text") from None
+    except OSError as exc:
+        raise SpecError(source, "", f"cannot read file: {exc.strerror or exc}") from None
+    return loads_workload(text, source)
+
+
+def spec_to_dict(spec: WorkloadSpec) -> dict[str, Any]:
+    """JSON-able dict of a spec; ``parse_workload`` of it gives an equal spec back."""
+    return spec.model_dump(mode="json")
+
+
+def workload_json_schema() -> dict[str, Any]:
+    """JSON schema of a workload spec, for editors and the API docs."""
+    schema = WORKLOAD_ADAPTER.json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "runner workload spec", **schema}
+
+
+def spec_gpu_count(spec: WorkloadSpec) -> int:
+    """GPUs one replica (or worker) needs; 0 for a CPU-only workload."""
+    gpu = spec.resources.gpu
+    return gpu.count if gpu is not None else 0

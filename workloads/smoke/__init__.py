@@ -1,0 +1,1 @@
+"""Smoke workload: proves an image can run Python + torch and do correct math (``python -m workloads.smoke``)."""
