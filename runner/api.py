@@ -42,7 +42,7 @@ def replica_json(r: Replica) -> dict[str, Any]:
 
 
 def _ndjson(line: LogLine) -> bytes:
-    return (json.dumps({"id": line.id, "replica": line.replica_key, "line": line.line}) + "\n").encode()
+    return (json.dumps({"id": line.id, "replica": line.replica_key, "seq": line.seq, "line": line.line}) + "\n").encode()
 
 
 def event_json(e: Event) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def create_app(store: Store, supervisor: Supervisor, *, runtime_name: str) -> Fa
     async def logs(
         tenant_id: Tenant, workload_id: str, after: int = Query(0, ge=0), follow: bool = False
     ) -> StreamingResponse:
-        """Log lines as NDJSON (``{"id", "replica", "line"}``), streamed while ``follow`` and the
+        """Log lines as NDJSON (``{"id", "replica", "seq", "line"}``), streamed while ``follow`` and the
         workload is not finished. ``after`` is the last id seen: a reconnect resumes, no line twice."""
         store.get_workload(workload_id, tenant_id)
 

@@ -194,3 +194,23 @@ def _wait_for_server(settings: Settings, api_key: str, server: subprocess.Popen[
             pass
         time.sleep(0.2)
     raise ClusterError(f"the server did not answer on {settings.server_url} in {timeout_s:.0f}s")
+
+
+def restart_server(settings: Settings, *, crash: bool = False, timeout_s: float = 60) -> int:
+    """Stop the control plane (SIGKILL when ``crash``, to stand for one) and start a new one.
+
+    Nothing is lost either way: the new server reads the store and re-adopts running replicas.
+    Returns the new server's pid.
+    """
+    record = cluster.read_record(settings.cluster_record_path)
+    if not record:
+        raise ClusterError(f"no cluster is up for {settings.home}. To fix: runner up --cpu")
+    old = int(record["pids"]["server"])
+    if crash and _alive(old):
+        os.killpg(old, signal.SIGKILL)
+    _terminate(old, timeout_s=10)
+    server = _start_server(settings)
+    record["pids"]["server"] = server.pid
+    _write_record(settings, record)
+    _wait_for_server(settings, settings.api_key_path.read_text().strip(), server, timeout_s)
+    return server.pid

@@ -1,0 +1,87 @@
+"""Shared fixtures: one real CPU-mode cluster per test session, and honest waiting.
+
+The cluster is the real thing: a Ray head and four labelled `ray start` nodes with token auth,
+the control-plane server as its own process, and Docker when an engine answers (with
+``RUNNER_REQUIRE_DOCKER=1`` a missing engine fails the run instead of falling back). It lives in
+a private home on its own ports, so it never touches a cluster a developer has up.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from runner.settings import Settings
+
+T = TypeVar("T")
+TEST_SERVER_PORT = 8510
+TEST_RAY_PORT = 6510
+
+
+def wait_for(predicate: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last value: {last!r})")
+
+
+def docker_required() -> bool:
+    return os.environ.get("RUNNER_REQUIRE_DOCKER") == "1"
+
+
+def docker_client_or_skip() -> Any:
+    """The docker SDK client, or skip (fail under RUNNER_REQUIRE_DOCKER=1) without an engine."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        return client
+    except Exception as exc:
+        if docker_required():
+            pytest.fail(f"RUNNER_REQUIRE_DOCKER=1 but no Docker engine answers: {exc}")
+        pytest.skip(f"no Docker engine answers: {exc}")
+
+
+@pytest.fixture(scope="session")
+def cluster_settings() -> Iterator[Settings]:
+    """A running CPU-mode cluster for the whole session; torn down at the end."""
+    from runner import local
+    from runner.runtime import docker_available
+
+    if docker_required() and not docker_available():
+        pytest.fail("RUNNER_REQUIRE_DOCKER=1 but no Docker engine answers")
+    home = Path(tempfile.mkdtemp(prefix="runner-test-"))
+    settings = Settings(home=home, server_port=TEST_SERVER_PORT, ray_port=TEST_RAY_PORT, runtime="auto")
+    if docker_available():
+        from runner.images import build_images
+
+        build_images(["smoke"], log=lambda _m: None)  # cached by content hash: instant when built
+    try:
+        local.up(settings, say=lambda _m: None)
+        yield settings
+    finally:
+        local.down(settings, say=lambda _m: None)
+
+
+@pytest.fixture(scope="session")
+def client(cluster_settings: Settings) -> Any:
+    from runner.client import Client
+
+    return Client.from_settings(cluster_settings)
+
+
+@pytest.fixture(scope="session")
+def runtime_name(client: Any) -> str:
+    return client.health()["runtime"]
