@@ -44,6 +44,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+#: Pause after `up` before the first submit (two supervisor node refreshes).
+SETTLE_S = 2.5
+
 #: The trivial command, run in every container (runner and baselines alike).
 COMMAND = ["python", "-c", "print('hi')"]
 
@@ -107,6 +110,7 @@ def run_runner(client: Any, image: str, timeout_s: float) -> dict[str, Any]:
         )
     marks: dict[str, float] = {"t0": wall0, "t_done": wall0 + (t_done - t0)}
     detail = client.get(w["id"])
+    check_really_ran(client, detail)
     for event in detail.get("events", []):
         marks.setdefault(event["state"], event["ts"])  # first time each state was reached
     replicas = detail.get("replicas") or []
@@ -122,6 +126,21 @@ def run_runner(client: Any, image: str, timeout_s: float) -> dict[str, Any]:
         "running_state": running["state"],
         "marks": marks,
     }
+
+
+def check_really_ran(client: Any, detail: dict[str, Any]) -> None:
+    """SUCCEEDED is not enough: every replica must have EXITED 0 and the output must be there.
+    (Seen: a replica marked LOST at start concluded as SUCCEEDED in a few ms, no container run;
+    timing such a run would flatter runner.)"""
+    bad = [r for r in detail.get("replicas") or [] if r["state"] != "EXITED" or r["exit_code"] != 0]
+    if bad or not detail.get("replicas"):
+        raise RuntimeError(
+            f"workload {detail['id']} says SUCCEEDED but its replicas did not all exit 0 "
+            f"(a runner bug, not a slow run): {detail.get('replicas')}"
+        )
+    lines = [item["line"] for item in client.logs(detail["id"])]
+    if "hi" not in lines:
+        raise RuntimeError(f"workload {detail['id']} SUCCEEDED without its output 'hi' in the logs: {lines!r}")
 
 
 def run_docker_cli(image: str) -> float:
@@ -253,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         local.up(settings, say=lambda m: say(f"  {m}"))
         say(f"cluster up in {time.perf_counter() - t_up:.1f}s")
         client = Client.from_settings(settings)
+        # The supervisor creates the node agents on its first node refresh and retries a failed
+        # one a refresh later (1 s cadence): let that settle so warm-up measures a ready cluster.
+        time.sleep(SETTLE_S)
 
         # Warm-up: agents created on first placement, Ray workers spawned, page cache filled.
         for i in range(args.warmup):

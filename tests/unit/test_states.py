@@ -11,7 +11,7 @@ S = WorkloadState
 
 def test_happy_path_is_allowed() -> None:
     path = [S.PENDING, S.PLACED, S.STARTING, S.RUNNING, S.SUCCEEDED]
-    for current, target in zip(path, path[1:]):
+    for current, target in zip(path, path[1:], strict=False):
         assert current.can_move_to(target), f"{current} -> {target}"
 
 

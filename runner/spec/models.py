@@ -1,134 +1,21 @@
-"""Workload specs: the YAML a user writes, validated into frozen pydantic models.
-
-This is the pure core every other part trusts: the CLI and API validate here, policy and
-placement read the result, and nothing downstream re-checks a field. So validation is strict
-(unknown fields are errors, GPU names must be in the catalog) but the input side is forgiving:
-short forms (``gpu: "A100|H100:4"``, ``memory: 16GB``, ``timeout: 1h30m``, ``ports: [8000]``)
-are accepted wherever a user would naturally write them. Every failure becomes one
-``SpecError`` that names the file, the dotted field path and what was expected.
-
-Sizes: ``memory`` is stored in MiB. ``MB``/``MiB``/``Mi``/``M`` all mean MiB and
-``GB``/``GiB``/``Gi``/``G`` all mean GiB (1024 MiB): schedulers reserve binary units, and a user
-asking for "16GB" wants at least 16 GiB rather than 5% less.
-"""
+"""The pydantic models of workload specs: resources, placement, retries and the four kinds."""
 
 from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
 import shlex
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
-                      WithJsonSchema, field_validator, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from runner.catalog import CATALOG, canonical_gpu_name, known_gpu_names
-from runner.errors import SpecError
-
-#: The workload kinds, in the order error messages list them.
-KINDS: tuple[str, ...] = ("batch", "training", "inference", "gaming")
-
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_REGION = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
-_IMAGE = re.compile(
-    r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"  # optional registry[:port]/
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"  # @digest
-)
-_SECTIONS = frozenset({"command", "env", "ports", "resources", "placement", "retries", "labels", "checkpoint",
-                       "batching"})
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B|i)?$", re.IGNORECASE)
-_MEMORY_UNITS = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
-
-
-def _describe(value: object) -> str:
-    """How a bad value appears after 'got': literals as written, containers by type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (int, float, str)):
-        return repr(value)
-    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, (list, tuple)) else \
-        f"a {type(value).__name__}"
-
-
-# ----------------------------------------------------------------------------- scalar types
-def _parse_duration(value: object) -> object:
-    """Seconds from a number or '90s' / '10m' / '1h30m' / '500ms' / '1d'; bad -> ValueError."""
-    if not isinstance(value, str):
-        return value  # numbers (and None for optional fields) go on to pydantic's own checks
-    text = value.strip().lower().replace(" ", "")
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    if text and _DURATION_PART.sub("", text) == "":
-        return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-    raise ValueError(f"expected a duration like 90, '90s', '10m' or '1h30m', got {value!r}")
-
-
-_DURATION_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                              {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d)?)+$"}]}
-
-#: A duration in seconds; accepts a number of seconds or strings like "90s", "10m", "1h30m".
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0), WithJsonSchema(_DURATION_SCHEMA)]
-
-
-def _parse_memory(value: object) -> object:
-    """MiB from an int (MiB) or a size string; see the module docstring for units."""
-    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, str):
-        match = _MEMORY.match(value.strip())
-        if match:
-            return math.ceil(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
-    raise ValueError(f"expected a size like 512MB, 16GB, 2GiB or a number of MiB, got {_describe(value)}")
-
-
-_MEMORY_SCHEMA = {"anyOf": [{"type": "integer", "exclusiveMinimum": 0},
-                            {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[KMGTkmgt]?(i?B|i)?$"},
-                            {"type": "null"}], "default": None}
-
-
-def _check_region(region: str) -> str:
-    if not _REGION.match(region):
-        raise ValueError(f"invalid region {region!r}: expected lowercase letters, digits and '-', e.g. 'eu-west'")
-    return region
-
-
-#: A region name such as ``eu-west`` (the ``region`` label of fleet nodes).
-Region = Annotated[str, AfterValidator(_check_region)]
-
-
-def _check_mapping(value: Any, key_pattern: re.Pattern[str], what: str) -> Any:
-    """Env and labels: validate keys, coerce YAML scalars to str (bools as YAML spells them)."""
-    if not isinstance(value, dict):
-        return value
-    for key in value:
-        if not isinstance(key, str) or not key_pattern.match(key):
-            raise ValueError(f"invalid {what} {_describe(key)}: must match {key_pattern.pattern}")
-    return {key: _to_str(v, f"value of {key!r}") for key, v in value.items()}
-
-
-def _to_str(value: object, what: str) -> str:
-    """Coerce a YAML scalar to str (env values, labels); bools as YAML spells them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return str(value)
-    raise ValueError(f"{what} must be a string, number or boolean, got {_describe(value)}")
+from runner.spec.fields import (
+    DNS_LABEL, ENV_KEY, IMAGE_REF, LABEL_KEY, MEMORY_SCHEMA, SECTIONS, Duration, Region, check_mapping, describe,
+    parse_memory,
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- base model
@@ -223,7 +110,7 @@ class Resources(SpecModel):
 
     gpu: GPURequest | None = Field(default=None, description="GPUs per replica; null, 0 or 'none' for CPU-only.")
     cpu: float = Field(default=1.0, gt=0, description="CPU cores per replica (fractions allowed).")
-    memory: Annotated[int | None, BeforeValidator(_parse_memory), WithJsonSchema(_MEMORY_SCHEMA)] = Field(
+    memory: Annotated[int | None, BeforeValidator(parse_memory), WithJsonSchema(MEMORY_SCHEMA)] = Field(
         default=None, gt=0, description="Memory per replica in MiB; accepts '512MB', '16GB', '2GiB' (GB = GiB).")
 
     @field_validator("gpu", mode="before")
@@ -279,9 +166,9 @@ class Placement(SpecModel):
         out = []
         for code in value:
             if isinstance(code, bool):  # YAML 1.1 reads NO (Norway) as false
-                raise ValueError(f"got {_describe(code)} where a country code was expected; quote codes like 'NO'")
+                raise ValueError(f"got {describe(code)} where a country code was expected; quote codes like 'NO'")
             if not isinstance(code, str) or not re.fullmatch(r"[A-Za-z]{2}", code.strip()):
-                raise ValueError(f"invalid country code {_describe(code)}: expected ISO 3166 alpha-2, e.g. 'DE'")
+                raise ValueError(f"invalid country code {describe(code)}: expected ISO 3166 alpha-2, e.g. 'DE'")
             out.append(code.strip().upper())
         return out
 
@@ -338,7 +225,7 @@ class WorkloadBase(SpecModel):
     def _empty_sections_mean_defaults(cls, data: Any) -> Any:
         # `resources:` with everything under it commented out reads as null; treat it as unset.
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (v is None and k in _SECTIONS)}
+            return {k: v for k, v in data.items() if not (v is None and k in SECTIONS)}
         return data
 
     @classmethod
@@ -351,7 +238,7 @@ class WorkloadBase(SpecModel):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, name: str) -> str:
-        if not _DNS_LABEL.match(name):
+        if not DNS_LABEL.match(name):
             raise ValueError("must be 1-63 lowercase letters, digits or '-', start with a letter and not end "
                              f"with '-', got {name!r}")
         return name
@@ -361,7 +248,7 @@ class WorkloadBase(SpecModel):
     def _image_reference(cls, image: str) -> str:
         if not image.strip():
             raise ValueError("must not be empty")
-        if not _IMAGE.match(image):
+        if not IMAGE_REF.match(image):
             raise ValueError(f"not a valid image reference: {image!r} (expected e.g. 'repo/name:tag')")
         return image
 
@@ -380,12 +267,12 @@ class WorkloadBase(SpecModel):
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, value: Any) -> Any:
-        return _check_mapping(value, _ENV_KEY, "variable name")
+        return check_mapping(value, ENV_KEY, "variable name")
 
     @field_validator("labels", mode="before")
     @classmethod
     def _labels(cls, value: Any) -> Any:
-        return _check_mapping(value, _LABEL_KEY, "label key")
+        return check_mapping(value, LABEL_KEY, "label key")
 
     @field_validator("ports")
     @classmethod
@@ -510,129 +397,6 @@ class GamingSpec(WorkloadBase):
 WorkloadSpec = Annotated[Union[BatchSpec, TrainingSpec, InferenceSpec, GamingSpec], Field(discriminator="kind")]
 #: Validator for ``WorkloadSpec`` (built once: building it is the slow part).
 WORKLOAD_ADAPTER: TypeAdapter[WorkloadSpec] = TypeAdapter(WorkloadSpec)
-
-
-# ----------------------------------------------------------------------------- errors
-_ANY = "must be {what}, got {input}"
-#: Human messages for pydantic's error types; ``{input}`` and numbers in ctx are shown as written.
-_MESSAGES = {
-    "missing": "missing required field",
-    "greater_than_equal": "must be >= {ge}, got {input}", "greater_than": "must be > {gt}, got {input}",
-    "less_than_equal": "must be <= {le}, got {input}", "less_than": "must be < {lt}, got {input}",
-    "literal_error": "must be {expected}, got {input}", "string_pattern_mismatch": "must match {pattern}, got {input}",
-    "string_too_short": "must not be empty", "string_too_long": "must be at most {max_length} characters",
-    "too_short": "must have at least {min_length} item(s)", "too_long": "must have at most {max_length} item(s)",
-    **{t: _ANY.replace("{what}", what) for t, what in {
-        "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
-        "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
-        "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
-        "model_type": "a mapping", "model_attributes_type": "a mapping"}.items()},
-}
-
-
-def _error_path(loc: tuple[Any, ...]) -> str:
-    """('batch', 'ports', 0, 'container') -> 'ports[0].container' (the union tag is dropped)."""
-    if loc and loc[0] in KINDS:
-        loc = loc[1:]
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part != "[key]":
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def _humanize(err: dict[str, Any]) -> tuple[str, str]:
-    """One pydantic error as (dotted path, human message)."""
-    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
-    path = _error_path(tuple(err["loc"]))
-    if kind == "unknown_field":
-        return (f"{path}.{ctx['field']}" if path else ctx["field"]), err["msg"]
-    if kind == "union_tag_not_found":
-        return "kind", "missing required field"
-    if kind == "union_tag_invalid":
-        return "kind", f"kind must be one of {', '.join(KINDS)}, got {ctx.get('tag')!r}"
-    if kind in ("value_error", "assertion_error") and "error" in ctx:
-        return path, str(ctx["error"])
-    if kind in _MESSAGES:
-        shown = {k: _describe(v) if isinstance(v, (int, float)) else v for k, v in ctx.items()}
-        return path, _MESSAGES[kind].format(**shown, input=_describe(value))
-    return path, str(err["msg"])
-
-
-def parse_workload(data: object, source: str = "<spec>") -> WorkloadSpec:
-    """Validate a parsed spec (a dict); any problem raises one ``SpecError``.
-
-    The raised error describes the first problem; all of them are on ``exc.errors`` as
-    ``(path, message)`` pairs so a CLI or API can show every one.
-    """
-    if isinstance(data, WorkloadBase):
-        return data  # type: ignore[return-value]
-    if not isinstance(data, dict):
-        errors = [("", f"expected a mapping of fields at the top level, got {_describe(data)}")]
-    else:
-        try:
-            return WORKLOAD_ADAPTER.validate_python(data)
-        except ValidationError as exc:
-            errors = [_humanize(e) for e in exc.errors(include_url=False)]  # type: ignore[arg-type]
-    error = SpecError(source, *errors[0])
-    error.errors = errors  # type: ignore[attr-defined]
-    raise error
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if isinstance(key, (str, int, float, bool)):
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def loads_workload(text: str, source: str = "<string>") -> WorkloadSpec:
-    """Parse and validate a YAML (or JSON) spec held in a string."""
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "cannot parse"
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        if exc.context and exc.context_mark and exc.problem_mark:  # e.g. where an unclosed '[' began
-            m = exc.context_mark
-            problem += f" ({exc.context} started at line {m.line + 1}, column {m.column + 1})"
-        raise SpecError(source, "", f"invalid YAML{where}: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(source, "", f"invalid YAML: {exc}") from None
-    if data is None:
-        raise SpecError(source, "", "the spec is empty; expected a mapping with at least kind, name and image")
-    return parse_workload(data, source)
-
-
-def load_workload(path: str | os.PathLike[str]) -> WorkloadSpec:
-    """Read, parse and validate a spec file; errors name the file as given."""
-    source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise SpecError(source, "", "file not found") from None
-    except IsADirectoryError:
-        raise SpecError(source, "", "is a directory, expected a YAML spec file") from None
-    except UnicodeDecodeError:
-        raise SpecError(source, "", "is not UTF-8 text") from None
-    except OSError as exc:
-        raise SpecError(source, "", f"cannot read file: {exc.strerror or exc}") from None
-    return loads_workload(text, source)
 
 
 def spec_to_dict(spec: WorkloadSpec) -> dict[str, Any]:
