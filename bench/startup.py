@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -308,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ray.shutdown()  # local.up connected this process as a driver
             except Exception:
                 pass
+    if not args.home and not args.keep_cluster:  # our temp home: logs only matter after a failure
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(settings.ray_temp_dir, ignore_errors=True)
 
     running_s = [r["running_s"] for r in runner_runs]
     done_s = [r["done_s"] for r in runner_runs]

@@ -80,15 +80,16 @@ def node_port_args(ray_port: int, index: int, temp_root: Path) -> list[str]:
     Several raylets on one host otherwise collide (seen here: ``bind: Address already in use``
     and an aborted raylet) on Ray's fixed default ports, and on the unix sockets Ray numbers
     "next free" in a shared session dir when nodes start at once. Each node gets a block of 10
-    ports above the head's, 200 worker ports, and its own temp dir, as a separate host would.
+    ports above the head's, 100 worker ports in 20000-64999 (a cluster's nodes' ranges are
+    disjoint, chosen by its head port), and its own temp dir, as a separate host would.
     """
     base = ray_port + 100 + index * 10
-    workers = 20000 + (ray_port % 50) * 1000 + index * 200
+    workers = 20000 + ((ray_port % 20) * 2000 + index * 100) % 45000
     return [
         f"--node-manager-port={base}", f"--object-manager-port={base + 1}",
         f"--dashboard-agent-listen-port={base + 2}", f"--dashboard-agent-grpc-port={base + 3}",
         f"--runtime-env-agent-port={base + 4}", f"--metrics-export-port={base + 5}",
-        f"--min-worker-port={workers}", f"--max-worker-port={workers + 199}",
+        f"--min-worker-port={workers}", f"--max-worker-port={workers + 99}",
         f"--temp-dir={temp_root / f'n{index}'}",
     ]  # fmt: skip
 

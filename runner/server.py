@@ -26,6 +26,10 @@ def serve(settings: Settings) -> None:
     store = Store(settings.db_url)
     cluster.connect(settings.ray_address, settings.ray_token_path)
     supervisor = Supervisor(store, settings)
+    # Find the nodes and create their agents on this thread, before the API and supervisor
+    # threads start: Ray's first serialization imports modules, and two threads importing the
+    # same module at once has been seen to fail (KeyError: 'pydantic.v1').
+    supervisor.refresh_nodes(force=True)
     runtime_name = _runtime_name(settings)
     stop = threading.Event()
     thread = threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True)

@@ -36,6 +36,7 @@ S = WorkloadState
 WAIT_CALL_S = 20.0  # one agent.wait call; re-issued while the replica runs
 STOP_GRACE_S = 10.0
 NODE_REFRESH_S = 1.0
+RECONCILE_S = 30.0  # how often each node's replicas are compared with the store
 
 
 def replica_count(spec: Any) -> int:
@@ -73,6 +74,9 @@ class Supervisor:
         self.nodes: dict[str, NodeInfo] = {}
         self.agents: dict[str, Any] = {}
         self.calls: dict[str, _Calls] = {}
+        #: In-flight ``agent.list()`` per node, and when each node was last reconciled.
+        self.reconciles: dict[str, Any] = {}
+        self._reconciled_at: dict[str, float] = {}
         self._nodes_at = 0.0
         self._wake = threading.Event()
         #: Notified after every state change, for API long-polls (``--wait``).
@@ -96,7 +100,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if self._wake.is_set():
                 break
-            refs = [r for c in self.calls.values() for r in c.refs()]
+            refs = [r for c in self.calls.values() for r in c.refs()] + list(self.reconciles.values())
             if refs:
                 ready, _ = ray.wait(refs, num_returns=1, timeout=0.02)
                 if ready:
@@ -106,24 +110,56 @@ class Supervisor:
         self._wake.clear()
 
     def tick(self) -> None:
-        self._refresh_nodes()
+        self.refresh_nodes()
         for workload in self.store.active_workloads():
             self._step(workload)
+        self._reconcile()
 
     # -- nodes -----------------------------------------------------------------------------------
-    def _refresh_nodes(self, force: bool = False) -> None:
+    def refresh_nodes(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._nodes_at < NODE_REFRESH_S:
             return
         self._nodes_at = time.monotonic()
         self.nodes = {n.name: n for n in cluster.list_nodes()}
         for name, node in self.nodes.items():
             if node.alive and name not in self.agents:
-                self.agents[name] = get_or_create_agent(
-                    name, runtime=self.settings.runtime, state_dir=self.settings.replicas_dir,
-                    workdir=self.settings.workdir,
-                )  # fmt: skip
+                try:
+                    self.agents[name] = get_or_create_agent(
+                        name, runtime=self.settings.runtime, state_dir=self.settings.replicas_dir,
+                        workdir=self.settings.workdir,
+                    )  # fmt: skip
+                except Exception:  # one node's agent must not stop the others; retried next refresh
+                    log.exception("cannot create the agent on %s", name)
             elif not node.alive:
                 self.agents.pop(name, None)
+                self._reconciled_at.pop(name, None)  # when it comes back, reconcile at once
+
+    def _reconcile(self) -> None:
+        """Remove replicas a node runs that the store does not expect (orphans).
+
+        A node that vanished and came back may still run the replica that was given up on
+        and started elsewhere; a crash may leave a finished replica's container behind. The
+        store is the truth: a key that is not an active, unfinished replica is stopped.
+        """
+        for node, ref in list(self.reconciles.items()):
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            del self.reconciles[node]
+            try:
+                statuses: list[ReplicaStatus] = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                continue
+            expected = {r.key for r in self.store.active_replicas() if r.finished_at is None}
+            agent = self.agents.get(node)
+            for status in statuses:
+                if status.key not in expected and status.key not in self.calls and agent is not None:
+                    log.warning("removing orphan replica %s on %s (%s)", status.key, node, status.state)
+                    agent.remove.remote(status.key)
+        now = time.monotonic()
+        for node, agent in self.agents.items():
+            if node not in self.reconciles and now - self._reconciled_at.get(node, -RECONCILE_S) >= RECONCILE_S:
+                self._reconciled_at[node] = now
+                self.reconciles[node] = agent.list.remote()
 
     def _loads(self) -> dict[str, Load]:
         loads: dict[str, Load] = {}
@@ -215,6 +251,8 @@ class Supervisor:
         stopping_reason = self._stop_reason(w, spec, reps)
         for rep in reps:
             self._drive(w, spec, rep, stopping=stopping_reason is not None)
+        # _drive may have just found a replica's node gone: conclude on what is true now.
+        stopping_reason = stopping_reason or self._stop_reason(w, spec, reps)
         self._conclude(w, spec, reps, stopping_reason)
 
     def _stop_reason(self, w: Workload, spec: Any, reps: list[Replica]) -> str | None:
@@ -230,10 +268,13 @@ class Supervisor:
     def _drive(self, w: Workload, spec: Any, rep: Replica, *, stopping: bool) -> None:
         """Make sure the right agent call is in flight for this replica."""
         calls = self.calls.setdefault(rep.key, _Calls())
-        agent = self.agents.get(rep.node)
-        if rep.finished_at is None and (agent is None or not self.nodes.get(rep.node, None) or not self.nodes[rep.node].alive):
+        node = self.nodes.get(rep.node)
+        if rep.finished_at is None and (node is None or not node.alive):
             self._finish_replica(w, rep, ReplicaStatus(key=rep.key, state=ReplicaState.LOST, error=f"node {rep.node} is gone"))
             calls.final_logs_done = True
+            return
+        agent = self.agents.get(rep.node)
+        if agent is None:  # the node is up but its agent is not (yet): refresh_nodes retries
             return
         if rep.finished_at is None:
             if stopping and calls.stop is None:
@@ -262,7 +303,7 @@ class Supervisor:
                 result = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 log.warning("%s: agent on %s unreachable: %s", rep.key, rep.node, exc.__class__.__name__)
-                self._refresh_nodes(force=True)
+                self.refresh_nodes(force=True)
                 continue
             if name == "logs":
                 rep.log_lines = self.store.append_logs(

@@ -9,6 +9,8 @@ a private home on its own ports, so it never touches a cluster a developer has u
 from __future__ import annotations
 
 import os
+import random
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +22,24 @@ import pytest
 from runner.settings import Settings
 
 T = TypeVar("T")
-TEST_SERVER_PORT = 8510
-TEST_RAY_PORT = 6510
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_ports() -> tuple[int, int]:
+    """A server port and a Ray port (with the node port block above it) that nothing uses, so
+    two test sessions on one machine (a developer's and CI's) never meet each other's cluster."""
+    rng = random.Random()
+    for _ in range(200):
+        ray_port = rng.randrange(7000, 9800, 2)
+        server_port = ray_port + 1
+        block = [ray_port, server_port, *range(ray_port + 100, ray_port + 200)]
+        if all(_port_free(p) for p in block):
+            return server_port, ray_port
+    raise RuntimeError("no free port block for a test cluster")
 
 
 def wait_for(predicate: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:
@@ -63,7 +81,8 @@ def cluster_settings() -> Iterator[Settings]:
     if docker_required() and not docker_available():
         pytest.fail("RUNNER_REQUIRE_DOCKER=1 but no Docker engine answers")
     home = Path(tempfile.mkdtemp(prefix="runner-test-"))
-    settings = Settings(home=home, server_port=TEST_SERVER_PORT, ray_port=TEST_RAY_PORT, runtime="auto")
+    server_port, ray_port = free_ports()
+    settings = Settings(home=home, server_port=server_port, ray_port=ray_port, runtime="auto")
     if docker_available():
         from runner.images import build_images
 

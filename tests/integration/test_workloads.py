@@ -32,6 +32,11 @@ def containers_of(workload_id: str) -> list[Any]:
     return docker.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]})
 
 
+def containers_of_node(node: str) -> list[Any]:
+    docker = docker_client_or_skip()
+    return docker.containers.list(all=True, filters={"label": [f"runner.node={node}"]})
+
+
 def test_nodes_join_with_their_labels(client: Any) -> None:
     nodes = {n["name"]: n for n in client.nodes()}
     assert set(nodes) == {"fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"}
@@ -192,3 +197,64 @@ def test_server_restart_readopts_a_running_container(cluster_settings: Settings,
     assert [item["seq"] for item in items] == list(range(len(items)))
     assert any(item["line"].startswith("smoke: still sleeping") for item in items)
     assert json.loads(items[-1]["line"])["smoke"] == "ok"
+
+
+def test_a_vanished_node_fails_the_attempt_and_the_workload_retries(
+    cluster_settings: Settings, client: Any, runtime_name: str
+) -> None:
+    """SIGKILL a node's whole process group (as a machine that loses power): the supervisor
+    marks the replica LOST and retries; with no other node in that region, the retry waits."""
+    import os
+    import signal
+
+    from runner import cluster
+
+    node = cluster.start_node(
+        head_address=cluster_settings.ray_address,
+        port_args=cluster.node_port_args(cluster_settings.ray_port, 9, cluster_settings.ray_temp_dir),
+        labels={"node": "lost-1", "provider": "flaky", "region": "test-lost", "country": "US", "gpu-model": "none",
+                "gpu-count": "0", "vram-gb": "0", "simulated": "true"},
+        num_cpus=2, num_gpus=0, memory_bytes=2 * 1024**3, token_path=cluster_settings.ray_token_path,
+        log_path=cluster_settings.logs_dir / "node-lost-1.log",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: any(n["name"] == "lost-1" and n["alive"] for n in client.nodes()), timeout_s=60,
+                 what="the extra node to join")  # fmt: skip
+        spec = smoke(command=["python", "-m", "workloads.smoke"], env={"SMOKE_SLEEP": "300"},
+                     placement={"regions": ["test-lost"]}, retries={"max_attempts": 2, "backoff_s": 0})  # fmt: skip
+        w = client.submit(spec)
+        assert client.wait(w["id"], until="running", timeout_s=120)["node"] == "lost-1"
+        os.killpg(node.pid, signal.SIGKILL)
+        lost = wait_for(lambda: (g := client.get(w["id"]))["attempts"] == 1 and g["state"] in ("RETRYING", "PENDING") and g,
+                        timeout_s=60, what="the supervisor to notice the lost node")  # fmt: skip
+        assert lost["replicas"][0]["state"] == "LOST"
+        assert any("lost on lost-1" in e["message"] for e in lost["events"])
+        waiting = wait_for(lambda: (g := client.get(w["id"]))["message"].startswith("no node fits") and g,
+                           timeout_s=30, what="the retry to wait for a node in test-lost")  # fmt: skip
+        assert "lost-1: node is down" in waiting["message"]
+        client.cancel(w["id"])
+        assert client.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
+    finally:
+        if node.poll() is None:
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=30)
+        # In CPU mode every node shares this machine's Docker engine, so the "vanished" node's
+        # container is still here; a real lost machine takes it along.
+        if runtime_name == "docker":
+            for container in containers_of_node("lost-1"):
+                container.remove(force=True)
+
+
+def test_an_orphan_container_is_removed(cluster_settings: Settings, client: Any) -> None:
+    """A container with runner's labels that the store does not expect (say, left by a node
+    that came back after its work was re-placed) is removed when its node is reconciled."""
+    docker = docker_client_or_skip()
+    key = "w-orphan00000-r0-a1"
+    docker.containers.run(
+        "runner/smoke:latest", ["python", "-m", "workloads.smoke"], name=f"runner-{key}", detach=True,
+        environment={"SMOKE_SLEEP": "300"},
+        labels={"runner.managed": "true", "runner.workload": "w-orphan00000", "runner.replica": "0",
+                "runner.attempt": "1", "runner.node": "ams-4090-1", "runner.key": key},
+    )  # fmt: skip
+    local.restart_server(cluster_settings)  # a fresh control plane reconciles every node at once
+    wait_for(lambda: containers_of("w-orphan00000") == [], timeout_s=60, what="the orphan to be removed")
