@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from runner.benchmark import Challenge, ChallengeSolver
 from runner.errors import RunnerError
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.states import ReplicaState
@@ -36,6 +37,7 @@ class NodeAgent:
         self.node = node
         self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir))
         self.started_at = time.time()
+        self.solver = ChallengeSolver()
 
     def info(self) -> dict[str, Any]:
         """Heartbeat and identity: which runtime, which process, which Ray node."""
@@ -78,6 +80,14 @@ class NodeAgent:
 
     def list(self) -> list[ReplicaStatus]:
         return self.runtime.list()
+
+    def prepare_challenge(self, seed: int, n: int) -> None:
+        """Build the checker's challenge matrices on this node's device (not timed)."""
+        self.solver.prepare(seed, n)
+
+    def challenge(self, challenge: Challenge) -> dict[str, Any]:
+        """The checker's timed benchmark challenge, computed on this node (``runner.benchmark``)."""
+        return self.solver.solve(challenge)
 
 
 RemoteNodeAgent = ray.remote(NodeAgent)

@@ -22,24 +22,27 @@ from runner.spec import spec_to_dict
 
 _ERRORS: dict[str, type[errors.RunnerError]] = {
     cls.__name__: cls
-    for cls in (errors.AuthError, errors.NotFoundError, errors.ConflictError, errors.UserError, errors.RunnerError)
+    for cls in (errors.AuthError, errors.NotFoundError, errors.ConflictError, errors.PolicyError, errors.UserError,
+                errors.RunnerError)
 }
 
 
 class Client:
     def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s
-        )
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}  # join uses a token instead
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Client":
-        if not settings.api_key_path.exists():
+    def from_settings(cls, settings: Settings, *, operator: bool = False) -> "Client":
+        """A tenant's client (``$RUNNER_HOME/api-key``), or the operator's (``admin-key``)."""
+        path = settings.admin_key_path if operator else settings.api_key_path
+        if not path.exists():
             raise errors.ServerUnavailableError(
-                f"no API key in {settings.api_key_path}: no cluster was started for this home. To fix: runner up --cpu"
+                f"no {'operator' if operator else 'API'} key in {path}: no cluster was started for this home. "
+                "To fix: runner up --cpu"
             )
-        return cls(settings.server_url, settings.api_key_path.read_text().strip())
+        return cls(settings.server_url, path.read_text().strip())
 
     def close(self) -> None:
         self._http.close()
@@ -89,6 +92,21 @@ class Client:
 
     def nodes(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/nodes")
+
+    def explain(self, workload_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/workloads/{workload_id}/explain")
+
+    def bill(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/bill")
+
+    def admin(self, method: str, path: str, **body: Any) -> Any:
+        """An operator call: ``admin("POST", "/tenants", id="acme", country="DE")``."""
+        params = {k: v for k, v in (body.pop("params", None) or {}).items() if v is not None}
+        return self._call(method, f"/v1/admin{path}", json=body or None, params=params or None)
+
+    def join(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A machine joins (its join token is in ``request``; no API key is needed)."""
+        return self._call("POST", "/v1/nodes/join", json=request)
 
     def wait(self, workload_id: str, *, until: str = "terminal", timeout_s: float | None = None) -> dict[str, Any]:
         """Block until the workload reaches ``until`` (long-polls; no busy loop)."""

@@ -4,6 +4,8 @@
     ├── UserError                    the user can fix it (exit code 2)
     │   ├── SpecError                a workload spec is invalid (names file, field path, expectation)
     │   ├── FleetError               a fleet file is invalid
+    │   ├── ConfigError              the network config file is invalid
+    │   ├── PolicyError              refused by policy: KYC, budget, export control
     │   ├── NotFoundError            no such workload / node
     │   ├── ConflictError            idempotency key reused with a different spec
     │   └── AuthError                missing or wrong API key
@@ -48,6 +50,14 @@ class SpecError(UserError):
 
 class FleetError(SpecError):
     """A fleet file (the simulated providers of CPU mode) is invalid."""
+
+
+class ConfigError(SpecError):
+    """The network's config file (policy, market, SLA, checker) is invalid."""
+
+
+class PolicyError(UserError):
+    """Refused by the network's rules: a tenant's KYC, its budget, export control, onboarding."""
 
 
 class NotFoundError(UserError):

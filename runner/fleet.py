@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runner.catalog import canonical_gpu_name, get_gpu, known_gpu_names
 from runner.errors import FleetError
+from runner.nodetable import NodeRow
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 
@@ -44,6 +45,22 @@ class FleetNode(BaseModel):
             return canonical_gpu_name(value)
         except KeyError:
             raise ValueError(f"unknown GPU model {value!r}; known models: {', '.join(known_gpu_names())}") from None
+
+    def gpu_price_micros(self) -> int:
+        """Its stated price per GPU-hour, else the catalog list price (micro-USD)."""
+        from runner.placement import gpu_price_micros
+
+        return gpu_price_micros(self.gpu_model, self.price_per_gpu_hour)
+
+    def to_row(self, *, cpu_price_micros: int = 20_000, reliability: float = 1.0, tflops: float = 0.0) -> NodeRow:
+        """The node as placement sees it, active and verified (for tests, benches and dry runs)."""
+        return NodeRow(
+            name=self.name, provider=self.provider, region=self.region, country=self.country,
+            gpu_model=self.gpu_model, gpu_count=self.gpu_count if self.gpu_model else 0,
+            vram_gb=get_gpu(self.gpu_model).vram_gb if self.gpu_model else 0, cpus=self.cpus,
+            memory_mb=int(self.memory_gb * 1024), gpu_price_micros=self.gpu_price_micros(),
+            cpu_price_micros=cpu_price_micros, reliability=reliability, tflops=tflops,
+        )  # fmt: skip
 
     def labels(self, *, simulated: bool) -> dict[str, str]:
         """The Ray node labels: what placement filters on and what label selectors pin to."""

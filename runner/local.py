@@ -1,8 +1,9 @@
 """CPU mode: an embedded cluster on this machine. `runner up --cpu` and `runner down`.
 
-`up` starts a Ray head, one `ray start` node per fleet entry (labelled, simulated GPUs as Ray
-logical GPUs) and the control-plane server, each as its own process, and writes what it started
-to ``$RUNNER_HOME/cluster.json``. `down` stops exactly those processes (and the replicas their
+`up` starts a Ray head, the control-plane server, and one `ray start` node per fleet entry, each
+as its own process, and writes what it started to ``$RUNNER_HOME/cluster.json``. The nodes join
+through the same path as a provider's machine (join token, benchmark, policy, labels; their GPUs
+simulated as Ray logical GPUs). `down` stops exactly those processes (and the replicas their
 workloads left running), nothing else on the machine.
 """
 
@@ -21,12 +22,16 @@ import httpx
 
 from runner import cluster
 from runner.errors import ClusterError
-from runner.fleet import load_fleet
+from runner.client import Client
+from runner.fleet import Fleet, FleetNode, load_fleet
+from runner.join import join, join_request, start_ray_node
+from runner.network import load_network
 from runner.runtime import make_runtime
 from runner.settings import Settings
 from runner.store import Store
 
 Say = Callable[[str], None]
+LOCAL_TENANT = "local"
 
 
 def _alive(pid: int) -> bool:
@@ -43,10 +48,24 @@ def is_up(settings: Settings) -> bool:
 
 
 def up(settings: Settings, *, fleet_path: str | None = None, say: Say = print, timeout_s: float = 120) -> dict[str, Any]:
-    """Start head, nodes and server; return the record written to ``cluster.json``."""
+    """Start head, control plane and nodes; return the record written to ``cluster.json``.
+
+    The nodes join the way a provider's machine does (``runner.join``): the operator sets up each
+    provider (KYC verified, stake deposited) and issues a join token; the node benchmarks itself,
+    registers with the control plane and starts ``ray start`` with the labels it was granted.
+    """
     if is_up(settings):
         raise ClusterError(f"a cluster is already up for {settings.home}. To fix: runner down")
+    try:
+        return _up(settings, fleet_path=fleet_path, say=say, timeout_s=timeout_s)
+    except BaseException:
+        down(settings, say=lambda _m: None)  # leave nothing half-started behind
+        raise
+
+
+def _up(settings: Settings, *, fleet_path: str | None, say: Say, timeout_s: float) -> dict[str, Any]:
     fleet = load_fleet(fleet_path)
+    network = load_network(settings.network_config or None)
     settings.home.mkdir(parents=True, exist_ok=True)
     cluster.write_token(settings.ray_token_path)
     logs = settings.logs_dir
@@ -61,27 +80,80 @@ def up(settings: Settings, *, fleet_path: str | None = None, say: Say = print, t
     _write_record(settings, record)  # from here on, `down` can clean up whatever happens next
     _wait_for_head(settings, head, timeout_s)
 
-    for index, node in enumerate(fleet.nodes):
-        proc = cluster.start_node(
-            head_address=settings.ray_address, port_args=cluster.node_port_args(settings.ray_port, index, settings.ray_temp_dir), labels=node.labels(simulated=True), num_cpus=node.cpus,
-            num_gpus=node.gpu_count, memory_bytes=int(node.memory_gb * 1024**3),
-            token_path=settings.ray_token_path, log_path=logs / f"node-{node.name}.log",
-        )  # fmt: skip
-        record["pids"]["nodes"][node.name] = proc.pid
-        say(f"joining node {node.name} ({node.provider}, {node.region}, {node.gpu_count}x {node.gpu_model or 'cpu'})")
-    _write_record(settings, record)
-    cluster.connect(settings.ray_address, settings.ray_token_path)
-    cluster.wait_for_nodes({n.name for n in fleet.nodes}, timeout_s)
-
-    api_key = _ensure_api_key(settings)
+    api_key, admin_key = _ensure_keys(settings)
     server = _start_server(settings)
     record["pids"]["server"] = server.pid
     record["server_url"] = settings.server_url
     record["ray_address"] = settings.ray_address
     _write_record(settings, record)
     _wait_for_server(settings, api_key, server, timeout_s)
-    say(f"control plane on {settings.server_url} (API key in {settings.api_key_path})")
+    say(f"control plane on {settings.server_url} (API key in {settings.api_key_path}, operator key in "
+        f"{settings.admin_key_path})")  # fmt: skip
+
+    operator = Client(settings.server_url, admin_key)
+    _ensure_local_tenant(operator, settings)
+    _ensure_providers(operator, fleet, network.stake_micros)
+    for index, node in enumerate(fleet.nodes):
+        proc = join_fleet_node(operator, settings, node, index)
+        record["pids"]["nodes"][node.name] = proc.pid
+        _write_record(settings, record)
+        say(f"joined node {node.name} ({node.provider}, {node.region}, {node.gpu_count}x {node.gpu_model or 'cpu'})")
+    cluster.connect(settings.ray_address, settings.ray_token_path)
+    cluster.wait_for_nodes({n.name for n in fleet.nodes}, timeout_s)
+    _wait_for_active(operator, {n.name for n in fleet.nodes}, timeout_s)
     return record
+
+
+def join_fleet_node(operator: Client, settings: Settings, node: FleetNode, index: int,
+                    benchmark: dict[str, Any] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Join one simulated provider node exactly as ``runner node join`` does on a real machine."""
+    token = operator.admin("POST", "/tokens", provider=node.provider, ttl_s=600)["token"]
+    request = join_request(
+        token=token, provider=node.provider, name=node.name, region=node.region, country=node.country,
+        cpus=node.cpus, memory_mb=int(node.memory_gb * 1024),
+        simulate_gpu=(node.gpu_model, node.gpu_count) if node.gpu_model else None,
+        price_per_gpu_hour=node.price_per_gpu_hour, bench_seconds=0.3, benchmark=benchmark,
+    )  # fmt: skip
+    grant = join(settings.server_url, request)
+    return start_ray_node(
+        grant, token_path=settings.ray_token_path,
+        port_args=cluster.node_port_args(settings.ray_port, index, settings.ray_temp_dir),
+        log_path=settings.logs_dir / f"node-{node.name}.log", cpus=node.cpus, memory_mb=int(node.memory_gb * 1024),
+    )  # fmt: skip
+
+
+def _ensure_local_tenant(operator: Client, settings: Settings) -> None:
+    """CPU mode's own tenant: the operator has checked it (KYC verified), audited like any other."""
+    tenants = {t["id"]: t for t in operator.admin("GET", "/tenants")}
+    if LOCAL_TENANT not in tenants:  # the API key is made first, so this is rare; the store adds it
+        operator.admin("POST", "/tenants", id=LOCAL_TENANT, country=settings.tenant_country, kyc="verified")
+        return
+    local = tenants[LOCAL_TENANT]
+    if local["kyc"] != "verified" or not local["country"]:
+        operator.admin("POST", f"/tenants/{LOCAL_TENANT}", kyc="verified",
+                       country=local["country"] or settings.tenant_country)  # fmt: skip
+
+
+def _ensure_providers(operator: Client, fleet: Fleet, stake_micros: int) -> None:
+    """Each simulated provider: registered in its first node's country, KYC verified, staked."""
+    known = {p["id"] for p in operator.admin("GET", "/providers")}
+    for node in fleet.nodes:
+        if node.provider not in known:
+            operator.admin("POST", "/providers", id=node.provider, country=node.country, kyc="verified",
+                           stake_usd=stake_micros / 1_000_000)  # fmt: skip
+            known.add(node.provider)
+
+
+def _wait_for_active(operator: Client, names: set[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = {n["name"]: n["state"] for n in operator.nodes()}
+        if all(states.get(name) == "active" for name in names):
+            return
+        if time.monotonic() > deadline:
+            waiting = sorted(n for n in names if states.get(n) != "active")
+            raise ClusterError(f"nodes not active in {timeout_s:.0f}s: {', '.join(waiting)}")
+        time.sleep(0.2)
 
 
 def down(settings: Settings, *, say: Say = print, timeout_s: float = 30) -> bool:
@@ -152,15 +224,19 @@ def _wait_for_head(settings: Settings, head: subprocess.Popen[bytes], timeout_s:
     raise ClusterError(f"the Ray head did not listen on {settings.ray_address} in {timeout_s:.0f}s")
 
 
-def _ensure_api_key(settings: Settings) -> str:
-    """The local tenant's key, created once per home and kept owner-only."""
-    if settings.api_key_path.exists():
-        return settings.api_key_path.read_text().strip()
-    key = Store(settings.db_url).create_api_key("local")
-    fd = os.open(settings.api_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    return key
+def _ensure_keys(settings: Settings) -> tuple[str, str]:
+    """The local tenant's key and the operator's key, created once per home, owner-only."""
+    store = None
+    keys = []
+    for path, make in ((settings.api_key_path, lambda s: s.create_api_key(LOCAL_TENANT)),
+                       (settings.admin_key_path, lambda s: s.create_operator_key())):  # fmt: skip
+        if not path.exists():
+            store = store or Store(settings.db_url)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(make(store))
+        keys.append(path.read_text().strip())
+    return keys[0], keys[1]
 
 
 def _start_server(settings: Settings) -> subprocess.Popen[bytes]:
@@ -171,6 +247,9 @@ def _start_server(settings: Settings) -> subprocess.Popen[bytes]:
         "RUNNER_SERVER_PORT": str(settings.server_port),
         "RUNNER_RAY_PORT": str(settings.ray_port),
         "RUNNER_RUNTIME": settings.runtime,
+        "RUNNER_NETWORK_CONFIG": settings.network_config,
+        "RUNNER_TENANT_COUNTRY": settings.tenant_country,
+        **cluster.auth_env(settings.ray_token_path),
     }
     if settings.database_url:
         env["RUNNER_DATABASE_URL"] = settings.database_url

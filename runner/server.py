@@ -12,10 +12,9 @@ import threading
 import uvicorn
 
 from runner import cluster
-from runner.api import create_app
+from runner.network import load_network
 from runner.settings import Settings
 from runner.store import Store
-from runner.supervisor import Supervisor
 
 log = logging.getLogger("runner.server")
 
@@ -23,24 +22,35 @@ log = logging.getLogger("runner.server")
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.home.mkdir(parents=True, exist_ok=True)
+    config = load_network(settings.network_config or None)
     store = Store(settings.db_url)
     cluster.connect(settings.ray_address, settings.ray_token_path)
-    supervisor = Supervisor(store, settings)
+    # Ray reads its auth settings when first imported: what imports Ray comes after connect().
+    from runner.api import create_app
+    from runner.api.context import AppContext
+    from runner.supervisor import Supervisor
+
+    supervisor = Supervisor(store, settings, config)
     # Find the nodes and create their agents on this thread, before the API and supervisor
     # threads start: Ray's first serialization imports modules, and two threads importing the
     # same module at once has been seen to fail (KeyError: 'pydantic.v1').
     supervisor.refresh_nodes(force=True)
     runtime_name = _runtime_name(settings)
     stop = threading.Event()
-    thread = threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True)
-    thread.start()
-    app = create_app(store, supervisor, runtime_name=runtime_name)
+    threads = [threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True),
+               threading.Thread(target=supervisor.checker.run, args=(stop,), name="checker", daemon=True)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    ctx = AppContext(store=store, supervisor=supervisor, config=config, runtime_name=runtime_name,
+                     ray_address=settings.ray_address, ray_token=settings.ray_token_path.read_text().strip())  # fmt: skip
+    app = create_app(ctx)
     log.info("runner server on %s (runtime %s, ray %s)", settings.server_url, runtime_name, settings.ray_address)
     try:
         uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_level="warning")
     finally:
         stop.set()
-        thread.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)
 
 
 def _runtime_name(settings: Settings) -> str:

@@ -30,6 +30,10 @@ class Settings:
     workdir: Path = field(default=PROJECT_ROOT)
     #: Supervisor cadence: how often running replicas' logs are pulled and nodes refreshed.
     poll_interval_s: float = 0.25
+    #: The network's rules (policy, market, SLA, checker); empty means the packaged default.
+    network_config: str = ""
+    #: Country of the local tenant `runner up --cpu` creates (export control reads it).
+    tenant_country: str = "NL"
 
     @classmethod
     def from_env(cls, home: str | os.PathLike[str] | None = None, **overrides: object) -> "Settings":
@@ -42,6 +46,8 @@ class Settings:
             ray_port=int(env.get("RUNNER_RAY_PORT", cls.ray_port)),
             database_url=env.get("RUNNER_DATABASE_URL", ""),
             runtime=env.get("RUNNER_RUNTIME", cls.runtime),
+            network_config=env.get("RUNNER_NETWORK_CONFIG", ""),
+            tenant_country=env.get("RUNNER_TENANT_COUNTRY", cls.tenant_country),
         )
         return replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
 
@@ -67,6 +73,11 @@ class Settings:
         return self.home / "api-key"
 
     @property
+    def admin_key_path(self) -> Path:
+        """The operator's key: admin routes (KYC, tokens, audit, drains), no tenant."""
+        return self.home / "admin-key"
+
+    @property
     def cluster_record_path(self) -> Path:
         return self.home / "cluster.json"
 
@@ -79,6 +90,11 @@ class Settings:
         # Ray puts unix sockets under here; their paths must stay under ~107 bytes, so keep it short.
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:10]
         return Path("/tmp") / f"runner-ray-{digest}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """The default artifact store (checkpoints) of a CPU-mode network: file:// under home."""
+        return self.home / "artifacts"
 
     @property
     def replicas_dir(self) -> Path:

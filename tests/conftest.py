@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -104,3 +106,54 @@ def client(cluster_settings: Settings) -> Any:
 @pytest.fixture(scope="session")
 def runtime_name(client: Any) -> str:
     return client.health()["runtime"]
+
+
+@pytest.fixture(scope="session")
+def operator(cluster_settings: Settings) -> Any:
+    """The network operator's client (admin routes)."""
+    from runner.client import Client
+
+    return Client.from_settings(cluster_settings, operator=True)
+
+
+def ensure_provider(operator: Any, provider: str, country: str, stake_usd: float = 50.0) -> None:
+    if provider not in {p["id"] for p in operator.admin("GET", "/providers")}:
+        operator.admin("POST", "/providers", id=provider, country=country, kyc="verified", stake_usd=stake_usd)
+
+
+@contextmanager
+def extra_node(settings: Settings, operator: Any, *, index: int, name: str, provider: str, region: str,
+               country: str, gpu_model: str | None = None, gpu_count: int = 0, cpus: float = 2,
+               benchmark: dict[str, Any] | None = None) -> Iterator[Any]:  # fmt: skip
+    """Join one more provider node through the real join path; kill it (SIGKILL, as a machine
+    that loses power) and remove what it left in the shared Docker engine at the end."""
+    from runner import local
+    from runner.fleet import FleetNode
+
+    ensure_provider(operator, provider, country)
+    fleet_node = FleetNode(name=name, provider=provider, region=region, country=country, gpu_model=gpu_model,
+                           gpu_count=gpu_count, cpus=cpus, memory_gb=2)  # fmt: skip
+    proc = local.join_fleet_node(operator, settings, fleet_node, index, benchmark=benchmark)
+    try:
+        yield proc
+    finally:
+        kill_node(proc)
+        remove_node_containers(name)
+
+
+def kill_node(proc: Any) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def remove_node_containers(node: str) -> None:
+    """In CPU mode every node shares this machine's Docker engine, so a "vanished" node's
+    containers are still here; a real lost machine takes them along."""
+    try:
+        import docker
+
+        for container in docker.from_env().containers.list(all=True, filters={"label": [f"runner.node={node}"]}):
+            container.remove(force=True)
+    except Exception:  # no engine: the process runtime's children died with the node
+        pass

@@ -12,7 +12,7 @@ import pytest
 from runner import local
 from runner.errors import AuthError, ConflictError, SpecError
 from runner.settings import Settings
-from tests.conftest import docker_client_or_skip, wait_for
+from tests.conftest import docker_client_or_skip, extra_node, kill_node, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -32,15 +32,11 @@ def containers_of(workload_id: str) -> list[Any]:
     return docker.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]})
 
 
-def containers_of_node(node: str) -> list[Any]:
-    docker = docker_client_or_skip()
-    return docker.containers.list(all=True, filters={"label": [f"runner.node={node}"]})
-
-
 def test_nodes_join_with_their_labels(client: Any) -> None:
-    nodes = {n["name"]: n for n in client.nodes()}
-    assert set(nodes) == {"fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"}
-    assert all(n["alive"] for n in nodes.values())
+    fleet = {"fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"}
+    nodes = {n["name"]: n for n in client.nodes() if n["name"] in fleet}
+    assert set(nodes) == fleet
+    assert all(n["alive"] and n["state"] == "active" and n["verified_tflops"] > 0 for n in nodes.values())
     fra = nodes["fra-h100-1"]["labels"]
     assert fra["gpu-model"] == "H100" and fra["region"] == "eu-west" and fra["country"] == "DE"
     assert fra["simulated"] == "true" and fra["vram-gb"] == "80"
@@ -92,7 +88,8 @@ def test_agent_runs_on_the_node_it_is_named_for(cluster_settings: Settings, clie
     from runner.agent import get_or_create_agent
 
     cluster.connect(cluster_settings.ray_address, cluster_settings.ray_token_path)
-    by_name = {n.name: n.node_id for n in cluster.list_nodes()}
+    by_name = {n.name: n.node_id for n in cluster.list_nodes() if n.alive}  # other tests' extra nodes may be gone
+    assert {"fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"} <= set(by_name)
     for name, node_id in by_name.items():
         agent = get_or_create_agent(name, runtime=cluster_settings.runtime, state_dir=cluster_settings.replicas_dir,
                                     workdir=cluster_settings.workdir)  # fmt: skip
@@ -199,50 +196,41 @@ def test_server_restart_readopts_a_running_container(cluster_settings: Settings,
     assert json.loads(items[-1]["line"])["smoke"] == "ok"
 
 
-def test_a_vanished_node_fails_the_attempt_and_the_workload_retries(
-    cluster_settings: Settings, client: Any, runtime_name: str
+def test_a_vanished_node_fails_the_attempt_retries_and_its_provider_is_slashed(
+    cluster_settings: Settings, client: Any, operator: Any
 ) -> None:
     """SIGKILL a node's whole process group (as a machine that loses power): the supervisor
-    marks the replica LOST and retries; with no other node in that region, the retry waits."""
-    import os
-    import signal
-
-    from runner import cluster
-
-    node = cluster.start_node(
-        head_address=cluster_settings.ray_address,
-        port_args=cluster.node_port_args(cluster_settings.ray_port, 9, cluster_settings.ray_temp_dir),
-        labels={"node": "lost-1", "provider": "flaky", "region": "test-lost", "country": "US", "gpu-model": "none",
-                "gpu-count": "0", "vram-gb": "0", "simulated": "true"},
-        num_cpus=2, num_gpus=0, memory_bytes=2 * 1024**3, token_path=cluster_settings.ray_token_path,
-        log_path=cluster_settings.logs_dir / "node-lost-1.log",
-    )  # fmt: skip
-    try:
-        wait_for(lambda: any(n["name"] == "lost-1" and n["alive"] for n in client.nodes()), timeout_s=60,
+    marks the replica LOST and retries; with no other node in that region, the retry waits.
+    The provider whose node vanished with running work is slashed; the tenant is credited."""
+    with extra_node(cluster_settings, operator, index=9, name="lost-1", provider="flaky", region="test-lost",
+                    country="US") as node:  # fmt: skip
+        wait_for(lambda: any(n["name"] == "lost-1" and n["state"] == "active" for n in client.nodes()), timeout_s=60,
                  what="the extra node to join")  # fmt: skip
+        stake_before = _stake(operator, "flaky")
         spec = smoke(command=["python", "-m", "workloads.smoke"], env={"SMOKE_SLEEP": "300"},
                      placement={"regions": ["test-lost"]}, retries={"max_attempts": 2, "backoff_s": 0})  # fmt: skip
         w = client.submit(spec)
         assert client.wait(w["id"], until="running", timeout_s=120)["node"] == "lost-1"
-        os.killpg(node.pid, signal.SIGKILL)
+        kill_node(node)
         lost = wait_for(lambda: (g := client.get(w["id"]))["attempts"] == 1 and g["state"] in ("RETRYING", "PENDING") and g,
                         timeout_s=60, what="the supervisor to notice the lost node")  # fmt: skip
         assert lost["replicas"][0]["state"] == "LOST"
         assert any("lost on lost-1" in e["message"] for e in lost["events"])
         waiting = wait_for(lambda: (g := client.get(w["id"]))["message"].startswith("no node fits") and g,
                            timeout_s=30, what="the retry to wait for a node in test-lost")  # fmt: skip
-        assert "lost-1: node is down" in waiting["message"]
+        verdicts = {row["node"]: row["verdict"] for row in client.explain(w["id"])["rows"]}
+        assert verdicts["lost-1"] == "node is down" and "lost-1" in waiting["message"]
+        slash = operator.admin("GET", "/earnings", params={"provider": "flaky"})[0]
+        assert slash["totals"]["slashed"] == 5_000_000 and _stake(operator, "flaky") == stake_before - 5_000_000
+        credits = [line for line in client.bill()["lines"] if line["kind"] == "slash"
+                   and line["refs"]["node"] == "lost-1"]  # fmt: skip
+        assert [c["amount"] for c in credits] == [2_500_000]  # half the slash, once
         client.cancel(w["id"])
         assert client.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
-    finally:
-        if node.poll() is None:
-            os.killpg(node.pid, signal.SIGKILL)
-        node.wait(timeout=30)
-        # In CPU mode every node shares this machine's Docker engine, so the "vanished" node's
-        # container is still here; a real lost machine takes it along.
-        if runtime_name == "docker":
-            for container in containers_of_node("lost-1"):
-                container.remove(force=True)
+
+
+def _stake(operator: Any, provider: str) -> int:
+    return next(p["stake_micros"] for p in operator.admin("GET", "/providers") if p["id"] == provider)
 
 
 def test_an_orphan_container_is_removed(cluster_settings: Settings, client: Any) -> None:

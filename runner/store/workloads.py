@@ -1,7 +1,5 @@
-"""The store is the truth: workloads, replicas, events, logs and API keys in SQLAlchemy.
-
-SQLite (WAL) by default, any SQLAlchemy URL otherwise (PostgreSQL included). Rules that keep a
-crash or restart from losing or duplicating anything:
+"""Workloads, replicas, events, logs and API keys. Rules that keep a crash or restart from losing
+or duplicating anything:
 - a state change and its event row are written in one transaction, and only moves that
   ``WorkloadState.can_move_to`` allows are written;
 - a replica row (with its key) is written *before* its agent is asked to start it, so every
@@ -17,153 +15,69 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, select,
-)  # fmt: skip
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from runner.errors import AuthError, ConflictError, NotFoundError
 from runner.states import WorkloadState
+from runner.store.base import StoreBase
+from runner.store.models import ApiKey, Event, LogLine, PlacementRecord, Replica, Tenant, Workload
 
 
-class Base(DeclarativeBase):
-    pass
+def hash_key(secret: str) -> str:
+    """Keys and tokens are stored only as their SHA-256."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class Tenant(Base):
-    __tablename__ = "tenants"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+@dataclass(frozen=True)
+class Principal:
+    """Who an API key speaks for: a tenant, or the operator."""
 
-
-class ApiKey(Base):
-    __tablename__ = "api_keys"
-    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-
-
-class Workload(Base):
-    __tablename__ = "workloads"
-    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
-    name: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    source: Mapped[str] = mapped_column(String(512), default="")
-    state: Mapped[str] = mapped_column(String(16), index=True, default=WorkloadState.PENDING.value)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    message: Mapped[str] = mapped_column(Text, default="")
-    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-    updated_at: Mapped[float] = mapped_column(Float, default=time.time)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class Replica(Base):
-    """One attempt of one replica on one node; ``key`` names its container or process."""
-
-    __tablename__ = "replicas"
-    key: Mapped[str] = mapped_column(String(96), primary_key=True)
-    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
-    index: Mapped[int] = mapped_column(Integer)
-    attempt: Mapped[int] = mapped_column(Integer)
-    node: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))
-    handle: Mapped[str] = mapped_column(String(128), default="")
-    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    error: Mapped[str] = mapped_column(Text, default="")
-    log_lines: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[float] = mapped_column(Float, default=time.time)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class Event(Base):
-    __tablename__ = "events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
-    ts: Mapped[float] = mapped_column(Float, default=time.time)
-    state: Mapped[str] = mapped_column(String(16))
-    message: Mapped[str] = mapped_column(Text, default="")
-
-
-class LogLine(Base):
-    __tablename__ = "logs"
-    __table_args__ = (UniqueConstraint("replica_key", "seq"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
-    replica_key: Mapped[str] = mapped_column(String(96))
-    seq: Mapped[int] = mapped_column(Integer)
-    line: Mapped[str] = mapped_column(Text)
-    ts: Mapped[float] = mapped_column(Float, default=time.time)
-
-
-def _hash_key(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
+    tenant_id: str | None
+    operator: bool = False
 
 
 def new_workload_id() -> str:
     return "w-" + uuid.uuid4().hex[:10]
 
 
-class Store:
-    """All reads and writes of runner's state. Thread-safe: one session per call."""
+class WorkloadStore(StoreBase):
+    """Workloads, replicas, events, logs and API keys."""
 
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url, future=True, connect_args=self._connect_args(url))
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", self._sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    @staticmethod
-    def _connect_args(url: str) -> dict[str, Any]:
-        return {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
-
-    @staticmethod
-    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the supervisor's writes
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
-
-    # -- tenants and keys ------------------------------------------------------------------------
+    # -- API keys ----------------------------------------------------------------------------------
     def create_api_key(self, tenant_id: str) -> str:
-        """A new key for the tenant (created if new); only its hash is stored."""
+        """A new key for the tenant (created, KYC pending, if new); only its hash is stored."""
         api_key = "rk_" + secrets.token_urlsafe(32)
         with self.session() as s:
             if s.get(Tenant, tenant_id) is None:
                 s.add(Tenant(id=tenant_id))
                 s.flush()
-            s.add(ApiKey(key_hash=_hash_key(api_key), tenant_id=tenant_id))
+            s.add(ApiKey(key_hash=hash_key(api_key), tenant_id=tenant_id))
         return api_key
 
-    def tenant_for_key(self, api_key: str) -> str:
+    def create_operator_key(self) -> str:
+        """A key for the network's operator: admin routes only, no tenant."""
+        api_key = "rk_op_" + secrets.token_urlsafe(32)
         with self.session() as s:
-            row = s.get(ApiKey, _hash_key(api_key))
+            s.add(ApiKey(key_hash=hash_key(api_key), tenant_id=None, operator=True))
+        return api_key
+
+    def principal_for_key(self, api_key: str) -> Principal:
+        with self.session() as s:
+            row = s.get(ApiKey, hash_key(api_key))
             if row is None:
                 raise AuthError("invalid API key. To fix: use the key in $RUNNER_HOME/api-key")
-            return row.tenant_id
+            return Principal(tenant_id=row.tenant_id, operator=row.operator)
+
+    def tenant_for_key(self, api_key: str) -> str:
+        principal = self.principal_for_key(api_key)
+        if principal.tenant_id is None:
+            raise AuthError("this is the operator's key; tenant routes need a tenant's key ($RUNNER_HOME/api-key)")
+        return principal.tenant_id
 
     # -- workloads ---------------------------------------------------------------------------------
     def create_workload(
@@ -269,11 +183,20 @@ class Store:
             return s.scalar(select(Event).where(Event.workload_id == workload_id).order_by(Event.id.desc()).limit(1))
 
     # -- replicas ----------------------------------------------------------------------------------
-    def add_replica(self, *, key: str, workload_id: str, index: int, attempt: int, node: str, state: str) -> Replica:
-        row = Replica(key=key, workload_id=workload_id, index=index, attempt=attempt, node=node, state=state)
+    def add_replica(self, *, key: str, workload_id: str, index: int, attempt: int, node: str, state: str,
+                    **terms: Any) -> Replica:  # fmt: skip
+        """Record a replica before anything is started for it; ``terms``: provider, price, units."""
+        row = Replica(key=key, workload_id=workload_id, index=index, attempt=attempt, node=node, state=state, **terms)
         with self.session() as s:
             s.add(row)
         return row
+
+    def get_replica(self, key: str) -> Replica:
+        with self.session() as s:
+            row = s.get(Replica, key)
+            if row is None:
+                raise NotFoundError(f"no replica {key!r}")
+            return row
 
     def update_replica(self, key: str, **fields: Any) -> None:
         with self.session() as s:
@@ -323,3 +246,15 @@ class Store:
                 .limit(limit)
             )
             return list(s.scalars(q))
+
+    # -- placement records -------------------------------------------------------------------------
+    def record_placement(self, *, workload_id: str, attempt: int, placed: bool, nodes: list[str], message: str,
+                         rows: list[dict[str, Any]], total_nodes: int) -> None:  # fmt: skip
+        with self.session() as s:
+            s.add(PlacementRecord(workload_id=workload_id, attempt=attempt, placed=placed, nodes=nodes,
+                                  message=message, rows=rows, total_nodes=total_nodes))  # fmt: skip
+
+    def last_placement(self, workload_id: str) -> PlacementRecord | None:
+        with self.session() as s:
+            q = select(PlacementRecord).where(PlacementRecord.workload_id == workload_id)
+            return s.scalar(q.order_by(PlacementRecord.id.desc()).limit(1))

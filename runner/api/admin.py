@@ -1,0 +1,198 @@
+"""The operator's routes: KYC, budgets, stakes, join tokens, node drains, challenges, audit, books.
+
+Every change here is audited by the store in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from runner import ledger
+from runner.api.auth import Operator
+from runner.api.context import AppContext, context
+from runner.api.nodes import bill_json, statement_json
+from runner.errors import UserError
+from runner.ledger import SlashCause
+from runner.policy import KYC, NodeState
+from runner.store import Provider, Tenant
+from runner.supervisor.gang import RELOCATE
+
+router = APIRouter(prefix="/v1/admin")
+Ctx = Annotated[AppContext, Depends(context)]
+
+
+def tenant_json(ctx: AppContext, t: Tenant) -> dict[str, Any]:
+    return {"id": t.id, "country": t.country, "kyc": t.kyc, "budget_micros": t.budget_micros,
+            "spent_micros": ctx.store.tenant_spent(t.id), "created_at": t.created_at}  # fmt: skip
+
+
+def provider_json(ctx: AppContext, p: Provider) -> dict[str, Any]:
+    return {"id": p.id, "country": p.country, "kyc": p.kyc, "stake_micros": ctx.store.balance(ledger.stake_account(p.id)),
+            "nodes": [n.name for n in ctx.store.registry() if n.provider_id == p.id], "created_at": p.created_at}  # fmt: skip
+
+
+def _usd(value: float | None) -> int | None:
+    return None if value is None else int(round(value * ledger.MICROS))
+
+
+# -- tenants -----------------------------------------------------------------------------------------
+@router.get("/tenants")
+def tenants(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
+    return [tenant_json(ctx, t) for t in ctx.store.list_tenants()]
+
+
+@router.post("/tenants", status_code=201)
+def add_tenant(_: Operator, ctx: Ctx, id: Annotated[str, Body()], country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")],
+               kyc: Annotated[KYC, Body()] = KYC.PENDING, budget_usd: Annotated[float | None, Body(ge=0)] = None,
+               ) -> dict[str, Any]:  # fmt: skip
+    t = ctx.store.add_tenant(id, country=country, kyc=kyc, budget_micros=_usd(budget_usd))
+    return tenant_json(ctx, t)
+
+
+@router.post("/tenants/{tenant_id}")
+def update_tenant(_: Operator, ctx: Ctx, tenant_id: str, kyc: Annotated[KYC | None, Body()] = None,
+                  budget_usd: Annotated[float | None, Body(ge=0)] = None, clear_budget: Annotated[bool, Body()] = False,
+                  country: Annotated[str | None, Body(pattern=r"^[A-Za-z]{2}$")] = None) -> dict[str, Any]:  # fmt: skip
+    fields: dict[str, Any] = {}
+    if kyc is not None:
+        fields["kyc"] = kyc.value
+    if budget_usd is not None or clear_budget:
+        fields["budget_micros"] = _usd(budget_usd)
+    if country is not None:
+        fields["country"] = country.upper()
+    if not fields:
+        raise UserError("nothing to change: give kyc, budget_usd, clear_budget or country")
+    t = ctx.store.set_tenant(tenant_id, **fields)
+    ctx.supervisor.wake()
+    return tenant_json(ctx, t)
+
+
+@router.post("/tenants/{tenant_id}/keys", status_code=201)
+def tenant_key(_: Operator, ctx: Ctx, tenant_id: str) -> dict[str, Any]:
+    """A new API key for the tenant (shown once; only its hash is kept)."""
+    ctx.store.get_tenant(tenant_id)
+    key = ctx.store.create_api_key(tenant_id)
+    ctx.store.audit("tenant.key", {"tenant": tenant_id})
+    return {"tenant": tenant_id, "api_key": key}
+
+
+# -- providers ---------------------------------------------------------------------------------------
+@router.get("/providers")
+def providers(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
+    return [provider_json(ctx, p) for p in ctx.store.list_providers()]
+
+
+@router.post("/providers", status_code=201)
+def add_provider(_: Operator, ctx: Ctx, id: Annotated[str, Body(pattern=r"^[a-z][a-z0-9-]{0,62}$")],
+                 country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")], kyc: Annotated[KYC, Body()] = KYC.PENDING,
+                 stake_usd: Annotated[float, Body(ge=0)] = 0.0) -> dict[str, Any]:  # fmt: skip
+    p = ctx.store.add_provider(id, country=country, kyc=kyc)
+    if stake_usd:
+        ctx.store.post(ledger.stake_deposit(id, _usd(stake_usd) or 0, key=f"stake:{id}:initial"))
+    return provider_json(ctx, p)
+
+
+@router.post("/providers/{provider_id}/kyc")
+def provider_kyc(_: Operator, ctx: Ctx, provider_id: str, kyc: Annotated[KYC, Body(embed=True)]) -> dict[str, Any]:
+    p = ctx.store.set_provider_kyc(provider_id, kyc.value)
+    ctx.supervisor.wake()
+    return provider_json(ctx, p)
+
+
+@router.post("/providers/{provider_id}/stake")
+def provider_stake(_: Operator, ctx: Ctx, provider_id: str, usd: Annotated[float, Body(embed=True, gt=0)],
+                   key: Annotated[str, Body(embed=True, min_length=1)]) -> dict[str, Any]:  # fmt: skip
+    """Deposit stake; ``key`` makes a retried deposit count once."""
+    p = ctx.store.get_provider(provider_id)
+    ctx.store.post(ledger.stake_deposit(provider_id, _usd(usd) or 0, key=f"stake:{provider_id}:{key}"))
+    return provider_json(ctx, p)
+
+
+@router.post("/tokens", status_code=201)
+def issue_token(_: Operator, ctx: Ctx, provider: Annotated[str, Body()],
+                ttl_s: Annotated[float, Body(gt=0, le=30 * 86_400)] = 3600.0) -> dict[str, Any]:  # fmt: skip
+    return {"provider": provider, "token": ctx.store.issue_join_token(provider, ttl_s=ttl_s), "ttl_s": ttl_s}
+
+
+# -- nodes -------------------------------------------------------------------------------------------
+@router.post("/nodes/{name}/drain")
+def drain(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
+    """No new work; running work is stopped gracefully and placed elsewhere; then offboarded."""
+    node = ctx.store.move_node(name, NodeState.DRAINING, "draining on the operator's request", by="operator")
+    ctx.supervisor.wake()
+    return {"node": name, "state": node.state}
+
+
+@router.post("/nodes/{name}/offboard")
+def offboard(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
+    """Remove a node now. With work still on it, that is leaving without draining: slashed."""
+    node = ctx.store.get_node(name)
+    running = [r for r in ctx.store.active_replicas() if r.node == name]
+    ctx.store.move_node(name, NodeState.OFFBOARDED, "offboarded" + (" without draining" if running else ""),
+                        by="operator")  # fmt: skip
+    slashed = None
+    if running:
+        stake = ctx.store.balance(ledger.stake_account(node.provider_id))
+        tx = ledger.slash(provider=node.provider_id, stake_balance=stake, cause=SlashCause.UNDRAINED_OFFBOARD,
+                          config=ctx.config.market, key=f"slash:offboard:{name}:{int(node.state_changed_at)}",
+                          node=name, memo=f"{name} offboarded with {len(running)} replica(s) running")  # fmt: skip
+        if tx is not None and ctx.store.post(tx):
+            slashed = -sum(p.amount for p in tx.postings if p.account == ledger.stake_account(node.provider_id))
+        for workload_id in {r.workload_id for r in running}:
+            ctx.store.update_workload(workload_id, stop_reason=f"{RELOCATE}move off offboarded node {name}")
+    ctx.supervisor.wake()
+    return {"node": name, "state": NodeState.OFFBOARDED.value, "replicas_moved": len(running), "slashed_micros": slashed}
+
+
+@router.post("/nodes/{name}/activate")
+def activate(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
+    """Bring a suspended or draining node back after review."""
+    node = ctx.store.move_node(name, NodeState.ACTIVE, "activated by the operator", by="operator",
+                               challenge_failures=0)  # fmt: skip
+    ctx.supervisor.wake()
+    return {"node": name, "state": node.state}
+
+
+@router.post("/nodes/{name}/challenge")
+def challenge(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
+    return ctx.supervisor.checker.challenge(name)
+
+
+@router.get("/nodes/{name}/checks")
+def checks(_: Operator, ctx: Ctx, name: str, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+    return [{"ts": c.ts, "kind": c.kind, "ok": c.ok, "measured": c.measured, "expected": c.expected,
+             "message": c.message} for c in ctx.store.checks(name, limit=limit)]  # fmt: skip
+
+
+# -- audit and books ---------------------------------------------------------------------------------
+@router.get("/audit")
+def audit(_: Operator, ctx: Ctx, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=10_000),
+          kind: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    return [{"seq": e.seq, "ts": e.ts, "kind": e.kind, "payload": e.payload, "hash": e.hash}
+            for e in ctx.store.audit_entries(after_seq=after, limit=limit, kind=kind)]  # fmt: skip
+
+
+@router.get("/audit/verify")
+def audit_verify(_: Operator, ctx: Ctx) -> dict[str, Any]:
+    check = ctx.store.verify_audit()
+    return {"ok": check.ok, "entries": check.entries, "first_bad_seq": check.first_bad_seq, "problem": check.problem}
+
+
+@router.get("/bills")
+def bills(_: Operator, ctx: Ctx, tenant: str | None = None) -> list[dict[str, Any]]:
+    ids = [tenant] if tenant else [t.id for t in ctx.store.list_tenants()]
+    return [bill_json(ctx, t) for t in ids]
+
+
+@router.get("/earnings")
+def earnings(_: Operator, ctx: Ctx, provider: str | None = None) -> list[dict[str, Any]]:
+    ids = [provider] if provider else [p.id for p in ctx.store.list_providers()]
+    out = []
+    for pid in ids:
+        ctx.store.get_provider(pid)
+        txs = ctx.store.transactions(accounts=[ledger.provider_account(pid), ledger.stake_account(pid)])
+        mine = frozenset({ledger.provider_account(pid), ledger.stake_account(pid)})
+        out.append({"provider": pid, **statement_json(ledger.provider_statement(pid, txs), mine)})
+    return out

@@ -1,0 +1,26 @@
+"""What every route works with, set once on the app: the store, the supervisor, the rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from runner.network import NetworkConfig
+from runner.store import Store
+from runner.supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class AppContext:
+    store: Store
+    supervisor: Supervisor
+    config: NetworkConfig
+    runtime_name: str
+    #: Handed to machines that join: where Ray's head is and the cluster token.
+    ray_address: str
+    ray_token: str
+
+
+def context(request: Request) -> AppContext:
+    return request.app.state.ctx

@@ -1,0 +1,84 @@
+"""Routes about nodes and money that tenants (and joining machines) use: health, the fleet,
+joining, a tenant's own bill."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from runner import ledger
+from runner.api.auth import Anyone, Tenant
+from runner.api.context import AppContext, context
+from runner.onboarding import JoinGrant, JoinRequest, onboard
+from runner.store import Node
+
+router = APIRouter()
+Ctx = Annotated[AppContext, Depends(context)]
+
+
+def statement_json(statement: ledger.Statement, accounts: frozenset[str] | None = None) -> dict[str, Any]:
+    """A statement as JSON; each line's ``amount`` is its net effect on ``accounts`` (default: the
+    statement's own account)."""
+    mine = accounts or frozenset({statement.account})
+    return {
+        "account": statement.account, "totals": dict(statement.totals),
+        "lines": [{"key": tx.key, "kind": tx.kind.value, "memo": tx.memo, "refs": dict(tx.refs),
+                   "amount": sum(p.amount for p in tx.postings if p.account in mine)}
+                  for tx in statement.lines],
+    }  # fmt: skip
+
+
+def bill_json(ctx: AppContext, tenant_id: str) -> dict[str, Any]:
+    t = ctx.store.get_tenant(tenant_id)
+    txs = ctx.store.transactions(account=ledger.tenant_account(tenant_id))
+    return {"tenant": tenant_id, **statement_json(ledger.tenant_statement(tenant_id, txs, t.budget_micros))}
+
+
+def nodes_json(ctx: AppContext) -> list[dict[str, Any]]:
+    """Ray's live view joined with the registry: labels, liveness, lifecycle, price, benchmark."""
+    sup = ctx.supervisor
+    running: dict[str, int] = {}
+    for rep in ctx.store.active_replicas():
+        running[rep.node] = running.get(rep.node, 0) + 1
+    registry: dict[str, Node] = {n.name: n for n in ctx.store.registry()}
+    reliability = {row.name: row.reliability for row in sup.market.rows()}
+    out = []
+    for name in sorted(set(registry) | set(sup.fleet.nodes)):
+        ray_node, reg = sup.fleet.nodes.get(name), registry.get(name)
+        out.append({
+            "name": name, "alive": bool(ray_node and ray_node.alive),
+            "labels": ray_node.labels if ray_node else {}, "resources": ray_node.resources if ray_node else {},
+            "address": ray_node.address if ray_node else "", "replicas": running.get(name, 0),
+            "state": reg.state if reg else "unregistered", "provider": reg.provider_id if reg else "",
+            "region": reg.region if reg else "", "country": reg.country if reg else "",
+            "gpu_model": reg.gpu_model if reg else None, "gpu_count": reg.gpu_count if reg else 0,
+            "gpu_price_micros": reg.gpu_price_micros if reg else 0, "cpu_price_micros": reg.cpu_price_micros if reg else 0,
+            "verified_tflops": reg.verified_tflops if reg else 0.0, "simulated": reg.simulated if reg else None,
+            "reliability": reliability.get(name), "challenge_failures": reg.challenge_failures if reg else 0,
+            "message": reg.message if reg else "not in the registry: joined Ray without `runner node join`",
+        })  # fmt: skip
+    return out
+
+
+@router.get("/v1/health")
+def health(_: Anyone, ctx: Ctx) -> dict[str, Any]:
+    return {"ok": True, "runtime": ctx.runtime_name, "nodes": sum(n.alive for n in ctx.supervisor.fleet.nodes.values())}
+
+
+@router.get("/v1/nodes")
+def nodes(_: Anyone, ctx: Ctx) -> list[dict[str, Any]]:
+    return nodes_json(ctx)
+
+
+@router.post("/v1/nodes/join")
+def join(request: JoinRequest, ctx: Ctx) -> JoinGrant:
+    """A provider machine joins with a join token (its credential here, instead of an API key)."""
+    grant = onboard(ctx.store, ctx.config, request, ray_address=ctx.ray_address, ray_token=ctx.ray_token)
+    ctx.supervisor.wake()
+    return grant
+
+
+@router.get("/v1/bill")
+def bill(tenant_id: Tenant, ctx: Ctx) -> dict[str, Any]:
+    return bill_json(ctx, tenant_id)

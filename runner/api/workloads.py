@@ -1,0 +1,176 @@
+"""Tenant routes for workloads: submit (with admission), list, get, wait, cancel, logs, explain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from runner import ledger
+from runner.api.auth import Tenant
+from runner.api.context import AppContext, context
+from runner.errors import PolicyError
+from runner.placement import Demand
+from runner.policy import KYC, TenantFacts, admit_tenant
+from runner.spec import parse_workload, spec_to_dict
+from runner.states import WorkloadState
+from runner.store import Event, LogLine, Replica, Workload
+
+router = APIRouter()
+Ctx = Annotated[AppContext, Depends(context)]
+
+
+def workload_json(w: Workload) -> dict[str, Any]:
+    return {
+        "id": w.id, "name": w.name, "kind": w.kind, "state": w.state, "attempts": w.attempts,
+        "relocations": w.relocations, "node": w.node, "exit_code": w.exit_code, "message": w.message,
+        "source": w.source, "created_at": w.created_at, "started_at": w.started_at, "finished_at": w.finished_at,
+        "cancel_requested": w.cancel_requested, "stop_reason": w.stop_reason, "tenant": w.tenant_id, "spec": w.spec,
+    }  # fmt: skip
+
+
+def replica_json(r: Replica) -> dict[str, Any]:
+    return {
+        "key": r.key, "index": r.index, "attempt": r.attempt, "node": r.node, "state": r.state, "handle": r.handle,
+        "exit_code": r.exit_code, "error": r.error, "started_at": r.started_at, "finished_at": r.finished_at,
+        "provider": r.provider_id, "price_micros": r.price_micros, "milli_units": r.milli_units,
+        "metered_s": r.metered_s, "ports": r.ports or {}, "reports": r.reports or {},
+    }  # fmt: skip
+
+
+def event_json(e: Event) -> dict[str, Any]:
+    return {"ts": e.ts, "state": e.state, "message": e.message}
+
+
+def _ndjson(line: LogLine) -> bytes:
+    return (json.dumps({"id": line.id, "replica": line.replica_key, "seq": line.seq, "line": line.line}) + "\n").encode()
+
+
+def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
+    """KYC gate, then the budget: refuse what the tenant may not or cannot afford to run."""
+    t = ctx.store.get_tenant(tenant_id)
+    verdict = admit_tenant(TenantFacts(id=t.id, country=t.country, kyc=KYC(t.kyc)))
+    if not verdict:
+        raise PolicyError(verdict.reason)
+    if t.budget_micros is None:
+        return
+    left = t.budget_micros - ctx.store.tenant_spent(tenant_id)
+    if left <= 0:
+        raise PolicyError(f"budget exhausted: {ledger.usd(left)} USD left of {ledger.usd(t.budget_micros)}. "
+                          "To fix: the operator raises it (runner admin tenant budget)")  # fmt: skip
+    if spec.timeout:
+        d = Demand.from_spec(spec)
+        estimate = ledger.estimate_cost(worst_price(ctx, d), ledger.units_milli(d.gpus or d.cpu), d.replicas,
+                                        spec.timeout)  # fmt: skip
+        if estimate > left:
+            raise PolicyError(f"this workload may cost up to {ledger.usd(estimate)} USD ({d.replicas} replica(s) for "
+                              f"{spec.timeout:g}s at the highest fitting price) but the budget has "
+                              f"{ledger.usd(left)} USD left. To fix: a shorter timeout, a price cap, or a larger budget")  # fmt: skip
+
+
+def worst_price(ctx: AppContext, d: Demand) -> int:
+    """The highest price per unit-hour this workload could be placed at: its cap, else the dearest
+    fitting node in the registry."""
+    if d.gpus and d.max_price_micros is not None:
+        return d.max_price_micros
+    nodes = ctx.store.registry()
+    if d.gpus:
+        return max((n.gpu_price_micros for n in nodes if n.gpu_model in d.gpu_models), default=0)
+    return max((n.cpu_price_micros for n in nodes), default=ctx.config.market.cpu_price_per_core_hour)
+
+
+@router.post("/v1/workloads", status_code=201)
+def submit(tenant_id: Tenant, ctx: Ctx, spec: Annotated[dict[str, Any], Body(embed=True)],
+           source: Annotated[str, Body(embed=True)] = "<api>",
+           idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    parsed = parse_workload(spec, source=source)
+    admit(ctx, tenant_id, parsed)
+    row, created = ctx.store.create_workload(tenant_id=tenant_id, spec=spec_to_dict(parsed), source=source,
+                                             idempotency_key=idempotency_key)  # fmt: skip
+    ctx.supervisor.wake()
+    return JSONResponse(workload_json(row), status_code=201 if created else 200)
+
+
+@router.get("/v1/workloads")
+def list_workloads(tenant_id: Tenant, ctx: Ctx, limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
+    return [workload_json(w) for w in ctx.store.list_workloads(tenant_id=tenant_id, limit=limit)]
+
+
+@router.get("/v1/workloads/{workload_id}")
+def get_workload(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
+    w = ctx.store.get_workload(workload_id, tenant_id)
+    return {**workload_json(w), "replicas": [replica_json(r) for r in ctx.store.replicas(w.id)],
+            "events": [event_json(e) for e in ctx.store.events(w.id)]}  # fmt: skip
+
+
+@router.get("/v1/workloads/{workload_id}/explain")
+def explain(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
+    """The candidate table of the workload's latest placement decision."""
+    w = ctx.store.get_workload(workload_id, tenant_id)
+    record = ctx.store.last_placement(w.id)
+    if record is None:
+        return {"workload": w.id, "state": w.state, "decided": False, "message": w.message, "rows": []}
+    return {"workload": w.id, "state": w.state, "decided": True, "attempt": record.attempt, "ts": record.ts,
+            "placed": record.placed, "nodes": record.nodes, "message": record.message, "rows": record.rows,
+            "total_nodes": record.total_nodes}  # fmt: skip
+
+
+@router.get("/v1/workloads/{workload_id}/wait")
+def wait(tenant_id: Tenant, ctx: Ctx, workload_id: str,
+         until: str = Query("terminal", pattern="^(terminal|running)$"),
+         timeout: float = Query(25.0, ge=0, le=120)) -> dict[str, Any]:  # fmt: skip
+    """Long-poll: answer as soon as the workload reaches ``until`` (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+
+    def reached(w: Workload) -> bool:
+        state = WorkloadState(w.state)
+        return state.is_terminal() or (until == "running" and state == WorkloadState.RUNNING)
+
+    w = ctx.store.get_workload(workload_id, tenant_id)
+    while not reached(w) and time.monotonic() < deadline:
+        with ctx.supervisor.changed:
+            ctx.supervisor.changed.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
+        w = ctx.store.get_workload(workload_id, tenant_id)
+    return workload_json(w)
+
+
+@router.post("/v1/workloads/{workload_id}/cancel")
+def cancel(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
+    w = ctx.store.get_workload(workload_id, tenant_id)
+    if not WorkloadState(w.state).is_terminal():
+        ctx.store.update_workload(w.id, cancel_requested=True)
+        ctx.store.add_event(w.id, w.state, "cancel requested")
+        ctx.supervisor.wake()
+    return workload_json(ctx.store.get_workload(w.id))
+
+
+@router.get("/v1/workloads/{workload_id}/logs")
+async def logs(tenant_id: Tenant, ctx: Ctx, workload_id: str, after: int = Query(0, ge=0),
+               follow: bool = False) -> StreamingResponse:  # fmt: skip
+    """Log lines as NDJSON (``{"id", "replica", "seq", "line"}``), streamed while ``follow`` and the
+    workload is not finished. ``after`` is the last id seen: a reconnect resumes, no line twice."""
+    store = ctx.store
+    store.get_workload(workload_id, tenant_id)
+
+    async def lines() -> AsyncIterator[bytes]:
+        cursor = after
+        while True:
+            # State first, lines second: the end is announced only after the last lines are
+            # stored, so a finished state read here means the read below drains everything.
+            w = await asyncio.to_thread(store.get_workload, workload_id)
+            finished = WorkloadState(w.state).is_terminal()
+            batch = await asyncio.to_thread(store.logs_after, workload_id, cursor)
+            for line in batch:
+                cursor = line.id
+                yield _ndjson(line)
+            if not follow or (finished and not batch):
+                return
+            if not batch:
+                await asyncio.sleep(0.1)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

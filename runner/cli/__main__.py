@@ -1,0 +1,5 @@
+import sys
+
+from runner.cli import app
+
+sys.exit(app())

@@ -1,0 +1,97 @@
+"""Cluster commands: up, down, server, nodes, images build."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from runner.cli.common import app, client, console, err, friendly, print_json, settings, styled, usd
+from runner.errors import UserError
+
+images_app = typer.Typer(help="Build the workload images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+
+
+@app.command()
+@friendly
+def up(
+    cpu: Annotated[bool, typer.Option("--cpu", help="CPU mode: simulated provider nodes on this machine.")] = False,
+    fleet: Annotated[Path | None, typer.Option(help="Fleet file (default: the packaged 4-node fleet).")] = None,
+    runtime: Annotated[str | None, typer.Option(help="auto (Docker if an engine answers), docker or process.")] = None,
+) -> None:
+    """Start a cluster: Ray head, the control plane, and provider nodes that join it."""
+    from runner import local
+    from runner.runtime import docker_available
+
+    if not cpu:
+        raise UserError("only CPU mode runs on one machine. To fix: runner up --cpu "
+                        "(real providers join with `runner node join`)")  # fmt: skip
+    s = settings(runtime=runtime)
+    if s.runtime in ("auto", "docker") and not docker_available():
+        if s.runtime == "docker":
+            raise UserError("--runtime docker, but no Docker engine answers. To fix: start dockerd")
+        err.print("[yellow]note:[/yellow] no Docker engine answers: workloads run as host processes "
+                  "(process runtime). Start dockerd and run `runner down && runner up --cpu` to use containers.")  # fmt: skip
+    started = time.monotonic()
+    local.up(s, fleet_path=str(fleet) if fleet else None, say=lambda m: console.print(f"  {m}"))
+    console.print(f"[green]cluster up[/green] in {time.monotonic() - started:.1f}s. Try: runner nodes")
+
+
+@app.command()
+@friendly
+def down() -> None:
+    """Stop exactly what `runner up` started."""
+    from runner import local
+
+    if not local.down(settings(), say=lambda m: console.print(f"  {m}")):
+        console.print("no cluster is up for this home")
+        return
+    console.print("[green]cluster down[/green]")
+
+
+@app.command()
+@friendly
+def server() -> None:
+    """Run the control plane in the foreground (`runner up` starts it for you)."""
+    from runner.server import serve
+
+    serve(settings())
+
+
+@app.command()
+@friendly
+def nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Provider nodes: lifecycle state, liveness, location, GPUs, price, benchmark, reliability."""
+    rows = client().nodes()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("NODE", "STATE", "ALIVE", "PROVIDER", "REGION", "COUNTRY", "GPU", "PRICE/GPU-H", "TFLOPS",
+                  "RELIABILITY", "REPLICAS", box=None)  # fmt: skip
+    for n in rows:
+        gpu = f"{n['gpu_count']}x {n['gpu_model']}" if n["gpu_model"] else "cpu"
+        if n["simulated"]:
+            gpu += " (sim)"
+        rel = "-" if n["reliability"] is None else f"{n['reliability']:.3f}"
+        table.add_row(n["name"], styled(n["state"]), "[green]yes[/green]" if n["alive"] else "[red]no[/red]",
+                      n["provider"], n["region"], n["country"], gpu, usd(n["gpu_price_micros"]) if n["gpu_model"] else "-",
+                      f"{n['verified_tflops']:.3g}", rel, str(n["replicas"]))  # fmt: skip
+    console.print(table)
+
+
+@images_app.command("build")
+@friendly
+def images_build(
+    names: Annotated[list[str] | None, typer.Argument(help="Images to build (default: all).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even when the content hash is unchanged.")] = False,
+) -> None:
+    """Build images from Debian packages and local wheels (works offline); cached by content hash."""
+    from runner.images import build_images
+
+    tags = build_images(names or None, force=force, log=lambda m: console.print(f"  {m}", markup=False))
+    for name, tag in tags.items():
+        console.print(f"[green]{name}[/green] {tag}")

@@ -1,0 +1,71 @@
+"""What every command shares: the Typer app, consoles, error handling, settings and clients.
+
+Every ``RunnerError`` becomes one red line and its exit code (2: your input, 3: the workload
+failed, 4: the cluster or server is not there); tracebacks are left for bugs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from runner.errors import RunnerError
+from runner.settings import Settings
+
+app = typer.Typer(help="runner: run containerized workloads on rented GPU nodes.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)  # fmt: skip
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "RETRYING": "magenta",
+               "active": "green", "suspended": "red", "draining": "yellow", "offboarded": "dim"}  # fmt: skip
+
+
+def friendly(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RunnerError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def client(*, operator: bool = False) -> Any:
+    from runner.client import Client
+
+    return Client.from_settings(settings(), operator=operator)
+
+
+def when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
+
+
+def styled(state: str) -> str:
+    style = STATE_STYLE.get(state)
+    return f"[{style}]{state}[/{style}]" if style else state
+
+
+def usd(micros: int | None) -> str:
+    """Micro-USD as dollars, to the micro: 2500000 -> '$2.500000' (exact; --json gives micros)."""
+    if micros is None:
+        return "-"
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}${whole:,}.{frac:06d}"
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data))

@@ -1,0 +1,86 @@
+"""The workload contract: what the runner tells a container, and what it reads back. Pure.
+
+Told (environment): every replica gets ``RUNNER_WORKLOAD_ID``, ``RUNNER_REPLICA_INDEX``,
+``RUNNER_ATTEMPT`` and ``RUNNER_NODE``; each kind adds its own (``kind_env``). The user's own
+``env`` from the spec comes first and the runner's variables win, so a spec cannot confuse the
+rendezvous of its own gang by accident.
+
+Read back (stdout): a line that is one JSON object with a ``"runner"`` key is a *report*:
+``{"runner": "progress", "step": 120, ...}``. The supervisor keeps the latest report of each
+type per replica (``parse_report``); every other line is a plain log line. The workloads under
+``workloads/`` and their READMEs follow this contract.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+#: Reports never grow without bound in the database: longer lines are plain logs.
+MAX_REPORT_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the workers of a gang meet: rank 0's address and a port chosen for the attempt."""
+
+    master_addr: str
+    master_port: int
+    world_size: int
+
+
+def base_env(workload_id: str, replica_index: int, attempt: int, node: str) -> dict[str, str]:
+    return {"RUNNER_WORKLOAD_ID": workload_id, "RUNNER_REPLICA_INDEX": str(replica_index),
+            "RUNNER_ATTEMPT": str(attempt), "RUNNER_NODE": node}  # fmt: skip
+
+
+def service_port(spec: Any, default: int = 8000) -> int:
+    """The container port a service listens on: the first TCP port of the spec."""
+    for port in spec.ports:
+        if port.protocol == "tcp":
+            return int(port.container)
+    return default
+
+
+def kind_env(spec: Any, *, replica_index: int, rendezvous: Rendezvous | None = None,
+             checkpoint_uri: str | None = None) -> dict[str, str]:  # fmt: skip
+    """The kind-specific variables of the contract."""
+    kind = spec.kind
+    if kind == "inference":
+        b = spec.batching
+        env = {"PORT": str(service_port(spec)), "RUNNER_MAX_BATCH_SIZE": str(b.max_batch_size),
+               "RUNNER_MAX_WAIT_MS": f"{b.max_wait_ms:g}", "RUNNER_MAX_QUEUE": str(b.max_queue)}  # fmt: skip
+        if spec.model:
+            env["RUNNER_MODEL"] = spec.model
+        return env
+    if kind == "gaming":
+        return {"PORT": str(service_port(spec)), "RUNNER_GAME": spec.game, "RUNNER_FPS": str(spec.fps),
+                "RUNNER_RESOLUTION": spec.resolution, "RUNNER_IDLE_TIMEOUT_S": f"{spec.idle_timeout:g}",
+                "RUNNER_MAX_DURATION_S": f"{spec.max_duration:g}",
+                "RUNNER_LATENCY_BUDGET_MS": f"{spec.latency_budget_ms:g}"}  # fmt: skip
+    if kind == "training":
+        env = {"RUNNER_CHECKPOINT_EVERY": str(spec.checkpoint.every_steps), "RANK": str(replica_index),
+               "LOCAL_RANK": "0"}  # fmt: skip
+        if checkpoint_uri:
+            env["RUNNER_CHECKPOINT_URI"] = checkpoint_uri
+        if rendezvous is not None:
+            env.update(MASTER_ADDR=rendezvous.master_addr, MASTER_PORT=str(rendezvous.master_port),
+                       WORLD_SIZE=str(rendezvous.world_size))  # fmt: skip
+        return env
+    return {}
+
+
+def parse_report(line: str) -> tuple[str, dict[str, Any]] | None:
+    """``(type, report)`` when ``line`` is a report line, else None."""
+    text = line.strip()
+    if not (text.startswith("{") and '"runner"' in text) or len(text) > MAX_REPORT_CHARS:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("runner"), str):
+        return None
+    kind = data.pop("runner")
+    return kind, data

@@ -1,0 +1,87 @@
+"""``runner node join``, the provider machine's side: detect GPUs, benchmark, register, join Ray.
+
+GPUs are found through NVML (``nvidia-ml-py``); none means a CPU-only node. In CPU mode a node
+declares *simulated* GPUs instead (``--simulate-gpu H100:1``, what the fleet file says): they are
+Ray logical GPUs and the workloads run on the CPU, labelled ``simulated=true`` so that nobody
+mistakes them for the real thing. The benchmark (``runner.benchmark.measure``) runs on the best
+device here. The control plane checks the token, the policy and the benchmark, and answers with
+the Ray head's address, the cluster token and the labels this node joins with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from runner import cluster
+from runner.benchmark import measure
+from runner.catalog import canonical_gpu_name
+from runner.client import Client
+
+log = logging.getLogger("runner.join")
+
+
+def detect_gpus() -> tuple[str | None, int]:
+    """(catalog model, count) of this machine's NVIDIA GPUs, or (None, 0)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, 0
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None, 0
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        if count == 0:
+            return None, 0
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        name = name.decode() if isinstance(name, bytes) else name
+        try:
+            return canonical_gpu_name(name), count
+        except KeyError:
+            log.warning("GPU %r is not in the catalog: joining as a CPU-only node", name)
+            return None, 0
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def join_request(*, token: str, provider: str, name: str, region: str, country: str, cpus: float, memory_mb: int,
+                 simulate_gpu: tuple[str, int] | None = None, price_per_gpu_hour: float | None = None,
+                 bench_seconds: float = 0.6, benchmark: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Describe this machine: its GPUs (detected, or simulated) and its measured benchmark."""
+    model, count = (canonical_gpu_name(simulate_gpu[0]), simulate_gpu[1]) if simulate_gpu else detect_gpus()
+    return {
+        "token": token, "provider": provider, "name": name, "region": region, "country": country.upper(),
+        "gpu_model": model, "gpu_count": count if model else 0, "cpus": cpus, "memory_mb": memory_mb,
+        "simulated": simulate_gpu is not None, "price_per_gpu_hour": price_per_gpu_hour,
+        "benchmark": benchmark if benchmark is not None else measure(bench_seconds).to_dict(),
+    }  # fmt: skip
+
+
+def write_ray_token(path: Path, token: str) -> None:
+    """Keep the cluster token this node was given, owner-only (never on a command line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+
+
+def start_ray_node(grant: dict[str, Any], *, token_path: Path, port_args: list[str], log_path: Path, cpus: float,
+                   memory_mb: int, node_ip: str = "127.0.0.1") -> subprocess.Popen[bytes]:  # fmt: skip
+    """``ray start --block`` with the labels the control plane granted."""
+    if not token_path.exists() or token_path.read_text().strip() != grant["ray_token"]:
+        write_ray_token(token_path, grant["ray_token"])
+    return cluster.start_node(
+        head_address=grant["ray_address"], port_args=port_args, labels=grant["labels"], num_cpus=cpus,
+        num_gpus=int(grant["num_gpus"]), memory_bytes=memory_mb * 1024 * 1024, token_path=token_path,
+        log_path=log_path, node_ip=node_ip,
+    )  # fmt: skip
+
+
+def join(server_url: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Register with the control plane; returns the grant (or raises the control plane's error)."""
+    return Client(server_url, api_key="").join(request)

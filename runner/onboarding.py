@@ -1,0 +1,107 @@
+"""Onboarding, the control plane's side of ``runner node join``: token, policy, benchmark, registry.
+
+A joining machine presents a join token and describes itself (provider, location, GPUs, its
+benchmark). The token must belong to that provider, be unexpired and unused; it is spent either
+way, so a refused machine cannot probe with it again. The node must pass onboarding policy (a
+verified provider; no export-controlled GPU inside an embargoed country; the network geofence),
+and a real GPU's benchmark must be plausible for the model it claims. Then the node is registered
+``verified`` and receives what it needs to join Ray: the head's address, the cluster token and
+its labels. It becomes ``active`` when the supervisor sees it in Ray with its agent up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner.benchmark import expected_tflops, judge
+from runner.catalog import canonical_gpu_name, get_gpu
+from runner.errors import PolicyError, UserError
+from runner.ledger import MICROS
+from runner.network import NetworkConfig
+from runner.policy import KYC, NodeFacts, NodeState, admit_node
+from runner.store import Store
+
+NAME = r"^[a-z][a-z0-9-]{0,62}$"
+
+
+class JoinRequest(BaseModel):
+    """What a machine says about itself when it joins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1)
+    provider: str = Field(pattern=NAME)
+    name: str = Field(pattern=NAME)
+    region: str = Field(pattern=NAME)
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    gpu_model: str | None = None
+    gpu_count: int = Field(default=0, ge=0, le=64)
+    cpus: float = Field(gt=0)
+    memory_mb: int = Field(gt=0)
+    simulated: bool = False
+    price_per_gpu_hour: float | None = Field(default=None, gt=0)
+    benchmark: dict[str, Any] = Field(default_factory=dict)
+
+
+class JoinGrant(BaseModel):
+    """What the control plane gives a machine it accepts: how to join Ray, and as what."""
+
+    node: str
+    state: str
+    ray_address: str
+    ray_token: str
+    labels: dict[str, str]
+    num_gpus: int
+
+
+def node_labels(req: JoinRequest, vram_gb: int) -> dict[str, str]:
+    """The Ray node labels placement and label selectors use."""
+    return {
+        "node": req.name, "provider": req.provider, "region": req.region, "country": req.country,
+        "gpu-model": req.gpu_model or "none", "gpu-count": str(req.gpu_count if req.gpu_model else 0),
+        "vram-gb": str(vram_gb), "simulated": "true" if req.simulated else "false",
+    }  # fmt: skip
+
+
+def onboard(store: Store, config: NetworkConfig, req: JoinRequest, *, ray_address: str, ray_token: str) -> JoinGrant:
+    store.redeem_join_token(req.token, provider_id=req.provider, node=req.name)
+    provider = store.get_provider(req.provider)
+    model = None
+    if req.gpu_model:
+        try:
+            model = canonical_gpu_name(req.gpu_model)
+        except KeyError:
+            raise UserError(f"unknown GPU model {req.gpu_model!r}") from None
+        if req.gpu_count < 1:
+            raise UserError(f"gpu_count must be >= 1 for a node with a {model}")
+    facts = NodeFacts(name=req.name, provider=req.provider, provider_kyc=KYC(provider.kyc), country=req.country,
+                      region=req.region, gpu_model=model)  # fmt: skip
+    measured = float(req.benchmark.get("tflops") or 0.0)
+    verdict = admit_node(facts, config.policy)
+    refusal = None if verdict else verdict.reason
+    if refusal is None and not measured:
+        refusal = "no benchmark: a joining node must report its measured TFLOPS"
+    if refusal is None and model and not req.simulated:
+        problem = judge(measured, expected_tflops(model, simulated=False, verified_tflops=measured),
+                        config.checker.tolerance)  # fmt: skip
+        refusal = f"benchmark does not match a {model}: {problem}" if problem else None
+    if refusal:
+        store.audit("node.refused", {"node": req.name, "provider": req.provider, "country": req.country,
+                                     "gpu_model": model, "reason": refusal})  # fmt: skip
+        raise PolicyError(f"node {req.name} refused: {refusal}")
+    vram = get_gpu(model).vram_gb if model else 0
+    price = req.price_per_gpu_hour if req.price_per_gpu_hour is not None else (get_gpu(model).list_price_per_hour
+                                                                               if model else 0.0)  # fmt: skip
+    store.register_node(
+        name=req.name, provider_id=req.provider, state=NodeState.VERIFIED,
+        decision={"country": req.country, "region": req.region, "gpu_model": model, "gpu_count": req.gpu_count,
+                  "simulated": req.simulated, "tflops": measured},
+        region=req.region, country=req.country, gpu_model=model, gpu_count=req.gpu_count if model else 0,
+        vram_gb=vram, cpus=req.cpus, memory_mb=req.memory_mb, simulated=req.simulated,
+        gpu_price_micros=int(round(price * MICROS)), cpu_price_micros=config.market.cpu_price_per_core_hour,
+        benchmark=req.benchmark, verified_tflops=measured,
+    )  # fmt: skip
+    return JoinGrant(node=req.name, state=NodeState.VERIFIED.value, ray_address=ray_address, ray_token=ray_token,
+                     labels=node_labels(req, vram), num_gpus=req.gpu_count if model else 0)  # fmt: skip

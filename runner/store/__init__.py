@@ -1,0 +1,26 @@
+"""The store is the truth: every workload, replica, event, log line, party, node, ledger entry and
+audit record, in SQLAlchemy (SQLite with WAL by default; any SQLAlchemy URL, PostgreSQL included).
+
+One ``Store`` object, assembled from one mixin per concern, each in its own module:
+``workloads`` (workloads, replicas, events, logs, API keys, placement records), ``market``
+(tenants, providers, join tokens, nodes, uptime, checks), ``money`` (the ledger), ``auditlog``
+(the hash-chained audit log). Tables are in ``models``.
+"""
+
+from runner.store.models import (
+    ApiKey, AuditRow, Check, Event, JoinToken, LedgerPosting, LedgerTx, LogLine, Node, PlacementRecord, Provider,
+    Replica, Tenant, UptimeDay, Workload,
+)  # fmt: skip
+from runner.store.money import LedgerStore
+from runner.store.workloads import Principal, WorkloadStore, hash_key, new_workload_id
+
+
+class Store(LedgerStore, WorkloadStore):
+    """All reads and writes of runner's state. Thread-safe: one short session per call."""
+
+
+__all__ = [
+    "ApiKey", "AuditRow", "Check", "Event", "JoinToken", "LedgerPosting", "LedgerTx", "LogLine", "Node",
+    "PlacementRecord", "Principal", "Provider", "Replica", "Store", "Tenant", "UptimeDay", "Workload", "hash_key",
+    "new_workload_id",
+]  # fmt: skip

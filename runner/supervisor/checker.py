@@ -1,0 +1,133 @@
+"""The checker: keeps the network honest about its nodes. Runs in its own thread.
+
+Every ``heartbeat_s`` it asks each registered node's agent for a heartbeat and adds the interval
+to that node's uptime for the day (online or not). Every ``challenge_s``, and whenever the operator
+asks, it sends each active node a timed benchmark challenge (``runner.benchmark``): the answer
+must be right, and the speed, timed here on the control plane, must reach ``tolerance`` of what
+the node is expected to do (its catalog GPU, or in CPU mode its own verified benchmark). A node
+that fails ``failures_to_suspend`` challenges in a row, or answers wrongly even once, is
+suspended and its provider slashed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+import ray
+
+from runner import ledger
+from runner.benchmark import expected_tflops, judge, size_challenge, verify_answer
+from runner.ledger import SlashCause
+from runner.network import NetworkConfig
+from runner.policy import NodeState
+from runner.store import Store
+from runner.supervisor.fleet import AGENT_ERRORS, Fleet
+from runner.supervisor.market import utc_day
+
+log = logging.getLogger("runner.checker")
+
+WATCHED = (NodeState.VERIFIED, NodeState.ACTIVE, NodeState.DRAINING, NodeState.SUSPENDED)
+CHALLENGE_SECONDS = 0.3  # how long an honest node should compute
+ANSWER_TIMEOUT_S = 120.0  # one rep of the largest challenge on a node that only claimed to be fast
+HEARTBEAT_TIMEOUT_S = 3.0
+
+
+class Checker:
+    def __init__(self, store: Store, config: NetworkConfig, fleet: Fleet) -> None:
+        self.store = store
+        self.config = config.checker
+        self.market_config = config.market
+        self.fleet = fleet
+        self._lock = threading.Lock()  # one challenge at a time: they would skew each other's timing
+        self._last_alive: dict[str, bool] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        next_challenge = time.monotonic() + self.config.challenge_s
+        while not stop.wait(self.config.heartbeat_s):
+            try:
+                self.heartbeats(self.config.heartbeat_s)
+                if time.monotonic() >= next_challenge:
+                    next_challenge = time.monotonic() + self.config.challenge_s
+                    for node in self.store.registry():
+                        if node.state == NodeState.ACTIVE.value:
+                            self.challenge(node.name)
+            except Exception:  # the checker must outlive any one bad probe
+                log.exception("checker round failed")
+
+    # -- heartbeats ----------------------------------------------------------------------------------
+    def heartbeats(self, interval_s: float) -> None:
+        nodes = [n for n in self.store.registry() if NodeState(n.state) in WATCHED]
+        refs = {n.name: self.fleet.agents[n.name].info.remote() for n in nodes
+                if n.name in self.fleet.agents and self.fleet.alive(n.name)}  # fmt: skip
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=HEARTBEAT_TIMEOUT_S) if refs else ([], [])
+        day, now = utc_day(time.time()), time.time()
+        for node in nodes:
+            ref = refs.get(node.name)
+            alive = False
+            if ref is not None and ref in ready:
+                try:
+                    ray.get(ref)
+                    alive = True
+                except AGENT_ERRORS:
+                    alive = False
+            self.store.add_uptime(node.name, day, interval_s, interval_s if alive else 0.0)
+            if alive:
+                self.store.update_node(node.name, last_seen_at=now)
+            if self._last_alive.get(node.name) != alive:
+                self._last_alive[node.name] = alive
+                self.store.add_check(node=node.name, kind="heartbeat", ok=alive,
+                                     message="answering" if alive else "no heartbeat")  # fmt: skip
+
+    # -- challenges ----------------------------------------------------------------------------------
+    def challenge(self, name: str) -> dict[str, object]:
+        """Challenge one node now; returns what was found (also stored as a check)."""
+        with self._lock:
+            return self._challenge(name)
+
+    def _challenge(self, name: str) -> dict[str, object]:
+        node = self.store.get_node(name)
+        agent = self.fleet.agents.get(name)
+        if agent is None or not self.fleet.alive(name):
+            result = {"node": name, "ok": False, "message": "node is not reachable"}
+            self.store.add_check(node=name, kind="challenge", ok=False, message=str(result["message"]))
+            return result
+        expected = expected_tflops(node.gpu_model, node.simulated, node.verified_tflops)
+        real_gpu = bool(node.gpu_model and not node.simulated)
+        secret = random.SystemRandom()
+        c = size_challenge(expected, seconds=CHALLENGE_SECONDS, max_n=8192 if real_gpu else 2048,
+                           seed=secret.randrange(2**31), perm_seed=secret.randrange(2**31),
+                           deadline_s=2 * CHALLENGE_SECONDS / self.config.tolerance)  # fmt: skip
+        try:
+            ray.get(agent.prepare_challenge.remote(c.seed, c.n), timeout=ANSWER_TIMEOUT_S)
+            started = time.perf_counter()
+            answer = ray.get(agent.challenge.remote(c), timeout=ANSWER_TIMEOUT_S)
+            wall = time.perf_counter() - started
+        except (ray.exceptions.GetTimeoutError, *AGENT_ERRORS) as exc:
+            answer, problem, wall = {}, f"no answer: {exc.__class__.__name__}", ANSWER_TIMEOUT_S
+        else:
+            problem = verify_answer(c, answer, seed=secret.randrange(2**31))  # rows it cannot guess
+        measured = int(answer.get("reps_done") or 0) * c.flop_per_rep / wall / 1e12
+        wrong = problem is not None
+        slow = None if wrong else judge(measured, expected, self.config.tolerance)
+        ok = not wrong and slow is None
+        message = problem or slow or f"{measured:.4g} TFLOPS, expected {expected:.4g}"
+        self.store.add_check(node=name, kind="challenge", ok=ok, measured=measured, expected=expected, message=message)
+        failures = 0 if ok else node.challenge_failures + 1
+        self.store.update_node(name, challenge_failures=failures)
+        if not ok and (wrong or failures >= self.config.failures_to_suspend) and node.state == NodeState.ACTIVE.value:
+            self._suspend(node.name, node.provider_id, message)
+        return {"node": name, "ok": ok, "measured_tflops": measured, "expected_tflops": expected,
+                "failures": failures, "message": message}  # fmt: skip
+
+    def _suspend(self, name: str, provider: str, message: str) -> None:
+        self.store.move_node(name, NodeState.SUSPENDED, f"failed benchmark challenge: {message}", by="checker")
+        stake = self.store.balance(ledger.stake_account(provider))
+        tx = ledger.slash(provider=provider, stake_balance=stake, cause=SlashCause.FAILED_CHALLENGE,
+                          config=self.market_config, key=f"slash:challenge:{name}:{int(time.time())}", node=name,
+                          memo=f"{name} failed its benchmark challenge: {message}")  # fmt: skip
+        if tx is not None:
+            self.store.post(tx)
+        log.warning("suspended %s: %s", name, message)

@@ -1,0 +1,170 @@
+"""The supervisor: drives every workload through its states. One loop, never blocked on a node.
+
+Each tick: refresh the fleet (Ray nodes and their agents), activate nodes that joined, place every
+pending workload on one snapshot of the market (in submission order), step every other active
+workload through its controller, bill running replicas, apply budgets and drains, and remove
+orphans. Between ticks it sleeps until a submit wakes it, an agent call completes, or a short
+poll passes. It holds no state the store does not: a restarted supervisor asks the same
+questions again and re-adopts what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from runner.network import NetworkConfig
+from runner.placement import Demand
+from runner.policy import NodeState
+from runner.runtime import ReplicaStatus
+from runner.settings import Settings
+from runner.spec import parse_workload
+from runner.states import WorkloadState
+from runner.store import Replica, Store, Workload
+from runner.supervisor.checker import Checker
+from runner.supervisor.fleet import Fleet
+from runner.supervisor.gang import RELOCATE, GangController
+from runner.supervisor.market import Market
+from runner.supervisor.replicas import ReplicaDriver
+
+log = logging.getLogger("runner.supervisor")
+S = WorkloadState
+SLA_SETTLE_S = 60.0
+
+
+class Supervisor:
+    def __init__(self, store: Store, settings: Settings, config: NetworkConfig) -> None:
+        self.store = store
+        self.settings = settings
+        self.config = config
+        self.fleet = Fleet(settings)
+        self.market = Market(store, config, self.fleet)
+        self.driver = ReplicaDriver(store, self.fleet, poll_interval_s=settings.poll_interval_s,
+                                    on_finished=self._replica_finished)  # fmt: skip
+        self.gangs = GangController(self)
+        self.checker = Checker(store, config, self.fleet)
+        self._specs: dict[str, Any] = {}
+        self._wake = threading.Event()
+        self._settled_at = 0.0
+        #: Notified after every state change, for API long-polls (``--wait``).
+        self.changed = threading.Condition()
+
+    # -- shared helpers ------------------------------------------------------------------------------
+    def spec(self, w: Workload) -> Any:
+        """The parsed spec of a workload (specs never change, so each is parsed once)."""
+        spec = self._specs.get(w.id)
+        if spec is None:
+            spec = self._specs[w.id] = parse_workload(w.spec, source=w.source or w.id)
+        return spec
+
+    def demand(self, workload_id: str) -> Demand:
+        return Demand.from_spec(self.spec(self.store.get_workload(workload_id)))
+
+    def move(self, w: Workload, target: WorkloadState, message: str = "", **fields: Any) -> Workload:
+        row = self.store.transition(w.id, target, message, **fields)
+        log.info("%s %s -> %s %s", w.id, w.state, target, message)
+        if target.is_terminal():
+            self._specs.pop(w.id, None)
+        with self.changed:
+            self.changed.notify_all()
+        return row
+
+    def checkpoint_uri(self, w: Workload, spec: Any) -> str:
+        """Where this workload's checkpoints go: the spec's URI, else the home's artifact store."""
+        base = getattr(getattr(spec, "checkpoint", None), "uri", None) or (self.settings.artifacts_dir.as_uri())
+        return f"{base.rstrip('/')}/{w.id}/"
+
+    def refresh_nodes(self, force: bool = False) -> None:
+        self.fleet.refresh(force=force)
+
+    # -- loop ----------------------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bug in one tick must not end supervision
+                log.exception("supervisor tick failed")
+            self._idle(self.settings.poll_interval_s)
+
+    def _idle(self, timeout_s: float) -> None:
+        """Sleep until woken, until an agent call completes, or ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._wake.is_set():
+                break
+            refs = self.driver.refs() + self.fleet.pending_refs()
+            if refs:
+                if ray.wait(refs, num_returns=1, timeout=0.02)[0]:
+                    break
+            else:
+                self._wake.wait(0.02)
+        self._wake.clear()
+
+    def tick(self) -> None:
+        self.fleet.refresh()
+        self.market.activate_nodes()
+        workloads = self.store.active_workloads()
+        self._apply_budgets_and_drains(workloads)
+        pending = [w for w in workloads if w.state == S.PENDING.value]
+        if pending:
+            self._place(pending)
+        for w in workloads:
+            if w.state != S.PENDING.value:
+                self.gangs.step(self.store.get_workload(w.id))
+        active = self.store.active_replicas()
+        self.market.meter(r for r in active if r.started_at is not None)
+        self.market.finish_drains(active)
+        if time.monotonic() - self._settled_at > SLA_SETTLE_S:
+            self._settled_at = time.monotonic()
+            self.market.settle_sla()
+        self.fleet.reconcile(lambda: {r.key for r in self.store.active_replicas()}, set(self.driver.calls))
+
+    def _place(self, pending: list[Workload]) -> None:
+        placer = self.market.placer(self.market.loads(self.store.active_replicas(), self.demand))
+        for w in pending:
+            if w.cancel_requested:
+                self.move(w, S.CANCELLED, "cancelled before placement")
+                continue
+            over = self.market.over_budget(w.tenant_id)
+            if over:
+                self.move(w, S.FAILED, over)
+                continue
+            demand = self.demand(w.id)
+            decision = self.market.decide(placer, w, demand)
+            if not decision.placed:
+                if decision.message != w.message:  # record each new reason once, not every tick
+                    self.store.update_workload(w.id, message=decision.message)
+                    self.store.add_event(w.id, S.PENDING.value, decision.message)
+                continue
+            terms = [self.market.terms(placer, node, demand) for node in decision.nodes]
+            self.gangs.launch(w, decision, terms)
+
+    def _apply_budgets_and_drains(self, workloads: list[Workload]) -> None:
+        """Ask running work to stop when its tenant's budget is spent or its node drains."""
+        holding = [w for w in workloads if w.state in (S.STARTING.value, S.RUNNING.value) and not w.stop_reason]
+        if not holding:
+            return
+        draining = {n.name for n in self.store.registry() if n.state == NodeState.DRAINING.value}
+        budgets: dict[str, str | None] = {}
+        for w in holding:
+            if w.tenant_id not in budgets:
+                budgets[w.tenant_id] = self.market.over_budget(w.tenant_id)
+            reason = budgets[w.tenant_id]  # "budget exhausted: ..."
+            if not reason:
+                nodes = {r.node for r in self.gangs.current(w) if r.finished_at is None}
+                if nodes & draining:
+                    reason = f"{RELOCATE}move off draining node {', '.join(sorted(nodes & draining))}"
+            if reason:
+                self.store.update_workload(w.id, stop_reason=reason)
+                self.store.add_event(w.id, w.state, f"stopping: {reason}")
+                log.info("%s: stopping: %s", w.id, reason)
+
+    def _replica_finished(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
+        self.market.replica_finished(w, rep, status)

@@ -1,0 +1,86 @@
+"""The supervisor's view of the Ray cluster: which provider nodes are alive, and their agents.
+
+Agents are created (or found again, by name) for every live node; a node that goes down loses
+its agent handle, and gets a fresh one when it comes back. ``reconcile`` compares what each node
+actually runs with what the store expects and removes orphans: a node that vanished and came
+back may still run a replica that was given up on and started elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from runner import cluster
+from runner.agent import get_or_create_agent
+from runner.nodes import NodeInfo
+from runner.runtime import ReplicaStatus
+from runner.settings import Settings
+
+log = logging.getLogger("runner.fleet")
+
+NODE_REFRESH_S = 1.0
+RECONCILE_S = 30.0
+AGENT_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+class Fleet:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.nodes: dict[str, NodeInfo] = {}
+        self.agents: dict[str, Any] = {}
+        self._refreshed_at = 0.0
+        self._reconciles: dict[str, Any] = {}
+        self._reconciled_at: dict[str, float] = {}
+
+    def alive(self, name: str) -> bool:
+        node = self.nodes.get(name)
+        return node is not None and node.alive
+
+    def refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._refreshed_at < NODE_REFRESH_S:
+            return
+        self._refreshed_at = time.monotonic()
+        self.nodes = {n.name: n for n in cluster.list_nodes()}
+        for name, node in self.nodes.items():
+            if node.alive and name not in self.agents:
+                try:
+                    self.agents[name] = get_or_create_agent(
+                        name, runtime=self.settings.runtime, state_dir=self.settings.replicas_dir,
+                        workdir=self.settings.workdir,
+                    )  # fmt: skip
+                except Exception:  # one node's agent must not stop the others; retried next refresh
+                    log.exception("cannot create the agent on %s", name)
+            elif not node.alive:
+                self.agents.pop(name, None)
+                self._reconciled_at.pop(name, None)  # when it comes back, reconcile at once
+
+    def pending_refs(self) -> list[Any]:
+        return list(self._reconciles.values())
+
+    def reconcile(self, expected_keys: Callable[[], set[str]], busy_keys: set[str]) -> None:
+        """Remove replicas a node runs that the store does not expect (``expected_keys``) and
+        that no agent call is working on (``busy_keys``)."""
+        for node, ref in list(self._reconciles.items()):
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            del self._reconciles[node]
+            try:
+                statuses: list[ReplicaStatus] = ray.get(ref)
+            except AGENT_ERRORS:
+                continue
+            expected = expected_keys()
+            agent = self.agents.get(node)
+            for status in statuses:
+                if status.key not in expected and status.key not in busy_keys and agent is not None:
+                    log.warning("removing orphan replica %s on %s (%s)", status.key, node, status.state)
+                    agent.remove.remote(status.key)
+        now = time.monotonic()
+        for node, agent in self.agents.items():
+            if node not in self._reconciles and now - self._reconciled_at.get(node, -RECONCILE_S) >= RECONCILE_S:
+                self._reconciled_at[node] = now
+                self._reconciles[node] = agent.list.remote()

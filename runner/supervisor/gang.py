@@ -1,0 +1,160 @@
+"""Gangs: workloads whose attempt is all of its replicas together (batch jobs, training jobs).
+
+An attempt is placed whole or not at all, started together, and ends together: it succeeds when
+every replica exits 0; when one fails, or its node vanishes, the rest are stopped (SIGTERM first,
+so a training job checkpoints) and the whole gang is retried, from its last checkpoint where it
+has one. The runner can also end an attempt on purpose (``Workload.stop_reason``): to move work
+off a draining node or a preempted slot (a *relocation*: retried at once and not counted as a
+failure), or because the tenant's budget is spent (failed, not retried).
+
+    PENDING -> PLACED -> STARTING -> RUNNING -> SUCCEEDED
+                  └──────────┴──────────┴──> RETRYING -> PENDING   (attempts or relocation left)
+                                         └──> FAILED                (none left, budget, timeout)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from typing import Any
+
+from runner.contract import Rendezvous, base_env, kind_env
+from runner.placement import Decision
+from runner.runtime import LaunchRequest, replica_key
+from runner.spec import spec_gpu_count
+from runner.states import ReplicaState, WorkloadState
+from runner.store import Replica, Workload
+
+log = logging.getLogger("runner.gang")
+S = WorkloadState
+
+RELOCATE = "relocate: "
+BUDGET = "budget exhausted"
+MASTER_PORT_BASE = 29500
+MASTER_PORT_SPAN = 10000
+
+
+def master_port(workload_id: str, attempt: int) -> int:
+    """A rendezvous port for one attempt, stable across control-plane restarts."""
+    return MASTER_PORT_BASE + zlib.crc32(f"{workload_id}:{attempt}".encode()) % MASTER_PORT_SPAN
+
+
+class GangController:
+    def __init__(self, supervisor: Any) -> None:
+        self.sup = supervisor
+        self.store = supervisor.store
+        self.driver = supervisor.driver
+
+    # -- placing -----------------------------------------------------------------------------------------
+    def launch(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> None:
+        """Write the attempt's replica rows (before anything starts), then move to STARTING."""
+        attempt = w.attempts + 1
+        for index, (node, term) in enumerate(zip(decision.nodes, terms)):
+            self.store.add_replica(key=replica_key(w.id, index, attempt), workload_id=w.id, index=index,
+                                   attempt=attempt, node=node, state=ReplicaState.STARTING.value, **term)  # fmt: skip
+        w = self.sup.move(w, S.PLACED, f"attempt {attempt} placed on {', '.join(decision.nodes)}", attempts=attempt,
+                          node=decision.nodes[0], stop_reason="")  # fmt: skip
+        w = self.sup.move(w, S.STARTING, "starting")
+        self.step_active(w)
+
+    # -- stepping ----------------------------------------------------------------------------------------
+    def step(self, w: Workload) -> None:
+        state = WorkloadState(w.state)
+        if state == S.RETRYING:
+            if w.cancel_requested:
+                self.sup.move(w, S.CANCELLED, "cancelled while waiting to retry")
+            elif time.time() >= w.next_attempt_at:
+                spec = self.sup.spec(w)
+                self.sup.move(w, S.PENDING, f"attempt {w.attempts + 1} (failed {w.attempts - w.relocations} of "
+                                            f"{spec.retries.max_attempts})")  # fmt: skip
+                self.sup.wake()
+        elif state in (S.PLACED, S.STARTING, S.RUNNING):
+            self.step_active(w)
+
+    def current(self, w: Workload) -> list[Replica]:
+        return [r for r in self.store.replicas(w.id) if r.attempt == w.attempts]
+
+    def step_active(self, w: Workload) -> None:
+        spec = self.sup.spec(w)
+        if WorkloadState(w.state) == S.PLACED:
+            w = self.sup.move(w, S.STARTING, "starting")
+        for rep in self.current(w):
+            self.driver.collect(w, rep)
+        reps = self.current(w)
+        reason = self.stop_reason(w, spec, reps)
+        for rep in reps:
+            self.driver.drive(w, rep, lambda r=rep: self.request(w, spec, r, reps), stop=reason is not None,
+                              grace_s=0 if w.cancel_requested else 10.0)  # fmt: skip
+        # ``drive`` may have just found a replica's node gone: conclude on what is true now.
+        self.conclude(w, spec, reps, reason or self.stop_reason(w, spec, reps))
+
+    def stop_reason(self, w: Workload, spec: Any, reps: list[Replica]) -> str | None:
+        if w.cancel_requested:
+            return "cancelled"
+        if w.stop_reason:
+            return w.stop_reason
+        if spec.timeout and w.started_at and time.time() - w.started_at > spec.timeout:
+            return f"timed out after {spec.timeout:g}s"
+        failed = [r for r in reps if r.finished_at and (r.exit_code != 0 or r.state == ReplicaState.LOST.value)]
+        return describe_failure(failed[0]) if failed else None
+
+    def request(self, w: Workload, spec: Any, rep: Replica, gang: list[Replica]) -> LaunchRequest:
+        node = self.sup.fleet.nodes.get(rep.node)
+        rendezvous = None
+        if spec.kind == "training":
+            rank0 = next(r for r in gang if r.index == 0)
+            master = self.sup.fleet.nodes.get(rank0.node)
+            rendezvous = Rendezvous(master_addr=master.address if master else "127.0.0.1",
+                                    master_port=master_port(w.id, rep.attempt), world_size=len(gang))  # fmt: skip
+        env = {**spec.env, **kind_env(spec, replica_index=rep.index, rendezvous=rendezvous,
+                                      checkpoint_uri=self.sup.checkpoint_uri(w, spec)),
+               **base_env(w.id, rep.index, rep.attempt, rep.node)}  # fmt: skip
+        return LaunchRequest(
+            key=rep.key, workload_id=w.id, replica_index=rep.index, attempt=rep.attempt, node=rep.node,
+            image=spec.image, command=list(spec.command), env=env, cpu=spec.resources.cpu,
+            memory_mb=spec.resources.memory, gpus=spec_gpu_count(spec),
+            real_gpus=bool(node and not node.simulated and node.gpu_model),
+            ports=[(p.container, p.protocol) for p in spec.ports],
+        )  # fmt: skip
+
+    # -- ending ------------------------------------------------------------------------------------------
+    def conclude(self, w: Workload, spec: Any, reps: list[Replica], reason: str | None) -> None:
+        """Move the workload on once its replicas say so."""
+        all_running = reps and all(r.state == ReplicaState.RUNNING.value for r in reps)
+        if WorkloadState(w.state) == S.STARTING and all_running and reason is None:
+            started = min(r.started_at or time.time() for r in reps)
+            self.sup.move(w, S.RUNNING, f"running on {', '.join(sorted({r.node for r in reps}))}", started_at=started)
+            return
+        if not reps or not all(r.finished_at is not None for r in reps):
+            return
+        if not all(self.driver.logs_done(r) for r in reps):
+            return  # wait for the last log lines before the end is announced
+        for r in reps:
+            self.driver.forget(r, remove=True)
+        exit_code = next((r.exit_code for r in reps if r.exit_code not in (0, None)), reps[0].exit_code)
+        failed = w.attempts - w.relocations
+        if w.cancel_requested:
+            self.sup.move(w, S.CANCELLED, "cancelled by the user", exit_code=exit_code)
+        elif reason is None:
+            self.sup.move(w, S.SUCCEEDED, "all replicas exited 0", exit_code=0)
+        elif reason.startswith(RELOCATE):
+            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} ended to {reason.removeprefix(RELOCATE)}; "
+                                         "placing again", exit_code=exit_code, next_attempt_at=time.time(),
+                          relocations=w.relocations + 1, stop_reason="")  # fmt: skip
+        elif reason.startswith(BUDGET) or reason.startswith("timed out"):
+            self.sup.move(w, S.FAILED, reason, exit_code=exit_code)
+        elif failed < spec.retries.max_attempts:
+            delay = spec.retries.delay_before(failed + 1)
+            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} failed: {reason}; retrying in {delay:g}s",
+                          exit_code=exit_code, next_attempt_at=time.time() + delay)  # fmt: skip
+        else:
+            self.sup.move(w, S.FAILED, f"attempt {w.attempts} ({failed} of {spec.retries.max_attempts} allowed "
+                                       f"failures) failed: {reason}", exit_code=exit_code)  # fmt: skip
+
+
+def describe_failure(rep: Replica) -> str:
+    if rep.state == ReplicaState.LOST.value:
+        return f"replica {rep.index} lost on {rep.node}: {rep.error}"
+    detail = f" ({rep.error})" if rep.error else ""
+    return f"replica {rep.index} on {rep.node} exited with code {rep.exit_code}{detail}"

@@ -1,0 +1,194 @@
+"""The market at work in the control plane: the fleet as placement sees it, placing pending
+workloads, node activation and draining, metering, budgets and slashing for lost work.
+
+This is the I/O side of the pure core: it reads the registry and Ray's view of the nodes, turns
+them into ``NodeRow``s, and lets ``placement.Placer`` decide; it writes decisions (with their
+candidate table for ``runner explain``) and audit entries, usage into the ledger once per second
+of work, and penalties when a provider's node vanishes with work on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+from runner import ledger
+from runner.ledger import SlashCause
+from runner.network import NetworkConfig
+from runner.nodetable import Load, NodeRow, NodeTable
+from runner.placement import Decision, Demand, Placer
+from runner.policy import KYC, NodeState, TenantFacts
+from runner.regions import default_regions
+from runner.runtime import ReplicaStatus
+from runner.sla import UptimeDay as UptimeFacts
+from runner.sla import reliability
+from runner.states import ReplicaState
+from runner.store import Replica, Store, Workload
+from runner.supervisor.fleet import Fleet
+
+log = logging.getLogger("runner.market")
+
+METER_S = 5.0  # how often running replicas are billed up to now
+RELIABILITY_S = 30.0  # how often reliability is recomputed from uptime
+EXPLAIN_ROWS = 200  # candidate rows kept per placement record
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+class Market:
+    def __init__(self, store: Store, config: NetworkConfig, fleet: Fleet) -> None:
+        self.store = store
+        self.config = config
+        self.fleet = fleet
+        self.regions = default_regions()
+        self._reliability: dict[str, float] = {}
+        self._reliability_at = -RELIABILITY_S
+        self._metered_at = 0.0
+
+    # -- the fleet as placement sees it ---------------------------------------------------------------
+    def rows(self) -> list[NodeRow]:
+        """Every registered node that has not left, with Ray's liveness; nodes Ray has but the
+        registry lacks (joined without ``runner node join``) are never candidates."""
+        self._refresh_reliability()
+        providers = {p.id: KYC(p.kyc) for p in self.store.list_providers()}
+        rows = []
+        for node in self.store.registry():
+            if node.state == NodeState.OFFBOARDED.value:
+                continue
+            ray_node = self.fleet.nodes.get(node.name)
+            rows.append(NodeRow(
+                name=node.name, provider=node.provider_id, region=node.region, country=node.country,
+                gpu_model=node.gpu_model, gpu_count=node.gpu_count, vram_gb=node.vram_gb,
+                cpus=ray_node.cpus if ray_node else node.cpus,
+                memory_mb=ray_node.memory_mb if ray_node and ray_node.memory_mb else node.memory_mb,
+                alive=bool(ray_node and ray_node.alive and node.name in self.fleet.agents),
+                state=NodeState(node.state), provider_kyc=providers.get(node.provider_id, KYC.PENDING),
+                gpu_price_micros=node.gpu_price_micros, cpu_price_micros=node.cpu_price_micros,
+                reliability=self._reliability.get(node.name, self.config.sla.monthly_uptime),
+                tflops=node.verified_tflops,
+            ))  # fmt: skip
+        return rows
+
+    def _refresh_reliability(self) -> None:
+        if time.monotonic() - self._reliability_at < RELIABILITY_S:
+            return
+        self._reliability_at = time.monotonic()
+        since = utc_day(time.time() - 30 * 86_400)
+        days: dict[str, list[UptimeFacts]] = {}
+        for d in self.store.uptime_days(since_day=since):
+            days.setdefault(d.node, []).append(UptimeFacts(d.node, d.day, d.observed_s, d.online_s))
+        self._reliability = {node: reliability(ds, self.config.sla) for node, ds in days.items()}
+
+    @staticmethod
+    def loads(active: Iterable[Replica], demand_of: Callable[[str], Demand]) -> dict[str, Load]:
+        loads: dict[str, Load] = {}
+        for rep in active:
+            d = demand_of(rep.workload_id)
+            loads[rep.node] = loads.get(rep.node, Load()).plus(d.cpu, d.gpus, d.memory_mb)
+        return loads
+
+    def tenant(self, tenant_id: str) -> TenantFacts:
+        t = self.store.get_tenant(tenant_id)
+        return TenantFacts(id=t.id, country=t.country, kyc=KYC(t.kyc))
+
+    def placer(self, loads: dict[str, Load]) -> Placer:
+        return Placer(NodeTable(self.rows(), loads), self.config.policy, regions=self.regions)
+
+    def decide(self, placer: Placer, w: Workload, demand: Demand) -> Decision:
+        """Place ``w`` (all its replicas or none) and record the decision when it is news."""
+        tenant = self.tenant(w.tenant_id)
+        decision = placer.decide(demand, tenant, commit=False)  # explained as it stood, then committed
+        if decision.placed or decision.message != w.message:
+            rows = [asdict(r) for r in placer.explain(demand, tenant, decision.nodes)[:EXPLAIN_ROWS]]
+            with self.store.session() as s:
+                self.store.append_audit(s, "placement", {
+                    "workload": w.id, "tenant": w.tenant_id, "attempt": w.attempts + 1, "placed": decision.placed,
+                    "nodes": list(decision.nodes), "message": decision.message,
+                    "counts": {r.name.lower(): n for r, n in decision.counts.items()},
+                })  # fmt: skip
+            self.store.record_placement(workload_id=w.id, attempt=w.attempts + 1, placed=decision.placed,
+                                        nodes=list(decision.nodes), message=decision.message, rows=rows,
+                                        total_nodes=decision.total_nodes)  # fmt: skip
+        if decision.placed:
+            placer.commit(decision.nodes, demand)
+        return decision
+
+    def terms(self, placer: Placer, node: str, demand: Demand) -> dict[str, Any]:
+        """What a replica on ``node`` costs: fixed at placement, billed per second while it runs."""
+        row = placer.table.rows[placer.table.position[node]]
+        if demand.gpus:
+            return {"provider_id": row.provider, "price_micros": row.gpu_price_micros,
+                    "milli_units": ledger.units_milli(demand.gpus)}  # fmt: skip
+        return {"provider_id": row.provider, "price_micros": row.cpu_price_micros,
+                "milli_units": ledger.units_milli(demand.cpu)}  # fmt: skip
+
+    # -- node lifecycle --------------------------------------------------------------------------------
+    def activate_nodes(self) -> None:
+        """Verified nodes become active once Ray has them and their agent exists."""
+        for node in self.store.registry():
+            if node.state == NodeState.VERIFIED.value and node.name in self.fleet.agents and self.fleet.alive(node.name):
+                self.store.move_node(node.name, NodeState.ACTIVE, "joined the cluster; agent up")
+
+    def finish_drains(self, active: list[Replica]) -> None:
+        """A draining node whose work has all moved off is offboarded."""
+        busy = {r.node for r in active}
+        for node in self.store.registry():
+            if node.state == NodeState.DRAINING.value and node.name not in busy:
+                self.store.move_node(node.name, NodeState.OFFBOARDED, "drained: no work left")
+
+    # -- money -----------------------------------------------------------------------------------------
+    def meter(self, replicas: Iterable[Replica], *, force: bool = False) -> None:
+        """Bill running replicas up to now (every ``METER_S``), or these replicas now (``force``)."""
+        if not force and time.monotonic() - self._metered_at < METER_S:
+            return
+        if not force:
+            self._metered_at = time.monotonic()
+        now = time.time()
+        for rep in replicas:
+            if rep.started_at is not None:
+                self.store.meter(rep.key, now, fee_bps=self.config.market.fee_bps)
+
+    def over_budget(self, tenant_id: str) -> str | None:
+        """Why a tenant may spend no more (its budget is used up), or None."""
+        t = self.store.get_tenant(tenant_id)
+        if t.budget_micros is None:
+            return None
+        spent = self.store.tenant_spent(tenant_id)
+        if spent >= t.budget_micros:
+            return f"budget exhausted: spent {ledger.usd(spent)} of {ledger.usd(t.budget_micros)} USD"
+        return None
+
+    def replica_finished(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
+        """Bill the replica to its end; slash its provider when its node vanished under it."""
+        self.meter([rep], force=True)
+        if status.state is ReplicaState.LOST and not self.fleet.alive(rep.node) and rep.provider_id:
+            stake = self.store.balance(ledger.stake_account(rep.provider_id))
+            tx = ledger.slash(provider=rep.provider_id, stake_balance=stake, cause=SlashCause.LOST_WORK,
+                              config=self.config.market, key=f"slash:lost:{rep.key}", node=rep.node,
+                              tenant=w.tenant_id, memo=f"node {rep.node} vanished running {rep.key}")  # fmt: skip
+            if tx is not None and self.store.post(tx):
+                log.warning("slashed %s: %s", rep.provider_id, tx.memo)
+
+    def settle_sla(self) -> None:
+        """Penalise each finished UTC day a node spent offline beyond the SLA's allowance, once."""
+        today = utc_day(time.time())
+        since = utc_day(time.time() - 3 * 86_400)
+        for day in self.store.uptime_days(since_day=since):
+            facts = UptimeFacts(day.node, day.day, day.observed_s, day.online_s)
+            if day.day >= today or day.breach_recorded or facts.offline_s <= self.config.sla.max_daily_offline_s:
+                continue
+            if self.store.mark_breach_recorded(day.node, day.day):
+                node = self.store.get_node(day.node)
+                stake = self.store.balance(ledger.stake_account(node.provider_id))
+                tx = ledger.slash(provider=node.provider_id, stake_balance=stake, cause=SlashCause.SLA_BREACH,
+                                  config=self.config.market, key=f"slash:sla:{day.node}:{day.day}", node=day.node,
+                                  memo=f"{day.node} offline {facts.offline_s / 60:.0f} min on {day.day}")  # fmt: skip
+                if tx is not None:
+                    self.store.post(tx)
+

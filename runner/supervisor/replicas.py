@@ -1,0 +1,161 @@
+"""Driving replicas through their agents: one in-flight call of each kind per replica, never a
+blocking one, and the results taken in as they complete.
+
+Every agent call (start, wait, logs, stop) is a Ray ``ObjectRef`` kept in ``Calls``; ``drive``
+makes sure the right call is in flight for where a replica stands, ``collect`` takes in the ones
+that completed. Because a replica row exists before its ``start`` is sent and ``start`` adopts an
+existing container of the same key, asking again after a restart never starts anything twice.
+Log lines that are contract reports (``runner.contract.parse_report``) also update the replica's
+latest reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from runner.contract import parse_report
+from runner.runtime import LaunchRequest, ReplicaStatus
+from runner.states import ReplicaState
+from runner.store import Replica, Store, Workload
+from runner.supervisor.fleet import AGENT_ERRORS, Fleet
+
+log = logging.getLogger("runner.replicas")
+
+WAIT_CALL_S = 20.0  # one agent.wait call; re-issued while the replica runs
+STOP_GRACE_S = 10.0  # SIGTERM to SIGKILL: time for a training job to checkpoint
+
+
+@dataclass
+class Calls:
+    """In-flight agent calls of one replica (at most one of each)."""
+
+    start: Any = None
+    wait: Any = None
+    logs: Any = None
+    stop: Any = None
+    logs_at: float = 0.0
+    pulling_final: bool = False
+    final_logs_done: bool = False
+
+    def refs(self) -> list[Any]:
+        return [r for r in (self.start, self.wait, self.logs, self.stop) if r is not None]
+
+
+#: Called when a replica reaches an end: (workload, replica, status).
+Finished = Callable[[Workload, Replica, ReplicaStatus], None]
+
+
+class ReplicaDriver:
+    def __init__(self, store: Store, fleet: Fleet, *, poll_interval_s: float, on_finished: Finished) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.poll_interval_s = poll_interval_s
+        self.on_finished = on_finished
+        self.calls: dict[str, Calls] = {}
+
+    def refs(self) -> list[Any]:
+        return [r for c in self.calls.values() for r in c.refs()]
+
+    def logs_done(self, rep: Replica) -> bool:
+        """True once the last log lines of a finished replica are stored."""
+        return self.calls.get(rep.key, Calls(final_logs_done=True)).final_logs_done
+
+    def forget(self, rep: Replica, *, remove: bool) -> None:
+        """Drop the bookkeeping of a finished replica; ``remove`` its container (logs are stored)."""
+        self.calls.pop(rep.key, None)
+        agent = self.fleet.agents.get(rep.node)
+        if remove and agent is not None and rep.state != ReplicaState.LOST.value:
+            agent.remove.remote(rep.key)
+
+    # -- sending ---------------------------------------------------------------------------------------
+    def drive(self, w: Workload, rep: Replica, request: Callable[[], LaunchRequest], *, stop: bool,
+              grace_s: float = STOP_GRACE_S) -> None:  # fmt: skip
+        """Make sure the right agent call is in flight for this replica."""
+        calls = self.calls.setdefault(rep.key, Calls())
+        if rep.finished_at is None and not self.fleet.alive(rep.node):
+            self.finish(w, rep, ReplicaStatus(key=rep.key, state=ReplicaState.LOST, error=f"node {rep.node} is gone"))
+            calls.final_logs_done = True
+            return
+        agent = self.fleet.agents.get(rep.node)
+        if agent is None:  # the node is up but its agent is not (yet): the fleet refresh retries
+            return
+        if rep.finished_at is None:
+            if stop:
+                if calls.stop is None and calls.start is None:  # a stop racing a start could miss it
+                    calls.stop = agent.stop.remote(rep.key, grace_s)
+            elif rep.state == ReplicaState.STARTING.value and calls.start is None:
+                calls.start = agent.start.remote(request())
+            elif rep.state == ReplicaState.RUNNING.value and calls.wait is None:
+                calls.wait = agent.wait.remote(rep.key, WAIT_CALL_S)
+        due = time.monotonic() - calls.logs_at >= self.poll_interval_s or rep.finished_at is not None
+        if calls.logs is None and not calls.final_logs_done and rep.state != ReplicaState.STARTING.value and due:
+            calls.pulling_final = rep.finished_at is not None
+            calls.logs = agent.logs.remote(rep.key, rep.log_lines)
+            calls.logs_at = time.monotonic()
+        elif rep.state == ReplicaState.STARTING.value and rep.finished_at is not None:
+            calls.final_logs_done = True  # never started: there are no logs to pull
+
+    # -- receiving -------------------------------------------------------------------------------------
+    def collect(self, w: Workload, rep: Replica) -> None:
+        """Take in the results of this replica's agent calls that have completed."""
+        calls = self.calls.get(rep.key)
+        if calls is None:
+            return
+        for name in ("start", "wait", "stop", "logs"):
+            ref = getattr(calls, name)
+            if ref is None or not ray.wait([ref], timeout=0)[0]:
+                continue
+            setattr(calls, name, None)
+            try:
+                result = ray.get(ref)
+            except AGENT_ERRORS as exc:
+                log.warning("%s: agent on %s unreachable: %s", rep.key, rep.node, exc.__class__.__name__)
+                self.fleet.refresh(force=True)
+                continue
+            if name == "logs":
+                self._store_logs(w, rep, result)
+                if calls.pulling_final:
+                    calls.final_logs_done = True
+            else:
+                self._apply(w, rep, result)
+
+    def _store_logs(self, w: Workload, rep: Replica, lines: list[str]) -> None:
+        rep.log_lines = self.store.append_logs(workload_id=w.id, replica_key=rep.key, start_seq=rep.log_lines,
+                                               lines=lines)  # fmt: skip
+        reports = {}
+        for line in lines:
+            parsed = parse_report(line)
+            if parsed:
+                reports[parsed[0]] = {**parsed[1], "ts": time.time()}
+        if reports:
+            rep.reports = {**(rep.reports or {}), **reports}
+            self.store.update_replica(rep.key, reports=rep.reports)
+
+    def _apply(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
+        if status.state.is_terminal():
+            self.finish(w, rep, status)
+        elif status.state == ReplicaState.RUNNING and rep.state != ReplicaState.RUNNING.value:
+            started = status.started_at or time.time()
+            self.store.update_replica(rep.key, state=ReplicaState.RUNNING.value, handle=status.handle,
+                                      started_at=started, ports=status.ports)  # fmt: skip
+            rep.state, rep.handle, rep.started_at, rep.ports = ReplicaState.RUNNING.value, status.handle, started, status.ports
+
+    def finish(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
+        """Record a replica's end once; its start time is kept if the runtime knew it."""
+        if rep.finished_at is not None:
+            return
+        finished = status.finished_at or time.time()
+        started = rep.started_at or status.started_at
+        self.store.update_replica(
+            rep.key, state=status.state.value, exit_code=status.exit_code, error=status.error, finished_at=finished,
+            handle=status.handle or rep.handle, started_at=started,
+        )  # fmt: skip
+        rep.state, rep.exit_code, rep.error = status.state.value, status.exit_code, status.error
+        rep.finished_at, rep.started_at = finished, started
+        self.on_finished(w, rep, status)
