@@ -13,9 +13,10 @@ type per replica (``parse_report``); every other line is a plain log line. The w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from workloads.common.report import parse_report as read_report
 
 #: Reports never grow without bound in the database: longer lines are plain logs.
 MAX_REPORT_CHARS = 4096
@@ -72,15 +73,12 @@ def kind_env(spec: Any, *, replica_index: int, rendezvous: Rendezvous | None = N
 
 
 def parse_report(line: str) -> tuple[str, dict[str, Any]] | None:
-    """``(type, report)`` when ``line`` is a report line, else None."""
-    text = line.strip()
-    if not (text.startswith("{") and '"runner"' in text) or len(text) > MAX_REPORT_CHARS:
+    """``(type, report)`` when ``line`` is a report line, else None. The reader is the workloads'
+    own (``workloads.common.report``), so writer and reader cannot drift apart."""
+    if len(line) > MAX_REPORT_CHARS:
         return None
-    try:
-        data = json.loads(text)
-    except ValueError:
+    report = read_report(line)
+    if report is None:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("runner"), str):
-        return None
-    kind = data.pop("runner")
-    return kind, data
+    kind = report.pop("runner")
+    return kind, report

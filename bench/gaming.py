@@ -1,0 +1,320 @@
+"""Cloud gaming: a session played by a real headless Chromium, against the bare render+encode loop.
+
+What is measured, in one run, at ``--resolution`` (1280x720) and ``--fps`` (60):
+
+- ``bare``: the game loop's body (step, render, JPEG encode) as fast as it goes, one thread,
+  no pacing, no transport: the ceiling the session is compared with (``ratio = fps /
+  bare_fps``; at a 60 fps target the ratio can only reach 1 when the bare loop is no faster
+  than 60, so read it as "what share of the machine's frame capacity the player receives").
+  The same loop with libx264 (ultrafast, zerolatency) is timed as well, as the record behind
+  the encoder choice (README of workloads/gaming).
+- ``start``: from starting the session to the first frame drawn in the browser, ``--starts``
+  times (median): ``python -m workloads.gaming`` as a process by default; with
+  ``--start-command`` any command that prints the player URL (later: ``runner session start
+  --game breakout --near eu-west``). The browser is already open; it polls ``/healthz``,
+  loads the page and waits for a frame on the canvas.
+- ``session``: after ``--warmup`` seconds, ``--seconds`` of play while the bench presses
+  keys through Playwright at random intervals: the client's sustained fps (frames drawn /
+  time), its frame-interval percentiles, and input-to-frame latency p50/p95 (event time of
+  the key press to the drawing of the first frame whose ack covers it), all measured by the
+  page (client.js), plus the server's own view from ``/metrics``.
+
+Targets (issue 6): fps >= 60 sustained, p95 latency <= 50 ms, start <= 3 s. Timings on a
+shared 2-core machine are noisy: compare runs on one machine. Run from the repository root::
+
+    .venv/bin/python -m bench.gaming --seconds 15
+
+The last line is::
+
+    BENCH gaming fps=<n> bare_fps=<n> ratio=<fps/bare_fps> frame_p95_ms=<n> latency_p50_ms=<n> latency_p95_ms=<n> start_s=<n>
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+KEYS = ("ArrowLeft", "ArrowRight")
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+# -- (a) the bare loop ----------------------------------------------------------------------------
+def bare_loop(encoder_name: str, width: int, height: int, fps: int, seconds: float) -> dict[str, float]:
+    """Step + render + encode back to back for ``seconds``; frames per second and costs."""
+    from workloads.gaming.encode import H264Encoder, JpegEncoder
+    from workloads.gaming.games import get_game
+    from workloads.gaming.inputs import InputMixer
+    from workloads.gaming.loop import GameLoop
+    from workloads.gaming.metrics import Metrics
+    from workloads.gaming.protocol import PointerInput
+
+    encoder = JpegEncoder() if encoder_name == "jpeg" else H264Encoder(width, height, fps)
+    mixer, metrics = InputMixer(), Metrics(fps)
+    loop = GameLoop(get_game("breakout"), fps=fps, width=width, height=height, encoder=encoder,
+                    mixer=mixer, metrics=metrics, publish=lambda _f: None)
+    sizes: list[int] = []
+    for _ in range(10):  # warm caches (text masks, x264 lookahead state)
+        loop.frame_once()
+    frames, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        if frames % 90 == 0:  # keep the ball in play: launch, and follow it with the pointer
+            ball_x = loop.snapshot()["ball"][0] / 1280
+            mixer.push("bench", PointerInput(id=frames + 1, x=min(1.0, max(0.0, ball_x)), fire=True))
+        sizes.append(len(loop.frame_once().payload))
+        frames += 1
+    summary = metrics.summary()
+    return {"fps": frames / elapsed, "encode_ms": summary["encode_ms"], "render_ms": summary["render_ms"],
+            "kb_per_frame": statistics.mean(sizes) / 1024}
+
+
+# -- (c) starting a session -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalSession:
+    """``python -m workloads.gaming`` on a free loopback port (what the runner's container runs)."""
+
+    def __init__(self, width: int, height: int, fps: int) -> None:
+        self.port = free_port()
+        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
+               "RUNNER_RESOLUTION": f"{width}x{height}", "RUNNER_FPS": str(fps),
+               "RUNNER_IDLE_TIMEOUT_S": "120"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "workloads.gaming"], cwd=REPO, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the session process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class CommandSession:
+    """A session started by a command that prints the player URL (``--start-command``)."""
+
+    def __init__(self, command: str, end_command: str | None) -> None:
+        out = subprocess.run(command, shell=True, check=True, capture_output=True, text=True, cwd=REPO)
+        urls = re.findall(r"https?://\S+", out.stdout)
+        if not urls:
+            raise SystemExit(f"--start-command printed no http(s) URL; its output was:\n{out.stdout}")
+        self.url = urls[-1].rstrip("/") + "/"
+        self.end_command = end_command
+        self.proc = None
+
+    def cpu_s(self) -> float:
+        return math.nan  # the session runs elsewhere (a container on some node)
+
+    def stop(self) -> None:
+        if self.end_command:
+            subprocess.run(self.end_command.format(url=self.url), shell=True, check=False, cwd=REPO)
+
+
+def wait_healthy(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=1) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.get(url + "healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.01)
+    raise SystemExit(f"the session at {url} did not answer /healthz 200 within {timeout_s:.0f}s")
+
+
+@contextmanager
+def started(args: argparse.Namespace, context: Any) -> Iterator[tuple[Any, Any, float]]:
+    """Start a session, open it in the browser; yields (session, page, seconds to first frame)."""
+    from workloads.gaming import player
+
+    t0 = time.perf_counter()
+    if args.start_command:
+        session: Any = CommandSession(args.start_command, args.end_command)
+    else:
+        session = LocalSession(args.width, args.height, args.fps)
+    try:
+        wait_healthy(session.url, args.timeout)
+        page = player.open_session(context, session.url, timeout_s=args.timeout)
+        yield session, page, time.perf_counter() - t0
+    finally:
+        session.stop()
+
+
+# -- (b) the session, played --------------------------------------------------------------------------
+def play(page: Any, seconds: float, rng: random.Random) -> int:
+    """Press arrow keys (down ~60-140 ms, up, pause ~60-200 ms) for ``seconds``; returns presses.
+    Random gaps put presses at every phase of the 16.7 ms tick, as a human's would be."""
+    presses, deadline = 0, time.monotonic() + seconds
+    page.keyboard.press("Space")  # launch the ball, so the game is in play
+    while time.monotonic() < deadline:
+        key = rng.choice(KEYS)
+        page.keyboard.down(key)
+        time.sleep(rng.uniform(0.06, 0.14))
+        page.keyboard.up(key)
+        presses += 1
+        time.sleep(rng.uniform(0.06, 0.2))
+        if presses % 25 == 0:
+            page.keyboard.press("Space")  # relaunch after a lost ball, restart after game over
+    return presses
+
+
+def measure_session(args: argparse.Namespace, page: Any, session: Any,
+                    say: Callable[[str], None]) -> dict[str, Any]:
+    from workloads.gaming import player
+
+    play(page, args.warmup, random.Random(1))
+    cpu0, t0 = session.cpu_s(), time.perf_counter()
+    player.start_trace(page)
+    presses = play(page, args.seconds, random.Random(args.seed))
+    trace = player.take_trace(page)
+    cpu_share = (session.cpu_s() - cpu0) / (time.perf_counter() - t0)
+    server = httpx.get(session.url + "metrics", timeout=5).json()
+    result = {
+        "fps": trace["frames"] / trace["seconds"],
+        "frame_p50_ms": pct(trace["frameTimes"], 50), "frame_p95_ms": pct(trace["frameTimes"], 95),
+        "frame_p99_ms": pct(trace["frameTimes"], 99),
+        "latency_p50_ms": pct(trace["latencies"], 50), "latency_p95_ms": pct(trace["latencies"], 95),
+        "latency_n": len(trace["latencies"]), "presses": presses,
+        "skipped": player.stats(page)["skipped"], "server": server, "server_cpu": cpu_share,
+    }
+    say(f"session: {result['fps']:.1f} fps drawn over {trace['seconds']:.1f}s, {presses} key presses, "
+        f"{result['latency_n']} latency samples, server CPU {cpu_share:.0%} of a core")
+    return result
+
+
+def take_screenshot(page: Any, path: str, say: Callable[[str], None]) -> None:
+    """The client mid-game (ball in play, stats filled in), after the measurement."""
+    page.keyboard.press("Space")
+    page.wait_for_timeout(1500)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=path)
+    say(f"screenshot: {path}")
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.gaming", description=__doc__.split("\n\n")[0])
+    p.add_argument("--resolution", default="1280x720", help="WIDTHxHEIGHT (default 1280x720)")
+    p.add_argument("--fps", type=int, default=60, help="target frame rate (default 60)")
+    p.add_argument("--seconds", type=float, default=15.0, help="measured play time (default 15)")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured play before it (default 2)")
+    p.add_argument("--bare-seconds", type=float, default=4.0, help="bare loop time per encoder (default 4)")
+    p.add_argument("--starts", type=int, default=3, help="session starts timed, median reported (default 3)")
+    p.add_argument("--start-command", help="shell command that starts a session and prints its URL "
+                                           "(default: run python -m workloads.gaming locally)")
+    p.add_argument("--end-command", help="shell command run to end a --start-command session; {url} is "
+                                         "replaced by the player URL")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a session (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the key-press script")
+    p.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the client after the "
+                                                      "measurement (docs/gaming-client.png)")
+    p.add_argument("--headed", action="store_true", help="show the browser window (needs a display)")
+    args = p.parse_args(argv)
+    from workloads.gaming.settings import parse_resolution
+
+    args.width, args.height = parse_resolution(args.resolution)
+    if args.starts < 1:
+        p.error("--starts must be at least 1")
+    return args
+
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from workloads.gaming import player
+
+    def say(msg: str) -> None:
+        print(msg, flush=True)
+
+    say(f"bench gaming: {args.resolution} at {args.fps} fps target, {os.cpu_count()} CPUs, "
+        f"{args.seconds:g}s measured")
+    bare = bare_loop("jpeg", args.width, args.height, args.fps, args.bare_seconds)
+    say(f"bare loop, JPEG:  {bare['fps']:.0f} fps (render {bare['render_ms']:.2f} ms, encode "
+        f"{bare['encode_ms']:.2f} ms, {bare['kb_per_frame']:.0f} KB/frame)")
+    h264 = bare_loop("h264", args.width, args.height, args.fps, args.bare_seconds)
+    say(f"bare loop, H.264: {h264['fps']:.0f} fps (render {h264['render_ms']:.2f} ms, encode "
+        f"{h264['encode_ms']:.2f} ms, {h264['kb_per_frame']:.1f} KB/frame)")
+
+    starts: list[float] = []
+    with player.browser(headless=not args.headed) as context:
+        for i in range(args.starts - 1):
+            with started(args, context) as (_, _page, start_s):
+                starts.append(start_s)
+                say(f"start {i + 1}/{args.starts}: first frame after {start_s:.2f}s")
+        with started(args, context) as (session, page, start_s):
+            starts.append(start_s)
+            say(f"start {args.starts}/{args.starts}: first frame after {start_s:.2f}s")
+            result = measure_session(args, page, session, say)
+            if args.screenshot:
+                take_screenshot(page, args.screenshot, say)
+
+    server = result["server"]
+    start_med = statistics.median(starts)
+    ratio = result["fps"] / bare["fps"]
+    say("")
+    say(f"{'metric':38s} {'value':>10s}  target")
+    rows = [
+        ("bare loop fps (JPEG, no transport)", _fmt(bare["fps"]), ""),
+        ("bare loop fps (H.264, no transport)", _fmt(h264["fps"]), "(encoder choice)"),
+        ("browser fps, sustained", _fmt(result["fps"]), f">= {args.fps}"),
+        ("browser frame time p50 / p95 / p99 ms", f"{_fmt(result['frame_p50_ms'])} / "
+         f"{_fmt(result['frame_p95_ms'])} / {_fmt(result['frame_p99_ms'])}", ""),
+        ("input-to-frame latency p50 ms", _fmt(result["latency_p50_ms"]), ""),
+        ("input-to-frame latency p95 ms", _fmt(result["latency_p95_ms"]), "<= 50"),
+        ("latency samples (key downs + ups)", str(result["latency_n"]), ""),
+        ("start to first frame s (median)", _fmt(start_med, 2), "<= 3"),
+        ("server fps / frame p95 ms", f"{_fmt(server['fps'])} / {_fmt(server['frame_p95_ms'])}", ""),
+        ("server encode ms / Mbit/s", f"{_fmt(server['encode_ms'], 2)} / "
+         f"{_fmt(server['bitrate_kbps'] / 1000)}", ""),
+        ("server dropped frames / client skipped", f"{server['dropped']} / {result['skipped']}", ""),
+        ("server CPU, share of one core", f"{result['server_cpu']:.0%}", ""),
+    ]
+    for name, value, target in rows:
+        say(f"{name:38s} {value:>10s}  {target}")
+    verdicts = {"fps": result["fps"] >= 0.95 * args.fps, "latency_p95": result["latency_p95_ms"] <= 50,
+                "start": start_med <= 3.0}
+    say("targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in verdicts.items())
+        + f" (fps counts as met at >= 95% of {args.fps}, the SLA's line)")
+    say(f"BENCH gaming fps={result['fps']:.1f} bare_fps={bare['fps']:.1f} ratio={ratio:.2f} "
+        f"frame_p95_ms={result['frame_p95_ms']:.1f} latency_p50_ms={result['latency_p50_ms']:.1f} "
+        f"latency_p95_ms={result['latency_p95_ms']:.1f} start_s={start_med:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

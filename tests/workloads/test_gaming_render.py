@@ -1,0 +1,165 @@
+"""Renderer, encoders, metrics and the game loop's pacing, in-process (no server, no browser)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from workloads.gaming import breakout as bo
+from workloads.gaming import render
+from workloads.gaming.encode import H264Encoder, JpegEncoder
+from workloads.gaming.games import get_game
+from workloads.gaming.inputs import InputMixer
+from workloads.gaming.loop import Frame, GameLoop
+from workloads.gaming.metrics import Metrics, percentile, report_fields
+from workloads.gaming.protocol import ClientStats, KeyInput
+
+
+def test_frame_has_the_session_size_and_shows_ball_paddle_bricks_and_hud() -> None:
+    renderer = render.BreakoutRenderer(1280, 720)
+    state = bo.new_game()
+    frame = renderer.render(state, 0.0)
+    assert frame.shape == (720, 1280, 3) and frame.dtype == np.uint8
+    assert tuple(frame[int(state.ball_y), int(state.ball_x)]) == render.BALL
+    paddle_mid = (int(bo.PADDLE_Y + bo.PADDLE_H - 2), int(state.paddle_x + bo.PADDLE_W / 2))
+    assert tuple(frame[paddle_mid]) == render.PADDLE
+    x0, y0, x1, y1 = (int(v) for v in bo.brick_rect(0, 0))
+    assert tuple(frame[(y0 + y1) // 2, (x0 + x1) // 2]) == render.ROW_COLORS[0]
+    hud = frame[: int(bo.HUD_H)]
+    assert (hud == render.TEXT).all(axis=2).sum() > 200  # "SCORE 00000", "LEVEL 1  LIVES 3"
+
+
+def test_a_broken_brick_disappears_and_comes_back_with_a_new_wall() -> None:
+    renderer = render.BreakoutRenderer(1280, 720)
+    state = bo.new_game()
+    x0, y0, x1, y1 = (int(v) for v in bo.brick_rect(2, 4))
+    centre = ((y0 + y1) // 2, (x0 + x1) // 2)
+    renderer.render(state, 0.0)
+    state.bricks[2][4] = False
+    assert tuple(renderer.render(state, 0.0)[centre]) != render.ROW_COLORS[2]
+    state.bricks = bo.full_wall()
+    assert tuple(renderer.render(state, 0.0)[centre]) == render.ROW_COLORS[2]
+
+
+def test_frames_change_over_time_even_without_input() -> None:
+    renderer = render.BreakoutRenderer(1280, 720)
+    state = bo.new_game()
+    first = renderer.render(state, 0.0).copy()
+    second = renderer.render(state, 0.5)
+    assert (first != second).any(axis=2).sum() > 100  # stars drift, the HUD light sweeps
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 360), (1920, 1080), (320, 240)])
+def test_other_resolutions_render_at_their_size(width: int, height: int) -> None:
+    frame = render.BreakoutRenderer(width, height).render(bo.new_game(), 1.0)
+    assert frame.shape == (height, width, 3)
+
+
+def test_jpeg_encoder_gives_a_valid_jpeg_close_to_the_frame() -> None:
+    frame = render.BreakoutRenderer(1280, 720).render(bo.new_game(), 0.0)
+    data = JpegEncoder(quality=75).encode(frame)
+    decoded = simplejpeg.decode_jpeg(data)
+    assert data[:2] == b"\xff\xd8" and decoded.shape == (720, 1280, 3)
+    assert np.abs(decoded.astype(int) - frame.astype(int)).mean() < 4
+    with pytest.raises(ValueError, match="quality"):
+        JpegEncoder(quality=0)
+
+
+def test_h264_encoder_gives_decodable_frames() -> None:
+    av = pytest.importorskip("av")
+    renderer = render.BreakoutRenderer(640, 360)
+    encoder = H264Encoder(640, 360, fps=60)
+    stream = b"".join(encoder.encode(renderer.render(bo.new_game(), i / 60)) for i in range(5))
+    decoder = av.CodecContext.create("h264", "r")
+    frames = [f for packet in decoder.parse(stream) for f in decoder.decode(packet)]
+    frames += decoder.decode(None)
+    assert frames and (frames[0].width, frames[0].height) == (640, 360)
+
+
+def test_metrics_summarise_frames_drops_and_client_reports() -> None:
+    now = [100.0]
+    metrics = Metrics(target_fps=60, clock=lambda: now[0])
+    for _ in range(61):
+        now[0] += 1 / 60
+        metrics.frame(render_ms=0.5, encode_ms=2.0, nbytes=1000)
+    metrics.dropped(3)
+    metrics.client_stats("c1", ClientStats(fps=58, frame_ms=(16.0, 18.0), latency_ms=(10.0, 20.0, 30.0),
+                                           skipped=1))
+    s = metrics.summary()
+    assert s["frame_p50_ms"] == pytest.approx(16.67, abs=0.01)
+    assert s["fps"] == pytest.approx(60, abs=1)
+    assert (s["dropped"], s["frames"], s["latency_samples"], s["client_skipped"]) == (3, 61, 3, 1)
+    assert s["latency_p50_ms"] == 20.0 and s["client_fps"] == 58
+    assert s["encode_ms"] == 2.0 and s["bitrate_kbps"] == pytest.approx(480, rel=0.05)
+    fields = report_fields(s, final=True)
+    assert list(fields)[:10] == ["fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms",
+                                 "bitrate_kbps", "dropped", "latency_p50_ms", "latency_p95_ms",
+                                 "players"]
+    assert fields["final"] is True
+    assert percentile([], 50) is None
+
+
+class SteppedClock:
+    """A clock that moves only when told: the loop's pacing becomes exact arithmetic."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowJpeg(JpegEncoder):
+    """The real JPEG encoder on a machine 2.5 frames too slow (the clock jumps per encode)."""
+
+    def __init__(self, clock: SteppedClock, cost_s: float) -> None:
+        super().__init__()
+        self.clock, self.cost_s = clock, cost_s
+
+    def encode(self, frame: np.ndarray) -> bytes:
+        self.clock.now += self.cost_s
+        return super().encode(frame)
+
+
+def test_a_late_loop_counts_dropped_frames_and_keeps_game_time_real() -> None:
+    clock = SteppedClock()
+    fps = 60
+    published: list[Frame] = []
+    done = threading.Event()
+
+    def publish(frame: Frame) -> None:
+        published.append(frame)
+        if len(published) == 20:
+            loop.stop()
+            done.set()
+
+    metrics = Metrics(fps, clock=clock)
+    loop = GameLoop(get_game("breakout"), fps=fps, width=320, height=180,
+                    encoder=SlowJpeg(clock, 2.5 / fps), mixer=InputMixer(), metrics=metrics,
+                    publish=publish, clock=clock)
+    loop.start()
+    assert done.wait(10), "the loop did not publish 20 frames"
+    loop.stop()
+    summary = metrics.summary()
+    assert summary["dropped"] > 0
+    # every tick was either drawn or dropped, and the game stepped through all of them
+    assert loop.snapshot()["tick"] == summary["frames"] + summary["dropped"]
+    assert [f.id for f in published] == list(range(1, 21))
+    assert published[-1].tick == loop.snapshot()["tick"]
+
+
+def test_inputs_reach_the_game_and_frames_carry_the_ack() -> None:
+    mixer = InputMixer()
+    frames: list[Frame] = []
+    loop = GameLoop(get_game("breakout"), fps=60, width=320, height=180, encoder=JpegEncoder(),
+                    mixer=mixer, metrics=Metrics(60), publish=frames.append)
+    before = loop.snapshot()["paddle_x"]
+    assert loop.frame_once().acks == {}
+    mixer.push(7, KeyInput(id=41, key="left", down=True))
+    frame = loop.frame_once()
+    assert frame.acks == {7: 41}
+    assert loop.snapshot()["paddle_x"] < before
+    assert [f.id for f in frames] == [1, 2]

@@ -1,0 +1,262 @@
+"""The gaming session as a real process on a loopback port, played by a real headless Chromium.
+
+The browser is Debian's ``chromium`` driven by Playwright (``workloads/gaming/player.py``);
+the tests skip without it unless RUNNER_REQUIRE_BROWSER=1, where a missing browser fails.
+The lifecycle tests (idle timeout, max duration, SIGTERM, bad settings) need no browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import simplejpeg
+
+from tests.conftest import wait_for
+from workloads.common.report import parse_report
+from workloads.gaming.protocol import unpack_frame
+
+REPO = Path(__file__).resolve().parents[2]
+SESSION_VARS = ("PORT", "HOST", "RUNNER_GAME", "RUNNER_FPS", "RUNNER_RESOLUTION", "RUNNER_IDLE_TIMEOUT_S",
+                "RUNNER_MAX_DURATION_S", "RUNNER_LATENCY_BUDGET_MS")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GameProc:
+    """``python -m workloads.gaming`` on a free loopback port; stdout lines collected as they come."""
+
+    def __init__(self, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
+        full_env = {k: v for k, v in os.environ.items() if k not in SESSION_VARS}
+        full_env.update(PYTHONUNBUFFERED="1", PORT=str(self.port), HOST="127.0.0.1", **env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "workloads.gaming"], cwd=REPO, env=full_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(s, out), daemon=True)
+                         for s, out in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))]
+        for reader in self._readers:
+            reader.start()
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    @staticmethod
+    def _read(stream: Any, out: list[str]) -> None:
+        for line in stream:
+            out.append(line.rstrip("\n"))
+
+    def reports(self, kind: str) -> list[dict[str, Any]]:
+        return [r for line in list(self.lines) if (r := parse_report(line)) and r["runner"] == kind]
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self) -> None:
+        wait_for(lambda: self.healthy() or self.proc.poll() is not None, timeout_s=20, what="/healthz 200")
+        assert self.proc.poll() is None, f"session exited {self.proc.returncode}: {self.errors}"
+
+    def get(self, path: str) -> dict[str, Any]:
+        return httpx.get(self.url + path, timeout=5).json()
+
+    def wait_exit(self, timeout_s: float) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def game() -> Iterator[Any]:
+    """A factory of sessions, all stopped at the end of the test."""
+    procs: list[GameProc] = []
+
+    def start(**env: str) -> GameProc:
+        procs.append(GameProc(**env))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        proc.close()
+
+
+# -- played by a real browser -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def played() -> Iterator[tuple[GameProc, Any]]:
+    """One session (1280x720, 60 fps) and one Chromium page on it, shared by the browser tests."""
+    from workloads.gaming import player
+
+    try:
+        player.chromium_path()
+    except player.BrowserMissingError as exc:
+        if os.environ.get("RUNNER_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RUNNER_REQUIRE_BROWSER=1 but {exc}")
+        pytest.skip(str(exc))
+    proc = GameProc(RUNNER_IDLE_TIMEOUT_S="120")
+    try:
+        proc.wait_ready()
+        with player.browser() as context:
+            yield proc, player.open_session(context, proc.url)
+    finally:
+        proc.close()
+
+
+def test_the_page_shows_frames_that_change(played: tuple[GameProc, Any]) -> None:
+    from workloads.gaming import player
+
+    _, page = played
+    first = player.canvas_digest(page)
+    assert first["lit"] > 1000, "the canvas is black: no frame was drawn"
+    wait_for(lambda: player.canvas_digest(page)["hash"] != first["hash"], timeout_s=10,
+             what="the canvas to change")
+    frames = player.stats(page)["frames"]
+    wait_for(lambda: player.stats(page)["frames"] > frames + 30, timeout_s=10, what="30 more frames drawn")
+    assert player.stats(page)["errors"] == []
+
+
+def test_keys_and_clicks_change_the_game_and_latency_samples_arrive(played: tuple[GameProc, Any]) -> None:
+    from workloads.gaming import player
+
+    proc, page = played
+    before = proc.get("state")["paddle_x"]
+    page.keyboard.down("ArrowLeft")
+    try:
+        wait_for(lambda: proc.get("state")["paddle_x"] < before - 100, timeout_s=10,
+                 what="the paddle to move left")
+    finally:
+        page.keyboard.up("ArrowLeft")
+    page.keyboard.down("d")
+    moved = proc.get("state")["paddle_x"]
+    wait_for(lambda: proc.get("state")["paddle_x"] > moved + 100, timeout_s=10, what="D to move right")
+    page.keyboard.up("d")
+    assert proc.get("state")["phase"] == "serve"
+    page.keyboard.press("Space")
+    wait_for(lambda: proc.get("state")["phase"] == "play", timeout_s=10, what="space to launch the ball")
+
+    box = page.locator("#screen").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+    wait_for(lambda: proc.get("state")["paddle_x"] > 1000, timeout_s=10, what="the pointer to move the paddle")
+
+    samples = wait_for(lambda: player.stats(page)["latencies"], timeout_s=10, what="client latency samples")
+    assert all(0 < s < 5000 for s in samples)
+    metrics = wait_for(lambda: (m := proc.get("metrics"))["latency_samples"] > 0 and m, timeout_s=10,
+                       what="latency samples reported to /metrics")
+    assert metrics["latency_p50_ms"] > 0 and metrics["latency_p95_ms"] >= metrics["latency_p50_ms"]
+    assert metrics["players"] == 1 and metrics["inputs"] >= 5
+    assert metrics["client_fps"] is not None and metrics["frames"] > 0
+
+
+def test_metrics_report_lines_follow_the_contract(played: tuple[GameProc, Any]) -> None:
+    proc, _ = played
+    ready = wait_for(lambda: proc.reports("session"), timeout_s=10, what="the ready line")
+    assert ready[0]["event"] == "ready" and ready[0]["resolution"] == "1280x720"
+    line = wait_for(lambda: proc.reports("metrics"), timeout_s=15, what="a metrics report line")[-1]
+    for key in ("fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms", "bitrate_kbps",
+                "dropped", "latency_p50_ms", "latency_p95_ms", "players"):
+        assert key in line, key
+    assert line["fps"] > 0 and line["bitrate_kbps"] > 0
+
+
+# -- the wire, without a browser --------------------------------------------------------------------
+def test_websocket_frames_carry_a_header_and_a_jpeg_and_bad_input_is_answered(game: Any) -> None:
+    from websockets.sync.client import connect
+
+    proc = game(RUNNER_RESOLUTION="640x360")
+    proc.wait_ready()
+    with connect(proc.url.replace("http", "ws") + "ws") as ws:
+        hello = json.loads(ws.recv(timeout=5))
+        assert (hello["t"], hello["width"], hello["height"], hello["fps"]) == ("hello", 640, 360, 60)
+        message = ws.recv(timeout=5)
+        assert isinstance(message, bytes)
+        header, payload = unpack_frame(message)
+        assert header["version"] == 1 and header["ack"] == 0 and header["frame_id"] > 0
+        assert simplejpeg.decode_jpeg(payload).shape == (360, 640, 3)
+        ws.send(json.dumps({"t": "key", "id": 1, "key": "teleport", "down": True}))
+        ws.send(json.dumps({"t": "key", "id": 2, "key": "left", "down": True}))
+        errors: list[dict[str, Any]] = []
+
+        def acked() -> bool:
+            m = ws.recv(timeout=5)
+            if isinstance(m, str):
+                if (text := json.loads(m))["t"] == "error":
+                    errors.append(text)
+                return False
+            return unpack_frame(m)[0]["ack"] == 2
+
+        wait_for(acked, timeout_s=10, what="a frame acking input 2")
+        assert errors and errors[0]["error"].startswith("key: must be one of left, right, fire")
+
+
+# -- lifecycle ------------------------------------------------------------------------------------------
+def test_idle_timeout_ends_the_session_with_exit_0_and_a_final_report(game: Any) -> None:
+    proc = game(RUNNER_IDLE_TIMEOUT_S="1.5")
+    assert proc.wait_exit(timeout_s=30) == 0
+    ended = proc.reports("session")[-1]
+    assert (ended["event"], ended["reason"]) == ("ended", "idle_timeout")
+    assert ended["idle_s"] >= 1.5
+    final = proc.reports("metrics")[-1]
+    assert final["final"] is True and final["reason"] == "idle_timeout" and final["fps"] > 0
+
+
+def test_max_duration_ends_the_session(game: Any) -> None:
+    proc = game(RUNNER_IDLE_TIMEOUT_S="0", RUNNER_MAX_DURATION_S="1.5", RUNNER_FPS="30")
+    assert proc.wait_exit(timeout_s=30) == 0
+    assert proc.reports("session")[-1]["reason"] == "max_duration"
+
+
+def test_sigterm_with_a_player_connected_ends_cleanly_within_10s(game: Any) -> None:
+    from websockets.sync.client import connect
+
+    proc = game()
+    proc.wait_ready()
+    with connect(proc.url.replace("http", "ws") + "ws") as ws:
+        ws.recv(timeout=5)
+        wait_for(lambda: proc.get("metrics")["players"] == 1, timeout_s=5, what="the player to count")
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.wait_exit(timeout_s=10) == 0
+    ended = proc.reports("session")[-1]
+    assert (ended["event"], ended["reason"]) == ("ended", "stopped")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"RUNNER_RESOLUTION": "huge"}, "RUNNER_RESOLUTION: must be WIDTHxHEIGHT"),
+    ({"RUNNER_GAME": "tetris"}, "RUNNER_GAME: no game named 'tetris'"),
+])
+def test_a_bad_setting_exits_2_naming_the_variable(game: Any, env: dict[str, str], message: str) -> None:
+    proc = game(**env)
+    assert proc.wait_exit(timeout_s=20) == 2
+    assert any(message in line for line in proc.errors), proc.errors
+
+
+def test_a_busy_port_exits_2_saying_so(game: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        proc = game(port=sock.getsockname()[1])
+        assert proc.wait_exit(timeout_s=20) == 2
+    assert any("cannot listen on 127.0.0.1:" in line and "set PORT" in line for line in proc.errors)

@@ -1,0 +1,145 @@
+"""The wire format between the session and its browser client (one WebSocket, ``/ws``).
+
+Down (server -> browser):
+
+- binary: one frame per message, a fixed little-endian header then the JPEG bytes::
+
+      u8 version | u8 flags | u16 header_len | u32 frame_id | u32 ack | u32 tick | u32 encode_us
+
+  ``ack`` is the highest input id *of this client* that the game had applied when it drew
+  the frame: the first frame whose ack reaches an input's id is the first that reflects it,
+  which is what input-to-frame latency is measured to. ``header_len`` lets a later version
+  grow the header without breaking an older client.
+- text: JSON ``{"t": "hello", ...}`` once on connect (game, resolution, fps), and
+  ``{"t": "server", ...}`` once a second (the server's own metrics, shown on the page).
+
+Up (browser -> server), JSON text:
+
+- ``{"t": "key", "id": 7, "ts": 1234.5, "key": "left"|"right"|"fire", "down": true}``
+- ``{"t": "pointer", "id": 8, "ts": 1240.1, "x": 0.42, "fire": false}`` (x: 0..1 of the width)
+- ``{"t": "stats", "fps": 59.8, "frame_ms": [...], "latency_ms": [...], "skipped": 0}``
+  (samples since the last stats message).
+
+``id`` counts up from 1 per connection; ``ts`` is the client's clock (``performance.now()``),
+used only by the client itself, so no clock sync is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+HEADER = struct.Struct("<BBHIIII")
+HEADER_LEN = HEADER.size  # 20
+KEYS = ("left", "right", "fire")
+MAX_SAMPLES = 1000  # per stats message; a client sends about 60 a second
+U32 = 0xFFFFFFFF
+
+
+class ProtocolError(ValueError):
+    """A client message that does not follow the protocol; the message says which field."""
+
+
+@dataclass(frozen=True)
+class KeyInput:
+    id: int
+    key: str
+    down: bool
+
+
+@dataclass(frozen=True)
+class PointerInput:
+    id: int
+    x: float  # 0..1 of the frame width
+    fire: bool
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    fps: float
+    frame_ms: tuple[float, ...]
+    latency_ms: tuple[float, ...]
+    skipped: int
+
+
+Message = KeyInput | PointerInput | ClientStats
+
+
+def pack_frame(frame_id: int, ack: int, tick: int, encode_us: int, payload: bytes) -> bytes:
+    """One binary frame message: header then payload (counters wrap at 2**32)."""
+    header = HEADER.pack(VERSION, 0, HEADER_LEN, frame_id & U32, ack & U32, tick & U32,
+                         min(encode_us, U32))
+    return header + payload
+
+
+def unpack_frame(message: bytes) -> tuple[dict[str, int], bytes]:
+    """Header fields and payload of a frame message (tests and tools read frames with this)."""
+    if len(message) < HEADER_LEN:
+        raise ProtocolError(f"frame message of {len(message)} bytes is shorter than the header")
+    version, flags, header_len, frame_id, ack, tick, encode_us = HEADER.unpack_from(message)
+    fields = {"version": version, "flags": flags, "frame_id": frame_id, "ack": ack, "tick": tick,
+              "encode_us": encode_us}
+    return fields, message[header_len:]
+
+
+def parse_client_message(text: str) -> Message:
+    """Validate one JSON message from a client; ``ProtocolError`` names the bad field."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(f"message is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("message must be a JSON object")
+    kind = data.get("t")
+    if kind == "key":
+        key = data.get("key")
+        if key not in KEYS:
+            raise ProtocolError(f"key: must be one of {', '.join(KEYS)}, got {key!r}")
+        return KeyInput(id=_input_id(data), key=key, down=_bool(data, "down"))
+    if kind == "pointer":
+        x = _number(data, "x")
+        if not 0.0 <= x <= 1.0:
+            raise ProtocolError(f"x: must be within 0..1 (a fraction of the width), got {x}")
+        return PointerInput(id=_input_id(data), x=x, fire=_bool(data, "fire", default=False))
+    if kind == "stats":
+        return ClientStats(fps=_number(data, "fps"), frame_ms=_samples(data, "frame_ms"),
+                           latency_ms=_samples(data, "latency_ms"),
+                           skipped=int(_number(data, "skipped", default=0)))
+    raise ProtocolError(f"t: must be 'key', 'pointer' or 'stats', got {kind!r}")
+
+
+def _input_id(data: dict[str, Any]) -> int:
+    value = data.get("id")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= U32:
+        raise ProtocolError(f"id: must be an integer 1..{U32}, got {value!r}")
+    return value
+
+
+def _bool(data: dict[str, Any], name: str, default: bool | None = None) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{name}: must be true or false, got {value!r}")
+    return value
+
+
+def _number(data: dict[str, Any], name: str, default: float | None = None) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ProtocolError(f"{name}: must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _samples(data: dict[str, Any], name: str) -> tuple[float, ...]:
+    values = data.get(name, [])
+    if not isinstance(values, list) or len(values) > MAX_SAMPLES:
+        raise ProtocolError(f"{name}: must be a list of at most {MAX_SAMPLES} numbers")
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
+            raise ProtocolError(f"{name}: samples must be numbers of milliseconds, got {value!r}")
+        out.append(float(value))
+    return tuple(out)

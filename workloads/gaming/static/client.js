@@ -1,0 +1,169 @@
+// Browser client of a runner game session: shows the stream, sends inputs, measures.
+//
+// Frames arrive on one WebSocket as binary messages: a 20-byte header (see protocol.py)
+// then a JPEG. Decoding is createImageBitmap (off the main thread); only the newest frame
+// is kept while one decodes, so a slow machine drops frames instead of falling behind.
+// Each input gets an id and its event time; the first drawn frame whose header `ack`
+// reaches that id reflects it, and input-to-frame latency = draw time - event time.
+// Everything is measured on this page's clock (performance.now), so no clock sync.
+// window.gaming exposes the live numbers (tests and the benchmark read them).
+"use strict";
+(() => {
+  const HEADER_MIN = 20;
+  const KEYS = { ArrowLeft: "left", KeyA: "left", ArrowRight: "right", KeyD: "right",
+                 Space: "fire", ArrowUp: "fire", KeyW: "fire" };
+  const STATS_EVERY_MS = 1000, SHOW_EVERY_MS = 250, PENDING_MAX_MS = 5000, WINDOW = 300;
+
+  const canvas = document.getElementById("screen");
+  const ctx = canvas.getContext("2d", { alpha: false, desynchronized: true });
+  const $ = (id) => document.getElementById(id);
+
+  const g = window.gaming = {
+    connected: false, hello: null, server: null, errors: [],
+    frames: 0, lastFrameId: 0, lastAck: 0, lastTick: 0, skipped: 0, inputs: 0,
+    firstFrameAt: null,          // performance.now() of the first frame drawn
+    latencies: [], frameTimes: [], // recent samples (ms), for the page and for tests
+    trace: null,                 // set to {frameTimes: [], latencies: []} to keep every sample
+    fps: 0, p: percentile,
+  };
+  let ws = null, nextId = 1, decoding = false, queued = null, lastDrawn = null;
+  const pending = new Map();     // input id -> event time (ms), in id order
+  let outLatency = [], outFrames = [], outSkipped = 0; // since the last stats message
+  const drawnAt = [];            // draw times of the last second, for fps
+
+  function percentile(values, q) {
+    if (!values.length) return null;
+    const s = [...values].sort((a, b) => a - b);
+    const pos = (s.length - 1) * q / 100, lo = Math.floor(pos), hi = Math.ceil(pos);
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo);
+  }
+  const keep = (arr, v) => { arr.push(v); if (arr.length > WINDOW) arr.shift(); };
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    ws = new WebSocket(scheme + location.host + "/ws");
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { g.connected = true; };
+    ws.onclose = () => { g.connected = false; pending.clear(); setTimeout(connect, 1000); };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === "string") return onText(JSON.parse(ev.data));
+      if (decoding) { if (queued) { g.skipped++; outSkipped++; } queued = ev.data; return; }
+      show(ev.data);
+    };
+  }
+
+  function onText(msg) {
+    if (msg.t === "hello") {
+      g.hello = msg;
+      if (canvas.width !== msg.width || canvas.height !== msg.height) {
+        canvas.width = msg.width; canvas.height = msg.height;
+      }
+    } else if (msg.t === "server") {
+      g.server = msg;
+    } else if (msg.t === "error") {
+      g.errors.push(msg.error); console.warn("session:", msg.error);
+    }
+  }
+
+  async function show(buf) {
+    decoding = true;
+    try {
+      const view = new DataView(buf);
+      const headerLen = view.getUint16(2, true);
+      if (buf.byteLength < HEADER_MIN || headerLen < HEADER_MIN) throw new Error("short frame");
+      const id = view.getUint32(4, true), ack = view.getUint32(8, true), tick = view.getUint32(12, true);
+      const bitmap = await createImageBitmap(new Blob([new Uint8Array(buf, headerLen)], { type: "image/jpeg" }));
+      ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      bitmap.close();
+      drawn(id, ack, tick);
+    } catch (err) {
+      g.errors.push(String(err));
+    }
+    decoding = false;
+    if (queued) { const next = queued; queued = null; show(next); }
+  }
+
+  function drawn(id, ack, tick) {
+    const now = performance.now();
+    if (lastDrawn !== null) {
+      const dt = now - lastDrawn;
+      keep(g.frameTimes, dt); outFrames.push(dt);
+      if (g.trace) g.trace.frameTimes.push(dt);
+    }
+    if (g.firstFrameAt === null) g.firstFrameAt = now;
+    lastDrawn = now;
+    g.frames++; g.lastFrameId = id; g.lastAck = ack; g.lastTick = tick;
+    drawnAt.push(now);
+    while (drawnAt.length && drawnAt[0] < now - 1000) drawnAt.shift();
+    for (const [inputId, sentAt] of pending) { // Map keeps insertion (= id) order
+      if (inputId > ack && now - sentAt < PENDING_MAX_MS) break;
+      pending.delete(inputId);
+      if (inputId <= ack) {
+        const lat = now - sentAt;
+        keep(g.latencies, lat); outLatency.push(lat);
+        if (g.trace) g.trace.latencies.push(lat);
+      }
+    }
+  }
+
+  function send(msg, eventTime) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    msg.id = nextId++;
+    msg.ts = eventTime || performance.now();
+    pending.set(msg.id, msg.ts);
+    g.inputs++;
+    ws.send(JSON.stringify(msg));
+  }
+
+  function onKey(down) {
+    return (e) => {
+      const key = KEYS[e.code];
+      if (!key) return;
+      e.preventDefault();
+      if (e.repeat) return; // held keys are state on the server; repeats add nothing
+      send({ t: "key", key, down }, e.timeStamp);
+    };
+  }
+  window.addEventListener("keydown", onKey(true));
+  window.addEventListener("keyup", onKey(false));
+
+  function pointerX(e) {
+    const r = canvas.getBoundingClientRect();
+    return Math.min(1, Math.max(0, (e.clientX - r.left) / r.width));
+  }
+  canvas.addEventListener("pointermove", (e) => send({ t: "pointer", x: pointerX(e), fire: false }, e.timeStamp));
+  canvas.addEventListener("pointerdown", (e) => {
+    canvas.focus();
+    send({ t: "pointer", x: pointerX(e), fire: true }, e.timeStamp);
+  });
+
+  setInterval(() => { // report to the server
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ t: "stats", fps: g.fps, frame_ms: outFrames.slice(-1000),
+                             latency_ms: outLatency.slice(-1000), skipped: outSkipped }));
+    outFrames = []; outLatency = []; outSkipped = 0;
+  }, STATS_EVERY_MS);
+
+  const fmt = (v, d = 1) => (v === null || v === undefined ? "-" : v.toFixed(d));
+  setInterval(() => { // show
+    const now = performance.now();
+    while (drawnAt.length && drawnAt[0] < now - 1000) drawnAt.shift();
+    g.fps = drawnAt.length;
+    const target = g.hello ? g.hello.fps : 60, budget = g.hello ? g.hello.latency_budget_ms : 50;
+    $("conn").textContent = g.connected ? "live" : "disconnected";
+    $("conn").className = g.connected ? "up" : "down";
+    $("fps").textContent = g.fps;
+    $("fps").classList.toggle("warn", g.fps < 0.95 * target);
+    const p95 = percentile(g.latencies, 95);
+    $("lat50").textContent = fmt(percentile(g.latencies, 50));
+    $("lat95").textContent = fmt(p95);
+    $("lat95").classList.toggle("warn", p95 !== null && p95 > budget);
+    $("frame95").textContent = fmt(percentile(g.frameTimes, 95));
+    const s = g.server;
+    $("server").textContent = s ? `${fmt(s.fps)} fps · enc ${fmt(s.encode_ms)} ms · ` +
+      `${fmt(s.bitrate_kbps / 1000)} Mbit/s · dropped ${s.dropped} · players ${s.players}` : "-";
+  }, SHOW_EVERY_MS);
+
+  connect();
+  canvas.focus();
+})();
