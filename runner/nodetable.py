@@ -74,6 +74,13 @@ class Vocab:
         """Codes of the values this vocabulary knows; unknown values are simply absent."""
         return np.array([self.index[v] for v in values if v in self.index], dtype=np.int32)
 
+    def lut(self, values: Iterable[str]) -> np.ndarray:
+        """A lookup table: ``lut[column]`` is True where the column's value is in ``values``
+        (one gather, much faster than ``np.isin`` on a large column)."""
+        table = np.zeros(max(len(self.names), 1), dtype=bool)
+        table[self.codes(values)] = True
+        return table
+
 
 class NodeTable:
     """Columns of a fleet. Static columns are read-only; ``used_*`` change as replicas are placed."""
@@ -110,6 +117,10 @@ class NodeTable:
         self.used_gpus = col((loads.get(n, Load()).gpus for n in self.names), np.int32)
         self.used_memory = col((loads.get(n, Load()).memory_mb for n in self.names), np.int64)
         self.used_replicas = col((loads.get(n, Load()).replicas for n in self.names), np.int32)
+        #: Node indices per GPU model code: a GPU workload only looks at nodes with its models.
+        order = np.argsort(self.gpu, kind="stable")
+        bounds = np.searchsorted(self.gpu[order], np.arange(-1, len(GPU_MODELS) + 1))
+        self.by_gpu = {code: np.sort(order[bounds[k]:bounds[k + 1]]) for k, code in enumerate(range(-1, len(GPU_MODELS)))}
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -8,33 +8,33 @@ the preferred region: higher), and **choose** the best nodes with room, all repl
 a gang is placed whole or not at all, on distinct nodes (and distinct providers when the spec
 asks for spread) where the kind needs it.
 
-Speed: the rules up to latency depend only on the workload's shape and its tenant, not on load.
-``Placer`` computes that static part once per *equivalence class* (same shape, same tenant), as
-one vector pass over the table, with the passing nodes sorted by score; each decision then walks
-that order checking only free capacity. Since capacity only shrinks while a ``Placer`` places, a
-node that is too full for a class stays too full, and the walk skips it for good. That is what
-lets 10,000 pending workloads be placed over 100,000 nodes in well under a second.
+Speed: the rules up to latency depend only on the workload's shape and on two facts about its
+tenant (its geofence, whether it is embargoed), not on load. ``Placer`` computes that static part
+once per *equivalence class*, as one vector pass over the nodes holding the right GPU models,
+with the passing nodes ranked by score lazily, best first; each decision then walks that order
+checking only free capacity. Since capacity only shrinks while a ``Placer`` places, a node that
+is too full for a replica of some size stays too full, and the walk skips it for good. That is
+what lets 10,000 pending workloads be placed over 100,000 nodes in about a second
+(``bench/placement.py``).
 
-``explain`` gives every node's verdict and score for ``runner explain``; ``first_rejection`` is
-the same rules written as a plain loop over one node: the oracle the vector code is tested
-against and the baseline ``bench/placement.py`` measures.
+``explain`` gives every node's verdict and score for ``runner explain``. The rules themselves,
+vectorized and as a plain-Python oracle, are in ``runner/rules.py``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from runner.catalog import CATALOG
-from runner.nodetable import Load, NodeRow, NodeTable, usd_to_micros
-from runner.policy import NodeState, PolicyConfig, Reason, TenantFacts, restricted
+from runner.nodetable import Load, NodeTable, usd_to_micros
+from runner.policy import PolicyConfig, Reason, TenantFacts
 from runner.regions import RegionTable, default_regions
+from runner.rules import EPS, RuleContext, TenantRules, capacity_codes, passing, reason_text, static_codes
 
-EPS = 1e-9
 #: Up to this many nodes, a refusal names every node and its reason; beyond, it counts.
 SMALL_FLEET = 20
 #: Beyond this RTT a node is as far as it gets for scoring (a player cannot tell 400 ms from 600).
@@ -129,14 +129,59 @@ class Decision:
         return bool(self.nodes)
 
 
+class _Ranking:
+    """A class's passing nodes best-first (score down, then index), sorted lazily in chunks: a
+    decision usually needs only the first few, and a full sort of 30,000 nodes per class would
+    cost more than all the decisions together."""
+
+    CHUNK = 256
+
+    def __init__(self, nodes: np.ndarray, scores: np.ndarray) -> None:
+        self._nodes, self._scores = nodes, scores
+        self._rest = np.arange(len(nodes))
+        self.order: list[int] = []  # node indices, best first
+        self.order_scores: list[float] = []
+        self.score_of: dict[int, float] = {}  # of the ranked nodes (every node a decision chooses is)
+
+    def ensure(self, k: int) -> bool:
+        """Rank until at least ``k`` nodes are ordered; False when there are fewer than ``k``."""
+        while len(self.order) < k and len(self._rest):
+            rest = self._rest
+            neg = -self._scores[rest]
+            if len(rest) > self.CHUNK:
+                threshold = np.partition(neg, self.CHUNK - 1)[self.CHUNK - 1]
+                take = neg <= threshold  # every node tied at the threshold comes along: order stays exact
+                chunk, self._rest = rest[take], rest[~take]
+            else:
+                chunk, self._rest = rest, rest[:0]
+            chunk = chunk[np.lexsort((self._nodes[chunk], -self._scores[chunk]))]
+            nodes, scores = self._nodes[chunk].tolist(), self._scores[chunk].tolist()
+            self.order.extend(nodes)
+            self.order_scores.extend(scores)
+            self.score_of.update(zip(nodes, scores))
+        return len(self.order) >= k
+
+
 @dataclass
 class _Class:
-    """The static part of placement for one equivalence class."""
+    """The static part of placement for one equivalence class: who passes, their scores, order."""
 
-    codes: np.ndarray  # Reason per node, 0 where every static rule passes
-    scores: np.ndarray  # score per node (nan where a static rule fails)
-    order: np.ndarray  # passing nodes, best score first
-    cursor: int = 0  # order[:cursor] are too full for this class
+    demand: Demand
+    who: TenantRules
+    nodes: np.ndarray  # passing node indices
+    scores: np.ndarray  # their scores, aligned
+    ranking: _Ranking
+    #: Per replica size (cpu, gpus, memory): ranking.order[:cursor] are too full for it.
+    cursors: dict[tuple[float, int, int], int] = field(default_factory=dict)
+    codes: np.ndarray | None = None  # every node's first failed static rule, built when needed
+    #: Static failures for refusals: reason -> (how many nodes, a few of them), built when needed.
+    refused: dict[Reason, tuple[int, np.ndarray]] | None = None
+
+    def all_scores(self, size: int) -> np.ndarray:
+        """A score per node of the table (nan where a static rule fails), for ``explain``."""
+        out = np.full(size, np.nan)
+        out[self.nodes] = self.scores
+        return out
 
 
 @dataclass(frozen=True)
@@ -160,91 +205,49 @@ class Placer:
         self.config = config
         self.regions = regions or default_regions()
         self.weights = weights
+        self.rules = RuleContext(table, config, self.regions)
         self._classes: dict[tuple[Any, ...], _Class] = {}
-        # RTT from every known region to each node's region, filled per ``near`` on demand.
-        self._rtt: dict[str, np.ndarray] = {}
 
     # -- static rules ----------------------------------------------------------------------------
-    def _rtt_to(self, near: str) -> np.ndarray:
-        if near not in self._rtt:
-            per_region = np.array([self.regions.rtt_ms(near, r) for r in self.table.regions.names] or [math.inf])
-            self._rtt[near] = per_region[self.table.region] if len(self.table) else np.zeros(0)
-        return self._rtt[near]
-
-    def static_codes(self, d: Demand, tenant: TenantFacts) -> np.ndarray:
-        """Reason code per node from the rules that do not depend on load (0: passes all)."""
-        t, cfg = self.table, self.config
-        codes = np.zeros(len(t), dtype=np.int8)
-
-        def fail(mask: np.ndarray | bool, reason: Reason) -> None:
-            codes[(codes == 0) & mask] = reason
-
-        fail(~t.alive, Reason.NODE_DOWN)
-        fail(t.state != t.state_code(NodeState.ACTIVE), Reason.NODE_STATE)
-        fail(~t.provider_ok, Reason.PROVIDER_KYC)
-        fail(np.isin(t.country, t.countries.codes(cfg.network.deny_countries))
-             | np.isin(t.region, t.regions.codes(cfg.network.deny_regions)), Reason.NETWORK_GEOFENCE)  # fmt: skip
-        fence = cfg.tenant_geofence(tenant.id)
-        fail(np.isin(t.country, t.countries.codes(fence.deny_countries))
-             | np.isin(t.region, t.regions.codes(fence.deny_regions)), Reason.TENANT_GEOFENCE)  # fmt: skip
-        if tenant.country in cfg.embargoed_countries:
-            fail(t.restricted, Reason.EXPORT_CONTROL)
-        else:
-            fail(t.restricted & np.isin(t.country, t.countries.codes(cfg.embargoed_countries)), Reason.EXPORT_CONTROL)
-        if d.regions:
-            fail(~np.isin(t.region, t.regions.codes(d.regions)), Reason.REGION)
-        if d.deny_regions:
-            fail(np.isin(t.region, t.regions.codes(d.deny_regions)), Reason.REGION)
-        if d.countries:
-            fail(~np.isin(t.country, t.countries.codes(d.countries)), Reason.COUNTRY)
-        if d.deny_countries:
-            fail(np.isin(t.country, t.countries.codes(d.deny_countries)), Reason.COUNTRY)
-        if d.gpus:
-            fail(~np.isin(t.gpu, t.gpu_codes(d.gpu_models)), Reason.GPU_MODEL)
-            if d.min_vram_gb:
-                fail(t.vram_gb < d.min_vram_gb, Reason.VRAM)
-            if d.max_price_micros is not None:
-                fail(t.gpu_price > d.max_price_micros, Reason.PRICE)
-        if d.min_reliability is not None:
-            fail(t.reliability < d.min_reliability - EPS, Reason.RELIABILITY)
-        if d.near and d.latency_budget_ms is not None:
-            fail(self._rtt_to(d.near) > d.latency_budget_ms, Reason.LATENCY)
-        return codes
-
-    def score(self, d: Demand, ok: np.ndarray) -> np.ndarray:
-        """Score of every node (nan where ``ok`` is False); higher is better, within [0, 1]."""
+    def score(self, d: Demand, nodes: np.ndarray) -> np.ndarray:
+        """Scores of ``nodes`` (which pass every static rule); higher is better, within [0, 1]."""
         t, w = self.table, self.weights
-        scores = np.full(len(t), np.nan)
-        if not ok.any():
-            return scores
-        price = (t.gpu_price if d.gpus else t.cpu_price)[ok].astype(np.float64)
+        if not len(nodes):
+            return np.zeros(0)
+        price = (t.gpu_price if d.gpus else t.cpu_price)[nodes].astype(np.float64)
         positive = np.maximum(price, 1.0)
         price_term = positive.min() / positive
-        perf = t.tflops[ok] / positive
+        perf = t.tflops[nodes] / positive
         perf_term = perf / perf.max() if perf.max() > 0 else np.zeros_like(perf)
         if d.near:
             region_weight = w.near
-            region_term = 1.0 - np.minimum(self._rtt_to(d.near)[ok], FAR_MS) / FAR_MS
+            region_term = 1.0 - np.minimum(self.rules.rtt_by_region(d.near)[t.region[nodes]], FAR_MS) / FAR_MS
         else:
             region_weight = w.region
             first = t.regions.index.get(d.regions[0], -1) if d.regions else -1
-            region_term = (t.region[ok] == first).astype(np.float64)
+            region_term = (t.region[nodes] == first).astype(np.float64)
         rest = w.price + w.reliability + w.perf_per_price
         scale = (1.0 - region_weight) / rest if rest else 0.0
-        scores[ok] = (scale * (w.price * price_term + w.reliability * t.reliability[ok] + w.perf_per_price * perf_term)
-                      + region_weight * region_term)  # fmt: skip
-        return scores
+        return (scale * (w.price * price_term + w.reliability * t.reliability[nodes] + w.perf_per_price * perf_term)
+                + region_weight * region_term)  # fmt: skip
 
     def _class(self, d: Demand, tenant: TenantFacts) -> _Class:
-        key = (d.static_key(), tenant.id, tenant.country)
+        who = TenantRules.of(tenant, self.config)
+        key = (d.static_key(), who)
         cls = self._classes.get(key)
         if cls is None:
-            codes = self.static_codes(d, tenant)
-            scores = self.score(d, codes == 0)
-            passing = np.flatnonzero(codes == 0)
-            order = passing[np.lexsort((passing, -scores[passing]))]
-            cls = self._classes[key] = _Class(codes=codes, scores=scores, order=order)
+            nodes = passing(self.rules, d, who)
+            scores = self.score(d, nodes)
+            cls = self._classes[key] = _Class(demand=d, who=who, nodes=nodes, scores=scores,
+                                              ranking=_Ranking(nodes, scores))  # fmt: skip
         return cls
+
+    def static_codes(self, d: Demand, tenant: TenantFacts) -> np.ndarray:
+        """Every node's first failed static rule (0: passes them all)."""
+        cls = self._class(d, tenant)
+        if cls.codes is None:
+            cls.codes = static_codes(self.rules, d, cls.who)
+        return cls.codes
 
     # -- dynamic rules -----------------------------------------------------------------------------
     def _fits(self, i: int, d: Demand) -> bool:
@@ -257,15 +260,7 @@ class Placer:
 
     def capacity_codes(self, d: Demand) -> np.ndarray:
         """Reason per node from free GPUs, CPUs and memory alone (0: it has room)."""
-        t = self.table
-        codes = np.zeros(len(t), dtype=np.int8)
-        if d.gpus:
-            codes[t.gpu_count - t.used_gpus < d.gpus] = Reason.GPUS_FREE
-        codes[(codes == 0) & (t.cpus - t.used_cpu < d.cpu - EPS)] = Reason.CPUS_FREE
-        if d.memory_mb:
-            short = (t.memory_mb > 0) & (t.memory_mb - t.used_memory < d.memory_mb)
-            codes[(codes == 0) & short] = Reason.MEMORY_FREE
-        return codes
+        return capacity_codes(self.table, d)
 
     def _walk(self, cls: _Class, d: Demand, taken: list[int], providers: set[int] | None, *,
               may_skip: bool = True) -> int | None:  # fmt: skip
@@ -273,13 +268,14 @@ class Placer:
 
         ``may_skip``: no tentative load is on the table, so a full node is full for good.
         """
-        t, order = self.table, cls.order
-        k = cls.cursor
-        while k < len(order):
-            i = int(order[k])
+        t, ranking = self.table, cls.ranking
+        size = (d.cpu, d.gpus, d.memory_mb)
+        k = start = cls.cursors.get(size, 0)
+        while ranking.ensure(k + 1):
+            i = ranking.order[k]
             if not self._fits(i, d):
-                if k == cls.cursor and may_skip:  # capacity only shrinks: skip this node for good
-                    cls.cursor += 1
+                if k == start and may_skip:  # capacity only shrinks: too full for this size for good
+                    start = cls.cursors[size] = k + 1
                 k += 1
                 continue
             if (d.distinct_nodes and i in taken) or (providers is not None and int(t.provider[i]) in providers):
@@ -290,13 +286,13 @@ class Placer:
 
     def _least_loaded_tie(self, cls: _Class, d: Demand, k: int, taken: list[int], providers: set[int] | None) -> int:
         """Among nodes of equal score from ``order[k]`` on, the least loaded one (spread ties)."""
-        t, order = self.table, cls.order
-        best = int(order[k])
+        t, ranking = self.table, cls.ranking
+        best, best_score = ranking.order[k], ranking.order_scores[k]
         best_share = t.used_cpu[best] / t.cpus[best] if t.cpus[best] else 1.0
-        for j in range(k + 1, min(k + 64, len(order))):
-            i = int(order[j])
-            if abs(cls.scores[i] - cls.scores[best]) > EPS:
+        for j in range(k + 1, k + 64):
+            if not ranking.ensure(j + 1) or abs(ranking.order_scores[j] - best_score) > EPS:
                 break
+            i = ranking.order[j]
             if not self._fits(i, d) or (d.distinct_nodes and i in taken) or (
                     providers is not None and int(t.provider[i]) in providers):  # fmt: skip
                 continue
@@ -315,11 +311,11 @@ class Placer:
             if chosen is not None and d.replicas > 1 and len({int(self.table.provider[i]) for i in chosen}) < 2:
                 chosen = None  # spread asks for at least two providers
         if chosen is None:
-            return self._refusal(d, tenant, cls)
+            return self._refusal(d, tenant)
         names = tuple(self.table.names[i] for i in chosen)
         if commit:
             self.commit(names, d)
-        return Decision(nodes=names, scores=tuple(float(cls.scores[i]) for i in chosen), total_nodes=len(self.table),
+        return Decision(nodes=names, scores=tuple(cls.ranking.score_of[i] for i in chosen), total_nodes=len(self.table),
                         message=f"placed on {', '.join(names)}")  # fmt: skip
 
     def commit(self, nodes: tuple[str, ...], d: Demand) -> None:
@@ -349,21 +345,28 @@ class Placer:
 
     def full_codes(self, d: Demand, tenant: TenantFacts) -> np.ndarray:
         """Every rule, static then capacity, as one reason code per node."""
-        codes = self._class(d, tenant).codes.copy()
-        capacity = self.capacity_codes(d)
-        codes[codes == 0] = capacity[codes == 0]
+        codes = self.static_codes(d, tenant).copy()
+        ok = np.flatnonzero(codes == 0)
+        codes[ok] = capacity_codes(self.table, d, ok)
         return codes
 
-    def _refusal(self, d: Demand, tenant: TenantFacts, cls: _Class) -> Decision:
-        codes = self.full_codes(d, tenant)
-        counts: dict[Reason, int] = {}
-        examples: dict[Reason, list[tuple[str, str]]] = {}
-        values, numbers = np.unique(codes, return_counts=True)
-        for value, number in zip(values.tolist(), numbers.tolist()):
-            reason = Reason(value)
-            counts[reason] = number
-            sample = np.flatnonzero(codes == value)[: SMALL_FLEET if len(self.table) <= SMALL_FLEET else 1]
-            examples[reason] = [(self.table.names[i], self.reason_text(reason, int(i), d, tenant)) for i in sample]
+    def _refusal(self, d: Demand, tenant: TenantFacts) -> Decision:
+        """Why a workload fits nowhere: the static failures (counted once per class) and, on the
+        nodes that pass them, the capacity failures (counted now), with a few nodes for each."""
+        cls = self._class(d, tenant)
+        take = SMALL_FLEET if len(self.table) <= SMALL_FLEET else 1
+        if cls.refused is None:
+            codes = self.static_codes(d, tenant)
+            cls.refused = {Reason(v): (n, np.flatnonzero(codes == v)[:take])
+                           for v, n in enumerate(np.bincount(codes, minlength=len(Reason)).tolist()) if n and v}  # fmt: skip
+        found = dict(cls.refused)
+        capacity = capacity_codes(self.table, d, cls.nodes)
+        for v, n in enumerate(np.bincount(capacity, minlength=len(Reason)).tolist()):
+            if n:
+                found[Reason(v)] = (n, cls.nodes[np.flatnonzero(capacity == v)[:take]])
+        counts = {reason: n for reason, (n, _) in found.items()}
+        examples = {reason: [(self.table.names[i], self.reason_text(reason, int(i), d, tenant)) for i in sample]
+                    for reason, (_, sample) in found.items()}  # fmt: skip
         fitting = counts.get(Reason.OK, 0)
         if fitting:  # some nodes pass alone but not enough for the gang
             need = f"{d.replicas} distinct node(s)" + (" on distinct providers" if d.spread_providers else "")
@@ -376,54 +379,24 @@ class Placer:
         """Every node with its verdict ("ok" or its first failed rule) and score, best first."""
         t = self.table
         codes = self.full_codes(d, tenant)
-        scores = self._class(d, tenant).scores
+        scores = self._class(d, tenant).all_scores(len(t))
         rows = []
         for i, name in enumerate(t.names):
             reason = Reason(int(codes[i]))
             row = t.rows[i]
             price = (row.gpu_price_micros if d.gpus else row.cpu_price_micros) / 1e6
+            score = float(scores[i])
             rows.append(ExplainRow(
                 node=name, provider=row.provider, region=row.region, gpu=f"{row.gpu_count}x {row.gpu_model or 'cpu'}",
                 price_usd=price, verdict="ok" if reason is Reason.OK else self.reason_text(reason, i, d, tenant),
-                score=None if math.isnan(scores[i]) else round(float(scores[i]), 4), chosen=name in chosen,
+                score=None if math.isnan(score) else round(score, 4), chosen=name in chosen,
             ))  # fmt: skip
         return sorted(rows, key=lambda r: (not r.chosen, r.score is None, -(r.score or 0.0), r.node))
 
     def reason_text(self, reason: Reason, i: int, d: Demand, tenant: TenantFacts) -> str:
-        return reason_text(reason, self.table.rows[i], d, tenant, self.config, self.regions, self.table, i)
-
-
-def reason_text(reason: Reason, row: NodeRow, d: Demand, tenant: TenantFacts, config: PolicyConfig,
-                regions: RegionTable, table: NodeTable | None = None, i: int = 0) -> str:  # fmt: skip
-    """The words for a node's first failed rule."""
-    gpu = row.gpu_model or "none"
-    free_gpus = row.gpu_count - (int(table.used_gpus[i]) if table is not None else 0)
-    free_cpus = row.cpus - (float(table.used_cpu[i]) if table is not None else 0.0)
-    free_mem = row.memory_mb - (int(table.used_memory[i]) if table is not None else 0)
-    embargoed = tenant.country if tenant.country in config.embargoed_countries else row.country
-    texts: dict[Reason, Callable[[], str]] = {
-        Reason.NODE_DOWN: lambda: "node is down",
-        Reason.NODE_STATE: lambda: f"node is {row.state.value}",
-        Reason.PROVIDER_KYC: lambda: f"provider {row.provider} KYC is {row.provider_kyc.value}",
-        Reason.NETWORK_GEOFENCE: lambda: f"network geofence denies {row.country}/{row.region}",
-        Reason.TENANT_GEOFENCE: lambda: f"tenant geofence denies {row.country}/{row.region}",
-        Reason.EXPORT_CONTROL: lambda: f"export control: {gpu} is restricted, {embargoed} is embargoed",
-        Reason.REGION: lambda: f"region {row.region} "
-                               + (f"not in {', '.join(d.regions)}" if d.region_mismatch(row.region) else "is denied"),
-        Reason.COUNTRY: lambda: f"country {row.country} " + (
-            f"not in {', '.join(d.countries)}" if d.countries and row.country not in d.countries else "is denied"),
-        Reason.GPU_MODEL: lambda: f"gpu {gpu} not in {'|'.join(d.gpu_models)}",
-        Reason.VRAM: lambda: f"vram {row.vram_gb}GB < {d.min_vram_gb}GB",
-        Reason.PRICE: lambda: f"price {row.gpu_price_micros / 1e6:.2f}/GPU-h > cap {(d.max_price_micros or 0) / 1e6:.2f}",
-        Reason.RELIABILITY: lambda: f"reliability {row.reliability:.3f} < {d.min_reliability}",
-        Reason.LATENCY: lambda: f"rtt {regions.rtt_ms(d.near or '', row.region):g} ms from {d.near} > budget "
-                                f"{d.latency_budget_ms or 0:g} ms",
-        Reason.GPUS_FREE: lambda: f"{free_gpus} of {row.gpu_count} GPUs free, need {d.gpus}",
-        Reason.CPUS_FREE: lambda: f"{free_cpus:g} of {row.cpus:g} CPUs free, need {d.cpu:g}",
-        Reason.MEMORY_FREE: lambda: f"{free_mem} MB memory free, need {d.memory_mb} MB",
-    }
-    text = texts.get(reason)
-    return text() if text else reason.name.lower()
+        t = self.table
+        load = Load(cpu=float(t.used_cpu[i]), gpus=int(t.used_gpus[i]), memory_mb=int(t.used_memory[i]))
+        return reason_text(reason, t.rows[i], d, tenant, self.config, self.regions, load)
 
 
 def summarize(counts: dict[Reason, int], examples: dict[Reason, list[tuple[str, str]]], total: int) -> str:
@@ -441,34 +414,6 @@ def summarize(counts: dict[Reason, int], examples: dict[Reason, list[tuple[str, 
         parts = [f"{number} node(s) {reason.name.lower().replace('_', ' ')} (e.g. {examples[reason][0][0]}: "
                  f"{examples[reason][0][1]})" for reason, number in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]  # fmt: skip
     return "no node fits: " + "; ".join(parts)
-
-
-# ----------------------------------------------------------------------------- the scalar oracle
-def first_rejection(row: NodeRow, d: Demand, tenant: TenantFacts, config: PolicyConfig, load: Load,
-                    regions: RegionTable) -> Reason:  # fmt: skip
-    """The same rules as ``Placer.static_codes`` + ``capacity_codes``, for one node, in plain Python."""
-    fence = config.tenant_geofence(tenant.id)
-    checks = (
-        (not row.alive, Reason.NODE_DOWN),
-        (row.state is not NodeState.ACTIVE, Reason.NODE_STATE),
-        (row.provider_kyc.value != "verified", Reason.PROVIDER_KYC),
-        (bool(config.network.denies(row.country, row.region)), Reason.NETWORK_GEOFENCE),
-        (bool(fence.denies(row.country, row.region)), Reason.TENANT_GEOFENCE),
-        (restricted(row.gpu_model) and (tenant.country in config.embargoed_countries
-                                        or row.country in config.embargoed_countries), Reason.EXPORT_CONTROL),
-        ((bool(d.regions) and row.region not in d.regions) or row.region in d.deny_regions, Reason.REGION),
-        ((bool(d.countries) and row.country not in d.countries) or row.country in d.deny_countries, Reason.COUNTRY),
-        (d.gpus > 0 and row.gpu_model not in d.gpu_models, Reason.GPU_MODEL),
-        (d.gpus > 0 and bool(d.min_vram_gb) and row.vram_gb < (d.min_vram_gb or 0), Reason.VRAM),
-        (d.gpus > 0 and d.max_price_micros is not None and row.gpu_price_micros > d.max_price_micros, Reason.PRICE),
-        (d.min_reliability is not None and row.reliability < d.min_reliability - EPS, Reason.RELIABILITY),
-        (bool(d.near) and d.latency_budget_ms is not None
-         and regions.rtt_ms(d.near or "", row.region) > d.latency_budget_ms, Reason.LATENCY),
-        (d.gpus > 0 and (row.gpu_count if row.gpu_model else 0) - load.gpus < d.gpus, Reason.GPUS_FREE),
-        (row.cpus - load.cpu < d.cpu - EPS, Reason.CPUS_FREE),
-        (bool(d.memory_mb) and row.memory_mb > 0 and row.memory_mb - load.memory_mb < d.memory_mb, Reason.MEMORY_FREE),
-    )  # fmt: skip
-    return next((reason for failed, reason in checks if failed), Reason.OK)
 
 
 def gpu_price_micros(gpu_model: str | None, label_price_usd: float | None = None) -> int:
