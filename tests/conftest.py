@@ -157,3 +157,32 @@ def remove_node_containers(node: str) -> None:
             container.remove(force=True)
     except Exception:  # no engine: the process runtime's children died with the node
         pass
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (fails instead of skipping in CI)."""
+    from tests.support.postgres import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        if docker_required():  # CI: every real part must be there
+            pytest.fail("no PostgreSQL server binaries. To fix: apt-get install postgresql (scripts/setup.sh does)")
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind runner supports: a SQLite file, and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runner.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    from sqlalchemy import create_engine
+
+    from runner.store.models import Base
+
+    engine = create_engine(url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    return url

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from pathlib import Path
 
 from runner.audit import GENESIS, AuditEntry, entry_hash, verify_chain
 from runner.store import AuditRow, Store
@@ -35,8 +34,8 @@ def test_changed_removed_and_reordered_entries_are_found() -> None:
     assert not verify_chain(swapped).ok
 
 
-def test_the_store_chain_survives_concurrent_writers_and_detects_edits(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
+def test_the_store_chain_survives_concurrent_writers_and_detects_edits(db_url: str) -> None:
+    store = Store(db_url)
 
     def write(k: int) -> None:
         for i in range(20):

@@ -1,4 +1,4 @@
-"""The store against a real SQLite file: idempotent submits, legal transitions, no duplicate logs."""
+"""The store against a real SQLite file and a real PostgreSQL server: idempotent submits, legal transitions, no duplicate logs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'runner.db'}")
+def store(db_url: str) -> Store:
+    s = Store(db_url)
     s.create_api_key("acme")
     return s
 

@@ -1,0 +1,47 @@
+"""The ledger in a real database (SQLite and PostgreSQL): posted once, metered once, balanced."""
+
+from __future__ import annotations
+
+import threading
+
+from runner import ledger
+from runner.store import Store
+
+SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
+
+
+def running_replica(store: Store, started_at: float) -> str:
+    store.create_api_key("acme")
+    w, _ = store.create_workload(tenant_id="acme", spec=SPEC)
+    store.add_replica(key=f"{w.id}-r0-a1", workload_id=w.id, index=0, attempt=1, node="n1", state="RUNNING",
+                      provider_id="p1", price_micros=3_600_000, milli_units=1000)  # fmt: skip
+    store.update_replica(f"{w.id}-r0-a1", started_at=started_at)
+    return f"{w.id}-r0-a1"
+
+
+def test_a_transaction_with_the_same_key_is_posted_once(db_url: str) -> None:
+    store = Store(db_url)
+    tx = ledger.stake_deposit("p1", 10_000_000, key="stake:p1:1")
+    assert store.post(tx) is True
+    assert store.post(tx) is False
+    assert store.balance(ledger.stake_account("p1")) == 10_000_000
+
+
+def test_metering_bills_every_second_exactly_once_even_when_meters_race(db_url: str) -> None:
+    store = Store(db_url)
+    key = running_replica(store, started_at=1000.0)
+    store.meter(key, 1010.0, fee_bps=1000)  # $3.60/h = 1000 micros per second
+    assert store.meter(key, 1010.0, fee_bps=1000) is None  # nothing new
+    threads = [threading.Thread(target=store.meter, args=(key, 1025.4), kwargs={"fee_bps": 1000}) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get_replica(key).metered_s == 25
+    assert store.tenant_spent("acme") == 25_000
+    balances = store.balances()
+    assert balances[ledger.provider_account("p1")] == 22_500 and balances[ledger.FEES] == 2_500
+    assert sum(balances.values()) == 0
+    store.update_replica(key, finished_at=1030.0)
+    store.meter(key, 5000.0, fee_bps=1000)  # billing stops at the replica's end
+    assert store.tenant_spent("acme") == 30_000
