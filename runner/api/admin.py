@@ -5,6 +5,7 @@ Every change here is audited by the store in the same transaction as the change 
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -17,7 +18,10 @@ from runner.errors import UserError
 from runner.ledger import SlashCause
 from runner.policy import KYC, NodeState
 from runner.store import Provider, Tenant
+from runner.sla import UptimeDay as UptimeFacts
+from runner.sla import day_breached, monthly_uptime
 from runner.supervisor.gang import RELOCATE
+from runner.supervisor.market import utc_day
 
 router = APIRouter(prefix="/v1/admin")
 Ctx = Annotated[AppContext, Depends(context)]
@@ -164,6 +168,20 @@ def challenge(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
 def checks(_: Operator, ctx: Ctx, name: str, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
     return [{"ts": c.ts, "kind": c.kind, "ok": c.ok, "measured": c.measured, "expected": c.expected,
              "message": c.message} for c in ctx.store.checks(name, limit=limit)]  # fmt: skip
+
+
+@router.get("/nodes/{name}/uptime")
+def uptime(_: Operator, ctx: Ctx, name: str, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
+    """Uptime per UTC day against the SLA: offline minutes, breaches, the month's uptime."""
+    ctx.store.get_node(name)
+    sla = ctx.config.sla
+    since = utc_day(time.time() - days * 86_400)
+    rows = [UptimeFacts(d.node, d.day, d.observed_s, d.online_s) for d in ctx.store.uptime_days(name, since_day=since)]
+    month = monthly_uptime(rows[-30:])
+    return {"node": name, "sla": {"monthly_uptime": sla.monthly_uptime, "max_daily_offline_s": sla.max_daily_offline_s},
+            "monthly_uptime": month, "meets_sla": month is None or month >= sla.monthly_uptime,
+            "days": [{"day": r.day, "observed_s": r.observed_s, "online_s": r.online_s, "offline_s": r.offline_s,
+                      "breached": day_breached(r, sla)} for r in rows]}  # fmt: skip
 
 
 # -- audit and books ---------------------------------------------------------------------------------

@@ -175,6 +175,25 @@ def node_checks(name: str, limit: int = 20, as_json: JSON = False) -> None:
     console.print(table)
 
 
+@node_app.command("uptime")
+@friendly
+def node_uptime(name: str, days: int = 30, as_json: JSON = False) -> None:
+    """A node's uptime per day against the SLA (offline allowance, monthly uptime)."""
+    data = client(operator=True).admin("GET", f"/nodes/{name}/uptime", params={"days": days})
+    if as_json:
+        print_json(data)
+        return
+    month = "-" if data["monthly_uptime"] is None else f"{data['monthly_uptime']:.4%}"
+    verdict = "[green]meets[/green]" if data["meets_sla"] else "[red]misses[/red]"
+    console.print(f"{name}: uptime {month} over the last 30 days, {verdict} the SLA "
+                  f"({data['sla']['monthly_uptime']:.0%}, <= {data['sla']['max_daily_offline_s'] / 60:g} min offline a day)")  # fmt: skip
+    table = Table("DAY", "OBSERVED", "OFFLINE", "BREACH", box=None)
+    for d in data["days"]:
+        table.add_row(d["day"], f"{d['observed_s'] / 3600:.2f} h", f"{d['offline_s'] / 60:.1f} min",
+                      "[red]yes[/red]" if d["breached"] else "no")  # fmt: skip
+    console.print(table)
+
+
 # -- admin ---------------------------------------------------------------------------------------------
 def _op() -> Any:
     return client(operator=True)

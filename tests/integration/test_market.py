@@ -191,3 +191,15 @@ def test_the_audit_log_verifies_through_the_cli(cluster_settings: Settings) -> N
     listed = json.loads(run(["admin", "audit", "ls", "--json", "--kind", "node.state", "--limit", "1000"],
                             cluster_settings).stdout)  # fmt: skip
     assert any(e["payload"]["node"] == "fra-h100-1" and e["payload"]["to"] == "active" for e in listed)
+
+
+def test_the_checker_records_uptime_per_day_against_the_sla(cluster_settings: Settings, operator: Any) -> None:
+    from tests.integration.test_cli import run
+
+    data = wait_for(lambda: (u := operator.admin("GET", "/nodes/fra-h100-1/uptime"))["days"] and u, timeout_s=30,
+                    what="a heartbeat round")  # fmt: skip
+    today = data["days"][-1]
+    assert today["observed_s"] > 0 and 0 < today["online_s"] <= today["observed_s"]
+    assert data["monthly_uptime"] is not None and data["sla"]["monthly_uptime"] == 0.99
+    result = run(["node", "uptime", "fra-h100-1"], cluster_settings)
+    assert result.returncode == 0 and "over the last 30 days" in result.stdout
