@@ -1,0 +1,5 @@
+import sys
+
+from runner.images import main
+
+sys.exit(main())
