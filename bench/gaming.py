@@ -9,20 +9,26 @@ What is measured, in one run, at ``--resolution`` (1280x720) and ``--fps`` (60):
   The same loop with libx264 (ultrafast, zerolatency) is timed as well, as the record behind
   the encoder choice (README of workloads/gaming).
 - ``start``: from starting the session to the first frame drawn in the browser, ``--starts``
-  times (median): ``python -m workloads.gaming`` as a process by default; with
-  ``--start-command`` any command that prints the player URL (later: ``runner session start
-  --game breakout --near eu-west``). The browser is already open; it polls ``/healthz``,
-  loads the page and waits for a frame on the canvas.
+  times (median). By default (``--through runner``) the bench starts its own CPU-mode runner
+  cluster (a temporary home on free ports, Docker runtime, torn down after) and each start is
+  the real command, ``runner session start --game breakout --near eu-west``, as a subprocess:
+  CLI start, submit, placement, the container, the server's first frame, the URL printed, the
+  page loaded, a frame drawn. ``bare_start_s`` is the same for ``python -m workloads.gaming`` as
+  a process, without the runner, in the same run. ``--through local`` skips the cluster (the
+  session is then that process); ``--start-command`` runs any command that prints the URL.
+  The browser is already open; it polls ``/healthz``, loads the page and waits for a frame.
 - ``session``: after ``--warmup`` seconds, ``--seconds`` of play while the bench presses
   keys through Playwright at random intervals: the client's sustained fps (frames drawn /
   time), its frame-interval percentiles, and input-to-frame latency p50/p95 (event time of
   the key press to the drawing of the first frame whose ack covers it), all measured by the
-  page (client.js), plus the server's own view from ``/metrics``.
+  page (client.js), plus the server's own view from ``/metrics``. Through the runner, that is
+  the session the last start made: a container limited to the session's 1 CPU.
 
 Targets (issue 6): fps >= 60 sustained, p95 latency <= 50 ms, start <= 3 s. Timings on a
 shared 2-core machine are noisy: compare runs on one machine. Run from the repository root::
 
-    .venv/bin/python -m bench.gaming --seconds 15
+    .venv/bin/python -m bench.gaming --seconds 15                  # through a runner cluster
+    .venv/bin/python -m bench.gaming --seconds 15 --through local  # the bare session process only
 
 The last line is::
 
@@ -36,6 +42,7 @@ import math
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import statistics
@@ -122,15 +129,20 @@ class LocalSession:
 
 
 class CommandSession:
-    """A session started by a command that prints the player URL (``--start-command``)."""
+    """A session started by a command that prints the player URL (``--start-command``); a
+    workload id it prints (``w-...``) is ``{id}`` in ``--end-command``, as ``{url}`` is the URL."""
 
-    def __init__(self, command: str, end_command: str | None) -> None:
-        out = subprocess.run(command, shell=True, check=True, capture_output=True, text=True, cwd=REPO)
+    def __init__(self, command: str, end_command: str | None, env: dict[str, str] | None = None) -> None:
+        out = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=REPO, env=env)
         urls = re.findall(r"https?://\S+", out.stdout)
-        if not urls:
-            raise SystemExit(f"--start-command printed no http(s) URL; its output was:\n{out.stdout}")
+        if out.returncode != 0 or not urls:
+            raise SystemExit(f"the start command exited {out.returncode} without a URL; its output was:\n"
+                             f"{out.stdout}{out.stderr}")
         self.url = urls[-1].rstrip("/") + "/"
+        ids = re.findall(r"\bw-[0-9a-f]{6,}\b", out.stdout)
+        self.id = ids[0] if ids else ""
         self.end_command = end_command
+        self.env = env
         self.proc = None
 
     def cpu_s(self) -> float:
@@ -138,7 +150,27 @@ class CommandSession:
 
     def stop(self) -> None:
         if self.end_command:
-            subprocess.run(self.end_command.format(url=self.url), shell=True, check=False, cwd=REPO)
+            subprocess.run(self.end_command.format(url=self.url, id=self.id), shell=True, check=False, cwd=REPO,
+                           env=self.env, capture_output=True)
+
+
+class RunnerSession(CommandSession):
+    """``runner session start`` against the bench's cluster; ended with ``runner session end``.
+    Its server's CPU time is read from its container (the session runs in one)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        runner = f"{shlex.quote(sys.executable)} -m runner.cli"
+        super().__init__(f"{runner} session start --game breakout --near {shlex.quote(args.near)} "
+                         f"--resolution {args.width}x{args.height} --fps {args.fps} --timeout {args.timeout:g}",
+                         f"{runner} session end {{id}}", env=args.cluster_env)
+
+    def cpu_s(self) -> float:
+        import docker
+
+        for container in docker.from_env().containers.list(filters={"label": f"runner.workload={self.id}"}):
+            stats = container.stats(stream=False, one_shot=True)
+            return stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+        return math.nan
 
 
 def wait_healthy(url: str, timeout_s: float) -> None:
@@ -155,13 +187,16 @@ def wait_healthy(url: str, timeout_s: float) -> None:
 
 
 @contextmanager
-def started(args: argparse.Namespace, context: Any) -> Iterator[tuple[Any, Any, float]]:
-    """Start a session, open it in the browser; yields (session, page, seconds to first frame)."""
+def started(args: argparse.Namespace, context: Any, *, bare: bool = False) -> Iterator[tuple[Any, Any, float]]:
+    """Start a session (``bare``: the process, never through the runner), open it in the browser;
+    yields (session, page, seconds to first frame)."""
     from workloads.gaming import player
 
     t0 = time.perf_counter()
     if args.start_command:
         session: Any = CommandSession(args.start_command, args.end_command)
+    elif args.through == "runner" and not bare:
+        session = RunnerSession(args)
     else:
         session = LocalSession(args.width, args.height, args.fps)
     try:
@@ -232,10 +267,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured play before it (default 2)")
     p.add_argument("--bare-seconds", type=float, default=4.0, help="bare loop time per encoder (default 4)")
     p.add_argument("--starts", type=int, default=3, help="session starts timed, median reported (default 3)")
+    p.add_argument("--through", choices=("runner", "local"), default="runner",
+                   help="start sessions with `runner session start` on a cluster the bench starts "
+                        "(default), or as a local process only")
+    p.add_argument("--near", default="eu-west", help="the player's region for runner sessions (default eu-west)")
     p.add_argument("--start-command", help="shell command that starts a session and prints its URL "
-                                           "(default: run python -m workloads.gaming locally)")
-    p.add_argument("--end-command", help="shell command run to end a --start-command session; {url} is "
-                                         "replaced by the player URL")
+                                           "(instead of the two above)")
+    p.add_argument("--end-command", help="shell command run to end a --start-command session; {url} and "
+                                         "{id} are replaced by the player URL and a w-... id it printed")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a session (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the key-press script")
     p.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the client after the "
@@ -248,6 +287,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.starts < 1:
         p.error("--starts must be at least 1")
     return args
+
+
+@contextmanager
+def maybe_cluster(args: argparse.Namespace, say: Callable[[str], None]) -> Iterator[None]:
+    """Through the runner: a cluster of the bench's own for the run (``args.cluster_env``)."""
+    args.cluster_env = None
+    if args.start_command or args.through != "runner":
+        yield
+        return
+    from bench.cluster import bench_cluster, cluster_env
+
+    with bench_cluster(say=say, images=("gaming",)) as settings:
+        args.cluster_env = cluster_env(settings)
+        yield
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -271,14 +324,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{h264['encode_ms']:.2f} ms, {h264['kb_per_frame']:.1f} KB/frame)")
 
     starts: list[float] = []
-    with player.browser(headless=not args.headed) as context:
-        for i in range(args.starts - 1):
+    bare_starts: list[float] = []  # the session process without the runner, when going through it
+    through = "command" if args.start_command else args.through
+    with maybe_cluster(args, say), player.browser(headless=not args.headed) as context:
+        for i in range(args.starts):  # interleaved, so noise on the machine hits both alike
+            if through == "runner":
+                with started(args, context, bare=True) as (_, _page, start_s):
+                    bare_starts.append(start_s)
+            if i == args.starts - 1:
+                break
             with started(args, context) as (_, _page, start_s):
                 starts.append(start_s)
-                say(f"start {i + 1}/{args.starts}: first frame after {start_s:.2f}s")
+                say(f"start {i + 1}/{args.starts} ({through}): first frame after {start_s:.2f}s"
+                    + (f" (bare process {bare_starts[-1]:.2f}s)" if bare_starts else ""))
         with started(args, context) as (session, page, start_s):
             starts.append(start_s)
-            say(f"start {args.starts}/{args.starts}: first frame after {start_s:.2f}s")
+            say(f"start {args.starts}/{args.starts} ({through}): first frame after {start_s:.2f}s"
+                + (f" (bare process {bare_starts[-1]:.2f}s)" if bare_starts else ""))
             result = measure_session(args, page, session, say)
             if args.screenshot:
                 take_screenshot(page, args.screenshot, say)
@@ -297,12 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("input-to-frame latency p50 ms", _fmt(result["latency_p50_ms"]), ""),
         ("input-to-frame latency p95 ms", _fmt(result["latency_p95_ms"]), "<= 50"),
         ("latency samples (key downs + ups)", str(result["latency_n"]), ""),
-        ("start to first frame s (median)", _fmt(start_med, 2), "<= 3"),
+        (f"start to first frame s ({through}, median)", _fmt(start_med, 2), "<= 3"),
+        *([("start to first frame s (bare process)", _fmt(statistics.median(bare_starts), 2), "")]
+          if bare_starts else []),
         ("server fps / frame p95 ms", f"{_fmt(server['fps'])} / {_fmt(server['frame_p95_ms'])}", ""),
         ("server encode ms / Mbit/s", f"{_fmt(server['encode_ms'], 2)} / "
          f"{_fmt(server['bitrate_kbps'] / 1000)}", ""),
         ("server dropped frames / client skipped", f"{server['dropped']} / {result['skipped']}", ""),
-        ("server CPU, share of one core", f"{result['server_cpu']:.0%}", ""),
+        ("server CPU, share of one core", "-" if math.isnan(result["server_cpu"]) else f"{result['server_cpu']:.0%}", ""),
     ]
     for name, value, target in rows:
         say(f"{name:38s} {value:>10s}  {target}")

@@ -39,15 +39,17 @@ import base64
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench import inference_targets as targets
+from bench.inference_report import cpu_bound, report
+from bench.inference_targets import Target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("the a runner model server batch request provider node queue latency embedding sentence token "
@@ -60,11 +62,6 @@ def sentences(count: int, seed: int = 0) -> list[str]:
     """``count`` distinct, seeded sentences of 6-24 words (about 8-30 tokens each)."""
     rng = random.Random(seed)
     return [f"{i} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 24))) for i in range(count)]
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -90,6 +87,7 @@ class Offline:
         self.backend.warmup()
         self.cpus = usable_cpus()
         self.payloads = [p.payload for p in self.backend.prepare(texts)]  # tokenising is the request path's
+        self.cpu_ms = 0.0
 
     def layouts(self) -> list[tuple[int, int]]:
         """(streams, threads): the plain model (one stream, every core) and the server's layout."""
@@ -115,11 +113,13 @@ class Offline:
                 done[slot] += size
 
         workers = [threading.Thread(target=work, args=(i,)) for i in range(streams)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         for t in workers:
             t.start()
         for t in workers:
             t.join()
+        # CPU ms per sentence of this run: what the model alone costs, whatever else runs.
+        self.cpu_ms = (cpu_seconds() - cpu0) * 1000 / max(sum(done), 1)
         return sum(done) / (time.perf_counter() - t0)
 
 
@@ -153,21 +153,22 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, timeout_s: floa
     raise SystemExit(f"{url}/healthz did not answer 200 within {timeout_s:.0f}s")
 
 
-def batch_stats(url: str) -> tuple[float, float]:
-    """(sum, count) of the server's batch-size histogram, to get the mean batch per level."""
+def batch_stats(urls: Sequence[str]) -> tuple[float, float]:
+    """(sum, count) of the servers' batch-size histograms, to get the mean batch per level."""
     import httpx
 
     total = count = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("inference_batch_size_sum"):
-            total = float(line.split()[-1])
-        elif line.startswith("inference_batch_size_count"):
-            count = float(line.split()[-1])
+    for url in urls:
+        for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+            if line.startswith("inference_batch_size_sum"):
+                total += float(line.split()[-1])
+            elif line.startswith("inference_batch_size_count"):
+                count += float(line.split()[-1])
     return total, count
 
 
 async def load(url: str, model: str, concurrency: int, seconds: float, texts: list[str],
-               encoding: str, dims: int | None) -> dict[str, Any]:
+               encoding: str, dims: int | None, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Closed loop: ``concurrency`` clients, one single-sentence request each at a time.
 
     aiohttp when installed: it costs ~0.15 ms of CPU per request here, against ~2 ms for httpx
@@ -200,11 +201,12 @@ async def load(url: str, model: str, concurrency: int, seconds: float, texts: li
     t0 = time.perf_counter()
     if aiohttp is not None:
         connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-        async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with aiohttp.ClientSession(connector=connector, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as session:
             async def user() -> None:
                 while time.perf_counter() < stop:
                     started = time.perf_counter()
-                    async with session.post("/v1/embeddings", json=body()) as resp:
+                    async with session.post(url + "/v1/embeddings", json=body()) as resp:
                         doc = await resp.json(content_type=None)
                         check(resp.status, doc, time.perf_counter() - started)
 
@@ -213,7 +215,7 @@ async def load(url: str, model: str, concurrency: int, seconds: float, texts: li
         import httpx
 
         async def user_httpx() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
                 while time.perf_counter() < stop:
                     started = time.perf_counter()
                     resp = await client.post("/v1/embeddings", json=body())
@@ -225,17 +227,13 @@ async def load(url: str, model: str, concurrency: int, seconds: float, texts: li
 
 
 # -- output -------------------------------------------------------------------------------------------
-def table(title: str, headers: list[str], rows: list[list[str]], say: Callable[[str], None]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    say(title)
-    say("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
-    for r in rows:
-        say("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.inference", description=__doc__.split("\n\n")[0])
-    p.add_argument("--endpoint", default=None, help="measure this server instead of starting one (base URL)")
+    p.add_argument("--endpoint", default=None, help="measure this endpoint (base URL) instead of a runner service")
+    p.add_argument("--api-key", default=None, help="bearer key for --endpoint (e.g. a runner API key)")
+    p.add_argument("--bare", action="store_true", help="measure a bare model server started here, no runner")
+    p.add_argument("--replicas", type=int, default=2, help="replicas of the runner service (default 2)")
+    p.add_argument("--replica-cpu", type=float, default=1.0, help="CPUs per replica (default 1)")
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="model name sent in requests")
     p.add_argument("--concurrency", default="1,16,64", help="client concurrency levels (default 1,16,64)")
     p.add_argument("--seconds", type=float, default=4.0,
@@ -247,25 +245,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--encoding", choices=("base64", "float"), default="base64",
                    help="encoding_format of requests (default base64, the openai client's default)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved measuring rounds (default 5)")
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the server to be ready")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server to be ready")
     return p.parse_args(argv)
 
 
-def measure_levels(url: str, args: argparse.Namespace, levels: list[int], texts: list[str], dims: int,
-                   pid: int | None) -> dict[int, dict[str, Any]]:
-    """One pass over the concurrency levels: rate, latencies, mean batch, CPU per request."""
+def measure_levels(target: Target, args: argparse.Namespace, levels: list[int], texts: list[str],
+                   dims: int) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """One pass over the concurrency levels: rate, latencies, mean batch, CPU per request of each part."""
     out: dict[int, dict[str, Any]] = {}
     for level in levels:
-        b0, srv0, me0 = batch_stats(url), cpu_seconds(pid) if pid else None, cpu_seconds()
-        r = asyncio.run(load(url, args.model, level, args.seconds, texts, args.encoding, dims))
-        me, b1 = cpu_seconds() - me0, batch_stats(url)
-        srv = cpu_seconds(pid) - srv0 if pid and srv0 is not None else None
+        b0, me0 = batch_stats(target.metrics_urls), cpu_seconds()
+        cpu0 = {name: read() for name, read in target.cpu.items()}
+        r = asyncio.run(load(target.url, args.model, level, args.seconds, texts, args.encoding, dims, target.headers))
+        me, b1 = cpu_seconds() - me0, batch_stats(target.metrics_urls)
+        cpu = {name: (read() - cpu0[name]) * 1000 / max(r["n"], 1) for name, read in target.cpu.items()}
         if r["errors"] or not r["n"]:
             raise SystemExit(f"c{level}: {len(r['errors'])} bad responses, e.g. {r['errors'][:3]}")
         out[level] = {"rate": r["n"] / r["wall"], "latencies": r["latencies"], "n": r["n"],
                       "batch": (b1[0] - b0[0]) / (b1[1] - b0[1]) if b1[1] > b0[1] else float("nan"),
-                      "server_ms": srv * 1000 / r["n"] if srv is not None else None,
-                      "client_ms": me * 1000 / r["n"]}
+                      "cpu_ms": cpu, "client_ms": me * 1000 / r["n"]}
     return out
 
 
@@ -285,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         say("warning: aiohttp is not installed; the httpx client costs ~2 ms of CPU per request, which "
             "the model loses on a small machine (pip install aiohttp)")
+    say(f"machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     engine = Offline(texts)
     layouts = engine.layouts()
     say(f"bench inference: offline sweep, batch sizes {sizes} x layouts (streams x threads) "
@@ -295,76 +294,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"  best: batch {best_size} at {best_layout[0]}x{best_layout[1]}; batch 1 (one call at a time): "
         f"{batch1_layout[0]}x{batch1_layout[1]}")
 
-    proc = None
-    log_path = Path(tempfile.mkdtemp(prefix="bench-inference-")) / "server.log"
     if args.endpoint:
-        url = args.endpoint.rstrip("/")
+        setup = targets.given(args)
+    elif args.bare:
+        setup = targets.bare_server(args, say)
     else:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = start_server(port, log_path, {"RUNNER_REPORT_EVERY_S": "0"})
-        say(f"server: python -m workloads.inference on {url} (log {log_path})")
+        setup = targets.runner_service(args, say)
     offline_runs: list[float] = []
     batch1_runs: list[float] = []
     rounds: list[dict[int, dict[str, Any]]] = []
-    try:
-        wait_healthy(url, proc, args.timeout)
-        asyncio.run(load(url, args.model, max(levels), args.warmup_s, texts, args.encoding, engine.backend.dimensions))
+    direct_runs: list[dict[str, Any]] = []
+    offline_cpu: list[float] = []
+    dims = engine.backend.dimensions
+    with setup as target:
+        say(f"measuring {target.describe}")
+        asyncio.run(load(target.url, args.model, max(levels), args.warmup_s, texts, args.encoding, dims,
+                         target.headers))
         order = sorted(levels, reverse=True)  # c64 right after the offline run it is compared with
         for i in range(args.rounds):  # interleaved, so noise on a shared machine hits every column
             offline_runs.append(engine.rate(best_size, *best_layout, args.seconds))
-            level_results = measure_levels(url, args, order[:1], texts, engine.backend.dimensions,
-                                           proc.pid if proc else None)
+            offline_cpu.append(engine.cpu_ms)
+            level_results = measure_levels(target, args, order[:1], texts, dims)
             batch1_runs.append(engine.rate(1, *batch1_layout, args.seconds))
-            level_results.update(measure_levels(url, args, order[1:], texts, engine.backend.dimensions,
-                                                proc.pid if proc else None))
+            level_results.update(measure_levels(target, args, order[1:], texts, dims))
             rounds.append(level_results)
+            if target.direct:  # one request at a time straight to a replica: what the gateway adds
+                direct_runs.append(asyncio.run(load(target.direct, args.model, 1, args.seconds, texts,
+                                                    args.encoding, dims)))  # fmt: skip
             say(f"round {i + 1}/{args.rounds}: offline {offline_runs[-1]:.1f}/s, batch1 {batch1_runs[-1]:.1f}/s, "
                 + ", ".join(f"c{lv} {rounds[-1][lv]['rate']:.1f}/s (batch {rounds[-1][lv]['batch']:.1f})"
                             for lv in levels))
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    offline_best, batch1 = statistics.median(offline_runs), statistics.median(batch1_runs)
-    say("")
-    table("offline sweep, sentences/s (the model alone; layout = streams x torch threads)",
-          ["batch", *(f"{s}x{t}" for s, t in layouts)],
-          [[str(size), *(f"{sweep[(size, lay)]:.1f}" for lay in layouts)] for size in sizes], say)
-    say("")
-    rows = []
-    summary: dict[int, dict[str, float]] = {}
-    for level in levels:
-        per = [r[level] for r in rounds]
-        lat = [x for r in per for x in r["latencies"]]
-        rate = statistics.median(r["rate"] for r in per)
-        summary[level] = {"rate": rate, "p50": nearest_rank(lat, 50) * 1000, "p99": nearest_rank(lat, 99) * 1000}
-        srv = [r["server_ms"] for r in per if r["server_ms"] is not None]
-        rows.append([f"c{level}", f"{rate:.1f}", f"{summary[level]['p50']:.1f}", f"{summary[level]['p99']:.1f}",
-                     f"{statistics.median(r['batch'] for r in per):.1f}", f"{rate / offline_best:.2f}",
-                     f"{rate / batch1:.2f}", f"{statistics.median(srv):.2f}" if srv else "-",
-                     f"{statistics.median(r['client_ms'] for r in per):.2f}"])
-    table(f"endpoint {url}: single-sentence requests ({args.encoding}), median of {args.rounds} rounds of "
-          f"{args.seconds:g}s", ["level", "req/s", "p50 ms", "p99 ms", "mean batch", "/offline", "/batch1",
-                                 "server CPU ms/req", "client CPU ms/req"], rows, say)
-    c64 = summary[64]
-    # Each round's own ratio, then the median: a burst of load from elsewhere hits a round's
-    # offline and c64 runs together (they run back to back) instead of skewing one median.
-    ratio = statistics.median(r[64]["rate"] / o for r, o in zip(rounds, offline_runs))
-    over_b1 = statistics.median(r[64]["rate"] / b for r, b in zip(rounds, batch1_runs))
-    say("")
-    say(f"offline (a): {offline_best:.1f}/s (batch {best_size}, {best_layout[0]}x{best_layout[1]}); "
-        f"batch 1 (b): {batch1:.1f}/s ({batch1_layout[0]}x{batch1_layout[1]}); medians of {args.rounds} rounds")
-    say("per round, c64/offline: " + ", ".join(f"{r[64]['rate'] / o:.2f}" for r, o in zip(rounds, offline_runs))
-        + "; c64/batch1: " + ", ".join(f"{r[64]['rate'] / b:.2f}" for r, b in zip(rounds, batch1_runs)))
-    say(f"c64 / offline = {ratio:.2f} (median of rounds; target >= 0.85: {'PASS' if ratio >= 0.85 else 'MISS'}); "
-        f"c64 / batch1 = {over_b1:.2f} (target >= 3: {'PASS' if over_b1 >= 3 else 'MISS'})")
-    say(f"BENCH inference endpoint_c64_per_s={c64['rate']:.1f} offline_per_s={offline_best:.1f} "
-        f"batch1_per_s={batch1:.1f} p99_ms={c64['p99']:.1f} ratio={ratio:.2f}")
+        describe = target.describe
+        parts = list(target.cpu)
+    report(args, say, describe, levels, sizes, layouts, sweep, (best_size, best_layout), batch1_layout,
+           offline_runs, batch1_runs, rounds, direct_runs, parts,
+           lambda: cpu_bound(say, rounds, offline_cpu, parts))  # fmt: skip
     return 0
 
 

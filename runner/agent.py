@@ -9,6 +9,7 @@ track of any replica. It is a threaded actor: a long ``wait`` on one replica mus
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ import ray
 from runner.benchmark import Challenge, ChallengeSolver
 from runner.errors import RunnerError
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
+from runner.runtime.netif import interface_of
 from runner.states import ReplicaState
 
 AGENT_NAMESPACE = "runner"
@@ -38,6 +40,7 @@ class NodeAgent:
         self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir))
         self.started_at = time.time()
         self.solver = ChallengeSolver()
+        self._address = ""
 
     def info(self) -> dict[str, Any]:
         """Heartbeat and identity: which runtime, which process, which Ray node."""
@@ -51,11 +54,34 @@ class NodeAgent:
             "now": time.time(),
         }
 
+    def node_address(self) -> str:
+        """This node's address as Ray (and so the gang's MASTER_ADDR) knows it: the one its raylet
+        was started with, which ``ray.util.get_node_ip_address()`` in a worker does not always
+        give (seen here: the host's eth0 address for a node started on 127.0.0.1)."""
+        if not self._address:
+            me = ray.get_runtime_context().get_node_id()
+            self._address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == me), "") or (
+                ray.util.get_node_ip_address())  # fmt: skip
+        return self._address
+
+    def host_network_env(self, request: LaunchRequest) -> LaunchRequest:
+        """A host-networked replica is told which interface holds this node's address (gloo's and,
+        on real GPUs, NCCL's), so it advertises the address its peers reach; the spec's own
+        choice wins. Only the node knows its interface names, hence here and not in the gang."""
+        if not request.host_network:
+            return request
+        wanted = ["GLOO_SOCKET_IFNAME"] + (["NCCL_SOCKET_IFNAME"] if request.real_gpus else [])
+        missing = [name for name in wanted if name not in request.env]
+        interface = interface_of(self.node_address()) if missing else None
+        if not interface:
+            return request
+        return dataclasses.replace(request, env={**request.env, **{name: interface for name in missing}})
+
     def start(self, request: LaunchRequest) -> ReplicaStatus:
         """Start (or adopt) a replica. Runtime errors become an EXITED status with the reason,
         so the supervisor's retry rules apply to them like to any other failed attempt."""
         try:
-            return self.runtime.start(request)
+            return self.runtime.start(self.host_network_env(request))
         except RunnerError as exc:  # ImageError: not on this node
             return ReplicaStatus(key=request.key, state=ReplicaState.EXITED, exit_code=125, error=str(exc))
         except Exception as exc:  # docker APIError and friends: report, do not kill the agent

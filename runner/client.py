@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -23,7 +25,7 @@ from runner.spec import spec_to_dict
 _ERRORS: dict[str, type[errors.RunnerError]] = {
     cls.__name__: cls
     for cls in (errors.AuthError, errors.NotFoundError, errors.ConflictError, errors.PolicyError, errors.UserError,
-                errors.RunnerError)
+                errors.ArtifactStoreError, errors.RunnerError)
 }
 
 
@@ -96,8 +98,71 @@ class Client:
     def explain(self, workload_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/workloads/{workload_id}/explain")
 
+    def artifacts(self, workload_id: str) -> dict[str, Any]:
+        """A training job's artifacts: ``uri``, ``items``, ``checkpoints``, ``latest``, ``final_checkpoint``."""
+        return self._call("GET", f"/v1/workloads/{workload_id}/artifacts")
+
+    def artifact_get(self, workload_id: str, key: str, dest: Path) -> Path:
+        """Download one artifact to ``dest``, streamed to a temporary name and renamed when whole."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            with self._http.stream("GET", f"/v1/workloads/{workload_id}/artifacts/{quote(key)}",
+                                   timeout=None) as response:  # fmt: skip
+                if response.status_code >= 400:
+                    response.read()
+                    self._decode(response)
+                with open(tmp, "wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            tmp.replace(dest)
+        except httpx.TransportError:
+            raise errors.ServerUnavailableError(f"the control plane at {self.base_url} does not answer") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
     def bill(self) -> dict[str, Any]:
         return self._call("GET", "/v1/bill")
+
+    # -- sessions ------------------------------------------------------------------------------------
+    def session_start(self, game: str, near: str, *, idempotency_key: str | None = None,
+                      **options: Any) -> dict[str, Any]:  # fmt: skip
+        """Start a gaming session near the player (``fps``, ``resolution``, ``gpu``, ... optional)."""
+        body = {"game": game, "near": near, **{k: v for k, v in options.items() if v is not None}}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/v1/sessions", json=body, headers=headers)
+
+    def sessions(self, *, all: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/sessions", params={"all": all, "limit": limit})
+
+    def session(self, workload_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/sessions/{workload_id}")
+
+    def session_wait(self, workload_id: str, *, until: str = "serving", timeout_s: float = 60.0) -> dict[str, Any]:
+        """Block until the session serves (``until="serving"``) or ends, or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            step = max(0.0, min(25.0, deadline - time.monotonic()))
+            v = self._call("GET", f"/v1/sessions/{workload_id}/wait", params={"until": until, "timeout": step},
+                           timeout=step + 10)  # fmt: skip
+            if v["phase"] == "ended" or (until == "serving" and v["phase"] == "serving"):
+                return v
+            if time.monotonic() >= deadline:
+                return v
+
+    def session_end(self, workload_id: str) -> dict[str, Any]:
+        """End a session in order (the server gets SIGTERM and reports its last metrics)."""
+        return self._call("POST", f"/v1/sessions/{workload_id}/end")
+
+    # -- services ------------------------------------------------------------------------------------
+    def services(self, *, all: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        """The tenant's inference services: endpoint, size, replicas with their nodes and rates."""
+        return self._call("GET", "/v1/services", params={"all": all, "limit": limit})
+
+    def service(self, workload_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/services/{workload_id}")
 
     def admin(self, method: str, path: str, **body: Any) -> Any:
         """An operator call: ``admin("POST", "/tenants", id="acme", country="DE")``."""

@@ -12,6 +12,8 @@
     ├── ClusterError                 the cluster is not up, or cannot be started (exit code 4)
     │   └── ServerUnavailableError   the control plane does not answer
     ├── RuntimeUnavailableError      no container runtime answers on a node
+    ├── PortInUseError               a host-networked replica's port is taken on its node
+    ├── ArtifactStoreError           a workload's artifact store (file://, s3://) cannot be read
     ├── ImageError                   an image cannot be built or is missing
     └── WorkloadFailedError          a waited-for workload ended FAILED or CANCELLED (exit code 3)
 
@@ -44,7 +46,7 @@ class SpecError(UserError):
         self.source = source
         self.path = path
         self.message = message
-        location = f"{source}: {path}: " if path else f"{source}: "
+        location = f"{source}: {path}: " if path else (f"{source}: " if source else "")
         super().__init__(location + message)
 
 
@@ -86,6 +88,17 @@ class RuntimeUnavailableError(RunnerError):
     """No container runtime answers where one is required."""
 
     exit_code = 4
+
+
+class PortInUseError(RunnerError):
+    """A port a host-networked replica must listen on is already taken on its node."""
+
+    #: Every message starts with this, so a replica's recorded error says why it never started.
+    PREFIX = "host port"
+
+
+class ArtifactStoreError(RunnerError):
+    """A workload's artifact store cannot be read: unreachable, refused, or misconfigured."""
 
 
 class ImageError(RunnerError):

@@ -1,7 +1,8 @@
 """CPU mode: an embedded cluster on this machine. `runner up --cpu` and `runner down`.
 
-`up` starts a Ray head, the control-plane server, and one `ray start` node per fleet entry, each
-as its own process, and writes what it started to ``$RUNNER_HOME/cluster.json``. The nodes join
+`up` starts a Ray head, the control-plane server, the services' gateway (``runner/gateway``), and
+one `ray start` node per fleet entry, each as its own process, and writes what it started to
+``$RUNNER_HOME/cluster.json``. The nodes join
 through the same path as a provider's machine (join token, benchmark, policy, labels; their GPUs
 simulated as Ray logical GPUs). `down` stops exactly those processes (and the replicas their
 workloads left running), nothing else on the machine.
@@ -24,6 +25,8 @@ from runner import cluster
 from runner.errors import ClusterError
 from runner.client import Client
 from runner.fleet import Fleet, FleetNode, load_fleet
+from runner.gateway import address as gateway_address
+from runner.gateway.address import gateway_url
 from runner.join import join, join_request, start_ray_node
 from runner.network import load_network
 from runner.runtime import make_runtime
@@ -89,6 +92,13 @@ def _up(settings: Settings, *, fleet_path: str | None, say: Say, timeout_s: floa
     _wait_for_server(settings, api_key, server, timeout_s)
     say(f"control plane on {settings.server_url} (API key in {settings.api_key_path}, operator key in "
         f"{settings.admin_key_path})")  # fmt: skip
+
+    gateway = start_gateway(settings)
+    record["pids"]["gateway"] = gateway.pid
+    record["gateway_url"] = gateway_url(settings)
+    _write_record(settings, record)
+    _wait_for_gateway(settings, admin_key, gateway, timeout_s)
+    say(f"services' gateway on {record['gateway_url']}")
 
     operator = Client(settings.server_url, admin_key)
     _ensure_local_tenant(operator, settings)
@@ -162,8 +172,13 @@ def down(settings: Settings, *, say: Say = print, timeout_s: float = 30) -> bool
     if not record:
         return False
     pids = record["pids"]
+    # The control plane first: a supervisor still running would see the replicas go and start
+    # them again (a service replaces a lost replica at once). Then the replicas, then the nodes.
+    for label, pid in (("gateway", pids.get("gateway")), ("server", pids.get("server"))):
+        if pid and _terminate(int(pid), timeout_s):
+            say(f"stopped {label}")
     _stop_replicas(settings, list(pids.get("nodes", {})))
-    order = [("server", pids.get("server"))] + [(f"node {n}", p) for n, p in pids.get("nodes", {}).items()]
+    order = [(f"node {n}", p) for n, p in pids.get("nodes", {}).items()]
     order.append(("head", pids.get("head")))
     for label, pid in order:
         if pid and _terminate(int(pid), timeout_s):
@@ -258,6 +273,35 @@ def _start_server(settings: Settings) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "runner.cli", "server"], env=env, stdin=subprocess.DEVNULL, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+
+
+def start_gateway(settings: Settings) -> subprocess.Popen[bytes]:
+    """The gateway process, on this home's gateway address (chosen once, see ``gateway.address``)."""
+    host, port = gateway_address.choose(settings)
+    env = {**os.environ, "RUNNER_HOME": str(settings.home), "RUNNER_SERVER_HOST": settings.server_host,
+           "RUNNER_SERVER_PORT": str(settings.server_port), "RUNNER_GATEWAY_HOST": host,
+           "RUNNER_GATEWAY_PORT": str(port)}  # fmt: skip
+    log = open(settings.logs_dir / "gateway.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "gateway"], env=env, stdin=subprocess.DEVNULL, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for_gateway(settings: Settings, admin_key: str, gateway: subprocess.Popen[bytes], timeout_s: float) -> None:
+    url = gateway_url(settings)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if gateway.poll() is not None:
+            raise ClusterError(f"the gateway exited early; see {settings.logs_dir / 'gateway.log'}")
+        try:
+            answer = httpx.get(f"{url}/healthz", headers={"Authorization": f"Bearer {admin_key}"}, timeout=2)
+            if answer.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise ClusterError(f"the gateway did not answer on {url} in {timeout_s:.0f}s")
 
 
 def _wait_for_server(settings: Settings, api_key: str, server: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -34,6 +34,10 @@ class Settings:
     network_config: str = ""
     #: Country of the local tenant `runner up --cpu` creates (export control reads it).
     tenant_country: str = "NL"
+    #: Where the services' gateway listens (``runner/gateway``). Port 0: `runner up` picks one
+    #: (the one this home used before, if it is free) and keeps it in ``gateway.json``.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 0
 
     @classmethod
     def from_env(cls, home: str | os.PathLike[str] | None = None, **overrides: object) -> "Settings":
@@ -48,6 +52,8 @@ class Settings:
             runtime=env.get("RUNNER_RUNTIME", cls.runtime),
             network_config=env.get("RUNNER_NETWORK_CONFIG", ""),
             tenant_country=env.get("RUNNER_TENANT_COUNTRY", cls.tenant_country),
+            gateway_host=env.get("RUNNER_GATEWAY_HOST", cls.gateway_host),
+            gateway_port=int(env.get("RUNNER_GATEWAY_PORT", cls.gateway_port)),
         )
         return replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
 
@@ -95,6 +101,11 @@ class Settings:
     def artifacts_dir(self) -> Path:
         """The default artifact store (checkpoints) of a CPU-mode network: file:// under home."""
         return self.home / "artifacts"
+
+    @property
+    def gateway_record_path(self) -> Path:
+        """The gateway's address once `runner up` chose it: the server and the CLI read it."""
+        return self.home / "gateway.json"
 
     @property
     def replicas_dir(self) -> Path:

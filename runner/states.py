@@ -6,6 +6,9 @@
        │                                   └──> FAILED                 (none left)
        └── any non-terminal state ──> CANCELLED
 
+An inference service never succeeds and never retries as a whole: it is RUNNING while at least
+one replica serves and goes back to STARTING while none does (``runner/supervisor/service.py``).
+
 The rules live next to the enum so that every writer (supervisor, API, tests) asks the same
 question the same way. The store refuses a transition these rules do not allow.
 """
@@ -39,7 +42,8 @@ _ALLOWED: dict[WorkloadState, frozenset[WorkloadState]] = {
     _S.PENDING: frozenset({_S.PLACED, _S.FAILED, _S.CANCELLED}),
     _S.PLACED: frozenset({_S.STARTING, _S.RETRYING, _S.FAILED, _S.CANCELLED}),
     _S.STARTING: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.RETRYING, _S.FAILED, _S.CANCELLED}),
-    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.RETRYING, _S.FAILED, _S.CANCELLED}),
+    # RUNNING -> STARTING: a service whose every replica stopped serving while replacements start.
+    _S.RUNNING: frozenset({_S.STARTING, _S.SUCCEEDED, _S.RETRYING, _S.FAILED, _S.CANCELLED}),
     _S.RETRYING: frozenset({_S.PENDING, _S.FAILED, _S.CANCELLED}),
     _S.SUCCEEDED: frozenset(),
     _S.FAILED: frozenset(),

@@ -142,9 +142,28 @@ def extra_node(settings: Settings, operator: Any, *, index: int, name: str, prov
 
 
 def kill_node(proc: Any) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL every process of a node at once, as a machine that loses power: the `ray start`
+    process group, and the Ray workers (the node's agent among them) that the raylet starts in
+    process groups of their own but in the node's session, which `ray start` began."""
+    for pid in session_pids(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=30)
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes of the session ``sid`` (a node's `ray start`, started with a session of its own)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
 
 
 def remove_node_containers(node: str) -> None:

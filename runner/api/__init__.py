@@ -6,8 +6,11 @@ There is no open route. Errors come back as ``{"error": <class>, "message": <tex
 that matches the error class, so the client raises the same named error the server did.
 
     workloads.py   submit (KYC and budget admission), list, get, wait, cancel, logs, explain
+    sessions.py    gaming sessions: start, list, show, wait until serving, end
+    services.py    inference services: list, show (endpoint, replicas, rates); whoami and routes for the gateway
     nodes.py       health, the fleet, joining, a tenant's bill
     admin.py       tenants, providers, stakes, join tokens, drains, challenges, audit, books
+    artifacts.py   a training job's artifacts: list, download
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from runner.api import admin, nodes, workloads
+from runner.api import admin, artifacts, nodes, services, sessions, workloads
 from runner.api.context import AppContext
-from runner.errors import AuthError, ConflictError, NotFoundError, PolicyError, RunnerError, SpecError, UserError
+from runner.errors import (
+    ArtifactStoreError, AuthError, ConflictError, NotFoundError, PolicyError, RunnerError, SpecError, UserError,
+)  # fmt: skip
 
 _STATUS: dict[type[RunnerError], int] = {AuthError: 401, PolicyError: 403, NotFoundError: 404, ConflictError: 409,
-                                         SpecError: 422, UserError: 400}  # fmt: skip
+                                         SpecError: 422, UserError: 400, ArtifactStoreError: 502}  # fmt: skip
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -34,6 +39,6 @@ def create_app(ctx: AppContext) -> FastAPI:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
         return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
 
-    for module in (workloads, nodes, admin):
+    for module in (workloads, sessions, services, nodes, admin, artifacts):
         app.include_router(module.router)
     return app

@@ -49,7 +49,11 @@ def submit(
     w = c.submit(spec, source=str(spec_file), idempotency_key=idempotency_key)
     if not as_json:
         console.print(f"submitted [bold]{w['id']}[/bold] ({w['kind']} {w['name']!r})")
-    if follow:
+    if follow and w["kind"] == "training" and not as_json:  # rank 0's logs under a progress bar
+        from runner.cli.training import follow_training
+
+        follow_training(c.logs(w["id"], follow=True), console)
+    elif follow:
         for item in c.logs(w["id"], follow=True):
             print(item["line"], flush=True)
     if wait or follow:
@@ -85,7 +89,12 @@ def list_workloads(as_json: Annotated[bool, typer.Option("--json")] = False, lim
 @friendly
 def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """A workload's state, replicas (node, price, billed time, latest reports) and its events."""
-    w = client().get(workload_id)
+    c = client()
+    w = c.get(workload_id)
+    if w["kind"] == "gaming":  # a session: where it runs, its URL, how it plays, its SLA
+        w["session"] = c.session(workload_id)
+    if w["kind"] == "inference":  # a service: its endpoint, size, replicas' nodes and request rates
+        w["service"] = c.service(workload_id)
     if as_json:
         print_json(w)
         return
@@ -93,6 +102,23 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
                   f"attempt {w['attempts']}, node {w['node'] or '-'}, exit code {w['exit_code']}")  # fmt: skip
     if w["message"]:
         console.print(f"  {w['message']}", markup=False)
+    if w.get("session"):
+        from runner.cli.sessions import session_lines
+
+        for line in session_lines(w["session"]):
+            console.print(line, markup=False, highlight=False)
+    if w["kind"] == "training":  # step of total, loss, steps/s, ETA, checkpoints
+        from runner.cli.training import training_lines
+
+        for line in training_lines(w):
+            console.print(line, markup=False, highlight=False)
+    if w.get("service"):
+        from runner.cli.services import members_table, service_lines
+
+        for line in service_lines(w["service"]):
+            console.print(line, markup=False, highlight=False)
+        if w["service"]["members"]:
+            console.print(members_table(w["service"]))
     replicas = Table("REPLICA", "NODE", "PROVIDER", "STATE", "EXIT", "PRICE/H", "BILLED", "ERROR", box=None,
                      title="replicas")  # fmt: skip
     for r in w["replicas"]:

@@ -6,6 +6,7 @@ reported so the CLI can say once, clearly, that Docker is absent.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from runner.errors import RuntimeUnavailableError, UserError
@@ -26,6 +27,11 @@ def docker_available() -> bool:
         return False
 
 
+def runtime_scope(state_dir: Path) -> str:
+    """One control plane's mark on its containers: its replicas folder is unique to its home."""
+    return hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:12]
+
+
 def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path) -> Runtime:
     """Build the named runtime for ``node``; ``auto`` prefers Docker."""
     if name not in RUNTIME_NAMES:
@@ -35,7 +41,7 @@ def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path) -> Run
     if name == "docker":
         from runner.runtime.docker import DockerRuntime
 
-        return DockerRuntime(node)
+        return DockerRuntime(node, scope=runtime_scope(state_dir))
     from runner.runtime.process import ProcessRuntime
 
     return ProcessRuntime(node, state_dir=state_dir, workdir=workdir)

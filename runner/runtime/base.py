@@ -10,9 +10,14 @@ of starting it again. ``start`` is idempotent for the same key.
 from __future__ import annotations
 
 import abc
+import errno
+import os
+import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from runner.errors import PortInUseError, UserError
 from runner.states import ReplicaState
 
 #: Label keys written on every container (and process state folder) runner starts.
@@ -27,6 +32,21 @@ LABEL_KEY = "runner.key"
 def replica_key(workload_id: str, index: int, attempt: int) -> str:
     """The one name of a replica attempt: container name, process folder, log stream."""
     return f"{workload_id}-r{index}-a{attempt}"
+
+
+#: The uid runner's images run as (``images/base.Dockerfile``): mounted folders are made writable for it.
+CONTAINER_UID = 1000
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host folder bound into the replica. Training binds its ``file://`` checkpoint folder at
+    the same path inside and out, so the URI means the same thing to the trainer, the control
+    plane and ``runner artifacts``."""
+
+    source: str  # absolute path on the node
+    target: str  # absolute path inside the container
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,7 +66,14 @@ class LaunchRequest:
     gpus: int = 0
     #: True only on a node with real GPUs: then the container gets a device request.
     real_gpus: bool = False
+    #: Bridge networking: container ports published on the node. Host networking: ports the
+    #: replica will listen on in the node's own namespace, checked free before it starts.
     ports: list[tuple[int, str]] = field(default_factory=list)
+    #: Share the node's network namespace, publish nothing. For gangs whose members connect to
+    #: each other on ports picked at run time (gloo's and NCCL's pair connections), which no
+    #: port publishing can foresee.
+    host_network: bool = False
+    mounts: list[Mount] = field(default_factory=list)
 
     def labels(self) -> dict[str, str]:
         return {
@@ -57,6 +84,41 @@ class LaunchRequest:
             LABEL_NODE: self.node,
             LABEL_KEY: self.key,
         }
+
+
+def prepare_mounts(mounts: list[Mount]) -> None:
+    """Create each missing writable mount source, owned by the image's user (root can chown)
+    or else open to all, so the container's uid 1000 can write where it is told to."""
+    for mount in mounts:
+        source = Path(mount.source)
+        if not source.is_absolute() or not Path(mount.target).is_absolute():
+            raise UserError(f"mount {mount.source} -> {mount.target}: both paths must be absolute")
+        if mount.read_only or source.exists():
+            continue
+        source.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(source, CONTAINER_UID, CONTAINER_UID)
+            source.chmod(0o755)
+        else:
+            source.chmod(0o777)
+
+
+def check_host_ports(request: LaunchRequest, node: str) -> None:
+    """Under host networking, the ports a replica will listen on must be free on the node: a
+    taken one fails the start at once with ``PortInUseError`` instead of a confused workload."""
+    if not request.host_network:
+        return
+    for port, proto in request.ports:
+        kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT leftover is no owner
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PortInUseError(f"{PortInUseError.PREFIX} {port}/{proto} is in use on node {node}; "
+                                     "the runner places the gang again with another port") from None
 
 
 @dataclass

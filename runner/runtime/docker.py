@@ -4,6 +4,11 @@ The container *is* the record: its name is the replica key and its labels carry 
 replica, attempt and node, so ``start`` for a key that already has a container adopts it and
 ``list`` reconciles from the daemon itself. Containers are hardened (all capabilities dropped,
 no new privileges, a pid limit) and limited to the CPU and memory the spec asked for.
+
+Networking is Docker's bridge with the requested ports published on ``publish_host``, or, when a
+request asks for it, the node's own namespace (``network_mode="host"``: nothing is published,
+the ports are checked free instead). Mounts are bind mounts whose missing sources are created
+writable for the image's user first.
 """
 
 from __future__ import annotations
@@ -12,13 +17,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import ImageError, RuntimeUnavailableError
-from runner.runtime.base import LABEL_KEY, LABEL_NODE, LaunchRequest, ReplicaStatus, Runtime
+from runner.runtime.base import (
+    LABEL_KEY, LABEL_NODE, LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts,
+)  # fmt: skip
 from runner.states import ReplicaState
 
 if TYPE_CHECKING:  # docker is imported lazily: `import runner` stays fast on any machine
     import docker
 
 CONTAINER_PREFIX = "runner-"
+#: Which control plane's containers these are (a hash of its home): two CPU-mode clusters on one
+#: machine share the engine and name their nodes alike, and must never list, reconcile away or
+#: clean up each other's containers. A container without it (made by hand) is everyone's.
+LABEL_SCOPE = "runner.scope"
 
 
 def docker_client(timeout_s: float = 60) -> "docker.DockerClient":
@@ -48,8 +59,9 @@ def _parse_time(value: str | None) -> float | None:
 class DockerRuntime(Runtime):
     name = "docker"
 
-    def __init__(self, node: str, *, publish_host: str = "127.0.0.1", client: Any = None) -> None:
+    def __init__(self, node: str, *, publish_host: str = "127.0.0.1", client: Any = None, scope: str = "") -> None:
         self.node = node
+        self.scope = scope
         self.publish_host = publish_host
         self.client = client or docker_client()
 
@@ -101,7 +113,7 @@ class DockerRuntime(Runtime):
             "name": CONTAINER_PREFIX + request.key,
             "command": request.command or None,
             "environment": request.env,
-            "labels": request.labels(),
+            "labels": {**request.labels(), **({LABEL_SCOPE: self.scope} if self.scope else {})},
             "detach": True,
             "nano_cpus": int(request.cpu * 1e9),
             "cap_drop": ["ALL"],
@@ -111,8 +123,15 @@ class DockerRuntime(Runtime):
         }
         if request.memory_mb:
             kwargs["mem_limit"] = f"{request.memory_mb}m"
-        if request.ports:
+        if request.host_network:
+            check_host_ports(request, self.node)
+            kwargs["network_mode"] = "host"
+        elif request.ports:
             kwargs["ports"] = {f"{port}/{proto}": (self.publish_host, None) for port, proto in request.ports}
+        if request.mounts:
+            prepare_mounts(request.mounts)
+            kwargs["mounts"] = [docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                                for m in request.mounts]  # fmt: skip
         if request.gpus and request.real_gpus:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=request.gpus, capabilities=[["gpu"]])]
         try:
@@ -166,4 +185,5 @@ class DockerRuntime(Runtime):
 
     def list(self) -> list[ReplicaStatus]:
         containers = self.client.containers.list(all=True, filters={"label": [f"{LABEL_NODE}={self.node}"]})
-        return [self._status(c.labels[LABEL_KEY], c) for c in containers if LABEL_KEY in c.labels]
+        return [self._status(c.labels[LABEL_KEY], c) for c in containers
+                if LABEL_KEY in c.labels and c.labels.get(LABEL_SCOPE, self.scope) == self.scope]  # fmt: skip

@@ -6,6 +6,10 @@ Each replica gets a state folder named by its key, holding what container labels
 Docker: ``request.json``, ``pid``, the merged output ``output.log`` and, once the command ends,
 ``exit_code`` written by the wrapper shell itself. So a restarted agent re-adopts a running
 process, and an exit that happened while no agent watched is still known.
+
+A process always shares the host's network (``host_network`` is what it has anyway; its ports
+are checked free the same way) and sees the host's files: a mount's source folder is created
+like the Docker runtime creates it, and must be at the same path as its target.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime
+from runner.errors import UserError
+from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts
 from runner.states import ReplicaState
 
 # The wrapper (args: state folder, workdir, command...) runs the command from the workdir and
@@ -61,6 +66,12 @@ class ProcessRuntime(Runtime):
         folder = self._dir(request.key)
         if (folder / "pid").exists():  # adopt: never start the same key twice
             return self.status(request.key)
+        moved = [m for m in request.mounts if m.source != m.target]
+        if moved:
+            raise UserError(f"the process runtime cannot remap {moved[0].source} to {moved[0].target}: "
+                            "processes see host paths. To fix: mount at the same path, or use Docker")
+        check_host_ports(request, self.node)
+        prepare_mounts(request.mounts)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "request.json").write_text(json.dumps(dataclasses.asdict(request)))
         env = {

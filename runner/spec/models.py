@@ -311,12 +311,27 @@ class CheckpointPolicy(SpecModel):
         return uri
 
 
+#: Attempts a training job gets unless its spec says otherwise.
+TRAINING_ATTEMPTS = 3
+
+
 class TrainingSpec(WorkloadBase):
     """Distributed training: ``workers`` cooperating replicas with checkpointing."""
 
     kind: Literal["training"] = Field(description="Workload kind.")
     workers: int = Field(default=1, ge=1, le=1024, description="Number of cooperating worker replicas.")
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy, description="Checkpoint policy.")
+    # Rented nodes vanish: a training job resumes from its last checkpoint without being asked.
+    retries: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=TRAINING_ATTEMPTS),
+                                 description="Retry policy; a retried gang resumes from its last checkpoint "
+                                             "(default: 3 attempts).")  # fmt: skip
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _three_attempts_unless_said(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "max_attempts" not in value:
+            return {**value, "max_attempts": TRAINING_ATTEMPTS}
+        return value
 
 
 class ReplicaRange(SpecModel):
@@ -353,6 +368,25 @@ class Batching(SpecModel):
     max_queue: int = Field(default=1024, ge=1, description="Requests queued before new ones are refused.")
 
 
+class Autoscale(SpecModel):
+    """When a service adds or removes replicas between ``replicas.min`` and ``.max``, judged from
+    its replicas' own metrics reports (``runner/autoscale.py``): up fast, down slowly."""
+
+    target_concurrency: float | None = Field(
+        default=None, gt=0, description="Requests in flight (queued or running) per replica to aim for; "
+                                        "default: batching.max_batch_size (one full batch each).")
+    max_p99_ms: float | None = Field(default=None, gt=0, description="Also add a replica while the replicas' "
+                                                                     "p99 latency is above this (off by default).")
+    up_after: Duration = Field(default=10.0, description="How long the load must call for more replicas before "
+                                                         "they are added.")
+    down_after: Duration = Field(default=120.0, description="How long the load must allow fewer replicas before "
+                                                            "one is removed (one at a time).")
+
+
+#: Failures in a row without ever serving, per replica, unless the spec says otherwise.
+SERVICE_ATTEMPTS = 3
+
+
 class InferenceSpec(WorkloadBase):
     """Long-running model server behind a port, scaled between ``replicas.min`` and ``.max``."""
 
@@ -360,6 +394,19 @@ class InferenceSpec(WorkloadBase):
     replicas: ReplicaRange = Field(default_factory=ReplicaRange, description="Replica count or {min, max} range.")
     batching: Batching = Field(default_factory=Batching, description="Request batching settings.")
     model: str | None = Field(default=None, min_length=1, description="Model name or checkpoint URI to serve.")
+    autoscale: Autoscale = Field(default_factory=Autoscale, description="When to add or remove replicas.")
+    # A service runs for good: a replica that served and then died is always replaced; this bounds
+    # only a crash loop (replicas that fail again and again before they ever serve).
+    retries: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=SERVICE_ATTEMPTS),
+                                 description="Per replica: attempts in a row that may fail before serving "
+                                             "(default: 3), with backoff between them.")  # fmt: skip
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _three_attempts_unless_said(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "max_attempts" not in value:
+            return {**value, "max_attempts": SERVICE_ATTEMPTS}
+        return value
 
 
 class GamingSpec(WorkloadBase):

@@ -20,6 +20,7 @@ import ray
 from runner.network import NetworkConfig
 from runner.placement import Demand
 from runner.policy import NodeState
+from runner.preemption import priority
 from runner.runtime import ReplicaStatus
 from runner.settings import Settings
 from runner.spec import parse_workload
@@ -29,7 +30,10 @@ from runner.supervisor.checker import Checker
 from runner.supervisor.fleet import Fleet
 from runner.supervisor.gang import RELOCATE, GangController
 from runner.supervisor.market import Market
+from runner.supervisor.preempt import Preemptor
 from runner.supervisor.replicas import ReplicaDriver
+from runner.supervisor.service import ServiceController
+from runner.supervisor.session import SessionController
 
 log = logging.getLogger("runner.supervisor")
 S = WorkloadState
@@ -48,8 +52,9 @@ class Supervisor:
         self.gangs = GangController(self)
         #: Which controller steps each kind once it is placed. Batch and training jobs are gangs;
         #: inference services and gaming sessions get controllers of their own.
-        self.controllers: dict[str, Any] = {"batch": self.gangs, "training": self.gangs, "inference": self.gangs,
-                                            "gaming": self.gangs}  # fmt: skip
+        self.controllers: dict[str, Any] = {"batch": self.gangs, "training": self.gangs,
+                                            "inference": ServiceController(self), "gaming": SessionController(self)}  # fmt: skip
+        self.preemptor = Preemptor(self)
         self.checker = Checker(store, config, self.fleet)
         self._specs: dict[str, Any] = {}
         self._wake = threading.Event()
@@ -132,7 +137,8 @@ class Supervisor:
 
     def _place(self, pending: list[Workload]) -> None:
         placer = self.market.placer(self.market.loads(self.store.active_replicas(), self.demand))
-        for w in pending:
+        # Higher priority first (sessions): what a preemption freed goes to the session it was freed for.
+        for w in sorted(pending, key=lambda w: -priority(w.kind)):
             if w.cancel_requested:
                 self.move(w, S.CANCELLED, "cancelled before placement")
                 continue
@@ -146,25 +152,32 @@ class Supervisor:
                 if decision.message != w.message:  # record each new reason once, not every tick
                     self.store.update_workload(w.id, message=decision.message)
                     self.store.add_event(w.id, S.PENDING.value, decision.message)
+                self.preemptor.make_room(placer, w, demand, decision)
                 continue
             terms = [self.market.terms(placer, node, demand) for node in decision.nodes]
             self.controllers[w.kind].launch(w, decision, terms)
 
     def _apply_budgets_and_drains(self, workloads: list[Workload]) -> None:
-        """Ask running work to stop when its tenant's budget is spent or its node drains."""
+        """Ask running work to stop when its tenant's budget is spent or its node drains (or is
+        suspended)."""
         holding = [w for w in workloads if w.state in (S.STARTING.value, S.RUNNING.value) and not w.stop_reason]
         if not holding:
             return
-        draining = {n.name for n in self.store.registry() if n.state == NodeState.DRAINING.value}
+        # Work leaves draining nodes, and suspended ones: a node that failed its benchmark
+        # challenge must not keep billing tenants for a GPU it may not have.
+        leaving = {n.name: n.state for n in self.store.registry()
+                   if n.state in (NodeState.DRAINING.value, NodeState.SUSPENDED.value)}  # fmt: skip
         budgets: dict[str, str | None] = {}
         for w in holding:
             if w.tenant_id not in budgets:
                 budgets[w.tenant_id] = self.market.over_budget(w.tenant_id)
             reason = budgets[w.tenant_id]  # "budget exhausted: ..."
-            if not reason:
+            # A service moves its replicas off a leaving node one by one itself (no gap in capacity).
+            if not reason and not getattr(self.controllers[w.kind], "moves_replicas_itself", False):
                 nodes = {r.node for r in self.gangs.current(w) if r.finished_at is None}
-                if nodes & draining:
-                    reason = f"{RELOCATE}move off draining node {', '.join(sorted(nodes & draining))}"
+                gone = sorted(nodes & set(leaving))
+                if gone:
+                    reason = f"{RELOCATE}move off {leaving[gone[0]]} node {', '.join(gone)}"
             if reason:
                 self.store.update_workload(w.id, stop_reason=reason)
                 self.store.add_event(w.id, w.state, f"stopping: {reason}")

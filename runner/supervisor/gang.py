@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from typing import Any
 
 from runner.contract import Rendezvous, base_env, kind_env
@@ -25,19 +24,14 @@ from runner.runtime import LaunchRequest, replica_key
 from runner.spec import spec_gpu_count
 from runner.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
+from runner import training
+from runner.training import master_port
 
 log = logging.getLogger("runner.gang")
 S = WorkloadState
 
 RELOCATE = "relocate: "
 BUDGET = "budget exhausted"
-MASTER_PORT_BASE = 29500
-MASTER_PORT_SPAN = 10000
-
-
-def master_port(workload_id: str, attempt: int) -> int:
-    """A rendezvous port for one attempt, stable across control-plane restarts."""
-    return MASTER_PORT_BASE + zlib.crc32(f"{workload_id}:{attempt}".encode()) % MASTER_PORT_SPAN
 
 
 class GangController:
@@ -45,6 +39,7 @@ class GangController:
         self.sup = supervisor
         self.store = supervisor.store
         self.driver = supervisor.driver
+        self.driver.report_listeners.append(training.TrainingEvents(self.store))
 
     # -- placing -----------------------------------------------------------------------------------------
     def launch(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> None:
@@ -82,12 +77,16 @@ class GangController:
         for rep in self.current(w):
             self.driver.collect(w, rep)
         reps = self.current(w)
+        if spec.kind == "training":
+            w = self.relocate_on_port_clash(w, reps)
         reason = self.stop_reason(w, spec, reps)
+        grace = training.stop_grace(reps, 10.0) if spec.kind == "training" else 10.0
         for rep in reps:
             self.driver.drive(w, rep, lambda r=rep: self.request(w, spec, r, reps), stop=reason is not None,
-                              grace_s=0 if w.cancel_requested else 10.0)  # fmt: skip
-        # ``drive`` may have just found a replica's node gone: conclude on what is true now.
-        self.conclude(w, spec, reps, reason or self.stop_reason(w, spec, reps))
+                              grace_s=0 if w.cancel_requested else grace)  # fmt: skip
+        # ``drive`` may have just found a replica's node gone: conclude on what is true now (and
+        # name that lost node, the cause, rather than the peers that failed because of it).
+        self.conclude(w, spec, reps, self.stop_reason(w, spec, reps))
 
     def stop_reason(self, w: Workload, spec: Any, reps: list[Replica]) -> str | None:
         if w.cancel_requested:
@@ -97,7 +96,20 @@ class GangController:
         if spec.timeout and w.started_at and time.time() - w.started_at > spec.timeout:
             return f"timed out after {spec.timeout:g}s"
         failed = [r for r in reps if r.finished_at and (r.exit_code != 0 or r.state == ReplicaState.LOST.value)]
+        # The cause, not its echoes: a lost node before the peers it took down, then the first to end.
+        failed.sort(key=lambda r: (r.state != ReplicaState.LOST.value, r.finished_at or 0.0, r.index))
         return describe_failure(failed[0]) if failed else None
+
+    def relocate_on_port_clash(self, w: Workload, reps: list[Replica]) -> Workload:
+        """A training attempt whose rendezvous port was taken never trained: end it as a
+        relocation (placed again at once, with the next attempt's port; not a failure)."""
+        clash = training.port_clash(reps)
+        if clash is None or w.stop_reason or w.cancel_requested:
+            return w
+        reason = f"{RELOCATE}rendezvous port in use on {clash.node}"
+        self.store.update_workload(w.id, stop_reason=reason)
+        self.store.add_event(w.id, w.state, f"stopping: {clash.error}")
+        return self.store.get_workload(w.id)
 
     def request(self, w: Workload, spec: Any, rep: Replica, gang: list[Replica]) -> LaunchRequest:
         node = self.sup.fleet.nodes.get(rep.node)
@@ -107,15 +119,18 @@ class GangController:
             master = self.sup.fleet.nodes.get(rank0.node)
             rendezvous = Rendezvous(master_addr=master.address if master else "127.0.0.1",
                                     master_port=master_port(w.id, rep.attempt), world_size=len(gang))  # fmt: skip
+        checkpoint_uri = self.sup.checkpoint_uri(w, spec)
         env = {**spec.env, **kind_env(spec, replica_index=rep.index, rendezvous=rendezvous,
-                                      checkpoint_uri=self.sup.checkpoint_uri(w, spec)),
+                                      checkpoint_uri=checkpoint_uri),
                **base_env(w.id, rep.index, rep.attempt, rep.node)}  # fmt: skip
+        fields: dict[str, Any] = {"ports": [(p.container, p.protocol) for p in spec.ports]}
+        if spec.kind == "training":  # host networking, the checkpoint mount, rank 0's ports
+            fields.update(training.launch_fields(spec, rep, checkpoint_uri))
         return LaunchRequest(
             key=rep.key, workload_id=w.id, replica_index=rep.index, attempt=rep.attempt, node=rep.node,
             image=spec.image, command=list(spec.command), env=env, cpu=spec.resources.cpu,
             memory_mb=spec.resources.memory, gpus=spec_gpu_count(spec),
-            real_gpus=bool(node and not node.simulated and node.gpu_model),
-            ports=[(p.container, p.protocol) for p in spec.ports],
+            real_gpus=bool(node and not node.simulated and node.gpu_model), **fields,
         )  # fmt: skip
 
     # -- ending ------------------------------------------------------------------------------------------
@@ -144,6 +159,8 @@ class GangController:
                           relocations=w.relocations + 1, stop_reason="")  # fmt: skip
         elif reason.startswith(BUDGET) or reason.startswith("timed out"):
             self.sup.move(w, S.FAILED, reason, exit_code=exit_code)
+        elif spec.kind == "training" and (final := training.final_failure(reps)):
+            self.sup.move(w, S.FAILED, f"attempt {w.attempts} failed: {final}", exit_code=exit_code)
         elif failed < spec.retries.max_attempts:
             delay = spec.retries.delay_before(failed + 1)
             self.sup.move(w, S.RETRYING, f"attempt {w.attempts} failed: {reason}; retrying in {delay:g}s",
@@ -157,4 +174,6 @@ def describe_failure(rep: Replica) -> str:
     if rep.state == ReplicaState.LOST.value:
         return f"replica {rep.index} lost on {rep.node}: {rep.error}"
     detail = f" ({rep.error})" if rep.error else ""
+    if rep.exit_code == 143 and not rep.error:
+        detail = " (SIGTERM: stopped after a checkpoint)"
     return f"replica {rep.index} on {rep.node} exited with code {rep.exit_code}{detail}"

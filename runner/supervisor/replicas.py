@@ -49,6 +49,8 @@ class Calls:
 
 #: Called when a replica reaches an end: (workload, replica, status).
 Finished = Callable[[Workload, Replica, ReplicaStatus], None]
+#: Called with the reports found in newly stored log lines: (workload, replica, {type: report}).
+ReportListener = Callable[[Workload, Replica, dict[str, dict[str, Any]]], None]
 
 
 class ReplicaDriver:
@@ -58,6 +60,8 @@ class ReplicaDriver:
         self.poll_interval_s = poll_interval_s
         self.on_finished = on_finished
         self.calls: dict[str, Calls] = {}
+        #: Controllers that turn reports into events; each stored line is seen once.
+        self.report_listeners: list[ReportListener] = []
 
     def refs(self) -> list[Any]:
         return [r for c in self.calls.values() for r in c.refs()]
@@ -136,6 +140,8 @@ class ReplicaDriver:
         if reports:
             rep.reports = {**(rep.reports or {}), **reports}
             self.store.update_replica(rep.key, reports=rep.reports)
+            for listener in self.report_listeners:
+                listener(w, rep, reports)
 
     def _apply(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
         if status.state.is_terminal():

@@ -68,6 +68,16 @@ def test_usable_cpus_follows_a_cgroup_quota(tmp_path: Path) -> None:
     assert usable_cpus(tmp_path) == len(os.sched_getaffinity(0))
 
 
+def test_usable_cpus_follows_a_cgroup_v1_quota(tmp_path: Path) -> None:
+    """Hosts on the hybrid layout (Docker on cgroup v1) give containers cpu.cfs_quota_us instead."""
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cpus(tmp_path) == len(os.sched_getaffinity(0))
+
+
 def test_an_unknown_model_is_refused_before_anything_loads() -> None:
     with pytest.raises(BackendLoadError, match="RUNNER_MODEL='gpt-4' is not a model this image serves"):
         load_backend(ServerSettings(model="gpt-4"))

@@ -31,7 +31,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may really use: the affinity mask, capped by a cgroup v2 CPU quota.
+    """CPUs this process may really use: the affinity mask, capped by a cgroup CPU quota (v2, or v1).
 
     A container started with ``nano_cpus`` sees every host core in ``os.cpu_count()`` but is
     throttled to its quota; sizing torch's pool by the core count would oversubscribe it.
@@ -39,10 +39,15 @@ def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):
-        pass  # no cgroup v2 quota: the affinity mask is the limit
+        try:  # cgroup v1 (a host on the hybrid layout): -1 means no quota
+            quota = (cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup_root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+            quota = "max" if int(quota) < 0 else quota
+        except (OSError, ValueError):
+            quota = period = "max"  # no quota: the affinity mask is the limit
+    if quota != "max":
+        cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
     return max(1, cpus)
 
 

@@ -1,0 +1,65 @@
+"""Tenant routes for a training job's artifacts: list them, download one (``runner artifacts``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from runner import artifacts
+from runner.api.auth import Tenant
+from runner.api.context import AppContext, context
+from runner.errors import UserError
+from runner.spec import parse_workload
+from runner.store import Workload
+from workloads.common.artifacts import ArtifactStore
+
+router = APIRouter()
+Ctx = Annotated[AppContext, Depends(context)]
+
+
+def _store(ctx: AppContext, w: Workload) -> tuple[ArtifactStore, str]:
+    spec = parse_workload(w.spec, source=w.source or w.id)
+    if spec.kind != "training":
+        raise UserError(f"{w.id} is a {spec.kind} workload; only training jobs keep artifacts (their checkpoints)")
+    uri = ctx.supervisor.checkpoint_uri(w, spec)
+    return artifacts.workload_store(uri, spec.env), uri
+
+
+def final_checkpoint(ctx: AppContext, w: Workload) -> str | None:
+    """The checkpoint rank 0 named in its ``result`` report: the job's trained model."""
+    done = [r for r in ctx.store.replicas(w.id) if r.index == 0 and (r.reports or {}).get("result")]
+    return max(done, key=lambda r: r.attempt).reports["result"].get("checkpoint") if done else None
+
+
+@router.get("/v1/workloads/{workload_id}/artifacts")
+def list_artifacts(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
+    """What the job stored under its checkpoint URI: objects, checkpoints, ``latest.json``."""
+    w = ctx.store.get_workload(workload_id, tenant_id)
+    store, _ = _store(ctx, w)
+    return {"workload": w.id, "state": w.state, "final_checkpoint": final_checkpoint(ctx, w),
+            **artifacts.listing(store)}  # fmt: skip
+
+
+@router.get("/v1/workloads/{workload_id}/artifacts/{key:path}")
+def get_artifact(tenant_id: Tenant, ctx: Ctx, workload_id: str, key: str) -> FileResponse:
+    """One object's bytes. A local (``file://``) store is served in place; an S3 object is
+    fetched to a temporary file first and that file is deleted once sent."""
+    w = ctx.store.get_workload(workload_id, tenant_id)
+    store, _ = _store(ctx, w)
+    path = artifacts.local_path(store, key)
+    if path is not None:
+        return FileResponse(path, filename=Path(key).name)
+    fd, tmp = tempfile.mkstemp(prefix="runner-artifact-")
+    os.close(fd)
+    try:
+        artifacts.fetch(store, key, Path(tmp))
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return FileResponse(tmp, filename=Path(key).name, background=BackgroundTask(os.unlink, tmp))

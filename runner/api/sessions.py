@@ -1,0 +1,117 @@
+"""Tenant routes for gaming sessions: start, list, show, wait until serving, end.
+
+A session is a ``kind: gaming`` workload; these routes are the player-facing shape of it. Start
+builds the spec from a few fields (``runner.sessions.session_spec``: the shipped game server, its
+port, 1 CPU, a consumer-class GPU) and goes through the same admission as ``POST /v1/workloads``
+(KYC, budget, idempotency key). ``wait`` long-polls until the session serves (its first frame
+exists and its URL is known) or ends, so ``runner session start`` can print the URL the moment it
+works. ``end`` asks for an orderly end (the game server gets SIGTERM and a final report), unlike
+``cancel``, which stops at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query
+from fastapi.responses import JSONResponse
+
+from runner.api.auth import Tenant
+from runner.api.workloads import Ctx, admit
+from runner.errors import NotFoundError, UserError
+from runner.sessions import END, session_spec, session_view
+from runner.spec import parse_workload, spec_to_dict
+from runner.states import WorkloadState
+from runner.store import Workload
+from runner.supervisor.gang import RELOCATE
+
+router = APIRouter()
+
+
+def _session(ctx: Any, workload_id: str, tenant_id: str) -> Workload:
+    w = ctx.store.get_workload(workload_id, tenant_id)
+    if w.kind != "gaming":
+        raise NotFoundError(f"{workload_id} is a {w.kind} workload, not a session. To fix: runner session ls")
+    return w
+
+
+def view(ctx: Any, w: Workload) -> dict[str, Any]:
+    """The session as its player and studio see it (node region, RTT, URL, metrics, SLA)."""
+    replicas = ctx.store.replicas(w.id)
+    node = next((r.node for r in replicas if r.attempt == w.attempts), None)
+    region, address = None, ""
+    if node:
+        try:
+            region = ctx.store.get_node(node).region
+        except NotFoundError:
+            region = None
+        info = ctx.supervisor.fleet.nodes.get(node)
+        address = info.address if info else ""
+    return session_view(w, replicas, ctx.store.events(w.id), node_region=region, node_address=address)
+
+
+@router.post("/v1/sessions", status_code=201)
+def start(tenant_id: Tenant, ctx: Ctx, request: Annotated[dict[str, Any], Body()],
+          idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+    """Start a session: ``{"game": "breakout", "near": "eu-west", "fps": 60, ...}``."""
+    if ctx.runtime_name != "docker":
+        raise UserError(f"sessions need the Docker runtime to publish the player's port; this cluster runs "
+                        f"{ctx.runtime_name}. To fix: start dockerd, then runner down && runner up --cpu")  # fmt: skip
+    parsed = parse_workload(session_spec(request), source="session")
+    admit(ctx, tenant_id, parsed)
+    row, created = ctx.store.create_workload(tenant_id=tenant_id, spec=spec_to_dict(parsed), source="session",
+                                             idempotency_key=idempotency_key)  # fmt: skip
+    ctx.supervisor.wake()
+    return JSONResponse(view(ctx, row), status_code=201 if created else 200)
+
+
+@router.get("/v1/sessions")
+def list_sessions(tenant_id: Tenant, ctx: Ctx, all: bool = False,
+                  limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:  # fmt: skip
+    """The tenant's sessions, newest first; ended ones only with ``all``."""
+    rows = [w for w in ctx.store.list_workloads(tenant_id=tenant_id, limit=1000) if w.kind == "gaming"]
+    if not all:
+        rows = [w for w in rows if not WorkloadState(w.state).is_terminal()]
+    return [view(ctx, w) for w in rows[:limit]]
+
+
+@router.get("/v1/sessions/{workload_id}")
+def get_session(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
+    return view(ctx, _session(ctx, workload_id, tenant_id))
+
+
+@router.get("/v1/sessions/{workload_id}/wait")
+def wait(tenant_id: Tenant, ctx: Ctx, workload_id: str,
+         until: str = Query("serving", pattern="^(serving|ended)$"),
+         timeout: float = Query(25.0, ge=0, le=120)) -> dict[str, Any]:  # fmt: skip
+    """Long-poll: answer once the session serves (``until=serving``) or has ended, or at ``timeout``."""
+    deadline = time.monotonic() + timeout
+
+    def reached(v: dict[str, Any]) -> bool:
+        return v["phase"] == "ended" or (until == "serving" and v["phase"] == "serving")
+
+    v = view(ctx, _session(ctx, workload_id, tenant_id))
+    while not reached(v) and time.monotonic() < deadline:
+        with ctx.supervisor.changed:
+            ctx.supervisor.changed.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
+        v = view(ctx, ctx.store.get_workload(workload_id))
+    return v
+
+
+@router.post("/v1/sessions/{workload_id}/end")
+def end(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
+    """End a session in order: a running one is stopped gracefully (SUCCEEDED when the server exits
+    0); one not placed yet is simply withdrawn (CANCELLED)."""
+    w = _session(ctx, workload_id, tenant_id)
+    state = WorkloadState(w.state)
+    if state.is_terminal() or w.cancel_requested or (w.stop_reason and not w.stop_reason.startswith(RELOCATE)):
+        return view(ctx, w)  # ending already (or failing: a budget), nothing to add
+    if state in (WorkloadState.PENDING, WorkloadState.RETRYING):
+        ctx.store.update_workload(w.id, cancel_requested=True)
+        ctx.store.add_event(w.id, w.state, "end requested before the session started: withdrawn")
+    else:
+        ctx.store.update_workload(w.id, stop_reason=f"{END}ended by the player")
+        ctx.store.add_event(w.id, w.state, "end requested by the player")
+    ctx.supervisor.wake()
+    return view(ctx, ctx.store.get_workload(w.id))

@@ -1,0 +1,125 @@
+"""Training jobs inside the gang controller: what a worker gets beyond a batch replica, which
+failures are final, and what the trainer's reports add to the workload's timeline.
+
+- **Networking.** Every worker runs in its node's network namespace: rank 0 serves the
+  rendezvous on ``MASTER_PORT`` and every rank then opens gloo/NCCL pair connections on ports
+  the kernel picks, which no published port can foresee (``workloads/training/README.md``). The
+  rendezvous port of an attempt is a hash of (workload, attempt) below Linux's ephemeral range,
+  so it rarely meets another socket; rank 0's node checks it is free before starting, and a
+  taken port makes the attempt a *relocation* (placed again at once with the next attempt's
+  port, not counted as a failure) instead of a confused trainer.
+- **Checkpoints.** A ``file://`` checkpoint URI is bound into the container at the same path,
+  so the URI means the same thing to the trainer, the control plane and ``runner artifacts``;
+  the node creates the folder writable for the image's user. Across hosts use ``s3://`` (a
+  vanished node must not take the checkpoints along).
+- **Failures.** Exit 2 is bad input (flags, or a checkpoint of another model): retrying cannot
+  help, so the job fails at once. Anything else (a lost node, a dead container, exit 1 after a
+  lost peer, 143 after a provider's SIGTERM) retries the whole gang, which resumes from the last
+  complete checkpoint. When one member is gone the others cannot checkpoint any more (saving
+  gathers from every rank), so they get a short stop grace instead of the full one.
+- **Timeline.** Rank 0's ``resume`` and ``result`` reports become events: "resumed from step N",
+  "started over", the final checkpoint's URI (what ``runner status`` shows and a server loads).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from runner.errors import PortInUseError
+from runner.runtime.base import Mount
+from runner.states import ReplicaState
+from runner.store import Replica, Store, Workload
+
+log = logging.getLogger("runner.training")
+
+#: Rendezvous ports: 29500 (torch's habit) up to below 32768, where Linux's ephemeral range
+#: (the ports of gloo's pair connections and every outgoing socket) starts.
+MASTER_PORT_BASE = 29500
+MASTER_PORT_SPAN = 3000
+#: Bad flags/env or a checkpoint of another model (workloads/training/README.md): final.
+EXIT_BAD_INPUT = 2
+#: Seconds a surviving member gets after SIGTERM when a peer is gone: it cannot checkpoint
+#: (saving needs every rank) and usually has exited already (its peer connection reset).
+FAILED_PEER_GRACE_S = 3.0
+
+
+def master_port(workload_id: str, attempt: int) -> int:
+    """The rendezvous port of one attempt: stable across control-plane restarts, different for
+    the next attempt (so a retry after a port clash gets another one)."""
+    return MASTER_PORT_BASE + zlib.crc32(f"{workload_id}:{attempt}".encode()) % MASTER_PORT_SPAN
+
+
+def checkpoint_mount(uri: str) -> Mount | None:
+    """The bind mount a ``file://`` checkpoint URI needs (same path inside and out); None for s3://."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        return None
+    path = unquote(parts.path).rstrip("/") or "/"
+    return Mount(source=path, target=path)
+
+
+def launch_fields(spec: Any, rep: Replica, checkpoint_uri: str) -> dict[str, Any]:
+    """What a training worker's ``LaunchRequest`` gets on top of a batch replica's: host
+    networking, the checkpoint mount, and for rank 0 the ports it listens on (the rendezvous
+    port, then the spec's), which its node checks are free. Under host networking every rank
+    shares its node's ports, so the spec's ports are rank 0's alone."""
+    mount = checkpoint_mount(checkpoint_uri)
+    ports = [(master_port(rep.workload_id, rep.attempt), "tcp"), *[(p.container, p.protocol) for p in spec.ports]]
+    return {"host_network": True, "mounts": [mount] if mount else [], "ports": ports if rep.index == 0 else []}
+
+
+def stop_grace(reps: list[Replica], default_s: float) -> float:
+    """The SIGTERM-to-SIGKILL grace for the rest of a gang that is being stopped."""
+    peer_gone = any(r.finished_at is not None and (r.exit_code != 0 or r.state == ReplicaState.LOST.value)
+                    for r in reps)  # fmt: skip
+    return min(default_s, FAILED_PEER_GRACE_S) if peer_gone else default_s
+
+
+def port_clash(reps: list[Replica]) -> Replica | None:
+    """A worker that never started because its rendezvous port was taken on its node."""
+    return next((r for r in reps if r.finished_at is not None and r.exit_code == 125
+                 and r.error.startswith(PortInUseError.PREFIX)), None)  # fmt: skip
+
+
+def final_failure(reps: list[Replica]) -> str | None:
+    """Why retrying cannot help (a worker exited 2: bad flags/env or another model's checkpoint)."""
+    bad = next((r for r in reps if r.exit_code == EXIT_BAD_INPUT), None)
+    if bad is None:
+        return None
+    return (f"replica {bad.index} on {bad.node} exited with code 2 (bad input: its flags or env, or the checkpoint "
+            "at the URI is of another model); not retried. To fix: see `runner logs` and correct the spec")
+
+
+class TrainingEvents:
+    """Turns rank 0's reports into workload events, once per report line (the driver calls it
+    as it stores new log lines, which it does once per line across restarts)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __call__(self, w: Workload, rep: Replica, reports: dict[str, dict[str, Any]]) -> None:
+        if w.kind != "training" or rep.index != 0:
+            return
+        for message in self.messages(rep, reports):
+            self.store.add_event(w.id, w.state, message)
+            log.info("%s: %s", w.id, message)
+
+    @staticmethod
+    def messages(rep: Replica, reports: dict[str, dict[str, Any]]) -> list[str]:
+        out = []
+        if "resume" in reports:
+            r = reports["resume"]
+            out.append(f"attempt {rep.attempt}: resumed from step {r.get('step')} of {r.get('total_steps')} "
+                       f"({r.get('uri')})")  # fmt: skip
+        progress = reports.get("progress") or {}
+        if rep.attempt > 1 and progress.get("step") == 1:  # step 1 is reported only when it began at 0
+            out.append(f"attempt {rep.attempt}: no complete checkpoint found; started over from step 0")
+        if "result" in reports:
+            r = reports["result"]
+            out.append(f"trained {r.get('steps')} steps on {r.get('world_size')} worker(s): loss {r.get('first_loss')} "
+                       f"-> {r.get('final_loss')} (validation {r.get('val_loss')}); final checkpoint "
+                       f"{r.get('checkpoint')}")  # fmt: skip
+        return out

@@ -1,0 +1,100 @@
+"""The runtimes' host networking and mounts, on a real Docker engine and real processes (no
+cluster): a host-networked container publishes nothing, listens on the node's own ports, keeps
+its hardening, and writes as uid 1000 into a mounted folder the runtime created; a taken port
+refuses the start; the process runtime takes the same requests."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.errors import PortInUseError
+from runner.runtime import LaunchRequest, replica_key
+from runner.runtime.base import Mount
+from runner.states import ReplicaState
+from tests.conftest import docker_client_or_skip, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+# Listens on PORT on all interfaces of its network namespace, writes a file, then waits.
+SERVE = ("import os, socket, time; s = socket.socket(); s.bind(('0.0.0.0', int(os.environ['PORT']))); s.listen(); "
+         "open(os.environ['OUT'] + '/hello.txt', 'w').write(str(os.getuid())); print('listening', flush=True); "
+         "time.sleep(60)")  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(folder: Path, port: int, image: str = "runner/smoke:latest", **fields: Any) -> LaunchRequest:
+    wid = f"w-hn{uuid.uuid4().hex[:8]}"
+    return LaunchRequest(key=replica_key(wid, 0, 1), workload_id=wid, replica_index=0, attempt=1, node="hostnet-test",
+                         image=image, command=["python", "-c", SERVE], env={"PORT": str(port), "OUT": str(folder)},
+                         cpu=0.5, host_network=True, ports=[(port, "tcp")], mounts=[Mount(str(folder), str(folder))],
+                         **fields)  # fmt: skip
+
+
+@pytest.fixture
+def docker_runtime() -> Iterator[Any]:
+    from runner.images import build_images
+    from runner.runtime.docker import DockerRuntime
+
+    rt = DockerRuntime("hostnet-test", client=docker_client_or_skip())
+    build_images(["smoke"], docker_client=rt.client, log=lambda _m: None)  # cached by content hash
+    yield rt
+    for status in rt.list():
+        rt.remove(status.key)
+
+
+@pytest.mark.docker
+def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(docker_runtime: Any,
+                                                                                 tmp_path: Path) -> None:  # fmt: skip
+    folder = tmp_path / "artifacts" / "w-1"  # missing: the runtime creates it, writable for uid 1000
+    port = free_port()
+    req = request(folder, port)
+    status = docker_runtime.start(req)
+    assert status.state in (ReplicaState.RUNNING, ReplicaState.STARTING) and status.ports == {}
+    wait_for(lambda: "listening" in docker_runtime.logs(req.key), timeout_s=60, what="the container to listen")
+    with socket.create_connection(("127.0.0.1", port), timeout=5):  # the node's own port, nothing published
+        pass
+    assert (folder / "hello.txt").read_text() == "1000" and folder.stat().st_uid == 1000
+    attrs = docker_runtime.client.containers.get(f"runner-{req.key}").attrs
+    assert attrs["HostConfig"]["NetworkMode"] == "host" and not attrs["HostConfig"]["PortBindings"]
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and "no-new-privileges" in attrs["HostConfig"]["SecurityOpt"]
+    assert [(m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"]] == [(str(folder), str(folder), True)]
+
+    # A second replica that wants the same port on this node is refused before it starts.
+    with pytest.raises(PortInUseError, match=f"host port {port}/tcp is in use on node hostnet-test"):
+        docker_runtime.start(request(tmp_path / "other", port))
+    # The first one is adopted, not started again (the check does not apply to what already runs).
+    assert docker_runtime.start(req).handle == status.handle
+    assert docker_runtime.stop(req.key, grace_s=1).state == ReplicaState.STOPPED
+
+
+def test_the_process_runtime_takes_the_same_request(tmp_path: Path) -> None:
+    from runner.runtime.process import ProcessRuntime
+
+    rt = ProcessRuntime("hostnet-test", state_dir=tmp_path / "state", workdir=REPO)
+    folder = tmp_path / "artifacts" / "w-2"
+    port = free_port()
+    req = request(folder, port)
+    req = LaunchRequest(**{**req.__dict__, "command": [sys.executable, "-c", SERVE]})
+    rt.start(req)
+    try:
+        wait_for(lambda: "listening" in rt.logs(req.key), timeout_s=30, what="the process to listen")
+        assert (folder / "hello.txt").exists()
+        with pytest.raises(PortInUseError):
+            rt.start(LaunchRequest(**{**req.__dict__, "key": replica_key(req.workload_id, 1, 1)}))
+        moved = LaunchRequest(**{**req.__dict__, "key": replica_key(req.workload_id, 2, 1),
+                                 "mounts": [Mount(str(folder), "/elsewhere")]})  # fmt: skip
+        with pytest.raises(Exception, match="cannot remap"):
+            rt.start(moved)
+    finally:
+        rt.remove(req.key)

@@ -1,0 +1,180 @@
+"""Sessions, the pure part: the spec ``runner session start`` makes, the player's URL, the SLA
+judge, the session view, and which job a session preempts."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from runner.errors import SpecError
+from runner.fleet import load_fleet
+from runner.nodetable import Load, NodeRow, NodeTable
+from runner.placement import Demand, Placer
+from runner.policy import KYC, PolicyConfig, TenantFacts
+from runner.preemption import Holder, plan_preemption, priority
+from runner.sessions import (
+    DEFAULT_GPU, SlaWatch, phase, player_url, session_spec, session_view, sla_problems, sla_state,
+)  # fmt: skip
+from runner.spec import parse_workload, spec_to_dict
+
+TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
+
+
+# ----------------------------------------------------------------------------- the spec
+def test_a_session_request_becomes_a_gaming_spec_with_sensible_defaults() -> None:
+    spec = parse_workload(session_spec({"game": "breakout", "near": "ap-northeast"}), source="session")
+    assert spec.kind == "gaming" and spec.game == "breakout" and spec.near == "ap-northeast"
+    assert spec.image == "runner/gaming:latest" and [p.container for p in spec.ports] == [8000]
+    assert spec.resources.gpu is not None and "|".join(spec.resources.gpu.models) == DEFAULT_GPU
+    assert spec.resources.cpu == 1.0 and spec.fps == 60 and spec.resolution == "1280x720"
+    assert spec.name == "breakout-session"
+
+
+def test_session_options_reach_the_spec() -> None:
+    spec = parse_workload(session_spec({"game": "breakout", "near": "eu-west", "fps": 30, "resolution": "640x360",
+                                        "idle_timeout": "30s", "gpu": "T4", "max_price_per_gpu_hour": 0.5}))  # fmt: skip
+    assert (spec.fps, spec.resolution, spec.idle_timeout) == (30, "640x360", 30.0)
+    assert spec.resources.gpu is not None and spec.resources.gpu.models == ["T4"]
+    assert spec.placement.max_price_per_gpu_hour == 0.5
+
+
+def test_bad_session_requests_name_the_field() -> None:
+    with pytest.raises(SpecError, match=r"near: unknown region 'mars'; known regions: eu-west"):
+        session_spec({"game": "breakout", "near": "mars"})
+    with pytest.raises(SpecError, match=r"fsp: unknown field \(did you mean 'fps'\?\)"):
+        session_spec({"game": "breakout", "near": "eu-west", "fsp": 60})
+    with pytest.raises(SpecError, match="game: missing required field"):
+        session_spec({"near": "eu-west"})
+    with pytest.raises(SpecError, match="fps: must be <= 240, got 500"):
+        parse_workload(session_spec({"game": "breakout", "near": "eu-west", "fps": 500}), source="session")
+
+
+# ----------------------------------------------------------------------------- the URL
+def test_the_player_url_comes_from_the_published_port() -> None:
+    assert player_url({"8000/tcp": "127.0.0.1:49153"}) == "http://127.0.0.1:49153/"
+    assert player_url({"8000/tcp": "0.0.0.0:49153"}, node_address="10.0.0.7") == "http://10.0.0.7:49153/"
+    assert player_url({"8000/tcp": "::1:5000"}) == "http://[::1]:5000/"
+    assert player_url({}) is None and player_url({"9000/tcp": "127.0.0.1:1"}) is None
+
+
+# ----------------------------------------------------------------------------- the SLA
+def metrics(fps: float = 60.0, latency: float | None = 20.0) -> dict[str, Any]:
+    return {"fps": fps, "latency_p95_ms": latency, "target_fps": 60}
+
+
+def test_problems_are_fps_below_95_percent_and_latency_over_budget() -> None:
+    assert sla_problems(metrics(57.0), 60, 50) == []
+    assert sla_problems(metrics(56.9), 60, 50) == ["fps 56.9 < 57 (95% of 60)"]
+    assert sla_problems(metrics(latency=50.5), 60, 50) == ["latency p95 50.5 ms > budget 50 ms"]
+    assert sla_problems(metrics(latency=None), 60, 50) == []  # no player input yet: nothing to judge
+
+
+def test_one_bad_sample_is_not_a_breach_but_a_sustained_one_is() -> None:
+    watch = SlaWatch(target_fps=60, budget_ms=50, sustain_s=10)
+    assert watch.observe(5, metrics(30)) is None
+    assert watch.observe(10, metrics(60)) is None  # it recovered at once: no breach
+    assert watch.observe(15, metrics(30)) is None
+    assert watch.observe(20, metrics(30)) is None
+    change = watch.observe(25, metrics(30, latency=80))
+    assert change is not None and change.kind == "breach" and watch.breached
+    assert change.message == "SLA breach: fps 30 < 57 (95% of 60); latency p95 80 ms > budget 50 ms for 10s"
+    assert watch.observe(30, metrics(30)) is None  # still breached: reported once
+    assert watch.observe(30, metrics(60)) is None  # the same sample again is ignored
+    assert watch.observe(35, metrics(60)) is None and watch.observe(40, metrics(60)) is None
+    recovered = watch.observe(45, metrics(60))
+    assert recovered is not None and recovered.kind == "recovered" and not watch.breached
+
+
+def test_the_sla_state_is_read_back_from_events() -> None:
+    assert sla_state([])["state"] == "ok"
+    state = sla_state(["running", "SLA breach: fps 30 < 57 for 10s", "SLA recovered: ...", "SLA breach: x"])
+    assert state == {"state": "breached", "breaches": 2, "last": "SLA breach: x"}
+
+
+# ----------------------------------------------------------------------------- the view
+def test_phases() -> None:
+    assert phase("PENDING", serving=False, ending=False, ended=False) == "waiting"
+    assert phase("RUNNING", serving=False, ending=False, ended=False) == "starting"
+    assert phase("RUNNING", serving=True, ending=False, ended=False) == "serving"
+    assert phase("RUNNING", serving=True, ending=True, ended=False) == "ending"
+    assert phase("SUCCEEDED", serving=False, ending=False, ended=True) == "ended"
+
+
+def test_the_session_view_shows_where_how_far_and_how_it_plays() -> None:
+    spec = spec_to_dict(parse_workload(session_spec({"game": "breakout", "near": "ap-northeast"})))
+    w = SimpleNamespace(id="w-1", name="s", spec=spec, state="RUNNING", attempts=1, stop_reason="",
+                        cancel_requested=False, message="running", created_at=1.0, started_at=2.0, finished_at=None)
+    rep = SimpleNamespace(attempt=1, node="tyo-4090-1", finished_at=None, ports={"8000/tcp": "127.0.0.1:4000"},
+                          reports={"session": {"event": "ready"}, "metrics": {"fps": 59.9, "latency_p95_ms": 31.0}})
+    events = [SimpleNamespace(message="SLA breach: fps 20 < 57 for 10s")]
+    v = session_view(w, [rep], events, node_region="ap-northeast")
+    assert v["phase"] == "serving" and v["url"] == "http://127.0.0.1:4000/" and v["rtt_ms"] == 5
+    assert v["fps"] == 59.9 and v["latency_p95_ms"] == 31.0 and v["sla"]["state"] == "breached"
+    far = session_view(w, [rep], [], node_region="eu-west")
+    assert far["rtt_ms"] == 230 and far["sla"]["state"] == "ok"
+
+
+# ----------------------------------------------------------------------------- preemption
+def placer(loads: dict[str, Load]) -> Placer:
+    rows: list[NodeRow] = [n.to_row() for n in load_fleet().nodes]
+    return Placer(NodeTable(rows, loads), PolicyConfig())
+
+
+def session_demand(near: str = "ap-northeast") -> Demand:
+    return Demand.from_spec(parse_workload(session_spec({"game": "breakout", "near": near})))
+
+
+GPU_JOB = Load(cpu=0.5, gpus=1, memory_mb=1024, replicas=1)
+
+
+def test_a_session_preempts_the_cheapest_job_that_makes_room_near_the_player() -> None:
+    loads = {"tyo-4090-1": Load(cpu=1.0, gpus=1, memory_mb=2048, replicas=2), "ams-4090-1": GPU_JOB}
+    holders = [
+        Holder("w-old", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=600),
+        Holder("w-new", "batch", {"tyo-4090-1": Load(cpu=0.5, memory_mb=1024, replicas=1)}, lost_s=5),
+        Holder("w-eu", "batch", {"ams-4090-1": GPU_JOB}, lost_s=1),  # frees a node too far from Tokyo
+    ]
+    plan = plan_preemption(placer(loads), session_demand(), TENANT, "gaming", holders)
+    # w-new is cheaper but holds no GPU: stopping it would not make room; w-eu is too far away.
+    assert plan is not None and (plan.victim, plan.node) == ("w-old", "tyo-4090-1")
+    assert [c[0] for c in plan.candidates] == ["w-old"]
+
+
+def test_the_cheapest_of_several_victims_is_chosen() -> None:
+    cpus_full = {"tyo-4090-1": Load(cpu=2.0, gpus=0, memory_mb=2048, replicas=2)}  # its GPU is free, its CPUs not
+    holders = [Holder("w-a", "training", {"tyo-4090-1": Load(cpu=1.0, replicas=1)}, lost_s=300),
+               Holder("w-b", "batch", {"tyo-4090-1": Load(cpu=1.0, replicas=1)}, lost_s=20)]
+    plan = plan_preemption(placer(cpus_full), session_demand(), TENANT, "gaming", holders)
+    assert plan is not None and plan.victim == "w-b" and plan.lost_s == 20
+    assert [c[0] for c in plan.candidates] == ["w-b", "w-a"]
+
+
+def test_room_already_being_freed_means_wait_not_preempt_again() -> None:
+    loads = {"tyo-4090-1": Load(cpu=1.0, gpus=1, memory_mb=2048, replicas=2)}
+    holders = [Holder("w-going", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=60, stopping=True),
+               Holder("w-other", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
+    plan = plan_preemption(placer(loads), session_demand(), TENANT, "gaming", holders)
+    assert plan is not None and plan.victim is None and plan.node == "tyo-4090-1"
+
+
+def test_services_and_unreachable_nodes_are_never_preempted_for() -> None:
+    loads = {"tyo-4090-1": GPU_JOB, "ams-4090-1": GPU_JOB}
+    service = [Holder("w-svc", "inference", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
+    assert plan_preemption(placer(loads), session_demand(), TENANT, "gaming", service) is None
+    # From sa-east every 4090 node is beyond the 50 ms budget: stopping work cannot help.
+    batch = [Holder("w-b", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
+    assert plan_preemption(placer(loads), session_demand("sa-east"), TENANT, "gaming", batch) is None
+    # A batch job preempts nothing.
+    job = Demand.from_spec(parse_workload({"name": "j", "kind": "batch", "image": "i", "resources": {"gpu": "RTX4090"}}))
+    assert plan_preemption(placer(loads), job, TENANT, "batch", batch) is None
+    assert priority("gaming") > priority("inference") > priority("batch") == priority("training")
+
+
+def test_a_preemption_never_breaks_a_static_rule() -> None:
+    rows = [dataclasses.replace(n.to_row(), alive=n.name != "tyo-4090-1") for n in load_fleet().nodes]
+    table = Placer(NodeTable(rows, {"tyo-4090-1": GPU_JOB}), PolicyConfig())
+    holders = [Holder("w-b", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
+    assert plan_preemption(table, session_demand(), TENANT, "gaming", holders) is None  # the node is down
