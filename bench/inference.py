@@ -10,22 +10,30 @@ What is measured, in one run:
 - (b) ``batch1``: one sentence per call, one call at a time (the best single-stream layout),
   i.e. serving without batching;
 - (c) ``endpoint``: single-sentence ``POST /v1/embeddings`` requests from ``--concurrency``
-  closed-loop clients (default 1, 16, 64) over keep-alive HTTP/1.1 (aiohttp), against a bare
-  server this bench starts (``python -m workloads.inference`` on a free loopback port), or
-  against ``--endpoint URL`` (e.g. the runner's gateway, same API). Every response must be a
-  200 with one embedding of the right size, or the run fails.
+  closed-loop clients (default 1, 16, 64) over keep-alive HTTP/1.1 (aiohttp) to **the runner's
+  endpoint**: a CPU-mode runner cluster this bench starts in a temporary home on free ports
+  (``bench/cluster.py``), an inference service of ``--replicas`` x ``--replica-cpu`` (default
+  2 x 1 CPU) submitted to it, and the service's URL on the gateway with the tenant's API key
+  (``bench/inference_targets.py``). ``--bare`` measures a bare model server started here
+  instead (no runner: the comparison), ``--endpoint URL --api-key KEY`` any given endpoint.
+  Every response must be a 200 with one embedding of the right size, or the run fails.
 
-The server is warm (its own warm-up plus ``--warmup-s`` of load) before anything is timed.
-Then ``--rounds`` rounds each run offline, c64, batch 1, c16, c1 back to back: the machine is
-shared, and a burst of load from elsewhere then hits a round's offline and c64 runs together.
-Rates are medians over rounds; ``ratio`` is the median of each round's c64/offline; p50/p99
-pool every round's latencies. Every sentence is different (one seeded generator).
+The service is warm (the server's own warm-up, the gateway's probes, plus ``--warmup-s`` of load)
+before anything is timed. Then ``--rounds`` rounds each run offline, c64, batch 1, c16, c1 (and
+c1 straight to one replica, to see what the gateway adds) back to back: the machine is shared,
+and a burst of load from elsewhere then hits a round's offline and c64 runs together. Rates are
+medians over rounds; ``ratio`` is the median of each round's c64/offline; p50/p99 pool every
+round's latencies. Every sentence is different (one seeded generator).
 
 Targets (the issue): endpoint at concurrency 64 >= 85% of (a) and >= 3x (b). On one machine the
-client, the HTTP server and the model share the CPU: the CPU columns show who spent what.
+client, the gateway, the servers and the model share the CPU: the CPU columns show who spent
+what per request (the replicas' containers, the gateway, the client), and the line "CPU per
+sentence" compares the whole path with the model alone, which contention hardly moves.
 
     .venv/bin/python -m bench.inference
-    .venv/bin/python -m bench.inference --endpoint http://127.0.0.1:8000 --model all-MiniLM-L6-v2
+    .venv/bin/python -m bench.inference --replicas 1 --replica-cpu 2
+    .venv/bin/python -m bench.inference --bare
+    .venv/bin/python -m bench.inference --endpoint http://127.0.0.1:PORT/s/w-123/v1 --api-key KEY
 
 Last line:
 ``BENCH inference endpoint_c64_per_s=<n> offline_per_s=<n> batch1_per_s=<n> p99_ms=<n> ratio=<c64/offline>``

@@ -35,9 +35,10 @@ def agent_name(node: str) -> str:
 class NodeAgent:
     """Runs replicas on its node through a runtime (Docker or processes)."""
 
-    def __init__(self, node: str, runtime: str, state_dir: str, workdir: str) -> None:
+    def __init__(self, node: str, runtime: str, state_dir: str, workdir: str, artifacts_dir: str) -> None:
         self.node = node
-        self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir))
+        self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir),
+                                    artifacts_dir=Path(artifacts_dir))  # fmt: skip
         self.started_at = time.time()
         self.solver = ChallengeSolver()
         self._address = ""
@@ -119,7 +120,7 @@ class NodeAgent:
 RemoteNodeAgent = ray.remote(NodeAgent)
 
 
-def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Path) -> Any:
+def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Path, artifacts_dir: Path) -> Any:
     """The node's agent actor, created on that node (by its ``node`` label) if it is not there.
 
     Detached and named, so it outlives a control-plane restart and is found again by name.
@@ -134,4 +135,4 @@ def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Pa
         max_concurrency=AGENT_MAX_CONCURRENCY,
         label_selector={"node": node},
         max_restarts=-1,
-    ).remote(node, runtime, str(state_dir), str(workdir))
+    ).remote(node, runtime, str(state_dir), str(workdir), str(artifacts_dir))

@@ -191,7 +191,8 @@ def _stop_replicas(settings: Settings, nodes: list[str]) -> None:
     """Containers and processes outlive their node's Ray process: stop ours explicitly."""
     try:
         for node in nodes:
-            runtime = make_runtime(settings.runtime, node=node, state_dir=settings.replicas_dir, workdir=settings.workdir)
+            runtime = make_runtime(settings.runtime, node=node, state_dir=settings.replicas_dir, workdir=settings.workdir,
+                                   artifacts_dir=settings.artifacts_dir)  # fmt: skip
             for status in runtime.list():
                 runtime.remove(status.key)
     except Exception as exc:  # best effort: a missing engine must not keep the cluster up

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -20,6 +23,7 @@ from runner.policy import KYC, TenantFacts, admit_tenant
 from runner.spec import parse_workload, spec_to_dict
 from runner.states import WorkloadState
 from runner.store import Event, LogLine, Replica, Workload
+from runner.supervisor.core import tenant_artifacts
 
 router = APIRouter()
 Ctx = Annotated[AppContext, Depends(context)]
@@ -51,12 +55,32 @@ def _ndjson(line: LogLine) -> bytes:
     return (json.dumps({"id": line.id, "replica": line.replica_key, "seq": line.seq, "line": line.line}) + "\n").encode()
 
 
+def host_path_problem(uri: str, root: Path) -> str | None:
+    """Why a ``file://`` URI in a spec may not be used, or None. Nodes bind-mount such folders
+    into the tenant's containers, so a tenant may only name folders under the network's artifact
+    store; anything else (``file:///etc``, ``..`` tricks) would hand it the host's files."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        return None
+    path = os.path.normpath(unquote(parts.path))
+    base = os.path.normpath(str(root))
+    if path == base or path.startswith(base + os.sep):
+        return None
+    return f"{uri} is outside the artifact store {root.as_uri()}/. To fix: leave the URI out (the runner picks one) or use s3://"
+
+
 def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
-    """KYC gate, then the budget: refuse what the tenant may not or cannot afford to run."""
+    """KYC gate, host paths, then the budget: refuse what the tenant may not or cannot afford to run."""
     t = ctx.store.get_tenant(tenant_id)
     verdict = admit_tenant(TenantFacts(id=t.id, country=t.country, kyc=KYC(t.kyc)))
     if not verdict:
         raise PolicyError(verdict.reason)
+    root = tenant_artifacts(ctx.supervisor.settings, tenant_id)
+    for field_path, uri in (("checkpoint.uri", getattr(getattr(spec, "checkpoint", None), "uri", None)),
+                            ("model", getattr(spec, "model", None))):  # fmt: skip
+        problem = host_path_problem(uri, root) if uri else None
+        if problem:
+            raise PolicyError(f"{field_path}: {problem}")
     if t.budget_micros is None:
         return
     left = t.budget_micros - ctx.store.tenant_spent(tenant_id)

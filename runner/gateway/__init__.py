@@ -7,10 +7,11 @@
 **A process of its own** (``runner gateway``; `runner up` starts and `runner down` stops it), not
 a route of the control-plane server, because:
 
-- the server is a Ray driver with a supervisor thread and a checker thread under one GIL, and
-  FastAPI costs ~0.17 ms of CPU per request against ~0.05 ms for a bare ASGI callable; on a
-  small machine the gateway's CPU is taken from the model, so its hot path is kept apart and lean
-  (uvicorn with httptools + uvloop in front, aiohttp pools behind);
+- the server is a Ray driver with a supervisor thread and a checker thread under one GIL, and its
+  FastAPI layers cost more than twice a bare ASGI callable per request; on a small machine the
+  gateway's CPU is taken from the model, so its hot path is kept apart and lean: uvicorn with
+  httptools + uvloop in front, aiohttp keep-alive pools behind, 0.35-0.43 ms of CPU per request
+  at 64 concurrent clients here (the model spends ~8.3 ms per sentence; ``bench/inference.py``);
 - serving must not stop when the control plane restarts or crashes: the gateway keeps its last
   routing table and its own health checks while the server is away;
 - it holds no state: killed, it is started again on the same port (``gateway.json``) and

@@ -32,7 +32,7 @@ def runtime_scope(state_dir: Path) -> str:
     return hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:12]
 
 
-def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path) -> Runtime:
+def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path, artifacts_dir: Path) -> Runtime:
     """Build the named runtime for ``node``; ``auto`` prefers Docker."""
     if name not in RUNTIME_NAMES:
         raise UserError(f"unknown runtime {name!r}; known runtimes: {', '.join(RUNTIME_NAMES)}")
@@ -41,7 +41,7 @@ def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path) -> Run
     if name == "docker":
         from runner.runtime.docker import DockerRuntime
 
-        return DockerRuntime(node, scope=runtime_scope(state_dir))
+        return DockerRuntime(node, scope=runtime_scope(state_dir), artifacts_dir=artifacts_dir)
     from runner.runtime.process import ProcessRuntime
 
-    return ProcessRuntime(node, state_dir=state_dir, workdir=workdir)
+    return ProcessRuntime(node, state_dir=state_dir, workdir=workdir, artifacts_dir=artifacts_dir)

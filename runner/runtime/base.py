@@ -86,13 +86,26 @@ class LaunchRequest:
         }
 
 
-def prepare_mounts(mounts: list[Mount]) -> None:
-    """Create each missing writable mount source, owned by the image's user (root can chown)
-    or else open to all, so the container's uid 1000 can write where it is told to."""
+def prepare_mounts(mounts: list[Mount], artifacts_dir: Path) -> None:
+    """Check each mount stays inside the node's artifact store, then create each missing
+    writable source, owned by the image's user (root can chown) or else open to all, so the
+    container's uid 1000 can write where it is told to.
+
+    Only folders under ``artifacts_dir`` are ever bound, and never through a symlink below it: a
+    container may leave a symlink in its own folder where a later mount points, and following it
+    would bind whatever it names (another tenant's checkpoints, /etc). Symlinks above the store
+    (a home on another disk) are fine.
+    """
+    root = os.path.normpath(artifacts_dir)
     for mount in mounts:
         source = Path(mount.source)
         if not source.is_absolute() or not Path(mount.target).is_absolute():
             raise UserError(f"mount {mount.source} -> {mount.target}: both paths must be absolute")
+        rel = os.path.relpath(os.path.normpath(source), root)
+        if rel == ".." or rel.startswith(".." + os.sep):
+            raise UserError(f"mount {mount.source}: outside this node's artifact store {root}; refusing to bind it")
+        if os.path.realpath(source) != os.path.normpath(os.path.join(os.path.realpath(root), rel)):
+            raise UserError(f"mount {mount.source}: the path goes through a symlink; refusing to bind it")
         if mount.read_only or source.exists():
             continue
         source.mkdir(parents=True, exist_ok=True)

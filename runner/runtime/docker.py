@@ -14,6 +14,7 @@ writable for the image's user first.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import ImageError, RuntimeUnavailableError
@@ -59,8 +60,10 @@ def _parse_time(value: str | None) -> float | None:
 class DockerRuntime(Runtime):
     name = "docker"
 
-    def __init__(self, node: str, *, publish_host: str = "127.0.0.1", client: Any = None, scope: str = "") -> None:
+    def __init__(self, node: str, *, artifacts_dir: Path, publish_host: str = "127.0.0.1", client: Any = None,
+                 scope: str = "") -> None:  # fmt: skip
         self.node = node
+        self.artifacts_dir = Path(artifacts_dir)
         self.scope = scope
         self.publish_host = publish_host
         self.client = client or docker_client()
@@ -129,7 +132,7 @@ class DockerRuntime(Runtime):
         elif request.ports:
             kwargs["ports"] = {f"{port}/{proto}": (self.publish_host, None) for port, proto in request.ports}
         if request.mounts:
-            prepare_mounts(request.mounts)
+            prepare_mounts(request.mounts, self.artifacts_dir)
             kwargs["mounts"] = [docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
                                 for m in request.mounts]  # fmt: skip
         if request.gpus and request.real_gpus:

@@ -53,8 +53,9 @@ def _alive(pid: int) -> bool:
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def __init__(self, node: str, *, state_dir: Path, workdir: Path) -> None:
+    def __init__(self, node: str, *, state_dir: Path, workdir: Path, artifacts_dir: Path) -> None:
         self.node = node
+        self.artifacts_dir = Path(artifacts_dir)
         self.state_dir = Path(state_dir) / node
         self.workdir = Path(workdir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,7 @@ class ProcessRuntime(Runtime):
             raise UserError(f"the process runtime cannot remap {moved[0].source} to {moved[0].target}: "
                             "processes see host paths. To fix: mount at the same path, or use Docker")
         check_host_ports(request, self.node)
-        prepare_mounts(request.mounts)
+        prepare_mounts(request.mounts, self.artifacts_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "request.json").write_text(json.dumps(dataclasses.asdict(request)))
         env = {

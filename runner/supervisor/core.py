@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -36,6 +37,12 @@ from runner.supervisor.service import ServiceController
 from runner.supervisor.session import SessionController
 
 log = logging.getLogger("runner.supervisor")
+
+
+def tenant_artifacts(settings: Settings, tenant_id: str) -> Path:
+    """A tenant's own folder of the ``file://`` artifact store: the only host folder its
+    workloads may name (``runner.api.workloads.admit`` enforces it)."""
+    return settings.artifacts_dir / tenant_id
 S = WorkloadState
 SLA_SETTLE_S = 60.0
 
@@ -83,8 +90,9 @@ class Supervisor:
         return row
 
     def checkpoint_uri(self, w: Workload, spec: Any) -> str:
-        """Where this workload's checkpoints go: the spec's URI, else the home's artifact store."""
-        base = getattr(getattr(spec, "checkpoint", None), "uri", None) or (self.settings.artifacts_dir.as_uri())
+        """Where this workload's checkpoints go: the spec's URI, else the tenant's folder of the
+        home's artifact store (each tenant's ``file://`` URIs must stay under it)."""
+        base = getattr(getattr(spec, "checkpoint", None), "uri", None) or tenant_artifacts(self.settings, w.tenant_id).as_uri()
         return f"{base.rstrip('/')}/{w.id}/"
 
     def refresh_nodes(self, force: bool = False) -> None:

@@ -203,3 +203,18 @@ def test_the_checker_records_uptime_per_day_against_the_sla(cluster_settings: Se
     assert data["monthly_uptime"] is not None and data["sla"]["monthly_uptime"] == 0.99
     result = run(["node", "uptime", "fra-h100-1"], cluster_settings)
     assert result.returncode == 0 and "over the last 30 days" in result.stdout
+
+
+def test_a_spec_cannot_name_host_folders_outside_its_tenants_artifact_store(cluster_settings: Settings,
+                                                                            client: Any) -> None:  # fmt: skip
+    """Nodes bind-mount file:// checkpoint folders into containers: /etc must never be one."""
+    spec = {"name": "sneaky", "kind": "training", "image": "runner/training:latest",
+            "checkpoint": {"uri": "file:///etc"}}  # fmt: skip
+    with pytest.raises(PolicyError, match="checkpoint.uri: file:///etc is outside the artifact store"):
+        client.submit(spec)
+    other = (cluster_settings.artifacts_dir / "another-tenant").as_uri()
+    with pytest.raises(PolicyError, match="outside the artifact store"):
+        client.submit({**spec, "checkpoint": {"uri": other}})
+    sneaky = (cluster_settings.artifacts_dir / "local" / ".." / "another-tenant").as_uri()
+    with pytest.raises(PolicyError, match="outside the artifact store"):
+        client.submit({**spec, "checkpoint": {"uri": sneaky}})

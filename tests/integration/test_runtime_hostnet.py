@@ -6,6 +6,7 @@ refuses the start; the process runtime takes the same requests."""
 from __future__ import annotations
 
 import socket
+import tempfile
 import sys
 import uuid
 from collections.abc import Iterator
@@ -46,7 +47,7 @@ def docker_runtime() -> Iterator[Any]:
     from runner.images import build_images
     from runner.runtime.docker import DockerRuntime
 
-    rt = DockerRuntime("hostnet-test", client=docker_client_or_skip())
+    rt = DockerRuntime("hostnet-test", client=docker_client_or_skip(), artifacts_dir=Path(tempfile.gettempdir()))
     build_images(["smoke"], docker_client=rt.client, log=lambda _m: None)  # cached by content hash
     yield rt
     for status in rt.list():
@@ -81,7 +82,7 @@ def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(
 def test_the_process_runtime_takes_the_same_request(tmp_path: Path) -> None:
     from runner.runtime.process import ProcessRuntime
 
-    rt = ProcessRuntime("hostnet-test", state_dir=tmp_path / "state", workdir=REPO)
+    rt = ProcessRuntime("hostnet-test", state_dir=tmp_path / "state", workdir=REPO, artifacts_dir=tmp_path)
     folder = tmp_path / "artifacts" / "w-2"
     port = free_port()
     req = request(folder, port)

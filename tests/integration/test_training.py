@@ -292,7 +292,7 @@ def test_follow_shows_rank_0_with_progress_then_status_and_artifacts(cluster_set
     status = cli(["status", wid], cluster_settings)
     assert status.returncode == 0, status.stderr
     assert "progress: step 40/40 (100%)" in status.stdout
-    assert f"final checkpoint: file://{cluster_settings.artifacts_dir}/{wid}/step-00000040" in status.stdout
+    assert f"final checkpoint: file://{cluster_settings.artifacts_dir}/local/{wid}/step-00000040" in status.stdout
 
     listed = cli(["artifacts", "ls", wid], cluster_settings)
     assert listed.returncode == 0, listed.stderr

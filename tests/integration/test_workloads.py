@@ -92,6 +92,7 @@ def test_agent_runs_on_the_node_it_is_named_for(cluster_settings: Settings, clie
     assert {"fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"} <= set(by_name)
     for name, node_id in by_name.items():
         agent = get_or_create_agent(name, runtime=cluster_settings.runtime, state_dir=cluster_settings.replicas_dir,
+                                    artifacts_dir=cluster_settings.artifacts_dir,
                                     workdir=cluster_settings.workdir)  # fmt: skip
         assert ray.get(agent.info.remote(), timeout=60)["ray_node_id"] == node_id
 

@@ -18,7 +18,8 @@ def request(command: list[str], attempt: int = 1, **env: str) -> LaunchRequest:
 
 
 def runtime(tmp_path: Path) -> ProcessRuntime:
-    return ProcessRuntime("n1", state_dir=tmp_path / "state", workdir=Path(__file__).resolve().parents[2])
+    return ProcessRuntime("n1", state_dir=tmp_path / "state", workdir=Path(__file__).resolve().parents[2],
+                          artifacts_dir=tmp_path / "artifacts")  # fmt: skip
 
 
 def test_runs_a_command_and_keeps_its_output_and_exit_code(tmp_path: Path) -> None:

@@ -133,10 +133,10 @@ def test_a_taken_host_port_refuses_the_start() -> None:
 
 def test_mount_sources_are_created_and_must_be_absolute(tmp_path: Path) -> None:
     target = tmp_path / "a" / "w-1"
-    prepare_mounts([Mount(str(target), str(target))])
+    prepare_mounts([Mount(str(target), str(target))], tmp_path)
     assert target.is_dir()
     with pytest.raises(UserError, match="must be absolute"):
-        prepare_mounts([Mount("relative/x", "/x")])
+        prepare_mounts([Mount("relative/x", "/x")], tmp_path)
 
 
 def test_the_interface_of_an_address() -> None:
