@@ -95,15 +95,11 @@ class RunnerHalf:
 
     def close(self, ok: bool) -> None:
         from runner import local
-        from runner.runtime.docker import docker_client
 
         for pid in self.spares.values():
             power_off(pid)
         local.down(self.settings, say=lambda _m: None)
-        docker = docker_client()
-        for name in self.spares:
-            for c in docker.containers.list(all=True, filters={"label": [f"runner.node={name}"]}):
-                c.remove(force=True)
+        local.stop_replicas(self.settings, list(self.spares))
         try:
             import ray
 
@@ -163,14 +159,12 @@ class RunnerHalf:
         raise RuntimeError(f"timed out after {self.args.timeout:.0f}s waiting for {what}")
 
     def _kill(self, node: str) -> None:
-        from runner import cluster
-        from runner.runtime.docker import docker_client
+        from runner import cluster, local
 
         record = cluster.read_record(self.settings.cluster_record_path) or {}
         pid = self.spares.pop(node, None) or record["pids"]["nodes"][node]
         power_off(pid)
-        for container in docker_client().containers.list(all=True, filters={"label": [f"runner.node={node}"]}):
-            container.remove(force=True)  # a machine that loses power takes its containers along
+        local.stop_replicas(self.settings, [node])  # a machine that loses power takes its containers along
 
     def _replace(self, dead: str) -> None:
         """Join a fresh node where the dead one was (same provider, region, GPU), under a new name."""

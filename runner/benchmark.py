@@ -17,6 +17,7 @@ figure and is suspended. In CPU mode the expected figure is the node's own verif
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -142,6 +143,9 @@ class ChallengeSolver:
     def solve(self, c: Challenge) -> dict[str, Any]:
         import torch
 
+        # Like the join benchmark, use the whole machine: the agent is a Ray actor holding no CPUs,
+        # so Ray started it with one OpenMP thread, which would halve a 2-core node's figure.
+        torch.set_num_threads(os.cpu_count() or 1)
         if self._prepared is None or self._prepared[:2] != (c.seed, c.n):
             self.prepare(c.seed, c.n)
         assert self._prepared is not None

@@ -23,6 +23,7 @@ import httpx
 
 from runner import cluster
 from runner.errors import ClusterError
+from runner.benchmark import measure
 from runner.client import Client
 from runner.fleet import Fleet, FleetNode, load_fleet
 from runner.gateway import address as gateway_address
@@ -103,8 +104,12 @@ def _up(settings: Settings, *, fleet_path: str | None, say: Say, timeout_s: floa
     operator = Client(settings.server_url, admin_key)
     _ensure_local_tenant(operator, settings)
     _ensure_providers(operator, fleet, network.stake_micros)
+    # Every simulated node is this machine: benchmark it once, before any node starts, rather than
+    # four times while the others boot (what each node is later challenged against).
+    bench = measure(seconds=0.6).to_dict()
+    say(f"benchmarked this machine: {bench['tflops']:.3g} TFLOPS ({bench['device']}), {bench['bandwidth_gbs']:.3g} GB/s")
     for index, node in enumerate(fleet.nodes):
-        proc = join_fleet_node(operator, settings, node, index)
+        proc = join_fleet_node(operator, settings, node, index, benchmark=bench)
         record["pids"]["nodes"][node.name] = proc.pid
         _write_record(settings, record)
         say(f"joined node {node.name} ({node.provider}, {node.region}, {node.gpu_count}x {node.gpu_model or 'cpu'})")
@@ -174,21 +179,17 @@ def down(settings: Settings, *, say: Say = print, timeout_s: float = 30) -> bool
     pids = record["pids"]
     # The control plane first: a supervisor still running would see the replicas go and start
     # them again (a service replaces a lost replica at once). Then the replicas, then the nodes.
-    for label, pid in (("gateway", pids.get("gateway")), ("server", pids.get("server"))):
-        if pid and _terminate(int(pid), timeout_s):
-            say(f"stopped {label}")
-    _stop_replicas(settings, list(pids.get("nodes", {})))
-    order = [(f"node {n}", p) for n, p in pids.get("nodes", {}).items()]
-    order.append(("head", pids.get("head")))
-    for label, pid in order:
-        if pid and _terminate(int(pid), timeout_s):
-            say(f"stopped {label}")
+    _terminate_all([("gateway", pids.get("gateway")), ("server", pids.get("server"))], timeout_s, say)
+    stop_replicas(settings, list(pids.get("nodes", {})))
+    _terminate_all([(f"node {n}", p) for n, p in pids.get("nodes", {}).items()], timeout_s, say)
+    _terminate_all([("head", pids.get("head"))], timeout_s, say)  # last: nodes leave through it
     settings.cluster_record_path.unlink(missing_ok=True)
     return True
 
 
-def _stop_replicas(settings: Settings, nodes: list[str]) -> None:
-    """Containers and processes outlive their node's Ray process: stop ours explicitly."""
+def stop_replicas(settings: Settings, nodes: list[str]) -> None:
+    """Containers and processes outlive their node's Ray process: stop ours explicitly (only this
+    home's: every CPU-mode cluster on a machine shares one Docker engine and its node names)."""
     try:
         for node in nodes:
             runtime = make_runtime(settings.runtime, node=node, state_dir=settings.replicas_dir, workdir=settings.workdir,
@@ -201,23 +202,38 @@ def _stop_replicas(settings: Settings, nodes: list[str]) -> None:
 
 def _terminate(pid: int, timeout_s: float) -> bool:
     """SIGTERM the process group, SIGKILL it if still there after ``timeout_s``."""
-    if not _alive(pid):
-        return False
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
+    return bool(_terminate_all([("", pid)], timeout_s, lambda _m: None))
+
+
+def _terminate_all(processes: list[tuple[str, int | None]], timeout_s: float, say: Say) -> int:
+    """SIGTERM every process group at once, wait for all with one deadline, SIGKILL what is left.
+    Stopping a Ray node takes seconds; one at a time, a fleet takes a minute."""
+    waiting: dict[int, str] = {}
+    for label, pid in processes:
+        if pid and _alive(int(pid)):
+            try:
+                os.killpg(int(pid), signal.SIGTERM)
+                waiting[int(pid)] = label
+            except ProcessLookupError:
+                continue
+    stopped = len(waiting)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            if not _alive(pid):
-                return True
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            try:
+                done = os.waitpid(pid, os.WNOHANG)[0] == pid
+            except ChildProcessError:  # not our child (started by another `runner` process)
+                done = not _alive(pid)
+            if done:
+                say(f"stopped {waiting.pop(pid)}")
         time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
-    return True
+    for pid, label in waiting.items():
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        say(f"killed {label} (it did not stop in {timeout_s:.0f}s)")
+    return stopped
 
 
 def _write_record(settings: Settings, record: dict[str, Any]) -> None:

@@ -11,13 +11,14 @@ its labels. It becomes ``active`` when the supervisor sees it in Ray with its ag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.benchmark import expected_tflops, judge
 from runner.catalog import canonical_gpu_name, get_gpu
-from runner.errors import PolicyError, UserError
+from runner.errors import ConflictError, PolicyError, UserError
 from runner.ledger import MICROS
 from runner.network import NetworkConfig
 from runner.policy import KYC, NodeFacts, NodeState, admit_node
@@ -65,8 +66,13 @@ def node_labels(req: JoinRequest, vram_gb: int) -> dict[str, str]:
     }  # fmt: skip
 
 
-def onboard(store: Store, config: NetworkConfig, req: JoinRequest, *, ray_address: str, ray_token: str) -> JoinGrant:
+def onboard(store: Store, config: NetworkConfig, req: JoinRequest, *, ray_address: str, ray_token: str,
+            in_cluster: Callable[[str], bool] = lambda _name: False) -> JoinGrant:  # fmt: skip
+    """Admit a joining machine (``in_cluster``: is a live Ray node already using this name?)."""
     store.redeem_join_token(req.token, provider_id=req.provider, node=req.name)
+    if in_cluster(req.name):
+        raise ConflictError(f"a node named {req.name!r} is in the cluster now. To fix: join with another --name, or "
+                            "stop the other machine first")  # fmt: skip
     provider = store.get_provider(req.provider)
     model = None
     if req.gpu_model:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import tempfile
@@ -75,8 +76,9 @@ def docker_client_or_skip() -> Any:
 
 
 @pytest.fixture(scope="session")
-def cluster_settings() -> Iterator[Settings]:
-    """A running CPU-mode cluster for the whole session; torn down at the end."""
+def cluster_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """A running CPU-mode cluster for the whole session; torn down at the end. Its home (logs,
+    database) is kept when a test failed, for the post-mortem, and removed otherwise."""
     from runner import local
     from runner.runtime import docker_available
 
@@ -94,6 +96,11 @@ def cluster_settings() -> Iterator[Settings]:
         yield settings
     finally:
         local.down(settings, say=lambda _m: None)
+        if request.session.testsfailed == 0:
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(settings.ray_temp_dir, ignore_errors=True)
+        else:
+            print(f"\nthe test cluster's home (logs, database) is kept in {home}")
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +145,7 @@ def extra_node(settings: Settings, operator: Any, *, index: int, name: str, prov
         yield proc
     finally:
         kill_node(proc)
-        remove_node_containers(name)
+        remove_node_containers(settings, name)
 
 
 def kill_node(proc: Any) -> None:
@@ -166,16 +173,12 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
-def remove_node_containers(node: str) -> None:
+def remove_node_containers(settings: Settings, node: str) -> None:
     """In CPU mode every node shares this machine's Docker engine, so a "vanished" node's
-    containers are still here; a real lost machine takes them along."""
-    try:
-        import docker
+    containers are still here; a real lost machine takes them along. Only this cluster's."""
+    from runner import local
 
-        for container in docker.from_env().containers.list(all=True, filters={"label": [f"runner.node={node}"]}):
-            container.remove(force=True)
-    except Exception:  # no engine: the process runtime's children died with the node
-        pass
+    local.stop_replicas(settings, [node])
 
 
 @pytest.fixture(scope="session")

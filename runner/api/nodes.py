@@ -74,7 +74,8 @@ def nodes(_: Anyone, ctx: Ctx) -> list[dict[str, Any]]:
 @router.post("/v1/nodes/join")
 def join(request: JoinRequest, ctx: Ctx) -> JoinGrant:
     """A provider machine joins with a join token (its credential here, instead of an API key)."""
-    grant = onboard(ctx.store, ctx.config, request, ray_address=ctx.ray_address, ray_token=ctx.ray_token)
+    grant = onboard(ctx.store, ctx.config, request, ray_address=ctx.ray_address, ray_token=ctx.ray_token,
+                    in_cluster=ctx.supervisor.fleet.alive)  # fmt: skip
     ctx.supervisor.wake()
     return grant
 

@@ -70,17 +70,21 @@ def nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("NODE", "STATE", "ALIVE", "PROVIDER", "REGION", "COUNTRY", "GPU", "PRICE/GPU-H", "TFLOPS",
-                  "RELIABILITY", "REPLICAS", box=None)  # fmt: skip
+    table = Table("NODE", "STATE", "UP", "PROVIDER", "WHERE", "GPU", "$/GPU-H", "TFLOPS", "REL", "REPL", box=None)
     for n in rows:
-        gpu = f"{n['gpu_count']}x {n['gpu_model']}" if n["gpu_model"] else "cpu"
+        gpu = f"{n['gpu_count']}x{n['gpu_model']}" if n["gpu_model"] else "cpu"
         if n["simulated"]:
-            gpu += " (sim)"
+            gpu += "*"
         rel = "-" if n["reliability"] is None else f"{n['reliability']:.3f}"
+        price = f"{n['gpu_price_micros'] / 1e6:.2f}" if n["gpu_model"] else "-"
         table.add_row(n["name"], styled(n["state"]), "[green]yes[/green]" if n["alive"] else "[red]no[/red]",
-                      n["provider"], n["region"], n["country"], gpu, usd(n["gpu_price_micros"]) if n["gpu_model"] else "-",
-                      f"{n['verified_tflops']:.3g}", rel, str(n["replicas"]))  # fmt: skip
+                      n["provider"], f"{n['region']}/{n['country']}", gpu, price, f"{n['verified_tflops']:.3g}", rel,
+                      str(n["replicas"]))  # fmt: skip
+    for column in table.columns:
+        column.no_wrap = True
     console.print(table)
+    if any(n["simulated"] for n in rows):
+        console.print("* simulated GPU (CPU mode): scheduled as a Ray logical GPU, work runs on the CPU")
 
 
 @images_app.command("build")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -20,8 +22,11 @@ from runner.settings import Settings
 
 app = typer.Typer(help="runner: run containerized workloads on rented GPU nodes.", no_args_is_help=True,
                   pretty_exceptions_enable=False)  # fmt: skip
-console = Console()
-err = Console(stderr=True)
+#: Tables are not cut to 80 columns when the output is a file or a pipe (a log, a CI run): only a
+#: terminal has a width to respect (COLUMNS still wins when set).
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+console = Console(width=_WIDTH)
+err = Console(stderr=True, width=_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "RETRYING": "magenta",
                "active": "green", "suspended": "red", "draining": "yellow", "offboarded": "dim"}  # fmt: skip

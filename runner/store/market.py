@@ -146,14 +146,17 @@ class MarketStore(AuditStore):
     # -- nodes ---------------------------------------------------------------------------------------
     def register_node(self, *, name: str, provider_id: str, state: NodeState, decision: dict[str, Any],
                       **facts: Any) -> Node:  # fmt: skip
-        """Add a node (or re-register an offboarded one of the same provider) with its facts."""
+        """Add a node, or register again one of the same provider (a machine that restarted and
+        joins again). A suspended node cannot rejoin its way out of the suspension."""
         now = time.time()
         with self.session() as s:
             row = s.get(Node, name)
             if row is not None and row.provider_id != provider_id:
                 raise ConflictError(f"node name {name!r} is taken by another provider. To fix: join with another --name")
-            if row is not None and NodeState(row.state) not in (NodeState.OFFBOARDED, NodeState.PENDING):
-                raise ConflictError(f"node {name!r} is already {row.state}. To fix: runner node offboard {name} first")
+            if row is not None and NodeState(row.state) is NodeState.SUSPENDED:
+                raise ConflictError(f"node {name!r} is suspended ({row.message}). To fix: the operator reviews it "
+                                    f"(runner node activate {name})")  # fmt: skip
+            previous = row.state if row is not None else None
             if row is None:
                 row = Node(name=name, provider_id=provider_id)
                 s.add(row)
@@ -162,7 +165,7 @@ class MarketStore(AuditStore):
             row.state, row.registered_at, row.state_changed_at, row.message = state.value, now, now, ""
             row.challenge_failures = 0
             self.append_audit(s, "node.register", {"node": name, "provider": provider_id, "state": state.value,
-                                                   **decision})  # fmt: skip
+                                                   "previous_state": previous, **decision})  # fmt: skip
             return row
 
     def get_node(self, name: str) -> Node:

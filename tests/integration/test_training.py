@@ -138,7 +138,7 @@ def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(cluster_settings:
         victim = next(r for r in reps if r["node"] in nodes)
         seen_before = max(p["step"] for p in rank0(client, w["id"], "progress", attempt=1))
         kill_node(procs[victim["node"]])
-        remove_node_containers(victim["node"])
+        remove_node_containers(cluster_settings, victim["node"])
 
         resumed = wait_for(lambda: rank0(client, w["id"], "resume", attempt=2), timeout_s=120,
                            what="the second attempt to resume")[0]  # fmt: skip
