@@ -40,7 +40,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 echo "setup: installing runner into .venv"
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test,gaming,inference]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,gaming,inference,s3]'
 
 if docker_up; then
   echo "setup: building images (cached when unchanged)"

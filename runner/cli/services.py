@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import app, client, console, friendly, print_json, settings, styled
-from runner.errors import ClusterError
+from runner.errors import ClusterError, WorkloadFailedError
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -47,9 +47,17 @@ def members_table(s: dict[str, Any]) -> Table:
 
 @app.command()
 @friendly
-def endpoint(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def endpoint(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = False,
+             wait: Annotated[bool, typer.Option("--wait", help="First wait until a replica serves.")] = False,
+             timeout: Annotated[float, typer.Option(help="How long --wait waits, seconds.")] = 300) -> None:  # fmt: skip
     """Print a service's endpoint: its OpenAI base URL on the gateway (use your runner API key)."""
-    s = client().service(workload_id)
+    c = client()
+    if wait:
+        with console.status(f"waiting for {workload_id} to serve..."):
+            w = c.wait(workload_id, until="running", timeout_s=timeout)
+        if w["state"] != "RUNNING":
+            raise WorkloadFailedError(f"{workload_id} is {w['state']}, not serving: {w['message']}")
+    s = c.service(workload_id)
     if as_json:
         print_json(s)
         return

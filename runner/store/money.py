@@ -8,6 +8,7 @@ repeated after a crash, can never bill the same second twice.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 
@@ -46,7 +47,8 @@ class LedgerStore(MarketStore):
         return True
 
     def meter(self, replica_key: str, now: float, *, fee_bps: int) -> Transaction | None:
-        """Bill a running or finished replica up to ``now`` (or its end), from where billing stopped."""
+        """Bill a running replica up to ``now``, or a finished one for every started second of its
+        run, from where billing stopped."""
         try:
             return self._meter(replica_key, now, fee_bps)
         except _Raced:  # metered concurrently: that meter's posting stands, this one rolled back
@@ -57,8 +59,10 @@ class LedgerStore(MarketStore):
             rep = s.get(Replica, replica_key)
             if rep is None or rep.started_at is None or not rep.milli_units:
                 return None
-            end = min(now, rep.finished_at) if rep.finished_at is not None else now
-            to_s = max(int(end - rep.started_at), 0)
+            if rep.finished_at is not None:  # every started second of the run: a 0.4 s job is billed 1 s
+                to_s = max(math.ceil(rep.finished_at - rep.started_at - 1e-6), 0)
+            else:  # while it runs, only the seconds that have passed
+                to_s = max(int(now - rep.started_at), 0)
             tenant = s.scalar(select(Workload.tenant_id).where(Workload.id == rep.workload_id)) or ""
             tx = ledger.usage(replica_key=rep.key, tenant=tenant, provider=rep.provider_id, node=rep.node,
                               workload_id=rep.workload_id, price_per_hour=rep.price_micros,

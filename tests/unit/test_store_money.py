@@ -42,6 +42,7 @@ def test_metering_bills_every_second_exactly_once_even_when_meters_race(db_url: 
     balances = store.balances()
     assert balances[ledger.provider_account("p1")] == 22_500 and balances[ledger.FEES] == 2_500
     assert sum(balances.values()) == 0
-    store.update_replica(key, finished_at=1030.0)
-    store.meter(key, 5000.0, fee_bps=1000)  # billing stops at the replica's end
-    assert store.tenant_spent("acme") == 30_000
+    store.update_replica(key, finished_at=1030.2)
+    store.meter(key, 5000.0, fee_bps=1000)  # billing stops at the replica's end: every started second
+    assert store.tenant_spent("acme") == 31_000 and store.get_replica(key).metered_s == 31
+    assert store.meter(key, 6000.0, fee_bps=1000) is None
