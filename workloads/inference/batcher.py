@@ -3,7 +3,11 @@
 A request of 10 inputs and 10 requests of one input each queue the same 10 items, so the model
 sees the same batches either way. One worker at a time *collects* a batch (an asyncio lock):
 it takes up to ``max_batch_size`` items, and when fewer are queued it waits until the oldest
-queued item is ``max_wait_s`` old or the batch is full, whichever comes first. It then runs the
+queued item is ``max_wait_s`` old or the batch is full, whichever comes first. Right after a
+batch ends it also waits up to ``max_wait_s`` from that end: the callers just answered send
+their next requests within a millisecond or two, and without the wait a closed loop of 32
+callers settles into batches of 16 and 16 instead of 32 (measured: the bigger batches gave
+~10% more sentences per CPU second at 64 concurrent callers). It then runs the
 model in its own thread (``run`` releases the GIL inside torch) while the next worker collects,
 so ``workers`` batches can be in flight at once and the event loop stays free for HTTP. When
 other workers are idle, the queue is shared out between them (16 items, 2 idle workers: two
@@ -80,6 +84,7 @@ class Batcher(Generic[P, R]):
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self.in_flight = 0  # items handed to the model and not yet answered
+        self._last_done = -float("inf")  # monotonic time the last batch was answered
         self._running = 0  # workers inside the model right now
 
     @property
@@ -127,9 +132,11 @@ class Batcher(Generic[P, R]):
                     return None
                 self._wake.clear()
                 await self._wake.wait()
-            # Wait for the batch to fill, but never past the oldest item's max wait.
+            # Wait for the batch to fill, but never past the oldest item's max wait, or past
+            # max wait after the last batch was answered (its callers are coming back).
             while len(self._items) < self.max_batch_size and not self._closed:
-                left = self._items[0].queued_at + self.max_wait_s - time.monotonic()
+                since = max(self._items[0].queued_at, self._last_done)
+                left = since + self.max_wait_s - time.monotonic()
                 if left <= 0:
                     break
                 self._wake.clear()
@@ -193,5 +200,6 @@ class Batcher(Generic[P, R]):
             finally:
                 self.in_flight -= len(batch)
                 self._running -= 1
+                self._last_done = time.monotonic()
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started)
