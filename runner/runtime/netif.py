@@ -57,3 +57,11 @@ def interface_of(address: str) -> str | None:
         if held is not None and (held == ip or (ip.is_loopback and held.is_loopback)):
             return name
     return None
+
+
+def mtu_of(interface: str) -> int | None:
+    """The interface's MTU (``/sys/class/net/NAME/mtu``), or None when it cannot be read."""
+    try:
+        return int((Path("/sys/class/net") / interface / "mtu").read_text().strip())
+    except (OSError, ValueError):
+        return None

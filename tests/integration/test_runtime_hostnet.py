@@ -55,6 +55,39 @@ def docker_runtime() -> Iterator[Any]:
 
 
 @pytest.mark.docker
+def test_published_ports_go_through_a_bridge_with_the_mtu_of_the_interface_they_are_published_on(
+        docker_runtime: Any) -> None:  # fmt: skip
+    """Ports published on loopback (MTU 65536): the container's side has the bridge's largest MTU,
+    not Docker's fixed 1500, and its port still answers on the node."""
+    from runner.runtime.docker import MAX_BRIDGE_MTU
+    from runner.runtime.netif import mtu_of
+
+    wid = f"w-br{uuid.uuid4().hex[:8]}"
+    show_mtu = ("import socket, time; print('mtu', open('/sys/class/net/eth0/mtu').read().strip(), flush=True); "
+                "s = socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen(); time.sleep(60)")  # fmt: skip
+    req = LaunchRequest(key=replica_key(wid, 0, 1), workload_id=wid, replica_index=0, attempt=1, node="hostnet-test",
+                        image="runner/smoke:latest", command=["python", "-c", show_mtu], cpu=0.5,
+                        ports=[(8000, "tcp")])  # fmt: skip
+    status = docker_runtime.start(req)
+    expected = min(mtu_of("lo") or 0, MAX_BRIDGE_MTU)
+    wait_for(lambda: f"mtu {expected}" in docker_runtime.logs(req.key), timeout_s=60, what="the container's MTU line")
+    networks = docker_runtime.client.containers.get(f"runner-{req.key}").attrs["NetworkSettings"]["Networks"]
+    assert list(networks) == [f"runner-mtu{expected}"]
+    host, _, port = wait_for(lambda: docker_runtime.status(req.key).ports.get("8000/tcp"), timeout_s=30,
+                             what="the published port").rpartition(":")  # fmt: skip
+    assert host == "127.0.0.1" and status.handle
+    wait_for(lambda: _connects(int(port)), timeout_s=30, what="the published port to answer")
+
+
+def _connects(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.docker
 def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(docker_runtime: Any,
                                                                                  tmp_path: Path) -> None:  # fmt: skip
     folder = tmp_path / "artifacts" / "w-1"  # missing: the runtime creates it, writable for uid 1000
