@@ -127,6 +127,15 @@ class Plan:
     given_up: dict[int, Any] = field(default_factory=dict)
 
 
+def backoff_until(slot: Slot, retries: Any, now: float) -> float | None:
+    """When a slot in a crash loop may start its next replica, or None when it may now."""
+    last = slot.last_end
+    if last is None or not slot.streak:
+        return None
+    at = (last.finished_at or now) + retries.delay_before(slot.streak + 1)
+    return at if now < at else None
+
+
 def plan(replicas: Sequence[Any], *, desired: int, leaving: set[str], retries: Any, now: float) -> Plan:
     """The actions that keep slots 0..desired-1 served; see the module docstring."""
     out = Plan()
@@ -141,11 +150,9 @@ def plan(replicas: Sequence[Any], *, desired: int, leaving: set[str], retries: A
                 out.given_up[index] = slot.last_end
                 continue
             last = slot.last_end
-            if last is not None and streak:
-                at = (last.finished_at or now) + retries.delay_before(streak + 1)
-                if now < at:
-                    out.waiting[index] = at
-                    continue
+            if (at := backoff_until(slot, retries, now)) is not None:
+                out.waiting[index] = at
+                continue
             if last is None:
                 out.start.append((index, "new replica"))
             else:
@@ -159,12 +166,9 @@ def plan(replicas: Sequence[Any], *, desired: int, leaving: set[str], retries: A
                 out.retire.append((newest, f"node {newest.node} is leaving and no successor could serve"))
                 out.given_up[index] = slot.last_end
                 continue
-            last = slot.last_end
-            if last is not None and streak:
-                at = (last.finished_at or now) + retries.delay_before(streak + 1)
-                if now < at:
-                    out.waiting[index] = at
-                    continue
+            if (at := backoff_until(slot, retries, now)) is not None:
+                out.waiting[index] = at
+                continue
             out.start.append((index, f"moving {newest.key} off node {newest.node}, which is leaving"))
     for index, slot in slots.items():
         if index >= desired:

@@ -57,10 +57,8 @@ def _parse(w: Workload) -> Any:
 def list_services(tenant_id: Tenant, ctx: Ctx, all: bool = False,
                   limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:  # fmt: skip
     """The tenant's services, newest first; ended ones only with ``all``."""
-    rows = [w for w in ctx.store.list_workloads(tenant_id=tenant_id, limit=1000) if w.kind == "inference"]
-    if not all:
-        rows = [w for w in rows if not WorkloadState(w.state).is_terminal()]
-    return [view(ctx, w) for w in rows[:limit]]
+    rows = ctx.store.list_workloads(tenant_id=tenant_id, kind="inference", live_only=not all, limit=limit)
+    return [view(ctx, w) for w in rows]
 
 
 @router.get("/v1/services/{workload_id}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from runner.cli.common import app, client, console, err, friendly, print_json, settings, styled, usd
+from runner.cli.common import app, client, console, err, friendly, print_json, settings, styled
 from runner.errors import UserError
 
 images_app = typer.Typer(help="Build the workload images.", no_args_is_help=True)

@@ -125,11 +125,17 @@ class WorkloadStore(StoreBase):
                 raise NotFoundError(f"no workload {workload_id!r}. To fix: runner ls")
             return row
 
-    def list_workloads(self, *, tenant_id: str | None = None, limit: int = 100) -> list[Workload]:
+    def list_workloads(self, *, tenant_id: str | None = None, kind: str | None = None, live_only: bool = False,
+                       limit: int = 100) -> list[Workload]:  # fmt: skip
+        """Newest first; optionally one tenant's, one kind's, or only those not yet ended."""
         with self.session() as s:
             q = select(Workload).order_by(Workload.created_at.desc()).limit(limit)
             if tenant_id is not None:
                 q = q.where(Workload.tenant_id == tenant_id)
+            if kind is not None:
+                q = q.where(Workload.kind == kind)
+            if live_only:
+                q = q.where(Workload.state.not_in([st.value for st in WorkloadState if st.is_terminal()]))
             return list(s.scalars(q))
 
     def active_workloads(self) -> list[Workload]:
