@@ -18,6 +18,9 @@ writable for the image's user first.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,8 +84,8 @@ class DockerRuntime(Runtime):
         """The id of the bridge network for containers with published ports, made on first use:
         ``runner-mtu<N>`` with the MTU of the interface that holds ``publish_host``. None (Docker's
         default bridge) when ports are published on every interface, where no one MTU is right.
-        Nodes sharing an engine share the network; should two make it at once, every node picks
-        the same one (the lowest id)."""
+        Nodes sharing an engine share the network (should two of that name exist, made by hand,
+        every node picks the same one: the lowest id)."""
         if self._bridge_id is not None:
             return self._bridge_id or None
         interface = interface_of(self.publish_host) if self.publish_host not in ("", "0.0.0.0", "::") else None
@@ -92,11 +95,18 @@ class DockerRuntime(Runtime):
             return None
         mtu = min(mtu, MAX_BRIDGE_MTU)
         name = f"runner-mtu{mtu}"
-        found = self.client.networks.list(names=[name])
-        if not found:
-            self.client.networks.create(name, driver="bridge", check_duplicate=True, labels={LABEL_MANAGED: "true"},
-                                        options={"com.docker.network.driver.mtu": str(mtu)})  # fmt: skip
+        # The engine may take two networks of one name (check_duplicate is not honoured by every
+        # version), so nodes that share it make the network under one host-wide lock.
+        lock = os.open(Path(tempfile.gettempdir()) / "runner-docker-networks.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+        try:  # (read-only: any user may lock a file another user made)
+            fcntl.flock(lock, fcntl.LOCK_EX)
             found = self.client.networks.list(names=[name])
+            if not any(n.name == name for n in found):
+                self.client.networks.create(name, driver="bridge", labels={LABEL_MANAGED: "true"},
+                                            options={"com.docker.network.driver.mtu": str(mtu)})  # fmt: skip
+                found = self.client.networks.list(names=[name])
+        finally:
+            os.close(lock)  # releases the lock
         self._bridge_id = min(n.id for n in found if n.name == name)
         return self._bridge_id
 

@@ -132,3 +132,28 @@ def test_the_process_runtime_takes_the_same_request(tmp_path: Path) -> None:
             rt.start(moved)
     finally:
         rt.remove(req.key)
+
+
+@pytest.mark.docker
+def test_nodes_sharing_an_engine_make_one_bridge_between_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six node runtimes asking for the bridge at once get the same network, and only one exists."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runner.runtime import docker as docker_runtime_module
+    from runner.runtime.docker import DockerRuntime
+
+    client = docker_client_or_skip()
+    mtu = random.randint(20_000, 60_000)  # a name no other test or cluster uses
+    monkeypatch.setattr(docker_runtime_module, "mtu_of", lambda _interface: mtu)
+    runtimes = [DockerRuntime(f"bridge-test-{i}", client=client, artifacts_dir=Path(tempfile.gettempdir()))
+                for i in range(6)]  # fmt: skip
+    try:
+        with ThreadPoolExecutor(len(runtimes)) as pool:
+            ids = list(pool.map(lambda rt: rt._bridge(), runtimes))
+        made = client.networks.list(names=[f"runner-mtu{mtu}"])
+        assert len(set(ids)) == 1 and [n.id for n in made] == ids[:1]
+        assert made[0].attrs["Options"]["com.docker.network.driver.mtu"] == str(mtu)
+    finally:
+        for network in client.networks.list(names=[f"runner-mtu{mtu}"]):
+            network.remove()
