@@ -120,9 +120,15 @@ class DockerRuntime(Runtime):
             return None
 
     def _status(self, key: str, container: Any | None) -> ReplicaStatus:
+        import docker
+
+        if container is not None:
+            try:
+                container.reload()
+            except docker.errors.NotFound:  # removed since it was looked up
+                container = None
         if container is None:
             return ReplicaStatus(key=key, state=ReplicaState.LOST, error="no container under this key")
-        container.reload()
         st = container.attrs["State"]
         ports = {
             port: f"{binds[0]['HostIp']}:{binds[0]['HostPort']}"
@@ -231,6 +237,8 @@ class DockerRuntime(Runtime):
             container.remove(force=True)
 
     def list(self) -> list[ReplicaStatus]:
-        containers = self.client.containers.list(all=True, filters={"label": [f"{LABEL_NODE}={self.node}"]})
-        return [self._status(c.labels[LABEL_KEY], c) for c in containers
-                if LABEL_KEY in c.labels and c.labels.get(LABEL_SCOPE, self.scope) == self.scope]  # fmt: skip
+        containers = self.client.containers.list(all=True, filters={"label": [f"{LABEL_NODE}={self.node}"]},
+                                                ignore_removed=True)  # one removed meanwhile is not an error
+        statuses = [self._status(c.labels[LABEL_KEY], c) for c in containers
+                    if LABEL_KEY in c.labels and c.labels.get(LABEL_SCOPE, self.scope) == self.scope]  # fmt: skip
+        return [st for st in statuses if st.state != ReplicaState.LOST]  # LOST: removed since it was listed

@@ -67,7 +67,7 @@ def latest_report(client: Any, workload_id: str, kind: str) -> dict[str, Any] | 
 
 def containers_of(workload_id: str) -> list[Any]:
     docker = docker_client_or_skip()
-    return docker.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]})
+    return docker.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]}, ignore_removed=True)
 
 
 def test_two_workers_train_their_loss_falls_and_the_result_is_servable(client: Any) -> None:

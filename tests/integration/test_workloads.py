@@ -29,7 +29,7 @@ def smoke(**changes: Any) -> dict[str, Any]:
 
 def containers_of(workload_id: str) -> list[Any]:
     docker = docker_client_or_skip()
-    return docker.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]})
+    return docker.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]}, ignore_removed=True)
 
 
 def test_nodes_join_with_their_labels(client: Any) -> None:

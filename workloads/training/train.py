@@ -271,8 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"training: {exc}", file=sys.stderr, flush=True)
         return EXIT_BAD_CONFIG
     trainer = Trainer(cfg, stop)
+    finished = False
     try:
-        return trainer.run()
+        code = trainer.run()
+        finished = code == EXIT_OK
+        return code
     except (CheckpointMismatchError, ConfigError) as exc:
         trainer.log(str(exc))
         return EXIT_BAD_CONFIG
@@ -285,5 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc(limit=3)
         return EXIT_ERROR
     finally:
-        if hasattr(trainer, "comm"):
+        # A finished run leaves the process group to the process's exit (``__main__``): every rank
+        # has passed the last barrier, and gloo's teardown could abort (SIGABRT) once a peer
+        # that finished first had gone. A failed run tears it down to free the peers at once.
+        if hasattr(trainer, "comm") and not finished:
             trainer.comm.close()
