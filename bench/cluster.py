@@ -43,6 +43,19 @@ def cluster_env(settings: Settings) -> dict[str, str]:
             "RUNNER_RAY_PORT": str(settings.ray_port)}  # fmt: skip
 
 
+def stop_cluster(settings: Settings) -> None:
+    """Stop what ``local.up`` started, and this process's Ray driver (``local.up`` made it one)."""
+    from runner import local
+
+    local.down(settings, say=lambda _m: None)
+    try:
+        import ray
+
+        ray.shutdown()
+    except Exception:
+        pass
+
+
 @contextmanager
 def bench_cluster(*, say: Callable[[str], None], images: tuple[str, ...] = ()) -> Iterator[Settings]:
     """Build ``images`` (cached by content hash), start the cluster, yield its settings, stop it."""
@@ -64,13 +77,7 @@ def bench_cluster(*, say: Callable[[str], None], images: tuple[str, ...] = ()) -
         yield settings
         ok = True
     finally:
-        local.down(settings, say=lambda _m: None)
-        try:
-            import ray
-
-            ray.shutdown()  # local.up connected this process as a driver
-        except Exception:
-            pass
+        stop_cluster(settings)
         if ok:
             shutil.rmtree(home, ignore_errors=True)
             shutil.rmtree(settings.ray_temp_dir, ignore_errors=True)

@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import docker
 
+    from bench.cluster import stop_cluster
     from runner import local
     from runner.client import Client
     from runner.settings import Settings
@@ -302,13 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"cluster kept: RUNNER_HOME={home} RUNNER_SERVER_PORT={args.server_port} "
                 f"RUNNER_RAY_PORT={args.ray_port} runner down")  # fmt: skip
         else:
-            local.down(settings, say=lambda m: None)
-            try:
-                import ray
-
-                ray.shutdown()  # local.up connected this process as a driver
-            except Exception:
-                pass
+            stop_cluster(settings)
     if not args.home and not args.keep_cluster:  # our temp home: logs only matter after a failure
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(settings.ray_temp_dir, ignore_errors=True)

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from runner.runtime.netif import interface_of
 from runner.settings import Settings
 from runner.training import master_port
 from tests.conftest import docker_client_or_skip, extra_node, kill_node, remove_node_containers, wait_for
+from tests.support.s3 import aws_env, moto_server, new_bucket
 from tests.workloads.test_training import TINY
 from workloads.common.report import parse_report
 
@@ -221,21 +221,8 @@ def test_a_dead_container_resumes_past_a_port_clash_and_never_from_a_damaged_or_
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, str]]:
     """A moto S3 server on this host's loopback: host-networked containers reach it there."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    bucket = f"runs-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket=bucket)  # fmt: skip
-    try:
-        yield {**env, "BUCKET": bucket}
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield {**aws_env(endpoint), "BUCKET": new_bucket(endpoint)}
 
 
 def test_checkpoints_go_to_s3_and_are_listed_and_fetched_from_there(client: Any, s3: dict[str, str],

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.s3 import aws_env, moto_server, new_bucket
 from workloads.common.artifacts import (
     MANIFEST, ArtifactCorruptError, ArtifactError, ArtifactNotFoundError, ArtifactStore, ArtifactURIError, S3Store,
     fetch_verified, open_store, publish, read_manifest,
@@ -27,28 +28,16 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[str]:
     """A moto S3 server on a free loopback port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The AWS variables a container gets, pointing at the moto server; returns a fresh bucket."""
-    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in aws_env(s3_server).items():
         monkeypatch.setenv(key, value)
-    import boto3
-
-    bucket = f"ckpt-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
-    return bucket
+    return new_bucket(s3_server, prefix="ckpt")
 
 
 @pytest.fixture(params=["file", "s3"])

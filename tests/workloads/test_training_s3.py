@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.s3 import aws_env, moto_server, new_bucket
 from tests.workloads.test_training import TINY, TrainProc
 from workloads.training.serve import generate, load_for_inference
 
@@ -17,20 +17,8 @@ from workloads.training.serve import generate, load_for_inference
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, str]]:
     """The env a container gets for S3, with a fresh bucket on a moto server."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "BUCKET": f"runs-{uuid.uuid4().hex[:8]}"}
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket=env["BUCKET"])
-    try:
-        yield env
-    finally:
-        server.stop()
+    with moto_server() as endpoint:
+        yield {**aws_env(endpoint), "BUCKET": new_bucket(endpoint)}
 
 
 def test_checkpoints_go_to_s3_and_a_restart_resumes_from_there(s3: dict[str, str],
