@@ -96,8 +96,8 @@ class NodeAgent:
     def wait(self, key: str, timeout_s: float) -> ReplicaStatus:
         return self.runtime.wait(key, timeout_s)
 
-    def logs(self, key: str, start_line: int = 0) -> list[str]:
-        return self.runtime.logs(key, start_line)
+    def logs(self, key: str, start_line: int = 0, final: bool = False) -> list[str]:
+        return self.runtime.logs(key, start_line, final)
 
     def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
         return self.runtime.stop(key, grace_s)

@@ -52,7 +52,8 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     control = Control(settings.server_url, settings.admin_key_path.read_text().strip())
     log.info("runner gateway on http://%s:%s (control plane %s)", host, port, settings.server_url)
     uvicorn.run(Gateway(control), host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                loop=_best("uvloop", "auto"), http=_best("httptools", "auto"), timeout_keep_alive=75)  # fmt: skip
+                loop=_best("uvloop", "auto"), http=_best("httptools", "auto"), timeout_keep_alive=75,
+                proxy_headers=False, server_header=False)  # (no proxy in front whose headers to trust)  # fmt: skip
 
 
 def _best(module: str, fallback: str) -> str:

@@ -168,8 +168,10 @@ class Runtime(abc.ABC):
         """Block until the replica ends or ``timeout_s`` passes, then return its status."""
 
     @abc.abstractmethod
-    def logs(self, key: str, start_line: int = 0) -> list[str]:
-        """Output lines from ``start_line`` on (stdout and stderr interleaved)."""
+    def logs(self, key: str, start_line: int = 0, final: bool = False) -> list[str]:
+        """Output lines from ``start_line`` on (stdout and stderr interleaved), only whole lines
+        while the replica runs. ``final``: the replica has ended and this is the last read, so
+        wait until its output is all in (``logtail``)."""
 
     @abc.abstractmethod
     def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from runner.errors import ImageError, RuntimeUnavailableError
 from runner.runtime.base import (
     LABEL_KEY, LABEL_MANAGED, LABEL_NODE, LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts,
 )  # fmt: skip
+from runner.runtime.logtail import LineBuffer, StreamTail
 from runner.runtime.netif import interface_of, mtu_of
 from runner.states import ReplicaState
 
@@ -44,12 +46,13 @@ MAX_BRIDGE_MTU = 65535
 LABEL_SCOPE = "runner.scope"
 
 
-def docker_client(timeout_s: float = 60) -> "docker.DockerClient":
-    """A client for the local engine, or RuntimeUnavailableError saying how to get one."""
+def docker_client(timeout_s: float | None = 60) -> "docker.DockerClient":
+    """A client for the local engine, or RuntimeUnavailableError saying how to get one.
+    ``timeout_s=None``: reads never time out (for followed log streams, silent for any time)."""
     import docker
 
     try:
-        client = docker.from_env(timeout=int(timeout_s))
+        client = docker.from_env(timeout=None if timeout_s is None else int(timeout_s), max_pool_size=64)
         client.ping()
         return client
     except Exception as exc:  # the SDK raises several types for "no engine"
@@ -79,6 +82,9 @@ class DockerRuntime(Runtime):
         self.publish_host = publish_host
         self.client = client or docker_client()
         self._bridge_id: str | None = None
+        self._stream_client: Any = None  # made on first use: follows log streams, never times out
+        self._tails: dict[str, StreamTail] = {}
+        self._tails_lock = threading.Lock()
 
     def _bridge(self) -> str | None:
         """The id of the bridge network for containers with published ports, made on first use:
@@ -213,12 +219,38 @@ class DockerRuntime(Runtime):
             pass
         return self._status(key, container)
 
-    def logs(self, key: str, start_line: int = 0) -> list[str]:
-        container = self._get(key)
-        if container is None:
-            return []
-        raw = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
-        return raw.splitlines()[start_line:]
+    def logs(self, key: str, start_line: int = 0, final: bool = False) -> list[str]:
+        """From a thread following the container's log stream (``logtail``): a poll costs no
+        engine call. The thread starts on the first read, and again (reading the log from its
+        start once) when its stream broke off or lines it dropped are asked for. The final read
+        takes the engine's whole record once instead: a followed stream can end at the
+        container's exit before the engine has its last, unterminated line (Docker 20.10)."""
+        if final:
+            with self._tails_lock:
+                self._tails.pop(key, None)
+            container = self._get(key)
+            if container is None:
+                return []
+            buffer = LineBuffer(skip=start_line)
+            buffer.feed(container.logs(stdout=True, stderr=True))
+            buffer.close()
+            return buffer.read(start_line) or []
+        with self._tails_lock:
+            tail = self._tails.get(key)
+            if tail is None or tail.failed or start_line < tail.buffer.base:
+                container = self._get(key)
+                if container is None:
+                    self._tails.pop(key, None)
+                    return []
+                tail = self._tails[key] = self._follow(container, skip=start_line)
+        return tail.buffer.read(start_line) or []
+
+    def _follow(self, container: Any, skip: int) -> StreamTail:
+        if self._stream_client is None:
+            self._stream_client = docker_client(timeout_s=None)
+        api, ident = self._stream_client.api, container.id
+        return StreamTail(lambda: api.logs(ident, stdout=True, stderr=True, stream=True, follow=True),
+                          skip=skip, name=f"logs {container.name}")  # fmt: skip
 
     def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
         container = self._get(key)
@@ -232,6 +264,8 @@ class DockerRuntime(Runtime):
         return status
 
     def remove(self, key: str) -> None:
+        with self._tails_lock:
+            self._tails.pop(key, None)
         container = self._get(key)
         if container is not None:
             container.remove(force=True)

@@ -20,11 +20,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from runner.errors import UserError
 from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts
+from runner.runtime.logtail import LineBuffer
 from runner.states import ReplicaState
 
 # The wrapper (args: state folder, workdir, command...) runs the command from the workdir and
@@ -59,6 +61,8 @@ class ProcessRuntime(Runtime):
         self.state_dir = Path(state_dir) / node
         self.workdir = Path(workdir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._tails: dict[str, tuple[int, LineBuffer]] = {}  # key -> (bytes read, their lines)
+        self._tails_lock = threading.Lock()
 
     def _dir(self, key: str) -> Path:
         return self.state_dir / key
@@ -125,11 +129,28 @@ class ProcessRuntime(Runtime):
             status = self.status(key)
         return status
 
-    def logs(self, key: str, start_line: int = 0) -> list[str]:
+    def logs(self, key: str, start_line: int = 0, final: bool = False) -> list[str]:
+        """The output file read on from where the last read of this replica stopped
+        (``logtail``); from its start again when lines already dropped are asked for."""
         path = self._dir(key) / "output.log"
-        if not path.exists():
-            return []
-        return path.read_text(errors="replace").splitlines()[start_line:]
+        with self._tails_lock:
+            offset, buffer = self._tails.get(key, (0, None))
+            if buffer is None or start_line < buffer.base:
+                offset, buffer = 0, LineBuffer(skip=start_line)
+            if buffer.closed:
+                return buffer.read(start_line) or []
+            ended = final or self.status(key).state.is_terminal()  # read after: nothing written later
+            try:
+                with open(path, "rb") as output:
+                    output.seek(offset)
+                    data = output.read()
+            except FileNotFoundError:
+                data = b""
+            buffer.feed(data)
+            if ended:
+                buffer.close()
+            self._tails[key] = (offset + len(data), buffer)
+            return buffer.read(start_line) or []
 
     def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
         status = self.status(key)
@@ -150,6 +171,8 @@ class ProcessRuntime(Runtime):
 
     def remove(self, key: str) -> None:
         self.stop(key, grace_s=0)
+        with self._tails_lock:
+            self._tails.pop(key, None)
         folder = self._dir(key)
         for child in folder.glob("*"):
             child.unlink()

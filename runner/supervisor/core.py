@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from runner.network import NetworkConfig
 from runner.placement import Demand
 from runner.policy import NodeState
@@ -38,14 +36,12 @@ from runner.supervisor.session import SessionController
 
 log = logging.getLogger("runner.supervisor")
 
-
 def tenant_artifacts(settings: Settings, tenant_id: str) -> Path:
     """A tenant's own folder of the ``file://`` artifact store: the only host folder its
     workloads may name (``runner.api.workloads.admit`` enforces it)."""
     return settings.artifacts_dir / tenant_id
 S = WorkloadState
 SLA_SETTLE_S = 60.0
-
 
 class Supervisor:
     def __init__(self, store: Store, settings: Settings, config: NetworkConfig) -> None:
@@ -65,6 +61,7 @@ class Supervisor:
         self.checker = Checker(store, config, self.fleet)
         self._specs: dict[str, Any] = {}
         self._wake = threading.Event()
+        self._watched: set[Any] = set()  # agent calls whose completion wakes the loop
         self._settled_at = 0.0
         #: Notified after every state change, for API long-polls (``--wait``).
         self.changed = threading.Condition()
@@ -111,18 +108,19 @@ class Supervisor:
             self._idle(self.settings.poll_interval_s)
 
     def _idle(self, timeout_s: float) -> None:
-        """Sleep until woken, until an agent call completes, or ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._wake.is_set():
-                break
-            refs = self.driver.refs() + self.fleet.pending_refs()
-            if refs:
-                if ray.wait(refs, num_returns=1, timeout=0.02)[0]:
-                    break
-            else:
-                self._wake.wait(0.02)
+        """Sleep until woken (a submit, a cancel, an agent call that changes a replica's state
+        completing), or ``timeout_s``. Those calls' futures set the wake event when they complete,
+        so an idle control plane does not poll Ray (``ray.wait`` every 20 ms cost ~2.5% of a core)."""
+        refs = set(self.driver.wake_refs() + self.fleet.pending_refs())
+        self._watched &= refs  # (done calls drop out: their results were taken in)
+        for ref in refs - self._watched:
+            ref.future().add_done_callback(self._call_done)
+            self._watched.add(ref)
+        self._wake.wait(timeout_s)
         self._wake.clear()
+
+    def _call_done(self, _future: Any) -> None:
+        self._wake.set()
 
     def tick(self) -> None:
         self.fleet.refresh()

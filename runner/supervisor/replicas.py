@@ -43,8 +43,12 @@ class Calls:
     pulling_final: bool = False
     final_logs_done: bool = False
 
-    def refs(self) -> list[Any]:
-        return [r for r in (self.start, self.wait, self.logs, self.stop) if r is not None]
+    def wake_refs(self) -> list[Any]:
+        """The calls whose completion the supervisor acts on at once: a replica's state changed,
+        or its last log lines are in. A routine log pull waits for the next tick: waking for each
+        doubled the ticks of an idle control plane (and its CPU)."""
+        final_logs = self.logs if self.pulling_final else None
+        return [r for r in (self.start, self.wait, self.stop, final_logs) if r is not None]
 
 
 #: Called when a replica reaches an end: (workload, replica, status).
@@ -63,8 +67,8 @@ class ReplicaDriver:
         #: Controllers that turn reports into events; each stored line is seen once.
         self.report_listeners: list[ReportListener] = []
 
-    def refs(self) -> list[Any]:
-        return [r for c in self.calls.values() for r in c.refs()]
+    def wake_refs(self) -> list[Any]:
+        return [r for c in self.calls.values() for r in c.wake_refs()]
 
     def logs_done(self, rep: Replica) -> bool:
         """True once the last log lines of a finished replica are stored."""
@@ -100,7 +104,7 @@ class ReplicaDriver:
         due = time.monotonic() - calls.logs_at >= self.poll_interval_s or rep.finished_at is not None
         if calls.logs is None and not calls.final_logs_done and rep.state != ReplicaState.STARTING.value and due:
             calls.pulling_final = rep.finished_at is not None
-            calls.logs = agent.logs.remote(rep.key, rep.log_lines)
+            calls.logs = agent.logs.remote(rep.key, rep.log_lines, calls.pulling_final)
             calls.logs_at = time.monotonic()
         elif rep.state == ReplicaState.STARTING.value and rep.finished_at is not None:
             calls.final_logs_done = True  # never started: there are no logs to pull
