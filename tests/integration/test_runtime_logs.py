@@ -6,7 +6,6 @@ dropped reads the output from its start."""
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
