@@ -6,6 +6,7 @@ Layout under RUNNER_CHECKPOINT_URI::
     step-00000100/trainer.pt      optimizer, step, every rank's RNG states, data position, hyperparameters
     step-00000100/manifest.json   size + sha256 of both, written last: the commit point
     latest.json                   {"step", "prefix", "uri"} of the newest save, for people and tools
+    fence.json                    {"attempt"}: the runner's attempt that writes here now
 
 A save publishes the step folder (files, then manifest) and only then moves ``latest.json``
 and prunes to the newest ``keep`` complete checkpoints. A load walks the step folders newest
@@ -13,6 +14,15 @@ first and takes the first whose manifest verifies, logging each one it skips (no
 interrupted while written; checksum mismatch: damaged), so a half-written checkpoint is never
 loaded and a damaged newest one costs one interval, not the run. ``latest.json`` is a hint
 only: a crash between a manifest and the pointer must not hide a complete checkpoint.
+
+Fencing: when a node is cut off rather than dead, its old gang may still be training while the
+runner has started the next attempt elsewhere on the same checkpoints. Each attempt's rank 0
+``claim``s the folder (``fence.json`` takes the highest attempt number) before it resumes, and a
+save first checks the fence, again before it moves ``latest.json`` and prunes: a superseded
+attempt stops with ``SupersededError`` instead of racing the new gang's saves and pruning its
+checkpoints. (The check and the write are two requests, so an old writer can still finish the one
+save it had begun; its step folder is then complete and valid, and the new gang's next save of a
+higher step supersedes it.) A run outside the runner (attempt 0) claims nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from workloads.common.artifacts import (
 MODEL_FILE = "model.pt"
 TRAINER_FILE = "trainer.pt"
 LATEST = "latest.json"
+FENCE = "fence.json"
 FORMAT = 1
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 
@@ -52,13 +63,47 @@ class Loaded:
     files: dict[str, bytes]
 
 
-class Checkpoints:
-    """The checkpoints of one run under one store."""
+class SupersededError(Exception):
+    """A newer attempt of this run has claimed its checkpoints: this one must not write them."""
 
-    def __init__(self, store: ArtifactStore, *, keep: int = 3, log: Log = print) -> None:
+
+class Checkpoints:
+    """The checkpoints of one run under one store, written by one attempt (0: not fenced)."""
+
+    def __init__(self, store: ArtifactStore, *, keep: int = 3, log: Log = print, attempt: int = 0) -> None:
         self.store = store
         self.keep = keep
         self.log = log
+        self.attempt = attempt
+
+    # -- fencing -------------------------------------------------------------------------------
+    def holder(self) -> int:
+        """The attempt that has claimed these checkpoints (0: none)."""
+        try:
+            return int(json.loads(self.store.get_bytes(FENCE)).get("attempt", 0))
+        except ArtifactNotFoundError:
+            return 0
+        except (ValueError, TypeError, AttributeError):
+            self.log(f"ignoring an unreadable {self.store.url(FENCE)}")
+            return 0
+
+    def claim(self) -> None:
+        """Make this attempt the writer; SupersededError if a newer one already is."""
+        if not self.attempt:
+            return
+        self.check()
+        if self.holder() < self.attempt:
+            doc = {"attempt": self.attempt, "claimed_at": time.time()}
+            self.store.put_bytes(FENCE, json.dumps(doc).encode())
+
+    def check(self) -> None:
+        """SupersededError if an attempt newer than this one has claimed the checkpoints."""
+        holder = self.holder() if self.attempt else 0
+        if holder > self.attempt:
+            raise SupersededError(
+                f"attempt {holder} of this run has taken over the checkpoints under {self.store.url('')}; "
+                f"attempt {self.attempt} stops without saving (the runner replaced this gang, e.g. when its "
+                "node was cut off)")  # fmt: skip
 
     def steps(self) -> dict[int, bool]:
         """Step -> whether its folder has a manifest, for every step folder in the store."""
@@ -73,11 +118,13 @@ class Checkpoints:
 
     def save(self, step: int, files: dict[str, bytes], meta: dict[str, Any]) -> str:
         """Publish one checkpoint atomically, point ``latest.json`` at it, prune; return its URI."""
+        self.check()
         prefix = step_prefix(step)
         # A re-save of a step (after a resume) must not pair the old manifest with new files.
         self.store.delete(join(prefix, MANIFEST))
-        publish(self.store, prefix, files, meta={"format": FORMAT, "step": step, **meta})
+        publish(self.store, prefix, files, meta={"format": FORMAT, "step": step, "attempt": self.attempt, **meta})
         uri = self.store.url(prefix)
+        self.check()  # taken over while publishing: leave the pointer and the pruning to the new gang
         pointer = {"step": step, "prefix": prefix, "uri": uri, "created_at": time.time()}
         self.store.put_bytes(LATEST, json.dumps(pointer).encode())
         self.prune()

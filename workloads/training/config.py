@@ -60,6 +60,7 @@ class TrainConfig:
     threads: int = 0  # 0: from the container's CPU quota, else 1
     device: str = "auto"  # auto | cpu | cuda
     dist_timeout_s: float = 120.0
+    attempt: int = 0  # the runner's attempt number (RUNNER_ATTEMPT): fences older attempts' saves
     dist: DistEnv = field(default_factory=DistEnv)
 
     def hyper(self) -> dict[str, Any]:
@@ -93,12 +94,14 @@ FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--threads", "TRAIN_THREADS", int, "torch threads per worker (0: the CPU quota, else 1)"),
     ("--device", "TRAIN_DEVICE", str, "auto, cpu or cuda"),
     ("--dist-timeout-s", "TRAIN_DIST_TIMEOUT_S", float, "seconds a collective waits for a lost peer"),
+    ("--attempt", "RUNNER_ATTEMPT", int, "the runner's attempt number; a newer attempt's claim on the "
+                                         "checkpoints stops this one's saves (0: no fencing)"),
 ]
 
 # Lowest allowed value of each numeric setting.
 _MINIMUMS = {"steps": 1, "batch_size": 1, "seq_len": 2, "warmup_steps": 0, "d_model": 8, "n_layers": 1,
              "n_heads": 1, "corpus_bytes": 10_000, "val_batches": 0, "log_every": 1, "checkpoint_every": 1,
-             "keep": 1, "threads": 0, "lr": 0.0, "weight_decay": 0.0, "dist_timeout_s": 1.0}
+             "keep": 1, "threads": 0, "lr": 0.0, "weight_decay": 0.0, "dist_timeout_s": 1.0, "attempt": 0}
 
 
 def _attr(flag: str) -> str:

@@ -117,8 +117,10 @@ class Trainer:
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
         torch.manual_seed(cfg.seed + 7919 * (self.rank + 1))  # per-rank dropout stream
         random.seed(f"{cfg.seed}/{self.rank}")
-        self.checkpoints = (ckpt.Checkpoints(open_store(cfg.checkpoint_uri), keep=cfg.keep, log=self.log)
-                            if self.comm.is_main else None)
+        self.checkpoints = (ckpt.Checkpoints(open_store(cfg.checkpoint_uri), keep=cfg.keep, log=self.log,
+                                             attempt=cfg.attempt) if self.comm.is_main else None)
+        if self.checkpoints is not None:
+            self.checkpoints.claim()  # before resuming: an older gang still running stops saving
         self.log(f"{count_params(self.model):,} parameters, {len(corpus.train):,} training bytes from "
                  f"{corpus.files} stdlib files, device {self.device}, {self.threads} torch thread(s), "
                  f"world size {self.world}" + (f" ({self.comm.backend})" if self.world > 1 else ""))
@@ -279,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointMismatchError, ConfigError) as exc:
         trainer.log(str(exc))
         return EXIT_BAD_CONFIG
-    except (ArtifactError, CorpusError) as exc:
+    except (ArtifactError, CorpusError, ckpt.SupersededError) as exc:
         trainer.log(f"error: {exc}")
         return EXIT_ERROR
     except RuntimeError as exc:  # torch.distributed: a peer died or the rendezvous timed out
