@@ -62,6 +62,7 @@ def serve(settings: ServerSettings) -> int:
         create_app(model_server), host=settings.host, port=settings.port,
         loop="auto", http="auto",  # uvloop + httptools when installed (the image has them)
         lifespan="on", access_log=False, log_level="warning", server_header=False,
+        proxy_headers=False,  # its callers are the gateway and clients, never a proxy to trust
         timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=GRACEFUL_S, backlog=2048,
     )
     server = Server(config)
