@@ -7,13 +7,13 @@ pooling over real tokens, L2 normalisation. It gives the same vectors as
 here: ~100 vs ~27 sentences/s at batch 1, about equal at batch 32 (the wrapper's per-call cost).
 
 Tokenising happens in ``prepare`` on the request path, once per input: it counts tokens for the
-length check and for ``usage``, and the worker only pads ids into a tensor.
+length check and for ``usage``, and the worker only lays ids out in a tensor: on a CPU packed into
+rows (``packing``: no compute spent on padding), on a GPU as one padded batch.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +21,10 @@ from typing import Any
 
 from workloads.inference.backend import EmbeddingBackend, Prepared
 from workloads.inference.errors import BackendLoadError, InvalidRequestError
-from workloads.inference.padding import split_by_length
+from workloads.inference.packing import pack
 from workloads.inference.settings import ServerSettings
 
 MODEL_ID = "all-MiniLM-L6-v2"
-#: One forward pass's fixed cost in token slots on a CPU (the best of 8, 16 and 32 measured here;
-#: a token slot is ~0.25 ms on one core); a GPU runs each batch as one call. See ``padding``.
-CPU_CALL_COST_SLOTS = 32.0
 ALIASES = frozenset({"sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2"})
 
 
@@ -58,14 +55,15 @@ class MiniLMBackend(EmbeddingBackend):
     aliases = ALIASES
     dimensions = 384
     max_tokens = 256
-    size_of = staticmethod(len)  # a payload is its token ids: batches of similar length pad less
+    #: A payload is its token ids. Similar lengths make a padded batch (GPU) pad less; ``load``
+    #: drops this on a CPU, where batches are packed and lengths do not matter.
+    size_of = staticmethod(len)
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self._torch: Any = None
         self._model: Any = None
         self._tokenizer: Any = None
-        self._call_cost = CPU_CALL_COST_SLOTS
 
     def load(self) -> None:
         # Set before transformers/huggingface_hub are imported: both read them at import time.
@@ -84,7 +82,8 @@ class MiniLMBackend(EmbeddingBackend):
         from transformers import AutoModel
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._call_cost = CPU_CALL_COST_SLOTS if self.device == "cpu" else math.inf
+        if self.device == "cpu":
+            self.size_of = None  # packed batches: the batcher takes items in arrival order
         self.workers = self.settings.workers_for(self.device)
         torch.set_num_threads(self.settings.threads_for(self.device))
         try:
@@ -122,13 +121,45 @@ class MiniLMBackend(EmbeddingBackend):
 
     def run(self, batch: Sequence[list[int]]) -> Any:
         """float32 array (len(batch), 384): mean of the real tokens' states, L2-normalised.
-        The batch runs as the sub-batches of similar length that pad least (``padding``)."""
+        Packed into rows on a CPU (``packing``), one padded batch on a GPU or for one input."""
+        if self.device == "cpu" and len(batch) > 1:
+            return self._embed_packed(batch)
+        return self._embed(batch)
+
+    def _embed_packed(self, batch: Sequence[list[int]]) -> Any:
+        """One forward pass over ``batch`` packed into rows: each input attends only to itself
+        (a block-diagonal mask; padding tokens attend to themselves alone, so no row of the mask
+        is empty) and its positions start at 0, as if it ran alone."""
         import numpy as np
 
-        out = np.empty((len(batch), self.dimensions), dtype=np.float32)
-        for group in split_by_length([len(ids) for ids in batch], self._call_cost):
-            out[group] = self._embed([batch[i] for i in group])
-        return out
+        torch = self._torch
+        rows = pack([len(ids) for ids in batch])
+        width = max(sum(len(batch[i]) for i in row) for row in rows)
+        input_ids = np.zeros((len(rows), width), dtype=np.int64)
+        positions = np.zeros((len(rows), width), dtype=np.int64)
+        owner = np.full((len(rows), width), -1, dtype=np.int64)  # which input a token is of; -1: padding
+        for r, row in enumerate(rows):
+            at = 0
+            for i in row:
+                n = len(batch[i])
+                input_ids[r, at:at + n] = batch[i]
+                positions[r, at:at + n] = np.arange(n)
+                owner[r, at:at + n] = i
+                at += n
+        with torch.inference_mode():
+            owner_t = torch.from_numpy(owner)
+            # Padding tokens get segment ids of their own (past every input's) for the mask only.
+            segment = torch.where(owner_t >= 0, owner_t, torch.arange(width).expand_as(owner_t) + len(batch))
+            mask = (segment[:, :, None] == segment[:, None, :]).unsqueeze(1)  # (rows, 1, width, width)
+            ids_t = torch.from_numpy(input_ids)
+            hidden = self._model(input_ids=ids_t, attention_mask=mask, position_ids=torch.from_numpy(positions),
+                                 token_type_ids=torch.zeros_like(ids_t)).last_hidden_state  # fmt: skip
+            tokens, who = hidden.reshape(-1, hidden.shape[-1]), owner_t.reshape(-1)
+            real = who >= 0
+            sums = torch.zeros(len(batch), hidden.shape[-1], dtype=hidden.dtype).index_add_(0, who[real], tokens[real])
+            counts = torch.bincount(who[real], minlength=len(batch)).clamp(min=1).unsqueeze(1)
+            out = torch.nn.functional.normalize(sums / counts, p=2, dim=1)
+        return out.float().numpy()
 
     def _embed(self, batch: Sequence[list[int]]) -> Any:
         """One forward pass over ``batch`` padded to its longest input."""
