@@ -81,9 +81,9 @@ def report(args: argparse.Namespace, say: Callable[[str], None], describe: str, 
         f"batch 1 (b): {batch1:.1f}/s ({batch1_layout[0]}x{batch1_layout[1]}); medians of {args.rounds} rounds")
     say("per round, c64/offline: " + ", ".join(f"{r[64]['rate'] / o:.2f}" for r, o in zip(rounds, offline_runs))
         + "; c64/batch1: " + ", ".join(f"{r[64]['rate'] / b:.2f}" for r, b in zip(rounds, batch1_runs)))
-    say(f"c64 / offline = {ratio:.2f} (median of rounds; target >= 0.85: {'PASS' if ratio >= 0.85 else 'MISS'}); "
-        f"c64 / batch1 = {over_b1:.2f} (target >= 3: {'PASS' if over_b1 >= 3 else 'MISS'})")
+    say(f"c64 / offline = {ratio:.3f} (median of rounds; target >= 0.85: {'PASS' if ratio >= 0.85 else 'MISS'}); "
+        f"c64 / batch1 = {over_b1:.3f} (target >= 3: {'PASS' if over_b1 >= 3 else 'MISS'})")
     extra()
     say(f"machine load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     say(f"BENCH inference endpoint_c64_per_s={c64['rate']:.1f} offline_per_s={offline_best:.1f} "
-        f"batch1_per_s={batch1:.1f} p99_ms={c64['p99']:.1f} ratio={ratio:.2f}")
+        f"batch1_per_s={batch1:.1f} p99_ms={c64['p99']:.1f} ratio={ratio:.3f}")
