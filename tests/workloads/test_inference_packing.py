@@ -27,7 +27,7 @@ def test_short_sentences_fill_few_even_rows_and_a_long_one_gets_its_own() -> Non
     lengths = [8, 30, 12, 25, 19, 8, 30, 14, 22, 10] * 4  # 712 tokens
     rows = pack(lengths)
     fills = [sum(lengths[i] for i in row) for row in rows]
-    assert len(rows) == math.ceil(712 / ROW_TOKENS)  # the fewest rows of ~128 tokens
+    assert len(rows) == math.ceil(712 / ROW_TOKENS)  # the fewest rows of ~ROW_TOKENS tokens
     assert max(fills) - min(fills) <= 30  # spread evenly: the last row is not mostly padding
     assert pack([200, 10, 10]) == [[0], [1, 2]]
     assert pack([]) == []
