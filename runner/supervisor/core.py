@@ -36,12 +36,16 @@ from runner.supervisor.session import SessionController
 
 log = logging.getLogger("runner.supervisor")
 
+
 def tenant_artifacts(settings: Settings, tenant_id: str) -> Path:
     """A tenant's own folder of the ``file://`` artifact store: the only host folder its
     workloads may name (``runner.api.workloads.admit`` enforces it)."""
     return settings.artifacts_dir / tenant_id
+
+
 S = WorkloadState
 SLA_SETTLE_S = 60.0
+
 
 class Supervisor:
     def __init__(self, store: Store, settings: Settings, config: NetworkConfig) -> None:
