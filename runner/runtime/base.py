@@ -171,7 +171,7 @@ class Runtime(abc.ABC):
     def logs(self, key: str, start_line: int = 0, final: bool = False) -> list[str]:
         """Output lines from ``start_line`` on (stdout and stderr interleaved), only whole lines
         while the replica runs. ``final``: the replica has ended and this is the last read, so
-        wait until its output is all in (``logtail``)."""
+        it must have all the output, a last line without a newline included (``logtail``)."""
 
     @abc.abstractmethod
     def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:

@@ -102,8 +102,3 @@ class StreamTail:
     def failed(self) -> bool:
         """The stream broke off before the output ended: what it holds may be incomplete."""
         return self.error is not None
-
-    def join(self, timeout_s: float) -> bool:
-        """Wait until the stream has ended (the container has stopped); True if it has."""
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()

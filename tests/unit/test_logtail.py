@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.runtime.logtail import LineBuffer, StreamTail
+from tests.conftest import wait_for
 
 # Printable text with both line breaks and multi-byte characters (cut across chunks below).
 TEXT = st.text(alphabet=st.sampled_from(list("ab é€\n\r")), max_size=200)
@@ -74,7 +75,7 @@ def test_skip_drops_the_lines_the_reader_already_has() -> None:
 
 def test_stream_tail_feeds_until_the_stream_ends_and_records_a_break() -> None:
     tail = StreamTail(lambda: iter([b"x\ny", b"\nz"]))
-    assert tail.join(5)
+    wait_for(lambda: tail.buffer.closed, timeout_s=5, what="the stream to end")
     assert not tail.failed
     assert tail.buffer.read(0) == ["x", "y", "z"]
 
@@ -83,6 +84,6 @@ def test_stream_tail_feeds_until_the_stream_ends_and_records_a_break() -> None:
         raise ConnectionError("engine restarted")
 
     tail = StreamTail(broken)  # type: ignore[arg-type]
-    assert tail.join(5)
+    wait_for(lambda: tail.buffer.closed, timeout_s=5, what="the stream to end")
     assert tail.failed
     assert tail.buffer.read(0) == ["partial"]

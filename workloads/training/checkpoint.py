@@ -91,19 +91,19 @@ class Checkpoints:
         """Make this attempt the writer; SupersededError if a newer one already is."""
         if not self.attempt:
             return
-        self.check()
-        if self.holder() < self.attempt:
+        if self.check() < self.attempt:
             doc = {"attempt": self.attempt, "claimed_at": time.time()}
             self.store.put_bytes(FENCE, json.dumps(doc).encode())
 
-    def check(self) -> None:
-        """SupersededError if an attempt newer than this one has claimed the checkpoints."""
+    def check(self) -> int:
+        """The holder (0 when not fenced); SupersededError if it is newer than this attempt."""
         holder = self.holder() if self.attempt else 0
         if holder > self.attempt:
             raise SupersededError(
                 f"attempt {holder} of this run has taken over the checkpoints under {self.store.url('')}; "
                 f"attempt {self.attempt} stops without saving (the runner replaced this gang, e.g. when its "
                 "node was cut off)")  # fmt: skip
+        return holder
 
     def steps(self) -> dict[int, bool]:
         """Step -> whether its folder has a manifest, for every step folder in the store."""
