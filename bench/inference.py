@@ -10,13 +10,14 @@ What is measured, in one run:
 - (b) ``batch1``: one sentence per call, one call at a time (the best single-stream layout),
   i.e. serving without batching;
 - (c) ``endpoint``: single-sentence ``POST /v1/embeddings`` requests from ``--concurrency``
-  closed-loop clients (default 1, 16, 64) over keep-alive HTTP/1.1 (aiohttp) to **the runner's
-  endpoint**: a CPU-mode runner cluster this bench starts in a temporary home on free ports
-  (``bench/cluster.py``), an inference service of ``--replicas`` x ``--replica-cpu`` (default
-  2 x 1 CPU) submitted to it, and the service's URL on the gateway with the tenant's API key
-  (``bench/inference_targets.py``). ``--bare`` measures a bare model server started here
-  instead (no runner: the comparison), ``--endpoint URL --api-key KEY`` any given endpoint.
-  Every response must be a 200 with one embedding of the right size, or the run fails.
+  closed-loop clients (default 1, 16, 64) over keep-alive HTTP/1.1 (``bench/http_load.py``, a
+  lean client: its CPU is taken from the model) to **the runner's endpoint**: a CPU-mode runner
+  cluster this bench starts in a temporary home on free ports (``bench/cluster.py``), an
+  inference service of ``--replicas`` x ``--replica-cpu`` (default 2 x 1 CPU) submitted to it,
+  and the service's URL on the gateway with the tenant's API key (``bench/inference_targets.py``).
+  ``--bare`` measures a bare model server started here instead (no runner: the comparison),
+  ``--endpoint URL --api-key KEY`` any given endpoint. Every response must be a 200 with one
+  embedding of the right size (checked after each timed window), or the run fails.
 
 The service is warm (the server's own warm-up, the gateway's probes, plus ``--warmup-s`` of load)
 before anything is timed. Then ``--rounds`` rounds each run offline, c64, batch 1, c16, c1 (and
@@ -42,8 +43,8 @@ Last line:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
+import json
 import os
 import random
 import socket
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import inference_targets as targets
+from bench.http_load import closed_loop, run_loop
 from bench.inference_report import cpu_bound, report
 from bench.inference_targets import Target
 
@@ -177,61 +179,31 @@ def batch_stats(urls: Sequence[str]) -> tuple[float, float]:
 
 async def load(url: str, model: str, concurrency: int, seconds: float, texts: list[str],
                encoding: str, dims: int | None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Closed loop: ``concurrency`` clients, one single-sentence request each at a time.
+    """Closed loop: ``concurrency`` clients, one single-sentence request each at a time, over
+    keep-alive connections (``bench/http_load.py``: the client's CPU is taken from the model on a
+    small machine, so it is kept lean). Every answer is checked after the timed window: a 200
+    with one embedding of ``dims`` floats, else it is counted as an error."""
+    counter = iter(range(10**9))
+    prefix = f'{{"model": {json.dumps(model)}, "encoding_format": "{encoding}", "input": '
 
-    aiohttp when installed: it costs ~0.15 ms of CPU per request here, against ~2 ms for httpx
-    (~8 ms with 64 connections in one httpx pool), and on a 2-core machine the client's CPU is
-    taken from the model. Without aiohttp, httpx with one client per user, and a warning.
-    """
+    def body() -> bytes:
+        return (prefix + json.dumps(texts[next(counter) % len(texts)]) + "}").encode()
+
+    result = await closed_loop(url + "/v1/embeddings", concurrency=concurrency, seconds=seconds, body=body,
+                               headers=headers)  # fmt: skip
     latencies: list[float] = []
     errors: list[str] = []
-    counter = iter(range(10**9))
-    stop = time.perf_counter() + seconds
-
-    def check(status: int, doc: Any, elapsed: float) -> None:
-        if status != 200:
-            errors.append(f"{status} {str(doc)[:200]}")
-            return
-        emb = doc["data"][0]["embedding"]
+    for answer in result.answers:
+        if answer.status != 200:
+            errors.append(f"{answer.status} {answer.body[:200]!r}")
+            continue
+        emb = json.loads(answer.body)["data"][0]["embedding"]
         size = len(base64.b64decode(emb)) // 4 if encoding == "base64" else len(emb)
         if dims is not None and size != dims:
             errors.append(f"embedding of {size} floats, expected {dims}")
-            return
-        latencies.append(elapsed)
-
-    def body() -> dict[str, str]:
-        return {"input": texts[next(counter) % len(texts)], "model": model, "encoding_format": encoding}
-
-    try:
-        import aiohttp
-    except ImportError:
-        aiohttp = None
-    t0 = time.perf_counter()
-    if aiohttp is not None:
-        connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-        async with aiohttp.ClientSession(connector=connector, headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=60)) as session:
-            async def user() -> None:
-                while time.perf_counter() < stop:
-                    started = time.perf_counter()
-                    async with session.post(url + "/v1/embeddings", json=body()) as resp:
-                        doc = await resp.json(content_type=None)
-                        check(resp.status, doc, time.perf_counter() - started)
-
-            await asyncio.gather(*(user() for _ in range(concurrency)))
-    else:
-        import httpx
-
-        async def user_httpx() -> None:
-            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
-                while time.perf_counter() < stop:
-                    started = time.perf_counter()
-                    resp = await client.post("/v1/embeddings", json=body())
-                    check(resp.status_code, resp.json(), time.perf_counter() - started)
-
-        await asyncio.gather(*(user_httpx() for _ in range(concurrency)))
-    wall = time.perf_counter() - t0
-    return {"n": len(latencies), "wall": wall, "latencies": latencies, "errors": errors}
+            continue
+        latencies.append(answer.seconds)
+    return {"n": len(latencies), "wall": result.wall, "latencies": latencies, "errors": errors}
 
 
 # -- output -------------------------------------------------------------------------------------------
@@ -264,7 +236,7 @@ def measure_levels(target: Target, args: argparse.Namespace, levels: list[int], 
     for level in levels:
         b0, me0 = batch_stats(target.metrics_urls), cpu_seconds()
         cpu0 = {name: read() for name, read in target.cpu.items()}
-        r = asyncio.run(load(target.url, args.model, level, args.seconds, texts, args.encoding, dims, target.headers))
+        r = run_loop(load(target.url, args.model, level, args.seconds, texts, args.encoding, dims, target.headers))
         me, b1 = cpu_seconds() - me0, batch_stats(target.metrics_urls)
         cpu = {name: (read() - cpu0[name]) * 1000 / max(r["n"], 1) for name, read in target.cpu.items()}
         if r["errors"] or not r["n"]:
@@ -286,11 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(msg, flush=True)
 
     texts = sentences(4096)
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        say("warning: aiohttp is not installed; the httpx client costs ~2 ms of CPU per request, which "
-            "the model loses on a small machine (pip install aiohttp)")
     say(f"machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     engine = Offline(texts)
     layouts = engine.layouts()
@@ -316,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dims = engine.backend.dimensions
     with setup as target:
         say(f"measuring {target.describe}")
-        asyncio.run(load(target.url, args.model, max(levels), args.warmup_s, texts, args.encoding, dims,
+        run_loop(load(target.url, args.model, max(levels), args.warmup_s, texts, args.encoding, dims,
                          target.headers))
         order = sorted(levels, reverse=True)  # c64 right after the offline run it is compared with
         for i in range(args.rounds):  # interleaved, so noise on a shared machine hits every column
@@ -327,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level_results.update(measure_levels(target, args, order[1:], texts, dims))
             rounds.append(level_results)
             if target.direct:  # one request at a time straight to a replica: what the gateway adds
-                direct_runs.append(asyncio.run(load(target.direct, args.model, 1, args.seconds, texts,
+                direct_runs.append(run_loop(load(target.direct, args.model, 1, args.seconds, texts,
                                                     args.encoding, dims)))  # fmt: skip
             say(f"round {i + 1}/{args.rounds}: offline {offline_runs[-1]:.1f}/s, batch1 {batch1_runs[-1]:.1f}/s, "
                 + ", ".join(f"c{lv} {rounds[-1][lv]['rate']:.1f}/s (batch {rounds[-1][lv]['batch']:.1f})"

@@ -95,6 +95,30 @@ def test_a_lone_item_waits_at_most_max_wait() -> None:
     assert 0.045 <= elapsed < 2.0  # waited for company (the bound), then ran alone
 
 
+def test_after_a_batch_its_callers_coming_back_are_waited_for_and_then_not_held() -> None:
+    model = Recorder()
+
+    async def settle() -> None:  # let the collector act on what is queued, if it is going to
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_size=8, max_wait_s=0.01, max_queue=100)
+        batcher.start()
+        assert await asyncio.gather(*(batcher.submit([i]) for i in range(3))) == [[0], [2], [4]]
+        batcher.max_wait_s = 3600.0  # from here, any wait for company would outlast the test
+        first = [asyncio.create_task(batcher.submit([i])) for i in (10, 11)]
+        await settle()
+        assert batcher.depth == 2, "two of the three callers back: the batch waits for the third"
+        last = asyncio.create_task(batcher.submit([12]))
+        # All three are back: the batch goes now, far short of max wait and of a full batch.
+        assert await asyncio.wait_for(asyncio.gather(*first, last), timeout=30) == [[20], [22], [24]]
+        await batcher.stop()
+
+    run(main)
+    assert model.batches == [[0, 1, 2], [10, 11, 12]]
+
+
 def test_full_queue_refuses_with_queue_full_and_recovers() -> None:
     gate = threading.Event()
     model = Recorder(gate=gate)
