@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,9 +40,14 @@ def cpu_bound(say: Callable[[str], None], rounds: list[dict[int, dict[str, Any]]
         f"plane's background): CPU-bound c64/offline {model / total:.2f}")
 
 
+def won(wins: list[str]) -> str:
+    """``batch 32 at 2x1 x4, batch 64 at 1x2 x1``: which candidate was fastest, in how many rounds."""
+    return ", ".join(f"{name} x{count}" for name, count in Counter(wins).most_common())
+
+
 def report(args: argparse.Namespace, say: Callable[[str], None], describe: str, levels: list[int],
-           sizes: list[int], layouts: list[tuple[int, int]], sweep: dict[Any, float], best: tuple[int, Any],
-           batch1_layout: tuple[int, int], offline_runs: list[float], batch1_runs: list[float],
+           sizes: list[int], layouts: list[tuple[int, int]], sweep: dict[Any, float], a_wins: list[str],
+           b_wins: list[str], offline_runs: list[float], batch1_runs: list[float],
            rounds: list[dict[int, dict[str, Any]]], direct_runs: list[dict[str, Any]],
            parts: list[str], extra: Callable[[], None]) -> None:  # fmt: skip
     offline_best, batch1 = statistics.median(offline_runs), statistics.median(batch1_runs)
@@ -75,10 +81,9 @@ def report(args: argparse.Namespace, say: Callable[[str], None], describe: str, 
     # offline and c64 runs together (they run back to back) instead of skewing one median.
     ratio = statistics.median(r[64]["rate"] / o for r, o in zip(rounds, offline_runs))
     over_b1 = statistics.median(r[64]["rate"] / b for r, b in zip(rounds, batch1_runs))
-    best_size, best_layout = best
     say("")
-    say(f"offline (a): {offline_best:.1f}/s (batch {best_size}, {best_layout[0]}x{best_layout[1]}); "
-        f"batch 1 (b): {batch1:.1f}/s ({batch1_layout[0]}x{batch1_layout[1]}); medians of {args.rounds} rounds")
+    say(f"offline (a): {offline_best:.1f}/s; batch 1 (b): {batch1:.1f}/s; medians of {args.rounds} rounds, "
+        f"each round's best candidate: (a) {won(a_wins)}; (b) {won(b_wins)}")
     say("per round, c64/offline: " + ", ".join(f"{r[64]['rate'] / o:.2f}" for r, o in zip(rounds, offline_runs))
         + "; c64/batch1: " + ", ".join(f"{r[64]['rate'] / b:.2f}" for r, b in zip(rounds, batch1_runs)))
     say(f"c64 / offline = {ratio:.3f} (median of rounds; target >= 0.85: {'PASS' if ratio >= 0.85 else 'MISS'}); "
