@@ -36,6 +36,8 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
 @dataclass
 class Answer:
+    """One request's answer: status, whole body, seconds from sending to the last byte."""
+
     status: int
     body: bytes
     seconds: float
@@ -43,6 +45,8 @@ class Answer:
 
 @dataclass
 class LoadResult:
+    """Every answer of a run, in arrival order, and the run's wall time."""
+
     answers: list[Answer] = field(default_factory=list)
     wall: float = 0.0
 

@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with setup as target:
         say(f"measuring {target.describe}")
         run_loop(load(target.url, args.model, max(levels), args.warmup_s, texts, args.encoding, dims,
-                         target.headers))
+                      target.headers))
         order = sorted(levels, reverse=True)  # c64 right after the offline run it is compared with
         for i in range(args.rounds):  # interleaved, so noise on a shared machine hits every column
             rate, won, cpu_ms = best_of(engine, a_candidates, args.seconds)
@@ -327,14 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds.append(level_results)
             if target.direct:  # one request at a time straight to a replica: what the gateway adds
                 direct_runs.append(run_loop(load(target.direct, args.model, 1, args.seconds, texts,
-                                                    args.encoding, dims)))  # fmt: skip
+                                                 args.encoding, dims)))  # fmt: skip
             say(f"round {i + 1}/{args.rounds}: offline {offline_runs[-1]:.1f}/s, batch1 {batch1_runs[-1]:.1f}/s, "
                 + ", ".join(f"c{lv} {rounds[-1][lv]['rate']:.1f}/s (batch {rounds[-1][lv]['batch']:.1f})"
                             for lv in levels))
         describe = target.describe
         parts = list(target.cpu)
-    report(args, say, describe, levels, sizes, layouts, sweep, [label(w) for w in a_wins], [label(w) for w in b_wins],
-           offline_runs, batch1_runs, rounds, direct_runs, parts,
+    report(args, say, describe, levels, sizes, layouts, sweep, [label(w) for w in a_wins],
+           [label(w) for w in b_wins], offline_runs, batch1_runs, rounds, direct_runs, parts,
            lambda: cpu_bound(say, rounds, offline_cpu, parts))  # fmt: skip
     return 0
 

@@ -99,7 +99,7 @@ def service_spec(args: argparse.Namespace) -> dict[str, Any]:
     ``max_wait_ms`` (``MAX_WAIT_MS``, the bare server's too): on a CPU a batch of 32 takes
     ~130 ms, and the callers it answered come back over ~5-25 ms on this contended machine
     (gateway, client and servers share two cores); the batcher stops waiting once they are
-    back. At c64, measured here: with 5 ms, mean batch 25-27 of 32; with 25 ms, 32.
+    back. At c64, measured here: with 5 ms, mean batch 25-27 of 32; with 25 ms, 30-32.
     """
     cores = max(1, int(args.replica_cpu))
     return {
