@@ -90,10 +90,12 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
-def request_bytes(host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+def request_writer(host: str, path: str, headers: dict[str, str]) -> Callable[[bytes], bytes]:
+    """``body -> request bytes``: the request line and fixed headers are encoded once, so each
+    request only adds its Content-Length and body."""
+    fixed = "\r\n".join([f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
+                          *(f"{k}: {v}" for k, v in headers.items())]).encode("latin-1")
+    return lambda body: b"%s\r\nContent-Length: %d\r\n\r\n%s" % (fixed, len(body), body)
 
 
 async def closed_loop(url: str, *, concurrency: int, seconds: float, body: Callable[[], bytes],
@@ -105,7 +107,7 @@ async def closed_loop(url: str, *, concurrency: int, seconds: float, body: Calla
         raise ValueError(f"{url}: only plain http:// URLs are supported")
     host, port = parts.hostname, parts.port or 80
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    netloc, extra = parts.netloc, dict(headers or {})
+    request = request_writer(parts.netloc, path, headers or {})
     loop = asyncio.get_running_loop()
     result = LoadResult()
     stop = time.perf_counter() + seconds
@@ -115,7 +117,7 @@ async def closed_loop(url: str, *, concurrency: int, seconds: float, body: Calla
         try:
             while time.perf_counter() < stop:
                 started = time.perf_counter()
-                status, data = await conn.send(request_bytes(netloc, path, body(), extra))
+                status, data = await conn.send(request(body()))
                 result.answers.append(Answer(status, data, time.perf_counter() - started))
         finally:
             conn.close()
