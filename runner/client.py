@@ -10,6 +10,7 @@ Used by the CLI, the tests and anyone scripting runner::
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +21,26 @@ import httpx
 
 from runner import errors
 from runner.settings import Settings
-from runner.spec import spec_to_dict
+from runner.spec import parse_workload, spec_to_dict
 
 _ERRORS: dict[str, type[errors.RunnerError]] = {
     cls.__name__: cls
     for cls in (errors.AuthError, errors.NotFoundError, errors.ConflictError, errors.PolicyError, errors.UserError,
                 errors.ArtifactStoreError, errors.RunnerError)
 }
+
+
+def non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The first inf or nan in a JSON-able value and its path (``placement.max_price_per_gpu_hour``),
+    or None. JSON has no such numbers: httpx refuses to encode them, and the server refuses them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "body", value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = non_finite(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
 
 
 class Client:
@@ -51,6 +65,9 @@ class Client:
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        bad = non_finite(kwargs.get("json"))
+        if bad:  # (httpx would raise a bare ValueError encoding it: a traceback instead of an answer)
+            raise errors.UserError(f"{bad[0]}: must be a finite number, got {bad[1]}")
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -68,7 +85,7 @@ class Client:
         except ValueError:
             body = {}
         if response.status_code == 422 and "detail" in body:  # FastAPI's own request validation
-            raise errors.UserError(f"bad request: {body['detail']}")
+            raise errors.UserError(body.get("message") or f"bad request: {body['detail']}")
         if body.get("error") == "SpecError":
             raise errors.SpecError("", "", body.get("message", "invalid spec"))
         cls = _ERRORS.get(body.get("error", ""), errors.RunnerError)
@@ -80,6 +97,8 @@ class Client:
 
     def submit(self, spec: Any, *, source: str = "<client>", idempotency_key: str | None = None) -> dict[str, Any]:
         body = spec if isinstance(spec, dict) else spec_to_dict(spec)
+        if non_finite(body):  # validate here: the same error, naming the field and its bound, that the server gives
+            parse_workload(body, source=source)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/workloads", json={"spec": body, "source": source}, headers=headers)
 

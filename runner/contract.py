@@ -45,15 +45,19 @@ def service_port(spec: Any, default: int = 8000) -> int:
 
 
 def kind_env(spec: Any, *, replica_index: int, rendezvous: Rendezvous | None = None,
-             checkpoint_uri: str | None = None) -> dict[str, str]:  # fmt: skip
-    """The kind-specific variables of the contract."""
+             checkpoint_uri: str | None = None, model_uri: str | None = None) -> dict[str, str]:  # fmt: skip
+    """The kind-specific variables of the contract. ``checkpoint_uri`` and ``model_uri`` are
+    where the replica finds those folders (inside a container, its mount points:
+    ``runner.mounts``); a served model keeps the spec's name (``RUNNER_MODEL_ID``), which is what
+    clients send as ``model``."""
     kind = spec.kind
     if kind == "inference":
         b = spec.batching
         env = {"PORT": str(service_port(spec)), "RUNNER_MAX_BATCH_SIZE": str(b.max_batch_size),
                "RUNNER_MAX_WAIT_MS": f"{b.max_wait_ms:g}", "RUNNER_MAX_QUEUE": str(b.max_queue)}  # fmt: skip
         if spec.model:
-            env["RUNNER_MODEL"] = spec.model
+            env["RUNNER_MODEL"] = model_uri or spec.model
+            env["RUNNER_MODEL_ID"] = spec.model
         return env
     if kind == "gaming":
         return {"PORT": str(service_port(spec)), "RUNNER_GAME": spec.game, "RUNNER_FPS": str(spec.fps),

@@ -11,10 +11,11 @@ its labels. It becomes ``active`` when the supervisor sees it in Ray with its ag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from runner.benchmark import expected_tflops, judge
 from runner.catalog import canonical_gpu_name, get_gpu
@@ -22,6 +23,7 @@ from runner.errors import ConflictError, PolicyError, UserError
 from runner.ledger import MICROS
 from runner.network import NetworkConfig
 from runner.policy import KYC, NodeFacts, NodeState, admit_node
+from runner.spec.fields import NodeCores, NodeMemoryMiB, PricePerGpuHour, Tflops
 from runner.store import Store
 
 NAME = r"^[a-z][a-z0-9-]{0,62}$"
@@ -30,7 +32,7 @@ NAME = r"^[a-z][a-z0-9-]{0,62}$"
 class JoinRequest(BaseModel):
     """What a machine says about itself when it joins."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite and bounded
 
     token: str = Field(min_length=1)
     provider: str = Field(pattern=NAME)
@@ -39,11 +41,26 @@ class JoinRequest(BaseModel):
     country: str = Field(pattern=r"^[A-Z]{2}$")
     gpu_model: str | None = None
     gpu_count: int = Field(default=0, ge=0, le=64)
-    cpus: float = Field(gt=0)
-    memory_mb: int = Field(gt=0)
+    cpus: NodeCores
+    memory_mb: NodeMemoryMiB
     simulated: bool = False
-    price_per_gpu_hour: float | None = Field(default=None, gt=0)
+    price_per_gpu_hour: PricePerGpuHour | None = None
     benchmark: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("benchmark")
+    @classmethod
+    def _measured(cls, benchmark: dict[str, Any]) -> dict[str, Any]:
+        """``tflops`` (what placement scores and the checker holds the node to) is a finite number
+        in bounds; no other figure may be inf or nan either (they are stored and shown)."""
+        if benchmark.get("tflops") is not None:
+            try:
+                TypeAdapter(Tflops).validate_python(benchmark["tflops"])
+            except ValidationError as exc:
+                raise ValueError(f"tflops: {exc.errors()[0]['msg']}") from None
+        for key, value in benchmark.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{key}: must be a finite number, got {value}")
+        return benchmark
 
 
 class JoinGrant(BaseModel):

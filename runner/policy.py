@@ -25,9 +25,12 @@ from typing import Any
 from runner.catalog import get_gpu
 
 #: Countries under US embargo or advanced-computing export rules (Country Group D:5 and the
-#: comprehensive embargoes, plus China and Macau under the 2022-2023 rules). Editable per network
-#: in the policy file; this is only the default.
-DEFAULT_EMBARGOED = frozenset({"BY", "CN", "CU", "IR", "KP", "MO", "RU", "SY", "VE"})
+#: comprehensive embargoes, plus China and Macau under the 2022-2023 rules). Hong Kong is in the
+#: list because US export rules have treated it as China since 2020 (Executive Order 13936; BIS
+#: then removed Hong Kong as a destination of its own from the EAR): an H100 for a tenant in Hong
+#: Kong is an H100 for a tenant in China. Editable per network in the policy file; this is only
+#: the default.
+DEFAULT_EMBARGOED = frozenset({"BY", "CN", "CU", "HK", "IR", "KP", "MO", "RU", "SY", "VE"})
 
 
 class KYC(StrEnum):

@@ -8,8 +8,9 @@ failures are final, and what the trainer's reports add to the workload's timelin
   so it rarely meets another socket; rank 0's node checks it is free before starting, and a
   taken port makes the attempt a *relocation* (placed again at once with the next attempt's
   port, not counted as a failure) instead of a confused trainer.
-- **Checkpoints.** A ``file://`` checkpoint URI is bound into the container at the same path,
-  so the URI means the same thing to the trainer, the control plane and ``runner artifacts``;
+- **Checkpoints.** A ``file://`` checkpoint folder is bound into the container at
+  ``/mnt/runner/checkpoints`` (``runner.mounts``: never at its host path, where the image may hold
+  a folder its user cannot enter), and the URIs the trainer reports are read back as the host's;
   the node creates the folder writable for the image's user. Across hosts use ``s3://`` (a
   vanished node must not take the checkpoints along).
 - **Failures.** Exit 2 is bad input (flags, or a checkpoint of another model): retrying cannot
@@ -26,10 +27,8 @@ from __future__ import annotations
 import logging
 import zlib
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from runner.errors import PortInUseError
-from runner.runtime.base import Mount
 from runner.states import ReplicaState
 from runner.store import Replica, Store, Workload
 
@@ -52,23 +51,13 @@ def master_port(workload_id: str, attempt: int) -> int:
     return MASTER_PORT_BASE + zlib.crc32(f"{workload_id}:{attempt}".encode()) % MASTER_PORT_SPAN
 
 
-def checkpoint_mount(uri: str) -> Mount | None:
-    """The bind mount a ``file://`` checkpoint URI needs (same path inside and out); None for s3://."""
-    parts = urlsplit(uri)
-    if parts.scheme != "file":
-        return None
-    path = unquote(parts.path).rstrip("/") or "/"
-    return Mount(source=path, target=path)
-
-
-def launch_fields(spec: Any, rep: Replica, checkpoint_uri: str) -> dict[str, Any]:
+def launch_fields(spec: Any, rep: Replica) -> dict[str, Any]:
     """What a training worker's ``LaunchRequest`` gets on top of a batch replica's: host
-    networking, the checkpoint mount, and for rank 0 the ports it listens on (the rendezvous
-    port, then the spec's), which its node checks are free. Under host networking every rank
-    shares its node's ports, so the spec's ports are rank 0's alone."""
-    mount = checkpoint_mount(checkpoint_uri)
+    networking, and for rank 0 the ports it listens on (the rendezvous port, then the spec's),
+    which its node checks are free. Under host networking every rank shares its node's ports,
+    so the spec's ports are rank 0's alone."""
     ports = [(master_port(rep.workload_id, rep.attempt), "tcp"), *[(p.container, p.protocol) for p in spec.ports]]
-    return {"host_network": True, "mounts": [mount] if mount else [], "ports": ports if rep.index == 0 else []}
+    return {"host_network": True, "ports": ports if rep.index == 0 else []}
 
 
 def stop_grace(reps: list[Replica], default_s: float) -> float:

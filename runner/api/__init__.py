@@ -3,7 +3,11 @@
 Every route requires a credential: ``Authorization: Bearer <key>`` (a tenant's key, or the
 operator's for ``/v1/admin``), or, for ``POST /v1/nodes/join`` only, a join token in the body.
 There is no open route. Errors come back as ``{"error": <class>, "message": <text>}`` with a status
-that matches the error class, so the client raises the same named error the server did.
+that matches the error class, so the client raises the same named error the server did. A body
+FastAPI itself refuses (a wrong type, a number out of bounds, inf or nan: JSON's ``1e309`` and
+``NaN`` arrive as such) is a 422 whose message names each field, as a spec error does; a refused
+request changes nothing, and a 5xx is never the answer to input. A stored number JSON cannot
+hold (a diverged loss, ``NaN``) is answered as ``null`` (``encoding.py``), never as a 500.
 
     workloads.py   submit (KYC and budget admission), list, get, wait, cancel, logs, explain
     sessions.py    gaming sessions: start, list, show, wait until serving, end
@@ -15,30 +19,57 @@ that matches the error class, so the client raises the same named error the serv
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
 
 from runner.api import admin, artifacts, nodes, services, sessions, workloads
 from runner.api.context import AppContext
+from runner.api.encoding import FiniteJSONResponse
 from runner.errors import (
     ArtifactStoreError, AuthError, ConflictError, NotFoundError, PolicyError, RunnerError, SpecError, UserError,
 )  # fmt: skip
+from runner.spec.parsing import humanize_error
 
 _STATUS: dict[type[RunnerError], int] = {AuthError: 401, PolicyError: 403, NotFoundError: 404, ConflictError: 409,
                                          SpecError: 422, UserError: 400, ArtifactStoreError: 502}  # fmt: skip
 
 
 def create_app(ctx: AppContext) -> FastAPI:
-    app = FastAPI(title="runner", version="0.1.0", description="Run containerized workloads on rented GPU nodes.")
+    app = FastAPI(title="runner", version="0.1.0", description="Run containerized workloads on rented GPU nodes.",
+                  default_response_class=FiniteJSONResponse)  # fmt: skip
     app.state.ctx = ctx
     app.state.store = ctx.store
     app.state.key_cache = {}
 
     @app.exception_handler(RunnerError)
-    async def _runner_error(_: Request, exc: RunnerError) -> JSONResponse:
+    async def _runner_error(_: Request, exc: RunnerError) -> FiniteJSONResponse:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
+        return FiniteJSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> FiniteJSONResponse:
+        return FiniteJSONResponse(validation_error_body(exc.errors()), status_code=422)
 
     for module in (workloads, sessions, services, nodes, admin, artifacts):
         app.include_router(module.router)
     return app
+
+
+def validation_error_body(errors: Any) -> dict[str, Any]:
+    """FastAPI's refusal of a request, as ``{"error", "message", "detail"}``: each problem as
+    ``field: what was expected, got what``. (FastAPI's own answer echoes each bad input, and an
+    inf or nan there cannot be encoded as JSON: the refusal itself became a 500.)"""
+    detail = []
+    for err in errors:
+        loc = tuple(err.get("loc") or ())
+        where = loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc
+        if err.get("type") == "json_invalid":
+            field, message = "", f"the body is not valid JSON ({(err.get('ctx') or {}).get('error', 'cannot parse')})"
+        else:
+            field, message = humanize_error({**err, "loc": where})
+        detail.append({"loc": [str(part) for part in loc], "field": field, "type": str(err.get("type", "")),
+                       "msg": message})  # fmt: skip
+    text = "; ".join(f"{d['field']}: {d['msg']}" if d["field"] else d["msg"] for d in detail)
+    return {"error": "UserError", "message": f"bad request: {text}", "detail": detail}

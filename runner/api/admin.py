@@ -17,9 +17,10 @@ from runner.api.nodes import bill_json, statement_json
 from runner.errors import UserError
 from runner.ledger import SlashCause
 from runner.policy import KYC, NodeState
-from runner.store import Provider, Tenant
 from runner.sla import UptimeDay as UptimeFacts
 from runner.sla import day_breached, monthly_uptime
+from runner.spec.fields import MAX_USD, Usd, bounded
+from runner.store import Provider, Tenant
 from runner.supervisor.gang import RELOCATE
 from runner.supervisor.market import utc_day
 
@@ -41,6 +42,12 @@ def _usd(value: float | None) -> int | None:
     return None if value is None else int(round(value * ledger.MICROS))
 
 
+#: A stake deposit: more than nothing, at most ``MAX_USD`` (every amount here is finite and bounded).
+Deposit = bounded(float, gt=0, le=MAX_USD)
+#: A join token's lifetime in seconds: at most 30 days.
+TokenTtl = bounded(float, gt=0, le=30 * 86_400)
+
+
 # -- tenants -----------------------------------------------------------------------------------------
 @router.get("/tenants")
 def tenants(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
@@ -49,7 +56,7 @@ def tenants(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
 
 @router.post("/tenants", status_code=201)
 def add_tenant(_: Operator, ctx: Ctx, id: Annotated[str, Body()], country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")],
-               kyc: Annotated[KYC, Body()] = KYC.PENDING, budget_usd: Annotated[float | None, Body(ge=0)] = None,
+               kyc: Annotated[KYC, Body()] = KYC.PENDING, budget_usd: Annotated[Usd | None, Body()] = None,
                ) -> dict[str, Any]:  # fmt: skip
     t = ctx.store.add_tenant(id, country=country, kyc=kyc, budget_micros=_usd(budget_usd))
     return tenant_json(ctx, t)
@@ -57,7 +64,7 @@ def add_tenant(_: Operator, ctx: Ctx, id: Annotated[str, Body()], country: Annot
 
 @router.post("/tenants/{tenant_id}")
 def update_tenant(_: Operator, ctx: Ctx, tenant_id: str, kyc: Annotated[KYC | None, Body()] = None,
-                  budget_usd: Annotated[float | None, Body(ge=0)] = None, clear_budget: Annotated[bool, Body()] = False,
+                  budget_usd: Annotated[Usd | None, Body()] = None, clear_budget: Annotated[bool, Body()] = False,
                   country: Annotated[str | None, Body(pattern=r"^[A-Za-z]{2}$")] = None) -> dict[str, Any]:  # fmt: skip
     fields: dict[str, Any] = {}
     if kyc is not None:
@@ -91,7 +98,7 @@ def providers(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
 @router.post("/providers", status_code=201)
 def add_provider(_: Operator, ctx: Ctx, id: Annotated[str, Body(pattern=r"^[a-z][a-z0-9-]{0,62}$")],
                  country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")], kyc: Annotated[KYC, Body()] = KYC.PENDING,
-                 stake_usd: Annotated[float, Body(ge=0)] = 0.0) -> dict[str, Any]:  # fmt: skip
+                 stake_usd: Annotated[Usd, Body()] = 0.0) -> dict[str, Any]:  # fmt: skip
     p = ctx.store.add_provider(id, country=country, kyc=kyc)
     if stake_usd:
         ctx.store.post(ledger.stake_deposit(id, _usd(stake_usd) or 0, key=f"stake:{id}:initial"))
@@ -106,7 +113,7 @@ def provider_kyc(_: Operator, ctx: Ctx, provider_id: str, kyc: Annotated[KYC, Bo
 
 
 @router.post("/providers/{provider_id}/stake")
-def provider_stake(_: Operator, ctx: Ctx, provider_id: str, usd: Annotated[float, Body(embed=True, gt=0)],
+def provider_stake(_: Operator, ctx: Ctx, provider_id: str, usd: Annotated[Deposit, Body(embed=True)],
                    key: Annotated[str, Body(embed=True, min_length=1)]) -> dict[str, Any]:  # fmt: skip
     """Deposit stake; ``key`` makes a retried deposit count once."""
     p = ctx.store.get_provider(provider_id)
@@ -116,7 +123,7 @@ def provider_stake(_: Operator, ctx: Ctx, provider_id: str, usd: Annotated[float
 
 @router.post("/tokens", status_code=201)
 def issue_token(_: Operator, ctx: Ctx, provider: Annotated[str, Body()],
-                ttl_s: Annotated[float, Body(gt=0, le=30 * 86_400)] = 3600.0) -> dict[str, Any]:  # fmt: skip
+                ttl_s: Annotated[TokenTtl, Body()] = 3600.0) -> dict[str, Any]:  # fmt: skip
     return {"provider": provider, "token": ctx.store.issue_join_token(provider, ttl_s=ttl_s), "ttl_s": ttl_s}
 
 

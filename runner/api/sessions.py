@@ -15,9 +15,9 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query
-from fastapi.responses import JSONResponse
 
 from runner.api.auth import Tenant
+from runner.api.encoding import FiniteJSONResponse
 from runner.api.workloads import Ctx, admit
 from runner.errors import NotFoundError, UserError
 from runner.sessions import END, session_spec, session_view
@@ -53,7 +53,7 @@ def view(ctx: Any, w: Workload) -> dict[str, Any]:
 
 @router.post("/v1/sessions", status_code=201)
 def start(tenant_id: Tenant, ctx: Ctx, request: Annotated[dict[str, Any], Body()],
-          idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+          idempotency_key: Annotated[str | None, Header()] = None) -> FiniteJSONResponse:  # fmt: skip
     """Start a session: ``{"game": "breakout", "near": "eu-west", "fps": 60, ...}``."""
     if ctx.runtime_name != "docker":
         raise UserError(f"sessions need the Docker runtime to publish the player's port; this cluster runs "
@@ -63,7 +63,7 @@ def start(tenant_id: Tenant, ctx: Ctx, request: Annotated[dict[str, Any], Body()
     row, created = ctx.store.create_workload(tenant_id=tenant_id, spec=spec_to_dict(parsed), source="session",
                                              idempotency_key=idempotency_key)  # fmt: skip
     ctx.supervisor.wake()
-    return JSONResponse(view(ctx, row), status_code=201 if created else 200)
+    return FiniteJSONResponse(view(ctx, row), status_code=201 if created else 200)
 
 
 @router.get("/v1/sessions")

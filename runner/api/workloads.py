@@ -12,11 +12,12 @@ from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Body, Depends, Header, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from runner import ledger
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
+from runner.api.encoding import FiniteJSONResponse
 from runner.errors import PolicyError
 from runner.placement import Demand
 from runner.policy import KYC, TenantFacts, admit_tenant
@@ -111,13 +112,13 @@ def worst_price(ctx: AppContext, d: Demand) -> int:
 @router.post("/v1/workloads", status_code=201)
 def submit(tenant_id: Tenant, ctx: Ctx, spec: Annotated[dict[str, Any], Body(embed=True)],
            source: Annotated[str, Body(embed=True)] = "<api>",
-           idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:  # fmt: skip
+           idempotency_key: Annotated[str | None, Header()] = None) -> FiniteJSONResponse:  # fmt: skip
     parsed = parse_workload(spec, source=source)
     admit(ctx, tenant_id, parsed)
     row, created = ctx.store.create_workload(tenant_id=tenant_id, spec=spec_to_dict(parsed), source=source,
                                              idempotency_key=idempotency_key)  # fmt: skip
     ctx.supervisor.wake()
-    return JSONResponse(workload_json(row), status_code=201 if created else 200)
+    return FiniteJSONResponse(workload_json(row), status_code=201 if created else 200)
 
 
 @router.get("/v1/workloads")

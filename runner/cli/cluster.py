@@ -92,10 +92,15 @@ def nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def images_build(
     names: Annotated[list[str] | None, typer.Argument(help="Images to build (default: all).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the content hash is unchanged.")] = False,
+    verbose: Annotated[bool | None, typer.Option("--verbose", "-v", show_default=False,
+                                                 help="Stream the full build output (default: RUNNER_VERBOSE).")] = None,
+    log_file: Annotated[Path | None, typer.Option(help="Append the full output to this file "
+                                                  "(default: a fresh images-build.log in the cache).")] = None,
 ) -> None:
-    """Build images from Debian packages and local wheels (works offline); cached by content hash."""
-    from runner.images import build_images
+    """Build images from Debian packages and local wheels (works offline); cached by content hash.
 
-    tags = build_images(names or None, force=force, log=lambda m: console.print(f"  {m}", markup=False))
-    for name, tag in tags.items():
-        console.print(f"[green]{name}[/green] {tag}")
+    One row per image; the full output goes to a log file, whose last lines show on failure.
+    """
+    from runner.images import build_images_for_console
+
+    build_images_for_console(names or None, console, force=force, verbose=verbose, log_file=log_file)

@@ -13,19 +13,20 @@ Nodes may have no registry access, so nothing here pulls from Docker Hub by defa
    follows it.
 
 Pure logic (definitions, hashing, parsing) comes first and needs no Docker; the I/O after it.
-``python -m runner.images [--force] [--base IMAGE] [NAMES...]`` builds from a shell.
+``python -m runner.images [--force] [--verbose] [--base IMAGE] [NAMES...]`` builds from a shell.
 
-``defs.py`` holds the definitions and pure logic, ``build.py`` the I/O.
+``defs.py`` holds the definitions and pure logic, ``build.py`` the I/O, ``report.py`` what a
+person sees of a build: one row per image, the full output in a log file under the cache.
 """
 
-from runner.images.build import build_image, build_images, main
+from runner.images.build import build_image, build_images, build_images_for_console, default_log_path, main
 from runner.images.defs import (
     IMAGES, ImageDef, build_order, chain_requirements, check_wheels, content_hash, context_files, image_hash,
     image_tag, parse_apt_mirror, rootfs_hash, wheelhouse_key,
 )  # fmt: skip
 
 __all__ = [
-    "IMAGES", "ImageDef", "build_image", "build_images", "build_order", "chain_requirements", "check_wheels",
-    "content_hash", "context_files", "image_hash", "image_tag", "main", "parse_apt_mirror", "rootfs_hash",
+    "IMAGES", "ImageDef", "build_image", "build_images", "build_images_for_console", "build_order", "chain_requirements", "check_wheels",
+    "content_hash", "context_files", "default_log_path", "image_hash", "image_tag", "main", "parse_apt_mirror", "rootfs_hash",
     "wheelhouse_key",
 ]  # fmt: skip

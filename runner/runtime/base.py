@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import PortInUseError, UserError
+from runner.mounts import Mount
 from runner.states import ReplicaState
 
 #: Label keys written on every container (and process state folder) runner starts.
@@ -36,17 +37,6 @@ def replica_key(workload_id: str, index: int, attempt: int) -> str:
 
 #: The uid runner's images run as (``images/base.Dockerfile``): mounted folders are made writable for it.
 CONTAINER_UID = 1000
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A host folder bound into the replica. Training binds its ``file://`` checkpoint folder at
-    the same path inside and out, so the URI means the same thing to the trainer, the control
-    plane and ``runner artifacts``."""
-
-    source: str  # absolute path on the node
-    target: str  # absolute path inside the container
-    read_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ process, and an exit that happened while no agent watched is still known.
 
 A process always shares the host's network (``host_network`` is what it has anyway; its ports
 are checked free the same way) and sees the host's files: a mount's source folder is created
-like the Docker runtime creates it, and must be at the same path as its target.
+like the Docker runtime creates it, and the request's env, which names each mount's target (where
+a container would find it, ``runner.mounts``), is read as naming its source instead.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from runner.errors import UserError
+from runner.mounts import to_host
 from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts
 from runner.runtime.logtail import LineBuffer
 from runner.states import ReplicaState
@@ -71,10 +72,6 @@ class ProcessRuntime(Runtime):
         folder = self._dir(request.key)
         if (folder / "pid").exists():  # adopt: never start the same key twice
             return self.status(request.key)
-        moved = [m for m in request.mounts if m.source != m.target]
-        if moved:
-            raise UserError(f"the process runtime cannot remap {moved[0].source} to {moved[0].target}: "
-                            "processes see host paths. To fix: mount at the same path, or use Docker")
         check_host_ports(request, self.node)
         prepare_mounts(request.mounts, self.artifacts_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +81,7 @@ class ProcessRuntime(Runtime):
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": str(self.workdir),
             "PYTHONUNBUFFERED": "1",
-            **request.env,
+            **to_host(request.env, request.mounts),  # no mount: the folders are where they are
         }
         command = request.command or ["true"]
         proc = subprocess.Popen(

@@ -8,21 +8,23 @@ import re
 import shlex
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from runner.catalog import CATALOG, canonical_gpu_name, known_gpu_names
 from runner.spec.fields import (
-    DNS_LABEL, ENV_KEY, IMAGE_REF, LABEL_KEY, MEMORY_SCHEMA, SECTIONS, Duration, Region, check_mapping, describe,
-    parse_memory,
+    DNS_LABEL, ENV_KEY, IMAGE_REF, LABEL_KEY, MAX_REPLICAS, SECTIONS, Attempts, BackoffFactor, BackoffSeconds,
+    BatchSize, BatchWaitMs, CheckpointSteps, Concurrency, Cores, Duration, Fps, Fraction, GpuCount, LatencyMs, Memory,
+    PortNumber, PricePerGpuHour, QueueLength, Region, Replicas, VramGb, Workers, check_mapping, describe,
 )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- base model
 class SpecModel(BaseModel):
-    """Base of every model a user writes: unknown fields are errors, and parsed specs are frozen."""
+    """Base of every model a user writes: unknown fields are errors, and parsed specs are frozen.
+    No float takes inf or nan (each number field also has its own bounds: ``runner.spec.fields``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @classmethod
     def _unknown_field_hint(cls, name: str) -> str:
@@ -50,8 +52,8 @@ class GPURequest(SpecModel):
     """
 
     models: list[str] = Field(min_length=1, description="Acceptable GPU models (catalog names); any one will do.")
-    count: int = Field(default=1, ge=1, description="GPUs per replica, all of the same model.")
-    min_vram_gb: int | None = Field(default=None, ge=1, description="Only models with at least this much VRAM.")
+    count: GpuCount = Field(default=1, description="GPUs per replica, all of the same model.")
+    min_vram_gb: VramGb | None = Field(default=None, description="Only models with at least this much VRAM.")
 
     @model_validator(mode="before")
     @classmethod
@@ -109,9 +111,9 @@ class Resources(SpecModel):
     """What one replica needs from a node. No ``gpu`` means a CPU-only workload."""
 
     gpu: GPURequest | None = Field(default=None, description="GPUs per replica; null, 0 or 'none' for CPU-only.")
-    cpu: float = Field(default=1.0, gt=0, description="CPU cores per replica (fractions allowed).")
-    memory: Annotated[int | None, BeforeValidator(parse_memory), WithJsonSchema(MEMORY_SCHEMA)] = Field(
-        default=None, gt=0, description="Memory per replica in MiB; accepts '512MB', '16GB', '2GiB' (GB = GiB).")
+    cpu: Cores = Field(default=1.0, description="CPU cores per replica (fractions allowed).")
+    memory: Memory = Field(default=None, description="Memory per replica in MiB; accepts '512MB', '16GB', '2GiB' "
+                                                     "(GB = GiB).")
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -125,7 +127,7 @@ class Resources(SpecModel):
 class Port(SpecModel):
     """A container port to expose. Short forms: ``8000`` or ``"8000/udp"``."""
 
-    container: int = Field(ge=1, le=65535, description="Port number inside the container.")
+    container: PortNumber = Field(description="Port number inside the container.")
     protocol: Literal["tcp", "udp"] = Field(default="tcp", description="Transport protocol.")
     name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,62}$", description="Optional port name.")
 
@@ -144,7 +146,7 @@ class Port(SpecModel):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
         port_string = {"type": "string", "pattern": r"^\d+(/(tcp|udp))?$"}
-        return {"anyOf": [handler(core_schema), {"type": "integer"}, port_string]}
+        return {"anyOf": [handler(core_schema), {"type": "integer", "minimum": 1, "maximum": 65535}, port_string]}
 
 
 class Placement(SpecModel):
@@ -154,8 +156,9 @@ class Placement(SpecModel):
     deny_regions: list[Region] = Field(default_factory=list, description="Regions never to use.")
     countries: list[str] = Field(default_factory=list, description="Allowed ISO 3166 alpha-2 countries; empty = any.")
     deny_countries: list[str] = Field(default_factory=list, description="ISO 3166 alpha-2 countries never to use.")
-    max_price_per_gpu_hour: float | None = Field(default=None, gt=0, description="Price ceiling in USD per GPU-hour.")
-    min_reliability: float | None = Field(default=None, ge=0, le=1, description="Minimum provider reliability, 0..1.")
+    max_price_per_gpu_hour: PricePerGpuHour | None = Field(default=None,
+                                                           description="Price ceiling in USD per GPU-hour.")
+    min_reliability: Fraction | None = Field(default=None, description="Minimum provider reliability, 0..1.")
     spread_providers: bool = Field(default=False, description="Put replicas on different providers where possible.")
 
     @field_validator("countries", "deny_countries", mode="before")
@@ -185,10 +188,10 @@ class Placement(SpecModel):
 class RetryPolicy(SpecModel):
     """How often a failed replica is started again, with exponential backoff between attempts."""
 
-    max_attempts: int = Field(default=1, ge=1, le=100, description="Total attempts, including the first.")
-    backoff_s: float = Field(default=1.0, ge=0, description="Seconds to wait before the second attempt.")
-    backoff_factor: float = Field(default=2.0, ge=1, description="Each further wait is this many times longer.")
-    backoff_max_s: float = Field(default=60.0, ge=0, description="Upper bound on any single wait, in seconds.")
+    max_attempts: Attempts = Field(default=1, description="Total attempts, including the first.")
+    backoff_s: BackoffSeconds = Field(default=1.0, description="Seconds to wait before the second attempt.")
+    backoff_factor: BackoffFactor = Field(default=2.0, description="Each further wait is this many times longer.")
+    backoff_max_s: BackoffSeconds = Field(default=60.0, description="Upper bound on any single wait, in seconds.")
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt number ``attempt`` (1-based; the first waits 0)."""
@@ -294,14 +297,14 @@ class BatchSpec(WorkloadBase):
     """Run-to-completion job: ``replicas`` independent copies, done when all exit 0."""
 
     kind: Literal["batch"] = Field(description="Workload kind.")
-    replicas: int = Field(default=1, ge=1, le=1000, description="Independent copies to run.")
+    replicas: Replicas = Field(default=1, description="Independent copies to run.")
 
 
 class CheckpointPolicy(SpecModel):
     """Where and how often a training job saves state, so a retry resumes instead of restarting."""
 
     uri: str | None = Field(default=None, description="Checkpoint location: file:// or s3:// URI.")
-    every_steps: int = Field(default=100, ge=1, description="Save every this many training steps.")
+    every_steps: CheckpointSteps = Field(default=100, description="Save every this many training steps.")
 
     @field_validator("uri")
     @classmethod
@@ -319,7 +322,7 @@ class TrainingSpec(WorkloadBase):
     """Distributed training: ``workers`` cooperating replicas with checkpointing."""
 
     kind: Literal["training"] = Field(description="Workload kind.")
-    workers: int = Field(default=1, ge=1, le=1024, description="Number of cooperating worker replicas.")
+    workers: Workers = Field(default=1, description="Number of cooperating worker replicas.")
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy, description="Checkpoint policy.")
     # Rented nodes vanish: a training job resumes from its last checkpoint without being asked.
     retries: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=TRAINING_ATTEMPTS),
@@ -337,8 +340,8 @@ class TrainingSpec(WorkloadBase):
 class ReplicaRange(SpecModel):
     """Autoscaling bounds; ``replicas: 2`` means exactly two, ``{min: 2}`` means max = min."""
 
-    min: int = Field(default=1, ge=1, le=1000, description="Fewest replicas kept running.")
-    max: int = Field(default=1, ge=1, le=1000, description="Most replicas scaled up to.")
+    min: Replicas = Field(default=1, description="Fewest replicas kept running.")
+    max: Replicas = Field(default=1, description="Most replicas scaled up to.")
 
     @model_validator(mode="before")
     @classmethod
@@ -357,25 +360,25 @@ class ReplicaRange(SpecModel):
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
-        return {"anyOf": [handler(core_schema), {"type": "integer", "minimum": 1}]}
+        return {"anyOf": [handler(core_schema), {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS}]}
 
 
 class Batching(SpecModel):
     """Server-side request batching: trade a little latency for GPU throughput."""
 
-    max_batch_size: int = Field(default=32, ge=1, description="Largest batch handed to the model.")
-    max_wait_ms: float = Field(default=5, ge=0, description="Longest a request waits for a batch to fill.")
-    max_queue: int = Field(default=1024, ge=1, description="Requests queued before new ones are refused.")
+    max_batch_size: BatchSize = Field(default=32, description="Largest batch handed to the model.")
+    max_wait_ms: BatchWaitMs = Field(default=5, description="Longest a request waits for a batch to fill.")
+    max_queue: QueueLength = Field(default=1024, description="Requests queued before new ones are refused.")
 
 
 class Autoscale(SpecModel):
     """When a service adds or removes replicas between ``replicas.min`` and ``.max``, judged from
     its replicas' own metrics reports (``runner/autoscale.py``): up fast, down slowly."""
 
-    target_concurrency: float | None = Field(
-        default=None, gt=0, description="Requests in flight (queued or running) per replica to aim for; "
+    target_concurrency: Concurrency | None = Field(
+        default=None, description="Requests in flight (queued or running) per replica to aim for; "
                                         "default: batching.max_batch_size (one full batch each).")
-    max_p99_ms: float | None = Field(default=None, gt=0, description="Also add a replica while the replicas' "
+    max_p99_ms: LatencyMs | None = Field(default=None, description="Also add a replica while the replicas' "
                                                                      "p99 latency is above this (off by default).")
     up_after: Duration = Field(default=10.0, description="How long the load must call for more replicas before "
                                                          "they are added.")
@@ -414,12 +417,12 @@ class GamingSpec(WorkloadBase):
 
     kind: Literal["gaming"] = Field(description="Workload kind.")
     game: str = Field(min_length=1, description="Game (or title id) to launch.")
-    fps: int = Field(default=60, ge=1, le=240, description="Target frames per second.")
+    fps: Fps = Field(default=60, description="Target frames per second.")
     resolution: str = Field(default="1280x720", description="Stream resolution as WIDTHxHEIGHT.")
     near: Region | None = Field(default=None, description="Region the player is in; placement prefers it.")
     idle_timeout: Duration = Field(default=300.0, description="End the session after this long without input.")
     max_duration: Duration = Field(default=4 * 3600.0, description="Hard cap on session length.")
-    latency_budget_ms: float = Field(default=50, gt=0, description="Acceptable network round trip to the player.")
+    latency_budget_ms: LatencyMs = Field(default=50, description="Acceptable network round trip to the player.")
 
     @field_validator("resolution")
     @classmethod

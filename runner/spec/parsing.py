@@ -21,6 +21,7 @@ _MESSAGES = {
     "greater_than_equal": "must be >= {ge}, got {input}", "greater_than": "must be > {gt}, got {input}",
     "less_than_equal": "must be <= {le}, got {input}", "less_than": "must be < {lt}, got {input}",
     "literal_error": "must be {expected}, got {input}", "string_pattern_mismatch": "must match {pattern}, got {input}",
+    "finite_number": "must be a finite number, got {input}",  # (bounded fields say their bound: not_finite)
     "string_too_short": "must not be empty", "string_too_long": "must be at most {max_length} characters",
     "too_short": "must have at least {min_length} item(s)", "too_long": "must have at most {max_length} item(s)",
     **{t: _ANY.replace("{what}", what) for t, what in {
@@ -44,7 +45,7 @@ def _error_path(loc: tuple[Any, ...]) -> str:
     return path
 
 
-def _humanize(err: dict[str, Any]) -> tuple[str, str]:
+def humanize_error(err: dict[str, Any]) -> tuple[str, str]:
     """One pydantic error as (dotted path, human message)."""
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     path = _error_path(tuple(err["loc"]))
@@ -76,7 +77,7 @@ def parse_workload(data: object, source: str = "<spec>") -> WorkloadSpec:
         try:
             return WORKLOAD_ADAPTER.validate_python(data)
         except ValidationError as exc:
-            errors = [_humanize(e) for e in exc.errors(include_url=False)]  # type: ignore[arg-type]
+            errors = [humanize_error(e) for e in exc.errors(include_url=False)]  # type: ignore[arg-type]
     error = SpecError(source, *errors[0])
     error.errors = errors  # type: ignore[attr-defined]
     raise error

@@ -3,9 +3,13 @@
 Each tick: refresh the fleet (Ray nodes and their agents), activate nodes that joined, place every
 pending workload on one snapshot of the market (in submission order), step every other active
 workload through its controller, bill running replicas, apply budgets and drains, and remove
-orphans. Between ticks it sleeps until a submit wakes it, an agent call completes, or a short
-poll passes. It holds no state the store does not: a restarted supervisor asks the same
-questions again and re-adopts what runs.
+orphans. A fault in one workload's part of a tick (reading its spec, placing, stepping or
+metering it) is that workload's alone: it is logged with its traceback, recorded as an event, and
+the tick goes on for everyone else; a workload that faults ``FAULT_LIMIT`` times in a row in the
+same part (or whose stored spec does not parse) is failed with the exception in its reason.
+Between ticks it sleeps until a submit wakes it, an agent call completes, or a short poll passes.
+It holds no state the store does not: a restarted supervisor asks the same questions again and
+re-adopts what runs.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.network import NetworkConfig
 from runner.placement import Demand
 from runner.policy import NodeState
@@ -23,7 +29,7 @@ from runner.preemption import priority
 from runner.runtime import ReplicaStatus
 from runner.settings import Settings
 from runner.spec import parse_workload
-from runner.states import WorkloadState
+from runner.states import ReplicaState, WorkloadState
 from runner.store import Replica, Store, Workload
 from runner.supervisor.checker import Checker
 from runner.supervisor.fleet import Fleet
@@ -45,6 +51,10 @@ def tenant_artifacts(settings: Settings, tenant_id: str) -> Path:
 
 S = WorkloadState
 SLA_SETTLE_S = 60.0
+#: Ticks in a row one part of a workload's supervision may fault before the workload is failed: a
+#: passing fault (a database hiccup, an agent restarting) gets another try; one that raises every
+#: tick does not hold a place in the loop for good.
+FAULT_LIMIT = 3
 
 
 class Supervisor:
@@ -55,7 +65,8 @@ class Supervisor:
         self.fleet = Fleet(settings)
         self.market = Market(store, config, self.fleet)
         self.driver = ReplicaDriver(store, self.fleet, poll_interval_s=settings.poll_interval_s,
-                                    on_finished=self._replica_finished)  # fmt: skip
+                                    on_finished=self._replica_finished,
+                                    mounts=lambda w: self.mounts(w, self.spec(w)))  # fmt: skip
         self.gangs = GangController(self)
         #: Which controller steps each kind once it is placed. Batch and training jobs are gangs;
         #: inference services and gaming sessions get controllers of their own.
@@ -64,6 +75,8 @@ class Supervisor:
         self.preemptor = Preemptor(self)
         self.checker = Checker(store, config, self.fleet)
         self._specs: dict[str, Any] = {}
+        #: (workload, part of the tick) -> faults in a row there (see ``_guarded``).
+        self._faults: dict[tuple[str, str], int] = {}
         self._wake = threading.Event()
         self._watched: set[Any] = set()  # agent calls whose completion wakes the loop
         self._settled_at = 0.0
@@ -86,6 +99,8 @@ class Supervisor:
         log.info("%s %s -> %s %s", w.id, w.state, target, message)
         if target.is_terminal():
             self._specs.pop(w.id, None)
+            for key in [k for k in self._faults if k[0] == w.id]:
+                del self._faults[key]
         with self.changed:
             self.changed.notify_all()
         return row
@@ -95,6 +110,18 @@ class Supervisor:
         home's artifact store (each tenant's ``file://`` URIs must stay under it)."""
         base = getattr(getattr(spec, "checkpoint", None), "uri", None) or tenant_artifacts(self.settings, w.tenant_id).as_uri()
         return f"{base.rstrip('/')}/{w.id}/"
+
+    def mounts(self, w: Workload, spec: Any) -> list[Mount]:
+        """The host folders bound into this workload's replicas (``runner.mounts``): a training
+        job's ``file://`` checkpoint folder; the ``file://`` checkpoint an inference service
+        serves, read-only. Launch requests and the reading of reports both ask here."""
+        if spec.kind == "training":
+            mount = file_mount(self.checkpoint_uri(w, spec), CHECKPOINTS)
+        elif spec.kind == "inference" and spec.model:
+            mount = file_mount(spec.model, MODEL, read_only=True)
+        else:
+            mount = None
+        return [mount] if mount else []
 
     def refresh_nodes(self, force: bool = False) -> None:
         self.fleet.refresh(force=force)
@@ -129,16 +156,21 @@ class Supervisor:
     def tick(self) -> None:
         self.fleet.refresh()
         self.market.activate_nodes()
-        workloads = self.store.active_workloads()
+        workloads = self._read_specs(self.store.active_workloads())
         self._apply_budgets_and_drains(workloads)
         pending = [w for w in workloads if w.state == S.PENDING.value]
         if pending:
-            self._place(pending)
+            try:
+                self._place(pending)
+            except Exception:  # not one workload's (those are guarded inside): running work is still stepped
+                log.exception("placement round failed; the tick goes on")
         for w in workloads:
             if w.state != S.PENDING.value:
-                self.controllers[w.kind].step(self.store.get_workload(w.id))
+                self._guarded(w.id, "stepping",
+                              lambda w=w: self.controllers[w.kind].step(self.store.get_workload(w.id)))  # fmt: skip
         active = self.store.active_replicas()
-        self.market.meter(r for r in active if r.started_at is not None)
+        self.market.meter((r for r in active if r.started_at is not None),
+                          guard=lambda workload_id, bill: self._guarded(workload_id, "metering", bill))  # fmt: skip
         self.market.finish_drains(active)
         if time.monotonic() - self._settled_at > SLA_SETTLE_S:
             self._settled_at = time.monotonic()
@@ -149,23 +181,82 @@ class Supervisor:
         placer = self.market.placer(self.market.loads(self.store.active_replicas(), self.demand))
         # Higher priority first (sessions): what a preemption freed goes to the session it was freed for.
         for w in sorted(pending, key=lambda w: -priority(w.kind)):
-            if w.cancel_requested:
-                self.move(w, S.CANCELLED, "cancelled before placement")
+            self._guarded(w.id, "placing", lambda w=w: self._place_one(placer, w))
+
+    def _place_one(self, placer: Any, w: Workload) -> None:
+        if w.cancel_requested:
+            self.move(w, S.CANCELLED, "cancelled before placement")
+            return
+        over = self.market.over_budget(w.tenant_id)
+        if over:
+            self.move(w, S.FAILED, over)
+            return
+        demand = self.demand(w.id)
+        decision = self.market.decide(placer, w, demand)
+        if not decision.placed:
+            if decision.message != w.message:  # record each new reason once, not every tick
+                self.store.update_workload(w.id, message=decision.message)
+                self.store.add_event(w.id, S.PENDING.value, decision.message)
+            self.preemptor.make_room(placer, w, demand, decision)
+            return
+        terms = [self.market.terms(placer, node, demand) for node in decision.nodes]
+        self.controllers[w.kind].launch(w, decision, terms)
+
+    # -- faults: one workload's, not the loop's ------------------------------------------------------
+    def _read_specs(self, workloads: list[Workload]) -> list[Workload]:
+        """The workloads whose spec (and demand) can be read; each is read once, then cached. Every
+        other part of a tick asks for specs, for other workloads' too (the load on each node), so a
+        spec that does not parse (stored under looser rules by an older version) is failed here at
+        once, before it can fault the placement of everyone else."""
+        return [w for w in workloads if w.id in self._specs or self._guarded(
+            w.id, "reading its spec", lambda w=w: Demand.from_spec(self.spec(w)), limit=1)]  # fmt: skip
+
+    def _guarded(self, workload_id: str, part: str, run: Callable[[], Any], *, limit: int = FAULT_LIMIT) -> bool:
+        """Run one workload's ``part`` of the tick; True when it went through. A fault is logged
+        with its traceback and recorded as the workload's event; the ``limit``-th in a row of the
+        same part fails the workload, with the exception in its reason."""
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001 - any fault at all: that is the isolation (logged in _fault)
+            self._fault(workload_id, part, exc, limit)
+            return False
+        self._faults.pop((workload_id, part), None)
+        return True
+
+    def _fault(self, workload_id: str, part: str, exc: Exception, limit: int) -> None:
+        count = self._faults.get((workload_id, part), 0) + 1
+        self._faults[(workload_id, part)] = count
+        self._specs.pop(workload_id, None)  # read afresh next time
+        error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        log.error("%s: supervisor fault while %s (%d of %d): %s", workload_id, part, count, limit, error, exc_info=exc)
+        try:
+            w = self.store.get_workload(workload_id)
+            if WorkloadState(w.state).is_terminal():
+                return
+            if count < limit:
+                self.store.add_event(w.id, w.state, f"supervisor fault while {part} ({count} of {limit}; tried "
+                                                    f"again next tick): {error}")  # fmt: skip
+                return
+            again = f" ({count} times in a row)" if count > 1 else ""
+            self._give_up(w, f"supervisor fault while {part}{again}: {error}")
+        except Exception:  # the store itself may be what fails: the log above is the record then
+            log.exception("%s: cannot record the supervisor fault", workload_id)
+
+    def _give_up(self, w: Workload, reason: str) -> None:
+        """Fail a workload its own controller cannot drive: FAILED with ``reason`` (and its event),
+        its live replicas ended and billed to now, and their containers removed."""
+        self.move(w, S.FAILED, reason, stop_reason=reason)
+        now = time.time()
+        for rep in self.store.replicas(w.id):
+            if rep.finished_at is not None:
                 continue
-            over = self.market.over_budget(w.tenant_id)
-            if over:
-                self.move(w, S.FAILED, over)
-                continue
-            demand = self.demand(w.id)
-            decision = self.market.decide(placer, w, demand)
-            if not decision.placed:
-                if decision.message != w.message:  # record each new reason once, not every tick
-                    self.store.update_workload(w.id, message=decision.message)
-                    self.store.add_event(w.id, S.PENDING.value, decision.message)
-                self.preemptor.make_room(placer, w, demand, decision)
-                continue
-            terms = [self.market.terms(placer, node, demand) for node in decision.nodes]
-            self.controllers[w.kind].launch(w, decision, terms)
+            try:
+                self.store.update_replica(rep.key, state=ReplicaState.STOPPED.value, finished_at=now,
+                                          error=f"stopped: {reason}"[:1000])  # fmt: skip
+                self.driver.forget(rep, remove=True)  # (and the fleet removes any container left over)
+                self.market.meter([self.store.get_replica(rep.key)], force=True)
+            except Exception:
+                log.exception("%s: cannot end replica %s of the failed workload", w.id, rep.key)
 
     def _apply_budgets_and_drains(self, workloads: list[Workload]) -> None:
         """Ask running work to stop when its tenant's budget is spent or its node drains (or is

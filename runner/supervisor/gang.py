@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from runner.contract import Rendezvous, base_env, kind_env
+from runner.mounts import to_container
 from runner.placement import Decision
 from runner.runtime import LaunchRequest, replica_key
 from runner.spec import spec_gpu_count
@@ -119,13 +120,15 @@ class GangController:
             master = self.sup.fleet.nodes.get(rank0.node)
             rendezvous = Rendezvous(master_addr=master.address if master else "127.0.0.1",
                                     master_port=master_port(w.id, rep.attempt), world_size=len(gang))  # fmt: skip
-        checkpoint_uri = self.sup.checkpoint_uri(w, spec)
+        mounts = self.sup.mounts(w, spec)  # the replica is told where it finds them
+        checkpoint_uri = to_container(self.sup.checkpoint_uri(w, spec), mounts) if spec.kind == "training" else None
+        model_uri = to_container(spec.model, mounts) if getattr(spec, "model", None) else None
         env = {**spec.env, **kind_env(spec, replica_index=rep.index, rendezvous=rendezvous,
-                                      checkpoint_uri=checkpoint_uri),
+                                      checkpoint_uri=checkpoint_uri, model_uri=model_uri),
                **base_env(w.id, rep.index, rep.attempt, rep.node)}  # fmt: skip
-        fields: dict[str, Any] = {"ports": [(p.container, p.protocol) for p in spec.ports]}
-        if spec.kind == "training":  # host networking, the checkpoint mount, rank 0's ports
-            fields.update(training.launch_fields(spec, rep, checkpoint_uri))
+        fields: dict[str, Any] = {"ports": [(p.container, p.protocol) for p in spec.ports], "mounts": mounts}
+        if spec.kind == "training":  # host networking, rank 0's ports
+            fields.update(training.launch_fields(spec, rep))
         return LaunchRequest(
             key=rep.key, workload_id=w.id, replica_index=rep.index, attempt=rep.attempt, node=rep.node,
             image=spec.image, command=list(spec.command), env=env, cpu=spec.resources.cpu,

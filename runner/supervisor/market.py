@@ -9,6 +9,7 @@ of work, and penalties when a provider's node vanishes with work on it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -143,16 +144,24 @@ class Market:
                 self.store.move_node(node.name, NodeState.OFFBOARDED, "drained: no work left")
 
     # -- money -----------------------------------------------------------------------------------------
-    def meter(self, replicas: Iterable[Replica], *, force: bool = False) -> None:
-        """Bill running replicas up to now (every ``METER_S``), or these replicas now (``force``)."""
+    def meter(self, replicas: Iterable[Replica], *, force: bool = False,
+              guard: Callable[[str, Callable[[], Any]], Any] | None = None) -> None:  # fmt: skip
+        """Bill running replicas up to now (every ``METER_S``), or these replicas now (``force``).
+        ``guard(workload_id, bill)`` runs each replica's billing, so that a fault in one is its
+        workload's alone (the supervisor's isolation); without it, a fault propagates."""
         if not force and time.monotonic() - self._metered_at < METER_S:
             return
         if not force:
             self._metered_at = time.monotonic()
         now = time.time()
         for rep in replicas:
-            if rep.started_at is not None:
-                self.store.meter(rep.key, now, fee_bps=self.config.market.fee_bps)
+            if rep.started_at is None:
+                continue
+            bill = functools.partial(self.store.meter, rep.key, now, fee_bps=self.config.market.fee_bps)
+            if guard is None:
+                bill()
+            else:
+                guard(rep.workload_id, bill)
 
     def over_budget(self, tenant_id: str) -> str | None:
         """Why a tenant may spend no more (its budget is used up), or None."""

@@ -6,7 +6,8 @@ makes sure the right call is in flight for where a replica stands, ``collect`` t
 that completed. Because a replica row exists before its ``start`` is sent and ``start`` adopts an
 existing container of the same key, asking again after a restart never starts anything twice.
 Log lines that are contract reports (``runner.contract.parse_report``) also update the replica's
-latest reports.
+latest reports, with the ``file://`` URIs in them read back from the container's mount points to
+the host's (``runner.mounts.to_host``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import ray
 
 from runner.contract import parse_report
+from runner.mounts import Mount, to_host
 from runner.runtime import LaunchRequest, ReplicaStatus
 from runner.states import ReplicaState
 from runner.store import Replica, Store, Workload
@@ -58,8 +60,11 @@ ReportListener = Callable[[Workload, Replica, dict[str, dict[str, Any]]], None]
 
 
 class ReplicaDriver:
-    def __init__(self, store: Store, fleet: Fleet, *, poll_interval_s: float, on_finished: Finished) -> None:
+    def __init__(self, store: Store, fleet: Fleet, *, poll_interval_s: float, on_finished: Finished,
+                 mounts: Callable[[Workload], list[Mount]]) -> None:  # fmt: skip
         self.store = store
+        #: The host folders bound into a workload's replicas, to read their reports' URIs back.
+        self.mounts = mounts
         self.fleet = fleet
         self.poll_interval_s = poll_interval_s
         self.on_finished = on_finished
@@ -142,6 +147,7 @@ class ReplicaDriver:
             if parsed:
                 reports[parsed[0]] = {**parsed[1], "ts": time.time()}
         if reports:
+            reports = to_host(reports, self.mounts(w))
             rep.reports = {**(rep.reports or {}), **reports}
             self.store.update_replica(rep.key, reports=rep.reports)
             for listener in self.report_listeners:

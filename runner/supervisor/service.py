@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from runner.autoscale import Autoscaler, Policy, Sample
@@ -44,7 +44,6 @@ from runner.services import (
 from runner.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
 from runner.supervisor.gang import BUDGET, RELOCATE
-from runner.supervisor.training import checkpoint_mount
 
 log = logging.getLogger("runner.service")
 S = WorkloadState
@@ -143,11 +142,9 @@ class ServiceController:
         self._conclude(w, spec, self.store.replicas(w.id), p.given_up)
 
     def request(self, w: Workload, spec: Any, rep: Replica) -> LaunchRequest:
-        """The gang's launch request (env, ports, resources), plus a ``file://`` model's folder,
-        bound read-only at the same path so the URI means the same inside."""
-        req = self.sup.gangs.request(w, spec, rep, [rep])
-        mount = checkpoint_mount(spec.model) if spec.model and spec.model.startswith("file://") else None
-        return replace(req, mounts=[*req.mounts, replace(mount, read_only=True)]) if mount else req
+        """The gang's launch request (env, ports, resources, a ``file://`` model's folder bound
+        read-only: ``Supervisor.mounts``), as a one-replica gang."""
+        return self.sup.gangs.request(w, spec, rep, [rep])
 
     # -- ends ----------------------------------------------------------------------------------------
     def _record_ends(self, w: Workload, spec: Any, reps: list[Replica]) -> None:

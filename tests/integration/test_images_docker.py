@@ -1,14 +1,12 @@
 """Build the smoke image for real and run it: the image chain works offline end to end.
 
-Skips when no Docker engine answers, unless RUNNER_REQUIRE_DOCKER=1 (CI with Docker), where
-a missing engine is a failure. A cold build debootstraps Debian (a few minutes, once);
+Skips when no Docker engine answers (a failure under RUNNER_NO_SKIP=1, as in CI). A cold build debootstraps Debian (a few minutes, once);
 later runs reuse the cached images.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
@@ -20,15 +18,13 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 @pytest.fixture(scope="module")
 def client() -> Any:
-    """A docker SDK client, or skip/fail as RUNNER_REQUIRE_DOCKER says."""
+    """A docker SDK client, or skip (a failure under RUNNER_NO_SKIP=1)."""
     try:
         import docker
 
         c = docker.from_env()
         c.ping()
     except Exception as exc:  # no SDK, no socket, engine down: all mean "no Docker"
-        if os.environ.get("RUNNER_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"RUNNER_REQUIRE_DOCKER=1 but no Docker engine answers: {exc}")
         pytest.skip(f"no Docker engine answers: {exc}")
     return c
 

@@ -1,10 +1,12 @@
 """The runtimes' host networking and mounts, on a real Docker engine and real processes (no
 cluster): a host-networked container publishes nothing, listens on the node's own ports, keeps
-its hardening, and writes as uid 1000 into a mounted folder the runtime created; a taken port
-refuses the start; the process runtime takes the same requests."""
+its hardening, and writes as uid 1000 into a mounted folder the runtime created, even one under
+the home of the user running the node (root's home is 0700 inside the image); a taken port
+refuses the start; the process runtime takes the same requests and finds the folder where it is."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 import sys
@@ -17,14 +19,16 @@ import pytest
 
 from runner.errors import PortInUseError
 from runner.runtime import LaunchRequest, replica_key
-from runner.runtime.base import Mount
+from runner.mounts import CHECKPOINTS, MOUNT_ROOT, file_mount, to_container
 from runner.states import ReplicaState
 from tests.conftest import docker_client_or_skip, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-# Listens on PORT on all interfaces of its network namespace, writes a file, then waits.
-SERVE = ("import os, socket, time; s = socket.socket(); s.bind(('0.0.0.0', int(os.environ['PORT']))); s.listen(); "
-         "open(os.environ['OUT'] + '/hello.txt', 'w').write(str(os.getuid())); print('listening', flush=True); "
+# Listens on PORT on all interfaces of its network namespace, writes a file into the folder the
+# file:// URI OUT names, then waits.
+SERVE = ("import os, socket, time, urllib.parse; s = socket.socket(); s.bind(('0.0.0.0', int(os.environ['PORT']))); "
+         "s.listen(); out = urllib.parse.urlsplit(os.environ['OUT']).path; "
+         "open(out + '/hello.txt', 'w').write(str(os.getuid())); print('listening', flush=True); "
          "time.sleep(60)")  # fmt: skip
 
 
@@ -35,19 +39,35 @@ def free_port() -> int:
 
 
 def request(folder: Path, port: int, image: str = "runner/smoke:latest", **fields: Any) -> LaunchRequest:
+    """A request that binds ``folder`` where runner binds a checkpoint folder, told as its URI
+    inside, as the supervisor builds it (``runner.mounts``)."""
     wid = f"w-hn{uuid.uuid4().hex[:8]}"
+    mount = file_mount(folder.as_uri(), CHECKPOINTS)
+    assert mount is not None
     return LaunchRequest(key=replica_key(wid, 0, 1), workload_id=wid, replica_index=0, attempt=1, node="hostnet-test",
-                         image=image, command=["python", "-c", SERVE], env={"PORT": str(port), "OUT": str(folder)},
-                         cpu=0.5, host_network=True, ports=[(port, "tcp")], mounts=[Mount(str(folder), str(folder))],
-                         **fields)  # fmt: skip
+                         image=image, command=["python", "-c", SERVE],
+                         env=to_container({"PORT": str(port), "OUT": folder.as_uri()}, [mount]),
+                         cpu=0.5, host_network=True, ports=[(port, "tcp")], mounts=[mount], **fields)  # fmt: skip
 
 
 @pytest.fixture
-def docker_runtime() -> Iterator[Any]:
+def home_tmp() -> Iterator[Path]:
+    """A folder under the home of the user running the test, as ``~/.runner`` is. Run as root
+    (as CI and the README run), it lies under /root, which every Debian image holds as
+    ``drwx------ root``: a folder bound at its host path could not be reached by uid 1000."""
+    base = Path.home() / ".cache" / "runner-tests"
+    base.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=base))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def docker_runtime(home_tmp: Path) -> Iterator[Any]:
     from runner.images import build_images
     from runner.runtime.docker import DockerRuntime
 
-    rt = DockerRuntime("hostnet-test", client=docker_client_or_skip(), artifacts_dir=Path(tempfile.gettempdir()))
+    rt = DockerRuntime("hostnet-test", client=docker_client_or_skip(), artifacts_dir=home_tmp)
     build_images(["smoke"], docker_client=rt.client, log=lambda _m: None)  # cached by content hash
     yield rt
     for status in rt.list():
@@ -89,8 +109,8 @@ def _connects(port: int) -> bool:
 
 @pytest.mark.docker
 def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(docker_runtime: Any,
-                                                                                 tmp_path: Path) -> None:  # fmt: skip
-    folder = tmp_path / "artifacts" / "w-1"  # missing: the runtime creates it, writable for uid 1000
+                                                                                 home_tmp: Path) -> None:  # fmt: skip
+    folder = home_tmp / "artifacts" / "w-1"  # missing: the runtime creates it, writable for uid 1000
     port = free_port()
     req = request(folder, port)
     status = docker_runtime.start(req)
@@ -102,11 +122,13 @@ def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(
     attrs = docker_runtime.client.containers.get(f"runner-{req.key}").attrs
     assert attrs["HostConfig"]["NetworkMode"] == "host" and not attrs["HostConfig"]["PortBindings"]
     assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and "no-new-privileges" in attrs["HostConfig"]["SecurityOpt"]
-    assert [(m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"]] == [(str(folder), str(folder), True)]
+    assert [(m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"]] == [
+        (str(folder), f"{MOUNT_ROOT}/{CHECKPOINTS}", True)]
+    assert f"OUT=file://{MOUNT_ROOT}/{CHECKPOINTS}" in attrs["Config"]["Env"]
 
     # A second replica that wants the same port on this node is refused before it starts.
     with pytest.raises(PortInUseError, match=f"host port {port}/tcp is in use on node hostnet-test"):
-        docker_runtime.start(request(tmp_path / "other", port))
+        docker_runtime.start(request(home_tmp / "other", port))
     # The first one is adopted, not started again (the check does not apply to what already runs).
     assert docker_runtime.start(req).handle == status.handle
     assert docker_runtime.stop(req.key, grace_s=1).state == ReplicaState.STOPPED
@@ -126,10 +148,8 @@ def test_the_process_runtime_takes_the_same_request(tmp_path: Path) -> None:
         assert (folder / "hello.txt").exists()
         with pytest.raises(PortInUseError):
             rt.start(LaunchRequest(**{**req.__dict__, "key": replica_key(req.workload_id, 1, 1)}))
-        moved = LaunchRequest(**{**req.__dict__, "key": replica_key(req.workload_id, 2, 1),
-                                 "mounts": [Mount(str(folder), "/elsewhere")]})  # fmt: skip
-        with pytest.raises(Exception, match="cannot remap"):
-            rt.start(moved)
+        # It was told the container's URI and found the host's folder: processes mount nothing.
+        assert req.env["OUT"] == f"file://{MOUNT_ROOT}/{CHECKPOINTS}"
     finally:
         rt.remove(req.key)
 

@@ -4,7 +4,6 @@ fleet, and ended in order."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,9 +36,7 @@ def browser() -> Iterator[Any]:
     try:
         player.chromium_path()
     except player.BrowserMissingError as exc:
-        if os.environ.get("RUNNER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"RUNNER_REQUIRE_BROWSER=1 but {exc}")
-        pytest.skip(str(exc))
+        pytest.skip(str(exc))  # a failure under RUNNER_NO_SKIP=1 (CI)
     with player.browser() as context:
         yield context
 

@@ -88,7 +88,9 @@ def test_two_workers_train_their_loss_falls_and_the_result_is_servable(client: A
 
     # The final checkpoint: in the timeline, in the artifacts, and a server loads it.
     final = f"{client.artifacts(w['id'])['uri']}/step-00000060"
-    assert result["checkpoint"] == final
+    # The trainer names it as it sees it (its log line); the runner reads that back as the host's.
+    assert result["checkpoint"] in (final, "file:///mnt/runner/checkpoints/step-00000060")
+    assert by_index[0]["reports"]["result"]["checkpoint"] == final
     assert any(e["message"].startswith("trained 60 steps on 2 worker(s)") and final in e["message"]
                for e in detail["events"])  # fmt: skip
     listing = client.artifacts(w["id"])
@@ -120,9 +122,10 @@ def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(cluster_settings:
                         retries={"max_attempts": 3, "backoff_s": 0})  # fmt: skip
         w = client.submit(spec)
         assert client.wait(w["id"], until="running", timeout_s=120)["state"] == "RUNNING"
-        if runtime_name == "docker":  # host networking, the checkpoint folder at the same path, gloo on
-            # the interface that holds the rank-0 node's address (Ray's address of the node: here the
-            # host's own, whatever `ray start --node-ip-address` said)
+        host_uri = client.artifacts(w["id"])["uri"]
+        if runtime_name == "docker":  # host networking, the checkpoint folder at runner's mount point,
+            # gloo on the interface that holds the rank-0 node's address (Ray's address of the node:
+            # here the host's own, whatever `ray start --node-ip-address` said)
             addresses = {n["name"]: n["address"] for n in client.nodes()}
             node0 = next(r["node"] for r in client.get(w["id"])["replicas"] if r["index"] == 0)
             for c in containers_of(w["id"]):
@@ -130,8 +133,9 @@ def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(cluster_settings:
                 assert c.attrs["HostConfig"]["NetworkMode"] == "host" and not c.attrs["HostConfig"]["PortBindings"]
                 assert env["MASTER_ADDR"] == addresses[node0]
                 assert env["GLOO_SOCKET_IFNAME"] == interface_of(addresses[c.labels["runner.node"]])
-                path = env["RUNNER_CHECKPOINT_URI"].removeprefix("file://").rstrip("/")
-                assert [(m["Source"], m["Destination"]) for m in c.attrs["Mounts"]] == [(path, path)]
+                assert env["RUNNER_CHECKPOINT_URI"] == "file:///mnt/runner/checkpoints/"
+                assert [(m["Source"], m["Destination"]) for m in c.attrs["Mounts"]] == [
+                    (host_uri.removeprefix("file://").rstrip("/"), "/mnt/runner/checkpoints")]
         wait_for(lambda: (latest_report(client, w["id"], "checkpoint") or {}).get("step", 0) >= 2 * every,
                  timeout_s=120, what="two checkpoints")  # fmt: skip
         reps = sorted(client.get(w["id"])["replicas"], key=lambda r: -r["index"])
@@ -153,10 +157,13 @@ def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(cluster_settings:
         # The newest complete checkpoint, so at most one interval behind where training was.
         assert resumed["step"] >= max(saved) and resumed["step"] % every == 0
         assert resumed["step"] >= seen_before - every
+        # The trainer names the checkpoint as it sees it; the runner's record reads it back as the host's.
+        resumed_uri = latest_report(client, w["id"], "resume")["uri"]
+        assert resumed_uri == f"{host_uri}/step-{resumed['step']:08d}", (resumed_uri, host_uri)
         assert moved[0]["step"] == resumed["step"] + 1
         messages = [e["message"] for e in detail["events"]]
         assert any(f"lost on {victim['node']}" in m and m.startswith("attempt 1 failed") for m in messages), messages
-        assert f"attempt 2: resumed from step {resumed['step']} of 100000 ({resumed['uri']})" in messages
+        assert f"attempt 2: resumed from step {resumed['step']} of 100000 ({resumed_uri})" in messages
         client.cancel(w["id"])
         assert client.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
     # Leave only once Ray has seen both extra nodes go: a node killed a moment ago still looks
@@ -213,7 +220,8 @@ def test_a_dead_container_resumes_past_a_port_clash_and_never_from_a_damaged_or_
     resumed = rank0(client, w["id"], "resume", attempt=3)[0]
     assert resumed["step"] == complete[-2] == damaged - every
     lines = [i["line"] for i in client.logs(w["id"]) if i["replica"].endswith("-r0-a3")]
-    assert any(f"skipping checkpoint {partial.as_uri()}: no manifest" in line for line in lines), lines[:20]
+    inside = f"file:///mnt/runner/checkpoints/{partial.name}"  # its log says what the container saw
+    assert any(f"skipping checkpoint {inside}: no manifest" in line for line in lines), lines[:20]
     assert any(f"step-{damaged:08d}" in line and "fails its checksum" in line for line in lines), lines[:20]
     assert rank0(client, w["id"], "result")[-1]["steps"] == 120
 

@@ -6,13 +6,16 @@ the image (Dockerfile, parent, requirements, copied files) and stay put otherwis
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from runner import images
 from runner.errors import ImageError
 from runner.images import ImageDef
+from runner.images import report as images_report
 
 
 @pytest.fixture
@@ -147,3 +150,96 @@ def test_rootfs_and_wheelhouse_keys_are_stable() -> None:
     assert images.rootfs_hash() == images.rootfs_hash()
     assert images.rootfs_hash(include=("python3",)) != images.rootfs_hash()
     assert images.wheelhouse_key(["numpy"], []) != images.wheelhouse_key(["numpy"], ["torch"])
+
+
+# -- what a person sees of a build (runner/images/report.py) ------------------------------------------------
+def _cold_build(report: images_report.Reporter, lines_per_step: int = 300) -> None:
+    """The events and output volume of a cold build of every image, as build_images raises them."""
+    report.start("rootfs", "making runner/debian-base:bookworm-abc")
+    report.note("rootfs", "debootstrap bookworm from http://deb.example/debian (a few minutes, once)")
+    for i in range(lines_per_step):
+        report.output(f"I: Retrieving package-{i} 1.0")
+    report.done("rootfs", "built runner/debian-base:bookworm-abc")
+    for name in images.build_order(None):
+        if name == "smoke":
+            report.done(name, f"cached runner/{name}:0123456789ab", cached=True)
+            continue
+        report.start(name, f"building runner/{name}:0123456789ab")
+        report.note(name, "docker build")
+        for i in range(lines_per_step):
+            step = f"Step {i + 1}/{lines_per_step} : RUN step-{name}-{i}"
+            report.output(step if i % 10 == 0 else f"output {name} {i}")
+        report.done(name, f"built runner/{name}:0123456789ab")
+
+
+def test_quiet_build_without_a_terminal_is_a_few_plain_lines_and_the_log_has_everything(tmp_path: Path) -> None:
+    """As in CI: no live display and no escape codes, a handful of short lines per image (none of
+    the ~1,800 tool lines), and every line of tool output in the log file."""
+    out = io.StringIO()
+    log = tmp_path / "logs" / "build.log"
+    with images_report.console_build(Console(file=out, width=200), log, what="everything") as report:
+        assert not report.live
+        _cold_build(report)
+    text = out.getvalue()
+    assert "\x1b" not in text, "escape codes in a non-terminal log"
+    shown = text.splitlines()
+    assert len(shown) <= 2 + 4 * (len(images.IMAGES) + 1), shown
+    assert all(len(line) <= 100 for line in shown[1:]), max(shown[1:], key=len)  # [0] names the log's path
+    assert str(log) in shown[0] and "RUNNER_VERBOSE=1" in shown[0]
+    assert "images: smoke     cached runner/smoke:0123456789ab" in shown
+    assert any(line.startswith("images: base      built runner/base:0123456789ab in ") for line in shown)
+    assert shown[-1].startswith("images: ready in ") and f"({len(images.IMAGES)} built, 1 cached)" in shown[-1]  # rootfs + all but smoke
+    assert not any("output base" in line or "Retrieving" in line for line in shown)
+    logged = log.read_text()
+    assert logged.count("\n  output ") + logged.count("\n  Step ") + logged.count("\n  I: Retrieving") == \
+        300 * len(images.IMAGES)  # rootfs + every image but the cached smoke
+    assert "base: building runner/base:0123456789ab" in logged
+
+
+def test_quiet_build_on_a_terminal_is_one_rich_row_per_step(tmp_path: Path) -> None:
+    """On a terminal: a row per step (spinner, then a tick, elapsed time; 'cached' rows without
+    one), never the tool output itself."""
+    out = io.StringIO()
+    with images_report.console_build(Console(file=out, force_terminal=True, width=120), tmp_path / "b.log") as report:
+        assert report.live
+        _cold_build(report, lines_per_step=20)
+    text = out.getvalue()
+    final = text.rsplit("\x1b[?25h", 1)[0]  # the last frame, before the cursor comes back
+    for name in images.build_order(None):
+        assert name in final
+    assert "✓" in final and "cached runner/smoke:0123456789ab" in final and "0:00:00" in final
+    assert "output base" not in text and "Retrieving" not in text
+
+
+def test_verbose_streams_every_line_as_before(tmp_path: Path) -> None:
+    out = io.StringIO()
+    with images_report.console_build(Console(file=out, force_terminal=True, width=200), tmp_path / "b.log",
+                                     verbose=True) as report:  # fmt: skip
+        assert not report.live  # the stream itself is the progress; no rows over it
+        _cold_build(report, lines_per_step=20)
+    text = out.getvalue()
+    assert "  output base 19" in text and "  I: Retrieving package-19 1.0" in text
+    assert "smoke: cached runner/smoke:0123456789ab" in text
+
+
+def test_a_failed_step_shows_the_last_lines_of_the_log_and_its_path(tmp_path: Path) -> None:
+    out = io.StringIO()
+    log = tmp_path / "b.log"
+    with pytest.raises(ImageError, match="pip download failed"), \
+            images_report.console_build(Console(file=out, width=200), log) as report:
+        report.start("base", "building runner/base:0123456789ab")
+        for i in range(100):
+            report.output(f"line {i}")
+        raise ImageError("pip download failed (exit 1)")
+    shown = out.getvalue().splitlines()
+    tail = [line for line in shown if line.startswith("  | ")]
+    assert tail == [f"  |   line {i}" for i in range(70, 100)]  # the last TAIL_LINES, in order
+    assert shown[-1] == f"images: build failed; full log: {log}"
+    assert "error: pip download failed (exit 1)" in log.read_text()
+
+
+def test_runner_verbose_env() -> None:
+    assert images_report.verbose_from_env({"RUNNER_VERBOSE": "1"})
+    assert images_report.verbose_from_env({"RUNNER_VERBOSE": "yes"})
+    assert not images_report.verbose_from_env({"RUNNER_VERBOSE": "0"})
+    assert not images_report.verbose_from_env({})

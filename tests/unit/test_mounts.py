@@ -1,13 +1,17 @@
-"""Bind mounts a node prepares: only inside its artifact store, never through a symlink there."""
+"""Bind mounts: a node prepares them only inside its artifact store, never through a symlink
+there; they land under runner's own mount root, and URIs cross that line both ways."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runner.errors import UserError
-from runner.runtime.base import Mount, prepare_mounts
+from runner.mounts import CHECKPOINTS, MODEL, MOUNT_ROOT, Mount, file_mount, to_container, to_host
+from runner.runtime.base import prepare_mounts
 
 
 def test_a_missing_source_is_created(tmp_path: Path) -> None:
@@ -46,3 +50,45 @@ def test_a_symlink_above_the_store_is_fine(tmp_path: Path) -> None:
 def test_relative_paths_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="absolute"):
         prepare_mounts([Mount(source="relative/dir", target="/ckpt")], tmp_path)
+
+
+# -- where a folder lands inside, and URIs across that line (runner.mounts) ----------------------
+def test_a_file_uri_lands_under_runners_own_mount_root_whatever_its_host_path() -> None:
+    """Never at the host path: an image may hold a folder there that its user cannot enter."""
+    for home in ("/root/.runner", "/home/ann/.runner", "/srv/runner"):
+        mount = file_mount(f"file://{home}/artifacts/local/w-1/", CHECKPOINTS)
+        assert mount == Mount(source=f"{home}/artifacts/local/w-1", target=f"{MOUNT_ROOT}/checkpoints")
+    assert file_mount("s3://bucket/runs/w-1/", CHECKPOINTS) is None
+    assert file_mount("file:///a/b", MODEL, read_only=True) == Mount("/a/b", f"{MOUNT_ROOT}/model", read_only=True)
+
+
+def test_the_container_is_told_the_mount_point_and_its_reports_read_back_as_host_uris() -> None:
+    mount = Mount(source="/root/.runner/artifacts/local/w-1", target=f"{MOUNT_ROOT}/checkpoints")
+    env = to_container({"RUNNER_CHECKPOINT_URI": "file:///root/.runner/artifacts/local/w-1/", "OTHER": "file:///x",
+                        "S3": "s3://b/root/.runner/artifacts/local/w-1/"}, [mount])  # fmt: skip
+    assert env == {"RUNNER_CHECKPOINT_URI": f"file://{MOUNT_ROOT}/checkpoints/", "OTHER": "file:///x",
+                   "S3": "s3://b/root/.runner/artifacts/local/w-1/"}  # fmt: skip
+    report = {"result": {"checkpoint": f"file://{MOUNT_ROOT}/checkpoints/step-00000300", "steps": 300},
+              "resume": {"uri": f"file://{MOUNT_ROOT}/checkpoints/step-00000100"},
+              "list": [f"file://{MOUNT_ROOT}/checkpointsX/y"]}  # fmt: skip
+    assert to_host(report, [mount]) == {
+        "result": {"checkpoint": "file:///root/.runner/artifacts/local/w-1/step-00000300", "steps": 300},
+        "resume": {"uri": "file:///root/.runner/artifacts/local/w-1/step-00000100"},
+        "list": [f"file://{MOUNT_ROOT}/checkpointsX/y"],  # another folder that merely shares the prefix
+    }
+
+
+@given(st.lists(st.text(alphabet="abc-_. %", min_size=1, max_size=6).filter(lambda p: p not in (".", "..")),
+                min_size=1, max_size=4),
+       st.lists(st.text(alphabet="abc-_.", min_size=1, max_size=6).filter(lambda p: p not in (".", "..")),
+                max_size=3))  # fmt: skip
+def test_a_uri_in_the_folder_goes_in_and_comes_back_unchanged(home: list[str], below: list[str]) -> None:
+    from urllib.parse import quote
+
+    source = "/" + "/".join(home)
+    mount = file_mount("file://" + quote(source), CHECKPOINTS)
+    assert mount is not None and mount.source == source
+    uri = "file://" + quote("/".join([source, *below]))
+    inside = to_container(uri, [mount])
+    assert inside.startswith(f"file://{MOUNT_ROOT}/{CHECKPOINTS}")
+    assert to_host(inside, [mount]) == uri

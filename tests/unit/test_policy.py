@@ -11,9 +11,12 @@ import itertools
 import pytest
 
 from runner.catalog import CATALOG
+from runner.fleet import load_fleet
+from runner.network import load_network
 from runner.nodetable import NodeRow, NodeTable
 from runner.placement import Demand, Placer
 from runner.policy import DEFAULT_EMBARGOED, KYC, NodeFacts, PolicyConfig, Reason, TenantFacts, admit_node, admit_tenant
+from runner.spec import parse_workload
 
 FREE = ["DE", "US", "JP", "BR"]
 EMBARGOED = sorted(DEFAULT_EMBARGOED)
@@ -85,3 +88,30 @@ def test_policy_file_errors_name_the_field() -> None:
         PolicyConfig.from_dict({"network": {"deny": ["CN"]}})
     custom = PolicyConfig.from_dict({"embargoed_countries": ["de"]})
     assert custom.embargoed_countries == frozenset({"DE"})
+
+
+@pytest.mark.parametrize("country", ["HK", "MO"])
+def test_hong_kong_and_macau_count_as_china_in_the_shipped_policy(country: str) -> None:
+    """US export rules treat Hong Kong (since 2020) and Macau as China: a tenant there is refused
+    an H100 by the default rules *and* by the network file a fresh install reads, and asking for
+    ``H100|RTX4090`` lands on an RTX 4090 instead of failing."""
+    shipped = load_network().policy
+    assert country in DEFAULT_EMBARGOED and country in shipped.embargoed_countries
+    assert {"CN", "HK", "MO"} <= shipped.embargoed_countries
+    tenant = TenantFacts(id="t", country=country, kyc=KYC.VERIFIED)
+    placer = Placer(NodeTable([n.to_row() for n in load_fleet().nodes]), shipped)
+
+    def wants(gpu: str) -> Demand:
+        return Demand.from_spec(parse_workload({"name": "t", "kind": "batch", "image": "img",
+                                                "resources": {"gpu": gpu}}))  # fmt: skip
+
+    refused = placer.decide(wants("H100"), tenant)
+    # export control is checked before the GPU model, so the A100 node counts as well
+    assert not refused.placed and refused.counts.get(Reason.EXPORT_CONTROL) == 2
+    assert f"fra-h100-1: export control: H100 is restricted, {country} is embargoed" in refused.message
+    either = placer.decide(wants("H100|RTX4090"), tenant)
+    assert either.placed and either.nodes[0] in {"ams-4090-1", "tyo-4090-1"}
+    verdicts = {r.node: r.verdict for r in placer.explain(wants("H100|RTX4090"), tenant)}
+    assert verdicts["fra-h100-1"] == f"export control: H100 is restricted, {country} is embargoed"
+    # the same request from a free country may take the H100: the refusal is the tenant's country
+    assert placer.decide(wants("H100"), TenantFacts(id="t", country="DE", kyc=KYC.VERIFIED)).nodes == ("fra-h100-1",)

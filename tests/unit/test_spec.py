@@ -206,7 +206,7 @@ def test_delay_before() -> None:
     policy = RetryPolicy(max_attempts=10, backoff_s=1.0, backoff_factor=2.0, backoff_max_s=10.0)
     assert [policy.delay_before(n) for n in range(1, 8)] == [0.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert RetryPolicy(backoff_s=3, backoff_factor=1).delay_before(5) == 3.0
-    assert RetryPolicy(backoff_factor=1e300, backoff_max_s=7).delay_before(100) == 7.0
+    assert RetryPolicy(max_attempts=100, backoff_factor=10, backoff_max_s=7).delay_before(100) == 7.0
 
 
 # ---------------------------------------------------------------- errors

@@ -36,14 +36,12 @@ def test_master_ports_stay_below_the_ephemeral_range_and_change_with_the_attempt
     assert training.master_port("w-1", 1) == training.master_port("w-1", 1) != training.master_port("w-1", 2)
 
 
-def test_a_worker_gets_host_networking_and_its_file_checkpoint_folder() -> None:
+def test_a_worker_gets_host_networking_and_rank_0_the_ports() -> None:
     s = spec(ports=[6006])
-    rank0 = training.launch_fields(s, replica(index=0), "file:///home/r/artifacts/w-1/")
-    rank1 = training.launch_fields(s, replica(index=1), "file:///home/r/artifacts/w-1/")
+    rank0 = training.launch_fields(s, replica(index=0))
+    rank1 = training.launch_fields(s, replica(index=1))
     assert rank0["host_network"] and rank1["host_network"]
-    assert rank0["mounts"] == [Mount("/home/r/artifacts/w-1", "/home/r/artifacts/w-1")] == rank1["mounts"]
     assert rank0["ports"] == [(training.master_port("w-1", 1), "tcp"), (6006, "tcp")] and rank1["ports"] == []
-    assert training.launch_fields(s, replica(), "s3://bucket/runs/w-1/")["mounts"] == []
 
 
 def test_exit_2_is_final_and_a_lost_peer_shortens_the_stop_grace() -> None:

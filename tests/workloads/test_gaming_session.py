@@ -1,7 +1,7 @@
 """The gaming session as a real process on a loopback port, played by a real headless Chromium.
 
 The browser is Debian's ``chromium`` driven by Playwright (``workloads/gaming/player.py``);
-the tests skip without it unless RUNNER_REQUIRE_BROWSER=1, where a missing browser fails.
+the tests skip without it (a failure under RUNNER_NO_SKIP=1, as in CI).
 The lifecycle tests (idle timeout, max duration, SIGTERM, bad settings) need no browser.
 """
 
@@ -114,9 +114,7 @@ def played() -> Iterator[tuple[GameProc, Any]]:
     try:
         player.chromium_path()
     except player.BrowserMissingError as exc:
-        if os.environ.get("RUNNER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"RUNNER_REQUIRE_BROWSER=1 but {exc}")
-        pytest.skip(str(exc))
+        pytest.skip(str(exc))  # a failure under RUNNER_NO_SKIP=1 (CI)
     proc = GameProc(RUNNER_IDLE_TIMEOUT_S="120")
     try:
         proc.wait_ready()

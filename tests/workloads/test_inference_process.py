@@ -41,6 +41,14 @@ def test_settings_come_from_the_contracts_environment() -> None:
                                  "RUNNER_MAX_WAIT_MS": "2.5", "RUNNER_MAX_QUEUE": "64", "RUNNER_WORKLOAD_ID": "w-1"})
     assert (s.port, s.model, s.max_batch_size, s.max_wait_ms, s.max_queue) == (9001, "file:///ckpt/w-1", 8, 2.5, 64)
     assert s.workload_id == "w-1" and s.host == "0.0.0.0"
+    # A checkpoint bound at the runner's mount point is still served under the spec's URI.
+    from workloads.inference.completion import CheckpointBackend
+
+    assert CheckpointBackend(s).model_id == "file:///ckpt/w-1"
+    moved = ServerSettings.from_env({"RUNNER_MODEL": "file:///mnt/runner/model",
+                                     "RUNNER_MODEL_ID": "file:///root/.runner/artifacts/local/w-1/step-00000040"})
+    assert CheckpointBackend(moved).uri == "file:///mnt/runner/model"
+    assert CheckpointBackend(moved).model_id == "file:///root/.runner/artifacts/local/w-1/step-00000040"
     bare = ServerSettings.from_env({})
     assert (bare.port, bare.model, bare.max_batch_size, bare.max_wait_ms, bare.max_queue) == \
         (8000, MODEL, 32, 5.0, 1024)

@@ -36,7 +36,7 @@ class CheckpointBackend(CompletionBackend):
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.uri = settings.model
-        self.model_id = settings.model  # what /v1/models lists and clients send as ``model``
+        self.model_id = settings.model_id or settings.model  # what /v1/models lists, clients send as ``model``
         self._model: Any = None
         self._generate: Any = None
         self.step: int | None = None

@@ -8,6 +8,7 @@ have defaults that suit a small machine, so ``python -m workloads.inference`` ru
 | PORT | 8000 | port to listen on (``--port`` wins) |
 | HOST | 0.0.0.0 | address to bind (``--host`` wins); 0.0.0.0 so a published port reaches it |
 | RUNNER_MODEL | all-MiniLM-L6-v2 | a model name, or a training checkpoint URI (file://, s3://) |
+| RUNNER_MODEL_ID | RUNNER_MODEL | the name a checkpoint is served as (the runner binds a file:// one at another path) |
 | RUNNER_MAX_BATCH_SIZE | 32 | most items (sentences) handed to the model at once |
 | RUNNER_MAX_WAIT_MS | 5 | longest the first item of a batch waits for the batch to fill |
 | RUNNER_MAX_QUEUE | 1024 | queued items beyond which requests get 429 |
@@ -82,6 +83,9 @@ class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 8000
     model: str = DEFAULT_MODEL
+    #: The name clients send as ``model`` and /v1/models lists; empty: ``model`` itself. The runner
+    #: sets it to the spec's URI when it binds a ``file://`` checkpoint at its own mount point.
+    model_id: str = ""
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     max_queue: int = 1024
@@ -104,6 +108,7 @@ class ServerSettings:
             host=host or env.get("HOST", "").strip() or cls.host,
             port=port if port is not None else _int(env, "PORT", cls.port, 1),
             model=env.get("RUNNER_MODEL", "").strip() or DEFAULT_MODEL,
+            model_id=env.get("RUNNER_MODEL_ID", "").strip(),
             max_batch_size=_int(env, "RUNNER_MAX_BATCH_SIZE", cls.max_batch_size, 1),
             max_wait_ms=_float(env, "RUNNER_MAX_WAIT_MS", cls.max_wait_ms, 0.0),
             max_queue=_int(env, "RUNNER_MAX_QUEUE", cls.max_queue, 1),
