@@ -122,13 +122,19 @@ def start_node(
 def connect(address: str, token_path: Path) -> None:
     """Join the cluster as a driver (the control plane is one), with the token.
 
-    Ray reads the auth settings when it is first imported, so they are set before the import.
+    Ray reads the auth settings once, when it is first imported; in a process that imported it
+    before (a test run collecting the supervisor's modules), they are read again, the way Ray's
+    own ``authentication_test_utils.reset_auth_token_state`` does.
     """
     os.environ.update(auth_env(token_path))
     import ray
 
     if ray.is_initialized():
         return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")  # the config first: it says whether token mode is on
+    AuthenticationTokenLoader.instance().reset_cache()
     try:
         ray.init(address=address, namespace="runner", logging_level="WARNING", log_to_driver=False)
     except ConnectionError as exc:
