@@ -35,13 +35,17 @@ def agent_name(node: str) -> str:
 class NodeAgent:
     """Runs replicas on its node through a runtime (Docker or processes)."""
 
-    def __init__(self, node: str, runtime: str, state_dir: str, workdir: str, artifacts_dir: str) -> None:
+    def __init__(self, node: str, runtime: str, state_dir: str, workdir: str, artifacts_dir: str,
+                 registry: str = "") -> None:  # fmt: skip
         self.node = node
+        self._address = ""
+        # Replicas' ports are published on this node's own address, where the gateway and players
+        # reach it (loopback for a CPU-mode node); its engine pulls from the network's registry.
         self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir),
-                                    artifacts_dir=Path(artifacts_dir))  # fmt: skip
+                                    artifacts_dir=Path(artifacts_dir), publish_host=self.node_address(),
+                                    registry=registry)  # fmt: skip
         self.started_at = time.time()
         self.solver = ChallengeSolver()
-        self._address = ""
 
     def info(self) -> dict[str, Any]:
         """Heartbeat and identity: which runtime, which process, which Ray node."""
@@ -120,7 +124,8 @@ class NodeAgent:
 RemoteNodeAgent = ray.remote(NodeAgent)
 
 
-def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Path, artifacts_dir: Path) -> Any:
+def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Path, artifacts_dir: Path,
+                        registry: str = "") -> Any:  # fmt: skip
     """The node's agent actor, created on that node (by its ``node`` label) if it is not there.
 
     Detached and named, so it outlives a control-plane restart and is found again by name.
@@ -135,4 +140,4 @@ def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Pa
         max_concurrency=AGENT_MAX_CONCURRENCY,
         label_selector={"node": node},
         max_restarts=-1,
-    ).remote(node, runtime, str(state_dir), str(workdir), str(artifacts_dir))
+    ).remote(node, runtime, str(state_dir), str(workdir), str(artifacts_dir), registry)

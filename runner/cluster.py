@@ -63,11 +63,13 @@ def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
         )
 
 
-def start_head(*, port: int, token_path: Path, temp_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """The head runs no workloads (0 CPUs): only providers' nodes do."""
+def start_head(*, port: int, token_path: Path, temp_dir: Path, log_path: Path,
+               address: str = "127.0.0.1") -> subprocess.Popen[bytes]:  # fmt: skip
+    """The head runs no workloads (0 CPUs): only providers' nodes do. ``address`` is the one
+    providers' machines reach it at (loopback in CPU mode)."""
     args = [
         ray_executable(), "start", "--head", "--block",
-        f"--port={port}", "--node-ip-address=127.0.0.1",
+        f"--port={port}", f"--node-ip-address={address}",
         "--num-cpus=0", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
         f"--temp-dir={temp_dir}", "--labels=role=head",
     ]  # fmt: skip

@@ -85,3 +85,42 @@ def start_ray_node(grant: dict[str, Any], *, token_path: Path, port_args: list[s
 def join(server_url: str, request: dict[str, Any]) -> dict[str, Any]:
     """Register with the control plane; returns the grant (or raises the control plane's error)."""
     return Client(server_url, api_key="").join(request)
+
+
+#: Seconds a joined machine may go without reaching its head before it stops its replicas. The
+#: head declares a silent node lost after about 3 s (Ray's health checks, ``cluster.FAST_HEALTH_CHECKS``)
+#: and places its work elsewhere, so a replica still running here after that would run twice; the
+#: checkpoint fence keeps such a straggler from writing, this keeps it from running at all.
+LEASE_S = 5.0
+
+
+class HeadLease:
+    """Whether this machine is still part of the network, from probes of its head. Pure: the
+    caller probes and passes the time, so the rule is tested without a network."""
+
+    def __init__(self, now: float, lease_s: float = LEASE_S) -> None:
+        self.lease_s = lease_s
+        self.last_reached = now
+        self.expired = False
+
+    def observe(self, reached: bool, now: float) -> bool:
+        """Record one probe; True exactly once, when the lease runs out (stop the replicas then)."""
+        if reached:
+            self.last_reached, self.expired = now, False
+            return False
+        if not self.expired and now - self.last_reached >= self.lease_s:
+            self.expired = True
+            return True
+        return False
+
+
+def head_reachable(ray_address: str, timeout_s: float = 1.0) -> bool:
+    """One probe: does the head's Ray port (its GCS) accept a connection from here?"""
+    import socket
+
+    host, _, port = ray_address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False

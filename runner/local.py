@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from runner import cluster
+from runner import registry as registry_process
 from runner.errors import ClusterError
 from runner.benchmark import measure
 from runner.client import Client
@@ -51,38 +52,49 @@ def is_up(settings: Settings) -> bool:
     return bool(record) and _alive(int(record["pids"]["head"]))
 
 
-def up(settings: Settings, *, fleet_path: str | None = None, say: Say = print, timeout_s: float = 120) -> dict[str, Any]:
+def up(settings: Settings, *, fleet_path: str | None = None, head_only: bool = False, say: Say = print,
+       timeout_s: float = 120) -> dict[str, Any]:  # fmt: skip
     """Start head, control plane and nodes; return the record written to ``cluster.json``.
 
     The nodes join the way a provider's machine does (``runner.join``): the operator sets up each
     provider (KYC verified, stake deposited) and issues a join token; the node benchmarks itself,
     registers with the control plane and starts ``ray start`` with the labels it was granted.
+    ``head_only``: the head of a real network (`runner up --advertise`): no simulated nodes, and
+    the network's image registry when ``settings.registry`` names one; providers join themselves.
     """
     if is_up(settings):
         raise ClusterError(f"a cluster is already up for {settings.home}. To fix: runner down")
     try:
-        return _up(settings, fleet_path=fleet_path, say=say, timeout_s=timeout_s)
+        return _up(settings, fleet_path=fleet_path, head_only=head_only, say=say, timeout_s=timeout_s)
     except BaseException:
         down(settings, say=lambda _m: None)  # leave nothing half-started behind
         raise
 
 
-def _up(settings: Settings, *, fleet_path: str | None, say: Say, timeout_s: float) -> dict[str, Any]:
-    fleet = load_fleet(fleet_path)
+def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say, timeout_s: float) -> dict[str, Any]:
+    fleet = None if head_only else load_fleet(fleet_path)  # read before anything starts: a bad file stops here
     network = load_network(settings.network_config or None)
     settings.home.mkdir(parents=True, exist_ok=True)
     cluster.write_token(settings.ray_token_path)
     logs = settings.logs_dir
-    record: dict[str, Any] = {"pids": {"nodes": {}}, "fleet": fleet_path or "default", "started_at": time.time()}
+    record: dict[str, Any] = {"pids": {"nodes": {}}, "fleet": None if head_only else fleet_path or "default",
+                              "started_at": time.time()}  # fmt: skip
 
     say(f"starting Ray head on {settings.ray_address} (token auth on)")
     head = cluster.start_head(
         port=settings.ray_port, token_path=settings.ray_token_path, temp_dir=settings.ray_temp_dir,
-        log_path=logs / "ray-head.log",
+        log_path=logs / "ray-head.log", address=settings.advertise,
     )  # fmt: skip
     record["pids"]["head"] = head.pid
     _write_record(settings, record)  # from here on, `down` can clean up whatever happens next
     _wait_for_head(settings, head, timeout_s)
+
+    if settings.registry:
+        registry = registry_process.start(settings)
+        record["pids"]["registry"] = registry.pid
+        _write_record(settings, record)
+        registry_process.wait_until_up(settings, registry, timeout_s)
+        say(f"image registry on {settings.registry} (push: runner images push)")
 
     api_key, admin_key = _ensure_keys(settings)
     server = _start_server(settings)
@@ -103,6 +115,8 @@ def _up(settings: Settings, *, fleet_path: str | None, say: Say, timeout_s: floa
 
     operator = Client(settings.server_url, admin_key)
     _ensure_local_tenant(operator, settings)
+    if fleet is None:  # the head of a network: providers' machines join it themselves
+        return record
     _ensure_providers(operator, fleet, network.stake_micros)
     # Every simulated node is this machine: benchmark it once, before any node starts, rather than
     # four times while the others boot (what each node is later challenged against).
@@ -182,7 +196,7 @@ def down(settings: Settings, *, say: Say = print, timeout_s: float = 30) -> bool
     _terminate_all([("gateway", pids.get("gateway")), ("server", pids.get("server"))], timeout_s, say)
     stop_replicas(settings, list(pids.get("nodes", {})))
     _terminate_all([(f"node {n}", p) for n, p in pids.get("nodes", {}).items()], timeout_s, say)
-    _terminate_all([("head", pids.get("head"))], timeout_s, say)  # last: nodes leave through it
+    _terminate_all([("head", pids.get("head")), ("registry", pids.get("registry"))], timeout_s, say)  # last
     settings.cluster_record_path.unlink(missing_ok=True)
     return True
 
@@ -250,7 +264,7 @@ def _wait_for_head(settings: Settings, head: subprocess.Popen[bytes], timeout_s:
         if head.poll() is not None:
             raise ClusterError(f"the Ray head exited early; see {settings.logs_dir / 'ray-head.log'}")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", settings.ray_port)) == 0:
+            if sock.connect_ex((settings.advertise, settings.ray_port)) == 0:
                 return
         time.sleep(0.2)
     raise ClusterError(f"the Ray head did not listen on {settings.ray_address} in {timeout_s:.0f}s")
@@ -281,6 +295,8 @@ def _start_server(settings: Settings) -> subprocess.Popen[bytes]:
         "RUNNER_RUNTIME": settings.runtime,
         "RUNNER_NETWORK_CONFIG": settings.network_config,
         "RUNNER_TENANT_COUNTRY": settings.tenant_country,
+        "RUNNER_ADVERTISE": settings.advertise,
+        "RUNNER_REGISTRY": settings.registry,
         **cluster.auth_env(settings.ray_token_path),
     }
     if settings.database_url:

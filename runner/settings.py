@@ -8,6 +8,7 @@ owns: the database, the Ray token, the API key, logs and the record of started p
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,22 +39,34 @@ class Settings:
     #: (the one this home used before, if it is free) and keeps it in ``gateway.json``.
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 0
+    #: The address providers' machines (and players) reach this head at: the Ray head's node
+    #: address, and so what a joining machine is granted. Loopback in CPU mode; `runner up
+    #: --advertise ADDR` keeps another in ``head.json`` for every later command of this home.
+    advertise: str = "127.0.0.1"
+    #: The network's image registry (``host:port``, as provider hosts reach it) that their
+    #: engines pull from on first use; empty in CPU mode, where every node shares this engine.
+    registry: str = ""
 
     @classmethod
     def from_env(cls, home: str | os.PathLike[str] | None = None, **overrides: object) -> "Settings":
         """Read ``RUNNER_*`` environment variables; only the CLI and server entry points call this."""
         env = os.environ
+        home_path = Path(home or env.get("RUNNER_HOME") or Path.home() / ".runner").expanduser()
+        head = read_head_record(home_path)  # what `runner up --advertise` chose for this home
+        advertise = env.get("RUNNER_ADVERTISE") or head.get("advertise") or cls.advertise
         base = cls(
-            home=Path(home or env.get("RUNNER_HOME") or Path.home() / ".runner").expanduser(),
-            server_host=env.get("RUNNER_SERVER_HOST", cls.server_host),
+            home=home_path,
+            server_host=env.get("RUNNER_SERVER_HOST") or head.get("advertise") or cls.server_host,
             server_port=int(env.get("RUNNER_SERVER_PORT", cls.server_port)),
             ray_port=int(env.get("RUNNER_RAY_PORT", cls.ray_port)),
             database_url=env.get("RUNNER_DATABASE_URL", ""),
             runtime=env.get("RUNNER_RUNTIME", cls.runtime),
             network_config=env.get("RUNNER_NETWORK_CONFIG", ""),
             tenant_country=env.get("RUNNER_TENANT_COUNTRY", cls.tenant_country),
-            gateway_host=env.get("RUNNER_GATEWAY_HOST", cls.gateway_host),
+            gateway_host=env.get("RUNNER_GATEWAY_HOST") or head.get("advertise") or cls.gateway_host,
             gateway_port=int(env.get("RUNNER_GATEWAY_PORT", cls.gateway_port)),
+            advertise=advertise,
+            registry=env.get("RUNNER_REGISTRY", head.get("registry", "")),
         )
         return replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
 
@@ -63,8 +76,19 @@ class Settings:
         return self.database_url or f"sqlite:///{self.home / 'runner.db'}"
 
     @property
+    def shared_filesystem(self) -> bool:
+        """Whether every node sees this machine's files: in CPU mode they are this machine; a
+        head that providers reach over a network (``advertise`` not loopback) has separate hosts."""
+        return self.advertise.startswith("127.") or self.advertise in ("localhost", "::1")
+
+    @property
     def ray_address(self) -> str:
-        return f"127.0.0.1:{self.ray_port}"
+        return f"{self.advertise}:{self.ray_port}"
+
+    @property
+    def head_record_path(self) -> Path:
+        """Where `runner up --advertise` keeps the head's address and registry for this home."""
+        return self.home / "head.json"
 
     @property
     def server_url(self) -> str:
@@ -110,3 +134,12 @@ class Settings:
     @property
     def replicas_dir(self) -> Path:
         return self.home / "replicas"
+
+
+def read_head_record(home: Path) -> dict[str, str]:
+    """The head's address and registry that `runner up --advertise` kept in ``home``; {} if none."""
+    path = home / "head.json"
+    try:
+        return {k: str(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError):
+        return {}

@@ -107,6 +107,10 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the gaming tests' browser
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)  # the store's PostgreSQL tests
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)  # a head's image registry
+# The multi-host harness: namespaces and veths (iproute2), nsenter (util-linux), a firewall rule.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 install_packages() {
   as_root apt-get update -q &&
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"

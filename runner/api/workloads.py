@@ -18,7 +18,7 @@ from runner import ledger
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
-from runner.errors import PolicyError
+from runner.errors import PolicyError, UserError
 from runner.placement import Demand
 from runner.policy import KYC, TenantFacts, admit_tenant
 from runner.spec import parse_workload, spec_to_dict
@@ -70,6 +70,27 @@ def host_path_problem(uri: str, root: Path) -> str | None:
     return f"{uri} is outside the artifact store {root.as_uri()}/. To fix: leave the URI out (the runner picks one) or use s3://"
 
 
+def separate_hosts_problem(spec: Any, shared_filesystem: bool) -> str | None:
+    """Why a spec's ``file://`` folder cannot work on this network, or None. A ``file://`` URI is
+    a folder on one machine: it serves a gang or a service only where every replica shares that
+    filesystem (CPU mode). Across providers' machines a gang's ranks (and the next attempt, placed
+    elsewhere on resume) would each see a different folder, so it is refused here, at submit, not
+    found out at run time."""
+    if shared_filesystem:
+        return None
+    checkpoint = getattr(getattr(spec, "checkpoint", None), "uri", None)
+    if spec.kind == "training" and not (checkpoint or "").startswith("s3://"):
+        where = f"checkpoint.uri {checkpoint}" if checkpoint else "the default checkpoint folder (a file:// one)"
+        return (f"{where} is a folder on one machine, and this network's nodes are separate machines (a resumed "
+                "attempt may run on another). To fix: checkpoint.uri: s3://BUCKET/PREFIX, with AWS_ENDPOINT_URL, "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in env")  # fmt: skip
+    model = getattr(spec, "model", None) or ""
+    if model.startswith("file://"):
+        return (f"model {model} is a folder on one machine, and this service's replicas run on providers' machines. "
+                "To fix: train with checkpoint.uri: s3://... and serve that URI")  # fmt: skip
+    return None
+
+
 def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
     """KYC gate, host paths, then the budget: refuse what the tenant may not or cannot afford to run."""
     t = ctx.store.get_tenant(tenant_id)
@@ -82,6 +103,9 @@ def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
         problem = host_path_problem(uri, root) if uri else None
         if problem:
             raise PolicyError(f"{field_path}: {problem}")
+    problem = separate_hosts_problem(spec, ctx.supervisor.settings.shared_filesystem)
+    if problem:
+        raise UserError(f"{spec.kind} {spec.name!r}: {problem}")
     if t.budget_micros is None:
         return
     left = t.budget_micros - ctx.store.tenant_spent(tenant_id)

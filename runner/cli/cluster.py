@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from runner.cli.common import app, client, console, err, friendly, print_json, settings, styled
+from runner.cli.common import app, client, console, err, friendly, join_command, print_json, settings, styled
 from runner.errors import UserError
 
 images_app = typer.Typer(help="Build the workload images.", no_args_is_help=True)
@@ -20,16 +20,29 @@ app.add_typer(images_app, name="images")
 @friendly
 def up(
     cpu: Annotated[bool, typer.Option("--cpu", help="CPU mode: simulated provider nodes on this machine.")] = False,
+    advertise: Annotated[str | None, typer.Option(
+        help="The head of a real network: the address providers' machines and players reach this machine at. "
+             "Ray, the control plane, the gateway and the image registry listen there; no local nodes.")] = None,
+    registry_port: Annotated[int, typer.Option(help="With --advertise: the image registry's port.")] = 5000,
     fleet: Annotated[Path | None, typer.Option(help="Fleet file (default: the packaged 4-node fleet).")] = None,
     runtime: Annotated[str | None, typer.Option(help="auto (Docker if an engine answers), docker or process.")] = None,
 ) -> None:
-    """Start a cluster: Ray head, the control plane, and provider nodes that join it."""
+    """Start a cluster: Ray head, the control plane, and provider nodes that join it.
+
+    One verb for both shapes of network (as `kubeadm init` is one verb with flags): `--cpu`
+    simulates the providers on this machine; `--advertise ADDR` starts only the head, for
+    providers' machines that join with `runner node join`, and prints how they do.
+    """
     from runner import local
     from runner.runtime import docker_available
 
-    if not cpu:
-        raise UserError("only CPU mode runs on one machine. To fix: runner up --cpu "
-                        "(real providers join with `runner node join`)")  # fmt: skip
+    if cpu == (advertise is not None):
+        raise UserError("runner up needs one of --cpu (a simulated network on this machine) or --advertise ADDR "
+                        "(the head of a network that providers' machines join)")  # fmt: skip
+    if advertise is not None:
+        _head_up(advertise, registry_port, runtime)
+        return
+    settings().head_record_path.unlink(missing_ok=True)  # CPU mode: this home's head is on loopback again
     s = settings(runtime=runtime)
     if s.runtime in ("auto", "docker") and not docker_available():
         if s.runtime == "docker":
@@ -39,6 +52,35 @@ def up(
     started = time.monotonic()
     local.up(s, fleet_path=str(fleet) if fleet else None, say=lambda m: console.print(f"  {m}"))
     console.print(f"[green]cluster up[/green] in {time.monotonic() - started:.1f}s. Try: runner nodes")
+
+
+def _head_up(advertise: str, registry_port: int, runtime: str | None) -> None:
+    """`runner up --advertise`: the head of a network, on the address its providers reach."""
+    import json
+    import socket
+
+    from runner import local
+
+    try:
+        socket.create_server((advertise, 0)).close()
+    except OSError as exc:
+        raise UserError(f"--advertise {advertise}: this machine cannot listen there ({exc.strerror}). "
+                        "To fix: give one of this machine's own addresses (ip -4 addr)") from None  # fmt: skip
+    home = settings().home
+    home.mkdir(parents=True, exist_ok=True)
+    record = {"advertise": advertise, "registry": f"{advertise}:{registry_port}"}
+    (home / "head.json").write_text(json.dumps(record))  # every later command of this home reads it
+    s = settings(runtime=runtime)
+    started = time.monotonic()
+    local.up(s, head_only=True, say=lambda m: console.print(f"  {m}"))
+    console.print(f"[green]head up[/green] on {advertise} in {time.monotonic() - started:.1f}s. "
+                  "To let a provider's machine join:")  # fmt: skip
+    console.print("  runner admin provider add PROVIDER --country CC --stake 100 --kyc verified")
+    console.print("  runner admin token issue PROVIDER      # prints the join command with its token")
+    console.print("  runner images push                     # the workload images, for providers to pull")
+    console.print("then on that machine (ports it opens: Ray's node ports to the head, and its replicas' ports):")
+    console.print(f"  {join_command(s, token='TOKEN', provider='PROVIDER')}")
+
 
 
 @app.command()
@@ -104,3 +146,15 @@ def images_build(
     from runner.images import build_images_for_console
 
     build_images_for_console(names or None, console, force=force, verbose=verbose, log_file=log_file)
+
+
+@images_app.command("push")
+@friendly
+def images_push(
+    names: Annotated[list[str] | None, typer.Argument(help="Workload images to push (default: all four).")] = None,
+) -> None:
+    """Push the workload images (content-hashed tags and latest) to this head's registry, from
+    which providers' machines pull them on first use."""
+    from runner import registry
+
+    registry.push(settings(), names or None, say=lambda m: console.print(f"  {m}"))

@@ -74,3 +74,10 @@ def usd(micros: int | None) -> str:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data))
+
+
+def join_command(s: Settings, *, token: str, provider: str) -> str:
+    """The exact `runner node join` a provider's machine runs, printed the way `kubeadm init`
+    prints `kubeadm join`: the head's URL as providers reach it, the token, the provider."""
+    return (f"runner node join --head {s.server_url} --token {token} --provider {provider} "
+            "--region REGION --country CC")

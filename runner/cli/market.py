@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from runner.cli.common import app, client, console, friendly, print_json, settings, styled, usd, when
+from runner.cli.common import (
+    app, client, console, friendly, join_command, print_json, settings, styled, usd, when,
+)  # fmt: skip
 from runner.errors import UserError
 
 node_app = typer.Typer(help="Provider nodes: join, drain, offboard, activate, challenge.", no_args_is_help=True)
@@ -95,7 +98,7 @@ def node_join(
     price: Annotated[float | None, typer.Option(help="Your price per GPU-hour, USD (default: list price).")] = None,
 ) -> None:
     """Join this machine: detect GPUs, benchmark, register, then run the Ray node (foreground)."""
-    from runner.join import join, join_request, start_ray_node
+    from runner.join import HeadLease, head_reachable, join, join_request, start_ray_node
 
     head_url = head if "://" in head else f"http://{head}"
     node_name = name or socket.gethostname().lower().split(".")[0]
@@ -110,14 +113,46 @@ def node_join(
     grant = join(head_url, request)
     console.print(f"[green]registered[/green] {grant['node']} ({grant['state']}); joining Ray at {grant['ray_address']}")
     s = settings()
-    proc = start_ray_node(grant, token_path=s.home / "node-ray-token", port_args=[], log_path=s.logs_dir / "node.log",
-                          cpus=cpu_count, memory_mb=int(memory_gb * 1024), node_ip=_local_ip(head_url))  # fmt: skip
+    proc = start_ray_node(grant, token_path=s.home / "node-ray-token", port_args=[f"--temp-dir={s.ray_temp_dir}"],
+                          log_path=s.logs_dir / "node.log", cpus=cpu_count, memory_mb=int(memory_gb * 1024),
+                          node_ip=_local_ip(head_url))  # fmt: skip
     console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
+    lease = HeadLease(now=time.monotonic())
     try:
-        raise typer.Exit(proc.wait())
+        while (code := proc.poll()) is None:
+            if lease.observe(head_reachable(grant["ray_address"]), time.monotonic()):
+                stopped = leave_network(node_name)
+                console.print(f"[yellow]cut off:[/yellow] the head has not answered for {lease.lease_s:g}s; "
+                              f"stopped {stopped} replica(s) (the head places them elsewhere)")  # fmt: skip
+            time.sleep(1.0)
     except KeyboardInterrupt:
         proc.terminate()
-        raise typer.Exit(proc.wait()) from None
+        code = proc.wait()
+    # Out of the network (left, or cut off long enough for the head to declare this node lost and
+    # place its work elsewhere): what still runs here has no claim any more, and left running it
+    # would run twice. The node's agent is gone with its Ray node, so the node stops them itself.
+    stopped = leave_network(node_name)
+    console.print(f"left the network (ray node exit {code}); stopped {stopped} replica(s) still running here. "
+                  "To come back: a new join token from the operator, then runner node join again")  # fmt: skip
+    raise typer.Exit(code)
+
+
+def leave_network(node: str) -> int:
+    """Remove this machine's replicas of ``node`` (runner's labels on them) from its Docker
+    engine, whichever control plane started them; how many there were."""
+    from runner.errors import RuntimeUnavailableError
+    from runner.runtime.base import LABEL_MANAGED, LABEL_NODE
+    from runner.runtime.docker import docker_client
+
+    try:
+        engine = docker_client()
+    except RuntimeUnavailableError:
+        return 0
+    containers = engine.containers.list(all=True, ignore_removed=True,
+                                        filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node}"]})  # fmt: skip
+    for container in containers:
+        container.remove(force=True)
+    return len(containers)
 
 
 def _node_action(name: str, action: str) -> dict[str, Any]:
@@ -301,7 +336,8 @@ def token_issue(provider: str, ttl: Annotated[str, typer.Option(help="How long i
     except ValidationError:
         raise UserError(f"--ttl: expected a duration like 30m or 1h, got {ttl!r}") from None
     result = _op().admin("POST", "/tokens", provider=provider, ttl_s=ttl_s)
-    console.print(f"join token for {provider} (valid {ttl}, single use):")
+    console.print(f"join token for {provider} (valid {ttl}, single use); on the machine that joins:")
+    console.print(f"  {join_command(settings(), token=result['token'], provider=provider)}", soft_wrap=True)
     print(result["token"])
 
 

@@ -32,8 +32,10 @@ def runtime_scope(state_dir: Path) -> str:
     return hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:12]
 
 
-def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path, artifacts_dir: Path) -> Runtime:
-    """Build the named runtime for ``node``; ``auto`` prefers Docker."""
+def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path, artifacts_dir: Path,
+                 publish_host: str = "127.0.0.1", registry: str = "") -> Runtime:  # fmt: skip
+    """Build the named runtime for ``node``; ``auto`` prefers Docker. ``publish_host``: the node's
+    own address, where replicas' ports are published; ``registry``: where its engine pulls images."""
     if name not in RUNTIME_NAMES:
         raise UserError(f"unknown runtime {name!r}; known runtimes: {', '.join(RUNTIME_NAMES)}")
     if name == "auto":
@@ -41,7 +43,8 @@ def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path, artifa
     if name == "docker":
         from runner.runtime.docker import DockerRuntime
 
-        return DockerRuntime(node, scope=runtime_scope(state_dir), artifacts_dir=artifacts_dir)
+        return DockerRuntime(node, scope=runtime_scope(state_dir), artifacts_dir=artifacts_dir,
+                             publish_host=publish_host, registry=registry)  # fmt: skip
     from runner.runtime.process import ProcessRuntime
 
     return ProcessRuntime(node, state_dir=state_dir, workdir=workdir, artifacts_dir=artifacts_dir)

@@ -14,6 +14,11 @@ ports on loopback (MTU 65536), a 1500-MTU bridge stalled a game stream's 65 KB f
 ms now and then (input-to-frame p95 78-89 ms against 25 ms on a bridge with loopback's MTU,
 bench/gaming.py). Mounts are bind mounts whose missing sources are created
 writable for the image's user first.
+
+Images: on a node that shares the head's engine (CPU mode) they are there. A provider host has an
+engine of its own: an image it lacks is pulled from the network's registry (``registry``,
+``runner/registry.py``) on first use and tagged under the name the spec gave, so the next replica
+finds it.
 """
 
 from __future__ import annotations
@@ -75,11 +80,12 @@ class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self, node: str, *, artifacts_dir: Path, publish_host: str = "127.0.0.1", client: Any = None,
-                 scope: str = "") -> None:  # fmt: skip
+                 scope: str = "", registry: str = "") -> None:  # fmt: skip
         self.node = node
         self.artifacts_dir = Path(artifacts_dir)
         self.scope = scope
         self.publish_host = publish_host
+        self.registry = registry
         self.client = client or docker_client()
         self._bridge_id: str | None = None
         self._stream_client: Any = None  # made on first use: follows log streams, never times out
@@ -194,17 +200,45 @@ class DockerRuntime(Runtime):
         if request.gpus and request.real_gpus:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=request.gpus, capabilities=[["gpu"]])]
         try:
-            container = self.client.containers.create(request.image, **kwargs)
+            try:
+                container = self.client.containers.create(request.image, **kwargs)
+            except docker.errors.ImageNotFound:
+                if not self._pull(request.image):
+                    raise
+                container = self.client.containers.create(request.image, **kwargs)
         except docker.errors.ImageNotFound:
-            raise ImageError(
-                f"image {request.image!r} is not on node {self.node}. To fix: runner images build"
-            ) from None
+            where = f" nor in the registry {self.registry}" if self.registry else ""
+            fix = "runner images push (on the head)" if self.registry else "runner images build"
+            raise ImageError(f"image {request.image!r} is not on node {self.node}{where}. To fix: {fix}") from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # a concurrent start of the same key won the race: adopt
                 return self._status(request.key, self._get(request.key))
             raise
         container.start()
         return self._status(request.key, container)
+
+    def _pull(self, image: str) -> bool:
+        """Pull ``image`` from the network's registry and tag it under its own name; False when
+        there is no registry or it does not hold the image."""
+        import docker
+
+        if not self.registry:
+            return False
+        repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+        first = repo.split("/", 1)[0]
+        names_a_registry = "/" in repo and ("." in first or ":" in first or first == "localhost")
+        source = repo if names_a_registry else f"{self.registry}/{repo}"  # a spec's own registry is used as it is
+        try:
+            pulled = self.client.images.pull(source, tag=tag)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 500) and "not found" in str(exc).lower():
+                return False
+            raise
+        if source != repo:
+            pulled.tag(repo, tag)
+        return True
 
     def status(self, key: str) -> ReplicaStatus:
         return self._status(key, self._get(key))

@@ -29,11 +29,12 @@ def new_bucket(endpoint: str, prefix: str = "runs") -> str:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    """Run a moto S3 server until the block ends; yields its endpoint URL."""
+def moto_server(ip_address: str = "127.0.0.1") -> Iterator[str]:
+    """Run a moto S3 server until the block ends; yields its endpoint URL. On the multi-host
+    harness it listens on the head's address, where every host reaches it."""
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=ip_address, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:

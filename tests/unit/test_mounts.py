@@ -92,3 +92,19 @@ def test_a_uri_in_the_folder_goes_in_and_comes_back_unchanged(home: list[str], b
     inside = to_container(uri, [mount])
     assert inside.startswith(f"file://{MOUNT_ROOT}/{CHECKPOINTS}")
     assert to_host(inside, [mount]) == uri
+
+
+def test_a_file_folder_is_refused_where_nodes_do_not_share_a_filesystem() -> None:
+    from runner.api.workloads import separate_hosts_problem
+    from runner.spec import parse_workload
+
+    training = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2})
+    on_s3 = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2,
+                            "checkpoint": {"uri": "s3://bucket/runs"}})  # fmt: skip
+    served = parse_workload({"kind": "inference", "name": "s", "image": "runner/inference:latest", "ports": [8000],
+                             "model": "file:///srv/runner/artifacts/local/w-1/step-00000010"})  # fmt: skip
+    assert separate_hosts_problem(training, shared_filesystem=True) is None  # CPU mode: one machine
+    assert separate_hosts_problem(served, shared_filesystem=True) is None
+    assert "default checkpoint folder" in (separate_hosts_problem(training, shared_filesystem=False) or "")
+    assert separate_hosts_problem(on_s3, shared_filesystem=False) is None
+    assert "providers' machines" in (separate_hosts_problem(served, shared_filesystem=False) or "")

@@ -164,3 +164,4 @@ def test_a_local_store_never_lists_or_serves_what_a_symlink_points_at(tmp_path: 
             artifacts.local_path(store, key)
     with pytest.raises(UserError, match="bad artifact key"):
         artifacts.local_path(store, "../outside")
+

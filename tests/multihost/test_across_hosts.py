@@ -1,0 +1,179 @@
+"""Workloads across hosts: a head on the harness's network (`runner up --advertise`) and
+provider hosts, each a namespace with its own engine, joined with `runner node join`."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.network import Network
+from harness.runner_net import Head, join, start_head, stop_head
+from tests.conftest import free_ports, wait_for
+from tests.integration.test_training import training
+from tests.integration.test_workloads import smoke
+from tests.support.s3 import aws_env, moto_server, new_bucket
+
+pytestmark = [pytest.mark.multihost, pytest.mark.timeout(600)]
+
+
+#: name -> (provider, region, country): two hosts in eu-west, one in ap-northeast.
+HOSTS = {"host-a": ("barn-a", "eu-west", "DE"), "host-b": ("barn-b", "ap-northeast", "JP"),
+         "host-c": ("barn-c", "eu-west", "NL")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[Network]:
+    root = Path(tempfile.mkdtemp(prefix="runner-mh-"))
+    with Network(root, list(HOSTS), registry_port=free_ports()[0]) as network:
+        yield network
+
+
+@pytest.fixture(scope="module")
+def head(net: Network) -> Iterator[Head]:
+    from runner.images import build_images
+
+    build_images(["smoke", "training"], log=lambda _m: None)  # cached by content hash
+    base = Path.home() / ".cache" / "runner-tests"
+    base.mkdir(parents=True, exist_ok=True)
+    server_port, ray_port = free_ports()
+    h = start_head(net, Path(tempfile.mkdtemp(prefix="head-", dir=base)), server_port=server_port,
+                   ray_port=ray_port, images=["smoke", "training"])  # fmt: skip
+    try:
+        for name, (provider, region, country) in HOSTS.items():
+            join(h, net.hosts[name], provider=provider, region=region, country=country)
+        yield h
+    finally:
+        stop_head(h)
+
+
+def engine_containers(net: Network, host: str, workload_id: str) -> list[Any]:
+    client = net.hosts[host].docker()
+    return client.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]})
+
+
+def test_the_hosts_join_with_their_own_addresses(head: Head, net: Network) -> None:
+    nodes = {n["name"]: n for n in head.operator.nodes()}
+    for name in HOSTS:
+        assert nodes[name]["state"] == "active" and nodes[name]["alive"]
+        assert nodes[name]["address"] == net.hosts[name].address, nodes[name]
+
+
+def test_a_batch_job_runs_on_a_remote_host_and_its_logs_come_back_through_the_head(head: Head,
+                                                                                   net: Network) -> None:  # fmt: skip
+    w = head.tenant.submit(smoke(name="remote-smoke", placement={"regions": ["ap-northeast"]}))
+    done = head.tenant.wait(w["id"], timeout_s=180)
+    assert done["state"] == "SUCCEEDED", done["message"]
+    replicas = head.tenant.get(w["id"])["replicas"]
+    assert [r["node"] for r in replicas] == ["host-b"]
+    # The host's own engine ran it (pulled from the head's registry on first use); the head's
+    # engine and the other host's never saw it. The engine's own events, not the server's record:
+    events = net.hosts["host-b"].docker().events(decode=True, since=0, until=int(done["finished_at"]) + 5,
+                                                 filters={"label": f"runner.workload={w['id']}"})  # fmt: skip
+    actions = {e["Action"] for e in events}
+    assert {"create", "start", "die"} <= actions, actions
+    assert engine_containers(net, "host-a", w["id"]) == []
+    import docker
+
+    assert docker.from_env().containers.list(all=True, filters={"label": f"runner.workload={w['id']}"}) == []
+    lines = [item["line"] for item in head.tenant.logs(w["id"])]
+    assert any("smoke: torch" in line for line in lines), lines
+    assert any('"smoke": "ok"' in line for line in lines), lines
+
+
+def test_a_file_checkpoint_across_hosts_is_refused_at_submit(head: Head) -> None:
+    """On separate machines a file:// folder is a different folder on each: refused before it runs."""
+    from runner.errors import UserError
+
+    before = {w["id"] for w in head.tenant.list(limit=1000)}
+    spec = {"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2}
+    with pytest.raises(UserError, match="the default checkpoint folder .* this network's nodes are separate machines"):
+        head.tenant.submit(spec)
+    with pytest.raises(UserError, match="checkpoint.uri file://"):
+        head.tenant.submit({**spec, "checkpoint": {"uri": head.settings.artifacts_dir.as_uri() + "/local/x"}})
+    with pytest.raises(UserError, match="model file://.* providers' machines"):
+        head.tenant.submit({"kind": "inference", "name": "s", "image": "runner/inference:latest", "ports": [8000],
+                            "model": head.settings.artifacts_dir.as_uri() + "/local/w-1/step-00000010"})
+    assert {w["id"] for w in head.tenant.list(limit=1000)} == before
+
+
+@pytest.fixture(scope="module")
+def s3(net: Network) -> Iterator[dict[str, str]]:
+    """A moto S3 server on the head's address: every host reaches it over its link."""
+    with moto_server(ip_address=net.head_address) as endpoint:
+        yield {**aws_env(endpoint), "BUCKET": new_bucket(endpoint)}
+
+
+def latest(head: Head, workload_id: str, kind: str) -> dict[str, Any]:
+    reps = sorted((r for r in head.tenant.get(workload_id)["replicas"] if r["index"] == 0), key=lambda r: -r["attempt"])
+    return {**((reps[0]["reports"] or {}).get(kind) or {}), "attempt": reps[0]["attempt"]} if reps else {}
+
+
+def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_runs_twice(
+        head: Head, net: Network, s3: dict[str, str]) -> None:  # fmt: skip
+    import boto3
+
+    env = {k: v for k, v in s3.items() if k != "BUCKET"}
+    every = 20
+    w = head.tenant.submit(training(100_000, every=every, log_every=5, env=env,
+                                    checkpoint={"uri": f"s3://{s3['BUCKET']}/runs", "every_steps": every},
+                                    retries={"max_attempts": 3, "backoff_s": 0}))  # fmt: skip
+    assert head.tenant.wait(w["id"], until="running", timeout_s=240)["state"] == "RUNNING"
+    wait_for(lambda: latest(head, w["id"], "checkpoint").get("step", 0) >= 2 * every, timeout_s=240,
+             what="two checkpoints on S3")  # fmt: skip
+    first = {r["index"]: r["node"] for r in head.tenant.get(w["id"])["replicas"]}
+    assert len(set(first.values())) == 2  # two hosts, rendezvousing over the namespaces' network
+    victim = first[1]
+    seen = latest(head, w["id"], "progress")["step"]
+    cut_at = time.time()
+    net.hosts[victim].link.cut()
+    try:
+        resumed = wait_for(lambda: (r := latest(head, w["id"], "resume")).get("attempt", 0) >= 2 and "step" in r and r,
+                           timeout_s=120, what="the gang to resume on other hosts")  # fmt: skip
+        wait_for(lambda: latest(head, w["id"], "progress").get("step", 0) > resumed["step"], timeout_s=120,
+                 what="progress after the resume")  # fmt: skip
+        detail = head.tenant.get(w["id"])
+        second = {r["node"] for r in detail["replicas"] if r["attempt"] == resumed["attempt"]}
+        assert second == set(HOSTS) - {victim}, detail["replicas"]
+        assert resumed["step"] >= seen - every and resumed["step"] % every == 0  # at most one interval lost
+        assert resumed["uri"].startswith(f"s3://{s3['BUCKET']}/runs/{w['id']}/")
+        # The cut-off host stopped its own replica once its head went silent (its lease), though
+        # nobody could tell it to: its own engine says so.
+        cut_off = net.hosts[victim].docker()
+        wait_for(lambda: not cut_off.containers.list(filters={"label": f"runner.workload={w['id']}"}),
+                 timeout_s=30, what="the cut-off host to stop its replica")  # fmt: skip
+    finally:
+        net.hosts[victim].link.restore()
+
+    # No checkpoint was written by the cut-off gang after the cut: every manifest saved since is
+    # the new attempt's (the S3 store's own times and the manifests' writer).
+    s3c = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+    objects = s3c.list_objects_v2(Bucket=s3["BUCKET"], Prefix=f"runs/{w['id']}/")["Contents"]
+    for obj in objects:
+        if obj["Key"].endswith("/manifest.json") and obj["LastModified"].timestamp() > cut_at + 1:
+            manifest = json.loads(s3c.get_object(Bucket=s3["BUCKET"], Key=obj["Key"])["Body"].read())
+            assert manifest["meta"]["attempt"] >= resumed["attempt"], (obj["Key"], manifest["meta"])
+    head.tenant.cancel(w["id"])
+    assert head.tenant.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
+
+    # Every replica ran once, in one container, on one host: the engines' own records.
+    starts: dict[str, list[str]] = {}
+    for name in HOSTS:
+        for event in net.hosts[name].docker().events(decode=True, since=int(cut_at) - 600, until=int(time.time()) + 1,
+                                                     filters={"label": f"runner.workload={w['id']}",
+                                                              "event": "start"}):  # fmt: skip
+            starts.setdefault(event["Actor"]["Attributes"]["runner.key"], []).append(name)
+    assert starts and all(len(hosts) == 1 for hosts in starts.values()), starts
+
+    # The link is back: the victim's Ray node learns it was declared dead and leaves; its machine
+    # joins again with a new token, and nothing of the old attempt comes back with it.
+    provider, region, country = HOSTS[victim]
+    wait_for(lambda: head.joined[victim].poll() is not None, timeout_s=120, what="the cut-off node to leave")
+    join(head, net.hosts[victim], provider=provider, region=region, country=country)
+    assert not net.hosts[victim].docker().containers.list(all=True, filters={"label": f"runner.workload={w['id']}"})
