@@ -2,14 +2,17 @@
 machine's root namespace, and provider hosts that join it with `runner node join`, each from
 inside its own namespace, with its own engine and its own runner home.
 
-Nothing here is a shortcut around the product: the head is ``local.up(head_only=True)`` (what the
-CLI runs), the images reach hosts through the head's registry, and each host joins with the CLI
-command a provider types, so what a test sees is what a provider's machine would do.
+Nothing here is a shortcut around the product: the head is started, fed images and stopped with
+the operator's own commands (`runner up --advertise`, `runner images push`, `runner down`), the
+images reach hosts through the head's registry, and each host joins with the command a provider
+types, so what a test sees is what a provider's machine would do.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,7 +21,6 @@ from typing import Any
 
 from harness.hosts import Host
 from harness.network import Network
-from runner import local, registry
 from runner.client import Client
 from runner.settings import Settings
 
@@ -32,24 +34,38 @@ class Head:
     settings: Settings
     operator: Client
     tenant: Client
+    up_output: str = ""  # what `runner up --advertise` printed
     joined: dict[str, Any] = field(default_factory=dict)  # host name -> its `runner node join` process
 
 
+def runner_cli(args: list[str], home: Path, *, server_port: int, ray_port: int,
+               timeout_s: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """One `runner` command as the operator types it on the head, in ``home``."""
+    env = {**os.environ, "RUNNER_HOME": str(home), "RUNNER_SERVER_PORT": str(server_port),
+           "RUNNER_RAY_PORT": str(ray_port), "COLUMNS": "250"}  # fmt: skip
+    done = subprocess.run([RUNNER, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"runner {' '.join(args)}: exit {done.returncode}: {done.stderr[-3000:]}")
+    return done
+
+
 def start_head(net: Network, home: Path, *, server_port: int, ray_port: int, images: list[str]) -> Head:
-    """`runner up --advertise <the head's address>` in ``home``, then push ``images``."""
-    settings = Settings(home=home, advertise=net.head_address, server_host=net.head_address,
-                        gateway_host=net.head_address, server_port=server_port, ray_port=ray_port,
-                        registry=net.registry or "", runtime="docker")  # fmt: skip
-    local.up(settings, head_only=True, say=lambda _m: None)
+    """`runner up --advertise <the head's address>` in ``home``, then `runner images push`."""
+    assert net.registry, "the network needs a registry port for its head"
+    ports = {"server_port": server_port, "ray_port": ray_port}
+    up = runner_cli(["up", "--advertise", net.head_address, "--registry-port", net.registry.rsplit(":", 1)[1]],
+                    home, **ports)  # fmt: skip
+    settings = Settings.from_env(home, **ports)  # what the CLI kept in head.json, and these ports
+    head = Head(settings=settings, operator=Client(settings.server_url, settings.admin_key_path.read_text().strip()),
+                tenant=Client(settings.server_url, settings.api_key_path.read_text().strip()), up_output=up.stdout)  # fmt: skip
     if images:
-        registry.push(settings, images, say=lambda _m: None)
-    operator = Client(settings.server_url, settings.admin_key_path.read_text().strip())
-    tenant = Client(settings.server_url, settings.api_key_path.read_text().strip())
-    return Head(settings=settings, operator=operator, tenant=tenant)
+        runner_cli(["images", "push", *images], home, **ports)
+    return head
 
 
 def stop_head(head: Head) -> None:
-    local.down(head.settings, say=lambda _m: None)
+    """`runner down` on the head."""
+    runner_cli(["down"], head.settings.home, server_port=head.settings.server_port, ray_port=head.settings.ray_port)
 
 
 def join(head: Head, host: Host, *, provider: str, region: str, country: str, cpus: float = 1,

@@ -20,6 +20,7 @@ import ray
 
 from runner.benchmark import Challenge, ChallengeSolver
 from runner.errors import RunnerError
+from runner.nodes import PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.runtime.netif import interface_of
 from runner.states import ReplicaState
@@ -39,10 +40,13 @@ class NodeAgent:
                  registry: str = "") -> None:  # fmt: skip
         self.node = node
         self._address = ""
-        # Replicas' ports are published on this node's own address, where the gateway and players
-        # reach it (loopback for a CPU-mode node); its engine pulls from the network's registry.
+        # Replicas' ports are published where the gateway and players reach this node: the address
+        # its machine gave at `runner node join` (``PUBLIC_ADDRESS_ENV``, in the Ray node's
+        # environment, which its workers inherit), loopback for a CPU-mode node. Its engine pulls
+        # missing images from the network's registry.
         self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir),
-                                    artifacts_dir=Path(artifacts_dir), publish_host=self.node_address(),
+                                    artifacts_dir=Path(artifacts_dir),
+                                    publish_host=os.environ.get(PUBLIC_ADDRESS_ENV, "127.0.0.1"),
                                     registry=registry)  # fmt: skip
         self.started_at = time.time()
         self.solver = ChallengeSolver()

@@ -109,16 +109,18 @@ def start_node(
     token_path: Path,
     log_path: Path,
     node_ip: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Join one provider node with its labels. Simulated GPUs are Ray *logical* GPUs, so GPU
-    scheduling is exercised for real on a machine without any."""
+    scheduling is exercised for real on a machine without any. ``env`` reaches the node's workers
+    (its agent among them)."""
     label_arg = ",".join(f"{k}={v}" for k, v in labels.items())
     args = [
         ray_executable(), "start", "--block", f"--address={head_address}",
         f"--node-ip-address={node_ip}", f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus}",
         f"--memory={memory_bytes}", f"--labels={label_arg}", "--disable-usage-stats", *port_args,
     ]  # fmt: skip
-    return _popen(args, auth_env(token_path), log_path)
+    return _popen(args, {**(env or {}), **auth_env(token_path)}, log_path)
 
 
 def connect(address: str, token_path: Path) -> None:

@@ -20,6 +20,7 @@ from runner import cluster
 from runner.benchmark import measure
 from runner.catalog import canonical_gpu_name
 from runner.client import Client
+from runner.nodes import PUBLIC_ADDRESS_ENV
 
 log = logging.getLogger("runner.join")
 
@@ -71,14 +72,16 @@ def write_ray_token(path: Path, token: str) -> None:
 
 
 def start_ray_node(grant: dict[str, Any], *, token_path: Path, port_args: list[str], log_path: Path, cpus: float,
-                   memory_mb: int, node_ip: str = "127.0.0.1") -> subprocess.Popen[bytes]:  # fmt: skip
-    """``ray start --block`` with the labels the control plane granted."""
+                   memory_mb: int, node_ip: str = "127.0.0.1",
+                   public_address: str | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+    """``ray start --block`` with the labels the control plane granted; ``public_address`` is
+    where its replicas' ports are published (the agent reads it; loopback when None)."""
     if not token_path.exists() or token_path.read_text().strip() != grant["ray_token"]:
         write_ray_token(token_path, grant["ray_token"])
     return cluster.start_node(
         head_address=grant["ray_address"], port_args=port_args, labels=grant["labels"], num_cpus=cpus,
         num_gpus=int(grant["num_gpus"]), memory_bytes=memory_mb * 1024 * 1024, token_path=token_path,
-        log_path=log_path, node_ip=node_ip,
+        log_path=log_path, node_ip=node_ip, env={PUBLIC_ADDRESS_ENV: public_address} if public_address else None,
     )  # fmt: skip
 
 

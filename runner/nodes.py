@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Set by `runner node join` in its Ray node's environment (which the node's agent inherits): the
+#: address this machine's replicas are published on, its own or ``--public-address`` where NAT puts
+#: another in front. A CPU-mode node has none: it publishes on loopback.
+PUBLIC_ADDRESS_ENV = "RUNNER_PUBLIC_ADDRESS"
+
 
 @dataclass(frozen=True)
 class NodeInfo:

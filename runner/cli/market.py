@@ -96,6 +96,9 @@ def node_join(
     memory_gb: Annotated[float, typer.Option(help="Memory to offer, GiB.")] = 8.0,
     simulate_gpu: Annotated[str | None, typer.Option(help="CPU mode: declare simulated GPUs, MODEL[:COUNT].")] = None,
     price: Annotated[float | None, typer.Option(help="Your price per GPU-hour, USD (default: list price).")] = None,
+    public_address: Annotated[str | None, typer.Option(
+        help="Where players and the gateway reach this machine's replicas, when NAT puts another address in "
+             "front (default: the address this machine reaches the head from).")] = None,
 ) -> None:
     """Join this machine: detect GPUs, benchmark, register, then run the Ray node (foreground)."""
     from runner.join import HeadLease, head_reachable, join, join_request, start_ray_node
@@ -113,9 +116,10 @@ def node_join(
     grant = join(head_url, request)
     console.print(f"[green]registered[/green] {grant['node']} ({grant['state']}); joining Ray at {grant['ray_address']}")
     s = settings()
+    node_ip = _local_ip(head_url)
     proc = start_ray_node(grant, token_path=s.home / "node-ray-token", port_args=[f"--temp-dir={s.ray_temp_dir}"],
                           log_path=s.logs_dir / "node.log", cpus=cpu_count, memory_mb=int(memory_gb * 1024),
-                          node_ip=_local_ip(head_url))  # fmt: skip
+                          node_ip=node_ip, public_address=public_address or node_ip)  # fmt: skip
     console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
     lease = HeadLease(now=time.monotonic())
     try:
@@ -153,6 +157,25 @@ def leave_network(node: str) -> int:
     for container in containers:
         container.remove(force=True)
     return len(containers)
+
+
+@node_app.command("doctor")
+@friendly
+def node_doctor() -> None:
+    """What this machine must pass before it joins with GPUs: NVML, CUDA, NCCL, the inference
+    model, a GPU in a container, NVENC. Without an NVIDIA GPU every check is 'not run: no GPU'."""
+    from runner.doctor import FAILED, OK, run_checks
+
+    results = run_checks()
+    table = Table("CHECK", "RESULT", "DETAIL", box=None)
+    for check in results:
+        colour = "green" if check.status == OK else "red" if check.status == FAILED else "yellow"
+        table.add_row(check.name, f"[{colour}]{check.status}[/{colour}]", check.detail)
+    console.print(table)
+    if all(c.status != OK for c in results) and not any(c.status == FAILED for c in results):
+        console.print("not run: no GPU (this machine joins as a CPU-only node)")
+    if any(c.status == FAILED for c in results):
+        raise typer.Exit(1)
 
 
 def _node_action(name: str, action: str) -> dict[str, Any]:

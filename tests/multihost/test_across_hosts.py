@@ -38,15 +38,15 @@ def net() -> Iterator[Network]:
 def head(net: Network) -> Iterator[Head]:
     from runner.images import build_images
 
-    build_images(["smoke", "training"], log=lambda _m: None)  # cached by content hash
+    build_images(["smoke", "training", "inference"], log=lambda _m: None)  # cached by content hash
     base = Path.home() / ".cache" / "runner-tests"
     base.mkdir(parents=True, exist_ok=True)
     server_port, ray_port = free_ports()
     h = start_head(net, Path(tempfile.mkdtemp(prefix="head-", dir=base)), server_port=server_port,
-                   ray_port=ray_port, images=["smoke", "training"])  # fmt: skip
+                   ray_port=ray_port, images=["smoke", "training", "inference"])  # fmt: skip
     try:
         for name, (provider, region, country) in HOSTS.items():
-            join(h, net.hosts[name], provider=provider, region=region, country=country)
+            join(h, net.hosts[name], provider=provider, region=region, country=country, memory_gb=2)
         yield h
     finally:
         stop_head(h)
@@ -55,6 +55,19 @@ def head(net: Network) -> Iterator[Head]:
 def engine_containers(net: Network, host: str, workload_id: str) -> list[Any]:
     client = net.hosts[host].docker()
     return client.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]})
+
+
+def test_the_head_prints_how_to_join_and_the_token_comes_with_the_exact_command(head: Head,
+                                                                                  net: Network) -> None:  # fmt: skip
+    from harness.runner_net import runner_cli
+
+    url = f"http://{net.head_address}:{head.settings.server_port}"
+    assert f"head up on {net.head_address}" in head.up_output
+    assert f"runner node join --head {url} --token TOKEN --provider PROVIDER" in head.up_output
+    issued = runner_cli(["admin", "token", "issue", "barn-a"], head.settings.home,
+                        server_port=head.settings.server_port, ray_port=head.settings.ray_port).stdout  # fmt: skip
+    token = issued.strip().splitlines()[-1]
+    assert f"runner node join --head {url} --token {token} --provider barn-a --region REGION --country CC" in issued
 
 
 def test_the_hosts_join_with_their_own_addresses(head: Head, net: Network) -> None:
@@ -84,6 +97,31 @@ def test_a_batch_job_runs_on_a_remote_host_and_its_logs_come_back_through_the_he
     lines = [item["line"] for item in head.tenant.logs(w["id"])]
     assert any("smoke: torch" in line for line in lines), lines
     assert any('"smoke": "ok"' in line for line in lines), lines
+
+
+def test_a_service_with_replicas_on_two_hosts_answers_through_the_heads_gateway(head: Head, net: Network) -> None:
+    from openai import OpenAI
+
+    spec = {"kind": "inference", "name": "mh-embed", "image": "runner/inference:latest", "ports": [8000],
+            "resources": {"cpu": 1, "memory": "1GB"}, "replicas": 2, "placement": {"spread_providers": True}}
+    svc = head.tenant.submit(spec)
+    try:
+        view = wait_for(lambda: (v := head.tenant.service(svc["id"]))["replicas"]["serving"] == 2 and v,
+                        timeout_s=300, what="two replicas serving")  # fmt: skip
+        members = [m for m in view["members"] if m["serving"]]
+        assert len({m["node"] for m in members}) == 2
+        for m in members:  # published on the host's own address, where the head's gateway reaches it
+            assert m["ports"]["8000/tcp"].startswith(net.hosts[m["node"]].address + ":"), m
+        assert view["endpoint"].startswith(f"http://{net.head_address}:")
+        client = OpenAI(base_url=view["endpoint"], api_key=head.settings.api_key_path.read_text().strip(),
+                        max_retries=3)  # fmt: skip
+        wait_for(lambda: [m.id for m in client.models.list().data], timeout_s=60, what="the gateway's routes")
+        for _ in range(8):  # spread over both replicas by the gateway's least-in-flight routing
+            out = client.embeddings.create(model="all-MiniLM-L6-v2", input=["a GPU near you", "rented by the second"])
+            assert len(out.data) == 2 and len(out.data[0].embedding) == 384
+    finally:
+        head.tenant.cancel(svc["id"])
+        wait_for(lambda: head.tenant.get(svc["id"])["state"] == "CANCELLED", timeout_s=60, what="the service to end")
 
 
 def test_a_file_checkpoint_across_hosts_is_refused_at_submit(head: Head) -> None:
@@ -175,5 +213,5 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
     # joins again with a new token, and nothing of the old attempt comes back with it.
     provider, region, country = HOSTS[victim]
     wait_for(lambda: head.joined[victim].poll() is not None, timeout_s=120, what="the cut-off node to leave")
-    join(head, net.hosts[victim], provider=provider, region=region, country=country)
+    join(head, net.hosts[victim], provider=provider, region=region, country=country, memory_gb=2)
     assert not net.hosts[victim].docker().containers.list(all=True, filters={"label": f"runner.workload={w['id']}"})
