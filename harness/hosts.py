@@ -231,15 +231,10 @@ def stop_by_pidfile(path: Path) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.1)
-    kill_session(os.getsid(pid) if _alive(pid) else pid)
-
-
-def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-        return True
+        os.kill(pid, signal.SIGKILL)  # what it started is in its host's namespace: removed with it
     except ProcessLookupError:
-        return False
+        pass
 
 
 def remove_tree(path: Path) -> None:
