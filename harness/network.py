@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -113,6 +114,7 @@ class Network:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         state = {"pid": os.getpid(), "root": str(self.root), "bridge": self.bridge, "forward_rule": self._forward_rule,
                  "netns": [h.netns for h in self.hosts.values()],
+                 "links": [h.link.head_side for h in self.hosts.values()],
                  "net_inodes": [h.net_inode for h in self.hosts.values() if h.net_inode],
                  "pidfiles": [str(h.root / "dockerd.pid") for h in self.hosts.values()],
                  "run_dirs": [str(h.run_dir) for h in self.hosts.values()]}  # fmt: skip
@@ -151,13 +153,18 @@ def remove_recorded(state: dict[str, object]) -> None:
     for pidfile in state.get("pidfiles", []):  # type: ignore[union-attr]
         stop_by_pidfile(Path(str(pidfile)))
     inodes = {int(i) for i in state.get("net_inodes", [])}  # type: ignore[union-attr]
-    for pid in processes_in(inodes):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    deadline = time.monotonic() + 20
+    while (left := processes_in(inodes)) and time.monotonic() < deadline:  # a namespace lives while they do
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
     for netns in state.get("netns", []):  # type: ignore[union-attr]
         sh("ip", "netns", "del", str(netns), check=False)
+    for link in state.get("links", []):  # one end of a veth removes both, wherever the other is
+        sh("ip", "link", "del", str(link), check=False)
     if state.get("bridge"):
         sh("ip", "link", "del", str(state["bridge"]), check=False)
     rule = state.get("forward_rule")
