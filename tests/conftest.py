@@ -36,15 +36,24 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+#: Ports Ray assigns by default to components of every node (the dashboard's 8265 among them):
+#: a node port block that holds one fails `ray start` ("... is used by other components").
+RAY_DEFAULT_PORTS = frozenset({6379, 8076, 8265, 10001, 52365})
+#: Node indexes the tests use (``cluster.node_port_args``: 10 ports each, above ray_port + 100).
+NODE_BLOCKS = range(100, 100 + 50 * 10)
+
+
 def free_ports() -> tuple[int, int]:
-    """A server port and a Ray port (with the node port block above it) that nothing uses, so
-    two test sessions on one machine (a developer's and CI's) never meet each other's cluster."""
+    """A server port and a Ray port (with every node port block above it) that nothing uses and
+    that hold none of Ray's default ports, so two test sessions on one machine (a developer's and
+    CI's) never meet each other's cluster, and no node's ports collide with Ray's own (seen: an
+    extra node at index 11 whose block held 8265 never started)."""
     rng = random.Random()
     for _ in range(200):
         ray_port = rng.randrange(7000, 9800, 2)
         server_port = ray_port + 1
-        block = [ray_port, server_port, *range(ray_port + 100, ray_port + 200)]
-        if all(_port_free(p) for p in block):
+        block = [ray_port, server_port, *(ray_port + offset for offset in NODE_BLOCKS)]
+        if not RAY_DEFAULT_PORTS.intersection(block) and all(_port_free(p) for p in block):
             return server_port, ray_port
     raise RuntimeError("no free port block for a test cluster")
 
