@@ -10,11 +10,13 @@ README's "Running a real network" says what differs from a real provider machine
 Processes enter a host with ``nsenter --net`` only: ``ip netns exec`` also remounts ``/sys``,
 which hides the cgroup mounts, and dockerd then fails with "Devices cgroup isn't mounted".
 
-Links: the head's end of each veth carries the link's state and shape. ``cut`` takes it down
-(both directions at once, as a pulled cable), ``restore`` brings it back, ``shape`` sets a rate
-with ``tbf`` in both directions. This machine's kernel has no ``sch_netem`` (``tc qdisc add ...
-netem`` answers "Specified qdisc kind is unknown"; ``fq`` is missing too), so latency and loss
-cannot be added in the kernel here; ``shape`` refuses them rather than pretend.
+Links: on a kernel bridge (the default), the head's end of each veth carries the link's state and
+shape: ``cut`` takes it down (both directions at once, as a pulled cable), ``restore`` brings it
+back, ``shape`` sets a rate with ``tbf`` in both directions. This machine's kernel has no
+``sch_netem`` (``tc qdisc add ... netem`` answers "Specified qdisc kind is unknown"; ``fq`` is
+missing too), so a bridge cannot add latency or loss, and ``shape`` refuses them rather than
+pretend. On the emulated WAN (``Network(wan=True)``, ``harness/wan.py``) each link is a port of a
+userspace switch, which adds the regions' round trips and shapes delay, jitter, loss and rate.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from harness.wan import WanControl
 
 #: Where each harness records what it made, so that a later run can remove what a killed one left.
 STATE_DIR = Path("/run/runner-harness")
@@ -57,29 +61,45 @@ def in_netns(netns: str, argv: Sequence[str]) -> list[str]:
 
 @dataclass
 class Link:
-    """The veth between a host and the head's bridge: ``head_side`` in the root namespace."""
+    """A host's link: a veth to the head's bridge (``head_side`` in the root namespace), or a port
+    of the emulated WAN (``wan``), which is then the link's only state."""
 
     head_side: str
     host_side: str  # named eth0 inside the host once moved there
     netns: str
+    wan: WanControl | None = None
+    port: str = ""
 
     def cut(self) -> None:
         """Pull the cable: nothing passes either way until ``restore``."""
-        sh("ip", "link", "set", self.head_side, "down")
+        if self.wan is not None:
+            self.wan.shape(self.port, up=False)
+        else:
+            sh("ip", "link", "set", self.head_side, "down")
 
     def restore(self) -> None:
-        sh("ip", "link", "set", self.head_side, "up")
+        if self.wan is not None:
+            self.wan.shape(self.port, up=True)
+        else:
+            sh("ip", "link", "set", self.head_side, "up")
 
     def is_up(self) -> bool:
+        if self.wan is not None:
+            return bool(self.wan.stats()[self.port]["up"])
         out = sh("ip", "-json", "link", "show", self.head_side).stdout
         return "UP" in json.loads(out)[0].get("flags", [])
 
-    def shape(self, *, rate_mbit: float | None = None, delay_ms: float = 0.0, loss_pct: float = 0.0) -> None:
-        """Limit the link's rate (token bucket, both directions); None lifts the limit. Delay and
-        loss need netem, which this kernel lacks: asking for them is an error, not a no-op."""
-        if delay_ms or loss_pct:
-            raise HarnessError("latency and loss need the kernel's sch_netem, which this machine lacks; "
-                               "only the rate can be shaped here")  # fmt: skip
+    def shape(self, *, rate_mbit: float | None = None, delay_ms: float = 0.0, jitter_ms: float = 0.0,
+              loss_pct: float = 0.0) -> None:
+        """Shape the link, both directions: its rate (None lifts the limit) and, on the emulated
+        WAN, an extra one-way delay, jitter and loss on top of the regions' round trip. A bridge's
+        link can only be rate-limited (no netem in this kernel): asking it for more is an error."""
+        if self.wan is not None:
+            self.wan.shape(self.port, rate_mbit=rate_mbit, delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct)
+            return
+        if delay_ms or loss_pct or jitter_ms:
+            raise HarnessError("latency and loss need the kernel's sch_netem, which this machine lacks: "
+                               "make the network with Network(wan=True) to shape them in userspace")  # fmt: skip
         for argv in (["tc"], in_netns(self.netns, ["tc"])):
             dev = self.head_side if argv == ["tc"] else "eth0"
             sh(*argv, "qdisc", "del", "dev", dev, "root", check=False)
@@ -97,6 +117,7 @@ class Host:
     netns: str
     address: str
     link: Link
+    region: str  # where the WAN puts it (on a bridge, a label only)
     root: Path  # this host's own folders (its "disk"): dockerd's data, its runner home
     docker_bridge: str  # the bip of its dockerd, inside its namespace only
     registry: str | None = None

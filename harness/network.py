@@ -6,6 +6,14 @@ that bridge, with the head as its default route. 198.18.0.0/15 is the range set 
 benchmarking networks (RFC 2544): no real network uses it, and K is chosen so that nothing on
 this machine does either. Traffic goes only between the head and the hosts the harness made.
 
+Two kinds of wire join them. By default a kernel bridge: fast, rate-limited at most (this
+kernel has no netem). With ``wan=True``, the emulated WAN (``harness/wan.py``): the head's address
+sits on a TAP port of a userspace switch instead of the bridge, and each host's ``eth0`` is another
+port, so every frame between two of them waits the round trip between their regions
+(``regions=``, ``head_region=``; ``runner/data/regions.yaml``) and each link can be given delay,
+jitter, loss and a rate. Same addresses, same routes, same ``cut``/``restore``: tests choose the wire
+by what they measure.
+
 What a harness makes is written to ``/run/runner-harness/<id>.json`` before it is made, so
 ``sweep()`` removes what a killed run left (its namespaces, veths, bridge, firewall rule, engines
 and folders). ``Network`` is a context manager; its ``close`` runs on any exit, failures too.
@@ -17,11 +25,18 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
 from harness.hosts import STATE_DIR, Host, HarnessError, Link, in_netns, remove_tree, sh, stop_by_pidfile
+from harness.wan import WanControl
+
+#: The head's region when a test does not say (the regions table's first).
+HEAD_REGION = "eu-west"
+REPO = Path(__file__).resolve().parents[1]
 
 #: Host i's address is HOST_BASE + i on the network's /24.
 HOST_BASE = 10
@@ -40,7 +55,9 @@ def _used_subnets() -> set[int]:
 class Network:
     """The head's bridge and ``hosts`` provider hosts, each with its own dockerd (``engines``)."""
 
-    def __init__(self, root: Path, hosts: list[str], *, engines: bool = True, registry_port: int | None = None) -> None:
+    def __init__(self, root: Path, hosts: list[str], *, engines: bool = True, registry_port: int | None = None,
+                 wan: bool = False, regions: dict[str, str] | None = None, head_region: str = HEAD_REGION,
+                 mtu: int = 1500) -> None:  # fmt: skip
         self.id = secrets.token_hex(2)
         self.root = Path(root) / f"net-{self.id}"
         self.bridge = f"rtb{self.id}"
@@ -54,7 +71,13 @@ class Network:
         self.engines = engines
         self.names = list(hosts)
         self.hosts: dict[str, Host] = {}
-        self._forward_rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+        self.regions = dict(regions or {})
+        self.head_region = head_region
+        self.mtu = mtu
+        self.wan: WanControl | None = WanControl(STATE_DIR / "x" / f"{self.id}-wan.sock") if wan else None
+        self._wan_pidfile = self.root / "wan.pid"
+        self._wan_proc: subprocess.Popen[bytes] | None = None
+        self._forward_rule = None if wan else ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
         self._state_path = STATE_DIR / f"{self.id}.json"
 
     # -- making ---------------------------------------------------------------------------------------------
@@ -73,21 +96,40 @@ class Network:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self._record()
-        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        if self.wan is not None:
+            self._start_wan()
+            self.wan.add("head", dev=self.bridge, region=self.head_region)
+            sh("ip", "link", "set", self.bridge, "mtu", str(self.mtu))
+        else:
+            sh("ip", "link", "add", self.bridge, "type", "bridge")
+            # Docker's FORWARD policy is DROP, and with br_netfilter bridged frames pass through it:
+            # host to host (a training gang across two hosts) must cross the bridge.
+            sh("iptables", "-I", *self._forward_rule)  # type: ignore[misc]
         sh("ip", "addr", "add", f"{self.head_address}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
-        # Docker's FORWARD policy is DROP, and with br_netfilter bridged frames pass through it: host
-        # to host (a training gang across two hosts) must cross the bridge.
-        sh("iptables", "-I", *self._forward_rule)
         for index, name in enumerate(self.names):
             self.add_host(name, index, engine=self.engines)
 
-    def add_host(self, name: str, index: int, *, engine: bool = True) -> Host:
-        """One more namespace host on the bridge (``engine``: with its own dockerd)."""
+    def _start_wan(self) -> None:
+        """The WAN's switch process; its pid file is recorded first, so a sweep can stop it."""
+        assert self.wan is not None
+        self.wan.path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "wan.log", "ab")
+        self._wan_proc = subprocess.Popen([sys.executable, "-m", "harness.wan", "--control", str(self.wan.path),
+                                           "--pidfile", str(self._wan_pidfile)], cwd=REPO, stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        log.close()
+        self.wan.wait_ready()
+
+    def add_host(self, name: str, index: int, *, engine: bool = True, region: str | None = None) -> Host:
+        """One more namespace host on the wire (``engine``: with its own dockerd); ``region``
+        (default: what ``regions=`` said, else the head's) is where the WAN puts it."""
         netns = f"rt{self.id}-{name}"
-        link = Link(head_side=f"rt{self.id}h{index}", host_side=f"rt{self.id}n{index}", netns=netns)
+        link = Link(head_side=f"rt{self.id}h{index}", host_side=f"rt{self.id}n{index}", netns=netns,
+                    wan=self.wan, port=name)  # fmt: skip
         host = Host(name=name, netns=netns, address=f"198.18.{self.subnet}.{HOST_BASE + index}", link=link,
-                    root=self.root / name, docker_bridge=f"198.19.{index}.1/24", registry=self.registry)  # fmt: skip
+                    region=region or self.regions.get(name, self.head_region), root=self.root / name,
+                    docker_bridge=f"198.19.{index}.1/24", registry=self.registry)  # fmt: skip
         self.hosts[name] = host
         self._record()
         host.root.mkdir(parents=True, exist_ok=True)
@@ -95,12 +137,17 @@ class Network:
         sh("ip", "netns", "add", netns)
         host.net_inode = os.stat(f"/run/netns/{netns}").st_ino
         self._record()
-        sh("ip", "link", "add", link.head_side, "type", "veth", "peer", "name", link.host_side)
-        sh("ip", "link", "set", link.head_side, "master", self.bridge)
-        sh("ip", "link", "set", link.head_side, "up")
+        if self.wan is not None:
+            self.wan.add(name, dev=link.host_side, region=host.region)
+        else:
+            sh("ip", "link", "add", link.head_side, "type", "veth", "peer", "name", link.host_side)
+            sh("ip", "link", "set", link.head_side, "master", self.bridge)
+            sh("ip", "link", "set", link.head_side, "up")
         sh("ip", "link", "set", link.host_side, "netns", netns)
         inside = in_netns(netns, ["ip"])
         sh(*inside, "link", "set", link.host_side, "name", "eth0")
+        if self.wan is not None:
+            sh(*inside, "link", "set", "eth0", "mtu", str(self.mtu))
         sh(*inside, "addr", "add", f"{host.address}/24", "dev", "eth0")
         sh(*inside, "link", "set", "eth0", "up")
         sh(*inside, "link", "set", "lo", "up")
@@ -116,7 +163,8 @@ class Network:
                  "netns": [h.netns for h in self.hosts.values()],
                  "links": [h.link.head_side for h in self.hosts.values()],
                  "net_inodes": [h.net_inode for h in self.hosts.values() if h.net_inode],
-                 "pidfiles": [str(h.root / "dockerd.pid") for h in self.hosts.values()],
+                 "pidfiles": [str(h.root / "dockerd.pid") for h in self.hosts.values()]
+                 + ([str(self._wan_pidfile)] if self.wan is not None else []),
                  "run_dirs": [str(h.run_dir) for h in self.hosts.values()]}  # fmt: skip
         self._state_path.write_text(json.dumps(state))
 
@@ -128,6 +176,13 @@ class Network:
                 host.stop()
             except Exception:
                 pass
+        if self._wan_proc is not None:  # its child: stopped and reaped here (a zombie's pid still answers)
+            self._wan_proc.terminate()
+            try:
+                self._wan_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._wan_proc.kill()
+                self._wan_proc.wait()
         remove_recorded(json.loads(self._state_path.read_text()) if self._state_path.exists() else {})
         self._state_path.unlink(missing_ok=True)
 
