@@ -13,6 +13,12 @@ The SLA: a session promises ``fps`` frames per second and an input-to-frame late
 of the target, or p95 latency above the budget, in every report over that span), and a
 *recovery* only after as long without a problem: one slow sample, a garbage-collection pause,
 is not a breach, and a flapping session does not flood its timeline.
+
+Round trip: the view carries two. ``expected_rtt_ms`` is the region table's figure from the
+player's region to the node's (what placement went by); ``measured_rtt_ms`` and
+``measured_rtt_p95_ms`` are the p50 and p95 the session's page measured with pings over its
+own WebSocket (so TCP and the server's event loop are in it; it is not ICMP), as the session's
+latest metrics report carries them, None before a player's page has answered a ping.
 """
 
 from __future__ import annotations
@@ -197,6 +203,28 @@ def phase(state: str, *, serving: bool, ending: bool, ended: bool) -> str:
     return "serving" if serving and state == "RUNNING" else "starting"
 
 
+def expected_rtt_ms(near: str | None, node_region: str | None, regions: RegionTable | None = None) -> float | None:
+    """The table's round trip from the player's region to the node's; None where either is unknown
+    or the table has no figure for the pair."""
+    if not near or not node_region:
+        return None
+    rtt = (regions or default_regions()).rtt_ms(near, node_region)
+    return None if math.isinf(rtt) else rtt
+
+
+def _ms(value: Any) -> float | None:
+    """A reported duration, or None: the report is the workload's own stdout, and a value that is
+    not a finite number of milliseconds must read as "not measured", not break ``session ls``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int | None:
+    """A reported sample count, or None where it is not a count (as ``_ms``, for the same reason)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def session_view(w: Any, replicas: Sequence[Any], events: Sequence[Any], *, node_region: str | None,
                  node_address: str = "", regions: RegionTable | None = None) -> dict[str, Any]:  # fmt: skip
     """One session as ``runner session ls`` and ``runner status`` show it (rows in, dict out)."""
@@ -207,7 +235,6 @@ def session_view(w: Any, replicas: Sequence[Any], events: Sequence[Any], *, node
     session_report = reports.get("session") or {}
     metrics = reports.get("metrics") or {}
     near = spec.get("near")
-    rtt = (regions or default_regions()).rtt_ms(near, node_region) if near and node_region else None
     live = rep is not None and rep.finished_at is None
     ended_reason = session_report.get("reason") if session_report.get("event") == "ended" else None
     port = next((p["container"] for p in spec.get("ports", []) if p.get("protocol", "tcp") == "tcp"), DEFAULT_PORT)
@@ -216,7 +243,9 @@ def session_view(w: Any, replicas: Sequence[Any], events: Sequence[Any], *, node
         "phase": phase(w.state, serving=session_report.get("event") == "ready" and live,
                        ending=bool(w.stop_reason or w.cancel_requested), ended=ended_reason is not None),
         "node": rep.node if rep is not None else None, "region": node_region, "near": near,
-        "rtt_ms": None if rtt is None or math.isinf(rtt) else rtt,
+        "expected_rtt_ms": expected_rtt_ms(near, node_region, regions),
+        "measured_rtt_ms": _ms(metrics.get("rtt_p50_ms")), "measured_rtt_p95_ms": _ms(metrics.get("rtt_p95_ms")),
+        "measured_rtt_samples": _count(metrics.get("rtt_samples")),
         "url": player_url(rep.ports, port, node_address=node_address) if live and rep is not None else None,
         "resolution": spec.get("resolution"), "target_fps": spec.get("fps"),
         "latency_budget_ms": spec.get("latency_budget_ms"),

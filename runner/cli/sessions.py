@@ -27,11 +27,34 @@ def _num(value: Any, unit: str = "", digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
+def _ms(value: float) -> str:
+    """A round trip to read at a glance: a tenth of a millisecond matters only below 10 ms
+    (on loopback or in a metro, where "0 ms" would hide a real figure)."""
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def _rtt_cell(s: dict[str, Any]) -> str:
+    """``session ls``'s RTT: the measured p50 with the table's expectation beside it, "27 ms
+    (table 5)"; "- (table 5)" before a player's page has measured one."""
+    measured, expected = s.get("measured_rtt_ms"), s.get("expected_rtt_ms")
+    table = f"(table {expected:g})" if expected is not None else ""
+    if measured is None:
+        return f"- {table}" if table else "-"
+    return f"{_ms(measured)} ms {table}".rstrip()
+
+
 def _where(s: dict[str, Any]) -> str:
+    """"on NODE (REGION, RTT ...)": the measured round trip first where there is one, the
+    table's beside it, so a player far from ``near`` shows as a gap between the two."""
     if not s["node"]:
         return "not placed yet"
-    rtt = f", RTT {s['rtt_ms']:g} ms from {s['near']}" if s["rtt_ms"] is not None else ""
-    return f"on {s['node']} ({s['region'] or '?'}{rtt})"
+    measured, expected = s.get("measured_rtt_ms"), s.get("expected_rtt_ms")
+    parts = [s["region"] or "?"]
+    if measured is not None:
+        parts.append(f"RTT {_ms(measured)} ms measured")
+    if expected is not None:
+        parts.append(f"{'table' if measured is not None else 'table RTT'} {expected:g} ms from {s['near']}")
+    return f"on {s['node']} ({', '.join(parts)})"
 
 
 def _answers(url: str, timeout_s: float) -> bool:
@@ -111,7 +134,7 @@ def list_sessions(all: Annotated[bool, typer.Option("--all", help="Ended session
         style = PHASE_STYLE.get(s["phase"])
         phase = f"[{style}]{s['phase']}[/{style}]" if style else s["phase"]
         sla = "[red]breach[/red]" if s["sla"]["state"] == "breached" else ("ok" if s["fps"] is not None else "-")
-        table.add_row(s["id"], s["game"], s["node"] or "-", s["region"] or "-", _num(s["rtt_ms"], " ms", 0), phase,
+        table.add_row(s["id"], s["game"], s["node"] or "-", s["region"] or "-", _rtt_cell(s), phase,
                       f"{_num(s['fps'])}/{s['target_fps']}", f"{_num(s['latency_p95_ms'], ' ms')}",
                       sla, when(s["started_at"]), s["url"] or "-")  # fmt: skip
     console.print(table)

@@ -4,6 +4,9 @@ fleet, and ended in order."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,8 +60,10 @@ def test_a_session_started_through_the_cli_plays_in_a_browser_near_the_player(
     assert started.returncode == 0, started.stderr
     url = started.stdout.strip().splitlines()[-1]
     assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+    assert "(ap-northeast, table RTT 5 ms from ap-northeast)" in started.stdout  # no player has pinged yet
     session = next(s for s in client.sessions() if s["url"] == url)
-    assert (session["node"], session["region"], session["rtt_ms"]) == ("tyo-4090-1", "ap-northeast", 5)
+    assert (session["node"], session["region"], session["expected_rtt_ms"]) == ("tyo-4090-1", "ap-northeast", 5)
+    assert session["measured_rtt_ms"] is None
     assert session["phase"] == "serving" and any(m.startswith(f"serving at {url}") for m in events_of(client, session["id"]))
     sid = session["id"]
     try:
@@ -76,16 +81,34 @@ def test_a_session_started_through_the_cli_plays_in_a_browser_near_the_player(
         page.keyboard.up("ArrowLeft")
         page.keyboard.press("Space")
         wait_for(lambda: state(url)["phase"] == "play", timeout_s=10, what="Space to launch the ball")
-        # The page's input-to-frame latency and the server's fps reach the control plane.
-        measured = wait_for(lambda: (s := client.session(sid))["latency_p95_ms"] is not None and s, timeout_s=30,
-                            what="the session's metrics with the player's latency")  # fmt: skip
+        # The page pings the server over its own socket and keeps measuring.
+        rtts = wait_for(lambda: player.stats(page)["rtts"], timeout_s=10, what="the page's round-trip samples")
+        assert all(0 <= ms < 5000 for ms in rtts), rtts  # loopback, but a busy 2-core host can starve the page
+        wait_for(lambda: len(player.stats(page)["rtts"]) > len(rtts), timeout_s=10, what="more round-trip samples")
+        # The page's input-to-frame latency and round trip, and the server's fps, reach the control plane.
+        measured = wait_for(lambda: (s := client.session(sid))["latency_p95_ms"] is not None
+                            and s["measured_rtt_ms"] is not None and s, timeout_s=30,
+                            what="the session's metrics with the player's latency and round trip")  # fmt: skip
         assert measured["fps"] > 0 and measured["players"] >= 1 and measured["target_fps"] == 60
+        first_samples = measured["measured_rtt_samples"]
+        assert first_samples >= 1
+        wait_for(lambda: client.session(sid)["measured_rtt_samples"] > first_samples, timeout_s=30,
+                 what="a later metrics report with more round-trip samples")  # fmt: skip
+        shown = run(["session", "ls", "--json"], cluster_settings)
+        assert shown.returncode == 0, shown.stderr
+        row = next(s for s in json.loads(shown.stdout) if s["id"] == sid)
+        assert row["expected_rtt_ms"] == 5 and row["measured_rtt_samples"] > first_samples
+        for key in ("measured_rtt_ms", "measured_rtt_p95_ms"):  # real measurements: finite numbers of ms
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] >= 0, row
+        assert row["measured_rtt_ms"] < 1000 and row["measured_rtt_p95_ms"] >= row["measured_rtt_ms"], row  # loopback
         status = run(["status", sid], cluster_settings)
         assert status.returncode == 0, status.stderr
-        assert f"session: breakout serving on tyo-4090-1 (ap-northeast, RTT 5 ms from ap-northeast), {url}" in status.stdout
-        assert "SLA: " in status.stdout and "latency_p95_ms=" in status.stdout
+        where = re.escape("session: breakout serving on tyo-4090-1 (ap-northeast, RTT ") + r"\d+(\.\d)? ms measured, " \
+            + re.escape(f"table 5 ms from ap-northeast), {url}")
+        assert re.search(where, status.stdout), status.stdout
+        assert "SLA: " in status.stdout and "latency_p95_ms=" in status.stdout and "rtt_p50_ms=" in status.stdout
         listed = run(["session", "ls"], cluster_settings)
-        assert sid in listed.stdout and url in listed.stdout
+        assert sid in listed.stdout and url in listed.stdout and "ms (table 5)" in listed.stdout, listed.stdout
     finally:
         ended = run(["session", "end", sid], cluster_settings)
     assert ended.returncode == 0, ended.stdout + ended.stderr

@@ -103,18 +103,52 @@ def test_phases() -> None:
     assert phase("SUCCEEDED", serving=False, ending=False, ended=True) == "ended"
 
 
-def test_the_session_view_shows_where_how_far_and_how_it_plays() -> None:
+def _session_rows(metrics: dict[str, Any]) -> tuple[Any, Any]:
+    """A running session near ap-northeast on tyo-4090-1 whose latest metrics report is ``metrics``."""
     spec = spec_to_dict(parse_workload(session_spec({"game": "breakout", "near": "ap-northeast"})))
     w = SimpleNamespace(id="w-1", name="s", spec=spec, state="RUNNING", attempts=1, stop_reason="",
                         cancel_requested=False, message="running", created_at=1.0, started_at=2.0, finished_at=None)
     rep = SimpleNamespace(attempt=1, node="tyo-4090-1", finished_at=None, ports={"8000/tcp": "127.0.0.1:4000"},
-                          reports={"session": {"event": "ready"}, "metrics": {"fps": 59.9, "latency_p95_ms": 31.0}})
+                          reports={"session": {"event": "ready"}, "metrics": metrics})
+    return w, rep
+
+
+def test_the_session_view_shows_where_how_far_and_how_it_plays() -> None:
+    w, rep = _session_rows({"fps": 59.9, "latency_p95_ms": 31.0})
     events = [SimpleNamespace(message="SLA breach: fps 20 < 57 for 10s")]
     v = session_view(w, [rep], events, node_region="ap-northeast")
-    assert v["phase"] == "serving" and v["url"] == "http://127.0.0.1:4000/" and v["rtt_ms"] == 5
+    assert v["phase"] == "serving" and v["url"] == "http://127.0.0.1:4000/" and v["expected_rtt_ms"] == 5
+    assert v["measured_rtt_ms"] is None and v["measured_rtt_p95_ms"] is None  # no player has pinged yet
     assert v["fps"] == 59.9 and v["latency_p95_ms"] == 31.0 and v["sla"]["state"] == "breached"
+    assert "rtt_ms" not in v  # renamed: the table's figure is an expectation, not a measurement
     far = session_view(w, [rep], [], node_region="eu-west")
-    assert far["rtt_ms"] == 230 and far["sla"]["state"] == "ok"
+    assert far["expected_rtt_ms"] == 230 and far["sla"]["state"] == "ok"
+    assert session_view(w, [rep], [], node_region=None)["expected_rtt_ms"] is None
+
+
+def test_the_session_view_shows_the_measured_round_trip_beside_the_tables() -> None:
+    from runner.cli.sessions import _rtt_cell, _where
+
+    w, rep = _session_rows({"fps": 60.0, "rtt_p50_ms": 27.4, "rtt_p95_ms": 41.0, "rtt_samples": 12})
+    v = session_view(w, [rep], [], node_region="ap-northeast")
+    assert (v["measured_rtt_ms"], v["measured_rtt_p95_ms"], v["measured_rtt_samples"]) == (27.4, 41.0, 12)
+    assert v["expected_rtt_ms"] == 5  # the table's figure stays, beside the measurement
+    assert _rtt_cell(v) == "27 ms (table 5)"
+    assert _where(v) == "on tyo-4090-1 (ap-northeast, RTT 27 ms measured, table 5 ms from ap-northeast)"
+    loopback = session_view(w, [SimpleNamespace(**{**vars(rep), "reports": {"metrics": {"rtt_p50_ms": 0.43}}})], [],
+                            node_region="ap-northeast")  # fmt: skip
+    assert _rtt_cell(loopback) == "0.4 ms (table 5)"
+    unmeasured = session_view(w, [SimpleNamespace(**{**vars(rep), "reports": {}})], [], node_region="ap-northeast")
+    assert _rtt_cell(unmeasured) == "- (table 5)"
+    assert _where(unmeasured) == "on tyo-4090-1 (ap-northeast, table RTT 5 ms from ap-northeast)"
+
+
+@pytest.mark.parametrize("bad", ["fast", float("nan"), float("inf"), -1.0, True, [27]])
+def test_a_measured_round_trip_that_is_not_a_duration_reads_as_not_measured(bad: Any) -> None:
+    # The report is the workload's own stdout: what it writes must not break `session ls`.
+    w, rep = _session_rows({"rtt_p50_ms": bad, "rtt_p95_ms": bad, "rtt_samples": bad})
+    v = session_view(w, [rep], [], node_region="ap-northeast")
+    assert (v["measured_rtt_ms"], v["measured_rtt_p95_ms"], v["measured_rtt_samples"]) == (None, None, None)
 
 
 # ----------------------------------------------------------------------------- preemption

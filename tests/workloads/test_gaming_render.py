@@ -14,7 +14,7 @@ from workloads.gaming.encode import H264Encoder, JpegEncoder
 from workloads.gaming.games import get_game
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.loop import Frame, GameLoop
-from workloads.gaming.metrics import Metrics, percentile, report_fields
+from workloads.gaming.metrics import RTT_SAMPLES, Metrics, percentile, report_fields
 from workloads.gaming.protocol import ClientStats, KeyInput
 
 
@@ -94,12 +94,32 @@ def test_metrics_summarise_frames_drops_and_client_reports() -> None:
     assert (s["dropped"], s["frames"], s["latency_samples"], s["client_skipped"]) == (3, 61, 3, 1)
     assert s["latency_p50_ms"] == 20.0 and s["client_fps"] == 58
     assert s["encode_ms"] == 2.0 and s["bitrate_kbps"] == pytest.approx(480, rel=0.05)
+    assert (s["rtt_p50_ms"], s["rtt_p95_ms"], s["rtt_samples"]) == (None, None, 0)  # no pings yet
     fields = report_fields(s, final=True)
-    assert list(fields)[:10] == ["fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms",
+    assert list(fields)[:12] == ["fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms",
                                  "bitrate_kbps", "dropped", "latency_p50_ms", "latency_p95_ms",
-                                 "players"]
-    assert fields["final"] is True
+                                 "players", "rtt_p50_ms", "rtt_p95_ms"]
+    assert fields["final"] is True and fields["rtt_samples"] == 0
     assert percentile([], 50) is None
+
+
+def test_metrics_give_round_trip_percentiles_over_the_recent_samples() -> None:
+    metrics = Metrics(target_fps=60)
+    metrics.client_stats("c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0,
+                                           rtt_ms=tuple(float(ms) for ms in range(1, 21))))
+    metrics.client_stats("c2", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0))  # no pings
+    s = metrics.summary()
+    assert (s["rtt_p50_ms"], s["rtt_p95_ms"], s["rtt_samples"]) == (10.5, 19.05, 20)
+    assert s["latency_samples"] == 0  # round trips are not input latency
+    fields = report_fields(s)
+    assert (fields["rtt_p50_ms"], fields["rtt_p95_ms"], fields["rtt_samples"]) == (10.5, 19.05, 20)
+    # the percentiles follow the last RTT_SAMPLES: a slow minute long ago no longer counts
+    metrics.client_stats("c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0,
+                                           rtt_ms=(500.0,) * RTT_SAMPLES))
+    metrics.client_stats("c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0,
+                                           rtt_ms=(30.0,) * RTT_SAMPLES))
+    s = metrics.summary()
+    assert (s["rtt_p50_ms"], s["rtt_p95_ms"], s["rtt_samples"]) == (30.0, 30.0, 20 + 2 * RTT_SAMPLES)
 
 
 class SteppedClock:

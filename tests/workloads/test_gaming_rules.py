@@ -13,7 +13,7 @@ from workloads.gaming import breakout as bo
 from workloads.gaming.games import get_game
 from workloads.gaming.inputs import InputMixer, Inputs
 from workloads.gaming.protocol import (
-    ClientStats, KeyInput, PointerInput, ProtocolError, pack_frame, parse_client_message,
+    ClientStats, KeyInput, Ping, PointerInput, ProtocolError, pack_frame, parse_client_message,
     unpack_frame)
 from workloads.gaming.settings import Settings, SettingsError, parse_resolution
 
@@ -197,6 +197,20 @@ def test_client_messages_parse() -> None:
     stats = parse_client_message(json.dumps({"t": "stats", "fps": 59, "frame_ms": [16.6],
                                              "latency_ms": [12, 20.5], "skipped": 1}))
     assert stats == ClientStats(fps=59.0, frame_ms=(16.6,), latency_ms=(12.0, 20.5), skipped=1)
+    assert stats.rtt_ms == ()  # a client older than pings sends no rtt_ms, and is still valid
+    with_rtt = parse_client_message(json.dumps({"t": "stats", "fps": 60, "rtt_ms": [0.4, 27]}))
+    assert isinstance(with_rtt, ClientStats) and with_rtt.rtt_ms == (0.4, 27.0)
+
+
+def test_a_ping_parses_and_its_pong_echoes_ts_and_id() -> None:
+    ping = parse_client_message('{"t":"ping","id":3,"ts":1234.567}')
+    assert ping == Ping(ts=1234.567, id=3)
+    assert ping.pong() == {"t": "pong", "ts": 1234.567, "id": 3}
+    bare = parse_client_message('{"t":"ping","ts":0}')
+    assert bare == Ping(ts=0.0) and bare.pong() == {"t": "pong", "ts": 0.0}
+    # the echo survives JSON exactly, so the client's ts comes back the very same number
+    ts = 98765.43210987654
+    assert json.loads(json.dumps(parse_client_message(json.dumps({"t": "ping", "ts": ts})).pong()))["ts"] == ts
 
 
 @pytest.mark.parametrize(("text", "field"), [
@@ -206,6 +220,16 @@ def test_client_messages_parse() -> None:
     ('{"t":"key","id":1,"key":"left","down":"yes"}', "down:"),
     ('{"t":"pointer","id":1,"x":1.5}', "x:"),
     ('{"t":"stats","fps":60,"latency_ms":[-1]}', "latency_ms:"),
+    ('{"t":"stats","fps":60,"rtt_ms":[-1]}', "rtt_ms:"),
+    ('{"t":"stats","fps":60,"rtt_ms":[1e9]}', "rtt_ms:"),
+    ('{"t":"stats","fps":60,"rtt_ms":["27"]}', "rtt_ms:"),
+    ('{"t":"stats","fps":60,"rtt_ms":27}', "rtt_ms:"),
+    ('{"t":"ping"}', "ts:"),
+    ('{"t":"ping","ts":"now"}', "ts:"),
+    ('{"t":"ping","ts":true}', "ts:"),
+    ('{"t":"ping","ts":NaN}', "ts:"),
+    ('{"t":"ping","ts":Infinity}', "ts:"),
+    ('{"t":"ping","ts":1,"id":0}', "id:"),
     ('{"t":"warp"}', "t:"),
 ])
 def test_bad_client_messages_name_the_field(text: str, field: str) -> None:

@@ -169,13 +169,34 @@ def test_keys_and_clicks_change_the_game_and_latency_samples_arrive(played: tupl
     assert metrics["client_fps"] is not None and metrics["frames"] > 0
 
 
+def test_the_page_measures_its_round_trip_and_the_session_reports_it(played: tuple[GameProc, Any]) -> None:
+    from workloads.gaming import player
+
+    proc, page = played
+    first = wait_for(lambda: (st := player.stats(page))["rtts"] and st, timeout_s=10, what="a round-trip sample")
+    assert first["pings"] >= 1 and first["rtt"] == first["rtts"][-1]
+    # loopback: small, though a 2-core machine under load can starve the page for a while
+    assert all(0 <= ms < 5000 for ms in first["rtts"]), first["rtts"]
+    # one ping a second: the samples keep coming, not just the one right after connecting
+    wait_for(lambda: len(player.stats(page)["rtts"]) > len(first["rtts"]), timeout_s=10,
+             what="another round-trip sample")
+    shown = page.locator("#rtt").text_content()
+    assert shown != "-" and float(shown) >= 0  # the page shows it next to fps
+    metrics = wait_for(lambda: (m := proc.get("metrics"))["rtt_samples"] > 0 and m, timeout_s=10,
+                       what="round-trip samples reported to /metrics")
+    assert 0 <= metrics["rtt_p50_ms"] < 1000 and metrics["rtt_p95_ms"] >= metrics["rtt_p50_ms"]
+    line = wait_for(lambda: [r for r in proc.reports("metrics") if r.get("rtt_samples")], timeout_s=15,
+                    what="a metrics report line with round trips")[-1]
+    assert 0 <= line["rtt_p50_ms"] < 1000 and line["rtt_p95_ms"] >= line["rtt_p50_ms"]
+
+
 def test_metrics_report_lines_follow_the_contract(played: tuple[GameProc, Any]) -> None:
     proc, _ = played
     ready = wait_for(lambda: proc.reports("session"), timeout_s=10, what="the ready line")
     assert ready[0]["event"] == "ready" and ready[0]["resolution"] == "1280x720"
     line = wait_for(lambda: proc.reports("metrics"), timeout_s=15, what="a metrics report line")[-1]
     for key in ("fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms", "bitrate_kbps",
-                "dropped", "latency_p50_ms", "latency_p95_ms", "players"):
+                "dropped", "latency_p50_ms", "latency_p95_ms", "players", "rtt_p50_ms", "rtt_p95_ms"):
         assert key in line, key
     assert line["fps"] > 0 and line["bitrate_kbps"] > 0
 
@@ -208,6 +229,78 @@ def test_websocket_frames_carry_a_header_and_a_jpeg_and_bad_input_is_answered(ga
 
         wait_for(acked, timeout_s=10, what="a frame acking input 2")
         assert errors and errors[0]["error"].startswith("key: must be one of left, right, fire")
+
+
+def test_a_ping_is_answered_with_a_pong_carrying_its_ts_and_is_not_input(game: Any) -> None:
+    from websockets.sync.client import connect
+
+    proc = game(RUNNER_RESOLUTION="640x360")
+    proc.wait_ready()
+    with connect(proc.url.replace("http", "ws") + "ws") as ws:
+        assert json.loads(ws.recv(timeout=5))["t"] == "hello"
+        ws.send(json.dumps({"t": "ping", "id": 1, "ts": 1234.5678}))
+        ws.send(json.dumps({"t": "ping", "ts": "soon"}))
+        ws.send(json.dumps({"t": "ping", "id": 2, "ts": 98765.4321}))
+        texts: list[dict[str, Any]] = []
+
+        def answered() -> bool:
+            if isinstance(m := ws.recv(timeout=5), str):
+                texts.append(json.loads(m))
+            kinds = [t["t"] for t in texts]
+            return kinds.count("pong") >= 2 and "error" in kinds
+
+        wait_for(answered, timeout_s=10, what="pongs to both good pings and an error for the bad one")
+        pongs = [t for t in texts if t["t"] == "pong"]
+        assert pongs == [{"t": "pong", "ts": 1234.5678, "id": 1}, {"t": "pong", "ts": 98765.4321, "id": 2}]
+        assert any(t["t"] == "error" and t["error"].startswith("ts: must be a finite number") for t in texts)
+        # a ping is not player input: it neither moves the game nor keeps an idle session alive
+        assert proc.get("metrics")["inputs"] == 0
+
+
+class FakeSocket:
+    """The two sends ``Hub.pump`` makes, recorded in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append({"t": "frame", **unpack_frame(data)[0]})
+
+
+def test_a_pong_goes_out_ahead_of_queued_texts_and_the_frame() -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workloads.gaming.loop import Frame
+    from workloads.gaming.metrics import Metrics
+    from workloads.gaming.protocol import Ping
+    from workloads.gaming.server import PONGS_KEPT, Hub
+
+    async def scenario() -> list[dict[str, Any]]:
+        hub = Hub(Metrics(60))
+        ws = FakeSocket()
+        client = hub.add(ws)  # type: ignore[arg-type]
+        hub.publish(Frame(id=1, tick=1, payload=b"jpeg", encode_us=10, acks={}))
+        hub.say({"t": "server", "fps": 60})
+        hub.say({"t": "server", "fps": 60})
+        for n in range(PONGS_KEPT + 3):  # a flood keeps only the newest answers queued
+            hub.pong(client, Ping(ts=float(n), id=n + 1))
+        pump = asyncio.create_task(hub.pump(client))
+        deadline = asyncio.get_running_loop().time() + 5
+        while not any(m["t"] == "frame" for m in ws.sent) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0)
+        pump.cancel()
+        return ws.sent
+
+    # A thread of its own: while the browser tests' page is open, Playwright's sync API holds
+    # this thread's event loop, and asyncio.run refuses to start a second one here.
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(asyncio.run, scenario()).result(timeout=30)
+    assert [m["t"] for m in sent] == ["pong"] * PONGS_KEPT + ["server", "server", "frame"], sent
+    assert [m["id"] for m in sent[:PONGS_KEPT]] == list(range(4, PONGS_KEPT + 4))  # the newest, in order
 
 
 # -- lifecycle ------------------------------------------------------------------------------------------

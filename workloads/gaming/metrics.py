@@ -2,12 +2,14 @@
 
 The game thread records every frame it publishes (time, render and encode cost, bytes) and
 every frame it had to drop; the event loop records what clients report (their drawn-frame
-intervals and input-to-frame latencies). ``summary()`` turns both into the numbers
-``GET /metrics`` serves and the ``{"runner": "metrics"}`` report line carries.
+intervals, input-to-frame latencies and ping round trips). ``summary()`` turns both into the
+numbers ``GET /metrics`` serves and the ``{"runner": "metrics"}`` report line carries.
 
 Windows: fps and bitrate over the last ``RATE_WINDOW_S`` seconds; frame-time percentiles
 over the last ``FRAME_WINDOW_S`` seconds of frames; latency over the last ``LATENCY_SAMPLES``
-client samples (inputs are sparse, a time window would often be empty).
+client samples (inputs are sparse, a time window would often be empty); the round trip over
+the last ``RTT_SAMPLES`` (a page pings once a second, so about the last minute of one player:
+recent enough to follow a route change, long enough that one slow answer is not the p50).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from workloads.gaming.protocol import ClientStats
 RATE_WINDOW_S = 2.0
 FRAME_WINDOW_S = 10.0
 LATENCY_SAMPLES = 1000
+RTT_SAMPLES = 60
 CLIENT_STALE_S = 5.0  # a client's fps report older than this no longer counts
 
 REPORT_KEYS = ("fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms", "bitrate_kbps",
-               "dropped", "latency_p50_ms", "latency_p95_ms", "players")
+               "dropped", "latency_p50_ms", "latency_p95_ms", "players", "rtt_p50_ms", "rtt_p95_ms")
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -58,6 +61,8 @@ class Metrics:
         self.bytes_total = 0
         self._latency: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.latency_total = 0
+        self._rtt: deque[float] = deque(maxlen=RTT_SAMPLES)
+        self.rtt_total = 0
         self._client_frames: deque[float] = deque(maxlen=frames_kept)
         self._client_fps: dict[Hashable, tuple[float, float]] = {}  # client -> (time, fps)
         self.client_skipped = 0
@@ -83,6 +88,8 @@ class Metrics:
         with self._lock:
             self._latency.extend(stats.latency_ms)
             self.latency_total += len(stats.latency_ms)
+            self._rtt.extend(stats.rtt_ms)
+            self.rtt_total += len(stats.rtt_ms)
             self._client_frames.extend(stats.frame_ms)
             self._client_fps[client] = (self.clock(), stats.fps)
             self.client_skipped += stats.skipped
@@ -98,11 +105,12 @@ class Metrics:
         with self._lock:
             frames = list(self._frames)
             latency = list(self._latency)
+            rtt = list(self._rtt)
             client_frames = list(self._client_frames)
             fresh = [fps for t, fps in self._client_fps.values() if now - t <= CLIENT_STALE_S]
             totals = (self.frames_total, self.dropped_total, self.bytes_total, self.latency_total,
-                      self.client_skipped)
-        frames_total, dropped_total, bytes_total, latency_total, skipped = totals
+                      self.client_skipped, self.rtt_total)
+        frames_total, dropped_total, bytes_total, latency_total, skipped, rtt_total = totals
         span = min(RATE_WINDOW_S, max(1e-9, now - self.started))
         recent = [f for f in frames if f[0] >= now - RATE_WINDOW_S]
         intervals = [f[1] for f in frames]
@@ -122,6 +130,9 @@ class Metrics:
             "latency_p50_ms": _round(percentile(latency, 50)),
             "latency_p95_ms": _round(percentile(latency, 95)),
             "latency_samples": latency_total,
+            "rtt_p50_ms": _round(percentile(rtt, 50)),
+            "rtt_p95_ms": _round(percentile(rtt, 95)),
+            "rtt_samples": rtt_total,
             "client_fps": _round(float(np.mean(fresh)) if fresh else None),
             "client_frame_p50_ms": _round(percentile(client_frames, 50)),
             "client_frame_p95_ms": _round(percentile(client_frames, 95)),
@@ -133,9 +144,11 @@ class Metrics:
 
 def report_fields(summary: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The fields of the contract's ``{"runner": "metrics", ...}`` line: the contract's keys
-    first, then a few more the runner may show (client fps, latency sample count, uptime)."""
+    first, then a few more the runner may show (client fps, latency and round-trip sample
+    counts, uptime): the sample counts tell a fresh measurement from a stale one."""
     line = {key: summary[key] for key in REPORT_KEYS}
     line.update(target_fps=summary["target_fps"], client_fps=summary["client_fps"],
-                latency_samples=summary["latency_samples"], uptime_s=summary["uptime_s"])
+                latency_samples=summary["latency_samples"], rtt_samples=summary["rtt_samples"],
+                uptime_s=summary["uptime_s"])
     line.update(extra)
     return line

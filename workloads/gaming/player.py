@@ -31,6 +31,7 @@ _STATS_JS = """() => {
            lastAck: g.lastAck, skipped: g.skipped, inputs: g.inputs, fps: g.fps,
            firstFrameAt: g.firstFrameAt, errors: g.errors.slice(-5),
            latencies: g.latencies.slice(), frameTimes: g.frameTimes.slice(),
+           rtts: g.rtts.slice(), rtt: g.rtt, pings: g.pings,
            server: g.server };
 }"""
 
@@ -85,7 +86,8 @@ def open_session(context: Any, url: str, timeout_s: float = 15.0) -> Any:
 
 
 def stats(page: Any) -> dict[str, Any]:
-    """The client's live numbers (``window.gaming``): frames, fps, latency and frame samples."""
+    """The client's live numbers (``window.gaming``): frames, fps, latency, frame and round-trip
+    samples."""
     return page.evaluate(_STATS_JS)
 
 

@@ -10,18 +10,32 @@ Down (server -> browser):
   the frame: the first frame whose ack reaches an input's id is the first that reflects it,
   which is what input-to-frame latency is measured to. ``header_len`` lets a later version
   grow the header without breaking an older client.
-- text: JSON ``{"t": "hello", ...}`` once on connect (game, resolution, fps), and
-  ``{"t": "server", ...}`` once a second (the server's own metrics, shown on the page).
+- text: JSON ``{"t": "hello", ...}`` once on connect (game, resolution, fps),
+  ``{"t": "server", ...}`` once a second (the server's own metrics, shown on the page), and
+  ``{"t": "pong", "ts": 1234.5, "id": 3}`` in answer to each ping (``ts`` and ``id`` echoed
+  as they came; ``id`` only if the ping had one).
 
 Up (browser -> server), JSON text:
 
 - ``{"t": "key", "id": 7, "ts": 1234.5, "key": "left"|"right"|"fire", "down": true}``
 - ``{"t": "pointer", "id": 8, "ts": 1240.1, "x": 0.42, "fire": false}`` (x: 0..1 of the width)
-- ``{"t": "stats", "fps": 59.8, "frame_ms": [...], "latency_ms": [...], "skipped": 0}``
-  (samples since the last stats message).
+- ``{"t": "ping", "id": 3, "ts": 1234.5}`` once right after connecting, then about once a
+  second (``id`` optional, its own count, not an input id; ``ts`` a finite number).
+- ``{"t": "stats", "fps": 59.8, "frame_ms": [...], "latency_ms": [...], "rtt_ms": [...],
+  "skipped": 0}`` (samples since the last stats message; ``rtt_ms`` may be missing, as from
+  a client older than pings).
 
 ``id`` counts up from 1 per connection; ``ts`` is the client's clock (``performance.now()``),
 used only by the client itself, so no clock sync is needed.
+
+Round trip: the client takes ``rtt = now - pong.ts``. The ping rides the session's own
+WebSocket, so the figure is what the stream's packets see, not an ICMP ping: the network both
+ways, TCP (a pong cannot overtake frame bytes already in the socket's send buffer, so on a
+link slower than the stream it includes that queue, as the frames do), the server's event
+loop, and the page's main thread. The server sends a pong ahead of every other queued
+message and of the frame slot (``server.Hub.pump``), so it waits behind at most the one
+frame being written, never behind a queue of them. A ping is not player input: it does not
+keep an idle session alive.
 """
 
 from __future__ import annotations
@@ -64,9 +78,25 @@ class ClientStats:
     frame_ms: tuple[float, ...]
     latency_ms: tuple[float, ...]
     skipped: int
+    rtt_ms: tuple[float, ...] = ()  # empty from a client that does not ping
 
 
-Message = KeyInput | PointerInput | ClientStats
+@dataclass(frozen=True)
+class Ping:
+    """A client's round-trip probe: answered at once with ``pong`` carrying ``ts`` (and ``id``)."""
+
+    ts: float
+    id: int | None = None
+
+    def pong(self) -> dict[str, Any]:
+        """The answer, echoing the ping's own values so the client can match and time it."""
+        answer: dict[str, Any] = {"t": "pong", "ts": self.ts}
+        if self.id is not None:
+            answer["id"] = self.id
+        return answer
+
+
+Message = KeyInput | PointerInput | ClientStats | Ping
 
 
 def pack_frame(frame_id: int, ack: int, tick: int, encode_us: int, payload: bytes) -> bytes:
@@ -105,11 +135,14 @@ def parse_client_message(text: str) -> Message:
         if not 0.0 <= x <= 1.0:
             raise ProtocolError(f"x: must be within 0..1 (a fraction of the width), got {x}")
         return PointerInput(id=_input_id(data), x=x, fire=_bool(data, "fire", default=False))
+    if kind == "ping":
+        return Ping(ts=_number(data, "ts"), id=_input_id(data) if "id" in data else None)
     if kind == "stats":
         return ClientStats(fps=_number(data, "fps"), frame_ms=_samples(data, "frame_ms"),
                            latency_ms=_samples(data, "latency_ms"),
-                           skipped=int(_number(data, "skipped", default=0)))
-    raise ProtocolError(f"t: must be 'key', 'pointer' or 'stats', got {kind!r}")
+                           skipped=int(_number(data, "skipped", default=0)),
+                           rtt_ms=_samples(data, "rtt_ms"))
+    raise ProtocolError(f"t: must be 'key', 'pointer', 'ping' or 'stats', got {kind!r}")
 
 
 def _input_id(data: dict[str, Any]) -> int:

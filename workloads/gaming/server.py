@@ -12,6 +12,11 @@ and a fraction of the CPU on a 2-core host.
 Backpressure: a client gets the *latest* frame, never a queue. Each client has one slot;
 a frame arriving while the previous one is still being written replaces the unsent one
 (counted as ``replaced``), so a slow client sees a lower frame rate, not growing latency.
+
+Pongs jump the line: a client's pongs go out before its other texts and its frame slot, so a
+round trip waits behind at most the one frame being written when the ping came, not behind
+queued messages (what the round trip then measures is in ``protocol.py``). A client that pings
+faster than it reads keeps only its last ``PONGS_KEPT`` answers queued.
 """
 
 from __future__ import annotations
@@ -35,10 +40,13 @@ from starlette.websockets import WebSocket
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.loop import Frame
 from workloads.gaming.metrics import Metrics
-from workloads.gaming.protocol import ClientStats, ProtocolError, pack_frame, parse_client_message
+from workloads.gaming.protocol import (
+    ClientStats, Ping, ProtocolError, pack_frame, parse_client_message,
+)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SERVER_STATS_EVERY_S = 1.0
+PONGS_KEPT = 8  # a client pings about once a second; more unanswered than this is a flood
 
 
 @dataclass(eq=False)
@@ -49,9 +57,18 @@ class Client:
     ws: WebSocket
     frame: Frame | None = None
     texts: deque[str] = field(default_factory=deque)
+    pongs: deque[str] = field(default_factory=lambda: deque(maxlen=PONGS_KEPT))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
     replaced: int = 0
+
+    def next_text(self) -> str | None:
+        """The next text to send, pongs first (a pong held back would time the queue)."""
+        if self.pongs:
+            return self.pongs.popleft()
+        if self.texts:
+            return self.texts.popleft()
+        return None
 
 
 class Hub:
@@ -89,13 +106,21 @@ class Hub:
             client.texts.append(text)
             client.wake.set()
 
+    @staticmethod
+    def pong(client: Client, ping: Ping) -> None:
+        """Answer ``ping`` ahead of everything else queued for ``client``."""
+        client.pongs.append(json.dumps(ping.pong()))
+        client.wake.set()
+
     async def pump(self, client: Client) -> None:
-        """Send ``client`` its queued texts and latest frame, forever (one writer per socket)."""
+        """Send ``client`` its pongs, queued texts and latest frame, in that order, forever (one
+        writer per socket). Pongs are picked again before every text, so one that arrives while
+        texts go out overtakes those still waiting."""
         while True:
             await client.wake.wait()
             client.wake.clear()
-            while client.texts:
-                await client.ws.send_text(client.texts.popleft())
+            while (text := client.next_text()) is not None:
+                await client.ws.send_text(text)
             frame, client.frame = client.frame, None
             if frame is not None:
                 ack = frame.acks.get(client.id, 0)
@@ -171,7 +196,9 @@ async def _read_inputs(session: SessionView, client: Client, ws: WebSocket) -> N
             client.texts.append(json.dumps({"t": "error", "error": str(exc)}))
             client.wake.set()
             continue
-        if isinstance(message, ClientStats):
+        if isinstance(message, Ping):
+            session.hub.pong(client, message)  # not input: a ping does not keep the session alive
+        elif isinstance(message, ClientStats):
             session.metrics.client_stats(client.id, message)
         else:
             session.mixer.push(client.id, message)

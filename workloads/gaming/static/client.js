@@ -6,6 +6,9 @@
 // Each input gets an id and its event time; the first drawn frame whose header `ack`
 // reaches that id reflects it, and input-to-frame latency = draw time - event time.
 // Everything is measured on this page's clock (performance.now), so no clock sync.
+// Round trip: a ping {t: "ping", ts} goes up once on connect and then every second on the
+// same socket; the server echoes ts in a pong ahead of its queued frames, so rtt = now - ts
+// is the network both ways plus TCP, the server's event loop and this page's main thread.
 // window.gaming exposes the live numbers (tests and the benchmark read them).
 "use strict";
 (() => {
@@ -13,6 +16,7 @@
   const KEYS = { ArrowLeft: "left", KeyA: "left", ArrowRight: "right", KeyD: "right",
                  Space: "fire", ArrowUp: "fire", KeyW: "fire" };
   const STATS_EVERY_MS = 1000, SHOW_EVERY_MS = 250, PENDING_MAX_MS = 5000, WINDOW = 300;
+  const PING_EVERY_MS = 1000, RTT_MAX_MS = 60000; // a pong later than this is not a sample
 
   const canvas = document.getElementById("screen");
   const ctx = canvas.getContext("2d", { alpha: false, desynchronized: true });
@@ -23,12 +27,13 @@
     frames: 0, lastFrameId: 0, lastAck: 0, lastTick: 0, skipped: 0, inputs: 0,
     firstFrameAt: null,          // performance.now() of the first frame drawn
     latencies: [], frameTimes: [], // recent samples (ms), for the page and for tests
+    rtts: [], rtt: null, pings: 0, // round trips (ms): recent samples, the latest, pings sent
     trace: null,                 // set to {frameTimes: [], latencies: []} to keep every sample
     fps: 0, p: percentile,
   };
-  let ws = null, nextId = 1, decoding = false, queued = null, lastDrawn = null;
+  let ws = null, nextId = 1, nextPing = 1, decoding = false, queued = null, lastDrawn = null;
   const pending = new Map();     // input id -> event time (ms), in id order
-  let outLatency = [], outFrames = [], outSkipped = 0; // since the last stats message
+  let outLatency = [], outFrames = [], outRtt = [], outSkipped = 0; // since the last stats message
   const drawnAt = [];            // draw times of the last second, for fps
 
   function percentile(values, q) {
@@ -43,7 +48,7 @@
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     ws = new WebSocket(scheme + location.host + "/ws");
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => { g.connected = true; };
+    ws.onopen = () => { g.connected = true; ping(); };
     ws.onclose = () => { g.connected = false; pending.clear(); setTimeout(connect, 1000); };
     ws.onmessage = (ev) => {
       if (typeof ev.data === "string") return onText(JSON.parse(ev.data));
@@ -58,6 +63,8 @@
       if (canvas.width !== msg.width || canvas.height !== msg.height) {
         canvas.width = msg.width; canvas.height = msg.height;
       }
+    } else if (msg.t === "pong") {
+      pong(msg);
     } else if (msg.t === "server") {
       g.server = msg;
     } else if (msg.t === "error") {
@@ -106,6 +113,21 @@
     }
   }
 
+  // Pings have their own ids: an input id must stay in step with the server's acks.
+  function ping() {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ t: "ping", id: nextPing++, ts: performance.now() }));
+    g.pings++;
+  }
+
+  function pong(msg) {
+    if (typeof msg.ts !== "number") return;
+    const rtt = performance.now() - msg.ts;
+    if (!(rtt >= 0 && rtt < RTT_MAX_MS)) return; // not this page's clock, or far too late
+    g.rtt = rtt; keep(g.rtts, rtt); outRtt.push(rtt);
+  }
+  setInterval(ping, PING_EVERY_MS);
+
   function send(msg, eventTime) {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     msg.id = nextId++;
@@ -140,8 +162,9 @@
   setInterval(() => { // report to the server
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     ws.send(JSON.stringify({ t: "stats", fps: g.fps, frame_ms: outFrames.slice(-1000),
-                             latency_ms: outLatency.slice(-1000), skipped: outSkipped }));
-    outFrames = []; outLatency = []; outSkipped = 0;
+                             latency_ms: outLatency.slice(-1000), rtt_ms: outRtt.slice(-1000),
+                             skipped: outSkipped }));
+    outFrames = []; outLatency = []; outRtt = []; outSkipped = 0;
   }, STATS_EVERY_MS);
 
   const fmt = (v, d = 1) => (v === null || v === undefined ? "-" : v.toFixed(d));
@@ -154,6 +177,7 @@
     $("conn").className = g.connected ? "up" : "down";
     $("fps").textContent = g.fps;
     $("fps").classList.toggle("warn", g.fps < 0.95 * target);
+    $("rtt").textContent = fmt(g.rtt);
     const p95 = percentile(g.latencies, 95);
     $("lat50").textContent = fmt(percentile(g.latencies, 50));
     $("lat95").textContent = fmt(p95);
