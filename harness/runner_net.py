@@ -38,23 +38,39 @@ class Head:
     joined: dict[str, Any] = field(default_factory=dict)  # host name -> its `runner node join` process
 
 
-def runner_cli(args: list[str], home: Path, *, server_port: int, ray_port: int,
-               timeout_s: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """One `runner` command as the operator types it on the head, in ``home``."""
+def runner_cli(args: list[str], home: Path, *, server_port: int, ray_port: int, timeout_s: float = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """One `runner` command as the operator types it on the head, in ``home`` (``env``: more)."""
     env = {**os.environ, "RUNNER_HOME": str(home), "RUNNER_SERVER_PORT": str(server_port),
-           "RUNNER_RAY_PORT": str(ray_port), "COLUMNS": "250"}  # fmt: skip
+           "RUNNER_RAY_PORT": str(ray_port), "COLUMNS": "250", **(env or {})}  # fmt: skip
     done = subprocess.run([RUNNER, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"runner {' '.join(args)}: exit {done.returncode}: {done.stderr[-3000:]}")
     return done
 
 
-def start_head(net: Network, home: Path, *, server_port: int, ray_port: int, images: list[str]) -> Head:
-    """`runner up --advertise <the head's address>` in ``home``, then `runner images push`."""
+@dataclass(frozen=True)
+class StoreFlags:
+    """`runner up --store` for a head: the bucket, its endpoint, its admin credential."""
+
+    uri: str
+    endpoint: str
+    admin: dict[str, str]
+
+
+def start_head(net: Network, home: Path, *, server_port: int, ray_port: int, images: list[str],
+               store: StoreFlags | None = None) -> Head:  # fmt: skip
+    """`runner up --advertise <the head's address>` in ``home`` (with the network's store, when
+    given), then `runner images push`."""
     assert net.registry, "the network needs a registry port for its head"
     ports = {"server_port": server_port, "ray_port": ray_port}
-    up = runner_cli(["up", "--advertise", net.head_address, "--registry-port", net.registry.rsplit(":", 1)[1]],
-                    home, **ports)  # fmt: skip
+    argv = ["up", "--advertise", net.head_address, "--registry-port", net.registry.rsplit(":", 1)[1]]
+    env = {}
+    if store is not None:
+        argv += ["--store", store.uri, "--store-endpoint", store.endpoint]
+        env = {"AWS_ACCESS_KEY_ID": store.admin["access_key_id"],
+               "AWS_SECRET_ACCESS_KEY": store.admin["secret_access_key"]}  # fmt: skip
+    up = runner_cli(argv, home, env=env, **ports)
     settings = Settings.from_env(home, **ports)  # what the CLI kept in head.json, and these ports
     head = Head(settings=settings, operator=Client(settings.server_url, settings.admin_key_path.read_text().strip()),
                 tenant=Client(settings.server_url, settings.api_key_path.read_text().strip()), up_output=up.stdout)  # fmt: skip
@@ -69,7 +85,7 @@ def stop_head(head: Head) -> None:
 
 
 def join(head: Head, host: Host, *, provider: str, region: str, country: str, cpus: float = 1,
-         memory_gb: float = 1, timeout_s: float = 90) -> None:  # fmt: skip
+         memory_gb: float = 1, simulate_gpu: str | None = None, timeout_s: float = 90) -> None:  # fmt: skip
     """Join ``host`` as a provider's machine would: the operator admits the provider and issues
     a token; on the host, `runner node join` benchmarks, registers and runs its Ray node."""
     op = head.operator
@@ -81,7 +97,7 @@ def join(head: Head, host: Host, *, provider: str, region: str, country: str, cp
     head.joined[host.name] = host.run(
         [RUNNER, "node", "join", "--head", head.settings.server_url, "--token", token, "--provider", provider,
          "--region", region, "--country", country, "--name", host.name, "--cpus", f"{cpus:g}",
-         "--memory-gb", f"{memory_gb:g}"],
+         "--memory-gb", f"{memory_gb:g}", *(["--simulate-gpu", simulate_gpu] if simulate_gpu else [])],
         log=host.root / "join.log",
     )  # fmt: skip
     deadline = time.monotonic() + timeout_s

@@ -20,7 +20,7 @@ import ray
 
 from runner.benchmark import Challenge, ChallengeSolver
 from runner.errors import RunnerError
-from runner.nodes import PUBLIC_ADDRESS_ENV
+from runner.nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.runtime.netif import interface_of
 from runner.states import ReplicaState
@@ -43,11 +43,13 @@ class NodeAgent:
         # Replicas' ports are published where the gateway and players reach this node: the address
         # its machine gave at `runner node join` (``PUBLIC_ADDRESS_ENV``, in the Ray node's
         # environment, which its workers inherit), loopback for a CPU-mode node. Its engine pulls
-        # missing images from the network's registry.
+        # missing images from the network's registry and keeps as many GB of them as the machine
+        # gave at join (``IMAGE_CACHE_GB_ENV``): a machine's disk is its own to budget.
+        cache_gb = os.environ.get(IMAGE_CACHE_GB_ENV)
         self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir),
                                     artifacts_dir=Path(artifacts_dir),
-                                    publish_host=os.environ.get(PUBLIC_ADDRESS_ENV, "127.0.0.1"),
-                                    registry=registry)  # fmt: skip
+                                    publish_host=os.environ.get(PUBLIC_ADDRESS_ENV, "127.0.0.1"), registry=registry,
+                                    image_cache_gb=float(cache_gb) if cache_gb else None)  # fmt: skip
         self.started_at = time.time()
         self.solver = ChallengeSolver()
 

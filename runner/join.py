@@ -20,7 +20,7 @@ from runner import cluster
 from runner.benchmark import measure
 from runner.catalog import canonical_gpu_name
 from runner.client import Client
-from runner.nodes import PUBLIC_ADDRESS_ENV
+from runner.nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 
 log = logging.getLogger("runner.join")
 
@@ -72,16 +72,20 @@ def write_ray_token(path: Path, token: str) -> None:
 
 
 def start_ray_node(grant: dict[str, Any], *, token_path: Path, port_args: list[str], log_path: Path, cpus: float,
-                   memory_mb: int, node_ip: str = "127.0.0.1",
-                   public_address: str | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+                   memory_mb: int, node_ip: str = "127.0.0.1", public_address: str | None = None,
+                   image_cache_gb: float | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
     """``ray start --block`` with the labels the control plane granted; ``public_address`` is
-    where its replicas' ports are published (the agent reads it; loopback when None)."""
+    where its replicas' ports are published (the agent reads it; loopback when None), and
+    ``image_cache_gb`` what its engine keeps of pulled images (the agent's default when None)."""
     if not token_path.exists() or token_path.read_text().strip() != grant["ray_token"]:
         write_ray_token(token_path, grant["ray_token"])
+    env = {PUBLIC_ADDRESS_ENV: public_address} if public_address else {}
+    if image_cache_gb is not None:
+        env[IMAGE_CACHE_GB_ENV] = repr(float(image_cache_gb))
     return cluster.start_node(
         head_address=grant["ray_address"], port_args=port_args, labels=grant["labels"], num_cpus=cpus,
         num_gpus=int(grant["num_gpus"]), memory_bytes=memory_mb * 1024 * 1024, token_path=token_path,
-        log_path=log_path, node_ip=node_ip, env={PUBLIC_ADDRESS_ENV: public_address} if public_address else None,
+        log_path=log_path, node_ip=node_ip, env=env or None,
     )  # fmt: skip
 
 
@@ -127,3 +131,25 @@ def head_reachable(ray_address: str, timeout_s: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def raylet_running(ray_start_pid: int) -> bool:
+    """Whether the ``ray start --block`` process ``ray_start_pid`` still has its raylet (a live
+    child process named ``raylet``). A node the head took out of the cluster (offboarded: its GCS
+    shuts the raylet down gracefully) loses its raylet while ``ray start --block`` goes on
+    waiting, so this is how the machine learns it has left. True where ``/proc`` cannot tell."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()
+        if name == "raylet" and len(rest) > 1 and rest[1] == str(ray_start_pid) and rest[0] != "Z":
+            return True
+    return False

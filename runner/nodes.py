@@ -9,6 +9,9 @@ from typing import Any
 #: address this machine's replicas are published on, its own or ``--public-address`` where NAT puts
 #: another in front. A CPU-mode node has none: it publishes on loopback.
 PUBLIC_ADDRESS_ENV = "RUNNER_PUBLIC_ADDRESS"
+#: Set the same way: how many GB of pulled images this machine's engine keeps
+#: (``runner node join --image-cache-gb``); past it the least recently used go. None set: the default.
+IMAGE_CACHE_GB_ENV = "RUNNER_IMAGE_CACHE_GB"
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runner.errors import UserError
+
+if TYPE_CHECKING:
+    from runner.network_store import NetworkStore
 
 #: Workers of the process runtime run commands from here: the checkout that holds `workloads/`.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +53,16 @@ class Settings:
     #: The network's image registry (``host:port``, as provider hosts reach it) that their
     #: engines pull from on first use; empty in CPU mode, where every node shares this engine.
     registry: str = ""
+    #: A provider machine's image cache: GB of images pulled from the registry its engine keeps,
+    #: the least recently used evicted past it (``runtime.imagecache``); `runner node join` hands
+    #: it to the machine's agent. 50: a few GPU images (torch with CUDA is ~10 GB), well inside a
+    #: provider's disk.
+    image_cache_gb: float = 50.0
+    #: The network's own S3 store (``s3://BUCKET[/PREFIX]``) and the endpoint providers' machines
+    #: reach it at: where a workload's artifacts go when its spec names none, across hosts
+    #: (``runner/network_store.py``). `runner up --store` keeps them in ``head.json``; empty: none.
+    store: str = ""
+    store_endpoint: str = ""
 
     @classmethod
     def from_env(cls, home: str | os.PathLike[str] | None = None, **overrides: object) -> "Settings":
@@ -67,6 +84,9 @@ class Settings:
             gateway_port=int(env.get("RUNNER_GATEWAY_PORT", cls.gateway_port)),
             advertise=advertise,
             registry=env.get("RUNNER_REGISTRY", head.get("registry", "")),
+            store=env.get("RUNNER_STORE", head.get("store", "")),
+            store_endpoint=env.get("RUNNER_STORE_ENDPOINT", head.get("store_endpoint", "")),
+            image_cache_gb=_gigabytes("RUNNER_IMAGE_CACHE_GB", env.get("RUNNER_IMAGE_CACHE_GB"), cls.image_cache_gb),
         )
         return replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
 
@@ -80,6 +100,23 @@ class Settings:
         """Whether every node sees this machine's files: in CPU mode they are this machine; a
         head that providers reach over a network (``advertise`` not loopback) has separate hosts."""
         return self.advertise.startswith("127.") or self.advertise in ("localhost", "::1")
+
+    @property
+    def network_store(self) -> "NetworkStore | None":
+        """The network's S3 store, when the head was given one."""
+        from runner.network_store import NetworkStore
+
+        return NetworkStore(uri=self.store, endpoint=self.store_endpoint) if self.store else None
+
+    @property
+    def store_admin_path(self) -> Path:
+        """The network store's admin credential (0600): it never leaves the head."""
+        return self.home / "store-admin.json"
+
+    @property
+    def store_keys_dir(self) -> Path:
+        """Each workload's own store credential, kept until the workload ends."""
+        return self.home / "store-keys"
 
     @property
     def ray_address(self) -> str:
@@ -134,6 +171,19 @@ class Settings:
     @property
     def replicas_dir(self) -> Path:
         return self.home / "replicas"
+
+
+def _gigabytes(name: str, value: str | None, default: float) -> float:
+    """A size in GB from the environment (0 to a petabyte), or the default when unset."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not 0 <= number <= 1e6:
+        raise UserError(f"{name}={value!r}: expected a size in GB from 0 to 1000000. To fix: {name}=50, say")
+    return number
 
 
 def read_head_record(home: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ from runner.api.context import AppContext, context
 from runner.errors import UserError
 from runner.spec import parse_workload
 from runner.store import Workload
+from runner.store_credentials import admin_env, read_admin
 from workloads.common.artifacts import ArtifactStore
 
 router = APIRouter()
@@ -28,7 +29,12 @@ def _store(ctx: AppContext, w: Workload) -> tuple[ArtifactStore, str]:
     if spec.kind != "training":
         raise UserError(f"{w.id} is a {spec.kind} workload; only training jobs keep artifacts (their checkpoints)")
     uri = ctx.supervisor.checkpoint_uri(w, spec)
-    return artifacts.workload_store(uri, spec.env), uri
+    store = ctx.supervisor.network_store
+    if store is not None and store.holds(uri):  # the network's own: read as its admin, on the head only
+        env = admin_env(store, read_admin(ctx.supervisor.settings.store_admin_path))
+    else:
+        env = spec.env  # the tenant's own store, with the tenant's own credential
+    return artifacts.workload_store(uri, env), uri
 
 
 def final_checkpoint(ctx: AppContext, w: Workload) -> str | None:

@@ -19,6 +19,7 @@ from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
 from runner.errors import PolicyError, UserError
+from runner.network_store import foreign_prefix_problem
 from runner.placement import Demand
 from runner.policy import KYC, TenantFacts, admit_tenant
 from runner.spec import parse_workload, spec_to_dict
@@ -45,6 +46,7 @@ def replica_json(r: Replica) -> dict[str, Any]:
         "exit_code": r.exit_code, "error": r.error, "started_at": r.started_at, "finished_at": r.finished_at,
         "provider": r.provider_id, "price_micros": r.price_micros, "milli_units": r.milli_units,
         "metered_s": r.metered_s, "ports": r.ports or {}, "reports": r.reports or {},
+        "pull_done_bytes": r.pull_done_bytes or 0, "pull_total_bytes": r.pull_total_bytes or 0,
     }  # fmt: skip
 
 
@@ -70,20 +72,21 @@ def host_path_problem(uri: str, root: Path) -> str | None:
     return f"{uri} is outside the artifact store {root.as_uri()}/. To fix: leave the URI out (the runner picks one) or use s3://"
 
 
-def separate_hosts_problem(spec: Any, shared_filesystem: bool) -> str | None:
+def separate_hosts_problem(spec: Any, shared_filesystem: bool, network_store: bool = False) -> str | None:
     """Why a spec's ``file://`` folder cannot work on this network, or None. A ``file://`` URI is
     a folder on one machine: it serves a gang or a service only where every replica shares that
     filesystem (CPU mode). Across providers' machines a gang's ranks (and the next attempt, placed
     elsewhere on resume) would each see a different folder, so it is refused here, at submit, not
-    found out at run time."""
+    found out at run time. Left out, a checkpoint goes to the network's store where it has one."""
     if shared_filesystem:
         return None
     checkpoint = getattr(getattr(spec, "checkpoint", None), "uri", None)
-    if spec.kind == "training" and not (checkpoint or "").startswith("s3://"):
+    if spec.kind == "training" and not (checkpoint or "").startswith("s3://") and not (network_store and not checkpoint):
         where = f"checkpoint.uri {checkpoint}" if checkpoint else "the default checkpoint folder (a file:// one)"
         return (f"{where} is a folder on one machine, and this network's nodes are separate machines (a resumed "
                 "attempt may run on another). To fix: checkpoint.uri: s3://BUCKET/PREFIX, with AWS_ENDPOINT_URL, "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in env")  # fmt: skip
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in env; or the operator gives the network a store "
+                "(runner up --advertise ... --store s3://BUCKET --store-endpoint URL)")  # fmt: skip
     model = getattr(spec, "model", None) or ""
     if model.startswith("file://"):
         return (f"model {model} is a folder on one machine, and this service's replicas run on providers' machines. "
@@ -103,7 +106,12 @@ def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
         problem = host_path_problem(uri, root) if uri else None
         if problem:
             raise PolicyError(f"{field_path}: {problem}")
-    problem = separate_hosts_problem(spec, ctx.supervisor.settings.shared_filesystem)
+        store = ctx.supervisor.network_store
+        problem = foreign_prefix_problem(store, tenant_id, uri, field_path) if uri and store else None
+        if problem:
+            raise PolicyError(problem)
+    problem = separate_hosts_problem(spec, ctx.supervisor.settings.shared_filesystem,
+                                     network_store=ctx.supervisor.network_store is not None)  # fmt: skip
     if problem:
         raise UserError(f"{spec.kind} {spec.name!r}: {problem}")
     if t.budget_micros is None:

@@ -24,6 +24,12 @@ def up(
         help="The head of a real network: the address providers' machines and players reach this machine at. "
              "Ray, the control plane, the gateway and the image registry listen there; no local nodes.")] = None,
     registry_port: Annotated[int, typer.Option(help="With --advertise: the image registry's port.")] = 5000,
+    store: Annotated[str | None, typer.Option(
+        help="With --advertise: the network's S3 store, s3://BUCKET[/PREFIX], where workloads' artifacts go when "
+             "their spec names none. Its admin credential comes from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+             "and stays on this machine; each workload gets its own.")] = None,
+    store_endpoint: Annotated[str | None, typer.Option(
+        help="With --store: the store's URL as providers' machines reach it, e.g. http://10.0.0.1:9000.")] = None,
     fleet: Annotated[Path | None, typer.Option(help="Fleet file (default: the packaged 4-node fleet).")] = None,
     runtime: Annotated[str | None, typer.Option(help="auto (Docker if an engine answers), docker or process.")] = None,
 ) -> None:
@@ -39,8 +45,10 @@ def up(
     if cpu == (advertise is not None):
         raise UserError("runner up needs one of --cpu (a simulated network on this machine) or --advertise ADDR "
                         "(the head of a network that providers' machines join)")  # fmt: skip
+    if advertise is None and (store or store_endpoint):
+        raise UserError("--store and --store-endpoint go with --advertise: in CPU mode artifacts stay in this home")
     if advertise is not None:
-        _head_up(advertise, registry_port, runtime)
+        _head_up(advertise, registry_port, runtime, store=store, store_endpoint=store_endpoint)
         return
     settings().head_record_path.unlink(missing_ok=True)  # CPU mode: this home's head is on loopback again
     s = settings(runtime=runtime)
@@ -54,7 +62,8 @@ def up(
     console.print(f"[green]cluster up[/green] in {time.monotonic() - started:.1f}s. Try: runner nodes")
 
 
-def _head_up(advertise: str, registry_port: int, runtime: str | None) -> None:
+def _head_up(advertise: str, registry_port: int, runtime: str | None, *, store: str | None,
+             store_endpoint: str | None) -> None:  # fmt: skip
     """`runner up --advertise`: the head of a network, on the address its providers reach."""
     import json
     import socket
@@ -69,6 +78,8 @@ def _head_up(advertise: str, registry_port: int, runtime: str | None) -> None:
     home = settings().home
     home.mkdir(parents=True, exist_ok=True)
     record = {"advertise": advertise, "registry": f"{advertise}:{registry_port}"}
+    if store or store_endpoint:
+        record.update(_network_store(home, store, store_endpoint))
     (home / "head.json").write_text(json.dumps(record))  # every later command of this home reads it
     s = settings(runtime=runtime)
     started = time.monotonic()
@@ -80,7 +91,45 @@ def _head_up(advertise: str, registry_port: int, runtime: str | None) -> None:
     console.print("  runner images push                     # the workload images, for providers to pull")
     console.print("then on that machine (ports it opens: Ray's node ports to the head, and its replicas' ports):")
     console.print(f"  {join_command(s, token='TOKEN', provider='PROVIDER')}")
+    if s.store:
+        console.print(f"artifacts go to {s.store} ({s.store_endpoint}) unless a spec names its own; "
+                      "each workload gets a credential of its own")  # fmt: skip
 
+
+def _network_store(home: Path, uri: str | None, endpoint: str | None) -> dict[str, str]:
+    """Check `runner up --store`'s flags and the store itself (its bucket made if missing), and keep
+    its admin credential in the head's home, readable by the operator only."""
+    import os
+
+    from runner.network_store import parse_store
+    from runner.store_credentials import write_private
+
+    if not (uri and endpoint):
+        raise UserError("--store and --store-endpoint go together: the bucket, and where providers' machines reach it")
+    try:
+        store = parse_store(uri, endpoint)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not (key and secret):
+        raise UserError("--store needs the store's admin credential in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                        "(it stays on this machine; workloads get credentials of their own)")  # fmt: skip
+    import boto3
+    import botocore.exceptions
+
+    s3 = boto3.client("s3", endpoint_url=store.endpoint, region_name=store.region, aws_access_key_id=key,
+                      aws_secret_access_key=secret)  # fmt: skip
+    try:
+        try:
+            s3.head_bucket(Bucket=store.bucket)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+            s3.create_bucket(Bucket=store.bucket)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise UserError(f"--store {uri} at {endpoint}: {exc}. To fix: check the endpoint and the credential") from None
+    write_private(home / "store-admin.json", {"access_key_id": key, "secret_access_key": secret})
+    return {"store": store.uri, "store_endpoint": store.endpoint}
 
 
 @app.command()

@@ -99,9 +99,12 @@ def node_join(
     public_address: Annotated[str | None, typer.Option(
         help="Where players and the gateway reach this machine's replicas, when NAT puts another address in "
              "front (default: the address this machine reaches the head from).")] = None,
+    image_cache_gb: Annotated[float | None, typer.Option(
+        min=0, max=1e6, help="GB of pulled images this machine keeps; past it the least recently used are removed "
+                    "(default: $RUNNER_IMAGE_CACHE_GB or 50).")] = None,
 ) -> None:
     """Join this machine: detect GPUs, benchmark, register, then run the Ray node (foreground)."""
-    from runner.join import HeadLease, head_reachable, join, join_request, start_ray_node
+    from runner.join import HeadLease, head_reachable, join, join_request, raylet_running, start_ray_node
 
     head_url = head if "://" in head else f"http://{head}"
     node_name = name or socket.gethostname().lower().split(".")[0]
@@ -119,15 +122,27 @@ def node_join(
     node_ip = _local_ip(head_url)
     proc = start_ray_node(grant, token_path=s.home / "node-ray-token", port_args=[f"--temp-dir={s.ray_temp_dir}"],
                           log_path=s.logs_dir / "node.log", cpus=cpu_count, memory_mb=int(memory_gb * 1024),
-                          node_ip=node_ip, public_address=public_address or node_ip)  # fmt: skip
+                          node_ip=node_ip, public_address=public_address or node_ip,
+                          image_cache_gb=s.image_cache_gb if image_cache_gb is None else image_cache_gb)  # fmt: skip
     console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
     lease = HeadLease(now=time.monotonic())
+    had_raylet = False
     try:
         while (code := proc.poll()) is None:
             if lease.observe(head_reachable(grant["ray_address"]), time.monotonic()):
                 stopped = leave_network(node_name)
                 console.print(f"[yellow]cut off:[/yellow] the head has not answered for {lease.lease_s:g}s; "
                               f"stopped {stopped} replica(s) (the head places them elsewhere)")  # fmt: skip
+            # The head takes an offboarded node out of the cluster by shutting its raylet down, which
+            # `ray start --block` does not count as a failure: it would go on waiting, holding nothing.
+            if raylet_running(proc.pid):
+                had_raylet = True
+            elif had_raylet:
+                console.print("[yellow]out of the cluster:[/yellow] this node's raylet stopped "
+                              "(the head shuts an offboarded node down)")  # fmt: skip
+                proc.terminate()
+                code = proc.wait()
+                break
             time.sleep(1.0)
     except KeyboardInterrupt:
         proc.terminate()

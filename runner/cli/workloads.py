@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -122,8 +122,8 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
     replicas = Table("REPLICA", "NODE", "PROVIDER", "STATE", "EXIT", "PRICE/H", "BILLED", "ERROR", box=None,
                      title="replicas")  # fmt: skip
     for r in w["replicas"]:
-        replicas.add_row(r["key"], r["node"], r["provider"], r["state"], str(r["exit_code"]), usd(r["price_micros"]),
-                         f"{r['metered_s']}s", r["error"][:50])  # fmt: skip
+        replicas.add_row(r["key"], r["node"], r["provider"], replica_state(r), str(r["exit_code"]),
+                         usd(r["price_micros"]), f"{r['metered_s']}s", r["error"][:50])  # fmt: skip
     console.print(replicas)
     reports = [(r["key"], kind, body) for r in w["replicas"] for kind, body in (r["reports"] or {}).items()]
     if reports:
@@ -135,6 +135,15 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
     for e in w["events"]:
         events.add_row(when(e["ts"]), styled(e["state"]), e["message"])
     console.print(events)
+
+
+def replica_state(r: dict[str, Any]) -> str:
+    """A replica's state, with how far its image's pull has got while PULLING: "PULLING 312/1043 MB"."""
+    done, total = r.get("pull_done_bytes") or 0, r.get("pull_total_bytes") or 0
+    if r["state"] != "PULLING" or not total:
+        return str(r["state"])
+    digits = 1 if total < 10e6 else 0
+    return f"PULLING {done / 1e6:.{digits}f}/{total / 1e6:.{digits}f} MB"
 
 
 @app.command()

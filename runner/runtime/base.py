@@ -137,6 +137,9 @@ class ReplicaStatus:
     finished_at: float | None = None
     #: Published ports: container port/proto -> "host:port".
     ports: dict[str, str] = field(default_factory=dict)
+    #: While PULLING: bytes of the image fetched and to fetch so far, over its layers.
+    pull_done_bytes: int = 0
+    pull_total_bytes: int = 0
     observed_at: float = field(default_factory=time.time)
 
 
@@ -151,7 +154,8 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def status(self, key: str) -> ReplicaStatus:
-        """Current status; ``LOST`` when nothing is known under the key."""
+        """Current status; ``PULLING`` (with its bytes) while a ``start`` fetches the image,
+        ``LOST`` when nothing is known under the key."""
 
     @abc.abstractmethod
     def wait(self, key: str, timeout_s: float) -> ReplicaStatus:

@@ -18,7 +18,9 @@ writable for the image's user first.
 Images: on a node that shares the head's engine (CPU mode) they are there. A provider host has an
 engine of its own: an image it lacks is pulled from the network's registry (``registry``,
 ``runner/registry.py``) on first use and tagged under the name the spec gave, so the next replica
-finds it.
+finds it. Meanwhile ``status`` reports the replica PULLING with the bytes fetched so far, and a
+``stop`` ends the pull; afterwards the images this node pulled are evicted, least recently used
+first, past its cache budget (``runtime.docker_images``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import fcntl
 import os
 import tempfile
 import threading
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +37,11 @@ from runner.errors import ImageError, RuntimeUnavailableError
 from runner.runtime.base import (
     LABEL_KEY, LABEL_MANAGED, LABEL_NODE, LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts,
 )  # fmt: skip
+from runner.runtime.docker_images import NodeImages, PullCancelled, parse_time
+from runner.runtime.imagecache import GB, PullProgress
 from runner.runtime.logtail import LineBuffer, StreamTail
 from runner.runtime.netif import interface_of, mtu_of
+from runner.settings import Settings
 from runner.states import ReplicaState
 
 if TYPE_CHECKING:  # docker is imported lazily: `import runner` stays fast on any machine
@@ -67,30 +72,46 @@ def docker_client(timeout_s: float | None = 60) -> "docker.DockerClient":
         ) from None
 
 
-def _parse_time(value: str | None) -> float | None:
-    if not value or value.startswith("0001-"):
-        return None
-    # Docker gives RFC 3339 with nanoseconds; Python takes microseconds.
-    head, _, rest = value.partition(".")
-    frac = "".join(ch for ch in rest if ch.isdigit())[:6]
-    return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00").timestamp()
+#: How long a ``stop`` waits for a start that has not yet created its container (a pull ends at
+#: the engine's next progress event; a stalled one is left to end by itself, and creates nothing).
+STOP_WAITS_FOR_START_S = 30.0
+
+
+@dataclass
+class _Start:
+    """A start in flight: what ``status`` reports meanwhile, whether a ``stop`` cancelled it,
+    and its outcome for a second ``start`` of the same key (a restarted control plane asks again).
+    ``cancelled`` and ``committed`` change under the runtime's lock: a start either sees the stop
+    before it creates its container (and creates none), or has committed, and the stop waits for
+    the container to stop it as any other."""
+
+    image: str
+    progress: PullProgress | None = None  # set while the engine pulls the image
+    cancelled: bool = False
+    committed: bool = False  # past the last look at ``cancelled``: the container will exist
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: ReplicaStatus | None = None
+    error: BaseException | None = None
 
 
 class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self, node: str, *, artifacts_dir: Path, publish_host: str = "127.0.0.1", client: Any = None,
-                 scope: str = "", registry: str = "") -> None:  # fmt: skip
+                 scope: str = "", registry: str = "", image_cache_gb: float = Settings.image_cache_gb) -> None:  # fmt: skip
         self.node = node
         self.artifacts_dir = Path(artifacts_dir)
         self.scope = scope
         self.publish_host = publish_host
         self.registry = registry
         self.client = client or docker_client()
+        self.images = NodeImages(self.client, registry=registry, budget_bytes=int(image_cache_gb * GB))
         self._bridge_id: str | None = None
         self._stream_client: Any = None  # made on first use: follows log streams, never times out
         self._tails: dict[str, StreamTail] = {}
         self._tails_lock = threading.Lock()
+        self._starts: dict[str, _Start] = {}
+        self._starts_lock = threading.Lock()
 
     def _bridge(self) -> str | None:
         """The id of the bridge network for containers with published ports, made on first use:
@@ -151,7 +172,7 @@ class DockerRuntime(Runtime):
             key=key,
             state=ReplicaState.RUNNING,
             handle=container.id,
-            started_at=_parse_time(st.get("StartedAt")),
+            started_at=parse_time(st.get("StartedAt")),
             ports=ports,
         )
         if st["Status"] == "created":
@@ -159,19 +180,92 @@ class DockerRuntime(Runtime):
         elif st["Status"] in ("exited", "dead"):
             status.state = ReplicaState.EXITED
             status.exit_code = int(st.get("ExitCode", -1))
-            status.finished_at = _parse_time(st.get("FinishedAt"))
+            status.finished_at = parse_time(st.get("FinishedAt"))
             status.error = st.get("Error", "") or ("killed: out of memory" if st.get("OOMKilled") else "")
         return status
 
     # -- interface -------------------------------------------------------------------------
     def start(self, request: LaunchRequest) -> ReplicaStatus:
+        with self._starts_lock:
+            pending = self._starts.get(request.key)
+            first = pending is None
+            if pending is None:
+                pending = self._starts[request.key] = _Start(image=request.image)
+        if not first:  # the same key is being started (and maybe pulled): its outcome is this one's
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            return pending.outcome or self.status(request.key)
+        try:
+            pending.outcome = self._start(request, pending)
+            return pending.outcome
+        except BaseException as exc:
+            pending.error = exc
+            raise
+        finally:
+            with self._starts_lock:
+                self._starts.pop(request.key, None)
+            pending.done.set()
+
+    def _start(self, request: LaunchRequest, pending: _Start) -> ReplicaStatus:
         import docker
 
         existing = self._get(request.key)
         if existing is not None:  # adopt: never start the same key twice
+            self._commit(pending)
             if existing.status == "created":
                 existing.start()
             return self._status(request.key, existing)
+        kwargs = self._create_args(request)
+        pulled = False
+        try:
+            try:
+                self._commit(pending)  # the image is here (most starts): create at once
+                container = self.client.containers.create(request.image, **kwargs)
+            except docker.errors.ImageNotFound:
+                with self._starts_lock:  # no container yet: a stop may cancel the pull
+                    pending.committed = False
+                pending.progress = PullProgress()
+                pulled = self.images.pull(request.image, pending.progress, lambda: pending.cancelled)
+                if not pulled:
+                    raise
+                self._commit(pending)
+                container = self.client.containers.create(request.image, **kwargs)
+        except PullCancelled:
+            return ReplicaStatus(key=request.key, state=ReplicaState.STOPPED, error="stopped before it started")
+        except docker.errors.ImageNotFound:
+            where = f" nor in the registry {self.registry}" if self.registry else ""
+            fix = "runner images push (on the head)" if self.registry else "runner images build"
+            raise ImageError(f"image {request.image!r} is not on node {self.node}{where}. To fix: {fix}") from None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a concurrent start of the same key won the race: adopt
+                return self._status(request.key, self._get(request.key))
+            raise
+        finally:
+            pending.progress = None
+        container.start()
+        if pulled:
+            self.images.evict_soon(self._images_starting)
+        else:
+            self.images.touch(request.image)
+        return self._status(request.key, container)
+
+    def _commit(self, pending: _Start) -> None:
+        """The last look at a stop before the container is made: PullCancelled if one came (the
+        pull's own name for it: a stop before the start made its container)."""
+        with self._starts_lock:
+            if pending.cancelled:
+                raise PullCancelled(pending.image)
+            pending.committed = True
+
+    def _images_starting(self) -> set[str]:
+        """Images of starts in flight here: no container holds them yet, and none may be evicted."""
+        with self._starts_lock:
+            return {pending.image for pending in self._starts.values()}
+
+    def _create_args(self, request: LaunchRequest) -> dict[str, Any]:
+        import docker
+
         kwargs: dict[str, Any] = {
             "name": CONTAINER_PREFIX + request.key,
             "command": request.command or None,
@@ -199,48 +293,15 @@ class DockerRuntime(Runtime):
                                 for m in request.mounts]  # fmt: skip
         if request.gpus and request.real_gpus:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=request.gpus, capabilities=[["gpu"]])]
-        try:
-            try:
-                container = self.client.containers.create(request.image, **kwargs)
-            except docker.errors.ImageNotFound:
-                if not self._pull(request.image):
-                    raise
-                container = self.client.containers.create(request.image, **kwargs)
-        except docker.errors.ImageNotFound:
-            where = f" nor in the registry {self.registry}" if self.registry else ""
-            fix = "runner images push (on the head)" if self.registry else "runner images build"
-            raise ImageError(f"image {request.image!r} is not on node {self.node}{where}. To fix: {fix}") from None
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # a concurrent start of the same key won the race: adopt
-                return self._status(request.key, self._get(request.key))
-            raise
-        container.start()
-        return self._status(request.key, container)
-
-    def _pull(self, image: str) -> bool:
-        """Pull ``image`` from the network's registry and tag it under its own name; False when
-        there is no registry or it does not hold the image."""
-        import docker
-
-        if not self.registry:
-            return False
-        repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
-        first = repo.split("/", 1)[0]
-        names_a_registry = "/" in repo and ("." in first or ":" in first or first == "localhost")
-        source = repo if names_a_registry else f"{self.registry}/{repo}"  # a spec's own registry is used as it is
-        try:
-            pulled = self.client.images.pull(source, tag=tag)
-        except docker.errors.NotFound:
-            return False
-        except docker.errors.APIError as exc:
-            if exc.status_code in (404, 500) and "not found" in str(exc).lower():
-                return False
-            raise
-        if source != repo:
-            pulled.tag(repo, tag)
-        return True
+        return kwargs
 
     def status(self, key: str) -> ReplicaStatus:
+        with self._starts_lock:
+            pending = self._starts.get(key)
+        progress = pending.progress if pending is not None else None
+        if progress is not None:
+            done, total = progress.bytes
+            return ReplicaStatus(key=key, state=ReplicaState.PULLING, pull_done_bytes=done, pull_total_bytes=total)
         return self._status(key, self._get(key))
 
     def wait(self, key: str, timeout_s: float) -> ReplicaStatus:
@@ -287,6 +348,15 @@ class DockerRuntime(Runtime):
                           skip=skip, name=f"logs {container.name}")  # fmt: skip
 
     def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
+        with self._starts_lock:
+            pending = self._starts.get(key)
+            committed = pending is not None and pending.committed
+            if pending is not None and not committed:  # pulling, say: its start makes no container
+                pending.cancelled = True
+        if pending is not None:
+            pending.done.wait(timeout=None if committed else STOP_WAITS_FOR_START_S)
+            if not committed:
+                return ReplicaStatus(key=key, state=ReplicaState.STOPPED, error="stopped before it started")
         container = self._get(key)
         if container is None:
             return self._status(key, None)

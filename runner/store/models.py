@@ -166,6 +166,10 @@ class Replica(Base):
     ports: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     #: The latest structured report of each type the workload printed ({"progress": {...}}).
     reports: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Its node's engine pulling the image (state PULLING): bytes fetched and to fetch so far.
+    #: Nullable, so that a database an older runner made gets them added (``StoreBase``).
+    pull_done_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    pull_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.errors import NotFoundError
 from runner.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.network import NetworkConfig
 from runner.placement import Demand
@@ -30,6 +31,7 @@ from runner.runtime import ReplicaStatus
 from runner.settings import Settings
 from runner.spec import parse_workload
 from runner.states import ReplicaState, WorkloadState
+from runner.store_credentials import StoreCredentials, attempt_holder, read_admin
 from runner.store import Replica, Store, Workload
 from runner.supervisor.checker import Checker
 from runner.supervisor.fleet import Fleet
@@ -55,6 +57,8 @@ SLA_SETTLE_S = 60.0
 #: passing fault (a database hiccup, an agent restarting) gets another try; one that raises every
 #: tick does not hold a place in the loop for good.
 FAULT_LIMIT = 3
+#: How often keys of ended workloads left by an earlier control plane are looked for.
+REVOKE_SWEEP_S = 30.0
 
 
 class Supervisor:
@@ -74,6 +78,10 @@ class Supervisor:
                                             "inference": ServiceController(self), "gaming": SessionController(self)}  # fmt: skip
         self.preemptor = Preemptor(self)
         self.checker = Checker(store, config, self.fleet)
+        self.network_store = settings.network_store
+        self.store_credentials = (StoreCredentials(self.network_store, read_admin(settings.store_admin_path),
+                                                   settings.store_keys_dir) if self.network_store else None)  # fmt: skip
+        self._revoke_ended_at = 0.0
         self._specs: dict[str, Any] = {}
         #: (workload, part of the tick) -> faults in a row there (see ``_guarded``).
         self._faults: dict[tuple[str, str], int] = {}
@@ -98,6 +106,7 @@ class Supervisor:
         row = self.store.transition(w.id, target, message, **fields)
         log.info("%s %s -> %s %s", w.id, w.state, target, message)
         if target.is_terminal():
+            self._revoke_store_credential(w.id)
             self._specs.pop(w.id, None)
             for key in [k for k in self._faults if k[0] == w.id]:
                 del self._faults[key]
@@ -106,10 +115,55 @@ class Supervisor:
         return row
 
     def checkpoint_uri(self, w: Workload, spec: Any) -> str:
-        """Where this workload's checkpoints go: the spec's URI, else the tenant's folder of the
-        home's artifact store (each tenant's ``file://`` URIs must stay under it)."""
-        base = getattr(getattr(spec, "checkpoint", None), "uri", None) or tenant_artifacts(self.settings, w.tenant_id).as_uri()
+        """Where this workload's checkpoints go: the spec's URI, else the tenant's prefix of the
+        network's store, else the tenant's folder of the home's ``file://`` store (each tenant's
+        URIs must stay under its own)."""
+        base = getattr(getattr(spec, "checkpoint", None), "uri", None) or (
+            self.network_store.tenant_uri(w.tenant_id) if self.network_store
+            else tenant_artifacts(self.settings, w.tenant_id).as_uri())  # fmt: skip
         return f"{base.rstrip('/')}/{w.id}/"
+
+    def store_env(self, w: Workload, spec: Any, attempt: int) -> dict[str, str]:
+        """The network store's variables for a replica of this workload: a credential of its own
+        (of this attempt, for a training gang: the earlier attempts' are revoked, which fences a
+        gang cut off from the head but not from the store), for its own prefix and the model it
+        serves from the store; {} when it uses no such store."""
+        store, creds = self.network_store, self.store_credentials
+        if store is None or creds is None:
+            return {}
+        training = spec.kind == "training"
+        write = self.checkpoint_uri(w, spec) if training else store.workload_uri(w.tenant_id, w.id)
+        model = getattr(spec, "model", None)
+        read = (model,) if model and store.holds(model) else ()
+        if not (training and store.holds(write)) and not read:
+            return {}
+        if not training:
+            return creds.env_for(w.id, write, read)
+        env = creds.env_for(attempt_holder(w.id, attempt), write, read)
+        creds.revoke_earlier_attempts(w.id, attempt)
+        return env
+
+    def _revoke_store_credential(self, workload_id: str) -> None:
+        if self.store_credentials is None:
+            return
+        for holder in self.store_credentials.kept(workload_id):
+            try:
+                self.store_credentials.revoke(holder)
+            except Exception as exc:  # the store is away: the next sweep (``revoke_ended``) retries
+                log.warning("could not revoke the store credential of %s yet: %s", holder, exc)
+
+    def revoke_ended_credentials(self) -> None:
+        """Revoke what a control plane that died mid-way left: keys of workloads that ended."""
+        if self.store_credentials is None or time.monotonic() - self._revoke_ended_at < REVOKE_SWEEP_S:
+            return
+        self._revoke_ended_at = time.monotonic()
+        self.store_credentials.revoke_ended(lambda wid: self._has_ended(wid))
+
+    def _has_ended(self, workload_id: str) -> bool:
+        try:
+            return WorkloadState(self.store.get_workload(workload_id).state).is_terminal()
+        except NotFoundError:
+            return True  # a key file of a workload this database never had: nobody may use it
 
     def mounts(self, w: Workload, spec: Any) -> list[Mount]:
         """The host folders bound into this workload's replicas (``runner.mounts``): a training
@@ -176,6 +230,7 @@ class Supervisor:
             self._settled_at = time.monotonic()
             self.market.settle_sla()
         self.fleet.reconcile(lambda: {r.key for r in self.store.active_replicas()}, set(self.driver.calls))
+        self.revoke_ended_credentials()
 
     def _place(self, pending: list[Workload]) -> None:
         placer = self.market.placer(self.market.loads(self.store.active_replicas(), self.demand))

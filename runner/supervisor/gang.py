@@ -123,8 +123,9 @@ class GangController:
         mounts = self.sup.mounts(w, spec)  # the replica is told where it finds them
         checkpoint_uri = to_container(self.sup.checkpoint_uri(w, spec), mounts) if spec.kind == "training" else None
         model_uri = to_container(spec.model, mounts) if getattr(spec, "model", None) else None
-        env = {**spec.env, **kind_env(spec, replica_index=rep.index, rendezvous=rendezvous,
-                                      checkpoint_uri=checkpoint_uri, model_uri=model_uri),
+        store_env = self.sup.store_env(w, spec, rep.attempt)  # its own credential for the network store
+        env = {**spec.env, **store_env, **kind_env(spec, replica_index=rep.index, rendezvous=rendezvous,
+                                                   checkpoint_uri=checkpoint_uri, model_uri=model_uri),
                **base_env(w.id, rep.index, rep.attempt, rep.node)}  # fmt: skip
         fields: dict[str, Any] = {"ports": [(p.container, p.protocol) for p in spec.ports], "mounts": mounts}
         if spec.kind == "training":  # host networking, rank 0's ports

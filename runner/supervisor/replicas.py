@@ -8,6 +8,11 @@ existing container of the same key, asking again after a restart never starts an
 Log lines that are contract reports (``runner.contract.parse_report``) also update the replica's
 latest reports, with the ``file://`` URIs in them read back from the container's mount points to
 the host's (``runner.mounts.to_host``).
+
+A ``start`` that takes a while (the node pulls the image) is asked about (``status``) every
+``PULL_POLL_S``: a PULLING answer is written with its bytes, so ``runner status`` shows the pull,
+at most that often per replica. PULLING is not started: ``started_at`` (and with it billing) is
+set only once the agent reports the container RUNNING, from the container's own start time.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from runner.supervisor.fleet import AGENT_ERRORS, Fleet
 log = logging.getLogger("runner.replicas")
 
 WAIT_CALL_S = 20.0  # one agent.wait call; re-issued while the replica runs
+PULL_POLL_S = 0.5  # a start in flight is asked how its pull goes at most this often
 STOP_GRACE_S = 10.0  # SIGTERM to SIGKILL: time for a training job to checkpoint
 
 
@@ -41,7 +47,10 @@ class Calls:
     wait: Any = None
     logs: Any = None
     stop: Any = None
+    #: ``status`` of a replica whose start is in flight: is its image being pulled, how far?
+    progress: Any = None
     logs_at: float = 0.0
+    progress_at: float = 0.0
     pulling_final: bool = False
     final_logs_done: bool = False
 
@@ -98,20 +107,29 @@ class ReplicaDriver:
         agent = self.fleet.agents.get(rep.node)
         if agent is None:  # the node is up but its agent is not (yet): the fleet refresh retries
             return
+        before_start = ReplicaState(rep.state).is_before_start()
         if rep.finished_at is None:
+            # A stop racing a start could miss it, except one while the image is pulled: the
+            # runtime then ends the pull, or waits for the container, and stops that.
+            pulling = rep.state == ReplicaState.PULLING.value
             if stop:
-                if calls.stop is None and calls.start is None:  # a stop racing a start could miss it
+                if calls.stop is None and (calls.start is None or pulling):
                     calls.stop = agent.stop.remote(rep.key, grace_s)
-            elif rep.state == ReplicaState.STARTING.value and calls.start is None:
+            elif before_start and calls.start is None:
                 calls.start = agent.start.remote(request())
+                calls.progress_at = time.monotonic()  # a start done at once is never asked about
             elif rep.state == ReplicaState.RUNNING.value and calls.wait is None:
                 calls.wait = agent.wait.remote(rep.key, WAIT_CALL_S)
+            ask = calls.start is not None and calls.progress is None
+            if ask and time.monotonic() - calls.progress_at >= PULL_POLL_S:
+                calls.progress = agent.status.remote(rep.key)
+                calls.progress_at = time.monotonic()
         due = time.monotonic() - calls.logs_at >= self.poll_interval_s or rep.finished_at is not None
-        if calls.logs is None and not calls.final_logs_done and rep.state != ReplicaState.STARTING.value and due:
+        if calls.logs is None and not calls.final_logs_done and not before_start and due:
             calls.pulling_final = rep.finished_at is not None
             calls.logs = agent.logs.remote(rep.key, rep.log_lines, calls.pulling_final)
             calls.logs_at = time.monotonic()
-        elif rep.state == ReplicaState.STARTING.value and rep.finished_at is not None:
+        elif before_start and rep.finished_at is not None:
             calls.final_logs_done = True  # never started: there are no logs to pull
 
     # -- receiving -------------------------------------------------------------------------------------
@@ -120,7 +138,7 @@ class ReplicaDriver:
         calls = self.calls.get(rep.key)
         if calls is None:
             return
-        for name in ("start", "wait", "stop", "logs"):
+        for name in ("start", "wait", "stop", "logs", "progress"):
             ref = getattr(calls, name)
             if ref is None or not ray.wait([ref], timeout=0)[0]:
                 continue
@@ -135,6 +153,8 @@ class ReplicaDriver:
                 self._store_logs(w, rep, result)
                 if calls.pulling_final:
                     calls.final_logs_done = True
+            elif name == "progress":
+                self._apply_progress(w, rep, result)
             else:
                 self._apply(w, rep, result)
 
@@ -161,6 +181,23 @@ class ReplicaDriver:
             self.store.update_replica(rep.key, state=ReplicaState.RUNNING.value, handle=status.handle,
                                       started_at=started, ports=status.ports)  # fmt: skip
             rep.state, rep.handle, rep.started_at, rep.ports = ReplicaState.RUNNING.value, status.handle, started, status.ports
+
+    def _apply_progress(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
+        """Take in a status asked for while the start is in flight: only a pull's progress. Any
+        other answer (no container yet, created, running) is the start's own to report."""
+        if status.state != ReplicaState.PULLING or rep.finished_at is not None:
+            return
+        pulled = (status.pull_done_bytes, status.pull_total_bytes)
+        current = ReplicaState(rep.state)
+        if current != ReplicaState.PULLING:
+            if not current.can_move_to(ReplicaState.PULLING):
+                return  # a late answer: the replica runs or ended meanwhile
+            self.store.add_event(w.id, w.state, f"{rep.key}: node {rep.node} is pulling the image")
+        elif (rep.pull_done_bytes, rep.pull_total_bytes) == pulled:
+            return  # no news: nothing to write
+        self.store.update_replica(rep.key, state=ReplicaState.PULLING.value, pull_done_bytes=pulled[0],
+                                  pull_total_bytes=pulled[1])  # fmt: skip
+        rep.state, rep.pull_done_bytes, rep.pull_total_bytes = ReplicaState.PULLING.value, *pulled
 
     def finish(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
         """Record a replica's end once; its start time is kept if the runtime knew it."""

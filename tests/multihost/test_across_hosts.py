@@ -1,5 +1,6 @@
 """Workloads across hosts: a head on the harness's network (`runner up --advertise`) and
-provider hosts, each a namespace with its own engine, joined with `runner node join`."""
+provider hosts, each a namespace with its own engine, joined with `runner node join`, on the
+emulated WAN (each pair of hosts its regions' round trip apart) with the network's S3 store."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import Any
 import pytest
 
 from harness.network import Network
-from harness.runner_net import Head, join, start_head, stop_head
+from harness.runner_net import Head, StoreFlags, join, start_head, stop_head
 from tests.conftest import free_ports, wait_for
 from tests.integration.test_training import training
 from tests.integration.test_workloads import smoke
-from tests.support.s3 import aws_env, moto_server, new_bucket
+from tests.support.s3 import moto_iam_server
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(600)]
 
@@ -30,12 +31,22 @@ HOSTS = {"host-a": ("barn-a", "eu-west", "DE"), "host-b": ("barn-b", "ap-northea
 @pytest.fixture(scope="module")
 def net() -> Iterator[Network]:
     root = Path(tempfile.mkdtemp(prefix="runner-mh-"))
-    with Network(root, list(HOSTS), registry_port=free_ports()[0]) as network:
+    # On the emulated WAN: host-b is the regions table's 230 ms from the head and the others.
+    with Network(root, list(HOSTS), registry_port=free_ports()[0], wan=True,
+                 regions={name: region for name, (_, region, _) in HOSTS.items()}) as network:  # fmt: skip
         yield network
 
 
 @pytest.fixture(scope="module")
-def head(net: Network) -> Iterator[Head]:
+def store(net: Network) -> Iterator[StoreFlags]:
+    """The network's S3 store on the head's address, checking credentials and policies as a real
+    one does (moto's server with its IAM checks on): every host reaches it over its link."""
+    with moto_iam_server(ip_address=net.head_address) as (endpoint, admin):
+        yield StoreFlags(uri="s3://network-artifacts", endpoint=endpoint, admin=admin)
+
+
+@pytest.fixture(scope="module")
+def head(net: Network, store: StoreFlags) -> Iterator[Head]:
     from runner.images import build_images
 
     build_images(["smoke", "training", "inference"], log=lambda _m: None)  # cached by content hash
@@ -43,7 +54,7 @@ def head(net: Network) -> Iterator[Head]:
     base.mkdir(parents=True, exist_ok=True)
     server_port, ray_port = free_ports()
     h = start_head(net, Path(tempfile.mkdtemp(prefix="head-", dir=base)), server_port=server_port,
-                   ray_port=ray_port, images=["smoke", "training", "inference"])  # fmt: skip
+                   ray_port=ray_port, images=["smoke", "training", "inference"], store=store)  # fmt: skip
     try:
         for name, (provider, region, country) in HOSTS.items():
             join(h, net.hosts[name], provider=provider, region=region, country=country, memory_gb=2)
@@ -124,14 +135,20 @@ def test_a_service_with_replicas_on_two_hosts_answers_through_the_heads_gateway(
         wait_for(lambda: head.tenant.get(svc["id"])["state"] == "CANCELLED", timeout_s=60, what="the service to end")
 
 
-def test_a_file_checkpoint_across_hosts_is_refused_at_submit(head: Head) -> None:
-    """On separate machines a file:// folder is a different folder on each: refused before it runs."""
-    from runner.errors import UserError
+def test_a_file_checkpoint_across_hosts_and_another_tenants_prefix_are_refused_at_submit(head: Head) -> None:
+    """On separate machines a file:// folder is a different folder on each: refused before it runs.
+    And a tenant that names another's prefix of the network's store (to read its checkpoints, or
+    to serve them) is refused too."""
+    from runner.errors import PolicyError, UserError
 
     before = {w["id"] for w in head.tenant.list(limit=1000)}
     spec = {"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2}
-    with pytest.raises(UserError, match="the default checkpoint folder .* this network's nodes are separate machines"):
-        head.tenant.submit(spec)
+    for uri in ("s3://network-artifacts/tenants/someone-else/w-1/", "s3://network-artifacts/"):
+        with pytest.raises(PolicyError, match="checkpoint.uri s3://network-artifacts/.* outside this tenant's prefix"):
+            head.tenant.submit({**spec, "checkpoint": {"uri": uri}})
+    with pytest.raises(PolicyError, match="model s3://network-artifacts/tenants/someone-else/.* outside"):
+        head.tenant.submit({"kind": "inference", "name": "s", "image": "runner/inference:latest", "ports": [8000],
+                            "model": "s3://network-artifacts/tenants/someone-else/w-1/step-00000010"})
     with pytest.raises(UserError, match="checkpoint.uri file://"):
         head.tenant.submit({**spec, "checkpoint": {"uri": head.settings.artifacts_dir.as_uri() + "/local/x"}})
     with pytest.raises(UserError, match="model file://.* providers' machines"):
@@ -140,26 +157,33 @@ def test_a_file_checkpoint_across_hosts_is_refused_at_submit(head: Head) -> None
     assert {w["id"] for w in head.tenant.list(limit=1000)} == before
 
 
-@pytest.fixture(scope="module")
-def s3(net: Network) -> Iterator[dict[str, str]]:
-    """A moto S3 server on the head's address: every host reaches it over its link."""
-    with moto_server(ip_address=net.head_address) as endpoint:
-        yield {**aws_env(endpoint), "BUCKET": new_bucket(endpoint)}
-
-
 def latest(head: Head, workload_id: str, kind: str) -> dict[str, Any]:
     reps = sorted((r for r in head.tenant.get(workload_id)["replicas"] if r["index"] == 0), key=lambda r: -r["attempt"])
     return {**((reps[0]["reports"] or {}).get(kind) or {}), "attempt": reps[0]["attempt"]} if reps else {}
 
 
-def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_runs_twice(
-        head: Head, net: Network, s3: dict[str, str]) -> None:  # fmt: skip
+def s3_as(store: StoreFlags, key_id: str, secret: str) -> Any:
     import boto3
 
-    env = {k: v for k, v in s3.items() if k != "BUCKET"}
+    return boto3.client("s3", endpoint_url=store.endpoint, region_name="us-east-1", aws_access_key_id=key_id,
+                        aws_secret_access_key=secret)  # fmt: skip
+
+
+def container_store_key(net: Network, host: str, workload_id: str, attempt: int) -> tuple[str, str]:
+    """The store credential a replica's container was given, as that host's engine holds it (what
+    the provider of that machine can read)."""
+    (container,) = [c for c in engine_containers(net, host, workload_id) if c.labels["runner.attempt"] == str(attempt)]
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_runs_twice(
+        head: Head, net: Network, store: StoreFlags) -> None:  # fmt: skip
+    import botocore.exceptions
+
     every = 20
-    w = head.tenant.submit(training(100_000, every=every, log_every=5, env=env,
-                                    checkpoint={"uri": f"s3://{s3['BUCKET']}/runs", "every_steps": every},
+    # No checkpoint.uri, no credential: the network's store, with a credential of the gang's own.
+    w = head.tenant.submit(training(100_000, every=every, log_every=5, checkpoint={"every_steps": every},
                                     retries={"max_attempts": 3, "backoff_s": 0}))  # fmt: skip
     assert head.tenant.wait(w["id"], until="running", timeout_s=240)["state"] == "RUNNING"
     wait_for(lambda: latest(head, w["id"], "checkpoint").get("step", 0) >= 2 * every, timeout_s=240,
@@ -167,6 +191,8 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
     first = {r["index"]: r["node"] for r in head.tenant.get(w["id"])["replicas"]}
     assert len(set(first.values())) == 2  # two hosts, rendezvousing over the namespaces' network
     victim = first[1]
+    stolen = container_store_key(net, victim, w["id"], attempt=1)  # what the victim's provider can read
+    assert stolen[0] != store.admin["access_key_id"]
     seen = latest(head, w["id"], "progress")["step"]
     cut_at = time.time()
     net.hosts[victim].link.cut()
@@ -179,7 +205,8 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
         second = {r["node"] for r in detail["replicas"] if r["attempt"] == resumed["attempt"]}
         assert second == set(HOSTS) - {victim}, detail["replicas"]
         assert resumed["step"] >= seen - every and resumed["step"] % every == 0  # at most one interval lost
-        assert resumed["uri"].startswith(f"s3://{s3['BUCKET']}/runs/{w['id']}/")
+        tenant_prefix = f"{store.uri}/tenants/{w['tenant']}/{w['id']}/"
+        assert resumed["uri"].startswith(tenant_prefix), resumed
         # The cut-off host stopped its own replica once its head went silent (its lease), though
         # nobody could tell it to: its own engine says so.
         cut_off = net.hosts[victim].docker()
@@ -188,17 +215,28 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
     finally:
         net.hosts[victim].link.restore()
 
+    # The cut-off attempt's key is fenced: even from a machine that still reaches the store (here,
+    # this one), it writes nothing more. The store itself refuses it.
+    prefix = f"tenants/{w['tenant']}/{w['id']}/"
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):
+        s3_as(store, *stolen).put_object(Bucket="network-artifacts", Key=prefix + "step-99999999/manifest.json",
+                                         Body=b"{}")  # fmt: skip
     # No checkpoint was written by the cut-off gang after the cut: every manifest saved since is
-    # the new attempt's (the S3 store's own times and the manifests' writer).
-    s3c = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                       aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-    objects = s3c.list_objects_v2(Bucket=s3["BUCKET"], Prefix=f"runs/{w['id']}/")["Contents"]
+    # the new attempt's (the S3 store's own times and the manifests' writer), read as the admin.
+    s3c = s3_as(store, store.admin["access_key_id"], store.admin["secret_access_key"])
+    objects = s3c.list_objects_v2(Bucket="network-artifacts", Prefix=prefix)["Contents"]
     for obj in objects:
         if obj["Key"].endswith("/manifest.json") and obj["LastModified"].timestamp() > cut_at + 1:
-            manifest = json.loads(s3c.get_object(Bucket=s3["BUCKET"], Key=obj["Key"])["Body"].read())
+            manifest = json.loads(s3c.get_object(Bucket="network-artifacts", Key=obj["Key"])["Body"].read())
             assert manifest["meta"]["attempt"] >= resumed["attempt"], (obj["Key"], manifest["meta"])
+    # The tenant lists its artifacts through the head (which reads the store as its admin).
+    listed = head.tenant.artifacts(w["id"])
+    assert listed["uri"] == tenant_prefix.rstrip("/") and any(c["complete"] for c in listed["checkpoints"]), listed
+    current = container_store_key(net, next(iter(second)), w["id"], attempt=resumed["attempt"])
     head.tenant.cancel(w["id"])
     assert head.tenant.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):  # ended: every key revoked
+        s3_as(store, *current).list_objects_v2(Bucket="network-artifacts", Prefix=prefix)
 
     # Every replica ran once, in one container, on one host: the engines' own records.
     starts: dict[str, list[str]] = {}

@@ -108,3 +108,9 @@ def test_a_file_folder_is_refused_where_nodes_do_not_share_a_filesystem() -> Non
     assert "default checkpoint folder" in (separate_hosts_problem(training, shared_filesystem=False) or "")
     assert separate_hosts_problem(on_s3, shared_filesystem=False) is None
     assert "providers' machines" in (separate_hosts_problem(served, shared_filesystem=False) or "")
+    # A network with its own store puts a checkpoint left out there; a file:// one named is still refused.
+    assert separate_hosts_problem(training, shared_filesystem=False, network_store=True) is None
+    on_file = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2,
+                              "checkpoint": {"uri": "file:///srv/runner/artifacts/local/x"}})  # fmt: skip
+    assert "checkpoint.uri file://" in (separate_hosts_problem(on_file, shared_filesystem=False, network_store=True)
+                                        or "")  # fmt: skip

@@ -39,3 +39,33 @@ def test_no_skipping_placement() -> None:
 
 def test_replica_terminal_states() -> None:
     assert {s for s in ReplicaState if s.is_terminal()} == {ReplicaState.EXITED, ReplicaState.STOPPED, ReplicaState.LOST}
+
+
+R = ReplicaState
+
+
+def test_a_replica_may_pull_its_image_before_it_runs() -> None:
+    for path in ([R.STARTING, R.RUNNING, R.EXITED], [R.STARTING, R.PULLING, R.RUNNING, R.STOPPED],
+                 [R.STARTING, R.PULLING, R.STARTING, R.RUNNING]):  # fmt: skip
+        for current, target in zip(path, path[1:], strict=False):
+            assert current.can_move_to(target), f"{current} -> {target}"
+
+
+@pytest.mark.parametrize("end", [R.EXITED, R.STOPPED, R.LOST])
+def test_a_pull_can_end_without_the_replica_ever_running(end: ReplicaState) -> None:
+    assert R.PULLING.can_move_to(end)  # image missing, cancelled while pulling, node gone
+
+
+def test_a_running_replica_never_goes_back_to_pulling_or_starting() -> None:
+    """A progress answer that arrives after the start's must not undo it."""
+    assert not R.RUNNING.can_move_to(R.PULLING)
+    assert not R.RUNNING.can_move_to(R.STARTING)
+
+
+@pytest.mark.parametrize("state", [R.EXITED, R.STOPPED, R.LOST])
+def test_replica_ends_are_final(state: ReplicaState) -> None:
+    assert not any(state.can_move_to(target) for target in R)
+
+
+def test_only_starting_and_pulling_are_before_the_start() -> None:
+    assert {s for s in R if s.is_before_start()} == {R.STARTING, R.PULLING}
