@@ -91,16 +91,26 @@ def test_the_hosts_join_with_their_own_addresses(head: Head, net: Network) -> No
 def test_a_batch_job_runs_on_a_remote_host_and_its_logs_come_back_through_the_head(head: Head,
                                                                                    net: Network) -> None:  # fmt: skip
     w = head.tenant.submit(smoke(name="remote-smoke", placement={"regions": ["ap-northeast"]}))
-    done = head.tenant.wait(w["id"], timeout_s=180)
+    # Its first image on that host comes from the head's registry, 230 ms away: the replica is
+    # PULLING, with progress, and neither started nor billed.
+    pulling = wait_for(lambda: next((r for r in head.tenant.get(w["id"])["replicas"]
+                                     if r["state"] == "PULLING" and r["pull_done_bytes"] > 0), None),
+                       timeout_s=120, what="the replica PULLING with progress")  # fmt: skip
+    assert 0 < pulling["pull_done_bytes"] <= pulling["pull_total_bytes"] and pulling["started_at"] is None
+    assert pulling["metered_s"] in (None, 0)
+    done = head.tenant.wait(w["id"], timeout_s=240)
     assert done["state"] == "SUCCEEDED", done["message"]
     replicas = head.tenant.get(w["id"])["replicas"]
     assert [r["node"] for r in replicas] == ["host-b"]
     # The host's own engine ran it (pulled from the head's registry on first use); the head's
     # engine and the other host's never saw it. The engine's own events, not the server's record:
-    events = net.hosts["host-b"].docker().events(decode=True, since=0, until=int(done["finished_at"]) + 5,
-                                                 filters={"label": f"runner.workload={w['id']}"})  # fmt: skip
+    events = list(net.hosts["host-b"].docker().events(decode=True, since=0, until=int(done["finished_at"]) + 5,
+                                                      filters={"label": f"runner.workload={w['id']}"}))  # fmt: skip
     actions = {e["Action"] for e in events}
     assert {"create", "start", "die"} <= actions, actions
+    # Billed from the container's own start, not the pull's: the engine's start and die bound it.
+    at = {e["Action"]: e["timeNano"] / 1e9 for e in events}
+    assert replicas[0]["metered_s"] <= at["die"] - at["start"] + 1.0, (replicas[0]["metered_s"], at)
     assert engine_containers(net, "host-a", w["id"]) == []
     import docker
 

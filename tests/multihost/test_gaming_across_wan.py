@@ -1,0 +1,132 @@
+"""A game session across the emulated WAN: placed on the provider's host near the player, played
+by Chromium in a player's own namespace over a shaped last mile, with the round trip it measured.
+
+The head sits in eu-west, a host in ap-northeast (230 ms away, as the regions table says) and
+another in eu-west. The player is in ap-northeast behind a last mile of 10 ms each way. If the
+session were placed on the wrong host, or its stream went through the head, the round trip the
+page measures would be hundreds of milliseconds; near the player it is the table's 5 ms in-region
+round trip plus the last mile's 20.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.hosts import Host, netns_path
+from harness.network import Network
+from harness.runner_net import Head, join, runner_cli, start_head, stop_head
+from runner.regions import default_regions
+from tests.conftest import free_ports, wait_for
+
+pytestmark = [pytest.mark.multihost, pytest.mark.timeout(900)]
+
+#: name -> (provider, region, country)
+HOSTS = {"tokyo": ("tyo-barn", "ap-northeast", "JP"), "paris": ("paris-barn", "eu-west", "FR")}
+LAST_MILE_MS = 10.0  # the player's access link, one way
+SLACK_MS = 40.0  # the page's event loop, the server's, two TCP stacks and the switch
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[Network]:
+    root = Path(tempfile.mkdtemp(prefix="runner-wan-"))
+    with Network(root, list(HOSTS), registry_port=free_ports()[0], wan=True,
+                 regions={name: region for name, (_, region, _) in HOSTS.items()}) as network:  # fmt: skip
+        player = network.add_host("player", len(HOSTS), engine=False, region="ap-northeast")
+        player.link.shape(delay_ms=LAST_MILE_MS)
+        yield network
+
+
+@pytest.fixture(scope="module")
+def head(net: Network) -> Iterator[Head]:
+    from runner.images import build_images
+
+    build_images(["gaming"], log=lambda _m: None)  # cached by content hash
+    base = Path.home() / ".cache" / "runner-tests"
+    base.mkdir(parents=True, exist_ok=True)
+    server_port, ray_port = free_ports()
+    h = start_head(net, Path(tempfile.mkdtemp(prefix="head-", dir=base)), server_port=server_port,
+                   ray_port=ray_port, images=["gaming"])  # fmt: skip
+    try:
+        for name, (provider, region, country) in HOSTS.items():
+            join(h, net.hosts[name], provider=provider, region=region, country=country, memory_gb=2,
+                 simulate_gpu="RTX4090:1", timeout_s=180)
+        yield h
+    finally:
+        stop_head(h)
+
+
+@pytest.fixture
+def player_browser(net: Network, tmp_path: Path) -> Iterator[Any]:
+    """Chromium inside the player's namespace (Playwright drives it over a pipe, which crosses
+    namespaces; everything the page fetches goes over the player's own link)."""
+    from playwright.sync_api import sync_playwright
+
+    from workloads.gaming import player
+
+    wrapper = tmp_path / "chromium-in-player-ns"
+    wrapper.write_text(f"#!/bin/sh\nexec nsenter --net={netns_path(net.hosts['player'].netns)} -- "
+                       f"{player.chromium_path()} \"$@\"\n")  # fmt: skip
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(wrapper),
+                                                        headless=True, args=player.CHROMIUM_ARGS,
+                                                        viewport=player.VIEWPORT)  # fmt: skip
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def cli(head: Head, *args: str, timeout_s: float = 300) -> str:
+    return runner_cli(list(args), head.settings.home, server_port=head.settings.server_port,
+                      ray_port=head.settings.ray_port, timeout_s=timeout_s).stdout  # fmt: skip
+
+
+def test_a_session_near_the_player_is_played_from_the_players_namespace(head: Head, net: Network,
+                                                                        player_browser: Any) -> None:  # fmt: skip
+    from workloads.gaming import player
+
+    tokyo: Host = net.hosts["tokyo"]
+    # Placed near the player, published on the host's own address (reached directly, not via the head).
+    url = cli(head, "session", "start", "--game", "breakout", "--near", "ap-northeast", "--cpu", "1",
+              timeout_s=600).strip().splitlines()[-1]  # fmt: skip
+    assert url.startswith(f"http://{tokyo.address}:"), url
+    session = next(s for s in head.tenant.sessions() if s["url"] == url)
+    assert (session["node"], session["region"]) == ("tokyo", "ap-northeast")
+    try:
+        page = player.open_session(player_browser, url, timeout_s=60)
+        assert player.canvas_digest(page)["lit"] > 1000, "the canvas is black: no frame was drawn"
+
+        table = default_regions()
+        near = table.rtt_ms("ap-northeast", "ap-northeast") + 2 * LAST_MILE_MS
+        via_head = table.rtt_ms(net.head_region, "ap-northeast")
+        rtts = wait_for(lambda: len(r := player.stats(page)["rtts"]) >= 5 and r, timeout_s=30,
+                        what="the page's round-trip samples")  # fmt: skip
+        assert near <= statistics.median(rtts) <= near + SLACK_MS < via_head, rtts
+
+        # The control plane hears the page's measurement (through the session's metrics report).
+        shown = wait_for(lambda: (s := next(r for r in json.loads(cli(head, "session", "ls", "--json"))
+                                            if r["id"] == session["id"]))["measured_rtt_ms"] is not None and s,
+                         timeout_s=60, what="the measured round trip in session ls")  # fmt: skip
+        print(f"player RTT: page median {statistics.median(rtts):.1f} ms, session ls {shown['measured_rtt_ms']} ms, "
+              f"expected {near:g} ms near, {via_head:g} ms via the head")  # fmt: skip
+        assert near <= shown["measured_rtt_ms"] <= near + SLACK_MS, shown
+        assert shown["expected_rtt_ms"] == table.rtt_ms("ap-northeast", "ap-northeast")
+        assert f"{shown['measured_rtt_ms']:.0f} ms" in cli(head, "session", "ls")
+
+        # The stream crossed the player's link and the host's, not the head's: the switch's counts.
+        ports = net.wan.stats()  # type: ignore[union-attr]
+        assert ports["player"]["frames_out"] > 100 and ports["tokyo"]["frames_in"] > 100
+        assert ports["paris"]["frames_out"] < ports["player"]["frames_out"]
+    finally:
+        head.tenant.cancel(session["id"])
+        wait_for(lambda: head.tenant.get(session["id"])["state"] in ("CANCELLED", "SUCCEEDED"), timeout_s=90,
+                 what="the session to end")  # fmt: skip
