@@ -208,11 +208,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'runner.db'}"
     url: str = request.getfixturevalue("postgres_url")
-    from sqlalchemy import create_engine
+    from tests.support.databases import empty_database
 
-    from runner.store.models import Base
-
-    engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
+    empty_database(url)  # alembic_version too: a leftover "at head" row would leave the next store no tables
     return url

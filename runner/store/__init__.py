@@ -4,7 +4,8 @@ audit record, in SQLAlchemy (SQLite with WAL by default; any SQLAlchemy URL, Pos
 One ``Store`` object, assembled from one mixin per concern, each in its own module:
 ``workloads`` (workloads, replicas, events, logs, API keys, placement records), ``market``
 (tenants, providers, join tokens, nodes, uptime, checks), ``money`` (the ledger), ``auditlog``
-(the hash-chained audit log). Tables are in ``models``.
+(the hash-chained audit log). Tables are in ``models``; opening a store first brings its
+database to them (``schema``, with the Alembic revisions in ``migrations``).
 """
 
 from runner.store.models import (

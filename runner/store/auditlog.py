@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from runner.audit import GENESIS, AuditEntry, ChainCheck, entry_hash, verify_chain
@@ -21,9 +22,12 @@ from runner.store.models import AuditHead, AuditRow
 class AuditStore(StoreBase):
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        with self.session() as s:
-            if s.get(AuditHead, 1) is None:
-                s.add(AuditHead(id=1, seq=0, hash=GENESIS))
+        try:
+            with self.session() as s:
+                if s.get(AuditHead, 1) is None:
+                    s.add(AuditHead(id=1, seq=0, hash=GENESIS))
+        except IntegrityError:  # another process opening a new database at once added it first
+            pass
 
     def append_audit(self, s: Session, kind: str, payload: Any) -> AuditEntry:
         """Add an entry inside the caller's transaction ``s`` (it commits with the decision)."""

@@ -3,6 +3,10 @@
 Money columns are ``BigInteger`` micro-USD. Times are UNIX seconds (floats). Each table names
 one thing a person would ask about: a tenant, a provider, a node, a workload, one replica
 attempt, a log line, a ledger transaction and its postings, an audit entry.
+
+Databases get these tables from the Alembic revisions in ``runner.store.migrations``, not from
+here: any change to a table needs a new revision (``python -m runner.store.migrations revision``);
+``tests/unit/test_store_migrations.py`` fails while the two disagree.
 """
 
 from __future__ import annotations
@@ -167,7 +171,7 @@ class Replica(Base):
     #: The latest structured report of each type the workload printed ({"progress": {...}}).
     reports: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: Its node's engine pulling the image (state PULLING): bytes fetched and to fetch so far.
-    #: Nullable, so that a database an older runner made gets them added (``StoreBase``).
+    #: Nullable: revision 0002_replica_pull_bytes added them to existing rows (``migrations``).
     pull_done_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     pull_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)

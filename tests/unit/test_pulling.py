@@ -14,7 +14,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
 
 from runner.cli.workloads import replica_state
 from runner.errors import UserError
@@ -26,7 +25,6 @@ from runner.settings import Settings
 from runner.spec import parse_workload, spec_to_dict
 from runner.states import ReplicaState, WorkloadState
 from runner.store import Replica, Store, Workload
-from runner.store.models import Base
 from runner.supervisor import Supervisor, market, replicas
 
 S, R = WorkloadState, ReplicaState
@@ -192,24 +190,6 @@ def test_runner_status_shows_the_pull_in_mb() -> None:
     assert replica_state({**row, "pull_done_bytes": 400_000, "pull_total_bytes": 3_200_000}) == "PULLING 0.4/3.2 MB"
     assert replica_state({**row, "pull_total_bytes": 0}) == "PULLING"  # no layer has told its size yet
     assert replica_state({**row, "state": "RUNNING"}) == "RUNNING"
-
-
-def test_a_database_made_before_the_pull_columns_gets_them(db_url: str) -> None:
-    engine = create_engine(db_url)
-    Base.metadata.create_all(engine)
-    with engine.begin() as conn:  # the replicas table as the runner before this one made it
-        for column in ("pull_done_bytes", "pull_total_bytes"):
-            conn.execute(text(f"ALTER TABLE replicas DROP COLUMN {column}"))
-    engine.dispose()
-    store = Store(db_url)
-    assert {"pull_done_bytes", "pull_total_bytes"} <= {c["name"] for c in inspect(store.engine).get_columns("replicas")}
-    store.create_api_key("acme")
-    w, _ = store.create_workload(tenant_id="acme", spec={"name": "t", "kind": "batch", "image": "i"})
-    store.add_replica(key="r1", workload_id=w.id, index=0, attempt=1, node="n", state="PULLING")
-    store.update_replica("r1", pull_done_bytes=5, pull_total_bytes=10)
-    assert (store.get_replica("r1").pull_done_bytes, store.get_replica("r1").pull_total_bytes) == (5, 10)
-    store.engine.dispose()
-    Store(db_url).engine.dispose()  # opening it again adds nothing and fails nothing
 
 
 @pytest.mark.parametrize("value, expected", [(None, 50.0), ("", 50.0), ("0", 0.0), ("12.5", 12.5)])

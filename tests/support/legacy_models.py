@@ -1,0 +1,254 @@
+"""The tables as runner 3c0382a had them: the last schema made with ``create_all`` before
+migrations, i.e. revision ``0001_initial``. Frozen here (never update it) so that a test can make
+a database exactly the way an existing user's ``~/.runner/runner.db`` was made, and upgrade it.
+
+``make_legacy_database`` makes one; ``with_pull_columns`` makes it as runner e478248 left it
+(which added the replicas' pull columns at startup, ad hoc, without a revision).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, text,
+)  # fmt: skip
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def make_legacy_database(url: str, *, with_pull_columns: bool = False) -> None:
+    """``create_all`` of these tables, as a runner before migrations did (no alembic_version)."""
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    if with_pull_columns:  # what e478248's StoreBase._add_new_columns ran
+        with engine.begin() as conn:
+            for column in ("pull_done_bytes", "pull_total_bytes"):
+                conn.execute(text(f"ALTER TABLE replicas ADD COLUMN {column} BIGINT"))
+    engine.dispose()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# ----------------------------------------------------------------------------- parties
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    country: Mapped[str] = mapped_column(String(2), default="")
+    kyc: Mapped[str] = mapped_column(String(16), default="pending")
+    #: Hard budget in micro-USD; None means no budget.
+    budget_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: A tenant's key, or the operator's (``tenant_id`` None, ``operator`` True).
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
+    operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Provider(Base):
+    __tablename__ = "providers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    country: Mapped[str] = mapped_column(String(2), default="")
+    kyc: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class JoinToken(Base):
+    """A one-time permission for one provider to join one machine; only its hash is kept."""
+
+    __tablename__ = "join_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Node(Base):
+    """A provider machine in the registry: what it claims, what it measured, where it stands."""
+
+    __tablename__ = "nodes"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    region: Mapped[str] = mapped_column(String(64))
+    country: Mapped[str] = mapped_column(String(2))
+    gpu_model: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    vram_gb: Mapped[int] = mapped_column(Integer, default=0)
+    cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    gpu_price_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    cpu_price_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    benchmark: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    verified_tflops: Mapped[float] = mapped_column(Float, default=0.0)
+    challenge_failures: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    registered_at: Mapped[float] = mapped_column(Float, default=time.time)
+    state_changed_at: Mapped[float] = mapped_column(Float, default=time.time)
+    last_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class UptimeDay(Base):
+    __tablename__ = "uptime_days"
+    node: Mapped[str] = mapped_column(ForeignKey("nodes.name"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    observed_s: Mapped[float] = mapped_column(Float, default=0.0)
+    online_s: Mapped[float] = mapped_column(Float, default=0.0)
+    breach_recorded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Check(Base):
+    """One probe of a node by the checker: a heartbeat or a benchmark challenge."""
+
+    __tablename__ = "checks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(ForeignKey("nodes.name"), index=True)
+    ts: Mapped[float] = mapped_column(Float, default=time.time)
+    kind: Mapped[str] = mapped_column(String(16))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    measured: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expected: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+# ----------------------------------------------------------------------------- workloads
+class Workload(Base):
+    __tablename__ = "workloads"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(512), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True, default="PENDING")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Attempts the runner ended on purpose to move the work (drain, preemption): not failures.
+    relocations: Mapped[int] = mapped_column(Integer, default=0)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Why the current attempt is being stopped by the runner (budget, drain, preemption), if it is.
+    stop_reason: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Replica(Base):
+    """One attempt of one replica on one node; ``key`` names its container or process.
+
+    Price, units, tenant and provider are fixed when the replica is placed: that is the deal the
+    tenant got, and metering bills ``metered_s`` seconds of it so far.
+    """
+
+    __tablename__ = "replicas"
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    handle: Mapped[str] = mapped_column(String(128), default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    log_lines: Mapped[int] = mapped_column(Integer, default=0)
+    provider_id: Mapped[str] = mapped_column(String(64), default="")
+    price_micros: Mapped[int] = mapped_column(BigInteger, default=0)  # per unit-hour
+    milli_units: Mapped[int] = mapped_column(Integer, default=0)  # GPUs or CPU cores, in thousandths
+    metered_s: Mapped[int] = mapped_column(Integer, default=0)
+    #: Published ports: "8000/tcp" -> "127.0.0.1:49153".
+    ports: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    #: The latest structured report of each type the workload printed ({"progress": {...}}).
+    reports: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
+    ts: Mapped[float] = mapped_column(Float, default=time.time)
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class LogLine(Base):
+    __tablename__ = "logs"
+    __table_args__ = (UniqueConstraint("replica_key", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
+    replica_key: Mapped[str] = mapped_column(String(96))
+    seq: Mapped[int] = mapped_column(Integer)
+    line: Mapped[str] = mapped_column(Text)
+    ts: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class PlacementRecord(Base):
+    """The candidate table of one placement decision, for ``runner explain``."""
+
+    __tablename__ = "placements"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[float] = mapped_column(Float, default=time.time)
+    placed: Mapped[bool] = mapped_column(Boolean)
+    nodes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    message: Mapped[str] = mapped_column(Text, default="")
+    rows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    total_nodes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# ----------------------------------------------------------------------------- money and audit
+class LedgerTx(Base):
+    __tablename__ = "ledger_txs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    memo: Mapped[str] = mapped_column(Text, default="")
+    refs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ts: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class LedgerPosting(Base):
+    __tablename__ = "ledger_postings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tx_id: Mapped[int] = mapped_column(ForeignKey("ledger_txs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(96), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    payload: Mapped[Any] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """One row: the chain's last sequence number and hash. Appends lock it first, so the chain
+    never forks, whichever database and however many writers."""
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
