@@ -138,15 +138,16 @@ def raylet_running(ray_start_pid: int) -> bool:
     child process named ``raylet``). A node the head took out of the cluster (offboarded: its GCS
     shuts the raylet down gracefully) loses its raylet while ``ray start --block`` goes on
     waiting, so this is how the machine learns it has left. True where ``/proc`` cannot tell."""
-    try:
-        entries = os.listdir("/proc")
+    try:  # its children, as the kernel lists them per thread; else every process, by parent
+        tasks = list(Path(f"/proc/{ray_start_pid}/task").glob("*/children"))
+        pids = [pid for task in tasks for pid in task.read_text().split()] if tasks else None
+        if pids is None:
+            pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
     except OSError:
         return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for pid in pids:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         name, rest = stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()

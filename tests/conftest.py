@@ -53,9 +53,18 @@ def free_ports() -> tuple[int, int]:
         ray_port = rng.randrange(7000, 9800, 2)
         server_port = ray_port + 1
         block = [ray_port, server_port, *(ray_port + offset for offset in NODE_BLOCKS)]
-        if not RAY_DEFAULT_PORTS.intersection(block) and all(_port_free(p) for p in block):
+        if RAY_DEFAULT_PORTS.intersection(block) or _HANDED_OUT.intersection(block):
+            continue
+        if all(_port_free(p) for p in block):
+            _HANDED_OUT.update((server_port, ray_port))
             return server_port, ray_port
     raise RuntimeError("no free port block for a test cluster")
+
+
+#: Ports this test process has handed out: free when asked, but perhaps not bound yet (seen: a
+#: head's registry port, picked before the head's own ports and bound only once the head starts,
+#: handed out again as the head's server port).
+_HANDED_OUT: set[int] = set()
 
 
 def wait_for(predicate: Callable[[], T], *, timeout_s: float = 30.0, what: str = "condition") -> T:

@@ -225,7 +225,7 @@ class Supervisor:
         active = self.store.active_replicas()
         self.market.meter((r for r in active if r.started_at is not None),
                           guard=lambda workload_id, bill: self._guarded(workload_id, "metering", bill))  # fmt: skip
-        self.market.finish_drains(active)
+        self.market.finish_drains(active, in_use=self.driver.nodes_in_use())
         if time.monotonic() - self._settled_at > SLA_SETTLE_S:
             self._settled_at = time.monotonic()
             self.market.settle_sla()

@@ -25,6 +25,7 @@ log = logging.getLogger("runner.fleet")
 
 NODE_REFRESH_S = 1.0
 RECONCILE_S = 30.0
+SHUT_DOWN_RETRY_S = 10.0  # how often a node asked to leave the cluster is asked again while Ray still has it
 AGENT_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
@@ -36,6 +37,9 @@ class Fleet:
         self._refreshed_at = 0.0
         self._reconciles: dict[str, Any] = {}
         self._reconciled_at: dict[str, float] = {}
+        self._shut_down_at: dict[str, float] = {}
+        #: Nodes on their way out of the cluster (``shut_down``): the step they are at, its calls.
+        self._leaving: dict[str, tuple[str, list[Any]]] = {}
 
     def alive(self, name: str) -> bool:
         node = self.nodes.get(name)
@@ -59,6 +63,43 @@ class Fleet:
             elif not node.alive:
                 self.agents.pop(name, None)
                 self._reconciled_at.pop(name, None)  # when it comes back, reconcile at once
+
+    def shut_down(self, name: str) -> None:
+        """Take a live node that runs nothing (an offboarded one) out of the Ray cluster, over a
+        few calls: its agent first removes the containers left on the machine (replicas that ended
+        there, their logs stored), then Ray's GCS de-registers the node and shuts its raylet down
+        gracefully, the agent and workers with it (``drain_nodes``, as Ray's autoscaler does)."""
+        node, agent = self.nodes.get(name), self.agents.get(name)
+        if node is None or not node.alive:
+            self._leaving.pop(name, None)
+            return
+        step, refs = self._leaving.get(name, ("list", []))
+        if refs and len(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) < len(refs):
+            return  # the agent is still at it
+        if step == "list" and agent is not None and not refs:
+            self._leaving[name] = ("list", [agent.list.remote()])
+            return
+        if step == "list" and agent is not None:
+            try:
+                left: list[ReplicaStatus] = ray.get(refs[0])
+            except Exception:  # the agent could not say: nothing it could remove then
+                left = []
+            self._leaving[name] = ("drain", [agent.remove.remote(status.key) for status in left])
+            return
+        now = time.monotonic()
+        if now - self._shut_down_at.get(name, -SHUT_DOWN_RETRY_S) < SHUT_DOWN_RETRY_S:
+            return
+        self._shut_down_at[name] = now
+        self._leaving[name] = ("drain", [])
+        try:
+            from ray._private.worker import global_worker
+
+            drained = global_worker.gcs_client.drain_nodes([bytes.fromhex(node.node_id)], timeout=5)
+        except Exception:  # asked again later; the node holds no work meanwhile
+            log.exception("cannot take %s out of the cluster", name)
+            return
+        log.info("took %s out of the cluster (%s)", name, "shut down" if drained else "not drained: asked again")
+        self.refresh(force=True)
 
     def pending_refs(self) -> list[Any]:
         return list(self._reconciles.values())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
@@ -136,12 +136,20 @@ class Market:
             if node.state == NodeState.VERIFIED.value and node.name in self.fleet.agents and self.fleet.alive(node.name):
                 self.store.move_node(node.name, NodeState.ACTIVE, "joined the cluster; agent up")
 
-    def finish_drains(self, active: list[Replica]) -> None:
-        """A draining node whose work has all moved off is offboarded."""
+    def finish_drains(self, active: list[Replica], in_use: Collection[str] = ()) -> None:
+        """A draining node whose work has all moved off is offboarded. An offboarded node that runs
+        nothing, and whose agent the control plane needs no more (``in_use``: replicas that ended
+        there whose last logs are still to be read), leaves the Ray cluster, its agent with it: it
+        has no claim to work or to the cluster any more, and coming back takes a new join token."""
         busy = {r.node for r in active}
         for node in self.store.registry():
-            if node.state == NodeState.DRAINING.value and node.name not in busy:
-                self.store.move_node(node.name, NodeState.OFFBOARDED, "drained: no work left")
+            if node.name in busy:
+                continue
+            state = node.state
+            if state == NodeState.DRAINING.value:
+                state = self.store.move_node(node.name, NodeState.OFFBOARDED, "drained: no work left").state
+            if state == NodeState.OFFBOARDED.value and node.name not in in_use and self.fleet.alive(node.name):
+                self.fleet.shut_down(node.name)
 
     # -- money -----------------------------------------------------------------------------------------
     def meter(self, replicas: Iterable[Replica], *, force: bool = False,

@@ -43,6 +43,7 @@ STOP_GRACE_S = 10.0  # SIGTERM to SIGKILL: time for a training job to checkpoint
 class Calls:
     """In-flight agent calls of one replica (at most one of each)."""
 
+    node: str = ""  # where the replica is: its agent is still needed while this bookkeeping lasts
     start: Any = None
     wait: Any = None
     logs: Any = None
@@ -84,6 +85,10 @@ class ReplicaDriver:
     def wake_refs(self) -> list[Any]:
         return [r for c in self.calls.values() for r in c.wake_refs()]
 
+    def nodes_in_use(self) -> set[str]:
+        """Nodes whose agents this driver still has business with (replicas not yet forgotten)."""
+        return {c.node for c in self.calls.values()}
+
     def logs_done(self, rep: Replica) -> bool:
         """True once the last log lines of a finished replica are stored."""
         return self.calls.get(rep.key, Calls(final_logs_done=True)).final_logs_done
@@ -99,9 +104,13 @@ class ReplicaDriver:
     def drive(self, w: Workload, rep: Replica, request: Callable[[], LaunchRequest], *, stop: bool,
               grace_s: float = STOP_GRACE_S) -> None:  # fmt: skip
         """Make sure the right agent call is in flight for this replica."""
-        calls = self.calls.setdefault(rep.key, Calls())
-        if rep.finished_at is None and not self.fleet.alive(rep.node):
-            self.finish(w, rep, ReplicaStatus(key=rep.key, state=ReplicaState.LOST, error=f"node {rep.node} is gone"))
+        calls = self.calls.setdefault(rep.key, Calls(node=rep.node))
+        if not self.fleet.alive(rep.node):
+            if rep.finished_at is None:
+                gone = ReplicaStatus(key=rep.key, state=ReplicaState.LOST, error=f"node {rep.node} is gone")
+                self.finish(w, rep, gone)
+            # Nothing more can be read from a node that is gone: a replica that ended there just
+            # before, its last lines not yet pulled, must not hold its workload up for good.
             calls.final_logs_done = True
             return
         agent = self.fleet.agents.get(rep.node)
