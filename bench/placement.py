@@ -35,7 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runner.catalog import CATALOG
-from runner.nodetable import Load, NodeRow, NodeTable, usd_to_micros
+from runner.ledger import to_micros as usd_to_micros
+from runner.nodetable import Load, NodeRow, NodeTable
 from runner.placement import FAR_MS, Demand, Placer, Weights
 from runner.rules import first_rejection
 from runner.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts

@@ -217,6 +217,16 @@ def provider_statement(provider: str, transactions: Iterable[Transaction]) -> St
     return Statement(account=earn, lines=lines, totals=totals)
 
 
+def to_micros(usd: float) -> int:
+    """Dollars (a price, a stake, a cap as people write them) as micro-USD, rounded: the one way in."""
+    return int(round(usd * MICROS))
+
+
+def to_usd(micros: int) -> float:
+    """Micro-USD as a float of dollars, for ratios and display only (money itself stays integer)."""
+    return micros / MICROS
+
+
 def usd(micros: int) -> str:
     """Micro-USD as dollars for people: 1234567 -> '1.234567'."""
     sign = "-" if micros < 0 else ""

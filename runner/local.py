@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from runner import cluster
+from runner import cluster, ledger
 from runner import registry as registry_process
 from runner.errors import ClusterError
 from runner.benchmark import measure
@@ -169,7 +169,7 @@ def _ensure_providers(operator: Client, fleet: Fleet, stake_micros: int) -> None
     for node in fleet.nodes:
         if node.provider not in known:
             operator.admin("POST", "/providers", id=node.provider, country=node.country, kyc="verified",
-                           stake_usd=stake_micros / 1_000_000)  # fmt: skip
+                           stake_usd=ledger.to_usd(stake_micros))  # fmt: skip
             known.add(node.provider)
 
 

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.errors import ConfigError
-from runner.ledger import MICROS, MarketConfig, SlashCause
+from runner.ledger import MICROS, MarketConfig, SlashCause, to_micros
 from runner.policy import DEFAULT_EMBARGOED, PolicyConfig
 from runner.sla import SLAConfig
 
@@ -88,10 +88,6 @@ class NetworkConfig:
     stake_micros: int = 100 * MICROS
 
 
-def _micros(usd: float) -> int:
-    return int(round(usd * MICROS))
-
-
 def default_network_path() -> Path:
     return Path(str(resources.files("runner") / "data" / "network.yaml"))
 
@@ -112,8 +108,8 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
         raise ConfigError(str(source), ".".join(str(p) for p in first["loc"]), first["msg"]) from None
     m = n.market
     market = MarketConfig(
-        fee_bps=int(round(m.fee_percent * 100)), cpu_price_per_core_hour=_micros(m.cpu_price_per_core_hour),
-        slash={SlashCause(name): _micros(usd) for name, usd in m.slash_usd.model_dump().items()},
+        fee_bps=int(round(m.fee_percent * 100)), cpu_price_per_core_hour=to_micros(m.cpu_price_per_core_hour),
+        slash={SlashCause(name): to_micros(usd) for name, usd in m.slash_usd.model_dump().items()},
         credit_bps=int(round(m.credit_percent * 100)),
     )  # fmt: skip
     policy = PolicyConfig.from_dict(n.policy.model_dump())
@@ -123,5 +119,5 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
         checker=CheckerConfig(heartbeat_s=n.checker.heartbeat_seconds, challenge_s=n.checker.challenge_minutes * 60,
                               tolerance=n.checker.challenge_tolerance,
                               failures_to_suspend=n.checker.challenge_failures_to_suspend),
-        stake_micros=_micros(m.stake_usd),
+        stake_micros=to_micros(m.stake_usd),
     )  # fmt: skip

@@ -17,15 +17,9 @@ import numpy as np
 from runner.catalog import CATALOG
 from runner.policy import KYC, NodeState
 
-#: Money is integer micro-units of USD everywhere (1 USD = 1_000_000): never floats.
-MICROS = 1_000_000
 GPU_MODELS: tuple[str, ...] = tuple(CATALOG)
 _GPU_INDEX = {name: i for i, name in enumerate(GPU_MODELS)}
 _STATES: tuple[NodeState, ...] = tuple(NodeState)
-
-
-def usd_to_micros(usd: float) -> int:
-    return int(round(usd * MICROS))
 
 
 @dataclass(frozen=True)

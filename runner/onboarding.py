@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from runner.benchmark import expected_tflops, judge
 from runner.catalog import canonical_gpu_name, get_gpu
 from runner.errors import ConflictError, PolicyError, UserError
-from runner.ledger import MICROS
+from runner.ledger import to_micros
 from runner.network import NetworkConfig
 from runner.policy import KYC, NodeFacts, NodeState, admit_node
 from runner.spec.fields import NodeCores, NodeMemoryMiB, PricePerGpuHour, Tflops
@@ -123,7 +123,7 @@ def onboard(store: Store, config: NetworkConfig, req: JoinRequest, *, ray_addres
                   "simulated": req.simulated, "tflops": measured},
         region=req.region, country=req.country, gpu_model=model, gpu_count=req.gpu_count if model else 0,
         vram_gb=vram, cpus=req.cpus, memory_mb=req.memory_mb, simulated=req.simulated,
-        gpu_price_micros=int(round(price * MICROS)), cpu_price_micros=config.market.cpu_price_per_core_hour,
+        gpu_price_micros=to_micros(price), cpu_price_micros=config.market.cpu_price_per_core_hour,
         benchmark=req.benchmark, verified_tflops=measured,
     )  # fmt: skip
     return JoinGrant(node=req.name, state=NodeState.VERIFIED.value, ray_address=ray_address, ray_token=ray_token,

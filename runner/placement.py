@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from runner.catalog import CATALOG
-from runner.nodetable import Load, NodeTable, usd_to_micros
+from runner.ledger import to_micros, to_usd
+from runner.nodetable import Load, NodeTable
 from runner.policy import PolicyConfig, Reason, TenantFacts
 from runner.regions import RegionTable, default_regions
 from runner.rules import EPS, RuleContext, TenantRules, capacity_codes, passing, reason_text, static_codes
@@ -76,7 +77,7 @@ class Demand:
             min_vram_gb=gpu.min_vram_gb if gpu else None, cpu=res.cpu, memory_mb=res.memory or 0,
             regions=tuple(pl.regions), deny_regions=tuple(pl.deny_regions), countries=tuple(pl.countries),
             deny_countries=tuple(pl.deny_countries),
-            max_price_micros=usd_to_micros(pl.max_price_per_gpu_hour) if pl.max_price_per_gpu_hour else None,
+            max_price_micros=to_micros(pl.max_price_per_gpu_hour) if pl.max_price_per_gpu_hour else None,
             min_reliability=pl.min_reliability, near=getattr(spec, "near", None),
             latency_budget_ms=getattr(spec, "latency_budget_ms", None) if getattr(spec, "near", None) else None,
             replicas=count, distinct_nodes=kind in ("training", "inference"), spread_providers=pl.spread_providers,
@@ -384,7 +385,7 @@ class Placer:
         for i, name in enumerate(t.names):
             reason = Reason(int(codes[i]))
             row = t.rows[i]
-            price = (row.gpu_price_micros if d.gpus else row.cpu_price_micros) / 1e6
+            price = to_usd(row.gpu_price_micros if d.gpus else row.cpu_price_micros)
             score = float(scores[i])
             rows.append(ExplainRow(
                 node=name, provider=row.provider, region=row.region, gpu=f"{row.gpu_count}x {row.gpu_model or 'cpu'}",
@@ -419,5 +420,5 @@ def summarize(counts: dict[Reason, int], examples: dict[Reason, list[tuple[str, 
 def gpu_price_micros(gpu_model: str | None, label_price_usd: float | None = None) -> int:
     """A node's price per GPU-hour: its own stated price, else the catalog list price."""
     if label_price_usd is not None:
-        return usd_to_micros(label_price_usd)
-    return usd_to_micros(CATALOG[gpu_model].list_price_per_hour) if gpu_model else 0
+        return to_micros(label_price_usd)
+    return to_micros(CATALOG[gpu_model].list_price_per_hour) if gpu_model else 0

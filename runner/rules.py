@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from runner.ledger import to_usd
 from runner.nodetable import Load, NodeRow, NodeTable
 from runner.policy import Geofence, NodeState, PolicyConfig, Reason, TenantFacts, restricted
 from runner.regions import RegionTable
@@ -206,7 +207,7 @@ def reason_text(reason: Reason, row: NodeRow, d: Demand, tenant: TenantFacts, co
             f"not in {', '.join(d.countries)}" if d.countries and row.country not in d.countries else "is denied"),
         Reason.GPU_MODEL: lambda: f"gpu {gpu} not in {'|'.join(d.gpu_models)}",
         Reason.VRAM: lambda: f"vram {row.vram_gb}GB < {d.min_vram_gb}GB",
-        Reason.PRICE: lambda: f"price {row.gpu_price_micros / 1e6:.2f}/GPU-h > cap {(d.max_price_micros or 0) / 1e6:.2f}",
+        Reason.PRICE: lambda: f"price {to_usd(row.gpu_price_micros):.2f}/GPU-h > cap {to_usd(d.max_price_micros or 0):.2f}",
         Reason.RELIABILITY: lambda: f"reliability {row.reliability:.3f} < {d.min_reliability}",
         Reason.LATENCY: lambda: f"rtt {regions.rtt_ms(d.near or '', row.region):g} ms from {d.near} > budget "
                                 f"{d.latency_budget_ms or 0:g} ms",

@@ -39,7 +39,7 @@ def provider_json(ctx: AppContext, p: Provider) -> dict[str, Any]:
 
 
 def _usd(value: float | None) -> int | None:
-    return None if value is None else int(round(value * ledger.MICROS))
+    return None if value is None else ledger.to_micros(value)
 
 
 #: A stake deposit: more than nothing, at most ``MAX_USD`` (every amount here is finite and bounded).
@@ -145,11 +145,10 @@ def offboard(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
                         by="operator")  # fmt: skip
     slashed = None
     if running:
-        stake = ctx.store.balance(ledger.stake_account(node.provider_id))
-        tx = ledger.slash(provider=node.provider_id, stake_balance=stake, cause=SlashCause.UNDRAINED_OFFBOARD,
-                          config=ctx.config.market, key=f"slash:offboard:{name}:{int(node.state_changed_at)}",
-                          node=name, memo=f"{name} offboarded with {len(running)} replica(s) running")  # fmt: skip
-        if tx is not None and ctx.store.post(tx):
+        tx = ctx.store.slash(provider=node.provider_id, cause=SlashCause.UNDRAINED_OFFBOARD, config=ctx.config.market,
+                             key=f"slash:offboard:{name}:{int(node.state_changed_at)}", node=name,
+                             memo=f"{name} offboarded with {len(running)} replica(s) running")  # fmt: skip
+        if tx is not None:
             slashed = -sum(p.amount for p in tx.postings if p.account == ledger.stake_account(node.provider_id))
         for workload_id in {r.workload_id for r in running}:
             ctx.store.update_workload(workload_id, stop_reason=f"{RELOCATE}move off offboarded node {name}")

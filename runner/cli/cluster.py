@@ -11,6 +11,7 @@ from rich.table import Table
 
 from runner.cli.common import app, client, console, err, friendly, join_command, print_json, settings, styled
 from runner.errors import UserError
+from runner.ledger import to_usd
 
 images_app = typer.Typer(help="Build the workload images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
@@ -167,7 +168,7 @@ def nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         if n["simulated"]:
             gpu += "*"
         rel = "-" if n["reliability"] is None else f"{n['reliability']:.3f}"
-        price = f"{n['gpu_price_micros'] / 1e6:.2f}" if n["gpu_model"] else "-"
+        price = f"{to_usd(n['gpu_price_micros']):.2f}" if n["gpu_model"] else "-"
         table.add_row(n["name"], styled(n["state"]), "[green]yes[/green]" if n["alive"] else "[red]no[/red]",
                       n["provider"], f"{n['region']}/{n['country']}", gpu, price, f"{n['verified_tflops']:.3g}", rel,
                       str(n["replicas"]))  # fmt: skip

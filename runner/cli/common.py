@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from runner.errors import RunnerError
+from runner.ledger import MICROS
 from runner.settings import Settings
 
 app = typer.Typer(help="runner: run containerized workloads on rented GPU nodes.", no_args_is_help=True,
@@ -68,7 +69,7 @@ def usd(micros: int | None) -> str:
     if micros is None:
         return "-"
     sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
+    whole, frac = divmod(abs(micros), MICROS)
     return f"{sign}${whole:,}.{frac:06d}"
 
 

@@ -1,6 +1,9 @@
 """The ledger in the database: transactions posted exactly once, replicas metered exactly once.
 
-A transaction's ``key`` is unique, so posting the same transaction twice inserts it once. Metering
+A transaction's ``key`` is unique, so posting the same transaction twice inserts it once. A slash
+is computed from the stake inside the transaction that posts it, with the provider's row locked
+first (``slash``): slashes at once, from the checker, the supervisor and the operator's routes,
+take turns and never take more than the stake holds. Metering
 moves a replica's ``metered_s`` forward with a compare-and-set (``WHERE metered_s = <what we
 read>``) in the same database transaction as the usage posting: two meters racing, or a meter
 repeated after a crash, can never bill the same second twice.
@@ -17,9 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from runner import ledger
-from runner.ledger import Posting, Transaction, TxKind
+from runner.ledger import MarketConfig, Posting, SlashCause, Transaction, TxKind
 from runner.store.market import MarketStore
-from runner.store.models import LedgerPosting, LedgerTx, Replica, Workload
+from runner.store.models import LedgerPosting, LedgerTx, Provider, Replica, Workload
 
 
 class _Raced(Exception):
@@ -45,6 +48,30 @@ class LedgerStore(MarketStore):
             self.append_audit(s, f"ledger.{tx.kind.value}", {"key": tx.key, "memo": tx.memo,
                                                              "postings": [[p.account, p.amount] for p in tx.postings]})  # fmt: skip
         return True
+
+    def slash(self, *, provider: str, cause: SlashCause, config: MarketConfig, key: str, node: str = "",
+              tenant: str | None = None, memo: str = "") -> Transaction | None:  # fmt: skip
+        """Slash ``provider``'s stake for ``cause`` once per ``key`` (``ledger.slash`` says how
+        much), reading the stake in the same transaction that posts the slash, after locking the
+        provider's row with a write: PostgreSQL holds the row lock, SQLite its one writer's lock, so
+        a concurrent slash waits and then sees this one. None: nothing taken (posted before under
+        this key, or the stake is empty)."""
+        try:
+            with self.session() as s:
+                locked = s.execute(update(Provider).where(Provider.id == provider)
+                                   .values(kyc=Provider.kyc)).rowcount  # a write: it takes the lock
+                if locked != 1 or s.scalar(select(LedgerTx.id).where(LedgerTx.key == key)) is not None:
+                    return None
+                stake = int(s.scalar(select(func.coalesce(func.sum(LedgerPosting.amount), 0))
+                                     .where(LedgerPosting.account == ledger.stake_account(provider))) or 0)  # fmt: skip
+                tx = ledger.slash(provider=provider, stake_balance=stake, cause=cause, config=config, key=key,
+                                  node=node, tenant=tenant, memo=memo)  # fmt: skip
+                if tx is None:
+                    return None
+                self.post(tx, s)
+                return tx
+        except IntegrityError:  # the same key, posted at the same moment by another process
+            return None
 
     def meter(self, replica_key: str, now: float, *, fee_bps: int) -> Transaction | None:
         """Bill a running replica up to ``now``, or a finished one for every started second of its

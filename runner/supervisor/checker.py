@@ -18,7 +18,6 @@ import time
 
 import ray
 
-from runner import ledger
 from runner.benchmark import expected_tflops, judge, size_challenge, verify_answer
 from runner.ledger import SlashCause
 from runner.network import NetworkConfig
@@ -124,10 +123,7 @@ class Checker:
 
     def _suspend(self, name: str, provider: str, message: str) -> None:
         self.store.move_node(name, NodeState.SUSPENDED, f"failed benchmark challenge: {message}", by="checker")
-        stake = self.store.balance(ledger.stake_account(provider))
-        tx = ledger.slash(provider=provider, stake_balance=stake, cause=SlashCause.FAILED_CHALLENGE,
-                          config=self.market_config, key=f"slash:challenge:{name}:{int(time.time())}", node=name,
-                          memo=f"{name} failed its benchmark challenge: {message}")  # fmt: skip
-        if tx is not None:
-            self.store.post(tx)
+        self.store.slash(provider=provider, cause=SlashCause.FAILED_CHALLENGE, config=self.market_config,
+                         key=f"slash:challenge:{name}:{int(time.time())}", node=name,
+                         memo=f"{name} failed its benchmark challenge: {message}")  # fmt: skip
         log.warning("suspended %s: %s", name, message)

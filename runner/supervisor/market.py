@@ -185,11 +185,10 @@ class Market:
         """Bill the replica to its end; slash its provider when its node vanished under it."""
         self.meter([rep], force=True)
         if status.state is ReplicaState.LOST and not self.fleet.alive(rep.node) and rep.provider_id:
-            stake = self.store.balance(ledger.stake_account(rep.provider_id))
-            tx = ledger.slash(provider=rep.provider_id, stake_balance=stake, cause=SlashCause.LOST_WORK,
-                              config=self.config.market, key=f"slash:lost:{rep.key}", node=rep.node,
-                              tenant=w.tenant_id, memo=f"node {rep.node} vanished running {rep.key}")  # fmt: skip
-            if tx is not None and self.store.post(tx):
+            tx = self.store.slash(provider=rep.provider_id, cause=SlashCause.LOST_WORK, config=self.config.market,
+                                  key=f"slash:lost:{rep.key}", node=rep.node, tenant=w.tenant_id,
+                                  memo=f"node {rep.node} vanished running {rep.key}")  # fmt: skip
+            if tx is not None:
                 log.warning("slashed %s: %s", rep.provider_id, tx.memo)
 
     def settle_sla(self) -> None:
@@ -202,10 +201,7 @@ class Market:
                 continue
             if self.store.mark_breach_recorded(day.node, day.day):
                 node = self.store.get_node(day.node)
-                stake = self.store.balance(ledger.stake_account(node.provider_id))
-                tx = ledger.slash(provider=node.provider_id, stake_balance=stake, cause=SlashCause.SLA_BREACH,
-                                  config=self.config.market, key=f"slash:sla:{day.node}:{day.day}", node=day.node,
-                                  memo=f"{day.node} offline {facts.offline_s / 60:.0f} min on {day.day}")  # fmt: skip
-                if tx is not None:
-                    self.store.post(tx)
+                self.store.slash(provider=node.provider_id, cause=SlashCause.SLA_BREACH, config=self.config.market,
+                                 key=f"slash:sla:{day.node}:{day.day}", node=day.node,
+                                 memo=f"{day.node} offline {facts.offline_s / 60:.0f} min on {day.day}")  # fmt: skip
 

@@ -73,3 +73,10 @@ def test_statements_for_a_tenant_and_a_provider() -> None:
     assert earnings.totals["earned"] == 2_250_000
     assert earnings.totals["slashed"] == 5 * MICROS and earnings.totals["stake"] == 45 * MICROS
     assert ledger.usd(2_250_000) == "2.250000" and ledger.usd(-5) == "-0.000005"
+
+
+def test_money_has_one_way_in_and_one_way_out() -> None:
+    assert ledger.to_micros(2.5) == 2_500_000
+    assert ledger.to_micros(0.1 + 0.2) == 300_000  # rounded, not truncated (0.30000000000000004)
+    assert ledger.to_micros(1.9999999) == 2_000_000
+    assert ledger.to_usd(1_234_567) == 1.234567 and ledger.usd(1_234_567) == "1.234567"

@@ -46,3 +46,38 @@ def test_metering_bills_every_second_exactly_once_even_when_meters_race(db_url: 
     store.meter(key, 5000.0, fee_bps=1000)  # billing stops at the replica's end: every started second
     assert store.tenant_spent("acme") == 31_000 and store.get_replica(key).metered_s == 31
     assert store.meter(key, 6000.0, fee_bps=1000) is None
+
+
+def test_slashes_at_once_never_take_more_than_the_stake(db_url: str) -> None:
+    """The checker, the supervisor and the operator's route may slash one provider at the same
+    moment. Each slash reads the stake inside its own posting transaction, so together they stop
+    at the stake (read outside, each would see the whole stake and it would go negative)."""
+    from runner.ledger import MarketConfig, SlashCause
+    from runner.policy import KYC
+
+    store = Store(db_url)
+    store.add_provider("p1", country="NL", kyc=KYC.VERIFIED)
+    store.post(ledger.stake_deposit("p1", 50_000_000, key="stake:p1:1"))
+    config = MarketConfig()  # a failed challenge takes 20 USD: 50 USD holds two and a half of them
+    barrier = threading.Barrier(8)
+    taken: list[object] = []
+
+    def slash(i: int) -> None:
+        barrier.wait()
+        taken.append(store.slash(provider="p1", cause=SlashCause.FAILED_CHALLENGE, config=config,
+                                 key=f"slash:challenge:n{i}", node=f"n{i}"))  # fmt: skip
+
+    threads = [threading.Thread(target=slash, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.balance(ledger.stake_account("p1")) == 0  # 20 + 20 + 10, then nothing left to take
+    slashed = store.transactions(kind=ledger.TxKind.SLASH)
+    assert sorted(-p.amount for tx in slashed for p in tx.postings if p.account == ledger.stake_account("p1")) == [
+        10_000_000, 20_000_000, 20_000_000]
+    assert sum(tx is not None for tx in taken) == 3
+    # The same key twice is one slash.
+    store.post(ledger.stake_deposit("p1", 50_000_000, key="stake:p1:2"))
+    assert store.slash(provider="p1", cause=SlashCause.FAILED_CHALLENGE, config=config, key=slashed[0].key) is None
+    assert store.balance(ledger.stake_account("p1")) == 50_000_000
