@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from runner.catalog import CATALOG
 from runner.ledger import to_micros as usd_to_micros
 from runner.nodetable import Load, NodeRow, NodeTable
-from runner.placement import FAR_MS, Demand, Placer, Weights
+from runner.demand import Demand
+from runner.placement import FAR_MS, Placer, Weights
 from runner.rules import first_rejection
 from runner.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
 from runner.regions import RegionTable, default_regions

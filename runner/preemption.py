@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runner.nodetable import Load, NodeTable
-from runner.placement import EPS, Demand, Placer
+from runner.demand import Demand
+from runner.placement import EPS, Placer
 from runner.policy import Reason, TenantFacts
 
 #: Placement order of pending work: higher first (a session gets what was freed for it).

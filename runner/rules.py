@@ -14,17 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from runner.demand import Demand
 from runner.ledger import to_usd
 from runner.nodetable import Load, NodeRow, NodeTable
 from runner.policy import Geofence, NodeState, PolicyConfig, Reason, TenantFacts, restricted
 from runner.regions import RegionTable
 
-if TYPE_CHECKING:
-    from runner.placement import Demand
 
 EPS = 1e-9
 

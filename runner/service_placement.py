@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from runner.placement import Decision, Demand, Placer
+from runner.demand import Demand
+from runner.placement import Decision, Placer
 from runner.policy import TenantFacts
 
 

@@ -19,20 +19,22 @@ failures are final, and what the trainer's reports add to the workload's timelin
   complete checkpoint. When one member is gone the others cannot checkpoint any more (saving
   gathers from every rank), so they get a short stop grace instead of the full one.
 - **Timeline.** Rank 0's ``resume`` and ``result`` reports become events: "resumed from step N",
-  "started over", the final checkpoint's URI (what ``runner status`` shows and a server loads).
+  "started over", the final checkpoint's URI (``timeline_messages``; the supervisor writes them,
+  ``runner/supervisor/training_events.py``).
+
+Pure: rows in, decisions out; nothing here reads or writes the store.
 """
 
 from __future__ import annotations
 
-import logging
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import PortInUseError
 from runner.states import ReplicaState
-from runner.store import Replica, Store, Workload
 
-log = logging.getLogger("runner.training")
+if TYPE_CHECKING:  # rows the supervisor hands in; only their fields are read
+    from runner.store import Replica
 
 #: Rendezvous ports: 29500 (torch's habit) up to below 32768, where Linux's ephemeral range
 #: (the ports of gloo's pair connections and every outgoing socket) starts.
@@ -82,33 +84,19 @@ def final_failure(reps: list[Replica]) -> str | None:
             "at the URI is of another model); not retried. To fix: see `runner logs` and correct the spec")
 
 
-class TrainingEvents:
-    """Turns rank 0's reports into workload events, once per report line (the driver calls it
-    as it stores new log lines, which it does once per line across restarts)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def __call__(self, w: Workload, rep: Replica, reports: dict[str, dict[str, Any]]) -> None:
-        if w.kind != "training" or rep.index != 0:
-            return
-        for message in self.messages(rep, reports):
-            self.store.add_event(w.id, w.state, message)
-            log.info("%s: %s", w.id, message)
-
-    @staticmethod
-    def messages(rep: Replica, reports: dict[str, dict[str, Any]]) -> list[str]:
-        out = []
-        if "resume" in reports:
-            r = reports["resume"]
-            out.append(f"attempt {rep.attempt}: resumed from step {r.get('step')} of {r.get('total_steps')} "
-                       f"({r.get('uri')})")  # fmt: skip
-        progress = reports.get("progress") or {}
-        if rep.attempt > 1 and progress.get("step") == 1:  # step 1 is reported only when it began at 0
-            out.append(f"attempt {rep.attempt}: no complete checkpoint found; started over from step 0")
-        if "result" in reports:
-            r = reports["result"]
-            out.append(f"trained {r.get('steps')} steps on {r.get('world_size')} worker(s): loss {r.get('first_loss')} "
-                       f"-> {r.get('final_loss')} (validation {r.get('val_loss')}); final checkpoint "
-                       f"{r.get('checkpoint')}")  # fmt: skip
-        return out
+def timeline_messages(rep: Replica, reports: dict[str, dict[str, Any]]) -> list[str]:
+    """The workload events rank 0's reports of one log line make (resumed, started over, result)."""
+    out = []
+    if "resume" in reports:
+        r = reports["resume"]
+        out.append(f"attempt {rep.attempt}: resumed from step {r.get('step')} of {r.get('total_steps')} "
+                   f"({r.get('uri')})")  # fmt: skip
+    progress = reports.get("progress") or {}
+    if rep.attempt > 1 and progress.get("step") == 1:  # step 1 is reported only when it began at 0
+        out.append(f"attempt {rep.attempt}: no complete checkpoint found; started over from step 0")
+    if "result" in reports:
+        r = reports["result"]
+        out.append(f"trained {r.get('steps')} steps on {r.get('world_size')} worker(s): loss {r.get('first_loss')} "
+                   f"-> {r.get('final_loss')} (validation {r.get('val_loss')}); final checkpoint "
+                   f"{r.get('checkpoint')}")  # fmt: skip
+    return out

@@ -20,7 +20,7 @@ from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
 from runner.errors import PolicyError, UserError
 from runner.network_store import foreign_prefix_problem
-from runner.placement import Demand
+from runner.demand import Demand
 from runner.policy import KYC, TenantFacts, admit_tenant
 from runner.spec import parse_workload, spec_to_dict
 from runner.states import WorkloadState

@@ -24,7 +24,7 @@ from typing import Any
 from runner.errors import NotFoundError
 from runner.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.network import NetworkConfig
-from runner.placement import Demand
+from runner.demand import Demand
 from runner.policy import NodeState
 from runner.preemption import priority
 from runner.runtime import ReplicaStatus

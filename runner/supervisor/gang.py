@@ -26,6 +26,7 @@ from runner.spec import spec_gpu_count
 from runner.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
 from runner import training
+from runner.supervisor.training_events import TrainingEvents
 from runner.training import master_port
 
 log = logging.getLogger("runner.gang")
@@ -40,7 +41,7 @@ class GangController:
         self.sup = supervisor
         self.store = supervisor.store
         self.driver = supervisor.driver
-        self.driver.report_listeners.append(training.TrainingEvents(self.store))
+        self.driver.report_listeners.append(TrainingEvents(self.store))
 
     # -- placing -----------------------------------------------------------------------------------------
     def launch(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> None:

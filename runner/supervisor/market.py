@@ -21,7 +21,8 @@ from runner import ledger
 from runner.ledger import SlashCause
 from runner.network import NetworkConfig
 from runner.nodetable import Load, NodeRow, NodeTable
-from runner.placement import Decision, Demand, Placer
+from runner.demand import Demand
+from runner.placement import Decision, Placer
 from runner.policy import KYC, NodeState, TenantFacts
 from runner.regions import default_regions
 from runner.runtime import ReplicaStatus

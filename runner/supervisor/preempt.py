@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 from runner.nodetable import Load
-from runner.placement import Decision, Demand, Placer
+from runner.demand import Demand
+from runner.placement import Decision, Placer
 from runner.preemption import CAPACITY, PREEMPTS, Holder, plan_preemption
 from runner.store import Workload
 from runner.supervisor.gang import RELOCATE

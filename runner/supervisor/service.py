@@ -34,7 +34,8 @@ from typing import Any
 
 from runner.autoscale import Autoscaler, Policy, Sample
 from runner.nodetable import NodeTable
-from runner.placement import Decision, Demand
+from runner.demand import Demand
+from runner.placement import Decision
 from runner.policy import NodeState
 from runner.runtime import LaunchRequest, replica_key
 from runner.service_placement import ServicePlacer

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from runner.catalog import CATALOG
 from runner.fleet import load_fleet
 from runner.nodetable import Load, NodeRow, NodeTable
-from runner.placement import Demand, Placer
+from runner.demand import Demand
+from runner.placement import Placer
 from runner.rules import first_rejection
 from runner.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
 from runner.regions import default_regions

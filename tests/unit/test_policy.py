@@ -14,7 +14,8 @@ from runner.catalog import CATALOG
 from runner.fleet import load_fleet
 from runner.network import load_network
 from runner.nodetable import NodeRow, NodeTable
-from runner.placement import Demand, Placer
+from runner.demand import Demand
+from runner.placement import Placer
 from runner.policy import DEFAULT_EMBARGOED, KYC, NodeFacts, PolicyConfig, Reason, TenantFacts, admit_node, admit_tenant
 from runner.spec import parse_workload
 

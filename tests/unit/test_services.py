@@ -11,7 +11,7 @@ from typing import Any
 from runner.autoscale import Autoscaler, Policy, Sample, wanted
 from runner.fleet import load_fleet
 from runner.nodetable import Load, NodeTable
-from runner.placement import Demand
+from runner.demand import Demand
 from runner.policy import KYC, PolicyConfig, TenantFacts
 from runner.service_placement import ServicePlacer
 from runner.services import (

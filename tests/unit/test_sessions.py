@@ -12,7 +12,8 @@ import pytest
 from runner.errors import SpecError
 from runner.fleet import load_fleet
 from runner.nodetable import Load, NodeRow, NodeTable
-from runner.placement import Demand, Placer
+from runner.demand import Demand
+from runner.placement import Placer
 from runner.policy import KYC, PolicyConfig, TenantFacts
 from runner.preemption import Holder, plan_preemption, priority
 from runner.sessions import (

@@ -59,7 +59,7 @@ def test_a_port_clash_is_recognised_from_the_recorded_error() -> None:
 
 
 def test_rank_0_reports_become_events() -> None:
-    msgs = training.TrainingEvents.messages
+    msgs = training.timeline_messages
     resumed = msgs(replica(attempt=2), {"resume": {"step": 40, "total_steps": 100, "uri": "file:///c/step-00000040"}})
     assert resumed == ["attempt 2: resumed from step 40 of 100 (file:///c/step-00000040)"]
     assert msgs(replica(attempt=2), {"progress": {"step": 1}}) == [
