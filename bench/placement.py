@@ -42,6 +42,7 @@ from runner.placement import FAR_MS, Placer, Weights
 from runner.rules import first_rejection
 from runner.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
 from runner.regions import RegionTable, default_regions
+from runner.network import default_network
 
 REGION_COUNTRIES = {
     "eu-west": ["DE", "NL", "FR", "GB"], "eu-north": ["SE", "FI"], "us-east": ["US", "CA"], "us-west": ["US"],
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = make_fleet(args.nodes, rng)
     jobs = make_jobs(args.workloads, rng)
     print(f"bench placement: {len(rows)} nodes, {len(jobs)} workloads (made in {time.perf_counter() - t:.1f}s)")
-    policy, regions, weights = PolicyConfig(), default_regions(), Weights()
+    policy, regions, weights = default_network().policy, default_regions(), Weights()
 
     runs: list[float] = []
     decisions: list[tuple[str, ...]] = []

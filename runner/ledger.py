@@ -60,16 +60,14 @@ class SlashCause(StrEnum):
 
 @dataclass(frozen=True)
 class MarketConfig:
-    """The network's money rules. Amounts in micro-USD; ``fee_bps`` in basis points."""
+    """The network's money rules. Amounts in micro-USD; ``fee_bps`` in basis points. No defaults
+    here: the values live once, in ``runner/data/network.yaml`` (``runner.network.default_network``)."""
 
-    fee_bps: int = 1000  # 10% of every sale
-    cpu_price_per_core_hour: int = 20_000  # 0.02 USD: what CPU-only work costs where a node names no price
-    slash: Mapping[SlashCause, int] = field(default_factory=lambda: {
-        SlashCause.LOST_WORK: 5 * MICROS, SlashCause.FAILED_CHALLENGE: 20 * MICROS,
-        SlashCause.UNDRAINED_OFFBOARD: 10 * MICROS, SlashCause.SLA_BREACH: 2 * MICROS,
-    })  # fmt: skip
+    fee_bps: int  # the network's share of every sale
+    cpu_price_per_core_hour: int  # what CPU-only work costs where a node names no price
+    slash: Mapping[SlashCause, int]
     #: Share of a slash credited to the tenant whose work it hurt (basis points); the rest is kept.
-    credit_bps: int = 5000
+    credit_bps: int
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,28 @@
 """The network's configuration: compliance policy, market rules, SLA and checker settings.
 
-One YAML file (``runner/data/network.yaml`` by default, ``RUNNER_NETWORK_CONFIG`` for another),
-validated strictly (an unknown or mistyped field is an error naming the file and the field),
-then turned into the plain dataclasses the pure core takes: ``PolicyConfig``, ``MarketConfig``,
-``SLAConfig`` and ``CheckerConfig``.
+The packaged ``runner/data/network.yaml`` holds every setting's value, once: it is both the
+operator's documentation and the only home of the defaults (the models below and the core's
+dataclasses have none). An operator's file (``RUNNER_NETWORK_CONFIG``) names only what it changes
+and is laid over the packaged one; the result is validated strictly (an unknown or mistyped field
+is an error naming the file and the field) and turned into the plain dataclasses the pure core
+takes: ``PolicyConfig``, ``MarketConfig``, ``SLAConfig`` and ``CheckerConfig``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.errors import ConfigError
-from runner.ledger import MICROS, MarketConfig, SlashCause, to_micros
-from runner.policy import DEFAULT_EMBARGOED, PolicyConfig
+from runner.ledger import MarketConfig, SlashCause, to_micros
+from runner.policy import PolicyConfig
 from runner.sla import SLAConfig
 
 
@@ -27,73 +31,80 @@ class _Strict(BaseModel):
 
 
 class _Fence(_Strict):
+    """A geofence; a list left out denies nothing (an empty list is no value to keep once)."""
+
     deny_countries: list[str] = []
     deny_regions: list[str] = []
 
 
 class _Policy(_Strict):
-    embargoed_countries: list[str] = sorted(DEFAULT_EMBARGOED)
-    network: _Fence = _Fence()
-    tenants: dict[str, _Fence] = {}
+    embargoed_countries: list[str]
+    network: _Fence
+    tenants: dict[str, _Fence]
 
 
 class _Slash(_Strict):
-    lost_work: float = Field(5, ge=0)
-    failed_challenge: float = Field(20, ge=0)
-    undrained_offboard: float = Field(10, ge=0)
-    sla_breach: float = Field(2, ge=0)
+    lost_work: float = Field(ge=0)
+    failed_challenge: float = Field(ge=0)
+    undrained_offboard: float = Field(ge=0)
+    sla_breach: float = Field(ge=0)
 
 
 class _Market(_Strict):
-    fee_percent: float = Field(10, ge=0, le=100)
-    cpu_price_per_core_hour: float = Field(0.02, ge=0)
-    stake_usd: float = Field(100, ge=0)
-    slash_usd: _Slash = _Slash()
-    credit_percent: float = Field(50, ge=0, le=100)
+    fee_percent: float = Field(ge=0, le=100)
+    cpu_price_per_core_hour: float = Field(ge=0)
+    stake_usd: float = Field(ge=0)
+    slash_usd: _Slash
+    credit_percent: float = Field(ge=0, le=100)
 
 
 class _SLA(_Strict):
-    monthly_uptime: float = Field(0.99, gt=0, le=1)
-    max_daily_offline_minutes: float = Field(30, ge=0)
+    monthly_uptime: float = Field(gt=0, le=1)
+    max_daily_offline_minutes: float = Field(ge=0)
 
 
 class _Checker(_Strict):
-    heartbeat_seconds: float = Field(5, gt=0)
-    challenge_minutes: float = Field(10, gt=0)
-    challenge_tolerance: float = Field(0.25, gt=0, le=1)
-    challenge_failures_to_suspend: int = Field(2, ge=1)
+    heartbeat_seconds: float = Field(gt=0)
+    challenge_minutes: float = Field(gt=0)
+    challenge_tolerance: float = Field(gt=0, le=1)
+    challenge_failures_to_suspend: int = Field(ge=1)
 
 
 class _Network(_Strict):
-    policy: _Policy = _Policy()
-    market: _Market = _Market()
-    sla: _SLA = _SLA()
-    checker: _Checker = _Checker()
+    policy: _Policy
+    market: _Market
+    sla: _SLA
+    checker: _Checker
 
 
 @dataclass(frozen=True)
 class CheckerConfig:
-    heartbeat_s: float = 5.0
-    challenge_s: float = 600.0
-    tolerance: float = 0.25
-    failures_to_suspend: int = 2
+    heartbeat_s: float
+    challenge_s: float
+    tolerance: float
+    failures_to_suspend: int
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    market: MarketConfig = field(default_factory=MarketConfig)
-    sla: SLAConfig = field(default_factory=SLAConfig)
-    checker: CheckerConfig = field(default_factory=CheckerConfig)
-    stake_micros: int = 100 * MICROS
+    policy: PolicyConfig
+    market: MarketConfig
+    sla: SLAConfig
+    checker: CheckerConfig
+    stake_micros: int
 
 
 def default_network_path() -> Path:
     return Path(str(resources.files("runner") / "data" / "network.yaml"))
 
 
-def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
-    source = Path(path) if path else default_network_path()
+@lru_cache(maxsize=1)
+def default_network() -> NetworkConfig:
+    """The packaged network's settings: what a network that changes nothing runs with."""
+    return load_network(None)
+
+
+def _read(source: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(source.read_text()) or {}
     except FileNotFoundError:
@@ -101,6 +112,25 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(str(source), "", f"invalid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(source), "", "expected a mapping of sections (policy, market, sla, checker)")
+    return raw
+
+
+def _laid_over(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` laid over ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _laid_over(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
+    """The packaged settings, with the operator's file at ``path`` (if any) laid over them."""
+    source = Path(path) if path else default_network_path()
+    raw = _read(default_network_path())
+    if path:
+        raw = _laid_over(raw, _read(source))
     try:
         n = _Network.model_validate(raw)
     except ValidationError as exc:

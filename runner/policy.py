@@ -24,13 +24,12 @@ from typing import Any
 
 from runner.catalog import get_gpu
 
-#: Countries under US embargo or advanced-computing export rules (Country Group D:5 and the
-#: comprehensive embargoes, plus China and Macau under the 2022-2023 rules). Hong Kong is in the
-#: list because US export rules have treated it as China since 2020 (Executive Order 13936; BIS
-#: then removed Hong Kong as a destination of its own from the EAR): an H100 for a tenant in Hong
-#: Kong is an H100 for a tenant in China. Editable per network in the policy file; this is only
-#: the default.
-DEFAULT_EMBARGOED = frozenset({"BY", "CN", "CU", "HK", "IR", "KP", "MO", "RU", "SY", "VE"})
+# Countries under US embargo or advanced-computing export rules (Country Group D:5 and the
+# comprehensive embargoes, plus China and Macau under the 2022-2023 rules). Hong Kong is in the
+# list because US export rules have treated it as China since 2020 (Executive Order 13936; BIS
+# then removed Hong Kong as a destination of its own from the EAR): an H100 for a tenant in Hong
+# Kong is an H100 for a tenant in China. The list itself lives once, in the network file
+# (``runner/data/network.yaml``: ``policy.embargoed_countries``), editable per network.
 
 
 class KYC(StrEnum):
@@ -110,9 +109,10 @@ class Geofence:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The network's compliance rules, read from a policy file (see ``runner/data/policy.yaml``)."""
+    """The network's compliance rules, the ``policy`` section of the network file
+    (``runner/data/network.yaml``)."""
 
-    embargoed_countries: frozenset[str] = DEFAULT_EMBARGOED
+    embargoed_countries: frozenset[str]  # the network's list: runner/data/network.yaml, once
     network: Geofence = field(default_factory=Geofence)
     tenants: Mapping[str, Geofence] = field(default_factory=dict)
 
@@ -122,9 +122,10 @@ class PolicyConfig:
         unknown = set(data) - {"embargoed_countries", "network", "tenants"}
         if unknown:
             raise ValueError(f"unknown policy field(s) {sorted(unknown)}; allowed: embargoed_countries, network, tenants")
-        embargo = data.get("embargoed_countries")
+        if "embargoed_countries" not in data:
+            raise ValueError("embargoed_countries: required (the network file lists them)")
         return cls(
-            embargoed_countries=DEFAULT_EMBARGOED if embargo is None else frozenset(c.upper() for c in embargo),
+            embargoed_countries=frozenset(c.upper() for c in data["embargoed_countries"]),
             network=Geofence.from_dict(data.get("network")),
             tenants={str(t): Geofence.from_dict(g) for t, g in (data.get("tenants") or {}).items()},
         )

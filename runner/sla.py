@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SLAConfig:
-    monthly_uptime: float = 0.99
-    max_daily_offline_s: float = 1800.0
+    monthly_uptime: float  # the network's values: runner/data/network.yaml, once
+    max_daily_offline_s: float
     prior_days: float = 1.0
 
 

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner import ledger
-from runner.ledger import MICROS, MarketConfig, Posting, SlashCause, Transaction, TxKind
+from runner.ledger import MICROS, Posting, SlashCause, Transaction, TxKind
+from runner.network import default_network
 
 
 def meter_in_steps(price: int, milli: int, cuts: list[int], fee_bps: int = 1000) -> list[Transaction]:
@@ -36,7 +37,7 @@ def test_metering_in_any_steps_bills_exactly_the_whole_run(price: int, milli: in
 
 @given(stake=st.integers(0, 100 * MICROS), cause=st.sampled_from(list(SlashCause)), with_tenant=st.booleans())
 def test_slashing_never_takes_more_than_the_stake_and_balances(stake: int, cause: SlashCause, with_tenant: bool) -> None:
-    config = MarketConfig()
+    config = default_network().market
     tx = ledger.slash(provider="p", stake_balance=stake, cause=cause, config=config, key="k",
                       tenant="acme" if with_tenant else None)  # fmt: skip
     if stake == 0:
@@ -58,7 +59,7 @@ def test_unbalanced_or_float_transactions_are_refused() -> None:
 
 
 def test_statements_for_a_tenant_and_a_provider() -> None:
-    config = MarketConfig()
+    config = default_network().market
     txs = [ledger.stake_deposit("p", 50 * MICROS, "stake:1")]
     txs += meter_in_steps(2_500_000, 1000, [1800, 3600])  # one H100-hour at 2.50
     slash = ledger.slash(provider="p", stake_balance=50 * MICROS, cause=SlashCause.LOST_WORK, config=config, key="s",

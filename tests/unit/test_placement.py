@@ -19,9 +19,11 @@ from runner.rules import first_rejection
 from runner.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
 from runner.regions import default_regions
 from runner.spec import parse_workload
+from runner.network import default_network
 
 TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
-POLICY = PolicyConfig()
+POLICY = default_network().policy
+EMBARGOED = sorted(POLICY.embargoed_countries)
 
 
 def fleet_rows(**changes: object) -> list[NodeRow]:
@@ -110,7 +112,7 @@ def test_export_control_keeps_restricted_gpus_from_embargoed_tenants() -> None:
 
 
 def test_geofences_network_wide_and_per_tenant() -> None:
-    policy = PolicyConfig.from_dict({"network": {"deny_countries": ["JP"]},
+    policy = PolicyConfig.from_dict({"embargoed_countries": EMBARGOED, "network": {"deny_countries": ["JP"]},
                                      "tenants": {"acme": {"deny_regions": ["eu-west"]}}})  # fmt: skip
     refused = decide(demand(resources={"gpu": "RTX4090"}), policy=policy)
     assert refused.counts == {Reason.NETWORK_GEOFENCE: 1, Reason.TENANT_GEOFENCE: 2, Reason.GPU_MODEL: 1}
@@ -177,7 +179,8 @@ tenant_strategy = st.builds(TenantFacts, id=st.just("t"), country=st.sampled_fro
 @given(rows=rows_strategy, d=demand_strategy, tenant=tenant_strategy, used=st.floats(0, 2))
 def test_vector_rules_agree_with_the_scalar_oracle(rows: list[NodeRow], d: Demand, tenant: TenantFacts,
                                                     used: float) -> None:  # fmt: skip
-    policy = PolicyConfig.from_dict({"network": {"deny_regions": ["sa-east"]}, "tenants": {"t": {"deny_countries": ["NL"]}}})
+    policy = PolicyConfig.from_dict({"embargoed_countries": EMBARGOED, "network": {"deny_regions": ["sa-east"]},
+                                     "tenants": {"t": {"deny_countries": ["NL"]}}})
     loads = {r.name: Load(cpu=used, gpus=1, memory_mb=1024) for r in rows[::2]}
     placer = Placer(NodeTable(rows, loads), policy)
     codes = placer.full_codes(d, tenant)

@@ -12,16 +12,16 @@ import pytest
 
 from runner.catalog import CATALOG
 from runner.fleet import load_fleet
-from runner.network import load_network
+from runner.network import default_network, load_network
 from runner.nodetable import NodeRow, NodeTable
 from runner.demand import Demand
 from runner.placement import Placer
-from runner.policy import DEFAULT_EMBARGOED, KYC, NodeFacts, PolicyConfig, Reason, TenantFacts, admit_node, admit_tenant
+from runner.policy import KYC, NodeFacts, PolicyConfig, Reason, TenantFacts, admit_node, admit_tenant
 from runner.spec import parse_workload
 
 FREE = ["DE", "US", "JP", "BR"]
-EMBARGOED = sorted(DEFAULT_EMBARGOED)
-POLICY = PolicyConfig()
+EMBARGOED = sorted(default_network().policy.embargoed_countries)
+POLICY = default_network().policy
 
 
 def node(model: str, country: str, provider_kyc: KYC = KYC.VERIFIED) -> NodeRow:
@@ -42,8 +42,8 @@ def test_restricted_gpus_are_never_placed_for_embargoed_tenants(tenant_country: 
             if row.gpu_model != model:
                 continue
             allowed = codes[i] == Reason.OK
-            forbidden = CATALOG[model].restricted and (tenant_country in DEFAULT_EMBARGOED
-                                                       or row.country in DEFAULT_EMBARGOED)  # fmt: skip
+            forbidden = CATALOG[model].restricted and (tenant_country in default_network().policy.embargoed_countries
+                                                       or row.country in default_network().policy.embargoed_countries)  # fmt: skip
             if forbidden:
                 assert not allowed, f"{model} on {row.name} placed for a tenant in {tenant_country}"
             else:
@@ -51,8 +51,8 @@ def test_restricted_gpus_are_never_placed_for_embargoed_tenants(tenant_country: 
         # and a real decision only ever lands where the rules allow
         while (decision := placer.decide(d, tenant)).placed:
             chosen = rows[placer.table.position[decision.nodes[0]]]
-            assert not (CATALOG[model].restricted and (tenant_country in DEFAULT_EMBARGOED
-                                                       or chosen.country in DEFAULT_EMBARGOED))  # fmt: skip
+            assert not (CATALOG[model].restricted and (tenant_country in default_network().policy.embargoed_countries
+                                                       or chosen.country in default_network().policy.embargoed_countries))  # fmt: skip
             assert chosen.provider_kyc is KYC.VERIFIED
 
 
@@ -68,7 +68,7 @@ def test_only_verified_tenants_are_admitted(kyc: KYC) -> None:
 def test_onboarding_refuses_restricted_gpus_inside_embargoed_countries(model: str, country: str) -> None:
     facts = NodeFacts(name="n", provider="p", provider_kyc=KYC.VERIFIED, country=country, region="r", gpu_model=model)
     verdict = admit_node(facts, POLICY)
-    refused = CATALOG[model].restricted and country in DEFAULT_EMBARGOED
+    refused = CATALOG[model].restricted and country in default_network().policy.embargoed_countries
     assert bool(verdict) is not refused
     if refused:
         assert "export control" in verdict.reason and model in verdict.reason
@@ -77,7 +77,7 @@ def test_onboarding_refuses_restricted_gpus_inside_embargoed_countries(model: st
 def test_onboarding_needs_a_verified_provider_and_respects_the_network_geofence() -> None:
     pending = NodeFacts(name="n", provider="p", provider_kyc=KYC.PENDING, country="DE", region="r", gpu_model="T4")
     assert not admit_node(pending, POLICY)
-    fenced = PolicyConfig.from_dict({"network": {"deny_regions": ["r"]}})
+    fenced = PolicyConfig.from_dict({"embargoed_countries": EMBARGOED, "network": {"deny_regions": ["r"]}})
     ok = NodeFacts(name="n", provider="p", provider_kyc=KYC.VERIFIED, country="DE", region="r", gpu_model=None)
     assert "network geofence denies region r" in admit_node(ok, fenced).reason
 
@@ -86,7 +86,9 @@ def test_policy_file_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="unknown policy field"):
         PolicyConfig.from_dict({"embargo": ["CN"]})
     with pytest.raises(ValueError, match="unknown geofence field"):
-        PolicyConfig.from_dict({"network": {"deny": ["CN"]}})
+        PolicyConfig.from_dict({"embargoed_countries": [], "network": {"deny": ["CN"]}})
+    with pytest.raises(ValueError, match="embargoed_countries: required"):  # no default but the network file's
+        PolicyConfig.from_dict({"network": {}})
     custom = PolicyConfig.from_dict({"embargoed_countries": ["de"]})
     assert custom.embargoed_countries == frozenset({"DE"})
 
@@ -97,7 +99,7 @@ def test_hong_kong_and_macau_count_as_china_in_the_shipped_policy(country: str) 
     an H100 by the default rules *and* by the network file a fresh install reads, and asking for
     ``H100|RTX4090`` lands on an RTX 4090 instead of failing."""
     shipped = load_network().policy
-    assert country in DEFAULT_EMBARGOED and country in shipped.embargoed_countries
+    assert country in default_network().policy.embargoed_countries and country in shipped.embargoed_countries
     assert {"CN", "HK", "MO"} <= shipped.embargoed_countries
     tenant = TenantFacts(id="t", country=country, kyc=KYC.VERIFIED)
     placer = Placer(NodeTable([n.to_row() for n in load_fleet().nodes]), shipped)

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from runner.autoscale import Autoscaler, Policy, Sample, wanted
 from runner.fleet import load_fleet
 from runner.nodetable import Load, NodeTable
 from runner.demand import Demand
-from runner.policy import KYC, PolicyConfig, TenantFacts
+from runner.policy import KYC, TenantFacts
 from runner.service_placement import ServicePlacer
 from runner.services import (
     Slot, desired_from_events, ended_keys, endpoint_url, plan, service_view, serves, slots_of,
 )  # fmt: skip
 from runner.spec import RetryPolicy, parse_workload
+from runner.network import default_network
 
 NOW = 1_000.0
 RETRIES = RetryPolicy(max_attempts=3, backoff_s=2, backoff_factor=2)
@@ -111,13 +113,20 @@ def test_scaling_down_retires_the_top_slots() -> None:
     assert p.retire == [(reps[2], "scaled down to 2")] and not p.start
 
 
+def event(kind: str, message: str = "x", **data: Any) -> SimpleNamespace:
+    """An event row: what recovery reads is its kind and data, never its message."""
+    return SimpleNamespace(kind=kind, message=message, data=data or None)
+
+
 def test_sizes_and_ended_replicas_are_read_back_from_events() -> None:
-    messages = ["submitted", "scaling up 1 -> 3: load", "replica w-1-r0-a1 on n1 was lost; replacing it",
-                "scaling down 3 -> 2: quiet"]  # fmt: skip
-    assert desired_from_events(messages, 1, 4) == 2
-    assert desired_from_events(messages, 3, 4) == 3  # never below the spec's min
+    events = [event("state", "submitted"), event("scaled", "scaling up 1 -> 3: load", **{"from": 1, "to": 3}),
+              event("replica_ended", "replica w-1-r0-a1 on n1 was lost; replacing it", key="w-1-r0-a1", node="n1"),
+              event("scaled", "scaling down 3 -> 2: quiet", **{"from": 3, "to": 2}),
+              event("note", "scaling up 2 -> 4: only words"), event("note", "replica w-1-r1-a1 on n2 only words")]
+    assert desired_from_events(events, 1, 4) == 2
+    assert desired_from_events(events, 3, 4) == 3  # never below the spec's min
     assert desired_from_events([], 2, 4) == 2
-    assert ended_keys(messages) == {"w-1-r0-a1"}
+    assert ended_keys(events) == {"w-1-r0-a1"}
 
 
 # ----------------------------------------------------------------------------- autoscaling
@@ -197,7 +206,7 @@ TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
 
 
 def placer(loads: dict[str, Load] | None = None) -> ServicePlacer:
-    return ServicePlacer(NodeTable([n.to_row() for n in load_fleet().nodes], loads), PolicyConfig())
+    return ServicePlacer(NodeTable([n.to_row() for n in load_fleet().nodes], loads), default_network().policy)
 
 
 def one(**placement: Any) -> Demand:
@@ -247,8 +256,8 @@ def test_the_view_sums_fresh_rates_and_names_the_endpoint() -> None:
     a, b = serving(0, node="n1"), serving(1, node="n2")
     a.reports["metrics"] = {"requests_per_s": 10.0, "items_per_s": 20.0, "ts": NOW - 1}
     b.reports["metrics"] = {"requests_per_s": 99.0, "items_per_s": 99.0, "ts": NOW - 100}  # stale: not counted
-    view = service_view(W(), spec, [a, b, crashed(2, 1)], ["scaling up 1 -> 2: load"], gateway="http://gw:1",
-                        now=NOW)  # fmt: skip
+    scaled = event("scaled", "scaling up 1 -> 2: load", **{"from": 1, "to": 2})
+    view = service_view(W(), spec, [a, b, crashed(2, 1)], [scaled], gateway="http://gw:1", now=NOW)
     assert view["endpoint"] == "http://gw:1/s/w-1/v1" == endpoint_url("http://gw:1/", "w-1")
     assert view["requests_per_s"] == 10.0 and view["items_per_s"] == 20.0
     assert view["replicas"] == {"min": 1, "max": 3, "desired": 2, "serving": 2, "live": 2}

@@ -14,12 +14,13 @@ from runner.fleet import load_fleet
 from runner.nodetable import Load, NodeRow, NodeTable
 from runner.demand import Demand
 from runner.placement import Placer
-from runner.policy import KYC, PolicyConfig, TenantFacts
+from runner.policy import KYC, TenantFacts
 from runner.preemption import Holder, plan_preemption, priority
 from runner.sessions import (
     DEFAULT_GPU, SlaWatch, phase, player_url, session_spec, session_view, sla_problems, sla_state,
 )  # fmt: skip
 from runner.spec import parse_workload, spec_to_dict
+from runner.network import default_network
 
 TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
 
@@ -91,8 +92,10 @@ def test_one_bad_sample_is_not_a_breach_but_a_sustained_one_is() -> None:
 
 def test_the_sla_state_is_read_back_from_events() -> None:
     assert sla_state([])["state"] == "ok"
-    state = sla_state(["running", "SLA breach: fps 30 < 57 for 10s", "SLA recovered: ...", "SLA breach: x"])
-    assert state == {"state": "breached", "breaches": 2, "last": "SLA breach: x"}
+    events = [SimpleNamespace(kind=kind, message=message) for kind, message in [
+        ("state", "running"), ("sla_breach", "SLA breach: fps 30 < 57 for 10s"), ("sla_recovered", "SLA recovered: ..."),
+        ("note", "SLA recovered: only words"), ("sla_breach", "SLA breach: x")]]  # fmt: skip
+    assert sla_state(events) == {"state": "breached", "breaches": 2, "last": "SLA breach: x"}
 
 
 # ----------------------------------------------------------------------------- the view
@@ -107,7 +110,7 @@ def test_phases() -> None:
 def _session_rows(metrics: dict[str, Any]) -> tuple[Any, Any]:
     """A running session near ap-northeast on tyo-4090-1 whose latest metrics report is ``metrics``."""
     spec = spec_to_dict(parse_workload(session_spec({"game": "breakout", "near": "ap-northeast"})))
-    w = SimpleNamespace(id="w-1", name="s", spec=spec, state="RUNNING", attempts=1, stop_reason="",
+    w = SimpleNamespace(id="w-1", name="s", spec=spec, state="RUNNING", attempts=1, stop_reason="", stop_kind="",
                         cancel_requested=False, message="running", created_at=1.0, started_at=2.0, finished_at=None)
     rep = SimpleNamespace(attempt=1, node="tyo-4090-1", finished_at=None, ports={"8000/tcp": "127.0.0.1:4000"},
                           reports={"session": {"event": "ready"}, "metrics": metrics})
@@ -116,7 +119,7 @@ def _session_rows(metrics: dict[str, Any]) -> tuple[Any, Any]:
 
 def test_the_session_view_shows_where_how_far_and_how_it_plays() -> None:
     w, rep = _session_rows({"fps": 59.9, "latency_p95_ms": 31.0})
-    events = [SimpleNamespace(message="SLA breach: fps 20 < 57 for 10s")]
+    events = [SimpleNamespace(kind="sla_breach", message="SLA breach: fps 20 < 57 for 10s")]
     v = session_view(w, [rep], events, node_region="ap-northeast")
     assert v["phase"] == "serving" and v["url"] == "http://127.0.0.1:4000/" and v["expected_rtt_ms"] == 5
     assert v["measured_rtt_ms"] is None and v["measured_rtt_p95_ms"] is None  # no player has pinged yet
@@ -155,7 +158,7 @@ def test_a_measured_round_trip_that_is_not_a_duration_reads_as_not_measured(bad:
 # ----------------------------------------------------------------------------- preemption
 def placer(loads: dict[str, Load]) -> Placer:
     rows: list[NodeRow] = [n.to_row() for n in load_fleet().nodes]
-    return Placer(NodeTable(rows, loads), PolicyConfig())
+    return Placer(NodeTable(rows, loads), default_network().policy)
 
 
 def session_demand(near: str = "ap-northeast") -> Demand:
@@ -210,6 +213,6 @@ def test_services_and_unreachable_nodes_are_never_preempted_for() -> None:
 
 def test_a_preemption_never_breaks_a_static_rule() -> None:
     rows = [dataclasses.replace(n.to_row(), alive=n.name != "tyo-4090-1") for n in load_fleet().nodes]
-    table = Placer(NodeTable(rows, {"tyo-4090-1": GPU_JOB}), PolicyConfig())
+    table = Placer(NodeTable(rows, {"tyo-4090-1": GPU_JOB}), default_network().policy)
     holders = [Holder("w-b", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
     assert plan_preemption(table, session_demand(), TENANT, "gaming", holders) is None  # the node is down

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from runner.sla import SLAConfig, UptimeDay, day_breached, monthly_uptime, reliability
+from runner.sla import UptimeDay, day_breached, monthly_uptime, reliability
+from runner.network import default_network
 
-SLA = SLAConfig()
+SLA = default_network().sla
 
 
 def test_a_day_with_more_than_30_minutes_offline_breaches() -> None:

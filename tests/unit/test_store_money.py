@@ -6,6 +6,7 @@ import threading
 
 from runner import ledger
 from runner.store import Store
+from runner.network import default_network
 
 SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 
@@ -52,13 +53,13 @@ def test_slashes_at_once_never_take_more_than_the_stake(db_url: str) -> None:
     """The checker, the supervisor and the operator's route may slash one provider at the same
     moment. Each slash reads the stake inside its own posting transaction, so together they stop
     at the stake (read outside, each would see the whole stake and it would go negative)."""
-    from runner.ledger import MarketConfig, SlashCause
+    from runner.ledger import SlashCause
     from runner.policy import KYC
 
     store = Store(db_url)
     store.add_provider("p1", country="NL", kyc=KYC.VERIFIED)
     store.post(ledger.stake_deposit("p1", 50_000_000, key="stake:p1:1"))
-    config = MarketConfig()  # a failed challenge takes 20 USD: 50 USD holds two and a half of them
+    config = default_network().market  # a failed challenge takes 20 USD: 50 USD holds two and a half of them
     barrier = threading.Barrier(8)
     taken: list[object] = []
 
