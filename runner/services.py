@@ -18,25 +18,23 @@ up; its replicas come and go:
 
 ``plan`` turns the replica rows into those actions; the controller (``runner/supervisor/
 service.py``) carries them out. Everything here is derived from the rows, so a restarted control
-plane plans the same thing again.
+plane plans the same thing again: the replica rows, and the events' kinds and data (the size the
+autoscaler last set, which ends are recorded), never their messages (``runner.events``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.events import EventKind, data_of, of_kind
 from runner.states import ReplicaState
 
 #: The report a replica prints once it serves.
 READY = "ready"
-#: Prefix of the event written when a replica ends (the key follows, so a restart finds it).
+#: How the event of a replica's end begins, for people (a restart reads its kind and data instead).
 ENDED = "replica "
-#: Prefix of autoscaling events; the new size follows "-> ".
-SCALING = "scaling "
-_SCALED_TO = re.compile(r"^scaling (?:up|down) \d+ -> (\d+)")
 
 
 def serves(rep: Any) -> bool:
@@ -176,19 +174,19 @@ def plan(replicas: Sequence[Any], *, desired: int, leaving: set[str], retries: A
     return out
 
 
-def desired_from_events(messages: Iterable[str], minimum: int, maximum: int) -> int:
-    """The size the last scaling event set (a restart reads it back), else ``minimum``."""
+def desired_from_events(events: Iterable[Any], minimum: int, maximum: int) -> int:
+    """The size the last ``SCALED`` event set (a restart reads it back), else ``minimum``."""
     size = minimum
-    for message in messages:
-        match = _SCALED_TO.match(message)
-        if match:
-            size = int(match.group(1))
+    for event in of_kind(events, EventKind.SCALED):
+        to = data_of(event).get("to")
+        if isinstance(to, int):
+            size = to
     return max(minimum, min(maximum, size))
 
 
-def ended_keys(messages: Iterable[str]) -> set[str]:
-    """Replica keys whose end was already recorded as an event."""
-    return {m[len(ENDED):].split(" ", 1)[0] for m in messages if m.startswith(ENDED)}
+def ended_keys(events: Iterable[Any]) -> set[str]:
+    """Replica keys whose end was already recorded as a ``REPLICA_ENDED`` event."""
+    return {str(data_of(e)["key"]) for e in of_kind(events, EventKind.REPLICA_ENDED) if data_of(e).get("key")}
 
 
 # ----------------------------------------------------------------------------- the tenant's view
@@ -213,19 +211,20 @@ def member_view(rep: Any, now: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def service_view(w: Any, spec: Any, replicas: Sequence[Any], messages: Sequence[str], *, gateway: str | None,
+def service_view(w: Any, spec: Any, replicas: Sequence[Any], events: Sequence[Any], *, gateway: str | None,
                  now: float) -> dict[str, Any]:  # fmt: skip
-    """A service as its tenant sees it: endpoint, size, replicas with their nodes and rates."""
+    """A service as its tenant sees it: endpoint, size, replicas with their nodes and rates (``events``:
+    its event rows; the size is their data, ``last_scaling`` the last resize's words)."""
     live = [r for r in replicas if r.finished_at is None]
     members = [member_view(r, now) for r in sorted(live, key=lambda r: (r.index, r.attempt))]
     rates = [m["requests_per_s"] for m in members if m["requests_per_s"] is not None]
     items = [m["items_per_s"] for m in members if m["items_per_s"] is not None]
-    scaling = [m for m in messages if m.startswith(SCALING)]
+    scaling = [e.message for e in of_kind(events, EventKind.SCALED)]
     return {
         "id": w.id, "name": w.name, "state": w.state, "message": w.message, "model": spec.model or "(image default)",
         "endpoint": endpoint_url(gateway, w.id),
         "replicas": {"min": spec.replicas.min, "max": spec.replicas.max,
-                     "desired": desired_from_events(messages, spec.replicas.min, spec.replicas.max),
+                     "desired": desired_from_events(events, spec.replicas.min, spec.replicas.max),
                      "serving": sum(1 for m in members if m["serving"]), "live": len(members)},
         "requests_per_s": round(sum(rates), 2) if rates else None,
         "items_per_s": round(sum(items), 2) if items else None,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.errors import SpecError
+from runner.events import EventKind, of_kind, stopping
 from runner.regions import RegionTable, default_regions
 
 #: What ``runner session start`` runs when nothing else is asked for.
@@ -49,13 +50,11 @@ OPTIONS = ("name", "fps", "resolution", "idle_timeout", "max_duration", "latency
 SLA_SUSTAIN_S = 10.0
 #: Fps below this share of the target breaks the promise.
 SLA_FPS_SHARE = 0.95
-#: Event messages that carry the SLA's state (the store's events are its record).
+#: How the SLA's events read for people (the state itself is their kind: ``runner.events``).
 BREACH = "SLA breach: "
 RECOVERED = "SLA recovered: "
-#: Event message prefix written once per attempt when the session first serves.
+#: How the event written once per attempt when the session first serves begins, for people.
 SERVING = "serving at "
-#: ``stop_reason`` prefix of an orderly end asked for by the player or the runner's backstop.
-END = "end: "
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -131,6 +130,11 @@ class SlaChange:
     def message(self) -> str:
         return (BREACH if self.kind == "breach" else RECOVERED) + self.detail
 
+    @property
+    def event_kind(self) -> EventKind:
+        """The event that records this change (what a restart reads back)."""
+        return EventKind.SLA_BREACH if self.kind == "breach" else EventKind.SLA_RECOVERED
+
 
 def sla_problems(metrics: Mapping[str, Any], target_fps: float, budget_ms: float) -> list[str]:
     """What in one metrics report breaks the promise (empty: nothing)."""
@@ -180,14 +184,15 @@ class SlaWatch:
         return None
 
 
-def sla_state(messages: Iterable[str]) -> dict[str, Any]:
-    """The SLA as a session's event messages record it: breached or not, how often, the last word."""
+def sla_state(events: Iterable[Any]) -> dict[str, Any]:
+    """The SLA as a session's events record it (by kind): breached or not, how often, and the last
+    change's words (for people)."""
     breaches, breached, last = 0, False, ""
-    for message in messages:
-        if message.startswith(BREACH):
-            breaches, breached, last = breaches + 1, True, message
-        elif message.startswith(RECOVERED):
-            breached, last = False, message
+    for event in of_kind(events, EventKind.SLA_BREACH, EventKind.SLA_RECOVERED):
+        if event.kind == EventKind.SLA_BREACH.value:
+            breaches, breached, last = breaches + 1, True, event.message
+        else:
+            breached, last = False, event.message
     return {"state": "breached" if breached else "ok", "breaches": breaches, "last": last}
 
 
@@ -241,7 +246,7 @@ def session_view(w: Any, replicas: Sequence[Any], events: Sequence[Any], *, node
     return {
         "id": w.id, "name": w.name, "game": spec.get("game"), "state": w.state,
         "phase": phase(w.state, serving=session_report.get("event") == "ready" and live,
-                       ending=bool(w.stop_reason or w.cancel_requested), ended=ended_reason is not None),
+                       ending=stopping(w), ended=ended_reason is not None),
         "node": rep.node if rep is not None else None, "region": node_region, "near": near,
         "expected_rtt_ms": expected_rtt_ms(near, node_region, regions),
         "measured_rtt_ms": _ms(metrics.get("rtt_p50_ms")), "measured_rtt_p95_ms": _ms(metrics.get("rtt_p95_ms")),
@@ -252,7 +257,7 @@ def session_view(w: Any, replicas: Sequence[Any], events: Sequence[Any], *, node
         "fps": metrics.get("fps"), "frame_p95_ms": metrics.get("frame_p95_ms"),
         "latency_p50_ms": metrics.get("latency_p50_ms"), "latency_p95_ms": metrics.get("latency_p95_ms"),
         "players": metrics.get("players"), "metrics_at": metrics.get("ts"),
-        "sla": sla_state(e.message for e in events), "ended_reason": ended_reason,
+        "sla": sla_state(events), "ended_reason": ended_reason,
         "attempt": w.attempts, "message": w.message, "created_at": w.created_at, "started_at": w.started_at,
         "finished_at": w.finished_at,
     }  # fmt: skip

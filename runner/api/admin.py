@@ -15,13 +15,13 @@ from runner.api.auth import Operator
 from runner.api.context import AppContext, context
 from runner.api.nodes import bill_json, statement_json
 from runner.errors import UserError
+from runner.events import Stop, StopReason
 from runner.ledger import SlashCause
 from runner.policy import KYC, NodeState
 from runner.sla import UptimeDay as UptimeFacts
 from runner.sla import day_breached, monthly_uptime
 from runner.spec.fields import MAX_USD, Usd, bounded
 from runner.store import Provider, Tenant
-from runner.supervisor.gang import RELOCATE
 from runner.supervisor.market import utc_day
 
 router = APIRouter(prefix="/v1/admin")
@@ -144,14 +144,18 @@ def offboard(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     ctx.store.move_node(name, NodeState.OFFBOARDED, "offboarded" + (" without draining" if running else ""),
                         by="operator")  # fmt: skip
     slashed = None
-    if running:
+    # Once per offboarding: a retried request (the node already offboarded, its work not moved off
+    # yet) would otherwise slash again under a new key (the state's new timestamp).
+    if running and node.state != NodeState.OFFBOARDED.value:
         tx = ctx.store.slash(provider=node.provider_id, cause=SlashCause.UNDRAINED_OFFBOARD, config=ctx.config.market,
                              key=f"slash:offboard:{name}:{int(node.state_changed_at)}", node=name,
                              memo=f"{name} offboarded with {len(running)} replica(s) running")  # fmt: skip
         if tx is not None:
             slashed = -sum(p.amount for p in tx.postings if p.account == ledger.stake_account(node.provider_id))
+    if running:
         for workload_id in {r.workload_id for r in running}:
-            ctx.store.update_workload(workload_id, stop_reason=f"{RELOCATE}move off offboarded node {name}")
+            stop = Stop(StopReason.RELOCATE, f"move off offboarded node {name}", {"nodes": [name]})
+            ctx.store.update_workload(workload_id, **stop.fields())
     ctx.supervisor.wake()
     return {"node": name, "state": NodeState.OFFBOARDED.value, "replicas_moved": len(running), "slashed_micros": slashed}
 

@@ -42,8 +42,8 @@ def _service(ctx: Any, workload_id: str, tenant_id: str) -> Workload:
 
 def view(ctx: Any, w: Workload) -> dict[str, Any]:
     spec = ctx.supervisor.spec(w) if not WorkloadState(w.state).is_terminal() else _parse(w)
-    messages = [e.message for e in ctx.store.events(w.id)]
-    return service_view(w, spec, ctx.store.replicas(w.id), messages, gateway=gateway_url(ctx.supervisor.settings),
+    events = ctx.store.events(w.id)
+    return service_view(w, spec, ctx.store.replicas(w.id), events, gateway=gateway_url(ctx.supervisor.settings),
                         now=time.time())  # fmt: skip
 
 

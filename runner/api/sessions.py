@@ -20,11 +20,11 @@ from runner.api.auth import Tenant
 from runner.api.encoding import FiniteJSONResponse
 from runner.api.workloads import Ctx, admit
 from runner.errors import NotFoundError, UserError
-from runner.sessions import END, session_spec, session_view
+from runner.events import EventKind, Stop, StopReason
+from runner.sessions import session_spec, session_view
 from runner.spec import parse_workload, spec_to_dict
 from runner.states import WorkloadState
 from runner.store import Workload
-from runner.supervisor.gang import RELOCATE
 
 router = APIRouter()
 
@@ -103,13 +103,16 @@ def end(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     0); one not placed yet is simply withdrawn (CANCELLED)."""
     w = _session(ctx, workload_id, tenant_id)
     state = WorkloadState(w.state)
-    if state.is_terminal() or w.cancel_requested or (w.stop_reason and not w.stop_reason.startswith(RELOCATE)):
+    stored = Stop.of(w)
+    if state.is_terminal() or w.cancel_requested or (stored is not None and stored.kind is not StopReason.RELOCATE):
         return view(ctx, w)  # ending already (or failing: a budget), nothing to add
     if state in (WorkloadState.PENDING, WorkloadState.RETRYING):
         ctx.store.update_workload(w.id, cancel_requested=True)
-        ctx.store.add_event(w.id, w.state, "end requested before the session started: withdrawn")
+        ctx.store.add_event(w.id, w.state, "end requested before the session started: withdrawn",
+                            kind=EventKind.REQUESTED, data={"request": "cancel"})  # fmt: skip
     else:
-        ctx.store.update_workload(w.id, stop_reason=f"{END}ended by the player")
-        ctx.store.add_event(w.id, w.state, "end requested by the player")
+        ctx.store.update_workload(w.id, **Stop(StopReason.END, "ended by the player", {"by": "player"}).fields())
+        ctx.store.add_event(w.id, w.state, "end requested by the player", kind=EventKind.REQUESTED,
+                            data={"request": "end"})  # fmt: skip
     ctx.supervisor.wake()
     return view(ctx, ctx.store.get_workload(w.id))

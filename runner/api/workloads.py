@@ -19,6 +19,7 @@ from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
 from runner.errors import PolicyError, UserError
+from runner.events import EventKind
 from runner.network_store import foreign_prefix_problem
 from runner.demand import Demand
 from runner.policy import KYC, TenantFacts, admit_tenant
@@ -36,7 +37,8 @@ def workload_json(w: Workload) -> dict[str, Any]:
         "id": w.id, "name": w.name, "kind": w.kind, "state": w.state, "attempts": w.attempts,
         "relocations": w.relocations, "node": w.node, "exit_code": w.exit_code, "message": w.message,
         "source": w.source, "created_at": w.created_at, "started_at": w.started_at, "finished_at": w.finished_at,
-        "cancel_requested": w.cancel_requested, "stop_reason": w.stop_reason, "tenant": w.tenant_id, "spec": w.spec,
+        "cancel_requested": w.cancel_requested, "stop_reason": w.stop_reason, "stop_kind": w.stop_kind or None,
+        "tenant": w.tenant_id, "spec": w.spec,
     }  # fmt: skip
 
 
@@ -51,7 +53,7 @@ def replica_json(r: Replica) -> dict[str, Any]:
 
 
 def event_json(e: Event) -> dict[str, Any]:
-    return {"ts": e.ts, "state": e.state, "message": e.message}
+    return {"ts": e.ts, "state": e.state, "kind": e.kind, "message": e.message}
 
 
 def _ndjson(line: LogLine) -> bytes:
@@ -201,7 +203,7 @@ def cancel(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     w = ctx.store.get_workload(workload_id, tenant_id)
     if not WorkloadState(w.state).is_terminal():
         ctx.store.update_workload(w.id, cancel_requested=True)
-        ctx.store.add_event(w.id, w.state, "cancel requested")
+        ctx.store.add_event(w.id, w.state, "cancel requested", kind=EventKind.REQUESTED, data={"request": "cancel"})
         ctx.supervisor.wake()
     return workload_json(ctx.store.get_workload(w.id))
 

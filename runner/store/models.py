@@ -135,8 +135,14 @@ class Workload(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: Why the current attempt is being stopped by the runner (budget, drain, preemption), if it is.
+    #: Why the current attempt is being stopped by the runner (budget, drain, preemption), if it is,
+    #: in words for people; what the runner decides by is ``stop_kind`` and ``stop_data``
+    #: (``runner.events.Stop``), so rewording the words changes nothing.
     stop_reason: Mapped[str] = mapped_column(Text, default="")
+    #: A ``runner.events.StopReason`` value, "" when the attempt is not being stopped.
+    stop_kind: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    #: The stop's detail and data (``{"detail": ..., "node": ...}``), None when not stopped.
+    stop_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time)
@@ -186,6 +192,10 @@ class Event(Base):
     ts: Mapped[float] = mapped_column(Float, default=time.time)
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
+    #: What the event records (a ``runner.events.EventKind`` value): recovery reads this and
+    #: ``data``, never ``message``, which is for people.
+    kind: Mapped[str] = mapped_column(String(24), default="note", server_default="note")
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class LogLine(Base):

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from runner.errors import AuthError, ConflictError, NotFoundError
+from runner.events import EventKind
 from runner.states import WorkloadState
 from runner.store.base import StoreBase
 from runner.store.models import ApiKey, Event, LogLine, PlacementRecord, Replica, Tenant, Workload
@@ -97,7 +98,8 @@ class WorkloadStore(StoreBase):
             with self.session() as s:
                 s.add(row)
                 s.flush()
-                s.add(Event(workload_id=row.id, ts=now, state=WorkloadState.PENDING.value, message="submitted"))
+                s.add(Event(workload_id=row.id, ts=now, state=WorkloadState.PENDING.value, message="submitted",
+                            kind=EventKind.STATE.value, data={"to": WorkloadState.PENDING.value}))  # fmt: skip
         except IntegrityError:  # a concurrent submit with the same key won
             existing = self._by_idempotency_key(tenant_id, idempotency_key or "")
             if existing is None:
@@ -164,7 +166,8 @@ class WorkloadStore(StoreBase):
                 row.finished_at = now
             for name, value in fields.items():
                 setattr(row, name, value)
-            s.add(Event(workload_id=workload_id, ts=now, state=target.value, message=message))
+            s.add(Event(workload_id=workload_id, ts=now, state=target.value, message=message,
+                        kind=EventKind.STATE.value, data={"from": current.value, "to": target.value}))  # fmt: skip
             return row
 
     def update_workload(self, workload_id: str, **fields: Any) -> None:
@@ -176,9 +179,16 @@ class WorkloadStore(StoreBase):
                 setattr(row, name, value)
             row.updated_at = time.time()
 
-    def add_event(self, workload_id: str, state: str, message: str) -> None:
+    def add_event(self, workload_id: str, state: str, message: str, *, kind: EventKind,
+                  data: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """Record an event: ``message`` for people, ``kind`` and ``data`` for the control plane.
+
+        ``kind`` has no default so that every writer says what it records: a restart rebuilds its
+        memory from kinds and data (``runner.events``), and a message may be reworded freely.
+        """
         with self.session() as s:
-            s.add(Event(workload_id=workload_id, state=state, message=message))
+            s.add(Event(workload_id=workload_id, state=state, message=message, kind=EventKind(kind).value,
+                        data=data or None))  # fmt: skip
 
     def events(self, workload_id: str) -> list[Event]:
         with self.session() as s:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import NotFoundError
+from runner.events import EventKind, Stop, StopReason
 from runner.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.network import NetworkConfig
 from runner.demand import Demand
@@ -35,7 +36,7 @@ from runner.store_credentials import StoreCredentials, attempt_holder, read_admi
 from runner.store import Replica, Store, Workload
 from runner.supervisor.checker import Checker
 from runner.supervisor.fleet import Fleet
-from runner.supervisor.gang import RELOCATE, GangController
+from runner.supervisor.gang import GangController
 from runner.supervisor.market import Market
 from runner.supervisor.preempt import Preemptor
 from runner.supervisor.replicas import ReplicaDriver
@@ -251,7 +252,7 @@ class Supervisor:
         if not decision.placed:
             if decision.message != w.message:  # record each new reason once, not every tick
                 self.store.update_workload(w.id, message=decision.message)
-                self.store.add_event(w.id, S.PENDING.value, decision.message)
+                self.store.add_event(w.id, S.PENDING.value, decision.message, kind=EventKind.WAITING)
             self.preemptor.make_room(placer, w, demand, decision)
             return
         terms = [self.market.terms(placer, node, demand) for node in decision.nodes]
@@ -290,7 +291,8 @@ class Supervisor:
                 return
             if count < limit:
                 self.store.add_event(w.id, w.state, f"supervisor fault while {part} ({count} of {limit}; tried "
-                                                    f"again next tick): {error}")  # fmt: skip
+                                                    f"again next tick): {error}",
+                                     kind=EventKind.FAULT, data={"part": part, "count": count})  # fmt: skip
                 return
             again = f" ({count} times in a row)" if count > 1 else ""
             self._give_up(w, f"supervisor fault while {part}{again}: {error}")
@@ -300,7 +302,7 @@ class Supervisor:
     def _give_up(self, w: Workload, reason: str) -> None:
         """Fail a workload its own controller cannot drive: FAILED with ``reason`` (and its event),
         its live replicas ended and billed to now, and their containers removed."""
-        self.move(w, S.FAILED, reason, stop_reason=reason)
+        self.move(w, S.FAILED, reason, **Stop(StopReason.FAULT, reason).fields())
         now = time.time()
         for rep in self.store.replicas(w.id):
             if rep.finished_at is not None:
@@ -316,7 +318,7 @@ class Supervisor:
     def _apply_budgets_and_drains(self, workloads: list[Workload]) -> None:
         """Ask running work to stop when its tenant's budget is spent or its node drains (or is
         suspended)."""
-        holding = [w for w in workloads if w.state in (S.STARTING.value, S.RUNNING.value) and not w.stop_reason]
+        holding = [w for w in workloads if w.state in (S.STARTING.value, S.RUNNING.value) and not w.stop_kind]
         if not holding:
             return
         # Work leaves draining nodes, and suspended ones: a node that failed its benchmark
@@ -327,17 +329,20 @@ class Supervisor:
         for w in holding:
             if w.tenant_id not in budgets:
                 budgets[w.tenant_id] = self.market.over_budget(w.tenant_id)
-            reason = budgets[w.tenant_id]  # "budget exhausted: ..."
+            over = budgets[w.tenant_id]  # "budget exhausted: ..."
+            stop = Stop(StopReason.BUDGET, over) if over else None
             # A service moves its replicas off a leaving node one by one itself (no gap in capacity).
-            if not reason and not getattr(self.controllers[w.kind], "moves_replicas_itself", False):
+            if stop is None and not getattr(self.controllers[w.kind], "moves_replicas_itself", False):
                 nodes = {r.node for r in self.gangs.current(w) if r.finished_at is None}
                 gone = sorted(nodes & set(leaving))
                 if gone:
-                    reason = f"{RELOCATE}move off {leaving[gone[0]]} node {', '.join(gone)}"
-            if reason:
-                self.store.update_workload(w.id, stop_reason=reason)
-                self.store.add_event(w.id, w.state, f"stopping: {reason}")
-                log.info("%s: stopping: %s", w.id, reason)
+                    stop = Stop(StopReason.RELOCATE, f"move off {leaving[gone[0]]} node {', '.join(gone)}",
+                                {"nodes": gone})  # fmt: skip
+            if stop is not None:
+                self.store.update_workload(w.id, **stop.fields())
+                self.store.add_event(w.id, w.state, f"stopping: {stop.message}", kind=EventKind.STOPPING,
+                                     data={"stop": stop.kind.value})  # fmt: skip
+                log.info("%s: stopping: %s", w.id, stop.message)
 
     def _replica_finished(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
         self.market.replica_finished(w, rep, status)

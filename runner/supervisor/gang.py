@@ -3,9 +3,10 @@
 An attempt is placed whole or not at all, started together, and ends together: it succeeds when
 every replica exits 0; when one fails, or its node vanishes, the rest are stopped (SIGTERM first,
 so a training job checkpoints) and the whole gang is retried, from its last checkpoint where it
-has one. The runner can also end an attempt on purpose (``Workload.stop_reason``): to move work
-off a draining node or a preempted slot (a *relocation*: retried at once and not counted as a
-failure), or because the tenant's budget is spent (failed, not retried).
+has one. The runner can also end an attempt on purpose (a ``runner.events.Stop`` stored on the
+workload): to move work off a draining node or a preempted slot (a *relocation*: retried at once
+and not counted as a failure), or because the tenant's budget is spent (failed, not retried).
+What is decided reads the stop's kind, never its words.
 
     PENDING -> PLACED -> STARTING -> RUNNING -> SUCCEEDED
                   └──────────┴──────────┴──> RETRYING -> PENDING   (attempts or relocation left)
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 from runner.contract import Rendezvous, base_env, kind_env
+from runner.events import NO_STOP, EventKind, Stop, StopReason
 from runner.mounts import to_container
 from runner.placement import Decision
 from runner.runtime import LaunchRequest, replica_key
@@ -31,9 +33,6 @@ from runner.training import master_port
 
 log = logging.getLogger("runner.gang")
 S = WorkloadState
-
-RELOCATE = "relocate: "
-BUDGET = "budget exhausted"
 
 
 class GangController:
@@ -51,7 +50,7 @@ class GangController:
             self.store.add_replica(key=replica_key(w.id, index, attempt), workload_id=w.id, index=index,
                                    attempt=attempt, node=node, state=ReplicaState.STARTING.value, **term)  # fmt: skip
         w = self.sup.move(w, S.PLACED, f"attempt {attempt} placed on {', '.join(decision.nodes)}", attempts=attempt,
-                          node=decision.nodes[0], stop_reason="")  # fmt: skip
+                          node=decision.nodes[0], **NO_STOP)  # fmt: skip
         w = self.sup.move(w, S.STARTING, "starting")
         self.step_active(w)
 
@@ -90,27 +89,31 @@ class GangController:
         # name that lost node, the cause, rather than the peers that failed because of it).
         self.conclude(w, spec, reps, self.stop_reason(w, spec, reps))
 
-    def stop_reason(self, w: Workload, spec: Any, reps: list[Replica]) -> str | None:
+    def stop_reason(self, w: Workload, spec: Any, reps: list[Replica]) -> Stop | None:
+        """Why the attempt ends now, or None while it may go on: a cancel, the stored stop, a
+        timeout, or a replica's failure."""
         if w.cancel_requested:
-            return "cancelled"
-        if w.stop_reason:
-            return w.stop_reason
+            return Stop(StopReason.CANCEL, "cancelled")
+        stored = Stop.of(w)
+        if stored is not None:
+            return stored
         if spec.timeout and w.started_at and time.time() - w.started_at > spec.timeout:
-            return f"timed out after {spec.timeout:g}s"
+            return Stop(StopReason.TIMEOUT, f"timed out after {spec.timeout:g}s")
         failed = [r for r in reps if r.finished_at and (r.exit_code != 0 or r.state == ReplicaState.LOST.value)]
         # The cause, not its echoes: a lost node before the peers it took down, then the first to end.
         failed.sort(key=lambda r: (r.state != ReplicaState.LOST.value, r.finished_at or 0.0, r.index))
-        return describe_failure(failed[0]) if failed else None
+        return Stop(StopReason.FAILURE, describe_failure(failed[0])) if failed else None
 
     def relocate_on_port_clash(self, w: Workload, reps: list[Replica]) -> Workload:
         """A training attempt whose rendezvous port was taken never trained: end it as a
         relocation (placed again at once, with the next attempt's port; not a failure)."""
         clash = training.port_clash(reps)
-        if clash is None or w.stop_reason or w.cancel_requested:
+        if clash is None or w.stop_kind or w.cancel_requested:
             return w
-        reason = f"{RELOCATE}rendezvous port in use on {clash.node}"
-        self.store.update_workload(w.id, stop_reason=reason)
-        self.store.add_event(w.id, w.state, f"stopping: {clash.error}")
+        stop = Stop(StopReason.RELOCATE, f"rendezvous port in use on {clash.node}", {"node": clash.node})
+        self.store.update_workload(w.id, **stop.fields())
+        self.store.add_event(w.id, w.state, f"stopping: {clash.error}", kind=EventKind.STOPPING,
+                             data={"stop": stop.kind.value})  # fmt: skip
         return self.store.get_workload(w.id)
 
     def request(self, w: Workload, spec: Any, rep: Replica, gang: list[Replica]) -> LaunchRequest:
@@ -139,10 +142,10 @@ class GangController:
         )  # fmt: skip
 
     # -- ending ------------------------------------------------------------------------------------------
-    def conclude(self, w: Workload, spec: Any, reps: list[Replica], reason: str | None) -> None:
-        """Move the workload on once its replicas say so."""
+    def conclude(self, w: Workload, spec: Any, reps: list[Replica], stop: Stop | None) -> None:
+        """Move the workload on once its replicas say so; ``stop``: why the attempt ends, if it does."""
         all_running = reps and all(r.state == ReplicaState.RUNNING.value for r in reps)
-        if WorkloadState(w.state) == S.STARTING and all_running and reason is None:
+        if WorkloadState(w.state) == S.STARTING and all_running and stop is None:
             started = min(r.started_at or time.time() for r in reps)
             self.sup.move(w, S.RUNNING, f"running on {', '.join(sorted({r.node for r in reps}))}", started_at=started)
             return
@@ -156,23 +159,23 @@ class GangController:
         failed = w.attempts - w.relocations
         if w.cancel_requested:
             self.sup.move(w, S.CANCELLED, "cancelled by the user", exit_code=exit_code)
-        elif reason is None:
+        elif stop is None:
             self.sup.move(w, S.SUCCEEDED, "all replicas exited 0", exit_code=0)
-        elif reason.startswith(RELOCATE):
-            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} ended to {reason.removeprefix(RELOCATE)}; "
-                                         "placing again", exit_code=exit_code, next_attempt_at=time.time(),
-                          relocations=w.relocations + 1, stop_reason="")  # fmt: skip
-        elif reason.startswith(BUDGET) or reason.startswith("timed out"):
-            self.sup.move(w, S.FAILED, reason, exit_code=exit_code)
+        elif stop.kind is StopReason.RELOCATE:
+            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} ended to {stop.detail}; placing again",
+                          exit_code=exit_code, next_attempt_at=time.time(), relocations=w.relocations + 1,
+                          **NO_STOP)  # fmt: skip
+        elif stop.kind in (StopReason.BUDGET, StopReason.TIMEOUT):
+            self.sup.move(w, S.FAILED, stop.message, exit_code=exit_code)
         elif spec.kind == "training" and (final := training.final_failure(reps)):
             self.sup.move(w, S.FAILED, f"attempt {w.attempts} failed: {final}", exit_code=exit_code)
         elif failed < spec.retries.max_attempts:
             delay = spec.retries.delay_before(failed + 1)
-            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} failed: {reason}; retrying in {delay:g}s",
+            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} failed: {stop.message}; retrying in {delay:g}s",
                           exit_code=exit_code, next_attempt_at=time.time() + delay)  # fmt: skip
         else:
             self.sup.move(w, S.FAILED, f"attempt {w.attempts} ({failed} of {spec.retries.max_attempts} allowed "
-                                       f"failures) failed: {reason}", exit_code=exit_code)  # fmt: skip
+                                       f"failures) failed: {stop.message}", exit_code=exit_code)  # fmt: skip
 
 
 def describe_failure(rep: Replica) -> str:

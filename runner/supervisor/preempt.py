@@ -2,7 +2,7 @@
 training job whose leaving makes room (``runner.preemption`` decides; this module reads the
 store and writes the decision).
 
-The victim is not killed here: its ``stop_reason`` becomes ``relocate: preempted by session ...``
+The victim is not killed here: it gets a ``RELOCATE`` stop (``preempted by session ...``)
 and its gang controller stops it gracefully (SIGTERM, a training job checkpoints) and places it
 again, counted as a relocation, not a failure. The decision is written as events on both
 workloads and as an audit entry that names the candidates it was chosen from. The session
@@ -19,8 +19,8 @@ from runner.nodetable import Load
 from runner.demand import Demand
 from runner.placement import Decision, Placer
 from runner.preemption import CAPACITY, PREEMPTS, Holder, plan_preemption
+from runner.events import EventKind, Stop, StopReason, stopping
 from runner.store import Workload
-from runner.supervisor.gang import RELOCATE
 
 log = logging.getLogger("runner.preempt")
 
@@ -42,13 +42,16 @@ class Preemptor:
         if plan is None or plan.victim is None:
             return None  # no victim would help, or room is already being freed: wait
         victim = self.store.get_workload(plan.victim)
-        reason = f"{RELOCATE}{PREEMPTED}{w.id} on {plan.node}"
-        self.store.update_workload(victim.id, stop_reason=reason)
-        self.store.add_event(victim.id, victim.state, f"stopping: {reason.removeprefix(RELOCATE)} (a session outranks "
-                                                      f"{victim.kind} work; it will be placed again)")  # fmt: skip
+        stop = Stop(StopReason.RELOCATE, f"{PREEMPTED}{w.id} on {plan.node}",
+                    {"preempted_by": w.id, "node": plan.node})  # fmt: skip
+        self.store.update_workload(victim.id, **stop.fields())
+        self.store.add_event(victim.id, victim.state, f"stopping: {stop.detail} (a session outranks "
+                                                      f"{victim.kind} work; it will be placed again)",
+                             kind=EventKind.STOPPING, data={"stop": stop.kind.value, "by": w.id})  # fmt: skip
         self.store.add_event(w.id, w.state, f"preempting {victim.kind} {victim.id} on {plan.node} to make room "
                                             f"(cheapest to move of {len(plan.candidates)}: {plan.lost_s:.0f} "
-                                            "replica-seconds of work)")  # fmt: skip
+                                            "replica-seconds of work)",
+                             kind=EventKind.PREEMPTING, data={"victim": victim.id, "node": plan.node})  # fmt: skip
         self.store.audit("preemption", {
             "session": w.id, "tenant": w.tenant_id, "victim": victim.id, "victim_kind": victim.kind,
             "victim_tenant": victim.tenant_id, "node": plan.node, "lost_s": round(plan.lost_s, 1),
@@ -76,5 +79,5 @@ class Preemptor:
                 loads[rep.node] = loads.get(rep.node, Load()).plus(d.cpu, d.gpus, d.memory_mb)
             lost = sum(now - rep.started_at for rep in reps if rep.started_at)
             holders[workload_id] = Holder(workload_id=w.id, kind=w.kind, loads=loads, lost_s=max(lost, 0.0),
-                                          stopping=bool(w.stop_reason or w.cancel_requested))  # fmt: skip
+                                          stopping=stopping(w))  # fmt: skip
         return holders

@@ -26,6 +26,7 @@ from typing import Any
 import ray
 
 from runner.contract import parse_report
+from runner.events import EventKind
 from runner.mounts import Mount, to_host
 from runner.runtime import LaunchRequest, ReplicaStatus
 from runner.states import ReplicaState
@@ -201,7 +202,8 @@ class ReplicaDriver:
         if current != ReplicaState.PULLING:
             if not current.can_move_to(ReplicaState.PULLING):
                 return  # a late answer: the replica runs or ended meanwhile
-            self.store.add_event(w.id, w.state, f"{rep.key}: node {rep.node} is pulling the image")
+            self.store.add_event(w.id, w.state, f"{rep.key}: node {rep.node} is pulling the image",
+                                 kind=EventKind.PULLING, data={"key": rep.key, "node": rep.node})  # fmt: skip
         elif (rep.pull_done_bytes, rep.pull_total_bytes) == pulled:
             return  # no news: nothing to write
         self.store.update_replica(rep.key, state=ReplicaState.PULLING.value, pull_done_bytes=pulled[0],

@@ -33,6 +33,7 @@ from dataclasses import asdict
 from typing import Any
 
 from runner.autoscale import Autoscaler, Policy, Sample
+from runner.events import NO_STOP, EventKind, Stop, StopReason
 from runner.nodetable import NodeTable
 from runner.demand import Demand
 from runner.placement import Decision
@@ -44,7 +45,6 @@ from runner.services import (
 )  # fmt: skip
 from runner.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
-from runner.supervisor.gang import BUDGET, RELOCATE
 
 log = logging.getLogger("runner.service")
 S = WorkloadState
@@ -83,7 +83,7 @@ class ServiceController:
             self.store.add_replica(key=replica_key(w.id, index, attempt), workload_id=w.id, index=index,
                                    attempt=attempt, node=node, state=ReplicaState.STARTING.value, **term)  # fmt: skip
         w = self.sup.move(w, S.PLACED, f"{len(decision.nodes)} replica(s) placed on {', '.join(decision.nodes)}",
-                          attempts=max(w.attempts, 1), node=decision.nodes[0], stop_reason="")  # fmt: skip
+                          attempts=max(w.attempts, 1), node=decision.nodes[0], **NO_STOP)  # fmt: skip
         w = self.sup.move(w, S.STARTING, "starting")
         self.step_active(w)
 
@@ -116,8 +116,8 @@ class ServiceController:
         if stopping is not None:
             self._stop_all(w, spec, reps, stopping)
             return
-        if w.stop_reason.startswith(RELOCATE):  # drains are handled replica by replica, below
-            self.store.update_workload(w.id, stop_reason="")
+        if w.stop_kind == StopReason.RELOCATE.value:  # drains are handled replica by replica, below
+            self.store.update_workload(w.id, **NO_STOP)
         now = time.monotonic()
         ended = self._ended[w.id]
         for rep in reps:
@@ -168,7 +168,8 @@ class ServiceController:
                                 f"{spec.retries.delay_before(streak + 1):g}s")  # fmt: skip
             else:
                 message += "; replacing it"
-            self.store.add_event(w.id, w.state, message)
+            self.store.add_event(w.id, w.state, message, kind=EventKind.REPLICA_ENDED,
+                                 data={"key": rep.key, "node": rep.node, "state": rep.state})  # fmt: skip
             log.info("%s: %s", w.id, message)
             ended.add(rep.key)
             self.driver.forget(rep, remove=True)
@@ -180,7 +181,8 @@ class ServiceController:
             return
         self._retiring[rep.key] = time.monotonic()
         self._publish()
-        self.store.add_event(w.id, w.state, f"retiring {rep.key} on {rep.node}: {why}")
+        self.store.add_event(w.id, w.state, f"retiring {rep.key} on {rep.node}: {why}",
+                             kind=EventKind.REPLICA_RETIRING, data={"key": rep.key, "node": rep.node})  # fmt: skip
         log.info("%s: retiring %s: %s", w.id, rep.key, why)
 
     def _publish(self) -> None:
@@ -210,7 +212,7 @@ class ServiceController:
                 message = f"{key}: waiting for a node: {decision.message}"
                 if self._refused.get(w.id) != message:
                     self._refused[w.id] = message
-                    self.store.add_event(w.id, w.state, message)
+                    self.store.add_event(w.id, w.state, message, kind=EventKind.WAITING, data={"key": key})
                 self._place_at[w.id] = time.monotonic() + PLACE_RETRY_S
                 return
             placer.commit(decision.nodes, demand)
@@ -220,7 +222,8 @@ class ServiceController:
                                    **market.terms(placer, node, demand))  # fmt: skip
             self._refused.pop(w.id, None)
             note = decision.message.removeprefix(f"placed on {node}")
-            self.store.add_event(w.id, w.state, f"starting {key} on {node}{note}: {why}")
+            self.store.add_event(w.id, w.state, f"starting {key} on {node}{note}: {why}",
+                                 kind=EventKind.REPLICA_STARTING, data={"key": key, "node": node})  # fmt: skip
             log.info("%s: starting %s on %s: %s", w.id, key, node, why)
             beside.append(node)
             rep = self.store.get_replica(key)
@@ -264,20 +267,23 @@ class ServiceController:
         if decision is None or decision.target == decision.current:
             return
         self._desired[w.id] = decision.target
-        self.store.add_event(w.id, w.state, decision.message)
+        self.store.add_event(w.id, w.state, decision.message, kind=EventKind.SCALED,
+                             data={"from": decision.current, "to": decision.target})  # fmt: skip
         log.info("%s: %s", w.id, decision.message)
 
     # -- state ---------------------------------------------------------------------------------------
-    def _stop_reason(self, w: Workload, spec: Any) -> str | None:
+    def _stop_reason(self, w: Workload, spec: Any) -> Stop | None:
+        """Why the whole service ends now (a cancel, a spent budget, a timeout), or None."""
         if w.cancel_requested:
-            return "cancelled"
-        if w.stop_reason.startswith(BUDGET):
-            return w.stop_reason
+            return Stop(StopReason.CANCEL, "cancelled")
+        stored = Stop.of(w)
+        if stored is not None and stored.kind is StopReason.BUDGET:
+            return stored
         if spec.timeout and w.started_at and time.time() - w.started_at > spec.timeout:
-            return f"timed out after {spec.timeout:g}s"
+            return Stop(StopReason.TIMEOUT, f"timed out after {spec.timeout:g}s")
         return None
 
-    def _stop_all(self, w: Workload, spec: Any, reps: list[Replica], reason: str) -> None:
+    def _stop_all(self, w: Workload, spec: Any, reps: list[Replica], stop: Stop) -> None:
         """Stop every replica (SIGTERM: the server answers what it holds), then end the service."""
         live = [r for r in reps if r.finished_at is None]
         if any(r.key not in self._retiring for r in live):
@@ -293,7 +299,7 @@ class ServiceController:
         if w.cancel_requested:
             self.sup.move(w, S.CANCELLED, "cancelled by the user")
         else:
-            self.sup.move(w, S.FAILED, reason)
+            self.sup.move(w, S.FAILED, stop.message)
         self._forget(w.id)
 
     def _conclude(self, w: Workload, spec: Any, reps: list[Replica], given_up: dict[int, Any]) -> None:
@@ -322,12 +328,13 @@ class ServiceController:
 
     # -- memory --------------------------------------------------------------------------------------
     def _load(self, w: Workload, spec: Any) -> None:
-        """After a restart (or at first sight): the service's size and the ends already recorded."""
+        """After a restart (or at first sight): the service's size and the ends already recorded,
+        from the events' kinds and data (their messages are for people and may be reworded)."""
         if w.id in self._desired:
             return
-        messages = [e.message for e in self.store.events(w.id)]
-        self._desired[w.id] = desired_from_events(messages, spec.replicas.min, spec.replicas.max)
-        self._ended[w.id] = ended_keys(messages)
+        events = self.store.events(w.id)
+        self._desired[w.id] = desired_from_events(events, spec.replicas.min, spec.replicas.max)
+        self._ended[w.id] = ended_keys(events)
 
     def _forget(self, workload_id: str) -> None:
         for table in (self._desired, self._ended, self._scalers, self._place_at, self._refused):

@@ -5,7 +5,7 @@ does that part), but it *ends* differently:
 
 - **By itself**: the game server exits 0 after its idle timeout or max duration. That is the
   session done: SUCCEEDED with its reason, never retried.
-- **By the player**: ``runner session end`` sets ``stop_reason`` to ``end: ...``. The server
+- **By the player**: ``runner session end`` stores an ``END`` stop (``runner.events``). The server
   gets SIGTERM (with the gang's 10 s grace; it needs about 2) and the session is SUCCEEDED when
   it exits 0. ``cancel`` stays what it is for every kind: stop now, CANCELLED.
 - **By the runner's backstop**: a session still running ``BACKSTOP_S`` past its max duration
@@ -13,10 +13,11 @@ does that part), but it *ends* differently:
 - A crash (non-zero exit, a lost node) is a failure, retried as the spec's ``retries`` say.
 
 While it runs, the controller watches what the session reports: the first ``ready`` report is
-recorded once per attempt as a ``serving at URL`` event (and wakes anyone waiting for the URL),
-and each ``metrics`` report goes to an ``SlaWatch``, whose breaches and recoveries become events
-and audit entries. The SLA state itself is read back from those events, so a restarted
-control plane knows a breach is open and never reports it twice.
+recorded once per attempt as a ``SESSION_READY`` event (``serving at URL``; it wakes anyone
+waiting for the URL), and each ``metrics`` report goes to an ``SlaWatch``, whose breaches and
+recoveries become events and audit entries. Both are read back from the events' kinds and data,
+never their words, so a restarted control plane knows a breach is open and never reports it or
+the URL twice.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import logging
 import time
 from typing import Any
 
-from runner.sessions import BREACH, END, RECOVERED, SERVING, SlaChange, SlaWatch, player_url, sla_state
+from runner.events import EventKind, Stop, StopReason, data_of, of_kind
+from runner.sessions import SERVING, SlaChange, SlaWatch, player_url, sla_state
 from runner.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
 from runner.supervisor.gang import GangController
@@ -66,23 +68,25 @@ class SessionController(GangController):
 
     def _backstop(self, w: Workload, spec: Any) -> Workload:
         """End a session that outlived its max duration (the server should have ended it)."""
-        if w.stop_reason or w.cancel_requested or not w.started_at or not spec.max_duration:
+        if w.stop_kind or w.cancel_requested or not w.started_at or not spec.max_duration:
             return w
         ran = time.time() - w.started_at
         if ran <= spec.max_duration + BACKSTOP_S:
             return w
-        reason = f"{END}max duration {spec.max_duration:g}s passed {ran - spec.max_duration:.0f}s ago (runner backstop)"
-        self.store.update_workload(w.id, stop_reason=reason)
-        self.store.add_event(w.id, w.state, f"stopping: {reason.removeprefix(END)}")
-        log.info("%s: %s", w.id, reason)
+        stop = Stop(StopReason.END, f"max duration {spec.max_duration:g}s passed {ran - spec.max_duration:.0f}s ago "
+                                    "(runner backstop)", {"by": "backstop"})  # fmt: skip
+        self.store.update_workload(w.id, **stop.fields())
+        self.store.add_event(w.id, w.state, f"stopping: {stop.detail}", kind=EventKind.STOPPING,
+                             data={"stop": stop.kind.value})  # fmt: skip
+        log.info("%s: %s", w.id, stop.message)
         return self.store.get_workload(w.id)
 
     # -- ending --------------------------------------------------------------------------------------
-    def conclude(self, w: Workload, spec: Any, reps: list[Replica], reason: str | None) -> None:
-        ending = reason is not None and reason.startswith(END)
-        natural = reason is None and bool(reps) and all(r.finished_at is not None and r.exit_code == 0 for r in reps)
+    def conclude(self, w: Workload, spec: Any, reps: list[Replica], stop: Stop | None) -> None:
+        ending = stop is not None and stop.kind is StopReason.END
+        natural = stop is None and bool(reps) and all(r.finished_at is not None and r.exit_code == 0 for r in reps)
         if not (ending or natural) or w.cancel_requested:
-            super().conclude(w, spec, reps, reason)
+            super().conclude(w, spec, reps, stop)
             return
         if not all(r.finished_at is not None for r in reps) or not all(self.driver.logs_done(r) for r in reps):
             return
@@ -92,12 +96,12 @@ class SessionController(GangController):
         told = (reps[0].reports or {}).get("session") or {}
         said = told.get("reason") if told.get("event") == "ended" else None
         if exit_code == 0:
-            why = reason.removeprefix(END) if ending and reason else (said or "exited 0")
+            why = stop.detail if ending and stop else (said or "exited 0")
             self.sup.move(w, S.SUCCEEDED, f"session ended: {why}" + (f" ({said})" if ending and said else ""),
                           exit_code=0)  # fmt: skip
         else:  # asked to end, it did not end cleanly (killed after the grace, or crashed on the way out)
             self.sup.move(w, S.FAILED, f"session did not end cleanly: exit code {exit_code} after "
-                                       f"'{reason.removeprefix(END) if reason else 'end'}'", exit_code=exit_code)  # fmt: skip
+                                       f"'{stop.detail if stop else 'end'}'", exit_code=exit_code)  # fmt: skip
 
     # -- watching ------------------------------------------------------------------------------------
     def _watch(self, w: Workload, spec: Any, reps: list[Replica]) -> None:
@@ -121,13 +125,16 @@ class SessionController(GangController):
         url = player_url(rep.ports, port, node_address=node.address if node else "")
         ready_s = ((rep.reports or {}).get("session") or {}).get("ready_s")
         self.store.add_event(w.id, w.state, f"{SERVING}{url} (attempt {rep.attempt}, node {rep.node}"
-                                            + (f", server ready in {ready_s}s)" if ready_s is not None else ")"))  # fmt: skip
+                                            + (f", server ready in {ready_s}s)" if ready_s is not None else ")"),
+                             kind=EventKind.SESSION_READY,
+                             data={"key": rep.key, "attempt": rep.attempt, "node": rep.node, "url": url})  # fmt: skip
         self._announced.add(rep.key)
         with self.sup.changed:
             self.sup.changed.notify_all()
 
     def _record(self, w: Workload, rep: Replica, change: SlaChange) -> None:
-        self.store.add_event(w.id, w.state, change.message)
+        self.store.add_event(w.id, w.state, change.message, kind=change.event_kind,
+                             data={"key": rep.key, "detail": change.detail})  # fmt: skip
         self.store.audit(f"session.sla_{change.kind}", {"workload": w.id, "tenant": w.tenant_id, "replica": rep.key,
                                                         "node": rep.node, "provider": rep.provider_id,
                                                         "detail": change.detail})  # fmt: skip
@@ -136,15 +143,17 @@ class SessionController(GangController):
             self.sup.changed.notify_all()
 
     def _load(self, w: Workload) -> None:
-        """After a restart: which attempts already announced, and whether a breach is open."""
+        """After a restart: which attempts already announced, and whether a breach is open (from
+        the events' kinds and data: their words are for people)."""
         if w.id in self._loaded:
             return
         self._loaded.add(w.id)
-        messages = [e.message for e in self.store.events(w.id)]
+        events = self.store.events(w.id)
+        announced = {data_of(e).get("attempt") for e in of_kind(events, EventKind.SESSION_READY)}
         for rep in self.current(w):
-            if any(m.startswith(SERVING) and f"(attempt {rep.attempt}," in m for m in messages):
+            if rep.attempt in announced:
                 self._announced.add(rep.key)
-        if sla_state(m for m in messages if m.startswith((BREACH, RECOVERED)))["state"] == "breached":
+        if sla_state(events)["state"] == "breached":
             spec = self.sup.spec(w)
             for rep in self.current(w):
                 self._watches[rep.key] = SlaWatch(spec.fps, spec.latency_budget_ms, breached=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from runner.events import EventKind
 from runner.store import Replica, Store, Workload
 from runner.training import timeline_messages
 
@@ -23,5 +24,5 @@ class TrainingEvents:
         if w.kind != "training" or rep.index != 0:
             return
         for message in timeline_messages(rep, reports):
-            self.store.add_event(w.id, w.state, message)
+            self.store.add_event(w.id, w.state, message, kind=EventKind.TRAINING)
             log.info("%s: %s", w.id, message)

@@ -16,7 +16,8 @@ PURE = (
     "runner.states", "runner.policy", "runner.demand", "runner.rules", "runner.nodetable", "runner.placement",
     "runner.service_placement", "runner.ledger", "runner.audit", "runner.sla", "runner.preemption",
     "runner.services", "runner.autoscale", "runner.sessions", "runner.training", "runner.mounts", "runner.regions",
-    "runner.network", "runner.network_store", "runner.contract", "runner.errors", "harness.linkmodel",
+    "runner.network", "runner.network_store", "runner.contract", "runner.errors", "runner.events",
+    "harness.linkmodel",
 )  # fmt: skip
 #: What the core must not load: engines, clusters, databases, networks, GPUs.
 IO_LIBRARIES = ("ray", "docker", "sqlalchemy", "httpx", "fastapi", "aiohttp", "uvicorn", "boto3", "torch")

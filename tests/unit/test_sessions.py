@@ -93,8 +93,9 @@ def test_one_bad_sample_is_not_a_breach_but_a_sustained_one_is() -> None:
 def test_the_sla_state_is_read_back_from_events() -> None:
     assert sla_state([])["state"] == "ok"
     events = [SimpleNamespace(kind=kind, message=message) for kind, message in [
-        ("state", "running"), ("sla_breach", "SLA breach: fps 30 < 57 for 10s"), ("sla_recovered", "SLA recovered: ..."),
-        ("note", "SLA recovered: only words"), ("sla_breach", "SLA breach: x")]]  # fmt: skip
+        ("state", "running"), ("sla_breach", "SLA breach: fps 30 < 57 for 10s"),
+        ("sla_recovered", "SLA recovered: ..."), ("note", "SLA recovered: only words"),
+        ("sla_breach", "SLA breach: x")]]  # fmt: skip
     assert sla_state(events) == {"state": "breached", "breaches": 2, "last": "SLA breach: x"}
 
 

@@ -29,7 +29,7 @@ from tests.support import legacy_models as legacy
 from tests.support.databases import empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0002_replica_pull_bytes"
+HEAD = "0003_event_kinds_and_stop_kinds"
 SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 
 
@@ -85,10 +85,10 @@ def add_old_rows(url: str, **replica: Any) -> None:
 def test_the_revisions_are_one_line_named_by_their_ids() -> None:
     script = script_directory()
     assert script.get_heads() == [HEAD]
-    assert [rev.revision for rev in script.walk_revisions()] == [HEAD, FIRST_REVISION]
+    assert [rev.revision for rev in script.walk_revisions()] == [HEAD, "0002_replica_pull_bytes", FIRST_REVISION]
     for rev in script.walk_revisions():
         assert len(rev.revision) <= 32 and Path(rev.path).stem == rev.revision  # alembic_version is VARCHAR(32)
-    assert next_revision_id("Add nodes' labels!") == "0003_add_nodes_labels"
+    assert next_revision_id("Add nodes' labels!") == "0004_add_nodes_labels"
 
 
 def test_a_new_database_migrates_to_exactly_what_the_models_define(url: str) -> None:
