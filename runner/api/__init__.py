@@ -37,8 +37,11 @@ _STATUS: dict[type[RunnerError], int] = {AuthError: 401, PolicyError: 403, NotFo
 
 
 def create_app(ctx: AppContext) -> FastAPI:
+    # No docs, redoc or openapi.json pages: FastAPI serves those without any credential, and
+    # there is no open route (the schema of specs is `runner schema`).
     app = FastAPI(title="runner", version="0.1.0", description="Run containerized workloads on rented GPU nodes.",
-                  default_response_class=FiniteJSONResponse)  # fmt: skip
+                  default_response_class=FiniteJSONResponse, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
     app.state.ctx = ctx
     app.state.store = ctx.store
     app.state.key_cache = {}

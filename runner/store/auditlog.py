@@ -60,7 +60,10 @@ class AuditStore(StoreBase):
         if check.ok:
             with self.session() as s:
                 head = s.get(AuditHead, 1)
-                if head is not None and (head.seq != check.entries or head.hash != check.last_hash):
+                if head is not None and head.seq != check.entries:
                     return ChainCheck(False, check.entries, check.entries + 1,
                                       f"the head says {head.seq} entries but {check.entries} are there: the newest were removed")  # fmt: skip
+                if head is not None and head.hash != check.last_hash:  # as many, but the newest is not what was written
+                    return ChainCheck(False, check.entries, check.entries,
+                                      f"entry {check.entries} is not the one the head recorded: it was rewritten")  # fmt: skip
         return check

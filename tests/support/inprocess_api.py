@@ -1,0 +1,79 @@
+"""The real control-plane API (``runner.api.create_app``) over a real Store, without Ray.
+
+For routes that need only the store and the network's rules (audit, joining, node states): the
+supervisor is a stand-in with the few things those routes touch (``wake``, ``changed`` and the
+fleet's view of which Ray nodes are alive). Served by uvicorn on a loopback port in a thread, so
+the CLI can be run against it as a subprocess, exactly as a user runs it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.settings import Settings
+from runner.store import Store
+from tests.conftest import wait_for
+
+
+@dataclass
+class StubFleet:
+    live: set[str] = field(default_factory=set)
+    nodes: dict[str, Any] = field(default_factory=dict)
+    agents: dict[str, Any] = field(default_factory=dict)
+
+    def alive(self, name: str) -> bool:
+        return name in self.live
+
+
+@dataclass
+class StubSupervisor:
+    fleet: StubFleet = field(default_factory=StubFleet)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    wakes: int = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+def make_app(store: Store, supervisor: StubSupervisor | None = None) -> Any:
+    from runner.api import create_app
+    from runner.api.context import AppContext
+    from runner.network import default_network
+
+    ctx = AppContext(store=store, supervisor=supervisor or StubSupervisor(), config=default_network(),  # type: ignore[arg-type]
+                     runtime_name="process", ray_address="127.0.0.1:1", ray_token="ray-token-for-tests")  # fmt: skip
+    return create_app(ctx)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def served(home: Path, store: Store, supervisor: StubSupervisor | None = None) -> Iterator[Settings]:
+    """The app on a free loopback port, with the operator's key in ``home/admin-key``, as the
+    ``Settings`` a CLI of that home uses."""
+    import uvicorn
+
+    settings = Settings(home=home, server_port=free_port())
+    home.mkdir(parents=True, exist_ok=True)
+    settings.admin_key_path.write_text(store.create_operator_key())
+    config = uvicorn.Config(make_app(store, supervisor), host="127.0.0.1", port=settings.server_port,
+                            log_level="warning", access_log=False, lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout_s=30, what="uvicorn to listen")
+        yield settings
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,140 @@
+"""Tampering with the audit log in its database is caught by ``runner admin audit verify``.
+
+The product's promise (README, "Compliance"): entries are hash-chained in the same transaction as
+the decision and ``runner admin audit verify`` "finds any changed, removed or reordered entry"; the
+chain's head row (``audit_head``: the last seq and hash) makes removing only the newest entries
+detectable too. Each test writes a real chain into a fresh SQLite store, serves the real API over
+it, tampers with the file directly (as someone with the database but not the code would), and
+runs the real CLI: exit 1, naming the first bad entry. Putting the row back makes it pass again,
+so what failed was the tampering and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.audit import canonical
+from runner.policy import KYC
+from runner.settings import Settings
+from runner.store import Store
+from tests.integration.test_cli import run
+from tests.support.inprocess_api import served
+
+ENTRIES = 8
+
+
+@pytest.fixture()
+def chain(tmp_path: Path) -> Iterator[tuple[Settings, Path]]:
+    """A fresh store with a chain of ENTRIES entries (real decisions and plain ones), served."""
+    home = tmp_path / "home"
+    home.mkdir()
+    db = home / "runner.db"
+    store = Store(f"sqlite:///{db}")
+    store.add_tenant("acme", country="DE", kyc=KYC.VERIFIED)
+    store.add_provider("gpu-barn", country="NL", kyc=KYC.VERIFIED)
+    store.issue_join_token("gpu-barn", ttl_s=60)
+    for i in range(ENTRIES - 3):
+        store.audit("test.decision", {"i": i, "what": f"decision {i}"})
+    assert store.verify_audit().ok and store.verify_audit().entries == ENTRIES
+    with served(home, store) as settings:
+        yield settings, db
+
+
+def verify(settings: Settings) -> tuple[int, str]:
+    result = run(["admin", "audit", "verify"], settings, timeout=120)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, " ".join((result.stdout + result.stderr).split())
+
+
+def sql(db: Path, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(statement, args).fetchall()
+    conn.close()
+    return rows
+
+
+def row(db: Path, seq: int) -> tuple[Any, ...]:
+    return sql(db, "SELECT seq, ts, kind, payload, prev_hash, hash FROM audit_log WHERE seq = ?", seq)[0]
+
+
+def put_back(db: Path, saved: tuple[Any, ...]) -> None:
+    sql(db, "INSERT OR REPLACE INTO audit_log (seq, ts, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+        *saved)  # fmt: skip
+
+
+def test_an_untouched_chain_verifies(chain: tuple[Settings, Path]) -> None:
+    settings, _ = chain
+    code, out = verify(settings)
+    assert code == 0, out
+    assert f"ok: {ENTRIES} entries, hash chain intact" in out
+
+
+@pytest.mark.parametrize("column, value", [("payload", json.dumps({"i": 1, "what": "decision 99"})),
+                                           ("kind", "test.other"), ("ts", 1.5)])  # fmt: skip
+def test_a_changed_entry_is_named(chain: tuple[Settings, Path], column: str, value: Any) -> None:
+    settings, db = chain
+    saved = row(db, 5)
+    sql(db, f"UPDATE audit_log SET {column} = ? WHERE seq = 5", value)
+    code, out = verify(settings)
+    assert code == 1, out
+    assert "tampered" in out and "entry 5 was changed after it was written" in out and "first bad entry 5" in out
+    put_back(db, saved)
+    assert verify(settings)[0] == 0
+
+
+def test_a_removed_entry_in_the_middle_is_named(chain: tuple[Settings, Path]) -> None:
+    settings, db = chain
+    saved = row(db, 4)
+    sql(db, "DELETE FROM audit_log WHERE seq = 4")
+    code, out = verify(settings)
+    assert code == 1, out
+    assert "entry 5 follows 3" in out and "first bad entry 5" in out
+    put_back(db, saved)
+    assert verify(settings)[0] == 0
+
+
+def test_reordered_entries_are_named(chain: tuple[Settings, Path]) -> None:
+    """Swap two entries' contents, each keeping its own (valid) hash: the links break."""
+    settings, db = chain
+    a, b = row(db, 3), row(db, 4)
+    put_back(db, (3, *b[1:]))
+    put_back(db, (4, *a[1:]))
+    code, out = verify(settings)
+    assert code == 1, out
+    assert "first bad entry 3" in out
+    put_back(db, a)
+    put_back(db, b)
+    assert verify(settings)[0] == 0
+
+
+def test_removing_only_the_newest_entries_is_caught_by_the_head(chain: tuple[Settings, Path]) -> None:
+    settings, db = chain
+    saved = [row(db, seq) for seq in (ENTRIES - 1, ENTRIES)]
+    sql(db, "DELETE FROM audit_log WHERE seq >= ?", ENTRIES - 1)
+    code, out = verify(settings)
+    assert code == 1, out
+    assert f"the head says {ENTRIES} entries but {ENTRIES - 2} are there" in out
+    assert f"first bad entry {ENTRIES - 1}" in out
+    for saved_row in saved:
+        put_back(db, saved_row)
+    assert verify(settings)[0] == 0
+
+
+def test_the_newest_entry_rewritten_with_a_recomputed_hash_is_caught_and_named(chain: tuple[Settings, Path]) -> None:
+    """A forger who rewrites the newest entry and recomputes its hash (the chain before it still
+    links) is caught by the head's hash, and the entry named is the one that was changed."""
+    settings, db = chain
+    seq, ts, kind, _payload, prev, _digest = row(db, ENTRIES)
+    forged = {"i": 4, "what": "a decision that never was"}
+    digest = hashlib.sha256(canonical([prev, seq, repr(float(ts)), kind, forged]).encode()).hexdigest()
+    sql(db, "UPDATE audit_log SET payload = ?, hash = ? WHERE seq = ?", json.dumps(forged), digest, seq)
+    code, out = verify(settings)
+    assert code == 1, out
+    assert f"first bad entry {ENTRIES}" in out, out
