@@ -13,7 +13,7 @@ from rich.table import Table
 from runner.cli.common import (
     app, client, console, friendly, join_command, print_json, settings, styled, usd, when,
 )  # fmt: skip
-from runner.errors import UserError
+from runner.core.errors import UserError
 
 node_app = typer.Typer(help="Provider nodes: join, drain, offboard, activate, challenge.", no_args_is_help=True)
 admin_app = typer.Typer(help="The operator's commands: tenants, providers, join tokens, audit.", no_args_is_help=True)
@@ -138,12 +138,15 @@ def node_join(
             if raylet_running(proc.pid):
                 had_raylet = True
             elif had_raylet:
-                console.print("[yellow]out of the cluster:[/yellow] this node's raylet stopped "
-                              "(the head shuts an offboarded node down)")  # fmt: skip
                 proc.terminate()
                 code = proc.wait()
                 break
             time.sleep(1.0)
+        # Either this loop saw the raylet go, or `ray start --block` saw it first and exited: the
+        # same event, said the same way.
+        if had_raylet:
+            console.print("[yellow]out of the cluster:[/yellow] this node's raylet stopped "
+                          "(the head shuts an offboarded node down)")  # fmt: skip
     except KeyboardInterrupt:
         proc.terminate()
         code = proc.wait()
@@ -159,7 +162,7 @@ def node_join(
 def leave_network(node: str) -> int:
     """Remove this machine's replicas of ``node`` (runner's labels on them) from its Docker
     engine, whichever control plane started them; how many there were."""
-    from runner.errors import RuntimeUnavailableError
+    from runner.core.errors import RuntimeUnavailableError
     from runner.runtime.base import LABEL_MANAGED, LABEL_NODE
     from runner.runtime.docker import docker_client
 
@@ -367,7 +370,7 @@ def token_issue(provider: str, ttl: Annotated[str, typer.Option(help="How long i
     """Issue a single-use join token for one of a provider's machines."""
     from pydantic import TypeAdapter, ValidationError
 
-    from runner.spec import Duration
+    from runner.core.spec import Duration
 
     try:
         ttl_s = TypeAdapter(Duration).validate_python(ttl)
