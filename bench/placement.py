@@ -34,15 +34,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runner.catalog import CATALOG
-from runner.ledger import to_micros as usd_to_micros
-from runner.nodetable import Load, NodeRow, NodeTable
-from runner.demand import Demand
-from runner.placement import FAR_MS, Placer, Weights
-from runner.rules import first_rejection
-from runner.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
-from runner.regions import RegionTable, default_regions
-from runner.network import default_network
+from runner.core.catalog import CATALOG
+from runner.core.ledger import to_micros as usd_to_micros
+from runner.core.nodetable import Load, NodeRow, NodeTable
+from runner.core.demand import Demand
+from runner.core.placement import FAR_MS, Placer, Weights
+from runner.core.rules import first_rejection
+from runner.core.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
+from runner.core.regions import RegionTable, default_regions
+from runner.core.network import default_network
 
 REGION_COUNTRIES = {
     "eu-west": ["DE", "NL", "FR", "GB"], "eu-north": ["SE", "FI"], "us-east": ["US", "CA"], "us-west": ["US"],

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pidfile", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=None, help="for jitter and loss")
     args = parser.parse_args(argv)
-    from runner.regions import default_regions
+    from runner.core.regions import default_regions
 
     regions = default_regions()
     args.pidfile.write_text(str(os.getpid()))

@@ -19,11 +19,11 @@ from typing import Any
 import ray
 
 from runner.benchmark import Challenge, ChallengeSolver
-from runner.errors import RunnerError
+from runner.core.errors import RunnerError
 from runner.nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.runtime.netif import interface_of
-from runner.states import ReplicaState
+from runner.core.states import ReplicaState
 
 AGENT_NAMESPACE = "runner"
 AGENT_MAX_CONCURRENCY = 256

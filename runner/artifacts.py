@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ArtifactStoreError, NotFoundError, UserError
+from runner.core.errors import ArtifactStoreError, NotFoundError, UserError
 from workloads.common.artifacts import (
     ArtifactError, ArtifactNotFoundError, ArtifactStore, ArtifactURIError, FileStore, check_key, open_store,
 )  # fmt: skip

@@ -201,7 +201,7 @@ def judge(measured_tflops: float, expected_tflops: float, tolerance: float) -> s
 def expected_tflops(gpu_model: str | None, simulated: bool, verified_tflops: float) -> float:
     """What a node should reach in a challenge: its own verified benchmark in CPU mode (and for
     CPU-only nodes), else a conservative share of the catalog's FP16 peak for its GPU model."""
-    from runner.catalog import get_gpu
+    from runner.core.catalog import get_gpu
 
     if simulated or not gpu_model:
         return verified_tflops

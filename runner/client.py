@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 import httpx
 
-from runner import errors
+from runner.core import errors
 from runner.settings import Settings
-from runner.spec import parse_workload, spec_to_dict
+from runner.core.spec import parse_workload, spec_to_dict
 
 _ERRORS: dict[str, type[errors.RunnerError]] = {
     cls.__name__: cls

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ClusterError
+from runner.core.errors import ClusterError
 from runner.nodes import NodeInfo
 
 #: Ray reads these C++ settings from the environment at `ray start` (seen: a cut link noticed in

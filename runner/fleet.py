@@ -16,9 +16,9 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runner.catalog import canonical_gpu_name, get_gpu, known_gpu_names
-from runner.errors import FleetError
-from runner.nodetable import NodeRow
+from runner.core.catalog import canonical_gpu_name, get_gpu, known_gpu_names
+from runner.core.errors import FleetError
+from runner.core.nodetable import NodeRow
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
 
@@ -48,7 +48,7 @@ class FleetNode(BaseModel):
 
     def gpu_price_micros(self) -> int:
         """Its stated price per GPU-hour, else the catalog list price (micro-USD)."""
-        from runner.placement import gpu_price_micros
+        from runner.core.placement import gpu_price_micros
 
         return gpu_price_micros(self.gpu_model, self.price_per_gpu_hour)
 

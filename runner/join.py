@@ -18,7 +18,7 @@ from typing import Any
 
 from runner import cluster
 from runner.benchmark import measure
-from runner.catalog import canonical_gpu_name
+from runner.core.catalog import canonical_gpu_name
 from runner.client import Client
 from runner.nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 

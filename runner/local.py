@@ -21,16 +21,18 @@ from typing import Any
 
 import httpx
 
-from runner import cluster, ledger
+from runner import cluster
+
+from runner.core import ledger
 from runner import registry as registry_process
-from runner.errors import ClusterError
+from runner.core.errors import ClusterError
 from runner.benchmark import measure
 from runner.client import Client
 from runner.fleet import Fleet, FleetNode, load_fleet
 from runner.gateway import address as gateway_address
 from runner.gateway.address import gateway_url
 from runner.join import join, join_request, start_ray_node
-from runner.network import load_network
+from runner.core.network import load_network
 from runner.runtime import make_runtime
 from runner.settings import Settings
 from runner.store import Store

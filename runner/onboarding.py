@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from runner.benchmark import expected_tflops, judge
-from runner.catalog import canonical_gpu_name, get_gpu
-from runner.errors import ConflictError, PolicyError, UserError
-from runner.ledger import to_micros
-from runner.network import NetworkConfig
-from runner.policy import KYC, NodeFacts, NodeState, admit_node
-from runner.spec.fields import NodeCores, NodeMemoryMiB, PricePerGpuHour, Tflops
+from runner.core.catalog import canonical_gpu_name, get_gpu
+from runner.core.errors import ConflictError, PolicyError, UserError
+from runner.core.ledger import to_micros
+from runner.core.network import NetworkConfig
+from runner.core.policy import KYC, NodeFacts, NodeState, admit_node
+from runner.core.spec.fields import NodeCores, NodeMemoryMiB, PricePerGpuHour, Tflops
 from runner.store import Store
 
 NAME = r"^[a-z][a-z0-9-]{0,62}$"

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from runner.errors import ClusterError, UserError
+from runner.core.errors import ClusterError, UserError
 from runner.settings import Settings
 
 #: The workload images providers run; the base and the root filesystem only build them.

@@ -12,7 +12,7 @@ import threading
 import uvicorn
 
 from runner import cluster
-from runner.network import load_network
+from runner.core.network import load_network
 from runner.settings import Settings
 from runner.store import Store
 

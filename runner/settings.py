@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.errors import UserError
+from runner.core.errors import UserError
 
 if TYPE_CHECKING:
-    from runner.network_store import NetworkStore
+    from runner.core.network_store import NetworkStore
 
 #: Workers of the process runtime run commands from here: the checkout that holds `workloads/`.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ class Settings:
     image_cache_gb: float = 50.0
     #: The network's own S3 store (``s3://BUCKET[/PREFIX]``) and the endpoint providers' machines
     #: reach it at: where a workload's artifacts go when its spec names none, across hosts
-    #: (``runner/network_store.py``). `runner up --store` keeps them in ``head.json``; empty: none.
+    #: (``runner/core/network_store.py``). `runner up --store` keeps them in ``head.json``; empty: none.
     store: str = ""
     store_endpoint: str = ""
 
@@ -104,7 +104,7 @@ class Settings:
     @property
     def network_store(self) -> "NetworkStore | None":
         """The network's S3 store, when the head was given one."""
-        from runner.network_store import NetworkStore
+        from runner.core.network_store import NetworkStore
 
         return NetworkStore(uri=self.store, endpoint=self.store_endpoint) if self.store else None
 

@@ -1,4 +1,4 @@
-"""Each workload's own credential for the network's store (``runner/network_store.py`` says why).
+"""Each workload's own credential for the network's store (``runner/core/network_store.py`` says why).
 
 The store's admin credential (what `runner up --store` was given, kept in the head's home, 0600)
 never leaves the head. Each *holder* gets an IAM user of its own, ``runner-<holder>``, with the
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ArtifactStoreError
-from runner.network_store import NetworkStore, workload_policy
+from runner.core.errors import ArtifactStoreError
+from runner.core.network_store import NetworkStore, workload_policy
 
 log = logging.getLogger(__name__)
 

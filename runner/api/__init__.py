@@ -27,10 +27,10 @@ from fastapi.exceptions import RequestValidationError
 from runner.api import admin, artifacts, nodes, services, sessions, workloads
 from runner.api.context import AppContext
 from runner.api.encoding import FiniteJSONResponse
-from runner.errors import (
+from runner.core.errors import (
     ArtifactStoreError, AuthError, ConflictError, NotFoundError, PolicyError, RunnerError, SpecError, UserError,
 )  # fmt: skip
-from runner.spec.parsing import humanize_error
+from runner.core.spec.parsing import humanize_error
 
 _STATUS: dict[type[RunnerError], int] = {AuthError: 401, PolicyError: 403, NotFoundError: 404, ConflictError: 409,
                                          SpecError: 422, UserError: 400, ArtifactStoreError: 502}  # fmt: skip

@@ -10,17 +10,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from runner import ledger
+from runner.core import ledger
 from runner.api.auth import Operator
 from runner.api.context import AppContext, context
 from runner.api.nodes import bill_json, statement_json
-from runner.errors import UserError
-from runner.events import Stop, StopReason
-from runner.ledger import SlashCause
-from runner.policy import KYC, NodeState
-from runner.sla import UptimeDay as UptimeFacts
-from runner.sla import day_breached, monthly_uptime
-from runner.spec.fields import MAX_USD, Usd, bounded
+from runner.core.errors import UserError
+from runner.core.events import Stop, StopReason
+from runner.core.ledger import SlashCause
+from runner.core.policy import KYC, NodeState
+from runner.core.sla import UptimeDay as UptimeFacts
+from runner.core.sla import day_breached, monthly_uptime
+from runner.core.spec.fields import MAX_USD, Usd, bounded
 from runner.store import Provider, Tenant
 from runner.supervisor.market import utc_day
 

@@ -14,8 +14,8 @@ from starlette.background import BackgroundTask
 from runner import artifacts
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
-from runner.errors import UserError
-from runner.spec import parse_workload
+from runner.core.errors import UserError
+from runner.core.spec import parse_workload
 from runner.store import Workload
 from runner.store_credentials import admin_env, read_admin
 from workloads.common.artifacts import ArtifactStore

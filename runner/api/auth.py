@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from runner.errors import AuthError
+from runner.core.errors import AuthError
 from runner.store import Principal
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from runner.network import NetworkConfig
+from runner.core.network import NetworkConfig
 from runner.store import Store
 from runner.supervisor import Supervisor
 

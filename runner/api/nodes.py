@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from runner import ledger
+from runner.core import ledger
 from runner.api.auth import Anyone, Tenant
 from runner.api.context import AppContext, context
 from runner.onboarding import JoinGrant, JoinRequest, onboard

@@ -19,12 +19,12 @@ from fastapi import APIRouter, Query
 
 from runner.api.auth import Anyone, Operator, Tenant
 from runner.api.workloads import Ctx
-from runner.contract import service_port
-from runner.errors import NotFoundError
+from runner.core.contract import service_port
+from runner.core.errors import NotFoundError
 from runner.gateway.address import gateway_url
-from runner.services import service_view
-from runner.sessions import player_url
-from runner.states import ReplicaState, WorkloadState
+from runner.core.services import service_view
+from runner.core.sessions import player_url
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Workload
 
 router = APIRouter()
@@ -48,7 +48,7 @@ def view(ctx: Any, w: Workload) -> dict[str, Any]:
 
 
 def _parse(w: Workload) -> Any:
-    from runner.spec import parse_workload
+    from runner.core.spec import parse_workload
 
     return parse_workload(w.spec, source=w.source or w.id)
 

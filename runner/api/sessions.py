@@ -1,7 +1,7 @@
 """Tenant routes for gaming sessions: start, list, show, wait until serving, end.
 
 A session is a ``kind: gaming`` workload; these routes are the player-facing shape of it. Start
-builds the spec from a few fields (``runner.sessions.session_spec``: the shipped game server, its
+builds the spec from a few fields (``runner.core.sessions.session_spec``: the shipped game server, its
 port, 1 CPU, a consumer-class GPU) and goes through the same admission as ``POST /v1/workloads``
 (KYC, budget, idempotency key). ``wait`` long-polls until the session serves (its first frame
 exists and its URL is known) or ends, so ``runner session start`` can print the URL the moment it
@@ -19,11 +19,11 @@ from fastapi import APIRouter, Body, Header, Query
 from runner.api.auth import Tenant
 from runner.api.encoding import FiniteJSONResponse
 from runner.api.workloads import Ctx, admit
-from runner.errors import NotFoundError, UserError
-from runner.events import EventKind, Stop, StopReason
-from runner.sessions import session_spec, session_view
-from runner.spec import parse_workload, spec_to_dict
-from runner.states import WorkloadState
+from runner.core.errors import NotFoundError, UserError
+from runner.core.events import EventKind, Stop, StopReason
+from runner.core.sessions import session_spec, session_view
+from runner.core.spec import parse_workload, spec_to_dict
+from runner.core.states import WorkloadState
 from runner.store import Workload
 
 router = APIRouter()

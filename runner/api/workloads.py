@@ -14,17 +14,17 @@ from urllib.parse import unquote, urlsplit
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from runner import ledger
+from runner.core import ledger
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
-from runner.errors import PolicyError, UserError
-from runner.events import EventKind
-from runner.network_store import foreign_prefix_problem
-from runner.demand import Demand
-from runner.policy import KYC, TenantFacts, admit_tenant
-from runner.spec import parse_workload, spec_to_dict
-from runner.states import WorkloadState
+from runner.core.errors import PolicyError, UserError
+from runner.core.events import EventKind
+from runner.core.network_store import foreign_prefix_problem
+from runner.core.demand import Demand
+from runner.core.policy import KYC, TenantFacts, admit_tenant
+from runner.core.spec import parse_workload, spec_to_dict
+from runner.core.states import WorkloadState
 from runner.store import Event, LogLine, Replica, Workload
 from runner.supervisor.core import tenant_artifacts
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import app, client, console, friendly, print_json
-from runner.errors import NotFoundError
+from runner.core.errors import NotFoundError
 
 artifacts_app = typer.Typer(help="A training job's artifacts (checkpoints): list and download them.",
                             no_args_is_help=True)  # fmt: skip

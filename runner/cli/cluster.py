@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import app, client, console, err, friendly, join_command, print_json, settings, styled
-from runner.errors import UserError
-from runner.ledger import to_usd
+from runner.core.errors import UserError
+from runner.core.ledger import to_usd
 
 images_app = typer.Typer(help="Build the workload images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
@@ -102,7 +102,7 @@ def _network_store(home: Path, uri: str | None, endpoint: str | None) -> dict[st
     its admin credential in the head's home, readable by the operator only."""
     import os
 
-    from runner.network_store import parse_store
+    from runner.core.network_store import parse_store
     from runner.store_credentials import write_private
 
     if not (uri and endpoint):

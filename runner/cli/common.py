@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from runner.errors import RunnerError
-from runner.ledger import MICROS
+from runner.core.errors import RunnerError
+from runner.core.ledger import MICROS
 from runner.settings import Settings
 
 app = typer.Typer(help="runner: run containerized workloads on rented GPU nodes.", no_args_is_help=True,

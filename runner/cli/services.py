@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import app, client, console, friendly, print_json, settings, styled
-from runner.errors import ClusterError, WorkloadFailedError
+from runner.core.errors import ClusterError, WorkloadFailedError
 
 
 def _num(value: Any, digits: int = 1) -> str:

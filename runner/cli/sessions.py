@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import app, client, console, err, friendly, print_json, styled, when
-from runner.errors import WorkloadFailedError
+from runner.core.errors import WorkloadFailedError
 
 session_app = typer.Typer(help="Gaming sessions: start one near a player, list them, end one.", no_args_is_help=True)
 app.add_typer(session_app, name="session")

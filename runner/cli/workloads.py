@@ -10,14 +10,14 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import app, client, console, friendly, print_json, styled, usd, when
-from runner.errors import WorkloadFailedError
+from runner.core.errors import WorkloadFailedError
 
 
 @app.command()
 @friendly
 def validate(spec_file: Annotated[Path, typer.Argument(help="A workload spec (YAML).")]) -> None:
     """Check a spec without a cluster; print it in its explicit long form."""
-    from runner.spec import load_workload, spec_to_dict
+    from runner.core.spec import load_workload, spec_to_dict
 
     spec = load_workload(spec_file)
     console.print(f"[green]ok[/green] {spec_file}: {spec.kind} workload {spec.name!r}")
@@ -27,7 +27,7 @@ def validate(spec_file: Annotated[Path, typer.Argument(help="A workload spec (YA
 @app.command()
 def schema() -> None:
     """Print the JSON schema of workload specs."""
-    from runner.spec import workload_json_schema
+    from runner.core.spec import workload_json_schema
 
     print(json.dumps(workload_json_schema(), indent=2))
 
@@ -42,7 +42,7 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Submit a workload."""
-    from runner.spec import load_workload
+    from runner.core.spec import load_workload
 
     spec = load_workload(spec_file)
     c = client()

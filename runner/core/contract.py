@@ -48,7 +48,7 @@ def kind_env(spec: Any, *, replica_index: int, rendezvous: Rendezvous | None = N
              checkpoint_uri: str | None = None, model_uri: str | None = None) -> dict[str, str]:  # fmt: skip
     """The kind-specific variables of the contract. ``checkpoint_uri`` and ``model_uri`` are
     where the replica finds those folders (inside a container, its mount points:
-    ``runner.mounts``); a served model keeps the spec's name (``RUNNER_MODEL_ID``), which is what
+    ``runner.core.mounts``); a served model keeps the spec's name (``RUNNER_MODEL_ID``), which is what
     clients send as ``model``."""
     kind = spec.kind
     if kind == "inference":

@@ -1,7 +1,7 @@
 """What a workload asks of the nodes its replicas run on: the one input of placement and its rules.
 
 A leaf module (pure: dataclasses and the money conversion only), so that the rules
-(``runner/rules.py``) and the placer (``runner/placement.py``) both read it without importing
+(``runner/core/rules.py``) and the placer (``runner/core/placement.py``) both read it without importing
 each other.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from runner.ledger import to_micros
+from runner.core.ledger import to_micros
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class SlashCause(StrEnum):
 @dataclass(frozen=True)
 class MarketConfig:
     """The network's money rules. Amounts in micro-USD; ``fee_bps`` in basis points. No defaults
-    here: the values live once, in ``runner/data/network.yaml`` (``runner.network.default_network``)."""
+    here: the values live once, in ``runner/data/network.yaml`` (``runner.core.network.default_network``)."""
 
     fee_bps: int  # the network's share of every sale
     cpu_price_per_core_hour: int  # what CPU-only work costs where a node names no price

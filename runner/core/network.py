@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner.errors import ConfigError
-from runner.ledger import MarketConfig, SlashCause, to_micros
-from runner.policy import PolicyConfig
-from runner.sla import SLAConfig
+from runner.core.errors import ConfigError
+from runner.core.ledger import MarketConfig, SlashCause, to_micros
+from runner.core.policy import PolicyConfig
+from runner.core.sla import SLAConfig
 
 
 class _Strict(BaseModel):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.catalog import CATALOG
-from runner.policy import KYC, NodeState
+from runner.core.catalog import CATALOG
+from runner.core.policy import KYC, NodeState
 
 GPU_MODELS: tuple[str, ...] = tuple(CATALOG)
 _GPU_INDEX = {name: i for i, name in enumerate(GPU_MODELS)}

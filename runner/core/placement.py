@@ -18,7 +18,7 @@ what lets 10,000 pending workloads be placed over 100,000 nodes in about a secon
 (``bench/placement.py``).
 
 ``explain`` gives every node's verdict and score for ``runner explain``. The rules themselves,
-vectorized and as a plain-Python oracle, are in ``runner/rules.py``.
+vectorized and as a plain-Python oracle, are in ``runner/core/rules.py``.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from runner.catalog import CATALOG
-from runner.demand import Demand
-from runner.ledger import to_micros, to_usd
-from runner.nodetable import Load, NodeTable
-from runner.policy import PolicyConfig, Reason, TenantFacts
-from runner.regions import RegionTable, default_regions
-from runner.rules import EPS, RuleContext, TenantRules, capacity_codes, passing, reason_text, static_codes
+from runner.core.catalog import CATALOG
+from runner.core.demand import Demand
+from runner.core.ledger import to_micros, to_usd
+from runner.core.nodetable import Load, NodeTable
+from runner.core.policy import PolicyConfig, Reason, TenantFacts
+from runner.core.regions import RegionTable, default_regions
+from runner.core.rules import EPS, RuleContext, TenantRules, capacity_codes, passing, reason_text, static_codes
 
 #: Up to this many nodes, a refusal names every node and its reason; beyond, it counts.
 SMALL_FLEET = 20

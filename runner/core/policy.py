@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from runner.catalog import get_gpu
+from runner.core.catalog import get_gpu
 
 # Countries under US embargo or advanced-computing export rules (Country Group D:5 and the
 # comprehensive embargoes, plus China and Macau under the 2022-2023 rules). Hong Kong is in the

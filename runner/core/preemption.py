@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runner.nodetable import Load, NodeTable
-from runner.demand import Demand
-from runner.placement import EPS, Placer
-from runner.policy import Reason, TenantFacts
+from runner.core.nodetable import Load, NodeTable
+from runner.core.demand import Demand
+from runner.core.placement import EPS, Placer
+from runner.core.policy import Reason, TenantFacts
 
 #: Placement order of pending work: higher first (a session gets what was freed for it).
 PRIORITY: dict[str, int] = {"gaming": 2, "inference": 1, "training": 0, "batch": 0}

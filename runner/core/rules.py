@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.demand import Demand
-from runner.ledger import to_usd
-from runner.nodetable import Load, NodeRow, NodeTable
-from runner.policy import Geofence, NodeState, PolicyConfig, Reason, TenantFacts, restricted
-from runner.regions import RegionTable
+from runner.core.demand import Demand
+from runner.core.ledger import to_usd
+from runner.core.nodetable import Load, NodeRow, NodeTable
+from runner.core.policy import Geofence, NodeState, PolicyConfig, Reason, TenantFacts, restricted
+from runner.core.regions import RegionTable
 
 
 EPS = 1e-9

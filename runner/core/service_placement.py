@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from runner.demand import Demand
-from runner.placement import Decision, Placer
-from runner.policy import TenantFacts
+from runner.core.demand import Demand
+from runner.core.placement import Decision, Placer
+from runner.core.policy import TenantFacts
 
 
 class ServicePlacer(Placer):

@@ -19,7 +19,7 @@ up; its replicas come and go:
 ``plan`` turns the replica rows into those actions; the controller (``runner/supervisor/
 service.py``) carries them out. Everything here is derived from the rows, so a restarted control
 plane plans the same thing again: the replica rows, and the events' kinds and data (the size the
-autoscaler last set, which ends are recorded), never their messages (``runner.events``).
+autoscaler last set, which ends are recorded), never their messages (``runner.core.events``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.events import EventKind, data_of, of_kind
-from runner.states import ReplicaState
+from runner.core.events import EventKind, data_of, of_kind
+from runner.core.states import ReplicaState
 
 #: The report a replica prints once it serves.
 READY = "ready"

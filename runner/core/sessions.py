@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.errors import SpecError
-from runner.events import EventKind, of_kind, stopping
-from runner.regions import RegionTable, default_regions
+from runner.core.errors import SpecError
+from runner.core.events import EventKind, of_kind, stopping
+from runner.core.regions import RegionTable, default_regions
 
 #: What ``runner session start`` runs when nothing else is asked for.
 DEFAULT_IMAGE = "runner/gaming:latest"
@@ -50,7 +50,7 @@ OPTIONS = ("name", "fps", "resolution", "idle_timeout", "max_duration", "latency
 SLA_SUSTAIN_S = 10.0
 #: Fps below this share of the target breaks the promise.
 SLA_FPS_SHARE = 0.95
-#: How the SLA's events read for people (the state itself is their kind: ``runner.events``).
+#: How the SLA's events read for people (the state itself is their kind: ``runner.core.events``).
 BREACH = "SLA breach: "
 RECOVERED = "SLA recovered: "
 #: How the event written once per attempt when the session first serves begins, for people.

@@ -9,7 +9,7 @@ failures are final, and what the trainer's reports add to the workload's timelin
   taken port makes the attempt a *relocation* (placed again at once with the next attempt's
   port, not counted as a failure) instead of a confused trainer.
 - **Checkpoints.** A ``file://`` checkpoint folder is bound into the container at
-  ``/mnt/runner/checkpoints`` (``runner.mounts``: never at its host path, where the image may hold
+  ``/mnt/runner/checkpoints`` (``runner.core.mounts``: never at its host path, where the image may hold
   a folder its user cannot enter), and the URIs the trainer reports are read back as the host's;
   the node creates the folder writable for the image's user. Across hosts use ``s3://`` (a
   vanished node must not take the checkpoints along).
@@ -30,8 +30,8 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import PortInUseError
-from runner.states import ReplicaState
+from runner.core.errors import PortInUseError
+from runner.core.states import ReplicaState
 
 if TYPE_CHECKING:  # rows the supervisor hands in; only their fields are read
     from runner.store import Replica

@@ -35,7 +35,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     """Run the gateway in the foreground on ``host:port`` (default: this home's address)."""
     import uvicorn
 
-    from runner.errors import ClusterError
+    from runner.core.errors import ClusterError
     from runner.gateway import address
     from runner.gateway.control import Control
     from runner.gateway.proxy import Gateway

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ImageError, RunnerError, RuntimeUnavailableError
+from runner.core.errors import ImageError, RunnerError, RuntimeUnavailableError
 from runner.images.defs import (
     IMAGES, REPO_ROOT, ROOTFS_INCLUDE, ROOTFS_REPO, ROOTFS_SUITE, ROOTFS_VARIANT, WHEEL_ABI, WHEEL_PLATFORMS,
     WHEEL_PYTHON, ImageDef, Log, build_order, chain_requirements, check_wheels, context_files, image_hash, image_tag,

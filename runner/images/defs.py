@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import ImageError
+from runner.core.errors import ImageError
 
 Log = Callable[[str], None]
 

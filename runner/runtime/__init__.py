@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from runner.errors import RuntimeUnavailableError, UserError
+from runner.core.errors import RuntimeUnavailableError, UserError
 from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime, replica_key
 
 RUNTIME_NAMES = ("auto", "docker", "process")

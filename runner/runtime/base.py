@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.errors import PortInUseError, UserError
-from runner.mounts import Mount
-from runner.states import ReplicaState
+from runner.core.errors import PortInUseError, UserError
+from runner.core.mounts import Mount
+from runner.core.states import ReplicaState
 
 #: Label keys written on every container (and process state folder) runner starts.
 LABEL_MANAGED = "runner.managed"

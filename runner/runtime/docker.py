@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import ImageError, RuntimeUnavailableError
+from runner.core.errors import ImageError, RuntimeUnavailableError
 from runner.runtime.base import (
     LABEL_KEY, LABEL_MANAGED, LABEL_NODE, LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts,
 )  # fmt: skip
@@ -42,7 +42,7 @@ from runner.runtime.imagecache import GB, PullProgress
 from runner.runtime.logtail import LineBuffer, StreamTail
 from runner.runtime.netif import interface_of, mtu_of
 from runner.settings import Settings
-from runner.states import ReplicaState
+from runner.core.states import ReplicaState
 
 if TYPE_CHECKING:  # docker is imported lazily: `import runner` stays fast on any machine
     import docker

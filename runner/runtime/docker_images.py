@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from runner.errors import ImageError
+from runner.core.errors import ImageError
 from runner.runtime.imagecache import GB, CachedImage, PullProgress, evictions
 
 log = logging.getLogger("runner.images")

@@ -10,7 +10,7 @@ process, and an exit that happened while no agent watched is still known.
 A process always shares the host's network (``host_network`` is what it has anyway; its ports
 are checked free the same way) and sees the host's files: a mount's source folder is created
 like the Docker runtime creates it, and the request's env, which names each mount's target (where
-a container would find it, ``runner.mounts``), is read as naming its source instead.
+a container would find it, ``runner.core.mounts``), is read as naming its source instead.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from runner.mounts import to_host
+from runner.core.mounts import to_host
 from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts
 from runner.runtime.logtail import LineBuffer
-from runner.states import ReplicaState
+from runner.core.states import ReplicaState
 
 # The wrapper (args: state folder, workdir, command...) runs the command from the workdir and
 # records its exit code atomically (write then rename) when it ends.

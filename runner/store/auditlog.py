@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from runner.audit import GENESIS, AuditEntry, ChainCheck, entry_hash, verify_chain
+from runner.core.audit import GENESIS, AuditEntry, ChainCheck, entry_hash, verify_chain
 from runner.store.base import StoreBase
 from runner.store.models import AuditHead, AuditRow
 

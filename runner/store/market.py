@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from runner.errors import AuthError, ConflictError, NotFoundError, UserError
-from runner.policy import KYC, NodeState
+from runner.core.errors import AuthError, ConflictError, NotFoundError, UserError
+from runner.core.policy import KYC, NodeState
 from runner.store.auditlog import AuditStore
 from runner.store.models import Check, JoinToken, Node, Provider, Tenant, UptimeDay
 from runner.store.workloads import hash_key

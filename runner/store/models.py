@@ -19,8 +19,8 @@ from sqlalchemy import (
 )  # fmt: skip
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from runner.policy import KYC, NodeState
-from runner.states import WorkloadState
+from runner.core.policy import KYC, NodeState
+from runner.core.states import WorkloadState
 
 
 class Base(DeclarativeBase):
@@ -137,9 +137,9 @@ class Workload(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Why the current attempt is being stopped by the runner (budget, drain, preemption), if it is,
     #: in words for people; what the runner decides by is ``stop_kind`` and ``stop_data``
-    #: (``runner.events.Stop``), so rewording the words changes nothing.
+    #: (``runner.core.events.Stop``), so rewording the words changes nothing.
     stop_reason: Mapped[str] = mapped_column(Text, default="")
-    #: A ``runner.events.StopReason`` value, "" when the attempt is not being stopped.
+    #: A ``runner.core.events.StopReason`` value, "" when the attempt is not being stopped.
     stop_kind: Mapped[str] = mapped_column(String(16), default="", server_default="")
     #: The stop's detail and data (``{"detail": ..., "node": ...}``), None when not stopped.
     stop_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -192,7 +192,7 @@ class Event(Base):
     ts: Mapped[float] = mapped_column(Float, default=time.time)
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
-    #: What the event records (a ``runner.events.EventKind`` value): recovery reads this and
+    #: What the event records (a ``runner.core.events.EventKind`` value): recovery reads this and
     #: ``data``, never ``message``, which is for people.
     kind: Mapped[str] = mapped_column(String(24), default="note", server_default="note")
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -19,8 +19,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from runner import ledger
-from runner.ledger import MarketConfig, Posting, SlashCause, Transaction, TxKind
+from runner.core import ledger
+from runner.core.ledger import MarketConfig, Posting, SlashCause, Transaction, TxKind
 from runner.store.market import MarketStore
 from runner.store.models import LedgerPosting, LedgerTx, Provider, Replica, Workload
 

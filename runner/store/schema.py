@@ -26,7 +26,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from runner.errors import UserError
+from runner.core.errors import UserError
 from runner.store.migrations import FIRST_REVISION, PULL_BYTES_REVISION, alembic_config, script_directory
 
 #: pg_advisory_xact_lock's key for "runner is migrating this database" (any constant would do;

@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from runner.errors import AuthError, ConflictError, NotFoundError
-from runner.events import EventKind
-from runner.states import WorkloadState
+from runner.core.errors import AuthError, ConflictError, NotFoundError
+from runner.core.events import EventKind
+from runner.core.states import WorkloadState
 from runner.store.base import StoreBase
 from runner.store.models import ApiKey, Event, LogLine, PlacementRecord, Replica, Tenant, Workload
 
@@ -184,7 +184,7 @@ class WorkloadStore(StoreBase):
         """Record an event: ``message`` for people, ``kind`` and ``data`` for the control plane.
 
         ``kind`` has no default so that every writer says what it records: a restart rebuilds its
-        memory from kinds and data (``runner.events``), and a message may be reworded freely.
+        memory from kinds and data (``runner.core.events``), and a message may be reworded freely.
         """
         with self.session() as s:
             s.add(Event(workload_id=workload_id, state=state, message=message, kind=EventKind(kind).value,

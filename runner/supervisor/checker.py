@@ -19,9 +19,9 @@ import time
 import ray
 
 from runner.benchmark import expected_tflops, judge, size_challenge, verify_answer
-from runner.ledger import SlashCause
-from runner.network import NetworkConfig
-from runner.policy import NodeState
+from runner.core.ledger import SlashCause
+from runner.core.network import NetworkConfig
+from runner.core.policy import NodeState
 from runner.store import Store
 from runner.supervisor.fleet import AGENT_ERRORS, Fleet
 from runner.supervisor.market import utc_day

@@ -21,17 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner.errors import NotFoundError
-from runner.events import EventKind, Stop, StopReason
-from runner.mounts import CHECKPOINTS, MODEL, Mount, file_mount
-from runner.network import NetworkConfig
-from runner.demand import Demand
-from runner.policy import NodeState
-from runner.preemption import priority
+from runner.core.errors import NotFoundError
+from runner.core.events import EventKind, Stop, StopReason
+from runner.core.mounts import CHECKPOINTS, MODEL, Mount, file_mount
+from runner.core.network import NetworkConfig
+from runner.core.demand import Demand
+from runner.core.policy import NodeState
+from runner.core.preemption import priority
 from runner.runtime import ReplicaStatus
 from runner.settings import Settings
-from runner.spec import parse_workload
-from runner.states import ReplicaState, WorkloadState
+from runner.core.spec import parse_workload
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store_credentials import StoreCredentials, attempt_holder, read_admin
 from runner.store import Replica, Store, Workload
 from runner.supervisor.checker import Checker
@@ -167,7 +167,7 @@ class Supervisor:
             return True  # a key file of a workload this database never had: nobody may use it
 
     def mounts(self, w: Workload, spec: Any) -> list[Mount]:
-        """The host folders bound into this workload's replicas (``runner.mounts``): a training
+        """The host folders bound into this workload's replicas (``runner.core.mounts``): a training
         job's ``file://`` checkpoint folder; the ``file://`` checkpoint an inference service
         serves, read-only. Launch requests and the reading of reports both ask here."""
         if spec.kind == "training":

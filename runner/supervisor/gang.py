@@ -3,7 +3,7 @@
 An attempt is placed whole or not at all, started together, and ends together: it succeeds when
 every replica exits 0; when one fails, or its node vanishes, the rest are stopped (SIGTERM first,
 so a training job checkpoints) and the whole gang is retried, from its last checkpoint where it
-has one. The runner can also end an attempt on purpose (a ``runner.events.Stop`` stored on the
+has one. The runner can also end an attempt on purpose (a ``runner.core.events.Stop`` stored on the
 workload): to move work off a draining node or a preempted slot (a *relocation*: retried at once
 and not counted as a failure), or because the tenant's budget is spent (failed, not retried).
 What is decided reads the stop's kind, never its words.
@@ -19,17 +19,17 @@ import logging
 import time
 from typing import Any
 
-from runner.contract import Rendezvous, base_env, kind_env
-from runner.events import NO_STOP, EventKind, Stop, StopReason
-from runner.mounts import to_container
-from runner.placement import Decision
+from runner.core.contract import Rendezvous, base_env, kind_env
+from runner.core.events import NO_STOP, EventKind, Stop, StopReason
+from runner.core.mounts import to_container
+from runner.core.placement import Decision
 from runner.runtime import LaunchRequest, replica_key
-from runner.spec import spec_gpu_count
-from runner.states import ReplicaState, WorkloadState
+from runner.core.spec import spec_gpu_count
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
-from runner import training
+from runner.core import training
 from runner.supervisor.training_events import TrainingEvents
-from runner.training import master_port
+from runner.core.training import master_port
 
 log = logging.getLogger("runner.gang")
 S = WorkloadState

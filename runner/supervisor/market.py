@@ -17,18 +17,18 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
-from runner import ledger
-from runner.ledger import SlashCause
-from runner.network import NetworkConfig
-from runner.nodetable import Load, NodeRow, NodeTable
-from runner.demand import Demand
-from runner.placement import Decision, Placer
-from runner.policy import KYC, NodeState, TenantFacts
-from runner.regions import default_regions
+from runner.core import ledger
+from runner.core.ledger import SlashCause
+from runner.core.network import NetworkConfig
+from runner.core.nodetable import Load, NodeRow, NodeTable
+from runner.core.demand import Demand
+from runner.core.placement import Decision, Placer
+from runner.core.policy import KYC, NodeState, TenantFacts
+from runner.core.regions import default_regions
 from runner.runtime import ReplicaStatus
-from runner.sla import UptimeDay as UptimeFacts
-from runner.sla import reliability
-from runner.states import ReplicaState
+from runner.core.sla import UptimeDay as UptimeFacts
+from runner.core.sla import reliability
+from runner.core.states import ReplicaState
 from runner.store import Replica, Store, Workload
 from runner.supervisor.fleet import Fleet
 

@@ -1,5 +1,5 @@
 """Preemption at work: when a session is refused for want of room, stop the cheapest batch or
-training job whose leaving makes room (``runner.preemption`` decides; this module reads the
+training job whose leaving makes room (``runner.core.preemption`` decides; this module reads the
 store and writes the decision).
 
 The victim is not killed here: it gets a ``RELOCATE`` stop (``preempted by session ...``)
@@ -15,11 +15,11 @@ import logging
 import time
 from typing import Any
 
-from runner.nodetable import Load
-from runner.demand import Demand
-from runner.placement import Decision, Placer
-from runner.preemption import CAPACITY, PREEMPTS, Holder, plan_preemption
-from runner.events import EventKind, Stop, StopReason, stopping
+from runner.core.nodetable import Load
+from runner.core.demand import Demand
+from runner.core.placement import Decision, Placer
+from runner.core.preemption import CAPACITY, PREEMPTS, Holder, plan_preemption
+from runner.core.events import EventKind, Stop, StopReason, stopping
 from runner.store import Workload
 
 log = logging.getLogger("runner.preempt")

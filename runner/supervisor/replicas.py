@@ -5,9 +5,9 @@ Every agent call (start, wait, logs, stop) is a Ray ``ObjectRef`` kept in ``Call
 makes sure the right call is in flight for where a replica stands, ``collect`` takes in the ones
 that completed. Because a replica row exists before its ``start`` is sent and ``start`` adopts an
 existing container of the same key, asking again after a restart never starts anything twice.
-Log lines that are contract reports (``runner.contract.parse_report``) also update the replica's
+Log lines that are contract reports (``runner.core.contract.parse_report``) also update the replica's
 latest reports, with the ``file://`` URIs in them read back from the container's mount points to
-the host's (``runner.mounts.to_host``).
+the host's (``runner.core.mounts.to_host``).
 
 A ``start`` that takes a while (the node pulls the image) is asked about (``status``) every
 ``PULL_POLL_S``: a PULLING answer is written with its bytes, so ``runner status`` shows the pull,
@@ -25,11 +25,11 @@ from typing import Any
 
 import ray
 
-from runner.contract import parse_report
-from runner.events import EventKind
-from runner.mounts import Mount, to_host
+from runner.core.contract import parse_report
+from runner.core.events import EventKind
+from runner.core.mounts import Mount, to_host
 from runner.runtime import LaunchRequest, ReplicaStatus
-from runner.states import ReplicaState
+from runner.core.states import ReplicaState
 from runner.store import Replica, Store, Workload
 from runner.supervisor.fleet import AGENT_ERRORS, Fleet
 

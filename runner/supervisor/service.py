@@ -32,18 +32,18 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from runner.autoscale import Autoscaler, Policy, Sample
-from runner.events import NO_STOP, EventKind, Stop, StopReason
-from runner.nodetable import NodeTable
-from runner.demand import Demand
-from runner.placement import Decision
-from runner.policy import NodeState
+from runner.core.autoscale import Autoscaler, Policy, Sample
+from runner.core.events import NO_STOP, EventKind, Stop, StopReason
+from runner.core.nodetable import NodeTable
+from runner.core.demand import Demand
+from runner.core.placement import Decision
+from runner.core.policy import NodeState
 from runner.runtime import LaunchRequest, replica_key
-from runner.service_placement import ServicePlacer
-from runner.services import (
+from runner.core.service_placement import ServicePlacer
+from runner.core.services import (
     ENDED, Slot, counts_as_failure, describe_end, desired_from_events, ended_keys, plan, serves, slots_of,
 )  # fmt: skip
-from runner.states import ReplicaState, WorkloadState
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
 
 log = logging.getLogger("runner.service")

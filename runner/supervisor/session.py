@@ -5,7 +5,7 @@ does that part), but it *ends* differently:
 
 - **By itself**: the game server exits 0 after its idle timeout or max duration. That is the
   session done: SUCCEEDED with its reason, never retried.
-- **By the player**: ``runner session end`` stores an ``END`` stop (``runner.events``). The server
+- **By the player**: ``runner session end`` stores an ``END`` stop (``runner.core.events``). The server
   gets SIGTERM (with the gang's 10 s grace; it needs about 2) and the session is SUCCEEDED when
   it exits 0. ``cancel`` stays what it is for every kind: stop now, CANCELLED.
 - **By the runner's backstop**: a session still running ``BACKSTOP_S`` past its max duration
@@ -26,9 +26,9 @@ import logging
 import time
 from typing import Any
 
-from runner.events import EventKind, Stop, StopReason, data_of, of_kind
-from runner.sessions import SERVING, SlaChange, SlaWatch, player_url, sla_state
-from runner.states import ReplicaState, WorkloadState
+from runner.core.events import EventKind, Stop, StopReason, data_of, of_kind
+from runner.core.sessions import SERVING, SlaChange, SlaWatch, player_url, sla_state
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
 from runner.supervisor.gang import GangController
 

@@ -1,15 +1,15 @@
 """A training job's timeline: rank 0's reports become the workload's events, once per report line
 (the driver calls its listeners as it stores new log lines, which it does once per line across
-restarts). The messages themselves are ``runner.training.timeline_messages`` (pure)."""
+restarts). The messages themselves are ``runner.core.training.timeline_messages`` (pure)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from runner.events import EventKind
+from runner.core.events import EventKind
 from runner.store import Replica, Store, Workload
-from runner.training import timeline_messages
+from runner.core.training import timeline_messages
 
 log = logging.getLogger("runner.training")
 

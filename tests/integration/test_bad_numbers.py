@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import NotFoundError
-from runner.policy import KYC
+from runner.core.errors import NotFoundError
+from runner.core.policy import KYC
 from runner.settings import Settings
-from runner.spec import parse_workload, spec_to_dict
+from runner.core.spec import parse_workload, spec_to_dict
 from runner.store import Store
 from tests.conftest import wait_for
 from tests.integration.test_cli import run as run_cli

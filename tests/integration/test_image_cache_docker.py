@@ -32,7 +32,7 @@ from runner import registry
 from runner.runtime import LaunchRequest, replica_key
 from runner.runtime.docker import DockerRuntime
 from runner.settings import Settings
-from runner.states import ReplicaState
+from runner.core.states import ReplicaState
 from tests.conftest import docker_client_or_skip, free_ports, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from runner.errors import ImageError
+from runner.core.errors import ImageError
 from runner.images import ImageDef, build_image
 from runner.images.report import console_build
 

@@ -14,8 +14,8 @@ import pytest
 from runner import cluster, local
 from runner.gateway import address
 from runner.gateway.address import gateway_url
-from runner.ledger import SlashCause
-from runner.network import default_network
+from runner.core.ledger import SlashCause
+from runner.core.network import default_network
 from runner.settings import Settings
 from tests.conftest import extra_node, wait_for
 from tests.integration.test_market import tenant_client

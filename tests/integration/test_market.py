@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from runner import ledger, local
+from runner import local
+
+from runner.core import ledger
 from runner.client import Client
-from runner.errors import AuthError, PolicyError
+from runner.core.errors import AuthError, PolicyError
 from runner.settings import Settings
 from tests.conftest import ensure_provider, extra_node, wait_for
 from tests.integration.test_workloads import smoke

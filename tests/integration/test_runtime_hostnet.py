@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from runner.errors import PortInUseError
+from runner.core.errors import PortInUseError
 from runner.runtime import LaunchRequest, replica_key
-from runner.mounts import CHECKPOINTS, MOUNT_ROOT, file_mount, to_container
-from runner.states import ReplicaState
+from runner.core.mounts import CHECKPOINTS, MOUNT_ROOT, file_mount, to_container
+from runner.core.states import ReplicaState
 from tests.conftest import docker_client_or_skip, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 def request(folder: Path, port: int, image: str = "runner/smoke:latest", **fields: Any) -> LaunchRequest:
     """A request that binds ``folder`` where runner binds a checkpoint folder, told as its URI
-    inside, as the supervisor builds it (``runner.mounts``)."""
+    inside, as the supervisor builds it (``runner.core.mounts``)."""
     wid = f"w-hn{uuid.uuid4().hex[:8]}"
     mount = file_mount(folder.as_uri(), CHECKPOINTS)
     assert mount is not None

@@ -17,7 +17,7 @@ import pytest
 from runner.runtime import LaunchRequest, replica_key
 from runner.runtime.base import Runtime
 from runner.runtime.process import ProcessRuntime
-from runner.states import ReplicaState
+from runner.core.states import ReplicaState
 from tests.conftest import docker_client_or_skip
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from runner.network_store import NetworkStore
+from runner.core.network_store import NetworkStore
 from runner.store_credentials import StoreCredentials, attempt_holder, user_name
 from tests.support.s3 import moto_iam_server
 

@@ -19,7 +19,7 @@ import pytest
 from runner.cli.training import rank_and_attempt
 from runner.runtime.netif import interface_of
 from runner.settings import Settings
-from runner.training import master_port
+from runner.core.training import master_port
 from tests.conftest import docker_client_or_skip, extra_node, kill_node, remove_node_containers, wait_for
 from tests.support.s3 import aws_env, moto_server, new_bucket
 from tests.workloads.test_training import TINY
@@ -301,7 +301,7 @@ def test_follow_shows_rank_0_with_progress_then_status_and_artifacts(cluster_set
     missing = cli(["artifacts", "get", wid, "step-00000041/model.pt"], cluster_settings)
     assert missing.returncode == 2 and f"runner artifacts ls {wid}" in missing.stderr
     from runner.client import Client
-    from runner.errors import UserError
+    from runner.core.errors import UserError
 
     with pytest.raises(UserError, match="bad artifact key"):
         Client.from_settings(cluster_settings).artifact_get(wid, "step-00000040/.x.tmp-1", tmp_path / "x")

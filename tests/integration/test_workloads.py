@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from runner import local
-from runner.errors import AuthError, ConflictError, SpecError
+from runner.core.errors import AuthError, ConflictError, SpecError
 from runner.settings import Settings
 from tests.conftest import docker_client_or_skip, extra_node, kill_node, wait_for
 

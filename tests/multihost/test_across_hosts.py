@@ -149,7 +149,7 @@ def test_a_file_checkpoint_across_hosts_and_another_tenants_prefix_are_refused_a
     """On separate machines a file:// folder is a different folder on each: refused before it runs.
     And a tenant that names another's prefix of the network's store (to read its checkpoints, or
     to serve them) is refused too."""
-    from runner.errors import PolicyError, UserError
+    from runner.core.errors import PolicyError, UserError
 
     before = {w["id"] for w in head.tenant.list(limit=1000)}
     spec = {"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2}

@@ -23,7 +23,7 @@ import pytest
 from harness.hosts import Host, netns_path
 from harness.network import Network
 from harness.runner_net import Head, join, runner_cli, start_head, stop_head
-from runner.regions import default_regions
+from runner.core.regions import default_regions
 from tests.conftest import free_ports, wait_for
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(900)]

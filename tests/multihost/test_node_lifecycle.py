@@ -57,7 +57,7 @@ def network_config(folder: Path) -> Path:
     every challenge here is one a test asked for."""
     import yaml
 
-    from runner.network import default_network_path
+    from runner.core.network import default_network_path
 
     rules = yaml.safe_load(default_network_path().read_text())
     rules["checker"].update(challenge_tolerance=CHALLENGE_TOLERANCE, challenge_minutes=24 * 60)

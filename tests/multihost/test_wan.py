@@ -21,7 +21,7 @@ import pytest
 
 from harness.hosts import Host
 from harness.network import Network, leftovers, processes_in, sweep
-from runner.regions import default_regions
+from runner.core.regions import default_regions
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.multihost

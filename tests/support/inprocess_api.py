@@ -44,7 +44,7 @@ class StubSupervisor:
 def make_app(store: Store, supervisor: StubSupervisor | None = None) -> Any:
     from runner.api import create_app
     from runner.api.context import AppContext
-    from runner.network import default_network
+    from runner.core.network import default_network
 
     ctx = AppContext(store=store, supervisor=supervisor or StubSupervisor(), config=default_network(),  # type: ignore[arg-type]
                      runtime_name="process", ray_address="127.0.0.1:1", ray_token="ray-token-for-tests")  # fmt: skip

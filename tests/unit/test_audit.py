@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from runner.audit import GENESIS, AuditEntry, entry_hash, verify_chain
+from runner.core.audit import GENESIS, AuditEntry, entry_hash, verify_chain
 from runner.store import AuditRow, Store
 
 

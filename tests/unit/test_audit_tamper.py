@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from runner.audit import canonical
-from runner.policy import KYC
+from runner.core.audit import canonical
+from runner.core.policy import KYC
 from runner.settings import Settings
 from runner.store import Store
 from tests.integration.test_cli import run

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from runner.catalog import CATALOG, ExportClass, GPUModel, canonical_gpu_name, get_gpu, known_gpu_names
+from runner.core.catalog import CATALOG, ExportClass, GPUModel, canonical_gpu_name, get_gpu, known_gpu_names
 
 REQUIRED = {"H200": 141, "H100": 80, "A100": 80, "L40S": 48, "RTX4090": 24, "RTX3090": 24, "T4": 16}
 

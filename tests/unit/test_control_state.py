@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from runner.autoscale import Scale
-from runner.events import EventKind, Stop, StopReason
-from runner.network import load_network
-from runner.policy import KYC, NodeState
-from runner.sessions import SlaChange, sla_state
-from runner.services import service_view
+from runner.core.autoscale import Scale
+from runner.core.events import EventKind, Stop, StopReason
+from runner.core.network import load_network
+from runner.core.policy import KYC, NodeState
+from runner.core.sessions import SlaChange, sla_state
+from runner.core.services import service_view
 from runner.settings import Settings
-from runner.spec import parse_workload, spec_to_dict
-from runner.states import ReplicaState, WorkloadState
+from runner.core.spec import parse_workload, spec_to_dict
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Store, Workload
 from runner.supervisor import Supervisor
 

@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from runner import images
-from runner.errors import ImageError
+from runner.core.errors import ImageError
 from runner.images import ImageDef
 from runner.images import report as images_report
 

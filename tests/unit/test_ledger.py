@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner import ledger
-from runner.ledger import MICROS, Posting, SlashCause, Transaction, TxKind
-from runner.network import default_network
+from runner.core import ledger
+from runner.core.ledger import MICROS, Posting, SlashCause, Transaction, TxKind
+from runner.core.network import default_network
 
 
 def meter_in_steps(price: int, milli: int, cuts: list[int], fee_bps: int = 1000) -> list[Transaction]:

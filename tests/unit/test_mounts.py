@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.errors import UserError
-from runner.mounts import CHECKPOINTS, MODEL, MOUNT_ROOT, Mount, file_mount, to_container, to_host
+from runner.core.errors import UserError
+from runner.core.mounts import CHECKPOINTS, MODEL, MOUNT_ROOT, Mount, file_mount, to_container, to_host
 from runner.runtime.base import prepare_mounts
 
 
@@ -52,7 +52,7 @@ def test_relative_paths_are_refused(tmp_path: Path) -> None:
         prepare_mounts([Mount(source="relative/dir", target="/ckpt")], tmp_path)
 
 
-# -- where a folder lands inside, and URIs across that line (runner.mounts) ----------------------
+# -- where a folder lands inside, and URIs across that line (runner.core.mounts) ----------------------
 def test_a_file_uri_lands_under_runners_own_mount_root_whatever_its_host_path() -> None:
     """Never at the host path: an image may hold a folder there that its user cannot enter."""
     for home in ("/root/.runner", "/home/ann/.runner", "/srv/runner"):
@@ -96,7 +96,7 @@ def test_a_uri_in_the_folder_goes_in_and_comes_back_unchanged(home: list[str], b
 
 def test_a_file_folder_is_refused_where_nodes_do_not_share_a_filesystem() -> None:
     from runner.api.workloads import separate_hosts_problem
-    from runner.spec import parse_workload
+    from runner.core.spec import parse_workload
 
     training = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2})
     on_s3 = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.errors import ConfigError
-from runner.ledger import SlashCause, to_micros
-from runner.network import default_network, default_network_path, load_network
+from runner.core.errors import ConfigError
+from runner.core.ledger import SlashCause, to_micros
+from runner.core.network import default_network, default_network_path, load_network
 
 
 def test_every_value_comes_from_the_packaged_file() -> None:

@@ -1,11 +1,11 @@
-"""The network store's pure rules (runner/network_store.py): where artifacts go, which URIs a
+"""The network store's pure rules (runner/core/network_store.py): where artifacts go, which URIs a
 tenant may name, and what a workload's credential allows."""
 
 from __future__ import annotations
 
 import pytest
 
-from runner.network_store import NetworkStore, foreign_prefix_problem, parse_store, workload_policy
+from runner.core.network_store import NetworkStore, foreign_prefix_problem, parse_store, workload_policy
 
 STORE = NetworkStore(uri="s3://net/runner", endpoint="http://10.0.0.1:9000")
 

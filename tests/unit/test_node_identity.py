@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from runner.policy import KYC, NodeState
+from runner.core.policy import KYC, NodeState
 from runner.store import Store
 from tests.support.inprocess_api import StubSupervisor, make_app
 

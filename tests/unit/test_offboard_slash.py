@@ -10,10 +10,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from runner import ledger
-from runner.network import default_network
-from runner.policy import KYC, NodeState
-from runner.states import WorkloadState
+from runner.core import ledger
+from runner.core.network import default_network
+from runner.core.policy import KYC, NodeState
+from runner.core.states import WorkloadState
 from runner.store import Store
 from tests.support.inprocess_api import StubSupervisor, make_app
 

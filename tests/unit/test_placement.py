@@ -10,16 +10,16 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.catalog import CATALOG
+from runner.core.catalog import CATALOG
 from runner.fleet import load_fleet
-from runner.nodetable import Load, NodeRow, NodeTable
-from runner.demand import Demand
-from runner.placement import Placer
-from runner.rules import first_rejection
-from runner.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
-from runner.regions import default_regions
-from runner.spec import parse_workload
-from runner.network import default_network
+from runner.core.nodetable import Load, NodeRow, NodeTable
+from runner.core.demand import Demand
+from runner.core.placement import Placer
+from runner.core.rules import first_rejection
+from runner.core.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
+from runner.core.regions import default_regions
+from runner.core.spec import parse_workload
+from runner.core.network import default_network
 
 TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
 POLICY = default_network().policy

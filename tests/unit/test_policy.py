@@ -10,14 +10,14 @@ import itertools
 
 import pytest
 
-from runner.catalog import CATALOG
+from runner.core.catalog import CATALOG
 from runner.fleet import load_fleet
-from runner.network import default_network, load_network
-from runner.nodetable import NodeRow, NodeTable
-from runner.demand import Demand
-from runner.placement import Placer
-from runner.policy import KYC, NodeFacts, PolicyConfig, Reason, TenantFacts, admit_node, admit_tenant
-from runner.spec import parse_workload
+from runner.core.network import default_network, load_network
+from runner.core.nodetable import NodeRow, NodeTable
+from runner.core.demand import Demand
+from runner.core.placement import Placer
+from runner.core.policy import KYC, NodeFacts, PolicyConfig, Reason, TenantFacts, admit_node, admit_tenant
+from runner.core.spec import parse_workload
 
 FREE = ["DE", "US", "JP", "BR"]
 EMBARGOED = sorted(default_network().policy.embargoed_countries)

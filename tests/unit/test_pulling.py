@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from runner.cli.workloads import replica_state
-from runner.errors import UserError
-from runner.network import load_network
+from runner.core.errors import UserError
+from runner.core.network import load_network
 from runner.nodes import NodeInfo
-from runner.policy import KYC
+from runner.core.policy import KYC
 from runner.runtime import LaunchRequest, ReplicaStatus
 from runner.settings import Settings
-from runner.spec import parse_workload, spec_to_dict
-from runner.states import ReplicaState, WorkloadState
+from runner.core.spec import parse_workload, spec_to_dict
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Replica, Store, Workload
 from runner.supervisor import Supervisor, market, replicas
 

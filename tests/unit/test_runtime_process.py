@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runner.runtime import LaunchRequest, replica_key
 from runner.runtime.process import ProcessRuntime
-from runner.states import ReplicaState
+from runner.core.states import ReplicaState
 
 
 def request(command: list[str], attempt: int = 1, **env: str) -> LaunchRequest:

@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from runner.autoscale import Autoscaler, Policy, Sample, wanted
+from runner.core.autoscale import Autoscaler, Policy, Sample, wanted
 from runner.fleet import load_fleet
-from runner.nodetable import Load, NodeTable
-from runner.demand import Demand
-from runner.policy import KYC, TenantFacts
-from runner.service_placement import ServicePlacer
-from runner.services import (
+from runner.core.nodetable import Load, NodeTable
+from runner.core.demand import Demand
+from runner.core.policy import KYC, TenantFacts
+from runner.core.service_placement import ServicePlacer
+from runner.core.services import (
     Slot, desired_from_events, ended_keys, endpoint_url, plan, service_view, serves, slots_of,
 )  # fmt: skip
-from runner.spec import RetryPolicy, parse_workload
-from runner.network import default_network
+from runner.core.spec import RetryPolicy, parse_workload
+from runner.core.network import default_network
 
 NOW = 1_000.0
 RETRIES = RetryPolicy(max_attempts=3, backoff_s=2, backoff_factor=2)

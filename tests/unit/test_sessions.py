@@ -9,18 +9,18 @@ from typing import Any
 
 import pytest
 
-from runner.errors import SpecError
+from runner.core.errors import SpecError
 from runner.fleet import load_fleet
-from runner.nodetable import Load, NodeRow, NodeTable
-from runner.demand import Demand
-from runner.placement import Placer
-from runner.policy import KYC, TenantFacts
-from runner.preemption import Holder, plan_preemption, priority
-from runner.sessions import (
+from runner.core.nodetable import Load, NodeRow, NodeTable
+from runner.core.demand import Demand
+from runner.core.placement import Placer
+from runner.core.policy import KYC, TenantFacts
+from runner.core.preemption import Holder, plan_preemption, priority
+from runner.core.sessions import (
     DEFAULT_GPU, SlaWatch, phase, player_url, session_spec, session_view, sla_problems, sla_state,
 )  # fmt: skip
-from runner.spec import parse_workload, spec_to_dict
-from runner.network import default_network
+from runner.core.spec import parse_workload, spec_to_dict
+from runner.core.network import default_network
 
 TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from runner import ledger
-from runner.network import default_network
-from runner.policy import KYC, NodeState
+from runner.core import ledger
+from runner.core.network import default_network
+from runner.core.policy import KYC, NodeState
 from runner.store import Store
 from runner.supervisor.market import Market, utc_day
 

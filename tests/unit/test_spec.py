@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.errors import SpecError
-from runner.spec import (KINDS, BatchSpec, Duration, GamingSpec, GPURequest, InferenceSpec, Port, Resources,
+from runner.core.errors import SpecError
+from runner.core.spec import (KINDS, BatchSpec, Duration, GamingSpec, GPURequest, InferenceSpec, Port, Resources,
                          RetryPolicy, TrainingSpec, load_workload, loads_workload, parse_workload, spec_gpu_count,
                          spec_to_dict, workload_json_schema)
 

@@ -22,10 +22,10 @@ import annotated_types
 import pytest
 import yaml
 
-from runner.errors import SpecError, UserError
-from runner.spec import KINDS, WORKLOAD_ADAPTER, SpecModel, load_workload, loads_workload, parse_workload
-from runner.spec.fields import describe
-from runner.spec.models import BatchSpec, GamingSpec, InferenceSpec, TrainingSpec
+from runner.core.errors import SpecError, UserError
+from runner.core.spec import KINDS, WORKLOAD_ADAPTER, SpecModel, load_workload, loads_workload, parse_workload
+from runner.core.spec.fields import describe
+from runner.core.spec.models import BatchSpec, GamingSpec, InferenceSpec, TrainingSpec
 
 KIND_MODELS: dict[str, type[SpecModel]] = {"batch": BatchSpec, "training": TrainingSpec, "inference": InferenceSpec,
                                            "gaming": GamingSpec}  # fmt: skip
@@ -107,7 +107,7 @@ def test_the_walk_finds_the_number_fields() -> None:
 
 @pytest.mark.parametrize(("kind", "path", "leaf", "bound"), FIELDS, ids=IDS)
 def test_every_number_field_has_an_upper_bound(kind: str, path: str, leaf: type, bound: float | None) -> None:
-    assert bound is not None, f"{kind} {path} ({leaf.__name__}) has no upper bound (le=...): see runner/spec/fields.py"
+    assert bound is not None, f"{kind} {path} ({leaf.__name__}) has no upper bound (le=...): see runner/core/spec/fields.py"
     assert math.isfinite(bound)
 
 

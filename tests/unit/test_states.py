@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.states import ReplicaState, WorkloadState
+from runner.core.states import ReplicaState, WorkloadState
 
 S = WorkloadState
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import AuthError, ConflictError, NotFoundError
-from runner.states import WorkloadState as S
+from runner.core.errors import AuthError, ConflictError, NotFoundError
+from runner.core.states import WorkloadState as S
 from runner.store import Store
 
 SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}

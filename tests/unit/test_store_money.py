@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from runner import ledger
+from runner.core import ledger
 from runner.store import Store
-from runner.network import default_network
+from runner.core.network import default_network
 
 SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 
@@ -53,8 +53,8 @@ def test_slashes_at_once_never_take_more_than_the_stake(db_url: str) -> None:
     """The checker, the supervisor and the operator's route may slash one provider at the same
     moment. Each slash reads the stake inside its own posting transaction, so together they stop
     at the stake (read outside, each would see the whole stake and it would go negative)."""
-    from runner.ledger import SlashCause
-    from runner.policy import KYC
+    from runner.core.ledger import SlashCause
+    from runner.core.policy import KYC
 
     store = Store(db_url)
     store.add_provider("p1", country="NL", kyc=KYC.VERIFIED)

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from runner.network import load_network
-from runner.policy import KYC
+from runner.core.network import load_network
+from runner.core.policy import KYC
 from runner.settings import Settings
-from runner.spec import parse_workload, spec_to_dict
-from runner.states import ReplicaState, WorkloadState
+from runner.core.spec import parse_workload, spec_to_dict
+from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Store, Workload
 from runner.supervisor import Supervisor, core, market
 

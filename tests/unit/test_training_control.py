@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from runner.cli.training import duration, follow_lines, progress_text, rank_and_attempt, training_lines
-from runner.errors import PortInUseError, UserError
+from runner.core.errors import PortInUseError, UserError
 from runner.runtime import LaunchRequest
 from runner.runtime.base import Mount, check_host_ports, prepare_mounts
 from runner.runtime.netif import interface_of
-from runner.spec import parse_workload
-from runner import training
+from runner.core.spec import parse_workload
+from runner.core import training
 
 
 def replica(**fields: Any) -> Any:
@@ -148,7 +148,7 @@ def test_a_local_store_never_lists_or_serves_what_a_symlink_points_at(tmp_path: 
     import os
 
     from runner import artifacts
-    from runner.errors import NotFoundError
+    from runner.core.errors import NotFoundError
 
     (tmp_path / "step-00000010").mkdir()
     (tmp_path / "step-00000010" / "model.pt").write_bytes(b"weights")

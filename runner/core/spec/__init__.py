@@ -12,13 +12,13 @@ Sizes: ``memory`` is stored in MiB. ``MB``/``MiB``/``Mi``/``M`` all mean MiB and
 asking for "16GB" wants at least 16 GiB rather than 5% less.
 """
 
-from runner.spec.fields import KINDS, Duration
-from runner.spec.models import (
+from runner.core.spec.fields import KINDS, Duration
+from runner.core.spec.models import (
     WORKLOAD_ADAPTER, Batching, BatchSpec, CheckpointPolicy, GamingSpec, GPURequest, InferenceSpec, Placement, Port,
     ReplicaRange, Resources, RetryPolicy, SpecModel, TrainingSpec, WorkloadBase, WorkloadSpec, spec_gpu_count,
     spec_to_dict, workload_json_schema,
 )  # fmt: skip
-from runner.spec.parsing import load_workload, loads_workload, parse_workload
+from runner.core.spec.parsing import load_workload, loads_workload, parse_workload
 
 __all__ = [
     "KINDS", "Duration", "WORKLOAD_ADAPTER", "Batching", "BatchSpec", "CheckpointPolicy", "GamingSpec", "GPURequest",

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-from runner.catalog import CATALOG, canonical_gpu_name, known_gpu_names
-from runner.spec.fields import (
+from runner.core.catalog import CATALOG, canonical_gpu_name, known_gpu_names
+from runner.core.spec.fields import (
     DNS_LABEL, ENV_KEY, IMAGE_REF, LABEL_KEY, MAX_REPLICAS, SECTIONS, Attempts, BackoffFactor, BackoffSeconds,
     BatchSize, BatchWaitMs, CheckpointSteps, Concurrency, Cores, Duration, Fps, Fraction, GpuCount, LatencyMs, Memory,
     PortNumber, PricePerGpuHour, QueueLength, Region, Replicas, VramGb, Workers, check_mapping, describe,
@@ -22,7 +22,7 @@ from runner.spec.fields import (
 # ----------------------------------------------------------------------------- base model
 class SpecModel(BaseModel):
     """Base of every model a user writes: unknown fields are errors, and parsed specs are frozen.
-    No float takes inf or nan (each number field also has its own bounds: ``runner.spec.fields``)."""
+    No float takes inf or nan (each number field also has its own bounds: ``runner.core.spec.fields``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -373,7 +373,7 @@ class Batching(SpecModel):
 
 class Autoscale(SpecModel):
     """When a service adds or removes replicas between ``replicas.min`` and ``.max``, judged from
-    its replicas' own metrics reports (``runner/autoscale.py``): up fast, down slowly."""
+    its replicas' own metrics reports (``runner/core/autoscale.py``): up fast, down slowly."""
 
     target_concurrency: Concurrency | None = Field(
         default=None, description="Requests in flight (queued or running) per replica to aim for; "

@@ -8,9 +8,9 @@ from typing import Any
 import yaml
 from pydantic import (ValidationError)
 
-from runner.errors import SpecError
-from runner.spec.fields import KINDS, describe
-from runner.spec.models import WORKLOAD_ADAPTER, WorkloadBase, WorkloadSpec
+from runner.core.errors import SpecError
+from runner.core.spec.fields import KINDS, describe
+from runner.core.spec.models import WORKLOAD_ADAPTER, WorkloadBase, WorkloadSpec
 
 
 # ----------------------------------------------------------------------------- errors

@@ -7,7 +7,7 @@ Create Date: 2026-12-01
 Before this, a restarted control plane read its state back out of text written for people (a
 regex on ``scaling up 1 -> 3``, a ``replica `` prefix, ``relocate: `` on ``stop_reason``...).
 From here on it reads ``events.kind``/``events.data`` and ``workloads.stop_kind``/``stop_data``
-(``runner.events``). Rows written before are filled in here, once, from the very prefixes the old
+(``runner.core.events``). Rows written before are filled in here, once, from the very prefixes the old
 code parsed: this revision is the one place allowed to read that text. An event it cannot
 classify stays ``note`` (nothing was ever decided from it). The kinds and prefixes are written
 out literally: a revision never imports the code, which moves on.
