@@ -20,7 +20,7 @@ import ray
 
 from runner.benchmark import Challenge, ChallengeSolver
 from runner.core.errors import RunnerError
-from runner.nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
+from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.runtime.netif import interface_of
 from runner.core.states import ReplicaState

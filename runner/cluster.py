@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.errors import ClusterError
-from runner.nodes import NodeInfo
+from runner.ray_nodes import RayNode
 
 #: Ray reads these C++ settings from the environment at `ray start` (seen: a cut link noticed in
 #: 6.5 s instead of about 64 s).
@@ -145,17 +145,17 @@ def connect(address: str, token_path: Path) -> None:
         raise ClusterError(f"cannot reach the Ray head at {address}: {exc}. To fix: runner up --cpu") from None
 
 
-def list_nodes() -> list[NodeInfo]:
+def list_nodes() -> list[RayNode]:
     """Provider nodes (those with a ``node`` label), newest record per name, alive first."""
     import ray
 
-    by_name: dict[str, NodeInfo] = {}
+    by_name: dict[str, RayNode] = {}
     for raw in ray.nodes():
         labels = {k: v for k, v in (raw.get("Labels") or {}).items() if not k.startswith("ray.io/")}
         name = labels.get("node")
         if not name:
             continue
-        info = NodeInfo(
+        info = RayNode(
             name=name,
             node_id=raw["NodeID"],
             alive=bool(raw["Alive"]),
@@ -169,7 +169,7 @@ def list_nodes() -> list[NodeInfo]:
     return sorted(by_name.values(), key=lambda n: n.name)
 
 
-def wait_for_nodes(names: set[str], timeout_s: float) -> list[NodeInfo]:
+def wait_for_nodes(names: set[str], timeout_s: float) -> list[RayNode]:
     """Block until every named node is alive in Ray, or raise ClusterError naming the missing."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -20,7 +20,7 @@ from runner import cluster
 from runner.benchmark import measure
 from runner.core.catalog import canonical_gpu_name
 from runner.client import Client
-from runner.nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
+from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 
 log = logging.getLogger("runner.join")
 

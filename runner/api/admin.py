@@ -22,7 +22,7 @@ from runner.core.sla import UptimeDay as UptimeFacts
 from runner.core.sla import day_breached, monthly_uptime
 from runner.core.spec.fields import MAX_USD, Usd, bounded
 from runner.store import Provider, Tenant
-from runner.supervisor.market import utc_day
+from runner.core.sla import utc_day
 
 router = APIRouter(prefix="/v1/admin")
 Ctx = Annotated[AppContext, Depends(context)]

@@ -11,7 +11,7 @@ from runner.core import ledger
 from runner.api.auth import Anyone, Tenant
 from runner.api.context import AppContext, context
 from runner.onboarding import JoinGrant, JoinRequest, onboard
-from runner.store import Node
+from runner.store import NodeRecord
 
 router = APIRouter()
 Ctx = Annotated[AppContext, Depends(context)]
@@ -41,11 +41,11 @@ def nodes_json(ctx: AppContext) -> list[dict[str, Any]]:
     running: dict[str, int] = {}
     for rep in ctx.store.active_replicas():
         running[rep.node] = running.get(rep.node, 0) + 1
-    registry: dict[str, Node] = {n.name: n for n in ctx.store.registry()}
-    reliability = {row.name: row.reliability for row in sup.market.rows()}
+    registry: dict[str, NodeRecord] = {n.name: n for n in ctx.store.registry()}
+    reliability = {row.name: row.reliability for row in sup.placing.rows()}
     out = []
-    for name in sorted(set(registry) | set(sup.fleet.nodes)):
-        ray_node, reg = sup.fleet.nodes.get(name), registry.get(name)
+    for name in sorted(set(registry) | set(sup.cluster.nodes)):
+        ray_node, reg = sup.cluster.nodes.get(name), registry.get(name)
         out.append({
             "name": name, "alive": bool(ray_node and ray_node.alive),
             "labels": ray_node.labels if ray_node else {}, "resources": ray_node.resources if ray_node else {},
@@ -63,7 +63,7 @@ def nodes_json(ctx: AppContext) -> list[dict[str, Any]]:
 
 @router.get("/v1/health")
 def health(_: Anyone, ctx: Ctx) -> dict[str, Any]:
-    return {"ok": True, "runtime": ctx.runtime_name, "nodes": sum(n.alive for n in ctx.supervisor.fleet.nodes.values())}
+    return {"ok": True, "runtime": ctx.runtime_name, "nodes": sum(n.alive for n in ctx.supervisor.cluster.nodes.values())}
 
 
 @router.get("/v1/nodes")
@@ -75,7 +75,7 @@ def nodes(_: Anyone, ctx: Ctx) -> list[dict[str, Any]]:
 def join(request: JoinRequest, ctx: Ctx) -> JoinGrant:
     """A provider machine joins with a join token (its credential here, instead of an API key)."""
     grant = onboard(ctx.store, ctx.config, request, ray_address=ctx.ray_address, ray_token=ctx.ray_token,
-                    in_cluster=ctx.supervisor.fleet.alive)  # fmt: skip
+                    in_cluster=ctx.supervisor.cluster.alive)  # fmt: skip
     ctx.supervisor.wake()
     return grant
 

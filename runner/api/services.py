@@ -86,7 +86,7 @@ def routes(_: Operator, ctx: Ctx) -> dict[str, Any]:
         for rep in ctx.store.replicas(w.id):
             if rep.finished_at is not None or rep.state != ReplicaState.RUNNING.value or rep.key in unroutable:
                 continue
-            node = sup.fleet.nodes.get(rep.node)
+            node = sup.cluster.nodes.get(rep.node)
             url = player_url(rep.ports, port, node_address=node.address if node else "")
             if url:
                 backends.append({"key": rep.key, "node": rep.node, "url": url.rstrip("/")})

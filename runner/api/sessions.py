@@ -46,7 +46,7 @@ def view(ctx: Any, w: Workload) -> dict[str, Any]:
             region = ctx.store.get_node(node).region
         except NotFoundError:
             region = None
-        info = ctx.supervisor.fleet.nodes.get(node)
+        info = ctx.supervisor.cluster.nodes.get(node)
         address = info.address if info else ""
     return session_view(w, replicas, ctx.store.events(w.id), node_region=region, node_address=address)
 

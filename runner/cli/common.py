@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,6 +29,8 @@ _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 console = Console(width=_WIDTH)
 err = Console(stderr=True, width=_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
+#: The ``--json`` option of every listing command.
+JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "RETRYING": "magenta",
                "active": "green", "suspended": "red", "draining": "yellow", "offboarded": "dim"}  # fmt: skip
 

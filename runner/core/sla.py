@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,8 @@ def reliability(days: Iterable[UptimeDay], sla: SLAConfig) -> float:
         observed += d.observed_s
         online += d.online_s
     return (online + sla.monthly_uptime * prior_observed) / (observed + prior_observed)
+
+
+def utc_day(ts: float) -> str:
+    """The UTC day (``YYYY-MM-DD``) a Unix time falls on: uptime and SLA breaches count per such day."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")

@@ -9,7 +9,7 @@ database to them (``schema``, with the Alembic revisions in ``migrations``).
 """
 
 from runner.store.models import (
-    ApiKey, AuditRow, Check, Event, JoinToken, LedgerPosting, LedgerTx, LogLine, Node, PlacementRecord, Provider,
+    ApiKey, AuditRow, Check, Event, JoinToken, LedgerPosting, LedgerTx, LogLine, NodeRecord, PlacementRecord, Provider,
     Replica, Tenant, UptimeDay, Workload,
 )  # fmt: skip
 from runner.store.money import LedgerStore
@@ -21,7 +21,7 @@ class Store(LedgerStore, WorkloadStore):
 
 
 __all__ = [
-    "ApiKey", "AuditRow", "Check", "Event", "JoinToken", "LedgerPosting", "LedgerTx", "LogLine", "Node",
+    "ApiKey", "AuditRow", "Check", "Event", "JoinToken", "LedgerPosting", "LedgerTx", "LogLine", "NodeRecord",
     "PlacementRecord", "Principal", "Provider", "Replica", "Store", "Tenant", "UptimeDay", "Workload", "hash_key",
     "new_workload_id",
 ]  # fmt: skip

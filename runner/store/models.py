@@ -67,7 +67,7 @@ class JoinToken(Base):
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
 
 
-class Node(Base):
+class NodeRecord(Base):
     """A provider machine in the registry: what it claims, what it measured, where it stands."""
 
     __tablename__ = "nodes"

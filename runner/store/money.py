@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from runner.core import ledger
 from runner.core.ledger import MarketConfig, Posting, SlashCause, Transaction, TxKind
-from runner.store.market import MarketStore
+from runner.store.parties import PartiesStore
 from runner.store.models import LedgerPosting, LedgerTx, Provider, Replica, Workload
 
 
@@ -29,7 +29,7 @@ class _Raced(Exception):
     """Another meter moved the replica's billing forward first."""
 
 
-class LedgerStore(MarketStore):
+class LedgerStore(PartiesStore):
     def post(self, tx: Transaction, s: Session | None = None) -> bool:
         """Write ``tx`` (audited); False when a transaction with its key is already there."""
         if s is None:

@@ -1,5 +1,7 @@
-"""The supervisor package: the loop (``core``), the Ray fleet and agents (``fleet``), replica
-calls (``replicas``), gang attempts (``gang``) and the market at work (``market``)."""
+"""The supervisor package: the loop (``core``), Ray's nodes and their agents (``cluster_view``),
+replica calls (``replicas``), gang attempts (``gang``), services (``service``), sessions
+(``session``), preemption (``preempt``), where work goes (``placing``), money (``metering``) and
+the node checker (``checker``)."""
 
 from runner.supervisor.core import Supervisor
 

@@ -23,8 +23,8 @@ from runner.core.ledger import SlashCause
 from runner.core.network import NetworkConfig
 from runner.core.policy import NodeState
 from runner.store import Store
-from runner.supervisor.fleet import AGENT_ERRORS, Fleet
-from runner.supervisor.market import utc_day
+from runner.supervisor.cluster_view import AGENT_ERRORS, ClusterView
+from runner.core.sla import utc_day
 
 log = logging.getLogger("runner.checker")
 
@@ -35,11 +35,11 @@ HEARTBEAT_TIMEOUT_S = 3.0
 
 
 class Checker:
-    def __init__(self, store: Store, config: NetworkConfig, fleet: Fleet) -> None:
+    def __init__(self, store: Store, config: NetworkConfig, cluster: ClusterView) -> None:
         self.store = store
         self.config = config.checker
         self.market_config = config.market
-        self.fleet = fleet
+        self.cluster = cluster
         self._lock = threading.Lock()  # one challenge at a time: they would skew each other's timing
         self._last_alive: dict[str, bool] = {}
 
@@ -59,8 +59,8 @@ class Checker:
     # -- heartbeats ----------------------------------------------------------------------------------
     def heartbeats(self, interval_s: float) -> None:
         nodes = [n for n in self.store.registry() if NodeState(n.state) in WATCHED]
-        refs = {n.name: self.fleet.agents[n.name].info.remote() for n in nodes
-                if n.name in self.fleet.agents and self.fleet.alive(n.name)}  # fmt: skip
+        refs = {n.name: self.cluster.agents[n.name].info.remote() for n in nodes
+                if n.name in self.cluster.agents and self.cluster.alive(n.name)}  # fmt: skip
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=HEARTBEAT_TIMEOUT_S) if refs else ([], [])
         day, now = utc_day(time.time()), time.time()
         for node in nodes:
@@ -88,8 +88,8 @@ class Checker:
 
     def _challenge(self, name: str) -> dict[str, object]:
         node = self.store.get_node(name)
-        agent = self.fleet.agents.get(name)
-        if agent is None or not self.fleet.alive(name):
+        agent = self.cluster.agents.get(name)
+        if agent is None or not self.cluster.alive(name):
             result = {"node": name, "ok": False, "message": "node is not reachable"}
             self.store.add_check(node=name, kind="challenge", ok=False, message=str(result["message"]))
             return result

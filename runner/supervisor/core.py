@@ -1,7 +1,7 @@
 """The supervisor: drives every workload through its states. One loop, never blocked on a node.
 
 Each tick: refresh the fleet (Ray nodes and their agents), activate nodes that joined, place every
-pending workload on one snapshot of the market (in submission order), step every other active
+pending workload on one snapshot of the nodes (in submission order), step every other active
 workload through its controller, bill running replicas, apply budgets and drains, and remove
 orphans. A fault in one workload's part of a tick (reading its spec, placing, stepping or
 metering it) is that workload's alone: it is logged with its traceback, recorded as an event, and
@@ -35,9 +35,10 @@ from runner.core.states import ReplicaState, WorkloadState
 from runner.store_credentials import StoreCredentials, attempt_holder, read_admin
 from runner.store import Replica, Store, Workload
 from runner.supervisor.checker import Checker
-from runner.supervisor.fleet import Fleet
+from runner.supervisor.cluster_view import ClusterView
 from runner.supervisor.gang import GangController
-from runner.supervisor.market import Market
+from runner.supervisor.metering import Metering
+from runner.supervisor.placing import Placing
 from runner.supervisor.preempt import Preemptor
 from runner.supervisor.replicas import ReplicaDriver
 from runner.supervisor.service import ServiceController
@@ -67,9 +68,10 @@ class Supervisor:
         self.store = store
         self.settings = settings
         self.config = config
-        self.fleet = Fleet(settings)
-        self.market = Market(store, config, self.fleet)
-        self.driver = ReplicaDriver(store, self.fleet, poll_interval_s=settings.poll_interval_s,
+        self.cluster = ClusterView(settings)
+        self.placing = Placing(store, config, self.cluster)
+        self.metering = Metering(store, config, self.cluster)
+        self.driver = ReplicaDriver(store, self.cluster, poll_interval_s=settings.poll_interval_s,
                                     on_finished=self._replica_finished,
                                     mounts=lambda w: self.mounts(w, self.spec(w)))  # fmt: skip
         self.gangs = GangController(self)
@@ -78,7 +80,7 @@ class Supervisor:
         self.controllers: dict[str, Any] = {"batch": self.gangs, "training": self.gangs,
                                             "inference": ServiceController(self), "gaming": SessionController(self)}  # fmt: skip
         self.preemptor = Preemptor(self)
-        self.checker = Checker(store, config, self.fleet)
+        self.checker = Checker(store, config, self.cluster)
         self.network_store = settings.network_store
         self.store_credentials = (StoreCredentials(self.network_store, read_admin(settings.store_admin_path),
                                                    settings.store_keys_dir) if self.network_store else None)  # fmt: skip
@@ -179,7 +181,7 @@ class Supervisor:
         return [mount] if mount else []
 
     def refresh_nodes(self, force: bool = False) -> None:
-        self.fleet.refresh(force=force)
+        self.cluster.refresh(force=force)
 
     # -- loop ----------------------------------------------------------------------------------------
     def wake(self) -> None:
@@ -197,7 +199,7 @@ class Supervisor:
         """Sleep until woken (a submit, a cancel, an agent call that changes a replica's state
         completing), or ``timeout_s``. Those calls' futures set the wake event when they complete,
         so an idle control plane does not poll Ray (``ray.wait`` every 20 ms cost ~2.5% of a core)."""
-        refs = set(self.driver.wake_refs() + self.fleet.pending_refs())
+        refs = set(self.driver.wake_refs() + self.cluster.pending_refs())
         self._watched &= refs  # (done calls drop out: their results were taken in)
         for ref in refs - self._watched:
             ref.future().add_done_callback(self._call_done)
@@ -209,8 +211,8 @@ class Supervisor:
         self._wake.set()
 
     def tick(self) -> None:
-        self.fleet.refresh()
-        self.market.activate_nodes()
+        self.cluster.refresh()
+        self.placing.activate_nodes()
         workloads = self._read_specs(self.store.active_workloads())
         self._apply_budgets_and_drains(workloads)
         pending = [w for w in workloads if w.state == S.PENDING.value]
@@ -224,17 +226,17 @@ class Supervisor:
                 self._guarded(w.id, "stepping",
                               lambda w=w: self.controllers[w.kind].step(self.store.get_workload(w.id)))  # fmt: skip
         active = self.store.active_replicas()
-        self.market.meter((r for r in active if r.started_at is not None),
+        self.metering.meter((r for r in active if r.started_at is not None),
                           guard=lambda workload_id, bill: self._guarded(workload_id, "metering", bill))  # fmt: skip
-        self.market.finish_drains(active, in_use=self.driver.nodes_in_use())
+        self.placing.finish_drains(active, in_use=self.driver.nodes_in_use())
         if time.monotonic() - self._settled_at > SLA_SETTLE_S:
             self._settled_at = time.monotonic()
-            self.market.settle_sla()
-        self.fleet.reconcile(lambda: {r.key for r in self.store.active_replicas()}, set(self.driver.calls))
+            self.metering.settle_sla()
+        self.cluster.reconcile(lambda: {r.key for r in self.store.active_replicas()}, set(self.driver.calls))
         self.revoke_ended_credentials()
 
     def _place(self, pending: list[Workload]) -> None:
-        placer = self.market.placer(self.market.loads(self.store.active_replicas(), self.demand))
+        placer = self.placing.placer(self.placing.loads(self.store.active_replicas(), self.demand))
         # Higher priority first (sessions): what a preemption freed goes to the session it was freed for.
         for w in sorted(pending, key=lambda w: -priority(w.kind)):
             self._guarded(w.id, "placing", lambda w=w: self._place_one(placer, w))
@@ -243,19 +245,19 @@ class Supervisor:
         if w.cancel_requested:
             self.move(w, S.CANCELLED, "cancelled before placement")
             return
-        over = self.market.over_budget(w.tenant_id)
+        over = self.metering.over_budget(w.tenant_id)
         if over:
             self.move(w, S.FAILED, over)
             return
         demand = self.demand(w.id)
-        decision = self.market.decide(placer, w, demand)
+        decision = self.placing.decide(placer, w, demand)
         if not decision.placed:
             if decision.message != w.message:  # record each new reason once, not every tick
                 self.store.update_workload(w.id, message=decision.message)
                 self.store.add_event(w.id, S.PENDING.value, decision.message, kind=EventKind.WAITING)
             self.preemptor.make_room(placer, w, demand, decision)
             return
-        terms = [self.market.terms(placer, node, demand) for node in decision.nodes]
+        terms = [self.placing.terms(placer, node, demand) for node in decision.nodes]
         self.controllers[w.kind].launch(w, decision, terms)
 
     # -- faults: one workload's, not the loop's ------------------------------------------------------
@@ -311,7 +313,7 @@ class Supervisor:
                 self.store.update_replica(rep.key, state=ReplicaState.STOPPED.value, finished_at=now,
                                           error=f"stopped: {reason}"[:1000])  # fmt: skip
                 self.driver.forget(rep, remove=True)  # (and the fleet removes any container left over)
-                self.market.meter([self.store.get_replica(rep.key)], force=True)
+                self.metering.meter([self.store.get_replica(rep.key)], force=True)
             except Exception:
                 log.exception("%s: cannot end replica %s of the failed workload", w.id, rep.key)
 
@@ -328,7 +330,7 @@ class Supervisor:
         budgets: dict[str, str | None] = {}
         for w in holding:
             if w.tenant_id not in budgets:
-                budgets[w.tenant_id] = self.market.over_budget(w.tenant_id)
+                budgets[w.tenant_id] = self.metering.over_budget(w.tenant_id)
             over = budgets[w.tenant_id]  # "budget exhausted: ..."
             stop = Stop(StopReason.BUDGET, over) if over else None
             # A service moves its replicas off a leaving node one by one itself (no gap in capacity).
@@ -345,4 +347,4 @@ class Supervisor:
                 log.info("%s: stopping: %s", w.id, stop.message)
 
     def _replica_finished(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
-        self.market.replica_finished(w, rep, status)
+        self.metering.replica_finished(w, rep, status)

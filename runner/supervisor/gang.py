@@ -117,11 +117,11 @@ class GangController:
         return self.store.get_workload(w.id)
 
     def request(self, w: Workload, spec: Any, rep: Replica, gang: list[Replica]) -> LaunchRequest:
-        node = self.sup.fleet.nodes.get(rep.node)
+        node = self.sup.cluster.nodes.get(rep.node)
         rendezvous = None
         if spec.kind == "training":
             rank0 = next(r for r in gang if r.index == 0)
-            master = self.sup.fleet.nodes.get(rank0.node)
+            master = self.sup.cluster.nodes.get(rank0.node)
             rendezvous = Rendezvous(master_addr=master.address if master else "127.0.0.1",
                                     master_port=master_port(w.id, rep.attempt), world_size=len(gang))  # fmt: skip
         mounts = self.sup.mounts(w, spec)  # the replica is told where it finds them

@@ -37,7 +37,7 @@ class Preemptor:
         if w.kind not in PREEMPTS or not any(decision.counts.get(reason) for reason in CAPACITY):
             return None  # nothing of lower rank to stop, or what blocks it is not room
         holders = self.holders()
-        tenant = self.sup.market.tenant(w.tenant_id)
+        tenant = self.sup.placing.tenant(w.tenant_id)
         plan = plan_preemption(placer, demand, tenant, w.kind, holders.values())
         if plan is None or plan.victim is None:
             return None  # no victim would help, or room is already being freed: wait

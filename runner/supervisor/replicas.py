@@ -31,7 +31,7 @@ from runner.core.mounts import Mount, to_host
 from runner.runtime import LaunchRequest, ReplicaStatus
 from runner.core.states import ReplicaState
 from runner.store import Replica, Store, Workload
-from runner.supervisor.fleet import AGENT_ERRORS, Fleet
+from runner.supervisor.cluster_view import AGENT_ERRORS, ClusterView
 
 log = logging.getLogger("runner.replicas")
 
@@ -71,12 +71,12 @@ ReportListener = Callable[[Workload, Replica, dict[str, dict[str, Any]]], None]
 
 
 class ReplicaDriver:
-    def __init__(self, store: Store, fleet: Fleet, *, poll_interval_s: float, on_finished: Finished,
+    def __init__(self, store: Store, cluster: ClusterView, *, poll_interval_s: float, on_finished: Finished,
                  mounts: Callable[[Workload], list[Mount]]) -> None:  # fmt: skip
         self.store = store
         #: The host folders bound into a workload's replicas, to read their reports' URIs back.
         self.mounts = mounts
-        self.fleet = fleet
+        self.cluster = cluster
         self.poll_interval_s = poll_interval_s
         self.on_finished = on_finished
         self.calls: dict[str, Calls] = {}
@@ -97,7 +97,7 @@ class ReplicaDriver:
     def forget(self, rep: Replica, *, remove: bool) -> None:
         """Drop the bookkeeping of a finished replica; ``remove`` its container (logs are stored)."""
         self.calls.pop(rep.key, None)
-        agent = self.fleet.agents.get(rep.node)
+        agent = self.cluster.agents.get(rep.node)
         if remove and agent is not None and rep.state != ReplicaState.LOST.value:
             agent.remove.remote(rep.key)
 
@@ -106,7 +106,7 @@ class ReplicaDriver:
               grace_s: float = STOP_GRACE_S) -> None:  # fmt: skip
         """Make sure the right agent call is in flight for this replica."""
         calls = self.calls.setdefault(rep.key, Calls(node=rep.node))
-        if not self.fleet.alive(rep.node):
+        if not self.cluster.alive(rep.node):
             if rep.finished_at is None:
                 gone = ReplicaStatus(key=rep.key, state=ReplicaState.LOST, error=f"node {rep.node} is gone")
                 self.finish(w, rep, gone)
@@ -114,7 +114,7 @@ class ReplicaDriver:
             # before, its last lines not yet pulled, must not hold its workload up for good.
             calls.final_logs_done = True
             return
-        agent = self.fleet.agents.get(rep.node)
+        agent = self.cluster.agents.get(rep.node)
         if agent is None:  # the node is up but its agent is not (yet): the fleet refresh retries
             return
         before_start = ReplicaState(rep.state).is_before_start()
@@ -157,7 +157,7 @@ class ReplicaDriver:
                 result = ray.get(ref)
             except AGENT_ERRORS as exc:
                 log.warning("%s: agent on %s unreachable: %s", rep.key, rep.node, exc.__class__.__name__)
-                self.fleet.refresh(force=True)
+                self.cluster.refresh(force=True)
                 continue
             if name == "logs":
                 self._store_logs(w, rep, result)

@@ -52,7 +52,7 @@ S = WorkloadState
 #: Seconds between a replica leaving the gateway's routing and its SIGTERM (the gateway polls
 #: its routes every 0.5 s).
 RETIRE_GRACE_S = 1.5
-#: After a refused placement, wait this long before asking the market again.
+#: After a refused placement, wait this long before asking placement again.
 PLACE_RETRY_S = 2.0
 EXPLAIN_ROWS = 200
 
@@ -75,7 +75,7 @@ class ServiceController:
         #: Replicas the gateway must not route to (being retired); replaced whole, read by the API.
         self.unroutable: frozenset[str] = frozenset()
 
-    # -- placing the first replicas (the supervisor's market decided where) ----------------------------
+    # -- placing the first replicas (Placing decided where) ----------------------------
     def launch(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> None:
         slots = slots_of(self.store.replicas(w.id))  # none, unless an older control plane ran it as a gang
         for index, (node, term) in enumerate(zip(decision.nodes, terms)):
@@ -192,10 +192,10 @@ class ServiceController:
     def _start(self, w: Workload, spec: Any, reps: list[Replica], starts: list[tuple[int, str]]) -> None:
         if time.monotonic() < self._place_at.get(w.id, 0.0):
             return
-        market = self.sup.market
-        loads = market.loads(self.store.active_replicas(), self.sup.demand)
-        placer = ServicePlacer(NodeTable(market.rows(), loads), market.config.policy, regions=market.regions)
-        tenant = market.tenant(w.tenant_id)
+        placing = self.sup.placing
+        loads = placing.loads(self.store.active_replicas(), self.sup.demand)
+        placer = ServicePlacer(NodeTable(placing.rows(), loads), placing.config.policy, regions=placing.regions)
+        tenant = placing.tenant(w.tenant_id)
         demand = Demand.from_spec(spec, replicas=1)
         beside = [r.node for r in reps if r.finished_at is None]
         slots = slots_of(reps)
@@ -219,7 +219,7 @@ class ServiceController:
             node = decision.nodes[0]
             self.store.add_replica(key=key, workload_id=w.id, index=index, attempt=int(key.rsplit("-a", 1)[1]),
                                    node=node, state=ReplicaState.STARTING.value,
-                                   **market.terms(placer, node, demand))  # fmt: skip
+                                   **placing.terms(placer, node, demand))  # fmt: skip
             self._refused.pop(w.id, None)
             note = decision.message.removeprefix(f"placed on {node}")
             self.store.add_event(w.id, w.state, f"starting {key} on {node}{note}: {why}",
@@ -231,7 +231,7 @@ class ServiceController:
 
     def _record_decision(self, w: Workload, key: str, decision: Decision, placer: ServicePlacer, demand: Demand,
                          tenant: Any) -> None:  # fmt: skip
-        """Audit and keep the candidate table (``runner explain``), as the market does for a gang;
+        """Audit and keep the candidate table (``runner explain``), as Placing does for a gang;
         a refusal only when its reason is new."""
         if not decision.placed and self._refused.get(w.id, "").endswith(decision.message):
             return

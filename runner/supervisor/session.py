@@ -120,7 +120,7 @@ class SessionController(GangController):
                     self._record(w, rep, change)
 
     def _announce(self, w: Workload, rep: Replica, spec: Any) -> None:
-        node = self.sup.fleet.nodes.get(rep.node)
+        node = self.sup.cluster.nodes.get(rep.node)
         port = next((p.container for p in spec.ports if p.protocol == "tcp"), 8000)
         url = player_url(rep.ports, port, node_address=node.address if node else "")
         ready_s = ((rep.reports or {}).get("session") or {}).get("ready_s")

@@ -2,7 +2,7 @@
 
 For routes that need only the store and the network's rules (audit, joining, node states): the
 supervisor is a stand-in with the few things those routes touch (``wake``, ``changed`` and the
-fleet's view of which Ray nodes are alive). Served by uvicorn on a loopback port in a thread, so
+cluster view: which Ray nodes are alive). Served by uvicorn on a loopback port in a thread, so
 the CLI can be run against it as a subprocess, exactly as a user runs it.
 """
 
@@ -22,7 +22,7 @@ from tests.conftest import wait_for
 
 
 @dataclass
-class StubFleet:
+class StubClusterView:
     live: set[str] = field(default_factory=set)
     nodes: dict[str, Any] = field(default_factory=dict)
     agents: dict[str, Any] = field(default_factory=dict)
@@ -33,7 +33,7 @@ class StubFleet:
 
 @dataclass
 class StubSupervisor:
-    fleet: StubFleet = field(default_factory=StubFleet)
+    cluster: StubClusterView = field(default_factory=StubClusterView)
     changed: threading.Condition = field(default_factory=threading.Condition)
     wakes: int = 0
 

@@ -44,7 +44,7 @@ SESSION = {"kind": "gaming", "name": "play", "image": "runner/gaming:latest", "g
 def supervisor(url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Supervisor:
     """A control plane starting on the database at ``url`` (a restart, when it holds rows)."""
     sup = Supervisor(Store(url), Settings(home=home), load_network())
-    monkeypatch.setattr(sup.fleet, "refresh", lambda force=False: None)  # no Ray here
+    monkeypatch.setattr(sup.cluster, "refresh", lambda force=False: None)  # no Ray here
     return sup
 
 

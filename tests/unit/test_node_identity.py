@@ -69,7 +69,7 @@ def test_another_provider_cannot_take_over_a_node_name(net: Network) -> None:
     assert "taken by another provider" in taken.json()["message"]
     assert "ray_token" not in taken.text  # no grant: the squatter never learns how to join Ray
     # In Ray right now: refused as well.
-    net.supervisor.fleet.live.add("gpu-1")
+    net.supervisor.cluster.live.add("gpu-1")
     live = net.join("squatter", "gpu-1")
     assert live.status_code == 409 and "in the cluster now" in live.json()["message"], live.text
     # Claiming to be gpu-barn with the squatter's own token: refused, the token is not gpu-barn's.

@@ -18,14 +18,14 @@ import pytest
 from runner.cli.workloads import replica_state
 from runner.core.errors import UserError
 from runner.core.network import load_network
-from runner.nodes import NodeInfo
+from runner.ray_nodes import RayNode
 from runner.core.policy import KYC
 from runner.runtime import LaunchRequest, ReplicaStatus
 from runner.settings import Settings
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Replica, Store, Workload
-from runner.supervisor import Supervisor, market, replicas
+from runner.supervisor import Supervisor, metering, replicas
 
 S, R = WorkloadState, ReplicaState
 SMOKE = {"kind": "batch", "name": "smoke", "image": "runner/smoke:latest", "resources": {"cpu": 0.5}}
@@ -70,9 +70,9 @@ def sup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Supervisor:
     store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
     store.add_tenant("acme", country="DE", kyc=KYC.VERIFIED)
     supervisor = Supervisor(store, Settings(home=tmp_path), load_network())
-    monkeypatch.setattr(supervisor.fleet, "refresh", lambda force=False: None)  # no Ray here
-    supervisor.fleet.nodes = {"n1": NodeInfo(name="n1", node_id="id-n1", alive=True, labels={})}
-    supervisor.fleet.agents = {"n1": Agent()}
+    monkeypatch.setattr(supervisor.cluster, "refresh", lambda force=False: None)  # no Ray here
+    supervisor.cluster.nodes = {"n1": RayNode(name="n1", node_id="id-n1", alive=True, labels={})}
+    supervisor.cluster.agents = {"n1": Agent()}
     supervisor.controllers["batch"] = NoStep()  # the driver is called by the test, not a controller
     return supervisor
 
@@ -107,7 +107,7 @@ def pulling(rep: Replica, done_mb: int, total_mb: int) -> ReplicaStatus:
 
 def test_a_start_in_flight_is_asked_how_its_pull_goes_at_a_bounded_rate(sup: Supervisor, clock: Clock) -> None:
     w, rep = starting(sup.store)
-    agent = sup.fleet.agents["n1"]
+    agent = sup.cluster.agents["n1"]
     drive = lambda: sup.driver.drive(w, rep, lambda: request_for(rep), stop=False)  # noqa: E731
     drive()
     assert len(agent.start.calls) == 1 and agent.status.calls == []  # a quick start is never asked about
@@ -133,8 +133,8 @@ def test_a_start_in_flight_is_asked_how_its_pull_goes_at_a_bounded_rate(sup: Sup
 
 
 def test_pulling_is_data_on_the_replica_row_and_never_billed(sup: Supervisor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(market, "METER_S", 0.0)  # meter every tick
-    sup.fleet.agents = {}  # ticks only meter here: no agent is asked anything (no Ray to ask through)
+    monkeypatch.setattr(metering, "METER_S", 0.0)  # meter every tick
+    sup.cluster.agents = {}  # ticks only meter here: no agent is asked anything (no Ray to ask through)
     w, rep = starting(sup.store)
     sup.driver._apply_progress(w, rep, pulling(rep, 312, 1043))
     sup.driver._apply_progress(w, rep, pulling(rep, 500, 1043))
@@ -161,8 +161,8 @@ def test_pulling_is_data_on_the_replica_row_and_never_billed(sup: Supervisor, mo
 
 
 def test_a_pull_ended_by_a_stop_bills_nothing(sup: Supervisor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(market, "METER_S", 0.0)
-    sup.fleet.agents = {}
+    monkeypatch.setattr(metering, "METER_S", 0.0)
+    sup.cluster.agents = {}
     w, rep = starting(sup.store)
     sup.driver._apply_progress(w, rep, pulling(rep, 1, 1043))
     sup.driver._apply(w, rep, ReplicaStatus(key=rep.key, state=R.STOPPED, error="stopped before it started"))
@@ -175,7 +175,7 @@ def test_a_pull_ended_by_a_stop_bills_nothing(sup: Supervisor, monkeypatch: pyte
 def test_a_stop_goes_to_a_pulling_replica_at_once_but_waits_for_a_plain_start(sup: Supervisor, clock: Clock) -> None:
     """A stop racing a start the runtime cannot cancel waits for the start; a pull it can end."""
     w, rep = starting(sup.store)
-    agent = sup.fleet.agents["n1"]
+    agent = sup.cluster.agents["n1"]
     sup.driver.drive(w, rep, lambda: request_for(rep), stop=False)
     sup.driver.drive(w, rep, lambda: request_for(rep), stop=True)
     assert agent.stop.calls == []

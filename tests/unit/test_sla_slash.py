@@ -1,6 +1,6 @@
 """The daily SLA slash end to end over a real store: uptime rows in, the ledger's balances out.
 
-``Market.settle_sla`` (the supervisor runs it every few minutes) reads ``store.uptime_days`` and
+``Metering.settle_sla`` (the supervisor runs it every few minutes) reads ``store.uptime_days`` and
 slashes a provider's stake once for each *finished* UTC day one of its nodes spent offline beyond
 the SLA's allowance (30 minutes by default), by the configured amount (2 USD). The balances are
 read from the store's ledger, not from any summary the code under test returns.
@@ -15,19 +15,20 @@ from runner.core import ledger
 from runner.core.network import default_network
 from runner.core.policy import KYC, NodeState
 from runner.store import Store
-from runner.supervisor.market import Market, utc_day
+from runner.core.sla import utc_day
+from runner.supervisor.metering import Metering
 
 DAY = 86_400
 
 
-def network(tmp_path: Path) -> tuple[Store, Market]:
+def network(tmp_path: Path) -> tuple[Store, Metering]:
     store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
     for provider in ("flaky-dc", "steady-dc"):
         store.add_provider(provider, country="NL", kyc=KYC.VERIFIED)
         store.post(ledger.stake_deposit(provider, 50_000_000, key=f"stake:{provider}:initial"))
         store.register_node(name=f"{provider}-1", provider_id=provider, state=NodeState.VERIFIED, decision={},
                             region="eu-west", country="NL", cpus=2, memory_mb=2048)  # fmt: skip
-    return store, Market(store, default_network(), fleet=None)  # type: ignore[arg-type]  # settle_sla needs no fleet
+    return store, Metering(store, default_network(), cluster=None)  # type: ignore[arg-type]  # settle_sla needs no cluster
 
 
 def stake(store: Store, provider: str) -> int:

@@ -1,7 +1,7 @@
 """A fault in one workload's part of a supervisor tick is that workload's alone.
 
 A real ``Supervisor`` over a real SQLite ``Store`` ticks with no Ray cluster behind it (its
-fleet sees no nodes: ``Fleet.refresh`` is the one call that needs Ray). What faults is real
+cluster view sees no nodes: ``ClusterView.refresh`` is the one call that needs Ray). What faults is real
 where a real fault can be made: a spec stored under an older version's looser rules (an infinite
 price cap, as issue 11 had it), a replica row whose metering overflows the database's integer.
 Only "a controller's step raises" needs a stand-in: a controller class that raises for one
@@ -22,7 +22,7 @@ from runner.settings import Settings
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Store, Workload
-from runner.supervisor import Supervisor, core, market
+from runner.supervisor import Supervisor, core, metering
 
 S = WorkloadState
 SMOKE = {"kind": "batch", "name": "smoke", "image": "runner/smoke:latest", "resources": {"cpu": 0.5}}
@@ -33,7 +33,7 @@ def sup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Supervisor:
     store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
     store.add_tenant("acme", country="DE", kyc=KYC.VERIFIED)
     supervisor = Supervisor(store, Settings(home=tmp_path), load_network())
-    monkeypatch.setattr(supervisor.fleet, "refresh", lambda force=False: None)  # no Ray here: no nodes
+    monkeypatch.setattr(supervisor.cluster, "refresh", lambda force=False: None)  # no Ray here: no nodes
     return supervisor
 
 
@@ -116,7 +116,7 @@ def test_a_spec_stored_with_an_infinite_price_fails_alone_and_placement_goes_on(
 
 
 def test_a_metering_fault_is_that_workloads_alone(sup: Supervisor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(market, "METER_S", 0.0)  # meter every tick, not every 5 s
+    monkeypatch.setattr(metering, "METER_S", 0.0)  # meter every tick, not every 5 s
     sup.controllers["batch"] = Stepper("")
     healthy, bad = running(sup.store), running(sup.store)
     now = sup.store.get_workload(healthy.id).created_at

@@ -1,4 +1,5 @@
-"""Market commands: bills and earnings, a provider's `node` commands, and the operator's `admin`."""
+"""`runner node`: a provider's machine joining and leaving (join, doctor), and what the operator
+does to a node (drain, offboard, activate, challenge, checks, uptime)."""
 
 from __future__ import annotations
 
@@ -11,61 +12,12 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import (
-    app, client, console, friendly, join_command, print_json, settings, styled, usd, when,
+    JSON, app, client, console, friendly, print_json, settings, styled, usd, when,
 )  # fmt: skip
 from runner.core.errors import UserError
 
 node_app = typer.Typer(help="Provider nodes: join, drain, offboard, activate, challenge.", no_args_is_help=True)
-admin_app = typer.Typer(help="The operator's commands: tenants, providers, join tokens, audit.", no_args_is_help=True)
-tenant_app = typer.Typer(help="Tenants: add, KYC, budgets.", no_args_is_help=True)
-provider_app = typer.Typer(help="Providers: add, KYC, stake.", no_args_is_help=True)
-token_app = typer.Typer(help="Join tokens for providers' machines.", no_args_is_help=True)
-audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
-app.add_typer(admin_app, name="admin")
-for sub, name in ((tenant_app, "tenant"), (provider_app, "provider"), (token_app, "token"), (audit_app, "audit")):
-    admin_app.add_typer(sub, name=name)
-
-JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _statement_table(title: str, statement: dict[str, Any]) -> None:
-    totals = "  ".join(f"{k}: {usd(v)}" for k, v in statement["totals"].items())
-    console.print(f"[bold]{title}[/bold]  {totals}")
-    table = Table("KIND", "WHAT", "AMOUNT", box=None)
-    for line in statement["lines"]:
-        table.add_row(line["kind"], line["memo"], usd(line["amount"]))
-    console.print(table)
-
-
-# -- money ---------------------------------------------------------------------------------------------
-@app.command()
-@friendly
-def bill(tenant: Annotated[str | None, typer.Option(help="Another tenant's bill (operator only).")] = None,
-         as_json: JSON = False) -> None:  # fmt: skip
-    """Your bill: per-second usage of every replica, SLA credits, what you owe, budget left."""
-    bills = client(operator=True).admin("GET", "/bills", params={"tenant": tenant}) if tenant else [client().bill()]
-    if as_json:
-        print_json(bills if tenant else bills[0])
-        return
-    for b in bills:
-        _statement_table(f"tenant {b['tenant']}", b)
-
-
-@app.command()
-@friendly
-def earnings(provider: Annotated[str | None, typer.Option(help="One provider (default: all).")] = None,
-             as_json: JSON = False) -> None:  # fmt: skip
-    """Providers' earnings: gross, network fee, net, slashes, stake left (operator)."""
-    rows = client(operator=True).admin("GET", "/earnings", params={"provider": provider} if provider else None)
-    if as_json:
-        print_json(rows)
-        return
-    for row in rows:
-        _statement_table(f"provider {row['provider']}", row)
-
-
-# -- node ----------------------------------------------------------------------------------------------
 def _gpu_arg(text: str | None) -> tuple[str, int] | None:
     if not text:
         return None
@@ -271,138 +223,3 @@ def node_uptime(name: str, days: int = 30, as_json: JSON = False) -> None:
 
 
 # -- admin ---------------------------------------------------------------------------------------------
-def _op() -> Any:
-    return client(operator=True)
-
-
-@tenant_app.command("add")
-@friendly
-def tenant_add(name: str, country: Annotated[str, typer.Option(help="ISO country code.")],
-               kyc: Annotated[str, typer.Option(help="pending, verified or rejected.")] = "pending",
-               budget: Annotated[float | None, typer.Option(help="Hard budget, USD.")] = None) -> None:  # fmt: skip
-    """Add a tenant (KYC pending until checked)."""
-    t = _op().admin("POST", "/tenants", id=name, country=country, kyc=kyc, budget_usd=budget)
-    console.print(f"tenant {t['id']} ({t['country']}) KYC {styled(t['kyc'])}")
-
-
-@tenant_app.command("kyc")
-@friendly
-def tenant_kyc(name: str, status: str) -> None:
-    """Set a tenant's KYC status: pending, verified or rejected."""
-    t = _op().admin("POST", f"/tenants/{name}", kyc=status)
-    console.print(f"tenant {t['id']} KYC {styled(t['kyc'])}")
-
-
-@tenant_app.command("budget")
-@friendly
-def tenant_budget(name: str, usd_amount: Annotated[float | None, typer.Argument(metavar="USD")] = None,
-                  clear: Annotated[bool, typer.Option("--clear", help="Remove the budget.")] = False) -> None:  # fmt: skip
-    """Set (or --clear) a tenant's hard budget in USD."""
-    if usd_amount is None and not clear:
-        raise UserError("give a budget in USD, or --clear")
-    t = _op().admin("POST", f"/tenants/{name}", budget_usd=usd_amount, clear_budget=clear)
-    console.print(f"tenant {t['id']} budget {usd(t['budget_micros'])}, spent {usd(t['spent_micros'])}")
-
-
-@tenant_app.command("key")
-@friendly
-def tenant_key(name: str) -> None:
-    """Create an API key for a tenant (printed once; give it to the tenant)."""
-    print(_op().admin("POST", f"/tenants/{name}/keys")["api_key"])
-
-
-@tenant_app.command("ls")
-@friendly
-def tenant_ls(as_json: JSON = False) -> None:
-    rows = _op().admin("GET", "/tenants")
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("TENANT", "COUNTRY", "KYC", "BUDGET", "SPENT", box=None)
-    for t in rows:
-        table.add_row(t["id"], t["country"], styled(t["kyc"]), usd(t["budget_micros"]), usd(t["spent_micros"]))
-    console.print(table)
-
-
-@provider_app.command("add")
-@friendly
-def provider_add(name: str, country: Annotated[str, typer.Option(help="ISO country code.")],
-                 kyc: Annotated[str, typer.Option(help="pending, verified or rejected.")] = "pending",
-                 stake: Annotated[float, typer.Option(help="Initial stake deposit, USD.")] = 0.0) -> None:  # fmt: skip
-    """Add a provider (KYC pending until checked)."""
-    p = _op().admin("POST", "/providers", id=name, country=country, kyc=kyc, stake_usd=stake)
-    console.print(f"provider {p['id']} ({p['country']}) KYC {styled(p['kyc'])}, stake {usd(p['stake_micros'])}")
-
-
-@provider_app.command("kyc")
-@friendly
-def provider_kyc(name: str, status: str) -> None:
-    """Set a provider's KYC status; unverified providers' nodes never receive work."""
-    p = _op().admin("POST", f"/providers/{name}/kyc", kyc=status)
-    console.print(f"provider {p['id']} KYC {styled(p['kyc'])}")
-
-
-@provider_app.command("stake")
-@friendly
-def provider_stake(name: str, usd_amount: Annotated[float, typer.Argument(metavar="USD")],
-                   key: Annotated[str, typer.Option(help="Deposit reference: the same key counts once.")]) -> None:  # fmt: skip
-    """Deposit stake for a provider."""
-    p = _op().admin("POST", f"/providers/{name}/stake", usd=usd_amount, key=key)
-    console.print(f"provider {p['id']} stake {usd(p['stake_micros'])}")
-
-
-@provider_app.command("ls")
-@friendly
-def provider_ls(as_json: JSON = False) -> None:
-    rows = _op().admin("GET", "/providers")
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("PROVIDER", "COUNTRY", "KYC", "STAKE", "NODES", box=None)
-    for p in rows:
-        table.add_row(p["id"], p["country"], styled(p["kyc"]), usd(p["stake_micros"]), ", ".join(p["nodes"]))
-    console.print(table)
-
-
-@token_app.command("issue")
-@friendly
-def token_issue(provider: str, ttl: Annotated[str, typer.Option(help="How long it stays valid, e.g. 30m, 1h.")] = "1h") -> None:
-    """Issue a single-use join token for one of a provider's machines."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from runner.core.spec import Duration
-
-    try:
-        ttl_s = TypeAdapter(Duration).validate_python(ttl)
-    except ValidationError:
-        raise UserError(f"--ttl: expected a duration like 30m or 1h, got {ttl!r}") from None
-    result = _op().admin("POST", "/tokens", provider=provider, ttl_s=ttl_s)
-    console.print(f"join token for {provider} (valid {ttl}, single use); on the machine that joins:")
-    console.print(f"  {join_command(settings(), token=result['token'], provider=provider)}", soft_wrap=True)
-    print(result["token"])
-
-
-@audit_app.command("verify")
-@friendly
-def audit_verify() -> None:
-    """Check the audit log's hash chain end to end."""
-    result = _op().admin("GET", "/audit/verify")
-    if result["ok"]:
-        console.print(f"[green]ok[/green]: {result['entries']} entries, hash chain intact")
-        return
-    console.print(f"[red]tampered[/red]: {result['problem']} (first bad entry {result['first_bad_seq']})")
-    raise typer.Exit(1)
-
-
-@audit_app.command("ls")
-@friendly
-def audit_ls(kind: str | None = None, after: int = 0, limit: int = 50, as_json: JSON = False) -> None:
-    """Audit entries (placements, KYC, tokens, node states, ledger)."""
-    rows = _op().admin("GET", "/audit", params={"kind": kind, "after": after, "limit": limit})
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("SEQ", "TIME", "KIND", "WHAT", box=None)
-    for e in rows:
-        table.add_row(str(e["seq"]), when(e["ts"]), e["kind"], str(e["payload"])[:110])
-    console.print(table)

@@ -15,7 +15,7 @@ IMAGE_CACHE_GB_ENV = "RUNNER_IMAGE_CACHE_GB"
 
 
 @dataclass(frozen=True)
-class NodeInfo:
+class RayNode:
     name: str
     node_id: str
     alive: bool

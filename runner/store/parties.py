@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from runner.core.errors import AuthError, ConflictError, NotFoundError, UserError
 from runner.core.policy import KYC, NodeState
 from runner.store.auditlog import AuditStore
-from runner.store.models import Check, JoinToken, Node, Provider, Tenant, UptimeDay
+from runner.store.models import Check, JoinToken, NodeRecord, Provider, Tenant, UptimeDay
 from runner.store.workloads import hash_key
 
 #: Which node state may follow which (suspended nodes go back to active after review).
@@ -38,7 +38,7 @@ def _kyc(value: str) -> KYC:
         raise UserError(f"unknown KYC status {value!r}; use one of: {', '.join(k.value for k in KYC)}") from None
 
 
-class MarketStore(AuditStore):
+class PartiesStore(AuditStore):
     # -- tenants -------------------------------------------------------------------------------------
     def add_tenant(self, tenant_id: str, *, country: str, kyc: KYC = KYC.PENDING, budget_micros: int | None = None,
                    by: str = "operator") -> Tenant:  # fmt: skip
@@ -145,12 +145,12 @@ class MarketStore(AuditStore):
 
     # -- nodes ---------------------------------------------------------------------------------------
     def register_node(self, *, name: str, provider_id: str, state: NodeState, decision: dict[str, Any],
-                      **facts: Any) -> Node:  # fmt: skip
+                      **facts: Any) -> NodeRecord:  # fmt: skip
         """Add a node, or register again one of the same provider (a machine that restarted and
         joins again). A suspended node cannot rejoin its way out of the suspension."""
         now = time.time()
         with self.session() as s:
-            row = s.get(Node, name)
+            row = s.get(NodeRecord, name)
             if row is not None and row.provider_id != provider_id:
                 raise ConflictError(f"node name {name!r} is taken by another provider. To fix: join with another --name")
             if row is not None and NodeState(row.state) is NodeState.SUSPENDED:
@@ -158,7 +158,7 @@ class MarketStore(AuditStore):
                                     f"(runner node activate {name})")  # fmt: skip
             previous = row.state if row is not None else None
             if row is None:
-                row = Node(name=name, provider_id=provider_id)
+                row = NodeRecord(name=name, provider_id=provider_id)
                 s.add(row)
             for field_name, value in facts.items():
                 setattr(row, field_name, value)
@@ -168,22 +168,22 @@ class MarketStore(AuditStore):
                                                    "previous_state": previous, **decision})  # fmt: skip
             return row
 
-    def get_node(self, name: str) -> Node:
+    def get_node(self, name: str) -> NodeRecord:
         with self.session() as s:
-            row = s.get(Node, name)
+            row = s.get(NodeRecord, name)
             if row is None:
                 raise NotFoundError(f"no node {name!r} in the registry. To fix: runner nodes")
             return row
 
-    def registry(self) -> list[Node]:
+    def registry(self) -> list[NodeRecord]:
         with self.session() as s:
-            return list(s.scalars(select(Node).order_by(Node.name)))
+            return list(s.scalars(select(NodeRecord).order_by(NodeRecord.name)))
 
     def move_node(self, name: str, target: NodeState, message: str = "", *, by: str = "network",
-                  **fields: Any) -> Node:  # fmt: skip
+                  **fields: Any) -> NodeRecord:  # fmt: skip
         """Change a node's lifecycle state (only moves ``NODE_MOVES`` allows), audited."""
         with self.session() as s:
-            row = s.get(Node, name)
+            row = s.get(NodeRecord, name)
             if row is None:
                 raise NotFoundError(f"no node {name!r}")
             current = NodeState(row.state)
@@ -200,7 +200,7 @@ class MarketStore(AuditStore):
 
     def update_node(self, name: str, **fields: Any) -> None:
         with self.session() as s:
-            row = s.get(Node, name)
+            row = s.get(NodeRecord, name)
             if row is not None:
                 for field_name, value in fields.items():
                     setattr(row, field_name, value)

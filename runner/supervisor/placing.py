@@ -1,59 +1,47 @@
-"""The market at work in the control plane: the fleet as placement sees it, placing pending
-workloads, node activation and draining, metering, budgets and slashing for lost work.
+"""Placement at work in the control plane: the nodes as placement sees them, placing a pending
+workload and recording why, and the node lifecycle steps that decide who is a candidate at all
+(activating a node that joined, offboarding one that drained).
 
-This is the I/O side of the pure core: it reads the registry and Ray's view of the nodes, turns
-them into ``NodeRow``s, and lets ``placement.Placer`` decide; it writes decisions (with their
-candidate table for ``runner explain``) and audit entries, usage into the ledger once per second
-of work, and penalties when a provider's node vanishes with work on it.
+This is the I/O side of the pure core: it reads the registry and Ray's view of the nodes
+(``ClusterView``), turns them into ``NodeRow``s, and lets ``placement.Placer`` decide; it writes
+the decisions, with their candidate table for ``runner explain``, and their audit entries.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict
-from datetime import datetime, timezone
 from typing import Any
 
 from runner.core import ledger
-from runner.core.ledger import SlashCause
+from runner.core.demand import Demand
 from runner.core.network import NetworkConfig
 from runner.core.nodetable import Load, NodeRow, NodeTable
-from runner.core.demand import Demand
 from runner.core.placement import Decision, Placer
 from runner.core.policy import KYC, NodeState, TenantFacts
 from runner.core.regions import default_regions
-from runner.runtime import ReplicaStatus
 from runner.core.sla import UptimeDay as UptimeFacts
-from runner.core.sla import reliability
-from runner.core.states import ReplicaState
+from runner.core.sla import reliability, utc_day
 from runner.store import Replica, Store, Workload
-from runner.supervisor.fleet import Fleet
+from runner.supervisor.cluster_view import ClusterView
 
-log = logging.getLogger("runner.market")
-
-METER_S = 5.0  # how often running replicas are billed up to now
 RELIABILITY_S = 30.0  # how often reliability is recomputed from uptime
 EXPLAIN_ROWS = 200  # candidate rows kept per placement record
 
 
-def utc_day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+class Placing:
+    """Where work goes: rows, placers, decisions and their records, candidates coming and going."""
 
-
-class Market:
-    def __init__(self, store: Store, config: NetworkConfig, fleet: Fleet) -> None:
+    def __init__(self, store: Store, config: NetworkConfig, cluster: ClusterView) -> None:
         self.store = store
         self.config = config
-        self.fleet = fleet
+        self.cluster = cluster
         self.regions = default_regions()
         self._reliability: dict[str, float] = {}
         self._reliability_at = -RELIABILITY_S
-        self._metered_at = 0.0
 
-    # -- the fleet as placement sees it ---------------------------------------------------------------
+    # -- the nodes as placement sees them ------------------------------------------------------------
     def rows(self) -> list[NodeRow]:
         """Every registered node that has not left, with Ray's liveness; nodes Ray has but the
         registry lacks (joined without ``runner node join``) are never candidates."""
@@ -63,13 +51,13 @@ class Market:
         for node in self.store.registry():
             if node.state == NodeState.OFFBOARDED.value:
                 continue
-            ray_node = self.fleet.nodes.get(node.name)
+            ray_node = self.cluster.nodes.get(node.name)
             rows.append(NodeRow(
                 name=node.name, provider=node.provider_id, region=node.region, country=node.country,
                 gpu_model=node.gpu_model, gpu_count=node.gpu_count, vram_gb=node.vram_gb,
                 cpus=ray_node.cpus if ray_node else node.cpus,
                 memory_mb=ray_node.memory_mb if ray_node and ray_node.memory_mb else node.memory_mb,
-                alive=bool(ray_node and ray_node.alive and node.name in self.fleet.agents),
+                alive=bool(ray_node and ray_node.alive and node.name in self.cluster.agents),
                 state=NodeState(node.state), provider_kyc=providers.get(node.provider_id, KYC.PENDING),
                 gpu_price_micros=node.gpu_price_micros, cpu_price_micros=node.cpu_price_micros,
                 reliability=self._reliability.get(node.name, self.config.sla.monthly_uptime),
@@ -134,7 +122,7 @@ class Market:
     def activate_nodes(self) -> None:
         """Verified nodes become active once Ray has them and their agent exists."""
         for node in self.store.registry():
-            if node.state == NodeState.VERIFIED.value and node.name in self.fleet.agents and self.fleet.alive(node.name):
+            if node.state == NodeState.VERIFIED.value and node.name in self.cluster.agents and self.cluster.alive(node.name):
                 self.store.move_node(node.name, NodeState.ACTIVE, "joined the cluster; agent up")
 
     def finish_drains(self, active: list[Replica], in_use: Collection[str] = ()) -> None:
@@ -149,60 +137,5 @@ class Market:
             state = node.state
             if state == NodeState.DRAINING.value:
                 state = self.store.move_node(node.name, NodeState.OFFBOARDED, "drained: no work left").state
-            if state == NodeState.OFFBOARDED.value and node.name not in in_use and self.fleet.alive(node.name):
-                self.fleet.shut_down(node.name)
-
-    # -- money -----------------------------------------------------------------------------------------
-    def meter(self, replicas: Iterable[Replica], *, force: bool = False,
-              guard: Callable[[str, Callable[[], Any]], Any] | None = None) -> None:  # fmt: skip
-        """Bill running replicas up to now (every ``METER_S``), or these replicas now (``force``).
-        ``guard(workload_id, bill)`` runs each replica's billing, so that a fault in one is its
-        workload's alone (the supervisor's isolation); without it, a fault propagates."""
-        if not force and time.monotonic() - self._metered_at < METER_S:
-            return
-        if not force:
-            self._metered_at = time.monotonic()
-        now = time.time()
-        for rep in replicas:
-            if rep.started_at is None:
-                continue
-            bill = functools.partial(self.store.meter, rep.key, now, fee_bps=self.config.market.fee_bps)
-            if guard is None:
-                bill()
-            else:
-                guard(rep.workload_id, bill)
-
-    def over_budget(self, tenant_id: str) -> str | None:
-        """Why a tenant may spend no more (its budget is used up), or None."""
-        t = self.store.get_tenant(tenant_id)
-        if t.budget_micros is None:
-            return None
-        spent = self.store.tenant_spent(tenant_id)
-        if spent >= t.budget_micros:
-            return f"budget exhausted: spent {ledger.usd(spent)} of {ledger.usd(t.budget_micros)} USD"
-        return None
-
-    def replica_finished(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
-        """Bill the replica to its end; slash its provider when its node vanished under it."""
-        self.meter([rep], force=True)
-        if status.state is ReplicaState.LOST and not self.fleet.alive(rep.node) and rep.provider_id:
-            tx = self.store.slash(provider=rep.provider_id, cause=SlashCause.LOST_WORK, config=self.config.market,
-                                  key=f"slash:lost:{rep.key}", node=rep.node, tenant=w.tenant_id,
-                                  memo=f"node {rep.node} vanished running {rep.key}")  # fmt: skip
-            if tx is not None:
-                log.warning("slashed %s: %s", rep.provider_id, tx.memo)
-
-    def settle_sla(self) -> None:
-        """Penalise each finished UTC day a node spent offline beyond the SLA's allowance, once."""
-        today = utc_day(time.time())
-        since = utc_day(time.time() - 3 * 86_400)
-        for day in self.store.uptime_days(since_day=since):
-            facts = UptimeFacts(day.node, day.day, day.observed_s, day.online_s)
-            if day.day >= today or day.breach_recorded or facts.offline_s <= self.config.sla.max_daily_offline_s:
-                continue
-            if self.store.mark_breach_recorded(day.node, day.day):
-                node = self.store.get_node(day.node)
-                self.store.slash(provider=node.provider_id, cause=SlashCause.SLA_BREACH, config=self.config.market,
-                                 key=f"slash:sla:{day.node}:{day.day}", node=day.node,
-                                 memo=f"{day.node} offline {facts.offline_s / 60:.0f} min on {day.day}")  # fmt: skip
-
+            if state == NodeState.OFFBOARDED.value and node.name not in in_use and self.cluster.alive(node.name):
+                self.cluster.shut_down(node.name)

@@ -17,11 +17,11 @@ import ray
 
 from runner import cluster
 from runner.agent import get_or_create_agent
-from runner.nodes import NodeInfo
+from runner.ray_nodes import RayNode
 from runner.runtime import ReplicaStatus
 from runner.settings import Settings
 
-log = logging.getLogger("runner.fleet")
+log = logging.getLogger("runner.cluster_view")
 
 NODE_REFRESH_S = 1.0
 RECONCILE_S = 30.0
@@ -29,10 +29,10 @@ SHUT_DOWN_RETRY_S = 10.0  # how often a node asked to leave the cluster is asked
 AGENT_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
-class Fleet:
+class ClusterView:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.nodes: dict[str, NodeInfo] = {}
+        self.nodes: dict[str, RayNode] = {}
         self.agents: dict[str, Any] = {}
         self._refreshed_at = 0.0
         self._reconciles: dict[str, Any] = {}
