@@ -39,8 +39,12 @@ def free_ports(nodes: int = 4) -> tuple[int, int]:
 
 def cluster_env(settings: Settings) -> dict[str, str]:
     """The environment a `runner` subprocess needs to talk to this cluster."""
-    return {**os.environ, "RUNNER_HOME": str(settings.home), "RUNNER_SERVER_PORT": str(settings.server_port),
-            "RUNNER_RAY_PORT": str(settings.ray_port)}  # fmt: skip
+    return {
+        **os.environ,
+        "RUNNER_HOME": str(settings.home),
+        "RUNNER_SERVER_PORT": str(settings.server_port),
+        "RUNNER_RAY_PORT": str(settings.ray_port),
+    }
 
 
 def stop_cluster(settings: Settings) -> None:

@@ -77,8 +77,16 @@ def bare_loop(encoder_name: str, width: int, height: int, fps: int, seconds: flo
 
     encoder = JpegEncoder() if encoder_name == "jpeg" else H264Encoder(width, height, fps)
     mixer, metrics = InputMixer(), Metrics(fps)
-    loop = GameLoop(get_game("breakout"), fps=fps, width=width, height=height, encoder=encoder,
-                    mixer=mixer, metrics=metrics, publish=lambda _f: None)
+    loop = GameLoop(
+        get_game("breakout"),
+        fps=fps,
+        width=width,
+        height=height,
+        encoder=encoder,
+        mixer=mixer,
+        metrics=metrics,
+        publish=lambda _f: None,
+    )
     sizes: list[int] = []
     for _ in range(10):  # warm caches (text masks, x264 lookahead state)
         loop.frame_once()
@@ -90,8 +98,12 @@ def bare_loop(encoder_name: str, width: int, height: int, fps: int, seconds: flo
         sizes.append(len(loop.frame_once().payload))
         frames += 1
     summary = metrics.summary()
-    return {"fps": frames / elapsed, "encode_ms": summary["encode_ms"], "render_ms": summary["render_ms"],
-            "kb_per_frame": statistics.mean(sizes) / 1024}
+    return {
+        "fps": frames / elapsed,
+        "encode_ms": summary["encode_ms"],
+        "render_ms": summary["render_ms"],
+        "kb_per_frame": statistics.mean(sizes) / 1024,
+    }
 
 
 # -- (c) starting a session -------------------------------------------------------------------------
@@ -106,11 +118,23 @@ class LocalSession:
 
     def __init__(self, width: int, height: int, fps: int) -> None:
         self.port = free_port()
-        env = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
-               "RUNNER_RESOLUTION": f"{width}x{height}", "RUNNER_FPS": str(fps),
-               "RUNNER_IDLE_TIMEOUT_S": "120"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "workloads.gaming"], cwd=REPO, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "PYTHONUNBUFFERED": "1",
+            "RUNNER_RESOLUTION": f"{width}x{height}",
+            "RUNNER_FPS": str(fps),
+            "RUNNER_IDLE_TIMEOUT_S": "120",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workloads.gaming"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def cpu_s(self) -> float:
@@ -136,8 +160,9 @@ class CommandSession:
         out = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=REPO, env=env)
         urls = re.findall(r"https?://\S+", out.stdout)
         if out.returncode != 0 or not urls:
-            raise SystemExit(f"the start command exited {out.returncode} without a URL; its output was:\n"
-                             f"{out.stdout}{out.stderr}")
+            raise SystemExit(
+                f"the start command exited {out.returncode} without a URL; its output was:\n{out.stdout}{out.stderr}"
+            )
         self.url = urls[-1].rstrip("/") + "/"
         ids = re.findall(r"\bw-[0-9a-f]{6,}\b", out.stdout)
         self.id = ids[0] if ids else ""
@@ -150,8 +175,14 @@ class CommandSession:
 
     def stop(self) -> None:
         if self.end_command:
-            subprocess.run(self.end_command.format(url=self.url, id=self.id), shell=True, check=False, cwd=REPO,
-                           env=self.env, capture_output=True)
+            subprocess.run(
+                self.end_command.format(url=self.url, id=self.id),
+                shell=True,
+                check=False,
+                cwd=REPO,
+                env=self.env,
+                capture_output=True,
+            )
 
 
 class RunnerSession(CommandSession):
@@ -160,9 +191,12 @@ class RunnerSession(CommandSession):
 
     def __init__(self, args: argparse.Namespace) -> None:
         runner = f"{shlex.quote(sys.executable)} -m runner.cli"
-        super().__init__(f"{runner} session start --game breakout --near {shlex.quote(args.near)} "
-                         f"--resolution {args.width}x{args.height} --fps {args.fps} --timeout {args.timeout:g}",
-                         f"{runner} session end {{id}}", env=args.cluster_env)
+        super().__init__(
+            f"{runner} session start --game breakout --near {shlex.quote(args.near)} "
+            f"--resolution {args.width}x{args.height} --fps {args.fps} --timeout {args.timeout:g}",
+            f"{runner} session end {{id}}",
+            env=args.cluster_env,
+        )
 
     def cpu_s(self) -> float:
         import docker
@@ -225,8 +259,7 @@ def play(page: Any, seconds: float, rng: random.Random) -> int:
     return presses
 
 
-def measure_session(args: argparse.Namespace, page: Any, session: Any,
-                    say: Callable[[str], None]) -> dict[str, Any]:
+def measure_session(args: argparse.Namespace, page: Any, session: Any, say: Callable[[str], None]) -> dict[str, Any]:
     from workloads.gaming import player
 
     play(page, args.warmup, random.Random(1))
@@ -238,14 +271,21 @@ def measure_session(args: argparse.Namespace, page: Any, session: Any,
     server = httpx.get(session.url + "metrics", timeout=5).json()
     result = {
         "fps": trace["frames"] / trace["seconds"],
-        "frame_p50_ms": pct(trace["frameTimes"], 50), "frame_p95_ms": pct(trace["frameTimes"], 95),
+        "frame_p50_ms": pct(trace["frameTimes"], 50),
+        "frame_p95_ms": pct(trace["frameTimes"], 95),
         "frame_p99_ms": pct(trace["frameTimes"], 99),
-        "latency_p50_ms": pct(trace["latencies"], 50), "latency_p95_ms": pct(trace["latencies"], 95),
-        "latency_n": len(trace["latencies"]), "presses": presses,
-        "skipped": player.stats(page)["skipped"], "server": server, "server_cpu": cpu_share,
+        "latency_p50_ms": pct(trace["latencies"], 50),
+        "latency_p95_ms": pct(trace["latencies"], 95),
+        "latency_n": len(trace["latencies"]),
+        "presses": presses,
+        "skipped": player.stats(page)["skipped"],
+        "server": server,
+        "server_cpu": cpu_share,
     }
-    say(f"session: {result['fps']:.1f} fps drawn over {trace['seconds']:.1f}s, {presses} key presses, "
-        f"{result['latency_n']} latency samples, server CPU {cpu_share:.0%} of a core")
+    say(
+        f"session: {result['fps']:.1f} fps drawn over {trace['seconds']:.1f}s, {presses} key presses, "
+        f"{result['latency_n']} latency samples, server CPU {cpu_share:.0%} of a core"
+    )
     return result
 
 
@@ -267,18 +307,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured play before it (default 2)")
     p.add_argument("--bare-seconds", type=float, default=4.0, help="bare loop time per encoder (default 4)")
     p.add_argument("--starts", type=int, default=3, help="session starts timed, median reported (default 3)")
-    p.add_argument("--through", choices=("runner", "local"), default="runner",
-                   help="start sessions with `runner session start` on a cluster the bench starts "
-                        "(default), or as a local process only")
+    p.add_argument(
+        "--through",
+        choices=("runner", "local"),
+        default="runner",
+        help="start sessions with `runner session start` on a cluster the bench starts "
+        "(default), or as a local process only",
+    )
     p.add_argument("--near", default="eu-west", help="the player's region for runner sessions (default eu-west)")
-    p.add_argument("--start-command", help="shell command that starts a session and prints its URL "
-                                           "(instead of the two above)")
-    p.add_argument("--end-command", help="shell command run to end a --start-command session; {url} and "
-                                         "{id} are replaced by the player URL and a w-... id it printed")
+    p.add_argument(
+        "--start-command", help="shell command that starts a session and prints its URL (instead of the two above)"
+    )
+    p.add_argument(
+        "--end-command",
+        help="shell command run to end a --start-command session; {url} and "
+        "{id} are replaced by the player URL and a w-... id it printed",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a session (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the key-press script")
-    p.add_argument("--screenshot", metavar="PATH", help="save a screenshot of the client after the "
-                                                      "measurement (docs/gaming-client.png)")
+    p.add_argument(
+        "--screenshot",
+        metavar="PATH",
+        help="save a screenshot of the client after the measurement (docs/gaming-client.png)",
+    )
     p.add_argument("--headed", action="store_true", help="show the browser window (needs a display)")
     args = p.parse_args(argv)
     from workloads.gaming.settings import parse_resolution
@@ -314,14 +365,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(msg: str) -> None:
         print(msg, flush=True)
 
-    say(f"bench gaming: {args.resolution} at {args.fps} fps target, {os.cpu_count()} CPUs, "
-        f"{args.seconds:g}s measured")
+    say(f"bench gaming: {args.resolution} at {args.fps} fps target, {os.cpu_count()} CPUs, {args.seconds:g}s measured")
     bare = bare_loop("jpeg", args.width, args.height, args.fps, args.bare_seconds)
-    say(f"bare loop, JPEG:  {bare['fps']:.0f} fps (render {bare['render_ms']:.2f} ms, encode "
-        f"{bare['encode_ms']:.2f} ms, {bare['kb_per_frame']:.0f} KB/frame)")
+    say(
+        f"bare loop, JPEG:  {bare['fps']:.0f} fps (render {bare['render_ms']:.2f} ms, encode "
+        f"{bare['encode_ms']:.2f} ms, {bare['kb_per_frame']:.0f} KB/frame)"
+    )
     h264 = bare_loop("h264", args.width, args.height, args.fps, args.bare_seconds)
-    say(f"bare loop, H.264: {h264['fps']:.0f} fps (render {h264['render_ms']:.2f} ms, encode "
-        f"{h264['encode_ms']:.2f} ms, {h264['kb_per_frame']:.1f} KB/frame)")
+    say(
+        f"bare loop, H.264: {h264['fps']:.0f} fps (render {h264['render_ms']:.2f} ms, encode "
+        f"{h264['encode_ms']:.2f} ms, {h264['kb_per_frame']:.1f} KB/frame)"
+    )
 
     starts: list[float] = []
     bare_starts: list[float] = []  # the session process without the runner, when going through it
@@ -335,12 +389,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
             with started(args, context) as (_, _page, start_s):
                 starts.append(start_s)
-                say(f"start {i + 1}/{args.starts} ({through}): first frame after {start_s:.2f}s"
-                    + (f" (bare process {bare_starts[-1]:.2f}s)" if bare_starts else ""))
+                say(
+                    f"start {i + 1}/{args.starts} ({through}): first frame after {start_s:.2f}s"
+                    + (f" (bare process {bare_starts[-1]:.2f}s)" if bare_starts else "")
+                )
         with started(args, context) as (session, page, start_s):
             starts.append(start_s)
-            say(f"start {args.starts}/{args.starts} ({through}): first frame after {start_s:.2f}s"
-                + (f" (bare process {bare_starts[-1]:.2f}s)" if bare_starts else ""))
+            say(
+                f"start {args.starts}/{args.starts} ({through}): first frame after {start_s:.2f}s"
+                + (f" (bare process {bare_starts[-1]:.2f}s)" if bare_starts else "")
+            )
             result = measure_session(args, page, session, say)
             if args.screenshot:
                 take_screenshot(page, args.screenshot, say)
@@ -354,29 +412,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("bare loop fps (JPEG, no transport)", _fmt(bare["fps"]), ""),
         ("bare loop fps (H.264, no transport)", _fmt(h264["fps"]), "(encoder choice)"),
         ("browser fps, sustained", _fmt(result["fps"]), f">= {args.fps}"),
-        ("browser frame time p50 / p95 / p99 ms", f"{_fmt(result['frame_p50_ms'])} / "
-         f"{_fmt(result['frame_p95_ms'])} / {_fmt(result['frame_p99_ms'])}", ""),
+        (
+            "browser frame time p50 / p95 / p99 ms",
+            f"{_fmt(result['frame_p50_ms'])} / {_fmt(result['frame_p95_ms'])} / {_fmt(result['frame_p99_ms'])}",
+            "",
+        ),
         ("input-to-frame latency p50 ms", _fmt(result["latency_p50_ms"]), ""),
         ("input-to-frame latency p95 ms", _fmt(result["latency_p95_ms"]), "<= 50"),
         ("latency samples (key downs + ups)", str(result["latency_n"]), ""),
         (f"start to first frame s ({through}, median)", _fmt(start_med, 2), "<= 3"),
-        *([("start to first frame s (bare process)", _fmt(statistics.median(bare_starts), 2), "")]
-          if bare_starts else []),
+        *(
+            [("start to first frame s (bare process)", _fmt(statistics.median(bare_starts), 2), "")]
+            if bare_starts
+            else []
+        ),
         ("server fps / frame p95 ms", f"{_fmt(server['fps'])} / {_fmt(server['frame_p95_ms'])}", ""),
-        ("server encode ms / Mbit/s", f"{_fmt(server['encode_ms'], 2)} / "
-         f"{_fmt(server['bitrate_kbps'] / 1000)}", ""),
+        ("server encode ms / Mbit/s", f"{_fmt(server['encode_ms'], 2)} / {_fmt(server['bitrate_kbps'] / 1000)}", ""),
         ("server dropped frames / client skipped", f"{server['dropped']} / {result['skipped']}", ""),
-        ("server CPU, share of one core", "-" if math.isnan(result["server_cpu"]) else f"{result['server_cpu']:.0%}", ""),
+        (
+            "server CPU, share of one core",
+            "-" if math.isnan(result["server_cpu"]) else f"{result['server_cpu']:.0%}",
+            "",
+        ),
     ]
     for name, value, target in rows:
         say(f"{name:38s} {value:>10s}  {target}")
-    verdicts = {"fps": result["fps"] >= 0.95 * args.fps, "latency_p95": result["latency_p95_ms"] <= 50,
-                "start": start_med <= 3.0}
-    say("targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in verdicts.items())
-        + f" (fps counts as met at >= 95% of {args.fps}, the SLA's line)")
-    say(f"BENCH gaming fps={result['fps']:.1f} bare_fps={bare['fps']:.1f} ratio={ratio:.2f} "
+    verdicts = {
+        "fps": result["fps"] >= 0.95 * args.fps,
+        "latency_p95": result["latency_p95_ms"] <= 50,
+        "start": start_med <= 3.0,
+    }
+    say(
+        "targets: "
+        + ", ".join(f"{k} {'PASS' if v else 'MISS'}" for k, v in verdicts.items())
+        + f" (fps counts as met at >= 95% of {args.fps}, the SLA's line)"
+    )
+    say(
+        f"BENCH gaming fps={result['fps']:.1f} bare_fps={bare['fps']:.1f} ratio={ratio:.2f} "
         f"frame_p95_ms={result['frame_p95_ms']:.1f} latency_p50_ms={result['latency_p50_ms']:.1f} "
-        f"latency_p95_ms={result['latency_p95_ms']:.1f} start_s={start_med:.2f}")
+        f"latency_p95_ms={result['latency_p95_ms']:.1f} start_s={start_med:.2f}"
+    )
     return 0
 
 

@@ -93,13 +93,20 @@ class _Connection(asyncio.Protocol):
 def request_writer(host: str, path: str, headers: dict[str, str]) -> Callable[[bytes], bytes]:
     """``body -> request bytes``: the request line and fixed headers are encoded once, so each
     request only adds its Content-Length and body."""
-    fixed = "\r\n".join([f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-                          *(f"{k}: {v}" for k, v in headers.items())]).encode("latin-1")
+    fixed = "\r\n".join(
+        [
+            f"POST {path} HTTP/1.1",
+            f"Host: {host}",
+            "Content-Type: application/json",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+    ).encode("latin-1")
     return lambda body: b"%s\r\nContent-Length: %d\r\n\r\n%s" % (fixed, len(body), body)
 
 
-async def closed_loop(url: str, *, concurrency: int, seconds: float, body: Callable[[], bytes],
-                      headers: dict[str, str] | None = None) -> LoadResult:  # fmt: skip
+async def closed_loop(
+    url: str, *, concurrency: int, seconds: float, body: Callable[[], bytes], headers: dict[str, str] | None = None
+) -> LoadResult:
     """``concurrency`` users, each sending a ``POST url`` with ``body()`` as soon as its last
     answer is in, for ``seconds``. Every answer is returned (status, body, latency)."""
     parts = urlsplit(url)

@@ -65,10 +65,12 @@ from bench.inference_report import cpu_bound, report
 from bench.inference_targets import Target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORDS = ("the a runner model server batch request provider node queue latency embedding sentence token "
-         "gpu cluster replica gateway region price fast slow small large first second every answer data "
-         "train serve stream frame player game network quickly never always because while after before "
-         "under over through within without across near far between cheap costly steady busy idle").split()
+WORDS = (
+    "the a runner model server batch request provider node queue latency embedding sentence token "
+    "gpu cluster replica gateway region price fast slow small large first second every answer data "
+    "train serve stream frame player game network quickly never always because while after before "
+    "under over through within without across near far between cheap costly steady busy idle"
+).split()
 
 
 def sentences(count: int, seed: int = 0) -> list[str]:
@@ -122,7 +124,7 @@ class Offline:
             while time.perf_counter() < stop:
                 with lock:
                     start = next(cursor) % (len(payloads) - size + 1)
-                run(payloads[start:start + size])
+                run(payloads[start : start + size])
                 done[slot] += size
 
         workers = [threading.Thread(target=work, args=(i,)) for i in range(streams)]
@@ -141,8 +143,9 @@ def label(candidate: tuple[int, tuple[int, int]]) -> str:
     return f"batch {size} at {streams}x{threads}"
 
 
-def best_of(engine: Offline, candidates: list[tuple[int, tuple[int, int]]],
-            seconds: float) -> tuple[float, tuple[int, tuple[int, int]], float]:  # fmt: skip
+def best_of(
+    engine: Offline, candidates: list[tuple[int, tuple[int, int]]], seconds: float
+) -> tuple[float, tuple[int, tuple[int, int]], float]:
     """Time each (batch size, layout); the fastest one's rate, itself, and its CPU ms per sentence."""
     best: tuple[float, tuple[int, tuple[int, int]], float] | None = None
     for size, layout in candidates:
@@ -163,8 +166,9 @@ def free_port() -> int:
 def start_server(port: int, log_path: Path, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", **env_extra}
     with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "workloads.inference"], cwd=REPO_ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "workloads.inference"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
@@ -197,8 +201,16 @@ def batch_stats(urls: Sequence[str]) -> tuple[float, float]:
     return total, count
 
 
-async def load(url: str, model: str, concurrency: int, seconds: float, texts: list[str],
-               encoding: str, dims: int | None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+async def load(
+    url: str,
+    model: str,
+    concurrency: int,
+    seconds: float,
+    texts: list[str],
+    encoding: str,
+    dims: int | None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Closed loop: ``concurrency`` clients, one single-sentence request each at a time, over
     keep-alive connections (``bench/http_load.py``: the client's CPU is taken from the model on a
     small machine, so it is kept lean). Every answer is checked after the timed window: a 200
@@ -209,8 +221,9 @@ async def load(url: str, model: str, concurrency: int, seconds: float, texts: li
     def body() -> bytes:
         return (prefix + json.dumps(texts[next(counter) % len(texts)]) + "}").encode()
 
-    result = await closed_loop(url + "/v1/embeddings", concurrency=concurrency, seconds=seconds, body=body,
-                               headers=headers)  # fmt: skip
+    result = await closed_loop(
+        url + "/v1/embeddings", concurrency=concurrency, seconds=seconds, body=body, headers=headers
+    )
     latencies: list[float] = []
     errors: list[str] = []
     for answer in result.answers:
@@ -236,21 +249,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--replica-cpu", type=float, default=1.0, help="CPUs per replica (default 1)")
     p.add_argument("--model", default="all-MiniLM-L6-v2", help="model name sent in requests")
     p.add_argument("--concurrency", default="1,16,64", help="client concurrency levels (default 1,16,64)")
-    p.add_argument("--seconds", type=float, default=4.0,
-                   help="timed seconds per measurement in each round (default 4)")
+    p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement in each round (default 4)")
     p.add_argument("--warmup-s", type=float, default=2.0, help="untimed load before the levels (default 2)")
     p.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="offline batch sizes (default 1..64)")
-    p.add_argument("--offline-seconds", type=float, default=2.0,
-                   help="seconds per batch size and layout in the offline sweep (default 2)")
-    p.add_argument("--encoding", choices=("base64", "float"), default="base64",
-                   help="encoding_format of requests (default base64, the openai client's default)")
+    p.add_argument(
+        "--offline-seconds",
+        type=float,
+        default=2.0,
+        help="seconds per batch size and layout in the offline sweep (default 2)",
+    )
+    p.add_argument(
+        "--encoding",
+        choices=("base64", "float"),
+        default="base64",
+        help="encoding_format of requests (default base64, the openai client's default)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="interleaved measuring rounds (default 5)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server to be ready")
     return p.parse_args(argv)
 
 
-def measure_levels(target: Target, args: argparse.Namespace, levels: list[int], texts: list[str],
-                   dims: int) -> dict[int, dict[str, Any]]:  # fmt: skip
+def measure_levels(
+    target: Target, args: argparse.Namespace, levels: list[int], texts: list[str], dims: int
+) -> dict[int, dict[str, Any]]:
     """One pass over the concurrency levels: rate, latencies, mean batch, CPU per request of each part."""
     out: dict[int, dict[str, Any]] = {}
     for level in levels:
@@ -261,9 +282,14 @@ def measure_levels(target: Target, args: argparse.Namespace, levels: list[int], 
         cpu = {name: (read() - cpu0[name]) * 1000 / max(r["n"], 1) for name, read in target.cpu.items()}
         if r["errors"] or not r["n"]:
             raise SystemExit(f"c{level}: {len(r['errors'])} bad responses, e.g. {r['errors'][:3]}")
-        out[level] = {"rate": r["n"] / r["wall"], "latencies": r["latencies"], "n": r["n"],
-                      "batch": (b1[0] - b0[0]) / (b1[1] - b0[1]) if b1[1] > b0[1] else float("nan"),
-                      "cpu_ms": cpu, "client_ms": me * 1000 / r["n"]}
+        out[level] = {
+            "rate": r["n"] / r["wall"],
+            "latencies": r["latencies"],
+            "n": r["n"],
+            "batch": (b1[0] - b0[0]) / (b1[1] - b0[1]) if b1[1] > b0[1] else float("nan"),
+            "cpu_ms": cpu,
+            "client_ms": me * 1000 / r["n"],
+        }
     return out
 
 
@@ -281,19 +307,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     engine = Offline(texts)
     layouts = engine.layouts()
-    say(f"bench inference: offline sweep, batch sizes {sizes} x layouts (streams x threads) "
-        f"{', '.join(f'{s}x{t}' for s, t in layouts)}, {args.offline_seconds:g}s each")
+    say(
+        f"bench inference: offline sweep, batch sizes {sizes} x layouts (streams x threads) "
+        f"{', '.join(f'{s}x{t}' for s, t in layouts)}, {args.offline_seconds:g}s each"
+    )
     sweep = {(size, lay): engine.rate(size, *lay, args.offline_seconds) for lay in layouts for size in sizes}
     # Candidates, each timed again in every round and the best of them counted: the sweep runs
     # before the cluster is up, and under its background load a layout's rank can change (one
     # stream on two threads stalls whenever either thread is preempted; two streams do not);
     # and its 2 s per cell are noisy where batches of 16-64 are within a few % of each other.
     full = max(streams * threads for streams, threads in layouts)
-    a_candidates = [cell for lay in layouts if lay[0] * lay[1] == full  # every core busy
-                    for cell in sorted(((size, lay) for size in sizes), key=sweep.__getitem__)[-2:]]
+    a_candidates = [
+        cell
+        for lay in layouts
+        if lay[0] * lay[1] == full  # every core busy
+        for cell in sorted(((size, lay) for size in sizes), key=sweep.__getitem__)[-2:]
+    ]
     b_candidates = [(1, lay) for lay in layouts if lay[0] == 1]  # one call at a time
-    say(f"  timed in every round, the best counts: (a) {', '.join(map(label, a_candidates))}; "
-        f"(b) {', '.join(map(label, b_candidates))}")
+    say(
+        f"  timed in every round, the best counts: (a) {', '.join(map(label, a_candidates))}; "
+        f"(b) {', '.join(map(label, b_candidates))}"
+    )
 
     if args.endpoint:
         setup = targets.given(args)
@@ -311,8 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dims = engine.backend.dimensions
     with setup as target:
         say(f"measuring {target.describe}")
-        run_loop(load(target.url, args.model, max(levels), args.warmup_s, texts, args.encoding, dims,
-                      target.headers))
+        run_loop(load(target.url, args.model, max(levels), args.warmup_s, texts, args.encoding, dims, target.headers))
         order = sorted(levels, reverse=True)  # c64 right after the offline run it is compared with
         for i in range(args.rounds):  # interleaved, so noise on a shared machine hits every column
             rate, won, cpu_ms = best_of(engine, a_candidates, args.seconds)
@@ -326,16 +359,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             level_results.update(measure_levels(target, args, order[1:], texts, dims))
             rounds.append(level_results)
             if target.direct:  # one request at a time straight to a replica: what the gateway adds
-                direct_runs.append(run_loop(load(target.direct, args.model, 1, args.seconds, texts,
-                                                 args.encoding, dims)))  # fmt: skip
-            say(f"round {i + 1}/{args.rounds}: offline {offline_runs[-1]:.1f}/s, batch1 {batch1_runs[-1]:.1f}/s, "
-                + ", ".join(f"c{lv} {rounds[-1][lv]['rate']:.1f}/s (batch {rounds[-1][lv]['batch']:.1f})"
-                            for lv in levels))
+                direct_runs.append(
+                    run_loop(load(target.direct, args.model, 1, args.seconds, texts, args.encoding, dims))
+                )
+            say(
+                f"round {i + 1}/{args.rounds}: offline {offline_runs[-1]:.1f}/s, batch1 {batch1_runs[-1]:.1f}/s, "
+                + ", ".join(
+                    f"c{lv} {rounds[-1][lv]['rate']:.1f}/s (batch {rounds[-1][lv]['batch']:.1f})" for lv in levels
+                )
+            )
         describe = target.describe
         parts = list(target.cpu)
-    report(args, say, describe, levels, sizes, layouts, sweep, [label(w) for w in a_wins],
-           [label(w) for w in b_wins], offline_runs, batch1_runs, rounds, direct_runs, parts,
-           lambda: cpu_bound(say, rounds, offline_cpu, parts))  # fmt: skip
+    report(
+        args,
+        say,
+        describe,
+        levels,
+        sizes,
+        layouts,
+        sweep,
+        [label(w) for w in a_wins],
+        [label(w) for w in b_wins],
+        offline_runs,
+        batch1_runs,
+        rounds,
+        direct_runs,
+        parts,
+        lambda: cpu_bound(say, rounds, offline_cpu, parts),
+    )
     return 0
 
 

@@ -56,11 +56,13 @@ def container_cpu(container_id: str) -> Callable[[], float] | None:
     if v1.exists():
         return lambda: int(v1.read_text()) / 1e9
     if v2.exists():
+
         def read() -> float:
             for line in v2.read_text().splitlines():
                 if line.startswith("usage_usec"):
                     return int(line.split()[1]) / 1e6
             return 0.0
+
         return read
     return None
 
@@ -83,8 +85,9 @@ def bare_server(args: argparse.Namespace, say: Say) -> Iterator[Target]:
     say(f"bare server: python -m workloads.inference on {url} (log {log_path})")
     try:
         wait_healthy(url, proc, args.timeout)
-        yield Target(url=url, metrics_urls=[url], cpu={"server": pid_cpu(proc.pid)},
-                     describe=f"bare server {url} (no runner)")  # fmt: skip
+        yield Target(
+            url=url, metrics_urls=[url], cpu={"server": pid_cpu(proc.pid)}, describe=f"bare server {url} (no runner)"
+        )
     finally:
         proc.terminate()
         try:
@@ -103,11 +106,16 @@ def service_spec(args: argparse.Namespace) -> dict[str, Any]:
     """
     cores = max(1, int(args.replica_cpu))
     return {
-        "kind": "inference", "name": "bench-embed", "image": "runner/inference:latest", "ports": [8000],
-        "model": "all-MiniLM-L6-v2", "resources": {"cpu": args.replica_cpu, "memory": "2GB"},
-        "replicas": args.replicas, "batching": {"max_batch_size": 32, "max_wait_ms": MAX_WAIT_MS, "max_queue": 1024},
+        "kind": "inference",
+        "name": "bench-embed",
+        "image": "runner/inference:latest",
+        "ports": [8000],
+        "model": "all-MiniLM-L6-v2",
+        "resources": {"cpu": args.replica_cpu, "memory": "2GB"},
+        "replicas": args.replicas,
+        "batching": {"max_batch_size": 32, "max_wait_ms": MAX_WAIT_MS, "max_queue": 1024},
         "env": {"RUNNER_MODEL_WORKERS": str(min(2, cores)), "RUNNER_TORCH_THREADS": str(max(1, cores // 2))},
-    }  # fmt: skip
+    }
 
 
 @contextmanager
@@ -132,8 +140,10 @@ def runner_service(args: argparse.Namespace, say: Say) -> Iterator[Target]:
             if s["state"] in ("FAILED", "CANCELLED") or time.monotonic() > deadline:
                 raise SystemExit(f"the service did not serve: {s['state']} {s['message']}")
             time.sleep(0.25)
-        say(f"service {w['id']}: {args.replicas} replica(s) of {args.replica_cpu:g} CPU serving in "
-            f"{time.perf_counter() - t0:.1f}s on {', '.join(m['node'] for m in s['members'])}")
+        say(
+            f"service {w['id']}: {args.replicas} replica(s) of {args.replica_cpu:g} CPU serving in "
+            f"{time.perf_counter() - t0:.1f}s on {', '.join(m['node'] for m in s['members'])}"
+        )
         key = settings.api_key_path.read_text().strip()
         headers = {"Authorization": f"Bearer {key}"}
         url = s["endpoint"].removesuffix("/v1")
@@ -154,6 +164,12 @@ def runner_service(args: argparse.Namespace, say: Say) -> Iterator[Target]:
             cpu["replicas"] = lambda: sum(r() for r in readers)  # type: ignore[misc]
         pids = cluster.read_record(settings.cluster_record_path)["pids"]
         cpu["gateway"] = pid_cpu(int(pids["gateway"]))
-        yield Target(url=url, headers=headers, metrics_urls=direct, cpu=cpu, direct=direct[0],
-                     describe=f"runner endpoint {url} ({args.replicas} x {args.replica_cpu:g} CPU)")  # fmt: skip
+        yield Target(
+            url=url,
+            headers=headers,
+            metrics_urls=direct,
+            cpu=cpu,
+            direct=direct[0],
+            describe=f"runner endpoint {url} ({args.replicas} x {args.replica_cpu:g} CPU)",
+        )
         client.cancel(w["id"])

@@ -58,8 +58,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def runner_run(head: Head, timeout_s: float = 300) -> float:
     """Submit -> done of the trivial job on host a; seconds."""
-    spec = {"kind": "batch", "name": "bench-hi", "image": IMAGE, "command": COMMAND, "resources": {"cpu": 0.5},
-            "placement": {"regions": ["eu-west"]}, "labels": {}}  # fmt: skip
+    spec = {
+        "kind": "batch",
+        "name": "bench-hi",
+        "image": IMAGE,
+        "command": COMMAND,
+        "resources": {"cpu": 0.5},
+        "placement": {"regions": ["eu-west"]},
+        "labels": {},
+    }
     started = time.perf_counter()
     w = head.tenant.submit(spec)
     done = head.tenant.wait(w["id"], timeout_s=timeout_s)
@@ -99,9 +106,15 @@ def recovery(head: Head, net: Network) -> tuple[float, float]:
     """Cut the link of the host a long job runs on; seconds until the head marks its replica lost,
     and until its next attempt runs on the other host (which holds the image, as a provider's
     cache would: a cold pull is the cold row's cost, not recovery's)."""
-    spec = {"kind": "batch", "name": "bench-long", "image": IMAGE, "command": ["sleep", "600"],
-            "resources": {"cpu": 0.5}, "placement": {"regions": ["eu-west", "us-east"]},
-            "retries": {"max_attempts": 3, "backoff_s": 0}}  # fmt: skip
+    spec = {
+        "kind": "batch",
+        "name": "bench-long",
+        "image": IMAGE,
+        "command": ["sleep", "600"],
+        "resources": {"cpu": 0.5},
+        "placement": {"regions": ["eu-west", "us-east"]},
+        "retries": {"max_attempts": 3, "backoff_s": 0},
+    }
     w = head.tenant.submit(spec)
     head.tenant.wait(w["id"], until="running", timeout_s=120)
     host = net.hosts[head.tenant.get(w["id"])["replicas"][0]["node"]]
@@ -152,10 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start_ratio = statistics.median(warm_runner) / statistics.median(warm_docker)
     cold_ratio = statistics.median(cold_runner) / statistics.median(cold_docker)
     print(f"{'':28}{'runner':>10}{'docker':>10}{'ratio':>8}")
-    print(f"{'start (warm, submit->done)':28}{statistics.median(warm_runner):>9.3f}s"
-          f"{statistics.median(warm_docker):>9.3f}s{start_ratio:>8.2f}")  # fmt: skip
-    print(f"{'cold (pull from the head)':28}{statistics.median(cold_runner):>9.3f}s"
-          f"{statistics.median(cold_docker):>9.3f}s{cold_ratio:>8.2f}")  # fmt: skip
+    print(
+        f"{'start (warm, submit->done)':28}{statistics.median(warm_runner):>9.3f}s"
+        f"{statistics.median(warm_docker):>9.3f}s{start_ratio:>8.2f}"
+    )
+    print(
+        f"{'cold (pull from the head)':28}{statistics.median(cold_runner):>9.3f}s"
+        f"{statistics.median(cold_docker):>9.3f}s{cold_ratio:>8.2f}"
+    )
     print(f"{'recovery from a cut link':28}{recovery_s:>9.2f}s   (target <= 10 s; lost after {noticed_s:.2f}s)")
     print(f"BENCH multihost start_ratio={start_ratio:.2f} cold_ratio={cold_ratio:.2f} recovery_s={recovery_s:.2f}")
     return 0

@@ -35,19 +35,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runner.core.catalog import CATALOG
-from runner.core.ledger import to_micros as usd_to_micros
-from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.demand import Demand
+from runner.core.ledger import to_micros as usd_to_micros
+from runner.core.network import default_network
+from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.placement import FAR_MS, Placer, Weights
-from runner.core.rules import first_rejection
 from runner.core.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
 from runner.core.regions import RegionTable, default_regions
-from runner.core.network import default_network
+from runner.core.rules import first_rejection
 
 REGION_COUNTRIES = {
-    "eu-west": ["DE", "NL", "FR", "GB"], "eu-north": ["SE", "FI"], "us-east": ["US", "CA"], "us-west": ["US"],
-    "ap-northeast": ["JP", "KR"], "ap-southeast": ["SG", "AU"], "sa-east": ["BR"],
-}  # fmt: skip
+    "eu-west": ["DE", "NL", "FR", "GB"],
+    "eu-north": ["SE", "FI"],
+    "us-east": ["US", "CA"],
+    "us-west": ["US"],
+    "ap-northeast": ["JP", "KR"],
+    "ap-southeast": ["SG", "AU"],
+    "sa-east": ["BR"],
+}
 MODEL_WEIGHTS = {"H200": 3, "H100": 10, "A100": 12, "L40S": 10, "T4": 15, "RTX4090": 30, "RTX3090": 20}
 TENANT_COUNTRIES = ["DE", "US", "NL", "FR", "JP", "BR", "SG", "GB", "IN", "CN", "IR", "RU"]
 
@@ -68,48 +73,97 @@ def make_fleet(n: int, rng: random.Random) -> list[NodeRow]:
         gpu = CATALOG[model]
         roll = rng.random()
         state = NodeState.DRAINING if roll < 0.005 else NodeState.SUSPENDED if roll < 0.01 else NodeState.ACTIVE
-        rows.append(NodeRow(
-            name=f"n{i:06d}", provider=f"p{rng.randrange(1000):04d}", region=region,
-            country=rng.choice(REGION_COUNTRIES[region]), gpu_model=model, gpu_count=rng.choice([1, 1, 2, 4, 8]),
-            vram_gb=gpu.vram_gb, cpus=float(rng.choice([8, 16, 32, 64])), memory_mb=rng.choice([32, 64, 256]) * 1024,
-            alive=rng.random() > 0.01, state=state, provider_kyc=KYC.PENDING if rng.random() < 0.02 else KYC.VERIFIED,
-            gpu_price_micros=usd_to_micros(gpu.list_price_per_hour * rng.uniform(0.7, 1.3)),
-            cpu_price_micros=usd_to_micros(rng.uniform(0.01, 0.04)), reliability=rng.uniform(0.9, 1.0),
-            tflops=gpu.fp16_tflops * rng.uniform(0.8, 1.0),
-        ))  # fmt: skip
+        rows.append(
+            NodeRow(
+                name=f"n{i:06d}",
+                provider=f"p{rng.randrange(1000):04d}",
+                region=region,
+                country=rng.choice(REGION_COUNTRIES[region]),
+                gpu_model=model,
+                gpu_count=rng.choice([1, 1, 2, 4, 8]),
+                vram_gb=gpu.vram_gb,
+                cpus=float(rng.choice([8, 16, 32, 64])),
+                memory_mb=rng.choice([32, 64, 256]) * 1024,
+                alive=rng.random() > 0.01,
+                state=state,
+                provider_kyc=KYC.PENDING if rng.random() < 0.02 else KYC.VERIFIED,
+                gpu_price_micros=usd_to_micros(gpu.list_price_per_hour * rng.uniform(0.7, 1.3)),
+                cpu_price_micros=usd_to_micros(rng.uniform(0.01, 0.04)),
+                reliability=rng.uniform(0.9, 1.0),
+                tflops=gpu.fp16_tflops * rng.uniform(0.8, 1.0),
+            )
+        )
     return rows
 
 
 def make_jobs(n: int, rng: random.Random) -> list[Job]:
-    tenants = [TenantFacts(id=f"t{i:02d}", country=TENANT_COUNTRIES[i % len(TENANT_COUNTRIES)], kyc=KYC.VERIFIED)
-               for i in range(60)]  # fmt: skip
+    tenants = [
+        TenantFacts(id=f"t{i:02d}", country=TENANT_COUNTRIES[i % len(TENANT_COUNTRIES)], kyc=KYC.VERIFIED)
+        for i in range(60)
+    ]
     regions = list(REGION_COUNTRIES)
     templates = [
-        lambda: Demand(gpu_models=("H100", "H200"), gpus=8, min_vram_gb=80, cpu=32, memory_mb=200_000,
-                       replicas=rng.choice([2, 4, 8]), distinct_nodes=True, regions=(rng.choice(regions),)),
-        lambda: Demand(gpu_models=("A100", "H100"), gpus=rng.choice([1, 2, 4]), cpu=8, memory_mb=64_000,
-                       replicas=rng.choice([2, 4]), distinct_nodes=True, min_reliability=0.95),
-        lambda: Demand(gpu_models=("L40S", "RTX4090"), gpus=1, cpu=4, memory_mb=16_000, replicas=2,
-                       distinct_nodes=True, spread_providers=True, deny_countries=("US",)),
-        lambda: Demand(gpu_models=("T4", "L40S", "RTX4090"), gpus=1, cpu=2, memory_mb=8_000,
-                       max_price_micros=rng.choice([400_000, 600_000, 1_000_000]),
-                       regions=tuple(rng.sample(regions, 2))),
-        lambda: Demand(gpu_models=("RTX4090", "RTX3090", "L40S", "T4"), gpus=1, cpu=1, memory_mb=2_000,
-                       near=rng.choice(regions), latency_budget_ms=rng.choice([40.0, 80.0])),
+        lambda: Demand(
+            gpu_models=("H100", "H200"),
+            gpus=8,
+            min_vram_gb=80,
+            cpu=32,
+            memory_mb=200_000,
+            replicas=rng.choice([2, 4, 8]),
+            distinct_nodes=True,
+            regions=(rng.choice(regions),),
+        ),
+        lambda: Demand(
+            gpu_models=("A100", "H100"),
+            gpus=rng.choice([1, 2, 4]),
+            cpu=8,
+            memory_mb=64_000,
+            replicas=rng.choice([2, 4]),
+            distinct_nodes=True,
+            min_reliability=0.95,
+        ),
+        lambda: Demand(
+            gpu_models=("L40S", "RTX4090"),
+            gpus=1,
+            cpu=4,
+            memory_mb=16_000,
+            replicas=2,
+            distinct_nodes=True,
+            spread_providers=True,
+            deny_countries=("US",),
+        ),
+        lambda: Demand(
+            gpu_models=("T4", "L40S", "RTX4090"),
+            gpus=1,
+            cpu=2,
+            memory_mb=8_000,
+            max_price_micros=rng.choice([400_000, 600_000, 1_000_000]),
+            regions=tuple(rng.sample(regions, 2)),
+        ),
+        lambda: Demand(
+            gpu_models=("RTX4090", "RTX3090", "L40S", "T4"),
+            gpus=1,
+            cpu=1,
+            memory_mb=2_000,
+            near=rng.choice(regions),
+            latency_budget_ms=rng.choice([40.0, 80.0]),
+        ),
         lambda: Demand(cpu=rng.choice([0.5, 1.0, 2.0]), memory_mb=1_000),
-    ]  # fmt: skip
+    ]
     weights = [5, 10, 15, 30, 25, 15]
     return [Job(rng.choice(tenants), rng.choices(templates, weights)[0]()) for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------- the baseline
-def baseline_decide(rows: list[NodeRow], loads: dict[str, Load], job: Job, policy: PolicyConfig,
-                    regions: RegionTable, weights: Weights) -> tuple[str, ...]:  # fmt: skip
+def baseline_decide(
+    rows: list[NodeRow], loads: dict[str, Load], job: Job, policy: PolicyConfig, regions: RegionTable, weights: Weights
+) -> tuple[str, ...]:
     """The same rules and score as ``Placer``, one node at a time in plain Python."""
     d = job.demand
     one = Demand(**{**d.__dict__, "replicas": 1})
-    passing = [(i, r) for i, r in enumerate(rows)
-               if first_rejection(r, one, job.tenant, policy, Load(), regions) is Reason.OK]  # fmt: skip
+    passing = [
+        (i, r) for i, r in enumerate(rows) if first_rejection(r, one, job.tenant, policy, Load(), regions) is Reason.OK
+    ]
     if not passing:
         return ()
     price = {i: max(float(r.gpu_price_micros if d.gpus else r.cpu_price_micros), 1.0) for i, r in passing}
@@ -125,9 +179,15 @@ def baseline_decide(rows: list[NodeRow], loads: dict[str, Load], job: Job, polic
             region_term = 1.0 - min(regions.rtt_ms(d.near, r.region), FAR_MS) / FAR_MS
         else:
             region_term = 1.0 if d.regions and r.region == d.regions[0] else 0.0
-        scores[i] = scale * (weights.price * cheapest / price[i] + weights.reliability * r.reliability
-                             + weights.perf_per_price * (perf[i] / best_perf if best_perf > 0 else 0.0)) \
-            + region_weight * region_term  # fmt: skip
+        scores[i] = (
+            scale
+            * (
+                weights.price * cheapest / price[i]
+                + weights.reliability * r.reliability
+                + weights.perf_per_price * (perf[i] / best_perf if best_perf > 0 else 0.0)
+            )
+            + region_weight * region_term
+        )
     order = sorted(scores, key=lambda i: (-scores[i], i))
     chosen: list[int] = []
     providers: set[str] = set()
@@ -183,9 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     placed = sum(1 for d in decisions if d)
     runner_s = statistics.median(runs)
     rate = len(jobs) / runner_s
-    print(f"runner:   {len(jobs)} decisions in {runner_s:.3f}s (median of {args.repeats}) = {rate:,.0f}/s, "
-          f"{runner_s / len(jobs) * 1e6:.1f} us each; table built in {table_s:.2f}s; {classes} equivalence classes; "
-          f"{placed} placed, {len(jobs) - placed} refused")  # fmt: skip
+    print(
+        f"runner:   {len(jobs)} decisions in {runner_s:.3f}s (median of {args.repeats}) = {rate:,.0f}/s, "
+        f"{runner_s / len(jobs) * 1e6:.1f} us each; table built in {table_s:.2f}s; {classes} equivalence classes; "
+        f"{placed} placed, {len(jobs) - placed} refused"
+    )
 
     k = min(args.baseline_workloads, len(jobs))
     loads: dict[str, Load] = {}
@@ -194,8 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_s = time.perf_counter() - t
     base_rate = k / base_s
     agree = sum(1 for a, b in zip(base, decisions[:k]) if a == b)
-    print(f"baseline: {k} decisions in {base_s:.2f}s = {base_rate:,.2f}/s, {base_s / k * 1e3:.0f} ms each; "
-          f"agrees with the runner on {agree}/{k}")  # fmt: skip
+    print(
+        f"baseline: {k} decisions in {base_s:.2f}s = {base_rate:,.2f}/s, {base_s / k * 1e3:.0f} ms each; "
+        f"agrees with the runner on {agree}/{k}"
+    )
     ratio = rate / base_rate
     verdict = "PASS" if rate >= 10_000 else "FAIL"
     print(f"ratio runner/baseline: {ratio:,.0f}x; target >= 10,000 decisions/s: {verdict}")

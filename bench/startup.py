@@ -209,10 +209,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--home", default=None, help="RUNNER_HOME for the bench cluster (default: a fresh temp dir)")
     p.add_argument("--server-port", type=int, default=8490, help="control-plane port (default 8490)")
     p.add_argument(
-        "--ray-port", type=int, default=6715,
+        "--ray-port",
+        type=int,
+        default=6715,
         help="Ray head port (default 6715). Nodes take ray_port+100.. +135 and worker ports "
-             "20000+(ray_port%%50)*1000 on; the default keeps clear of a cluster on the default 6390",
-    )  # fmt: skip
+        "20000+(ray_port%%50)*1000 on; the default keeps clear of a cluster on the default 6390",
+    )
     p.add_argument("--keep-cluster", action="store_true", help="leave the cluster up afterwards (then: runner down)")
     p.add_argument("--timeout", type=float, default=120.0, help="per-workload wait limit in seconds")
     return p.parse_args(argv)
@@ -300,8 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
     finally:
         if args.keep_cluster:
-            say(f"cluster kept: RUNNER_HOME={home} RUNNER_SERVER_PORT={args.server_port} "
-                f"RUNNER_RAY_PORT={args.ray_port} runner down")  # fmt: skip
+            say(
+                f"cluster kept: RUNNER_HOME={home} RUNNER_SERVER_PORT={args.server_port} "
+                f"RUNNER_RAY_PORT={args.ray_port} runner down"
+            )
         else:
             stop_cluster(settings)
     if not args.home and not args.keep_cluster:  # our temp home: logs only matter after a failure

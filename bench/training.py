@@ -55,8 +55,15 @@ from workloads.common.report import parse_report
 REPO = Path(__file__).resolve().parent.parent
 
 #: Environment a bare worker must not inherit from the shell (the bench sets them).
-DIST_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RUNNER_CHECKPOINT_URI",
-             "RUNNER_CHECKPOINT_EVERY")
+DIST_VARS = (
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RUNNER_CHECKPOINT_URI",
+    "RUNNER_CHECKPOINT_EVERY",
+)
 
 
 @dataclass
@@ -78,9 +85,16 @@ def free_port() -> int:
 
 def train_args(args: argparse.Namespace) -> list[str]:
     """The trainer's flags, identical for both halves."""
-    return ["--steps", str(args.steps), "--log-every", str(args.log_every), "--threads", "1",
-            *(["--d-model", str(args.d_model)] if args.d_model else []),
-            *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]
+    return [
+        "--steps",
+        str(args.steps),
+        "--log-every",
+        str(args.log_every),
+        "--threads",
+        "1",
+        *(["--d-model", str(args.d_model)] if args.d_model else []),
+        *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+    ]
 
 
 # -- bare --------------------------------------------------------------------------------------------------
@@ -92,12 +106,27 @@ def run_bare(args: argparse.Namespace, workdir: Path) -> Measurement:
     procs = []
     t0 = time.perf_counter()
     for rank in range(args.workers):
-        env = {**base, "WORLD_SIZE": str(args.workers), "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RUNNER_CHECKPOINT_URI": f"file://{ckpt}",
-               "RUNNER_CHECKPOINT_EVERY": str(args.checkpoint_every), "PYTHONUNBUFFERED": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "workloads.training", *train_args(args)], cwd=REPO,
-                                      env=env, stdout=subprocess.PIPE if rank == 0 else subprocess.DEVNULL,
-                                      stderr=subprocess.STDOUT, text=True))
+        env = {
+            **base,
+            "WORLD_SIZE": str(args.workers),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RUNNER_CHECKPOINT_URI": f"file://{ckpt}",
+            "RUNNER_CHECKPOINT_EVERY": str(args.checkpoint_every),
+            "PYTHONUNBUFFERED": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "workloads.training", *train_args(args)],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE if rank == 0 else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     try:
         out, _ = procs[0].communicate(timeout=args.timeout)
         codes = [procs[0].returncode] + [p.wait(timeout=60) for p in procs[1:]]
@@ -119,10 +148,14 @@ def measurement_from_logs(lines: Sequence[str], wall_s: float) -> Measurement:
     """The figures of rank 0's result line (the same parse serves the runner half's logs)."""
     results = [r for r in map(parse_report, lines) if r and r["runner"] == "result"]
     if not results:
-        raise RuntimeError("no {\"runner\": \"result\"} line in rank 0's output: the run did not finish")
+        raise RuntimeError('no {"runner": "result"} line in rank 0\'s output: the run did not finish')
     r = results[-1]
-    return Measurement(steps_per_s=float(r["steps_per_s"]), tokens_per_s=float(r["tokens_per_s"]), wall_s=wall_s,
-                       final_loss=float(r["final_loss"]))
+    return Measurement(
+        steps_per_s=float(r["steps_per_s"]),
+        tokens_per_s=float(r["tokens_per_s"]),
+        wall_s=wall_s,
+        final_loss=float(r["final_loss"]),
+    )
 
 
 # -- main ----------------------------------------------------------------------------------------------------
@@ -145,8 +178,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-model", type=int, default=0, help="model width (default: the trainer's)")
     p.add_argument("--batch-size", type=int, default=0, help="per-worker batch (default: the trainer's)")
     only = p.add_mutually_exclusive_group()
-    only.add_argument("--bare-only", action="store_true",
-                      help="skip the runner half and the recovery runs (no cluster, no Docker; ratio=nan)")
+    only.add_argument(
+        "--bare-only",
+        action="store_true",
+        help="skip the runner half and the recovery runs (no cluster, no Docker; ratio=nan)",
+    )
     # The runner half used to be opt-in; old command lines that ask for it still mean the default.
     only.add_argument("--runner", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=1, help="unmeasured bare runs first (default 1)")
@@ -171,9 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--workers and --runs must be >= 1, --steps >= 2")
     workdir = Path(tempfile.mkdtemp(prefix="bench-training-"))
     say = lambda msg: print(msg, flush=True)  # noqa: E731
-    say(f"bench training: {args.workers} workers, {args.steps} steps, {args.runs} runs, "
+    say(
+        f"bench training: {args.workers} workers, {args.steps} steps, {args.runs} runs, "
         f"{os.cpu_count()} CPUs on this machine, load average {os.getloadavg()[0]:.2f}; "
-        f"measuring {' + '.join(measured)}; flags: {' '.join(train_args(args))}")
+        f"measuring {' + '.join(measured)}; flags: {' '.join(train_args(args))}"
+    )
     bare: list[Measurement] = []
     runner: list[Measurement] = []
     half = None
@@ -191,14 +229,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runner.append(half.throughput())
             bare.append(run_bare(args, workdir))
             b = bare[-1]
-            line = f"run {i + 1}/{args.runs}: bare {b.steps_per_s:.2f} steps/s ({b.tokens_per_s:.0f} tokens/s, " \
-                   f"wall {b.wall_s:.1f}s, final loss {b.final_loss:.3f})"
+            line = (
+                f"run {i + 1}/{args.runs}: bare {b.steps_per_s:.2f} steps/s ({b.tokens_per_s:.0f} tokens/s, "
+                f"wall {b.wall_s:.1f}s, final loss {b.final_loss:.3f})"
+            )
             if half is not None:
                 r = runner[-1]
                 r.recovery_s, phases = half.recovery()
-                line += f" | runner {r.steps_per_s:.2f} steps/s (wall {r.wall_s:.1f}s, final loss " \
-                        f"{r.final_loss:.3f}) | recovery {fmt(r.recovery_s)}s = " + \
-                        " + ".join(f"{name} {value:.1f}" for name, value in phases.items())
+                line += (
+                    f" | runner {r.steps_per_s:.2f} steps/s (wall {r.wall_s:.1f}s, final loss "
+                    f"{r.final_loss:.3f}) | recovery {fmt(r.recovery_s)}s = "
+                    + " + ".join(f"{name} {value:.1f}" for name, value in phases.items())
+                )
             say(line)
         ok = True
     finally:
@@ -210,22 +252,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     recovery = median([m.recovery_s for m in runner])
     ratio = runner_sps / bare_sps if runner else math.nan
     say("")
-    say(f"bare:   median {fmt(bare_sps)} steps/s over {len(bare)} runs (min {fmt(min(m.steps_per_s for m in bare))}, "
-        f"max {fmt(max(m.steps_per_s for m in bare))}); wall median {fmt(median([m.wall_s for m in bare]))}s")
+    say(
+        f"bare:   median {fmt(bare_sps)} steps/s over {len(bare)} runs (min {fmt(min(m.steps_per_s for m in bare))}, "
+        f"max {fmt(max(m.steps_per_s for m in bare))}); wall median {fmt(median([m.wall_s for m in bare]))}s"
+    )
     if runner:
         verdict = "PASS" if ratio >= 0.9 else "MISS"
-        say(f"runner: median {fmt(runner_sps)} steps/s over {len(runner)} runs (min "
+        say(
+            f"runner: median {fmt(runner_sps)} steps/s over {len(runner)} runs (min "
             f"{fmt(min(m.steps_per_s for m in runner))}, max {fmt(max(m.steps_per_s for m in runner))}); wall median "
-            f"{fmt(median([m.wall_s for m in runner]))}s; ratio runner/bare {ratio:.2f} (target >= 0.90: {verdict})")
+            f"{fmt(median([m.wall_s for m in runner]))}s; ratio runner/bare {ratio:.2f} (target >= 0.90: {verdict})"
+        )
         paired = [r.steps_per_s / b.steps_per_s for r, b in zip(runner, bare)]
-        say(f"per-round ratios (each runner run against the bare run beside it): "
-            f"{', '.join(f'{x:.2f}' for x in paired)}; median {fmt(median(paired))}")
-        say(f"recovery: median {fmt(recovery)}s over {len(runner)} kills (max "
-            f"{fmt(max(m.recovery_s for m in runner))}s; target <= 30: {'PASS' if recovery <= 30 else 'MISS'})")
+        say(
+            f"per-round ratios (each runner run against the bare run beside it): "
+            f"{', '.join(f'{x:.2f}' for x in paired)}; median {fmt(median(paired))}"
+        )
+        say(
+            f"recovery: median {fmt(recovery)}s over {len(runner)} kills (max "
+            f"{fmt(max(m.recovery_s for m in runner))}s; target <= 30: {'PASS' if recovery <= 30 else 'MISS'})"
+        )
     else:
         say("runner: not measured (--bare-only); drop it for the ratio and the recovery time")
-    say(f"BENCH training runner_steps_per_s={fmt(runner_sps)} bare_steps_per_s={fmt(bare_sps)} "
-        f"ratio={fmt(ratio)} recovery_s={fmt(recovery)}")
+    say(
+        f"BENCH training runner_steps_per_s={fmt(runner_sps)} bare_steps_per_s={fmt(bare_sps)} "
+        f"ratio={fmt(ratio)} recovery_s={fmt(recovery)}"
+    )
     return 0
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,9 +36,15 @@ def spec(args: argparse.Namespace, steps: int | None = None) -> dict[str, Any]:
     flags = train_args(args)
     if steps is not None:
         flags[flags.index("--steps") + 1] = str(steps)
-    return {"name": "bench-train", "kind": "training", "image": "runner/training:latest", "workers": args.workers,
-            "command": ["python", "-m", "workloads.training", *flags],
-            "resources": {"cpu": 1, "memory": "2GB"}, "checkpoint": {"every_steps": args.checkpoint_every}}  # fmt: skip
+    return {
+        "name": "bench-train",
+        "kind": "training",
+        "image": "runner/training:latest",
+        "workers": args.workers,
+        "command": ["python", "-m", "workloads.training", *flags],
+        "resources": {"cpu": 1, "memory": "2GB"},
+        "checkpoint": {"every_steps": args.checkpoint_every},
+    }
 
 
 def session_pids(sid: int) -> list[int]:
@@ -84,8 +90,9 @@ class RunnerHalf:
         if busy:
             raise SystemExit(f"ports in use: {busy}; pick others with --ray-port / --server-port")
         build_images(["training"], log=lambda _m: None)  # cached by content hash: instant when built
-        self.settings = Settings.from_env(home=self.home, server_port=self.args.server_port,
-                                          ray_port=self.args.ray_port, runtime="docker")  # fmt: skip
+        self.settings = Settings.from_env(
+            home=self.home, server_port=self.args.server_port, ray_port=self.args.ray_port, runtime="docker"
+        )
         t0 = time.perf_counter()
         local.up(self.settings, say=lambda _m: None)
         self.client = Client.from_settings(self.settings)
@@ -133,16 +140,22 @@ class RunnerHalf:
         t_kill = time.time()
         self._kill(victim)
         resume = self._wait(lambda: self._rank0(wid, 2).get("resume"), "the second attempt to resume")
-        progress = self._wait(lambda: (p := self._rank0(wid, 2).get("progress")) and p["step"] > resume["step"] and p,
-                              "progress after the resume")  # fmt: skip
+        progress = self._wait(
+            lambda: (p := self._rank0(wid, 2).get("progress")) and p["step"] > resume["step"] and p,
+            "progress after the resume",
+        )
         events = c.get(wid)["events"]
         failed = next(e["ts"] for e in events if e["state"] == "RETRYING")
         running = next(e["ts"] for e in events if e["state"] == "RUNNING" and e["ts"] > failed)
         c.cancel(wid)
         c.wait(wid, timeout_s=60)
         self._replace(victim)
-        phases = {"noticed (attempt failed)": failed - t_kill, "placed and running": running - failed,
-                  "resumed (checkpoint loaded)": resume["ts"] - running, "first step": progress["ts"] - resume["ts"]}  # fmt: skip
+        phases = {
+            "noticed (attempt failed)": failed - t_kill,
+            "placed and running": running - failed,
+            "resumed (checkpoint loaded)": resume["ts"] - running,
+            "first step": progress["ts"] - resume["ts"],
+        }
         return progress["ts"] - t_kill, phases
 
     def _rank0(self, workload_id: str, attempt: int) -> dict[str, Any]:
@@ -177,8 +190,10 @@ class RunnerHalf:
         node = template.model_copy(update={"name": name})
         proc = local.join_fleet_node(self.operator, self.settings, node, 3 + self.killed)
         self.spares[name] = proc.pid
-        self._wait(lambda: any(n["name"] == name and n["alive"] and n["state"] == "active" for n in self.client.nodes()),
-                   f"node {name} to join")  # fmt: skip
+        self._wait(
+            lambda: any(n["name"] == name and n["alive"] and n["state"] == "active" for n in self.client.nodes()),
+            f"node {name} to join",
+        )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -89,8 +89,9 @@ class Link:
         out = sh("ip", "-json", "link", "show", self.head_side).stdout
         return "UP" in json.loads(out)[0].get("flags", [])
 
-    def shape(self, *, rate_mbit: float | None = None, delay_ms: float = 0.0, jitter_ms: float = 0.0,
-              loss_pct: float = 0.0) -> None:
+    def shape(
+        self, *, rate_mbit: float | None = None, delay_ms: float = 0.0, jitter_ms: float = 0.0, loss_pct: float = 0.0
+    ) -> None:
         """Shape the link, both directions: its rate (None lifts the limit) and, on the emulated
         WAN, an extra one-way delay, jitter and loss on top of the regions' round trip. A bridge's
         link can only be rate-limited (no netem in this kernel): asking it for more is an error."""
@@ -98,15 +99,30 @@ class Link:
             self.wan.shape(self.port, rate_mbit=rate_mbit, delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct)
             return
         if delay_ms or loss_pct or jitter_ms:
-            raise HarnessError("latency and loss need the kernel's sch_netem, which this machine lacks: "
-                               "make the network with Network(wan=True) to shape them in userspace")  # fmt: skip
+            raise HarnessError(
+                "latency and loss need the kernel's sch_netem, which this machine lacks: "
+                "make the network with Network(wan=True) to shape them in userspace"
+            )
         for argv in (["tc"], in_netns(self.netns, ["tc"])):
             dev = self.head_side if argv == ["tc"] else "eth0"
             sh(*argv, "qdisc", "del", "dev", dev, "root", check=False)
             if rate_mbit is not None:
                 burst = max(32_000, int(rate_mbit * 1e6 / 8 / 100))  # 10 ms of traffic, at least 32 KB
-                sh(*argv, "qdisc", "add", "dev", dev, "root", "tbf", "rate", f"{rate_mbit}mbit", "burst", str(burst),
-                   "latency", "50ms")  # fmt: skip
+                sh(
+                    *argv,
+                    "qdisc",
+                    "add",
+                    "dev",
+                    dev,
+                    "root",
+                    "tbf",
+                    "rate",
+                    f"{rate_mbit}mbit",
+                    "burst",
+                    str(burst),
+                    "latency",
+                    "50ms",
+                )
 
 
 @dataclass
@@ -151,19 +167,27 @@ class Host:
     def run(self, argv: Sequence[str], *, log: Path | None = None, **extra_env: str) -> subprocess.Popen[bytes]:
         """Start ``argv`` on this host (its network, its engine); stopped with the host."""
         out = open(log or self.root / "proc.log", "ab")
-        proc = subprocess.Popen(in_netns(self.netns, argv), env=self.env(**extra_env), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            in_netns(self.netns, argv),
+            env=self.env(**extra_env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
         self.procs.append(proc)
         return proc
 
     def check(self, argv: Sequence[str], timeout_s: float = 60, **extra_env: str) -> str:
         """Run ``argv`` on this host to its end; its output, or HarnessError with it."""
-        done = subprocess.run(in_netns(self.netns, argv), env=self.env(**extra_env), capture_output=True, text=True,
-                              timeout=timeout_s)  # fmt: skip
+        done = subprocess.run(
+            in_netns(self.netns, argv), env=self.env(**extra_env), capture_output=True, text=True, timeout=timeout_s
+        )
         if done.returncode != 0:
-            raise HarnessError(f"{self.name}: {' '.join(argv)}: exit {done.returncode}: "
-                               f"{(done.stderr or done.stdout).strip()[-2000:]}")  # fmt: skip
+            raise HarnessError(
+                f"{self.name}: {' '.join(argv)}: exit {done.returncode}: {(done.stderr or done.stdout).strip()[-2000:]}"
+            )
         return done.stdout
 
     def docker(self) -> Any:
@@ -177,15 +201,28 @@ class Host:
         plain HTTP to the head's registry (a real network would give the registry TLS)."""
         (self.root / "docker").mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        argv = ["dockerd", f"--data-root={self.root / 'docker'}", f"--exec-root={self.run_dir / 'x'}",
-                f"--pidfile={self.root / 'dockerd.pid'}", f"--host={self.docker_host}",
-                f"--bip={self.docker_bridge}", f"--cgroup-parent=/{self.netns}", "--iptables=true",
-                "--default-address-pool", "base=198.19.128.0/17,size=24"]  # fmt: skip
+        argv = [
+            "dockerd",
+            f"--data-root={self.root / 'docker'}",
+            f"--exec-root={self.run_dir / 'x'}",
+            f"--pidfile={self.root / 'dockerd.pid'}",
+            f"--host={self.docker_host}",
+            f"--bip={self.docker_bridge}",
+            f"--cgroup-parent=/{self.netns}",
+            "--iptables=true",
+            "--default-address-pool",
+            "base=198.19.128.0/17,size=24",
+        ]
         if self.registry:
             argv.append(f"--insecure-registry={self.registry}")
         log = open(self.root / "dockerd.log", "ab")
-        self.dockerd = subprocess.Popen(in_netns(self.netns, argv), stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.dockerd = subprocess.Popen(
+            in_netns(self.netns, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -262,8 +299,11 @@ def remove_tree(path: Path) -> None:
     """A host's folders, once its engine is gone (overlay mounts under its data root first)."""
     if not path.exists():
         return
-    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-              if line.split()[1].startswith(str(path))]  # fmt: skip
+    mounts = [
+        line.split()[1]
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+        if line.split()[1].startswith(str(path))
+    ]
     for mount in sorted(mounts, key=len, reverse=True):
         sh("umount", "-l", mount, check=False)
     shutil.rmtree(path, ignore_errors=True)

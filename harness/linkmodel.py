@@ -47,9 +47,18 @@ def serialised(free_at: float, now: float, size: int, rate_mbit: float | None) -
     return start + size * 8 / (rate_mbit * 1e6)
 
 
-def arrival(now: float, size: int, src: Access, dst: Access, core_one_way_s: float, pair_last: float,
-            uniform: Callable[[float, float], float], chance: Callable[[], float], *,
-            first_hop: bool = False) -> float | None:
+def arrival(
+    now: float,
+    size: int,
+    src: Access,
+    dst: Access,
+    core_one_way_s: float,
+    pair_last: float,
+    uniform: Callable[[float, float], float],
+    chance: Callable[[], float],
+    *,
+    first_hop: bool = False,
+) -> float | None:
     """When a frame that ``src`` hands over at ``now`` reaches ``dst``, or None when it is lost.
 
     ``pair_last`` is when the previous frame of this pair arrived (FIFO). ``uniform(lo, hi)`` and

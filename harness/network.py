@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from harness.hosts import STATE_DIR, Host, HarnessError, Link, in_netns, remove_tree, sh, stop_by_pidfile
+from harness.hosts import STATE_DIR, HarnessError, Host, Link, in_netns, remove_tree, sh, stop_by_pidfile
 from harness.wan import WanControl
 
 #: The head's region when a test does not say (the regions table's first).
@@ -55,9 +55,18 @@ def _used_subnets() -> set[int]:
 class Network:
     """The head's bridge and ``hosts`` provider hosts, each with its own dockerd (``engines``)."""
 
-    def __init__(self, root: Path, hosts: list[str], *, engines: bool = True, registry_port: int | None = None,
-                 wan: bool = False, regions: dict[str, str] | None = None, head_region: str = HEAD_REGION,
-                 mtu: int = 1500) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        hosts: list[str],
+        *,
+        engines: bool = True,
+        registry_port: int | None = None,
+        wan: bool = False,
+        regions: dict[str, str] | None = None,
+        head_region: str = HEAD_REGION,
+        mtu: int = 1500,
+    ) -> None:
         self.id = secrets.token_hex(2)
         self.root = Path(root) / f"net-{self.id}"
         self.bridge = f"rtb{self.id}"
@@ -89,8 +98,9 @@ class Network:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def start(self) -> None:
@@ -115,9 +125,14 @@ class Network:
         assert self.wan is not None
         self.wan.path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.root / "wan.log", "ab")
-        self._wan_proc = subprocess.Popen([sys.executable, "-m", "harness.wan", "--control", str(self.wan.path),
-                                           "--pidfile", str(self._wan_pidfile)], cwd=REPO, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self._wan_proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.wan", "--control", str(self.wan.path), "--pidfile", str(self._wan_pidfile)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.wan.wait_ready()
 
@@ -125,11 +140,19 @@ class Network:
         """One more namespace host on the wire (``engine``: with its own dockerd); ``region``
         (default: what ``regions=`` said, else the head's) is where the WAN puts it."""
         netns = f"rt{self.id}-{name}"
-        link = Link(head_side=f"rt{self.id}h{index}", host_side=f"rt{self.id}n{index}", netns=netns,
-                    wan=self.wan, port=name)  # fmt: skip
-        host = Host(name=name, netns=netns, address=f"198.18.{self.subnet}.{HOST_BASE + index}", link=link,
-                    region=region or self.regions.get(name, self.head_region), root=self.root / name,
-                    docker_bridge=f"198.19.{index}.1/24", registry=self.registry)  # fmt: skip
+        link = Link(
+            head_side=f"rt{self.id}h{index}", host_side=f"rt{self.id}n{index}", netns=netns, wan=self.wan, port=name
+        )
+        host = Host(
+            name=name,
+            netns=netns,
+            address=f"198.18.{self.subnet}.{HOST_BASE + index}",
+            link=link,
+            region=region or self.regions.get(name, self.head_region),
+            root=self.root / name,
+            docker_bridge=f"198.19.{index}.1/24",
+            registry=self.registry,
+        )
         self.hosts[name] = host
         self._record()
         host.root.mkdir(parents=True, exist_ok=True)
@@ -159,13 +182,18 @@ class Network:
     def _record(self) -> None:
         """What exists (or is about to), for ``sweep`` after a kill."""
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        state = {"pid": os.getpid(), "root": str(self.root), "bridge": self.bridge, "forward_rule": self._forward_rule,
-                 "netns": [h.netns for h in self.hosts.values()],
-                 "links": [h.link.head_side for h in self.hosts.values()],
-                 "net_inodes": [h.net_inode for h in self.hosts.values() if h.net_inode],
-                 "pidfiles": [str(h.root / "dockerd.pid") for h in self.hosts.values()]
-                 + ([str(self._wan_pidfile)] if self.wan is not None else []),
-                 "run_dirs": [str(h.run_dir) for h in self.hosts.values()]}  # fmt: skip
+        state = {
+            "pid": os.getpid(),
+            "root": str(self.root),
+            "bridge": self.bridge,
+            "forward_rule": self._forward_rule,
+            "netns": [h.netns for h in self.hosts.values()],
+            "links": [h.link.head_side for h in self.hosts.values()],
+            "net_inodes": [h.net_inode for h in self.hosts.values() if h.net_inode],
+            "pidfiles": [str(h.root / "dockerd.pid") for h in self.hosts.values()]
+            + ([str(self._wan_pidfile)] if self.wan is not None else []),
+            "run_dirs": [str(h.run_dir) for h in self.hosts.values()],
+        }
         self._state_path.write_text(json.dumps(state))
 
     # -- taking down ------------------------------------------------------------------------------------------
@@ -261,9 +289,16 @@ def leftovers(network_id: str, net_inodes: set[int]) -> list[str]:
     netns = sh("ip", "netns", "list").stdout
     found += [line.split()[0] for line in netns.splitlines() if line.startswith(f"rt{network_id}-")]
     links = sh("ip", "-o", "link").stdout
-    found += [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()
-              if f"rt{network_id}" in line or f"rtb{network_id}" in line]  # fmt: skip
-    if sh("iptables", "-C", "FORWARD", "-i", f"rtb{network_id}", "-o", f"rtb{network_id}", "-j", "ACCEPT",
-          check=False).returncode == 0:  # fmt: skip
+    found += [
+        line.split(":")[1].strip().split("@")[0]
+        for line in links.splitlines()
+        if f"rt{network_id}" in line or f"rtb{network_id}" in line
+    ]
+    if (
+        sh(
+            "iptables", "-C", "FORWARD", "-i", f"rtb{network_id}", "-o", f"rtb{network_id}", "-j", "ACCEPT", check=False
+        ).returncode
+        == 0
+    ):
         found.append("iptables FORWARD rule")
     return found

@@ -70,8 +70,9 @@ def rtt(address: str, port: int, count: int, interval_s: float = 0.02) -> dict[s
     return {"rtts_ms": rtts, "lost": len(sent)}
 
 
-def _collect(sock: socket.socket, sent: dict[int, float], rtts: list[float], *, until: float,
-             stop_when_done: bool = False) -> None:  # fmt: skip
+def _collect(
+    sock: socket.socket, sent: dict[int, float], rtts: list[float], *, until: float, stop_when_done: bool = False
+) -> None:
     while (left := until - time.monotonic()) > 0 and not (stop_when_done and not sent):
         sock.settimeout(left)
         try:

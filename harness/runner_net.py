@@ -38,11 +38,24 @@ class Head:
     joined: dict[str, Any] = field(default_factory=dict)  # host name -> its `runner node join` process
 
 
-def runner_cli(args: list[str], home: Path, *, server_port: int, ray_port: int, timeout_s: float = 300,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def runner_cli(
+    args: list[str],
+    home: Path,
+    *,
+    server_port: int,
+    ray_port: int,
+    timeout_s: float = 300,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """One `runner` command as the operator types it on the head, in ``home`` (``env``: more)."""
-    env = {**os.environ, "RUNNER_HOME": str(home), "RUNNER_SERVER_PORT": str(server_port),
-           "RUNNER_RAY_PORT": str(ray_port), "COLUMNS": "250", **(env or {})}  # fmt: skip
+    env = {
+        **os.environ,
+        "RUNNER_HOME": str(home),
+        "RUNNER_SERVER_PORT": str(server_port),
+        "RUNNER_RAY_PORT": str(ray_port),
+        "COLUMNS": "250",
+        **(env or {}),
+    }
     done = subprocess.run([RUNNER, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         raise RuntimeError(f"runner {' '.join(args)}: exit {done.returncode}: {done.stderr[-3000:]}")
@@ -58,8 +71,9 @@ class StoreFlags:
     admin: dict[str, str]
 
 
-def start_head(net: Network, home: Path, *, server_port: int, ray_port: int, images: list[str],
-               store: StoreFlags | None = None) -> Head:  # fmt: skip
+def start_head(
+    net: Network, home: Path, *, server_port: int, ray_port: int, images: list[str], store: StoreFlags | None = None
+) -> Head:
     """`runner up --advertise <the head's address>` in ``home`` (with the network's store, when
     given), then `runner images push`."""
     assert net.registry, "the network needs a registry port for its head"
@@ -68,12 +82,18 @@ def start_head(net: Network, home: Path, *, server_port: int, ray_port: int, ima
     env = {}
     if store is not None:
         argv += ["--store", store.uri, "--store-endpoint", store.endpoint]
-        env = {"AWS_ACCESS_KEY_ID": store.admin["access_key_id"],
-               "AWS_SECRET_ACCESS_KEY": store.admin["secret_access_key"]}  # fmt: skip
+        env = {
+            "AWS_ACCESS_KEY_ID": store.admin["access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": store.admin["secret_access_key"],
+        }
     up = runner_cli(argv, home, env=env, **ports)
     settings = Settings.from_env(home, **ports)  # what the CLI kept in head.json, and these ports
-    head = Head(settings=settings, operator=Client(settings.server_url, settings.admin_key_path.read_text().strip()),
-                tenant=Client(settings.server_url, settings.api_key_path.read_text().strip()), up_output=up.stdout)  # fmt: skip
+    head = Head(
+        settings=settings,
+        operator=Client(settings.server_url, settings.admin_key_path.read_text().strip()),
+        tenant=Client(settings.server_url, settings.api_key_path.read_text().strip()),
+        up_output=up.stdout,
+    )
     if images:
         runner_cli(["images", "push", *images], home, **ports)
     return head
@@ -84,8 +104,18 @@ def stop_head(head: Head) -> None:
     runner_cli(["down"], head.settings.home, server_port=head.settings.server_port, ray_port=head.settings.ray_port)
 
 
-def join(head: Head, host: Host, *, provider: str, region: str, country: str, cpus: float = 1,
-         memory_gb: float = 1, simulate_gpu: str | None = None, timeout_s: float = 90) -> None:  # fmt: skip
+def join(
+    head: Head,
+    host: Host,
+    *,
+    provider: str,
+    region: str,
+    country: str,
+    cpus: float = 1,
+    memory_gb: float = 1,
+    simulate_gpu: str | None = None,
+    timeout_s: float = 90,
+) -> None:
     """Join ``host`` as a provider's machine would: the operator admits the provider and issues
     a token; on the host, `runner node join` benchmarks, registers and runs its Ray node."""
     op = head.operator
@@ -95,19 +125,41 @@ def join(head: Head, host: Host, *, provider: str, region: str, country: str, cp
     shutil.rmtree(host.home, ignore_errors=True)
     host.home.mkdir(parents=True)
     head.joined[host.name] = host.run(
-        [RUNNER, "node", "join", "--head", head.settings.server_url, "--token", token, "--provider", provider,
-         "--region", region, "--country", country, "--name", host.name, "--cpus", f"{cpus:g}",
-         "--memory-gb", f"{memory_gb:g}", *(["--simulate-gpu", simulate_gpu] if simulate_gpu else [])],
+        [
+            RUNNER,
+            "node",
+            "join",
+            "--head",
+            head.settings.server_url,
+            "--token",
+            token,
+            "--provider",
+            provider,
+            "--region",
+            region,
+            "--country",
+            country,
+            "--name",
+            host.name,
+            "--cpus",
+            f"{cpus:g}",
+            "--memory-gb",
+            f"{memory_gb:g}",
+            *(["--simulate-gpu", simulate_gpu] if simulate_gpu else []),
+        ],
         log=host.root / "join.log",
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         proc = head.joined[host.name]
         if proc.poll() is not None:
-            raise RuntimeError(f"{host.name}: runner node join exited {proc.returncode}: "
-                               f"{(host.root / 'join.log').read_text()[-2000:]}")  # fmt: skip
+            raise RuntimeError(
+                f"{host.name}: runner node join exited {proc.returncode}: "
+                f"{(host.root / 'join.log').read_text()[-2000:]}"
+            )
         if any(n["name"] == host.name and n["state"] == "active" and n["alive"] for n in op.nodes()):
             return
         time.sleep(0.2)
-    raise RuntimeError(f"{host.name} did not become active in {timeout_s:.0f}s: "
-                       f"{(host.root / 'join.log').read_text()[-2000:]}")  # fmt: skip
+    raise RuntimeError(
+        f"{host.name} did not become active in {timeout_s:.0f}s: {(host.root / 'join.log').read_text()[-2000:]}"
+    )

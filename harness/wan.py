@@ -116,9 +116,17 @@ class Switch:
                 self.macs = {mac: p for mac, p in self.macs.items() if p is not port}
 
     def stats(self) -> dict[str, Any]:
-        return {p.name: {"dev": p.dev, "region": p.region, "frames_in": p.frames_in, "frames_out": p.frames_out,
-                         "lost": p.lost, **{k: v for k, v in asdict(p.access).items() if k in SHAPE_FIELDS}}
-                for p in self.ports.values()}
+        return {
+            p.name: {
+                "dev": p.dev,
+                "region": p.region,
+                "frames_in": p.frames_in,
+                "frames_out": p.frames_out,
+                "lost": p.lost,
+                **{k: v for k, v in asdict(p.access).items() if k in SHAPE_FIELDS},
+            }
+            for p in self.ports.values()
+        }
 
     def _port(self, name: str) -> Port:
         if name not in self.ports:
@@ -148,8 +156,17 @@ class Switch:
                     continue
                 pair = (src.name, dst.name)
                 core = self.rtt_ms(src.region, dst.region) / 2000
-                due = arrival(now, len(frame), src.access, dst.access, core, self.pair_last.get(pair, 0.0),
-                              self.random.uniform, self.random.random, first_hop=first_hop)
+                due = arrival(
+                    now,
+                    len(frame),
+                    src.access,
+                    dst.access,
+                    core,
+                    self.pair_last.get(pair, 0.0),
+                    self.random.uniform,
+                    self.random.random,
+                    first_hop=first_hop,
+                )
                 if due is None:
                     dst.lost += 1
                     continue

@@ -20,10 +20,10 @@ import ray
 
 from runner.benchmark import Challenge, ChallengeSolver
 from runner.core.errors import RunnerError
+from runner.core.states import ReplicaState
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.runtime.netif import interface_of
-from runner.core.states import ReplicaState
 
 AGENT_NAMESPACE = "runner"
 AGENT_MAX_CONCURRENCY = 256
@@ -36,8 +36,9 @@ def agent_name(node: str) -> str:
 class NodeAgent:
     """Runs replicas on its node through a runtime (Docker or processes)."""
 
-    def __init__(self, node: str, runtime: str, state_dir: str, workdir: str, artifacts_dir: str,
-                 registry: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, node: str, runtime: str, state_dir: str, workdir: str, artifacts_dir: str, registry: str = ""
+    ) -> None:
         self.node = node
         self._address = ""
         # Replicas' ports are published where the gateway and players reach this node: the address
@@ -46,10 +47,16 @@ class NodeAgent:
         # missing images from the network's registry and keeps as many GB of them as the machine
         # gave at join (``IMAGE_CACHE_GB_ENV``): a machine's disk is its own to budget.
         cache_gb = os.environ.get(IMAGE_CACHE_GB_ENV)
-        self.runtime = make_runtime(runtime, node=node, state_dir=Path(state_dir), workdir=Path(workdir),
-                                    artifacts_dir=Path(artifacts_dir),
-                                    publish_host=os.environ.get(PUBLIC_ADDRESS_ENV, "127.0.0.1"), registry=registry,
-                                    image_cache_gb=float(cache_gb) if cache_gb else None)  # fmt: skip
+        self.runtime = make_runtime(
+            runtime,
+            node=node,
+            state_dir=Path(state_dir),
+            workdir=Path(workdir),
+            artifacts_dir=Path(artifacts_dir),
+            publish_host=os.environ.get(PUBLIC_ADDRESS_ENV, "127.0.0.1"),
+            registry=registry,
+            image_cache_gb=float(cache_gb) if cache_gb else None,
+        )
         self.started_at = time.time()
         self.solver = ChallengeSolver()
 
@@ -72,7 +79,8 @@ class NodeAgent:
         if not self._address:
             me = ray.get_runtime_context().get_node_id()
             self._address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == me), "") or (
-                ray.util.get_node_ip_address())  # fmt: skip
+                ray.util.get_node_ip_address()
+            )
         return self._address
 
     def host_network_env(self, request: LaunchRequest) -> LaunchRequest:
@@ -130,8 +138,9 @@ class NodeAgent:
 RemoteNodeAgent = ray.remote(NodeAgent)
 
 
-def get_or_create_agent(node: str, *, runtime: str, state_dir: Path, workdir: Path, artifacts_dir: Path,
-                        registry: str = "") -> Any:  # fmt: skip
+def get_or_create_agent(
+    node: str, *, runtime: str, state_dir: Path, workdir: Path, artifacts_dir: Path, registry: str = ""
+) -> Any:
     """The node's agent actor, created on that node (by its ``node`` label) if it is not there.
 
     Detached and named, so it outlives a control-plane restart and is found again by name.

@@ -22,8 +22,14 @@ from typing import Any
 
 from runner.core.errors import ArtifactStoreError, NotFoundError, UserError
 from workloads.common.artifacts import (
-    ArtifactError, ArtifactNotFoundError, ArtifactStore, ArtifactURIError, FileStore, check_key, open_store,
-)  # fmt: skip
+    ArtifactError,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    ArtifactURIError,
+    FileStore,
+    check_key,
+    open_store,
+)
 from workloads.training.checkpoint import LATEST, Checkpoints
 
 #: Variables of a workload's spec env that reach its S3 store (boto3's own names).
@@ -47,14 +53,18 @@ def _s3_client(env: Mapping[str, str]) -> Any:
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise ArtifactStoreError("reading s3:// artifacts needs boto3 where the control plane runs. "
-                                 "To fix: pip install boto3") from None
+        raise ArtifactStoreError(
+            "reading s3:// artifacts needs boto3 where the control plane runs. To fix: pip install boto3"
+        ) from None
     return boto3.client(
-        "s3", endpoint_url=env.get("AWS_ENDPOINT_URL") or None, aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"), aws_session_token=env.get("AWS_SESSION_TOKEN"),
+        "s3",
+        endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
         region_name=env.get("AWS_DEFAULT_REGION") or "us-east-1",
         config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30),
-    )  # fmt: skip
+    )
 
 
 def _mapped(exc: ArtifactError) -> Exception:
@@ -75,10 +85,16 @@ def listing(store: ArtifactStore) -> dict[str, Any]:
         raise _mapped(exc) from None
     except ValueError:  # latest.json is a hint for people; an unreadable one is not an error
         latest = None
-    checkpoints = [{"step": step, "complete": complete, "uri": store.url(f"step-{step:08d}")}
-                   for step, complete in sorted(steps.items())]  # fmt: skip
-    return {"uri": store.uri, "latest": latest, "checkpoints": checkpoints,
-            "items": [{"key": i.key, "size": i.size, "modified": i.modified, "uri": i.uri} for i in items]}  # fmt: skip
+    checkpoints = [
+        {"step": step, "complete": complete, "uri": store.url(f"step-{step:08d}")}
+        for step, complete in sorted(steps.items())
+    ]
+    return {
+        "uri": store.uri,
+        "latest": latest,
+        "checkpoints": checkpoints,
+        "items": [{"key": i.key, "size": i.size, "modified": i.modified, "uri": i.uri} for i in items],
+    }
 
 
 def _inside(store: ArtifactStore, key: str) -> bool:

@@ -81,8 +81,13 @@ def measure(seconds: float = 0.6, n: int | None = None) -> BenchResult:
     _sync(device)
     copy_s = time.perf_counter() - started
     bandwidth = 2 * src.numel() * 4 * copies / copy_s / 1e9  # read + write
-    return BenchResult(device=device.type, dtype=dtype_name, tflops=round(tflops, 4), bandwidth_gbs=round(bandwidth, 2),
-                       seconds=round(mm_s + copy_s, 3))  # fmt: skip
+    return BenchResult(
+        device=device.type,
+        dtype=dtype_name,
+        tflops=round(tflops, 4),
+        bandwidth_gbs=round(bandwidth, 2),
+        seconds=round(mm_s + copy_s, 3),
+    )
 
 
 # ----------------------------------------------------------------------------- challenges
@@ -105,8 +110,9 @@ class Challenge:
         return 2.0 * self.n**3
 
 
-def size_challenge(expected_tflops: float, *, seconds: float, max_n: int, seed: int, perm_seed: int,
-                   deadline_s: float) -> Challenge:  # fmt: skip
+def size_challenge(
+    expected_tflops: float, *, seconds: float, max_n: int, seed: int, perm_seed: int, deadline_s: float
+) -> Challenge:
     """Work an honest node of ``expected_tflops`` does in about ``seconds``: 16 reps of the
     largest ``n`` that fits (at most ``max_n``), more reps when ``n`` is capped (at most 64)."""
     flop = max(expected_tflops, 1e-4) * 1e12 * seconds
@@ -163,8 +169,12 @@ class ChallengeSolver:
             if time.perf_counter() - started > c.deadline_s:
                 break
         self._prepared = None
-        return {"row_norms": total.cpu().numpy().tolist(), "reps_done": done,
-                "elapsed_s": time.perf_counter() - started, "device": device.type}  # fmt: skip
+        return {
+            "row_norms": total.cpu().numpy().tolist(),
+            "reps_done": done,
+            "elapsed_s": time.perf_counter() - started,
+            "device": device.type,
+        }
 
 
 def verify_answer(c: Challenge, answer: dict[str, Any], *, rows: int = 2, seed: int = 0) -> str | None:
@@ -193,8 +203,7 @@ def judge(measured_tflops: float, expected_tflops: float, tolerance: float) -> s
     if expected_tflops <= 0:
         return None
     if measured_tflops < tolerance * expected_tflops:
-        return (f"measured {measured_tflops:.4g} TFLOPS, expected at least {tolerance:.0%} of "
-                f"{expected_tflops:.4g}")  # fmt: skip
+        return f"measured {measured_tflops:.4g} TFLOPS, expected at least {tolerance:.0%} of {expected_tflops:.4g}"
     return None
 
 

@@ -20,13 +20,20 @@ from urllib.parse import quote
 import httpx
 
 from runner.core import errors
-from runner.settings import Settings
 from runner.core.spec import parse_workload, spec_to_dict
+from runner.settings import Settings
 
 _ERRORS: dict[str, type[errors.RunnerError]] = {
     cls.__name__: cls
-    for cls in (errors.AuthError, errors.NotFoundError, errors.ConflictError, errors.PolicyError, errors.UserError,
-                errors.ArtifactStoreError, errors.RunnerError)
+    for cls in (
+        errors.AuthError,
+        errors.NotFoundError,
+        errors.ConflictError,
+        errors.PolicyError,
+        errors.UserError,
+        errors.ArtifactStoreError,
+        errors.RunnerError,
+    )
 }
 
 
@@ -127,8 +134,9 @@ class Client:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.part")
         try:
-            with self._http.stream("GET", f"/v1/workloads/{workload_id}/artifacts/{quote(key)}",
-                                   timeout=None) as response:  # fmt: skip
+            with self._http.stream(
+                "GET", f"/v1/workloads/{workload_id}/artifacts/{quote(key)}", timeout=None
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
                     self._decode(response)
@@ -146,8 +154,9 @@ class Client:
         return self._call("GET", "/v1/bill")
 
     # -- sessions ------------------------------------------------------------------------------------
-    def session_start(self, game: str, near: str, *, idempotency_key: str | None = None,
-                      **options: Any) -> dict[str, Any]:  # fmt: skip
+    def session_start(
+        self, game: str, near: str, *, idempotency_key: str | None = None, **options: Any
+    ) -> dict[str, Any]:
         """Start a gaming session near the player (``fps``, ``resolution``, ``gpu``, ... optional)."""
         body = {"game": game, "near": near, **{k: v for k, v in options.items() if v is not None}}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -164,8 +173,9 @@ class Client:
         deadline = time.monotonic() + timeout_s
         while True:
             step = max(0.0, min(25.0, deadline - time.monotonic()))
-            v = self._call("GET", f"/v1/sessions/{workload_id}/wait", params={"until": until, "timeout": step},
-                           timeout=step + 10)  # fmt: skip
+            v = self._call(
+                "GET", f"/v1/sessions/{workload_id}/wait", params={"until": until, "timeout": step}, timeout=step + 10
+            )
             if v["phase"] == "ended" or (until == "serving" and v["phase"] == "serving"):
                 return v
             if time.monotonic() >= deadline:
@@ -197,9 +207,12 @@ class Client:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             step = 25.0 if deadline is None else max(0.0, min(25.0, deadline - time.monotonic()))
-            w = self._call("GET", f"/v1/workloads/{workload_id}/wait", params={"until": until, "timeout": step},
-                           timeout=step + 10)  # fmt: skip
-            reached = w["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") or (until == "running" and w["state"] == "RUNNING")
+            w = self._call(
+                "GET", f"/v1/workloads/{workload_id}/wait", params={"until": until, "timeout": step}, timeout=step + 10
+            )
+            reached = w["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") or (
+                until == "running" and w["state"] == "RUNNING"
+            )
             if reached or (deadline is not None and time.monotonic() >= deadline):
                 return w
 
@@ -209,8 +222,9 @@ class Client:
         cursor = after
         while True:
             try:
-                with self._http.stream("GET", f"/v1/workloads/{workload_id}/logs",
-                                       params={"after": cursor, "follow": follow}, timeout=None) as response:  # fmt: skip
+                with self._http.stream(
+                    "GET", f"/v1/workloads/{workload_id}/logs", params={"after": cursor, "follow": follow}, timeout=None
+                ) as response:
                     if response.status_code >= 400:
                         response.read()
                         self._decode(response)
@@ -222,5 +236,7 @@ class Client:
                 return
             except httpx.TransportError:
                 if not follow:
-                    raise errors.ServerUnavailableError(f"the control plane at {self.base_url} does not answer") from None
+                    raise errors.ServerUnavailableError(
+                        f"the control plane at {self.base_url} does not answer"
+                    ) from None
                 time.sleep(0.5)  # the server restarts; resume from the cursor

@@ -63,16 +63,25 @@ def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
         )
 
 
-def start_head(*, port: int, token_path: Path, temp_dir: Path, log_path: Path,
-               address: str = "127.0.0.1") -> subprocess.Popen[bytes]:  # fmt: skip
+def start_head(
+    *, port: int, token_path: Path, temp_dir: Path, log_path: Path, address: str = "127.0.0.1"
+) -> subprocess.Popen[bytes]:
     """The head runs no workloads (0 CPUs): only providers' nodes do. ``address`` is the one
     providers' machines reach it at (loopback in CPU mode)."""
     args = [
-        ray_executable(), "start", "--head", "--block",
-        f"--port={port}", f"--node-ip-address={address}",
-        "--num-cpus=0", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-        f"--temp-dir={temp_dir}", "--labels=role=head",
-    ]  # fmt: skip
+        ray_executable(),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        f"--node-ip-address={address}",
+        "--num-cpus=0",
+        "--num-gpus=0",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        "--labels=role=head",
+    ]
     # The head runs no work: nothing to drain on SIGTERM (Ray 2.60 waits up to 30 s by default).
     no_drain = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     return _popen(args, {**auth_env(token_path), **FAST_HEALTH_CHECKS, **no_drain}, log_path)
@@ -90,12 +99,16 @@ def node_port_args(ray_port: int, index: int, temp_root: Path) -> list[str]:
     base = ray_port + 100 + index * 10
     workers = 20000 + ((ray_port % 20) * 2000 + index * 100) % 45000
     return [
-        f"--node-manager-port={base}", f"--object-manager-port={base + 1}",
-        f"--dashboard-agent-listen-port={base + 2}", f"--dashboard-agent-grpc-port={base + 3}",
-        f"--runtime-env-agent-port={base + 4}", f"--metrics-export-port={base + 5}",
-        f"--min-worker-port={workers}", f"--max-worker-port={workers + 99}",
+        f"--node-manager-port={base}",
+        f"--object-manager-port={base + 1}",
+        f"--dashboard-agent-listen-port={base + 2}",
+        f"--dashboard-agent-grpc-port={base + 3}",
+        f"--runtime-env-agent-port={base + 4}",
+        f"--metrics-export-port={base + 5}",
+        f"--min-worker-port={workers}",
+        f"--max-worker-port={workers + 99}",
         f"--temp-dir={temp_root / f'n{index}'}",
-    ]  # fmt: skip
+    ]
 
 
 def start_node(
@@ -116,10 +129,18 @@ def start_node(
     (its agent among them)."""
     label_arg = ",".join(f"{k}={v}" for k, v in labels.items())
     args = [
-        ray_executable(), "start", "--block", f"--address={head_address}",
-        f"--node-ip-address={node_ip}", f"--num-cpus={num_cpus:g}", f"--num-gpus={num_gpus}",
-        f"--memory={memory_bytes}", f"--labels={label_arg}", "--disable-usage-stats", *port_args,
-    ]  # fmt: skip
+        ray_executable(),
+        "start",
+        "--block",
+        f"--address={head_address}",
+        f"--node-ip-address={node_ip}",
+        f"--num-cpus={num_cpus:g}",
+        f"--num-gpus={num_gpus}",
+        f"--memory={memory_bytes}",
+        f"--labels={label_arg}",
+        "--disable-usage-stats",
+        *port_args,
+    ]
     return _popen(args, {**(env or {}), **auth_env(token_path)}, log_path)
 
 

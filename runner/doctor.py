@@ -92,8 +92,12 @@ def _container_gpu() -> str:
     import docker
 
     client = docker.from_env()
-    out = client.containers.run("runner/smoke:latest", ["nvidia-smi", "-L"], remove=True,
-                                device_requests=[docker.types.DeviceRequest(count=1, capabilities=[["gpu"]])])  # fmt: skip
+    out = client.containers.run(
+        "runner/smoke:latest",
+        ["nvidia-smi", "-L"],
+        remove=True,
+        device_requests=[docker.types.DeviceRequest(count=1, capabilities=[["gpu"]])],
+    )
     return out.decode().strip().splitlines()[0]
 
 
@@ -104,7 +108,8 @@ def _nvenc() -> str:
     codec = av.CodecContext.create("h264_nvenc", "w")
     codec.width, codec.height, codec.pix_fmt = 1280, 720, "yuv420p"
     frame = av.VideoFrame.from_ndarray(np.zeros((720, 1280, 3), dtype=np.uint8), format="rgb24").reformat(
-        format="yuv420p")  # fmt: skip
+        format="yuv420p"
+    )
     packets = codec.encode(frame) + codec.encode(None)
     return f"1280x720 frame encoded: {sum(p.size for p in packets)} bytes"
 
@@ -123,7 +128,8 @@ def run_checks(checks: list[tuple[str, Callable[[], str]]] = CHECKS, gpus: Calla
     names, why_none = gpus()
     if not names:
         return [Check("NVML finds the GPUs", NOT_RUN, f"no GPU: {why_none}")] + [
-            Check(name, NOT_RUN, "no GPU") for name, _ in checks]  # fmt: skip
+            Check(name, NOT_RUN, "no GPU") for name, _ in checks
+        ]
     results = [Check("NVML finds the GPUs", OK, ", ".join(names))]
     for name, check in checks:
         try:

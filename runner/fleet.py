@@ -55,12 +55,20 @@ class FleetNode(BaseModel):
     def to_row(self, *, cpu_price_micros: int = 20_000, reliability: float = 1.0, tflops: float = 0.0) -> NodeRow:
         """The node as placement sees it, active and verified (for tests, benches and dry runs)."""
         return NodeRow(
-            name=self.name, provider=self.provider, region=self.region, country=self.country,
-            gpu_model=self.gpu_model, gpu_count=self.gpu_count if self.gpu_model else 0,
-            vram_gb=get_gpu(self.gpu_model).vram_gb if self.gpu_model else 0, cpus=self.cpus,
-            memory_mb=int(self.memory_gb * 1024), gpu_price_micros=self.gpu_price_micros(),
-            cpu_price_micros=cpu_price_micros, reliability=reliability, tflops=tflops,
-        )  # fmt: skip
+            name=self.name,
+            provider=self.provider,
+            region=self.region,
+            country=self.country,
+            gpu_model=self.gpu_model,
+            gpu_count=self.gpu_count if self.gpu_model else 0,
+            vram_gb=get_gpu(self.gpu_model).vram_gb if self.gpu_model else 0,
+            cpus=self.cpus,
+            memory_mb=int(self.memory_gb * 1024),
+            gpu_price_micros=self.gpu_price_micros(),
+            cpu_price_micros=cpu_price_micros,
+            reliability=reliability,
+            tflops=tflops,
+        )
 
     def labels(self, *, simulated: bool) -> dict[str, str]:
         """The Ray node labels: what placement filters on and what label selectors pin to."""

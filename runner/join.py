@@ -18,8 +18,8 @@ from typing import Any
 
 from runner import cluster
 from runner.benchmark import measure
-from runner.core.catalog import canonical_gpu_name
 from runner.client import Client
+from runner.core.catalog import canonical_gpu_name
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 
 log = logging.getLogger("runner.join")
@@ -50,17 +50,36 @@ def detect_gpus() -> tuple[str | None, int]:
         pynvml.nvmlShutdown()
 
 
-def join_request(*, token: str, provider: str, name: str, region: str, country: str, cpus: float, memory_mb: int,
-                 simulate_gpu: tuple[str, int] | None = None, price_per_gpu_hour: float | None = None,
-                 bench_seconds: float = 0.6, benchmark: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def join_request(
+    *,
+    token: str,
+    provider: str,
+    name: str,
+    region: str,
+    country: str,
+    cpus: float,
+    memory_mb: int,
+    simulate_gpu: tuple[str, int] | None = None,
+    price_per_gpu_hour: float | None = None,
+    bench_seconds: float = 0.6,
+    benchmark: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Describe this machine: its GPUs (detected, or simulated) and its measured benchmark."""
     model, count = (canonical_gpu_name(simulate_gpu[0]), simulate_gpu[1]) if simulate_gpu else detect_gpus()
     return {
-        "token": token, "provider": provider, "name": name, "region": region, "country": country.upper(),
-        "gpu_model": model, "gpu_count": count if model else 0, "cpus": cpus, "memory_mb": memory_mb,
-        "simulated": simulate_gpu is not None, "price_per_gpu_hour": price_per_gpu_hour,
+        "token": token,
+        "provider": provider,
+        "name": name,
+        "region": region,
+        "country": country.upper(),
+        "gpu_model": model,
+        "gpu_count": count if model else 0,
+        "cpus": cpus,
+        "memory_mb": memory_mb,
+        "simulated": simulate_gpu is not None,
+        "price_per_gpu_hour": price_per_gpu_hour,
         "benchmark": benchmark if benchmark is not None else measure(bench_seconds).to_dict(),
-    }  # fmt: skip
+    }
 
 
 def write_ray_token(path: Path, token: str) -> None:
@@ -71,9 +90,18 @@ def write_ray_token(path: Path, token: str) -> None:
         fh.write(token)
 
 
-def start_ray_node(grant: dict[str, Any], *, token_path: Path, port_args: list[str], log_path: Path, cpus: float,
-                   memory_mb: int, node_ip: str = "127.0.0.1", public_address: str | None = None,
-                   image_cache_gb: float | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+def start_ray_node(
+    grant: dict[str, Any],
+    *,
+    token_path: Path,
+    port_args: list[str],
+    log_path: Path,
+    cpus: float,
+    memory_mb: int,
+    node_ip: str = "127.0.0.1",
+    public_address: str | None = None,
+    image_cache_gb: float | None = None,
+) -> subprocess.Popen[bytes]:
     """``ray start --block`` with the labels the control plane granted; ``public_address`` is
     where its replicas' ports are published (the agent reads it; loopback when None), and
     ``image_cache_gb`` what its engine keeps of pulled images (the agent's default when None)."""
@@ -83,10 +111,17 @@ def start_ray_node(grant: dict[str, Any], *, token_path: Path, port_args: list[s
     if image_cache_gb is not None:
         env[IMAGE_CACHE_GB_ENV] = repr(float(image_cache_gb))
     return cluster.start_node(
-        head_address=grant["ray_address"], port_args=port_args, labels=grant["labels"], num_cpus=cpus,
-        num_gpus=int(grant["num_gpus"]), memory_bytes=memory_mb * 1024 * 1024, token_path=token_path,
-        log_path=log_path, node_ip=node_ip, env=env or None,
-    )  # fmt: skip
+        head_address=grant["ray_address"],
+        port_args=port_args,
+        labels=grant["labels"],
+        num_cpus=cpus,
+        num_gpus=int(grant["num_gpus"]),
+        memory_bytes=memory_mb * 1024 * 1024,
+        token_path=token_path,
+        log_path=log_path,
+        node_ip=node_ip,
+        env=env or None,
+    )
 
 
 def join(server_url: str, request: dict[str, Any]) -> dict[str, Any]:

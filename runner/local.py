@@ -22,17 +22,16 @@ from typing import Any
 import httpx
 
 from runner import cluster
-
-from runner.core import ledger
 from runner import registry as registry_process
-from runner.core.errors import ClusterError
 from runner.benchmark import measure
 from runner.client import Client
+from runner.core import ledger
+from runner.core.errors import ClusterError
+from runner.core.network import load_network
 from runner.fleet import Fleet, FleetNode, load_fleet
 from runner.gateway import address as gateway_address
 from runner.gateway.address import gateway_url
 from runner.join import join, join_request, start_ray_node
-from runner.core.network import load_network
 from runner.runtime import make_runtime
 from runner.settings import Settings
 from runner.store import Store
@@ -54,8 +53,14 @@ def is_up(settings: Settings) -> bool:
     return bool(record) and _alive(int(record["pids"]["head"]))
 
 
-def up(settings: Settings, *, fleet_path: str | None = None, head_only: bool = False, say: Say = print,
-       timeout_s: float = 120) -> dict[str, Any]:  # fmt: skip
+def up(
+    settings: Settings,
+    *,
+    fleet_path: str | None = None,
+    head_only: bool = False,
+    say: Say = print,
+    timeout_s: float = 120,
+) -> dict[str, Any]:
     """Start head, control plane and nodes; return the record written to ``cluster.json``.
 
     The nodes join the way a provider's machine does (``runner.join``): the operator sets up each
@@ -79,14 +84,20 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
     settings.home.mkdir(parents=True, exist_ok=True)
     cluster.write_token(settings.ray_token_path)
     logs = settings.logs_dir
-    record: dict[str, Any] = {"pids": {"nodes": {}}, "fleet": None if head_only else fleet_path or "default",
-                              "started_at": time.time()}  # fmt: skip
+    record: dict[str, Any] = {
+        "pids": {"nodes": {}},
+        "fleet": None if head_only else fleet_path or "default",
+        "started_at": time.time(),
+    }
 
     say(f"starting Ray head on {settings.ray_address} (token auth on)")
     head = cluster.start_head(
-        port=settings.ray_port, token_path=settings.ray_token_path, temp_dir=settings.ray_temp_dir,
-        log_path=logs / "ray-head.log", address=settings.advertise,
-    )  # fmt: skip
+        port=settings.ray_port,
+        token_path=settings.ray_token_path,
+        temp_dir=settings.ray_temp_dir,
+        log_path=logs / "ray-head.log",
+        address=settings.advertise,
+    )
     record["pids"]["head"] = head.pid
     _write_record(settings, record)  # from here on, `down` can clean up whatever happens next
     _wait_for_head(settings, head, timeout_s)
@@ -105,8 +116,10 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
     record["ray_address"] = settings.ray_address
     _write_record(settings, record)
     _wait_for_server(settings, api_key, server, timeout_s)
-    say(f"control plane on {settings.server_url} (API key in {settings.api_key_path}, operator key in "
-        f"{settings.admin_key_path})")  # fmt: skip
+    say(
+        f"control plane on {settings.server_url} (API key in {settings.api_key_path}, operator key in "
+        f"{settings.admin_key_path})"
+    )
 
     gateway = start_gateway(settings)
     record["pids"]["gateway"] = gateway.pid
@@ -123,7 +136,9 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
     # Every simulated node is this machine: benchmark it once, before any node starts, rather than
     # four times while the others boot (what each node is later challenged against).
     bench = measure(seconds=0.6).to_dict()
-    say(f"benchmarked this machine: {bench['tflops']:.3g} TFLOPS ({bench['device']}), {bench['bandwidth_gbs']:.3g} GB/s")
+    say(
+        f"benchmarked this machine: {bench['tflops']:.3g} TFLOPS ({bench['device']}), {bench['bandwidth_gbs']:.3g} GB/s"
+    )
     for index, node in enumerate(fleet.nodes):
         proc = join_fleet_node(operator, settings, node, index, benchmark=bench)
         record["pids"]["nodes"][node.name] = proc.pid
@@ -135,22 +150,33 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
     return record
 
 
-def join_fleet_node(operator: Client, settings: Settings, node: FleetNode, index: int,
-                    benchmark: dict[str, Any] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
+def join_fleet_node(
+    operator: Client, settings: Settings, node: FleetNode, index: int, benchmark: dict[str, Any] | None = None
+) -> subprocess.Popen[bytes]:
     """Join one simulated provider node exactly as ``runner node join`` does on a real machine."""
     token = operator.admin("POST", "/tokens", provider=node.provider, ttl_s=600)["token"]
     request = join_request(
-        token=token, provider=node.provider, name=node.name, region=node.region, country=node.country,
-        cpus=node.cpus, memory_mb=int(node.memory_gb * 1024),
+        token=token,
+        provider=node.provider,
+        name=node.name,
+        region=node.region,
+        country=node.country,
+        cpus=node.cpus,
+        memory_mb=int(node.memory_gb * 1024),
         simulate_gpu=(node.gpu_model, node.gpu_count) if node.gpu_model else None,
-        price_per_gpu_hour=node.price_per_gpu_hour, bench_seconds=0.3, benchmark=benchmark,
-    )  # fmt: skip
+        price_per_gpu_hour=node.price_per_gpu_hour,
+        bench_seconds=0.3,
+        benchmark=benchmark,
+    )
     grant = join(settings.server_url, request)
     return start_ray_node(
-        grant, token_path=settings.ray_token_path,
+        grant,
+        token_path=settings.ray_token_path,
         port_args=cluster.node_port_args(settings.ray_port, index, settings.ray_temp_dir),
-        log_path=settings.logs_dir / f"node-{node.name}.log", cpus=node.cpus, memory_mb=int(node.memory_gb * 1024),
-    )  # fmt: skip
+        log_path=settings.logs_dir / f"node-{node.name}.log",
+        cpus=node.cpus,
+        memory_mb=int(node.memory_gb * 1024),
+    )
 
 
 def _ensure_local_tenant(operator: Client, settings: Settings) -> None:
@@ -161,8 +187,9 @@ def _ensure_local_tenant(operator: Client, settings: Settings) -> None:
         return
     local = tenants[LOCAL_TENANT]
     if local["kyc"] != "verified" or not local["country"]:
-        operator.admin("POST", f"/tenants/{LOCAL_TENANT}", kyc="verified",
-                       country=local["country"] or settings.tenant_country)  # fmt: skip
+        operator.admin(
+            "POST", f"/tenants/{LOCAL_TENANT}", kyc="verified", country=local["country"] or settings.tenant_country
+        )
 
 
 def _ensure_providers(operator: Client, fleet: Fleet, stake_micros: int) -> None:
@@ -170,8 +197,14 @@ def _ensure_providers(operator: Client, fleet: Fleet, stake_micros: int) -> None
     known = {p["id"] for p in operator.admin("GET", "/providers")}
     for node in fleet.nodes:
         if node.provider not in known:
-            operator.admin("POST", "/providers", id=node.provider, country=node.country, kyc="verified",
-                           stake_usd=ledger.to_usd(stake_micros))  # fmt: skip
+            operator.admin(
+                "POST",
+                "/providers",
+                id=node.provider,
+                country=node.country,
+                kyc="verified",
+                stake_usd=ledger.to_usd(stake_micros),
+            )
             known.add(node.provider)
 
 
@@ -208,8 +241,13 @@ def stop_replicas(settings: Settings, nodes: list[str]) -> None:
     home's: every CPU-mode cluster on a machine shares one Docker engine and its node names)."""
     try:
         for node in nodes:
-            runtime = make_runtime(settings.runtime, node=node, state_dir=settings.replicas_dir, workdir=settings.workdir,
-                                   artifacts_dir=settings.artifacts_dir)  # fmt: skip
+            runtime = make_runtime(
+                settings.runtime,
+                node=node,
+                state_dir=settings.replicas_dir,
+                workdir=settings.workdir,
+                artifacts_dir=settings.artifacts_dir,
+            )
             for status in runtime.list():
                 runtime.remove(status.key)
     except Exception as exc:  # best effort: a missing engine must not keep the cluster up
@@ -276,8 +314,10 @@ def _ensure_keys(settings: Settings) -> tuple[str, str]:
     """The local tenant's key and the operator's key, created once per home, owner-only."""
     store = None
     keys = []
-    for path, make in ((settings.api_key_path, lambda s: s.create_api_key(LOCAL_TENANT)),
-                       (settings.admin_key_path, lambda s: s.create_operator_key())):  # fmt: skip
+    for path, make in (
+        (settings.api_key_path, lambda s: s.create_api_key(LOCAL_TENANT)),
+        (settings.admin_key_path, lambda s: s.create_operator_key()),
+    ):
         if not path.exists():
             store = store or Store(settings.db_url)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -305,22 +345,35 @@ def _start_server(settings: Settings) -> subprocess.Popen[bytes]:
         env["RUNNER_DATABASE_URL"] = settings.database_url
     log = open(settings.logs_dir / "server.log", "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "server"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "runner.cli", "server"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def start_gateway(settings: Settings) -> subprocess.Popen[bytes]:
     """The gateway process, on this home's gateway address (chosen once, see ``gateway.address``)."""
     host, port = gateway_address.choose(settings)
-    env = {**os.environ, "RUNNER_HOME": str(settings.home), "RUNNER_SERVER_HOST": settings.server_host,
-           "RUNNER_SERVER_PORT": str(settings.server_port), "RUNNER_GATEWAY_HOST": host,
-           "RUNNER_GATEWAY_PORT": str(port)}  # fmt: skip
+    env = {
+        **os.environ,
+        "RUNNER_HOME": str(settings.home),
+        "RUNNER_SERVER_HOST": settings.server_host,
+        "RUNNER_SERVER_PORT": str(settings.server_port),
+        "RUNNER_GATEWAY_HOST": host,
+        "RUNNER_GATEWAY_PORT": str(port),
+    }
     log = open(settings.logs_dir / "gateway.log", "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "gateway"], env=env, stdin=subprocess.DEVNULL, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "runner.cli", "gateway"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _wait_for_gateway(settings: Settings, admin_key: str, gateway: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -77,19 +77,33 @@ class JoinGrant(BaseModel):
 def node_labels(req: JoinRequest, vram_gb: int) -> dict[str, str]:
     """The Ray node labels placement and label selectors use."""
     return {
-        "node": req.name, "provider": req.provider, "region": req.region, "country": req.country,
-        "gpu-model": req.gpu_model or "none", "gpu-count": str(req.gpu_count if req.gpu_model else 0),
-        "vram-gb": str(vram_gb), "simulated": "true" if req.simulated else "false",
-    }  # fmt: skip
+        "node": req.name,
+        "provider": req.provider,
+        "region": req.region,
+        "country": req.country,
+        "gpu-model": req.gpu_model or "none",
+        "gpu-count": str(req.gpu_count if req.gpu_model else 0),
+        "vram-gb": str(vram_gb),
+        "simulated": "true" if req.simulated else "false",
+    }
 
 
-def onboard(store: Store, config: NetworkConfig, req: JoinRequest, *, ray_address: str, ray_token: str,
-            in_cluster: Callable[[str], bool] = lambda _name: False) -> JoinGrant:  # fmt: skip
+def onboard(
+    store: Store,
+    config: NetworkConfig,
+    req: JoinRequest,
+    *,
+    ray_address: str,
+    ray_token: str,
+    in_cluster: Callable[[str], bool] = lambda _name: False,
+) -> JoinGrant:
     """Admit a joining machine (``in_cluster``: is a live Ray node already using this name?)."""
     store.redeem_join_token(req.token, provider_id=req.provider, node=req.name)
     if in_cluster(req.name):
-        raise ConflictError(f"a node named {req.name!r} is in the cluster now. To fix: join with another --name, or "
-                            "stop the other machine first")  # fmt: skip
+        raise ConflictError(
+            f"a node named {req.name!r} is in the cluster now. To fix: join with another --name, or "
+            "stop the other machine first"
+        )
     provider = store.get_provider(req.provider)
     model = None
     if req.gpu_model:
@@ -99,32 +113,66 @@ def onboard(store: Store, config: NetworkConfig, req: JoinRequest, *, ray_addres
             raise UserError(f"unknown GPU model {req.gpu_model!r}") from None
         if req.gpu_count < 1:
             raise UserError(f"gpu_count must be >= 1 for a node with a {model}")
-    facts = NodeFacts(name=req.name, provider=req.provider, provider_kyc=KYC(provider.kyc), country=req.country,
-                      region=req.region, gpu_model=model)  # fmt: skip
+    facts = NodeFacts(
+        name=req.name,
+        provider=req.provider,
+        provider_kyc=KYC(provider.kyc),
+        country=req.country,
+        region=req.region,
+        gpu_model=model,
+    )
     measured = float(req.benchmark.get("tflops") or 0.0)
     verdict = admit_node(facts, config.policy)
     refusal = None if verdict else verdict.reason
     if refusal is None and not measured:
         refusal = "no benchmark: a joining node must report its measured TFLOPS"
     if refusal is None and model and not req.simulated:
-        problem = judge(measured, expected_tflops(model, simulated=False, verified_tflops=measured),
-                        config.checker.tolerance)  # fmt: skip
+        problem = judge(
+            measured, expected_tflops(model, simulated=False, verified_tflops=measured), config.checker.tolerance
+        )
         refusal = f"benchmark does not match a {model}: {problem}" if problem else None
     if refusal:
-        store.audit("node.refused", {"node": req.name, "provider": req.provider, "country": req.country,
-                                     "gpu_model": model, "reason": refusal})  # fmt: skip
+        store.audit(
+            "node.refused",
+            {"node": req.name, "provider": req.provider, "country": req.country, "gpu_model": model, "reason": refusal},
+        )
         raise PolicyError(f"node {req.name} refused: {refusal}")
     vram = get_gpu(model).vram_gb if model else 0
-    price = req.price_per_gpu_hour if req.price_per_gpu_hour is not None else (get_gpu(model).list_price_per_hour
-                                                                               if model else 0.0)  # fmt: skip
+    price = (
+        req.price_per_gpu_hour
+        if req.price_per_gpu_hour is not None
+        else (get_gpu(model).list_price_per_hour if model else 0.0)
+    )
     store.register_node(
-        name=req.name, provider_id=req.provider, state=NodeState.VERIFIED,
-        decision={"country": req.country, "region": req.region, "gpu_model": model, "gpu_count": req.gpu_count,
-                  "simulated": req.simulated, "tflops": measured},
-        region=req.region, country=req.country, gpu_model=model, gpu_count=req.gpu_count if model else 0,
-        vram_gb=vram, cpus=req.cpus, memory_mb=req.memory_mb, simulated=req.simulated,
-        gpu_price_micros=to_micros(price), cpu_price_micros=config.market.cpu_price_per_core_hour,
-        benchmark=req.benchmark, verified_tflops=measured,
-    )  # fmt: skip
-    return JoinGrant(node=req.name, state=NodeState.VERIFIED.value, ray_address=ray_address, ray_token=ray_token,
-                     labels=node_labels(req, vram), num_gpus=req.gpu_count if model else 0)  # fmt: skip
+        name=req.name,
+        provider_id=req.provider,
+        state=NodeState.VERIFIED,
+        decision={
+            "country": req.country,
+            "region": req.region,
+            "gpu_model": model,
+            "gpu_count": req.gpu_count,
+            "simulated": req.simulated,
+            "tflops": measured,
+        },
+        region=req.region,
+        country=req.country,
+        gpu_model=model,
+        gpu_count=req.gpu_count if model else 0,
+        vram_gb=vram,
+        cpus=req.cpus,
+        memory_mb=req.memory_mb,
+        simulated=req.simulated,
+        gpu_price_micros=to_micros(price),
+        cpu_price_micros=config.market.cpu_price_per_core_hour,
+        benchmark=req.benchmark,
+        verified_tflops=measured,
+    )
+    return JoinGrant(
+        node=req.name,
+        state=NodeState.VERIFIED.value,
+        ray_address=ray_address,
+        ray_token=ray_token,
+        labels=node_labels(req, vram),
+        num_gpus=req.gpu_count if model else 0,
+    )

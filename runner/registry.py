@@ -43,8 +43,10 @@ def start(settings: Settings) -> subprocess.Popen[bytes]:
     """``docker-registry serve`` with this home's storage, on every interface at the port."""
     binary = shutil.which("docker-registry")
     if binary is None:
-        raise ClusterError("the head serves images from Debian's docker-registry, which is not installed. "
-                           "To fix: apt-get install docker-registry (scripts/setup.sh does)")  # fmt: skip
+        raise ClusterError(
+            "the head serves images from Debian's docker-registry, which is not installed. "
+            "To fix: apt-get install docker-registry (scripts/setup.sh does)"
+        )
     root = folder(settings)
     (root / "data").mkdir(parents=True, exist_ok=True)
     config = root / "config.yml"
@@ -54,8 +56,13 @@ def start(settings: Settings) -> subprocess.Popen[bytes]:
         f"http:\n  addr: 0.0.0.0:{port_of(settings)}\n"
     )
     log = open(settings.logs_dir / "registry.log", "ab")
-    return subprocess.Popen([binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [binary, "serve", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_until_up(settings: Settings, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -73,8 +80,9 @@ def wait_until_up(settings: Settings, proc: subprocess.Popen[bytes], timeout_s: 
     raise ClusterError(f"the registry did not answer on {url} in {timeout_s:.0f}s")
 
 
-def push(settings: Settings, names: list[str] | None = None, *, docker_client: Any = None,
-         say: Callable[[str], None] = print) -> list[str]:  # fmt: skip
+def push(
+    settings: Settings, names: list[str] | None = None, *, docker_client: Any = None, say: Callable[[str], None] = print
+) -> list[str]:
     """Push each workload image's tags (its content hash and ``latest``) to the registry; the
     references pushed. Layers the registry holds already are not sent again."""
     if not settings.registry:

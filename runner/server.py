@@ -37,12 +37,20 @@ def serve(settings: Settings) -> None:
     supervisor.refresh_nodes(force=True)
     runtime_name = _runtime_name(settings)
     stop = threading.Event()
-    threads = [threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True),
-               threading.Thread(target=supervisor.checker.run, args=(stop,), name="checker", daemon=True)]  # fmt: skip
+    threads = [
+        threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True),
+        threading.Thread(target=supervisor.checker.run, args=(stop,), name="checker", daemon=True),
+    ]
     for thread in threads:
         thread.start()
-    ctx = AppContext(store=store, supervisor=supervisor, config=config, runtime_name=runtime_name,
-                     ray_address=settings.ray_address, ray_token=settings.ray_token_path.read_text().strip())  # fmt: skip
+    ctx = AppContext(
+        store=store,
+        supervisor=supervisor,
+        config=config,
+        runtime_name=runtime_name,
+        ray_address=settings.ray_address,
+        ray_token=settings.ray_token_path.read_text().strip(),
+    )
     app = create_app(ctx)
     log.info("runner server on %s (runtime %s, ray %s)", settings.server_url, runtime_name, settings.ray_address)
     try:

@@ -56,9 +56,11 @@ def read_admin(path: Path) -> dict[str, str]:
         data = json.loads(path.read_text())
         return {"access_key_id": str(data["access_key_id"]), "secret_access_key": str(data["secret_access_key"])}
     except (OSError, ValueError, KeyError) as exc:
-        raise ArtifactStoreError(f"the network store's admin credential {path} cannot be read ({exc}). "
-                                 "To fix: runner down, then runner up --store ... with AWS_ACCESS_KEY_ID and "
-                                 "AWS_SECRET_ACCESS_KEY set") from None  # fmt: skip
+        raise ArtifactStoreError(
+            f"the network store's admin credential {path} cannot be read ({exc}). "
+            "To fix: runner down, then runner up --store ... with AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY set"
+        ) from None
 
 
 def write_private(path: Path, data: dict[str, Any]) -> None:
@@ -75,15 +77,20 @@ def write_private(path: Path, data: dict[str, Any]) -> None:
 
 def admin_env(store: NetworkStore, admin: dict[str, str]) -> dict[str, str]:
     """boto3's variables for the head's own reads of the store (`runner artifacts`)."""
-    return {"AWS_ENDPOINT_URL": store.endpoint, "AWS_ACCESS_KEY_ID": admin["access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": admin["secret_access_key"], "AWS_DEFAULT_REGION": store.region}  # fmt: skip
+    return {
+        "AWS_ENDPOINT_URL": store.endpoint,
+        "AWS_ACCESS_KEY_ID": admin["access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": admin["secret_access_key"],
+        "AWS_DEFAULT_REGION": store.region,
+    }
 
 
 class StoreCredentials:
     """Issues, keeps and revokes workloads' credentials for one network store."""
 
-    def __init__(self, store: NetworkStore, admin: dict[str, str], keys_dir: Path,
-                 iam: Callable[[], Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, store: NetworkStore, admin: dict[str, str], keys_dir: Path, iam: Callable[[], Any] | None = None
+    ) -> None:
         self.store = store
         self.admin = admin
         self.keys_dir = keys_dir
@@ -94,9 +101,13 @@ class StoreCredentials:
     def _boto_iam(self) -> Any:
         import boto3
 
-        return boto3.client("iam", endpoint_url=self.store.endpoint, region_name=self.store.region,
-                            aws_access_key_id=self.admin["access_key_id"],
-                            aws_secret_access_key=self.admin["secret_access_key"])  # fmt: skip
+        return boto3.client(
+            "iam",
+            endpoint_url=self.store.endpoint,
+            region_name=self.store.region,
+            aws_access_key_id=self.admin["access_key_id"],
+            aws_secret_access_key=self.admin["secret_access_key"],
+        )
 
     @property
     def iam(self) -> Any:
@@ -117,10 +128,15 @@ class StoreCredentials:
             except Exception as exc:
                 if isinstance(exc, ArtifactStoreError):
                     raise
-                raise ArtifactStoreError(f"the network store at {self.store.endpoint} did not issue a credential "
-                                         f"for {holder}: {exc}") from None  # fmt: skip
-        return {"AWS_ENDPOINT_URL": self.store.endpoint, "AWS_ACCESS_KEY_ID": key["access_key_id"],
-                "AWS_SECRET_ACCESS_KEY": key["secret_access_key"], "AWS_DEFAULT_REGION": self.store.region}  # fmt: skip
+                raise ArtifactStoreError(
+                    f"the network store at {self.store.endpoint} did not issue a credential for {holder}: {exc}"
+                ) from None
+        return {
+            "AWS_ENDPOINT_URL": self.store.endpoint,
+            "AWS_ACCESS_KEY_ID": key["access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": key["secret_access_key"],
+            "AWS_DEFAULT_REGION": self.store.region,
+        }
 
     def _issue(self, holder: str, policy: dict[str, Any]) -> dict[str, str]:
         path, user = self._path(holder), user_name(holder)
@@ -172,8 +188,7 @@ class StoreCredentials:
 
     def revoke_earlier_attempts(self, workload_id: str, attempt: int) -> list[str]:
         """Fence a gang placed again: the keys of its attempts before ``attempt`` go."""
-        earlier = [h for h in self.kept(workload_id)
-                   if ATTEMPT_SEP in h and int(h.rsplit(ATTEMPT_SEP, 1)[1]) < attempt]  # fmt: skip
+        earlier = [h for h in self.kept(workload_id) if ATTEMPT_SEP in h and int(h.rsplit(ATTEMPT_SEP, 1)[1]) < attempt]
         for holder in earlier:
             self.revoke(holder)
         return earlier

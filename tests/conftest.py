@@ -104,8 +104,9 @@ def cluster_settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     base.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="home-", dir=base))
     server_port, ray_port = free_ports()
-    settings = Settings(home=home, server_port=server_port, ray_port=ray_port,
-                        runtime="docker" if no_skip() else "auto")
+    settings = Settings(
+        home=home, server_port=server_port, ray_port=ray_port, runtime="docker" if no_skip() else "auto"
+    )
     if docker_available():
         from runner.images import build_images
 
@@ -148,17 +149,36 @@ def ensure_provider(operator: Any, provider: str, country: str, stake_usd: float
 
 
 @contextmanager
-def extra_node(settings: Settings, operator: Any, *, index: int, name: str, provider: str, region: str,
-               country: str, gpu_model: str | None = None, gpu_count: int = 0, cpus: float = 2,
-               benchmark: dict[str, Any] | None = None) -> Iterator[Any]:  # fmt: skip
+def extra_node(
+    settings: Settings,
+    operator: Any,
+    *,
+    index: int,
+    name: str,
+    provider: str,
+    region: str,
+    country: str,
+    gpu_model: str | None = None,
+    gpu_count: int = 0,
+    cpus: float = 2,
+    benchmark: dict[str, Any] | None = None,
+) -> Iterator[Any]:
     """Join one more provider node through the real join path; kill it (SIGKILL, as a machine
     that loses power) and remove what it left in the shared Docker engine at the end."""
     from runner import local
     from runner.fleet import FleetNode
 
     ensure_provider(operator, provider, country)
-    fleet_node = FleetNode(name=name, provider=provider, region=region, country=country, gpu_model=gpu_model,
-                           gpu_count=gpu_count, cpus=cpus, memory_gb=2)  # fmt: skip
+    fleet_node = FleetNode(
+        name=name,
+        provider=provider,
+        region=region,
+        country=country,
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        cpus=cpus,
+        memory_gb=2,
+    )
     proc = local.join_fleet_node(operator, settings, fleet_node, index, benchmark=benchmark)
     try:
         yield proc

@@ -28,20 +28,40 @@ from runner.api import admin, artifacts, nodes, services, sessions, workloads
 from runner.api.context import AppContext
 from runner.api.encoding import FiniteJSONResponse
 from runner.core.errors import (
-    ArtifactStoreError, AuthError, ConflictError, NotFoundError, PolicyError, RunnerError, SpecError, UserError,
-)  # fmt: skip
+    ArtifactStoreError,
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    PolicyError,
+    RunnerError,
+    SpecError,
+    UserError,
+)
 from runner.core.spec.parsing import humanize_error
 
-_STATUS: dict[type[RunnerError], int] = {AuthError: 401, PolicyError: 403, NotFoundError: 404, ConflictError: 409,
-                                         SpecError: 422, UserError: 400, ArtifactStoreError: 502}  # fmt: skip
+_STATUS: dict[type[RunnerError], int] = {
+    AuthError: 401,
+    PolicyError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    SpecError: 422,
+    UserError: 400,
+    ArtifactStoreError: 502,
+}
 
 
 def create_app(ctx: AppContext) -> FastAPI:
     # No docs, redoc or openapi.json pages: FastAPI serves those without any credential, and
     # there is no open route (the schema of specs is `runner schema`).
-    app = FastAPI(title="runner", version="0.1.0", description="Run containerized workloads on rented GPU nodes.",
-                  default_response_class=FiniteJSONResponse, docs_url=None, redoc_url=None,
-                  openapi_url=None)  # fmt: skip
+    app = FastAPI(
+        title="runner",
+        version="0.1.0",
+        description="Run containerized workloads on rented GPU nodes.",
+        default_response_class=FiniteJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.ctx = ctx
     app.state.store = ctx.store
     app.state.key_cache = {}
@@ -72,7 +92,8 @@ def validation_error_body(errors: Any) -> dict[str, Any]:
             field, message = "", f"the body is not valid JSON ({(err.get('ctx') or {}).get('error', 'cannot parse')})"
         else:
             field, message = humanize_error({**err, "loc": where})
-        detail.append({"loc": [str(part) for part in loc], "field": field, "type": str(err.get("type", "")),
-                       "msg": message})  # fmt: skip
+        detail.append(
+            {"loc": [str(part) for part in loc], "field": field, "type": str(err.get("type", "")), "msg": message}
+        )
     text = "; ".join(f"{d['field']}: {d['msg']}" if d["field"] else d["msg"] for d in detail)
     return {"error": "UserError", "message": f"bad request: {text}", "detail": detail}

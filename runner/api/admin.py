@@ -10,32 +10,43 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
-from runner.core import ledger
 from runner.api.auth import Operator
 from runner.api.context import AppContext, context
 from runner.api.nodes import bill_json, statement_json
+from runner.core import ledger
 from runner.core.errors import UserError
 from runner.core.events import Stop, StopReason
 from runner.core.ledger import SlashCause
 from runner.core.policy import KYC, NodeState
 from runner.core.sla import UptimeDay as UptimeFacts
-from runner.core.sla import day_breached, monthly_uptime
+from runner.core.sla import day_breached, monthly_uptime, utc_day
 from runner.core.spec.fields import MAX_USD, Usd, bounded
 from runner.store import Provider, Tenant
-from runner.core.sla import utc_day
 
 router = APIRouter(prefix="/v1/admin")
 Ctx = Annotated[AppContext, Depends(context)]
 
 
 def tenant_json(ctx: AppContext, t: Tenant) -> dict[str, Any]:
-    return {"id": t.id, "country": t.country, "kyc": t.kyc, "budget_micros": t.budget_micros,
-            "spent_micros": ctx.store.tenant_spent(t.id), "created_at": t.created_at}  # fmt: skip
+    return {
+        "id": t.id,
+        "country": t.country,
+        "kyc": t.kyc,
+        "budget_micros": t.budget_micros,
+        "spent_micros": ctx.store.tenant_spent(t.id),
+        "created_at": t.created_at,
+    }
 
 
 def provider_json(ctx: AppContext, p: Provider) -> dict[str, Any]:
-    return {"id": p.id, "country": p.country, "kyc": p.kyc, "stake_micros": ctx.store.balance(ledger.stake_account(p.id)),
-            "nodes": [n.name for n in ctx.store.registry() if n.provider_id == p.id], "created_at": p.created_at}  # fmt: skip
+    return {
+        "id": p.id,
+        "country": p.country,
+        "kyc": p.kyc,
+        "stake_micros": ctx.store.balance(ledger.stake_account(p.id)),
+        "nodes": [n.name for n in ctx.store.registry() if n.provider_id == p.id],
+        "created_at": p.created_at,
+    }
 
 
 def _usd(value: float | None) -> int | None:
@@ -55,17 +66,28 @@ def tenants(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
 
 
 @router.post("/tenants", status_code=201)
-def add_tenant(_: Operator, ctx: Ctx, id: Annotated[str, Body()], country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")],
-               kyc: Annotated[KYC, Body()] = KYC.PENDING, budget_usd: Annotated[Usd | None, Body()] = None,
-               ) -> dict[str, Any]:  # fmt: skip
+def add_tenant(
+    _: Operator,
+    ctx: Ctx,
+    id: Annotated[str, Body()],
+    country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")],
+    kyc: Annotated[KYC, Body()] = KYC.PENDING,
+    budget_usd: Annotated[Usd | None, Body()] = None,
+) -> dict[str, Any]:
     t = ctx.store.add_tenant(id, country=country, kyc=kyc, budget_micros=_usd(budget_usd))
     return tenant_json(ctx, t)
 
 
 @router.post("/tenants/{tenant_id}")
-def update_tenant(_: Operator, ctx: Ctx, tenant_id: str, kyc: Annotated[KYC | None, Body()] = None,
-                  budget_usd: Annotated[Usd | None, Body()] = None, clear_budget: Annotated[bool, Body()] = False,
-                  country: Annotated[str | None, Body(pattern=r"^[A-Za-z]{2}$")] = None) -> dict[str, Any]:  # fmt: skip
+def update_tenant(
+    _: Operator,
+    ctx: Ctx,
+    tenant_id: str,
+    kyc: Annotated[KYC | None, Body()] = None,
+    budget_usd: Annotated[Usd | None, Body()] = None,
+    clear_budget: Annotated[bool, Body()] = False,
+    country: Annotated[str | None, Body(pattern=r"^[A-Za-z]{2}$")] = None,
+) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if kyc is not None:
         fields["kyc"] = kyc.value
@@ -96,9 +118,14 @@ def providers(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
 
 
 @router.post("/providers", status_code=201)
-def add_provider(_: Operator, ctx: Ctx, id: Annotated[str, Body(pattern=r"^[a-z][a-z0-9-]{0,62}$")],
-                 country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")], kyc: Annotated[KYC, Body()] = KYC.PENDING,
-                 stake_usd: Annotated[Usd, Body()] = 0.0) -> dict[str, Any]:  # fmt: skip
+def add_provider(
+    _: Operator,
+    ctx: Ctx,
+    id: Annotated[str, Body(pattern=r"^[a-z][a-z0-9-]{0,62}$")],
+    country: Annotated[str, Body(pattern=r"^[A-Za-z]{2}$")],
+    kyc: Annotated[KYC, Body()] = KYC.PENDING,
+    stake_usd: Annotated[Usd, Body()] = 0.0,
+) -> dict[str, Any]:
     p = ctx.store.add_provider(id, country=country, kyc=kyc)
     if stake_usd:
         ctx.store.post(ledger.stake_deposit(id, _usd(stake_usd) or 0, key=f"stake:{id}:initial"))
@@ -113,8 +140,13 @@ def provider_kyc(_: Operator, ctx: Ctx, provider_id: str, kyc: Annotated[KYC, Bo
 
 
 @router.post("/providers/{provider_id}/stake")
-def provider_stake(_: Operator, ctx: Ctx, provider_id: str, usd: Annotated[Deposit, Body(embed=True)],
-                   key: Annotated[str, Body(embed=True, min_length=1)]) -> dict[str, Any]:  # fmt: skip
+def provider_stake(
+    _: Operator,
+    ctx: Ctx,
+    provider_id: str,
+    usd: Annotated[Deposit, Body(embed=True)],
+    key: Annotated[str, Body(embed=True, min_length=1)],
+) -> dict[str, Any]:
     """Deposit stake; ``key`` makes a retried deposit count once."""
     p = ctx.store.get_provider(provider_id)
     ctx.store.post(ledger.stake_deposit(provider_id, _usd(usd) or 0, key=f"stake:{provider_id}:{key}"))
@@ -122,8 +154,9 @@ def provider_stake(_: Operator, ctx: Ctx, provider_id: str, usd: Annotated[Depos
 
 
 @router.post("/tokens", status_code=201)
-def issue_token(_: Operator, ctx: Ctx, provider: Annotated[str, Body()],
-                ttl_s: Annotated[TokenTtl, Body()] = 3600.0) -> dict[str, Any]:  # fmt: skip
+def issue_token(
+    _: Operator, ctx: Ctx, provider: Annotated[str, Body()], ttl_s: Annotated[TokenTtl, Body()] = 3600.0
+) -> dict[str, Any]:
     return {"provider": provider, "token": ctx.store.issue_join_token(provider, ttl_s=ttl_s), "ttl_s": ttl_s}
 
 
@@ -141,15 +174,21 @@ def offboard(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     """Remove a node now. With work still on it, that is leaving without draining: slashed."""
     node = ctx.store.get_node(name)
     running = [r for r in ctx.store.active_replicas() if r.node == name]
-    ctx.store.move_node(name, NodeState.OFFBOARDED, "offboarded" + (" without draining" if running else ""),
-                        by="operator")  # fmt: skip
+    ctx.store.move_node(
+        name, NodeState.OFFBOARDED, "offboarded" + (" without draining" if running else ""), by="operator"
+    )
     slashed = None
     # Once per offboarding: a retried request (the node already offboarded, its work not moved off
     # yet) would otherwise slash again under a new key (the state's new timestamp).
     if running and node.state != NodeState.OFFBOARDED.value:
-        tx = ctx.store.slash(provider=node.provider_id, cause=SlashCause.UNDRAINED_OFFBOARD, config=ctx.config.market,
-                             key=f"slash:offboard:{name}:{int(node.state_changed_at)}", node=name,
-                             memo=f"{name} offboarded with {len(running)} replica(s) running")  # fmt: skip
+        tx = ctx.store.slash(
+            provider=node.provider_id,
+            cause=SlashCause.UNDRAINED_OFFBOARD,
+            config=ctx.config.market,
+            key=f"slash:offboard:{name}:{int(node.state_changed_at)}",
+            node=name,
+            memo=f"{name} offboarded with {len(running)} replica(s) running",
+        )
         if tx is not None:
             slashed = -sum(p.amount for p in tx.postings if p.account == ledger.stake_account(node.provider_id))
     if running:
@@ -157,14 +196,18 @@ def offboard(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
             stop = Stop(StopReason.RELOCATE, f"move off offboarded node {name}", {"nodes": [name]})
             ctx.store.update_workload(workload_id, **stop.fields())
     ctx.supervisor.wake()
-    return {"node": name, "state": NodeState.OFFBOARDED.value, "replicas_moved": len(running), "slashed_micros": slashed}
+    return {
+        "node": name,
+        "state": NodeState.OFFBOARDED.value,
+        "replicas_moved": len(running),
+        "slashed_micros": slashed,
+    }
 
 
 @router.post("/nodes/{name}/activate")
 def activate(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     """Bring a suspended or draining node back after review."""
-    node = ctx.store.move_node(name, NodeState.ACTIVE, "activated by the operator", by="operator",
-                               challenge_failures=0)  # fmt: skip
+    node = ctx.store.move_node(name, NodeState.ACTIVE, "activated by the operator", by="operator", challenge_failures=0)
     ctx.supervisor.wake()
     return {"node": name, "state": node.state}
 
@@ -176,8 +219,10 @@ def challenge(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
 
 @router.get("/nodes/{name}/checks")
 def checks(_: Operator, ctx: Ctx, name: str, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
-    return [{"ts": c.ts, "kind": c.kind, "ok": c.ok, "measured": c.measured, "expected": c.expected,
-             "message": c.message} for c in ctx.store.checks(name, limit=limit)]  # fmt: skip
+    return [
+        {"ts": c.ts, "kind": c.kind, "ok": c.ok, "measured": c.measured, "expected": c.expected, "message": c.message}
+        for c in ctx.store.checks(name, limit=limit)
+    ]
 
 
 @router.get("/nodes/{name}/uptime")
@@ -188,18 +233,37 @@ def uptime(_: Operator, ctx: Ctx, name: str, days: int = Query(30, ge=1, le=366)
     since = utc_day(time.time() - days * 86_400)
     rows = [UptimeFacts(d.node, d.day, d.observed_s, d.online_s) for d in ctx.store.uptime_days(name, since_day=since)]
     month = monthly_uptime(rows[-30:])
-    return {"node": name, "sla": {"monthly_uptime": sla.monthly_uptime, "max_daily_offline_s": sla.max_daily_offline_s},
-            "monthly_uptime": month, "meets_sla": month is None or month >= sla.monthly_uptime,
-            "days": [{"day": r.day, "observed_s": r.observed_s, "online_s": r.online_s, "offline_s": r.offline_s,
-                      "breached": day_breached(r, sla)} for r in rows]}  # fmt: skip
+    return {
+        "node": name,
+        "sla": {"monthly_uptime": sla.monthly_uptime, "max_daily_offline_s": sla.max_daily_offline_s},
+        "monthly_uptime": month,
+        "meets_sla": month is None or month >= sla.monthly_uptime,
+        "days": [
+            {
+                "day": r.day,
+                "observed_s": r.observed_s,
+                "online_s": r.online_s,
+                "offline_s": r.offline_s,
+                "breached": day_breached(r, sla),
+            }
+            for r in rows
+        ],
+    }
 
 
 # -- audit and books ---------------------------------------------------------------------------------
 @router.get("/audit")
-def audit(_: Operator, ctx: Ctx, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=10_000),
-          kind: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    return [{"seq": e.seq, "ts": e.ts, "kind": e.kind, "payload": e.payload, "hash": e.hash}
-            for e in ctx.store.audit_entries(after_seq=after, limit=limit, kind=kind)]  # fmt: skip
+def audit(
+    _: Operator,
+    ctx: Ctx,
+    after: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=10_000),
+    kind: str | None = None,
+) -> list[dict[str, Any]]:
+    return [
+        {"seq": e.seq, "ts": e.ts, "kind": e.kind, "payload": e.payload, "hash": e.hash}
+        for e in ctx.store.audit_entries(after_seq=after, limit=limit, kind=kind)
+    ]
 
 
 @router.get("/audit/verify")

@@ -48,8 +48,12 @@ def list_artifacts(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, A
     """What the job stored under its checkpoint URI: objects, checkpoints, ``latest.json``."""
     w = ctx.store.get_workload(workload_id, tenant_id)
     store, _ = _store(ctx, w)
-    return {"workload": w.id, "state": w.state, "final_checkpoint": final_checkpoint(ctx, w),
-            **artifacts.listing(store)}  # fmt: skip
+    return {
+        "workload": w.id,
+        "state": w.state,
+        "final_checkpoint": final_checkpoint(ctx, w),
+        **artifacts.listing(store),
+    }
 
 
 @router.get("/v1/workloads/{workload_id}/artifacts/{key:path}")

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from runner.core import ledger
 from runner.api.auth import Anyone, Tenant
 from runner.api.context import AppContext, context
+from runner.core import ledger
 from runner.onboarding import JoinGrant, JoinRequest, onboard
 from runner.store import NodeRecord
 
@@ -22,11 +22,19 @@ def statement_json(statement: ledger.Statement, accounts: frozenset[str] | None 
     statement's own account)."""
     mine = accounts or frozenset({statement.account})
     return {
-        "account": statement.account, "totals": dict(statement.totals),
-        "lines": [{"key": tx.key, "kind": tx.kind.value, "memo": tx.memo, "refs": dict(tx.refs),
-                   "amount": sum(p.amount for p in tx.postings if p.account in mine)}
-                  for tx in statement.lines],
-    }  # fmt: skip
+        "account": statement.account,
+        "totals": dict(statement.totals),
+        "lines": [
+            {
+                "key": tx.key,
+                "kind": tx.kind.value,
+                "memo": tx.memo,
+                "refs": dict(tx.refs),
+                "amount": sum(p.amount for p in tx.postings if p.account in mine),
+            }
+            for tx in statement.lines
+        ],
+    }
 
 
 def bill_json(ctx: AppContext, tenant_id: str) -> dict[str, Any]:
@@ -46,24 +54,39 @@ def nodes_json(ctx: AppContext) -> list[dict[str, Any]]:
     out = []
     for name in sorted(set(registry) | set(sup.cluster.nodes)):
         ray_node, reg = sup.cluster.nodes.get(name), registry.get(name)
-        out.append({
-            "name": name, "alive": bool(ray_node and ray_node.alive),
-            "labels": ray_node.labels if ray_node else {}, "resources": ray_node.resources if ray_node else {},
-            "address": ray_node.address if ray_node else "", "replicas": running.get(name, 0),
-            "state": reg.state if reg else "unregistered", "provider": reg.provider_id if reg else "",
-            "region": reg.region if reg else "", "country": reg.country if reg else "",
-            "gpu_model": reg.gpu_model if reg else None, "gpu_count": reg.gpu_count if reg else 0,
-            "gpu_price_micros": reg.gpu_price_micros if reg else 0, "cpu_price_micros": reg.cpu_price_micros if reg else 0,
-            "verified_tflops": reg.verified_tflops if reg else 0.0, "simulated": reg.simulated if reg else None,
-            "reliability": reliability.get(name), "challenge_failures": reg.challenge_failures if reg else 0,
-            "message": reg.message if reg else "not in the registry: joined Ray without `runner node join`",
-        })  # fmt: skip
+        out.append(
+            {
+                "name": name,
+                "alive": bool(ray_node and ray_node.alive),
+                "labels": ray_node.labels if ray_node else {},
+                "resources": ray_node.resources if ray_node else {},
+                "address": ray_node.address if ray_node else "",
+                "replicas": running.get(name, 0),
+                "state": reg.state if reg else "unregistered",
+                "provider": reg.provider_id if reg else "",
+                "region": reg.region if reg else "",
+                "country": reg.country if reg else "",
+                "gpu_model": reg.gpu_model if reg else None,
+                "gpu_count": reg.gpu_count if reg else 0,
+                "gpu_price_micros": reg.gpu_price_micros if reg else 0,
+                "cpu_price_micros": reg.cpu_price_micros if reg else 0,
+                "verified_tflops": reg.verified_tflops if reg else 0.0,
+                "simulated": reg.simulated if reg else None,
+                "reliability": reliability.get(name),
+                "challenge_failures": reg.challenge_failures if reg else 0,
+                "message": reg.message if reg else "not in the registry: joined Ray without `runner node join`",
+            }
+        )
     return out
 
 
 @router.get("/v1/health")
 def health(_: Anyone, ctx: Ctx) -> dict[str, Any]:
-    return {"ok": True, "runtime": ctx.runtime_name, "nodes": sum(n.alive for n in ctx.supervisor.cluster.nodes.values())}
+    return {
+        "ok": True,
+        "runtime": ctx.runtime_name,
+        "nodes": sum(n.alive for n in ctx.supervisor.cluster.nodes.values()),
+    }
 
 
 @router.get("/v1/nodes")
@@ -74,8 +97,14 @@ def nodes(_: Anyone, ctx: Ctx) -> list[dict[str, Any]]:
 @router.post("/v1/nodes/join")
 def join(request: JoinRequest, ctx: Ctx) -> JoinGrant:
     """A provider machine joins with a join token (its credential here, instead of an API key)."""
-    grant = onboard(ctx.store, ctx.config, request, ray_address=ctx.ray_address, ray_token=ctx.ray_token,
-                    in_cluster=ctx.supervisor.cluster.alive)  # fmt: skip
+    grant = onboard(
+        ctx.store,
+        ctx.config,
+        request,
+        ray_address=ctx.ray_address,
+        ray_token=ctx.ray_token,
+        in_cluster=ctx.supervisor.cluster.alive,
+    )
     ctx.supervisor.wake()
     return grant
 

@@ -21,10 +21,10 @@ from runner.api.auth import Anyone, Operator, Tenant
 from runner.api.workloads import Ctx
 from runner.core.contract import service_port
 from runner.core.errors import NotFoundError
-from runner.gateway.address import gateway_url
 from runner.core.services import service_view
 from runner.core.sessions import player_url
 from runner.core.states import ReplicaState, WorkloadState
+from runner.gateway.address import gateway_url
 from runner.store import Workload
 
 router = APIRouter()
@@ -43,8 +43,9 @@ def _service(ctx: Any, workload_id: str, tenant_id: str) -> Workload:
 def view(ctx: Any, w: Workload) -> dict[str, Any]:
     spec = ctx.supervisor.spec(w) if not WorkloadState(w.state).is_terminal() else _parse(w)
     events = ctx.store.events(w.id)
-    return service_view(w, spec, ctx.store.replicas(w.id), events, gateway=gateway_url(ctx.supervisor.settings),
-                        now=time.time())  # fmt: skip
+    return service_view(
+        w, spec, ctx.store.replicas(w.id), events, gateway=gateway_url(ctx.supervisor.settings), now=time.time()
+    )
 
 
 def _parse(w: Workload) -> Any:
@@ -54,8 +55,9 @@ def _parse(w: Workload) -> Any:
 
 
 @router.get("/v1/services")
-def list_services(tenant_id: Tenant, ctx: Ctx, all: bool = False,
-                  limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:  # fmt: skip
+def list_services(
+    tenant_id: Tenant, ctx: Ctx, all: bool = False, limit: int = Query(100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
     """The tenant's services, newest first; ended ones only with ``all``."""
     rows = ctx.store.list_workloads(tenant_id=tenant_id, kind="inference", live_only=not all, limit=limit)
     return [view(ctx, w) for w in rows]
@@ -90,6 +92,14 @@ def routes(_: Operator, ctx: Ctx) -> dict[str, Any]:
             url = player_url(rep.ports, port, node_address=node.address if node else "")
             if url:
                 backends.append({"key": rep.key, "node": rep.node, "url": url.rstrip("/")})
-        services.append({"id": w.id, "name": w.name, "tenant": w.tenant_id, "created_at": w.created_at,
-                         "state": w.state, "backends": backends})  # fmt: skip
+        services.append(
+            {
+                "id": w.id,
+                "name": w.name,
+                "tenant": w.tenant_id,
+                "created_at": w.created_at,
+                "state": w.state,
+                "backends": backends,
+            }
+        )
     return {"services": services}

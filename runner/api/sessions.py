@@ -52,23 +52,31 @@ def view(ctx: Any, w: Workload) -> dict[str, Any]:
 
 
 @router.post("/v1/sessions", status_code=201)
-def start(tenant_id: Tenant, ctx: Ctx, request: Annotated[dict[str, Any], Body()],
-          idempotency_key: Annotated[str | None, Header()] = None) -> FiniteJSONResponse:  # fmt: skip
+def start(
+    tenant_id: Tenant,
+    ctx: Ctx,
+    request: Annotated[dict[str, Any], Body()],
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> FiniteJSONResponse:
     """Start a session: ``{"game": "breakout", "near": "eu-west", "fps": 60, ...}``."""
     if ctx.runtime_name != "docker":
-        raise UserError(f"sessions need the Docker runtime to publish the player's port; this cluster runs "
-                        f"{ctx.runtime_name}. To fix: start dockerd, then runner down && runner up --cpu")  # fmt: skip
+        raise UserError(
+            f"sessions need the Docker runtime to publish the player's port; this cluster runs "
+            f"{ctx.runtime_name}. To fix: start dockerd, then runner down && runner up --cpu"
+        )
     parsed = parse_workload(session_spec(request), source="session")
     admit(ctx, tenant_id, parsed)
-    row, created = ctx.store.create_workload(tenant_id=tenant_id, spec=spec_to_dict(parsed), source="session",
-                                             idempotency_key=idempotency_key)  # fmt: skip
+    row, created = ctx.store.create_workload(
+        tenant_id=tenant_id, spec=spec_to_dict(parsed), source="session", idempotency_key=idempotency_key
+    )
     ctx.supervisor.wake()
     return FiniteJSONResponse(view(ctx, row), status_code=201 if created else 200)
 
 
 @router.get("/v1/sessions")
-def list_sessions(tenant_id: Tenant, ctx: Ctx, all: bool = False,
-                  limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:  # fmt: skip
+def list_sessions(
+    tenant_id: Tenant, ctx: Ctx, all: bool = False, limit: int = Query(100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
     """The tenant's sessions, newest first; ended ones only with ``all``."""
     rows = ctx.store.list_workloads(tenant_id=tenant_id, kind="gaming", live_only=not all, limit=limit)
     return [view(ctx, w) for w in rows]
@@ -80,9 +88,13 @@ def get_session(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]
 
 
 @router.get("/v1/sessions/{workload_id}/wait")
-def wait(tenant_id: Tenant, ctx: Ctx, workload_id: str,
-         until: str = Query("serving", pattern="^(serving|ended)$"),
-         timeout: float = Query(25.0, ge=0, le=120)) -> dict[str, Any]:  # fmt: skip
+def wait(
+    tenant_id: Tenant,
+    ctx: Ctx,
+    workload_id: str,
+    until: str = Query("serving", pattern="^(serving|ended)$"),
+    timeout: float = Query(25.0, ge=0, le=120),
+) -> dict[str, Any]:
     """Long-poll: answer once the session serves (``until=serving``) or has ended, or at ``timeout``."""
     deadline = time.monotonic() + timeout
 
@@ -108,11 +120,17 @@ def end(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
         return view(ctx, w)  # ending already (or failing: a budget), nothing to add
     if state in (WorkloadState.PENDING, WorkloadState.RETRYING):
         ctx.store.update_workload(w.id, cancel_requested=True)
-        ctx.store.add_event(w.id, w.state, "end requested before the session started: withdrawn",
-                            kind=EventKind.REQUESTED, data={"request": "cancel"})  # fmt: skip
+        ctx.store.add_event(
+            w.id,
+            w.state,
+            "end requested before the session started: withdrawn",
+            kind=EventKind.REQUESTED,
+            data={"request": "cancel"},
+        )
     else:
         ctx.store.update_workload(w.id, **Stop(StopReason.END, "ended by the player", {"by": "player"}).fields())
-        ctx.store.add_event(w.id, w.state, "end requested by the player", kind=EventKind.REQUESTED,
-                            data={"request": "end"})  # fmt: skip
+        ctx.store.add_event(
+            w.id, w.state, "end requested by the player", kind=EventKind.REQUESTED, data={"request": "end"}
+        )
     ctx.supervisor.wake()
     return view(ctx, ctx.store.get_workload(w.id))

@@ -14,14 +14,14 @@ from urllib.parse import unquote, urlsplit
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from runner.core import ledger
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
+from runner.core import ledger
+from runner.core.demand import Demand
 from runner.core.errors import PolicyError, UserError
 from runner.core.events import EventKind
 from runner.core.network_store import foreign_prefix_problem
-from runner.core.demand import Demand
 from runner.core.policy import KYC, TenantFacts, admit_tenant
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.core.states import WorkloadState
@@ -34,22 +34,48 @@ Ctx = Annotated[AppContext, Depends(context)]
 
 def workload_json(w: Workload) -> dict[str, Any]:
     return {
-        "id": w.id, "name": w.name, "kind": w.kind, "state": w.state, "attempts": w.attempts,
-        "relocations": w.relocations, "node": w.node, "exit_code": w.exit_code, "message": w.message,
-        "source": w.source, "created_at": w.created_at, "started_at": w.started_at, "finished_at": w.finished_at,
-        "cancel_requested": w.cancel_requested, "stop_reason": w.stop_reason, "stop_kind": w.stop_kind or None,
-        "tenant": w.tenant_id, "spec": w.spec,
-    }  # fmt: skip
+        "id": w.id,
+        "name": w.name,
+        "kind": w.kind,
+        "state": w.state,
+        "attempts": w.attempts,
+        "relocations": w.relocations,
+        "node": w.node,
+        "exit_code": w.exit_code,
+        "message": w.message,
+        "source": w.source,
+        "created_at": w.created_at,
+        "started_at": w.started_at,
+        "finished_at": w.finished_at,
+        "cancel_requested": w.cancel_requested,
+        "stop_reason": w.stop_reason,
+        "stop_kind": w.stop_kind or None,
+        "tenant": w.tenant_id,
+        "spec": w.spec,
+    }
 
 
 def replica_json(r: Replica) -> dict[str, Any]:
     return {
-        "key": r.key, "index": r.index, "attempt": r.attempt, "node": r.node, "state": r.state, "handle": r.handle,
-        "exit_code": r.exit_code, "error": r.error, "started_at": r.started_at, "finished_at": r.finished_at,
-        "provider": r.provider_id, "price_micros": r.price_micros, "milli_units": r.milli_units,
-        "metered_s": r.metered_s, "ports": r.ports or {}, "reports": r.reports or {},
-        "pull_done_bytes": r.pull_done_bytes or 0, "pull_total_bytes": r.pull_total_bytes or 0,
-    }  # fmt: skip
+        "key": r.key,
+        "index": r.index,
+        "attempt": r.attempt,
+        "node": r.node,
+        "state": r.state,
+        "handle": r.handle,
+        "exit_code": r.exit_code,
+        "error": r.error,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "provider": r.provider_id,
+        "price_micros": r.price_micros,
+        "milli_units": r.milli_units,
+        "metered_s": r.metered_s,
+        "ports": r.ports or {},
+        "reports": r.reports or {},
+        "pull_done_bytes": r.pull_done_bytes or 0,
+        "pull_total_bytes": r.pull_total_bytes or 0,
+    }
 
 
 def event_json(e: Event) -> dict[str, Any]:
@@ -57,7 +83,9 @@ def event_json(e: Event) -> dict[str, Any]:
 
 
 def _ndjson(line: LogLine) -> bytes:
-    return (json.dumps({"id": line.id, "replica": line.replica_key, "seq": line.seq, "line": line.line}) + "\n").encode()
+    return (
+        json.dumps({"id": line.id, "replica": line.replica_key, "seq": line.seq, "line": line.line}) + "\n"
+    ).encode()
 
 
 def host_path_problem(uri: str, root: Path) -> str | None:
@@ -83,16 +111,24 @@ def separate_hosts_problem(spec: Any, shared_filesystem: bool, network_store: bo
     if shared_filesystem:
         return None
     checkpoint = getattr(getattr(spec, "checkpoint", None), "uri", None)
-    if spec.kind == "training" and not (checkpoint or "").startswith("s3://") and not (network_store and not checkpoint):
+    if (
+        spec.kind == "training"
+        and not (checkpoint or "").startswith("s3://")
+        and not (network_store and not checkpoint)
+    ):
         where = f"checkpoint.uri {checkpoint}" if checkpoint else "the default checkpoint folder (a file:// one)"
-        return (f"{where} is a folder on one machine, and this network's nodes are separate machines (a resumed "
-                "attempt may run on another). To fix: checkpoint.uri: s3://BUCKET/PREFIX, with AWS_ENDPOINT_URL, "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in env; or the operator gives the network a store "
-                "(runner up --advertise ... --store s3://BUCKET --store-endpoint URL)")  # fmt: skip
+        return (
+            f"{where} is a folder on one machine, and this network's nodes are separate machines (a resumed "
+            "attempt may run on another). To fix: checkpoint.uri: s3://BUCKET/PREFIX, with AWS_ENDPOINT_URL, "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in env; or the operator gives the network a store "
+            "(runner up --advertise ... --store s3://BUCKET --store-endpoint URL)"
+        )
     model = getattr(spec, "model", None) or ""
     if model.startswith("file://"):
-        return (f"model {model} is a folder on one machine, and this service's replicas run on providers' machines. "
-                "To fix: train with checkpoint.uri: s3://... and serve that URI")  # fmt: skip
+        return (
+            f"model {model} is a folder on one machine, and this service's replicas run on providers' machines. "
+            "To fix: train with checkpoint.uri: s3://... and serve that URI"
+        )
     return None
 
 
@@ -103,8 +139,10 @@ def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
     if not verdict:
         raise PolicyError(verdict.reason)
     root = tenant_artifacts(ctx.supervisor.settings, tenant_id)
-    for field_path, uri in (("checkpoint.uri", getattr(getattr(spec, "checkpoint", None), "uri", None)),
-                            ("model", getattr(spec, "model", None))):  # fmt: skip
+    for field_path, uri in (
+        ("checkpoint.uri", getattr(getattr(spec, "checkpoint", None), "uri", None)),
+        ("model", getattr(spec, "model", None)),
+    ):
         problem = host_path_problem(uri, root) if uri else None
         if problem:
             raise PolicyError(f"{field_path}: {problem}")
@@ -112,24 +150,30 @@ def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
         problem = foreign_prefix_problem(store, tenant_id, uri, field_path) if uri and store else None
         if problem:
             raise PolicyError(problem)
-    problem = separate_hosts_problem(spec, ctx.supervisor.settings.shared_filesystem,
-                                     network_store=ctx.supervisor.network_store is not None)  # fmt: skip
+    problem = separate_hosts_problem(
+        spec, ctx.supervisor.settings.shared_filesystem, network_store=ctx.supervisor.network_store is not None
+    )
     if problem:
         raise UserError(f"{spec.kind} {spec.name!r}: {problem}")
     if t.budget_micros is None:
         return
     left = t.budget_micros - ctx.store.tenant_spent(tenant_id)
     if left <= 0:
-        raise PolicyError(f"budget exhausted: {ledger.usd(left)} USD left of {ledger.usd(t.budget_micros)}. "
-                          "To fix: the operator raises it (runner admin tenant budget)")  # fmt: skip
+        raise PolicyError(
+            f"budget exhausted: {ledger.usd(left)} USD left of {ledger.usd(t.budget_micros)}. "
+            "To fix: the operator raises it (runner admin tenant budget)"
+        )
     if spec.timeout:
         d = Demand.from_spec(spec)
-        estimate = ledger.estimate_cost(worst_price(ctx, d), ledger.units_milli(d.gpus or d.cpu), d.replicas,
-                                        spec.timeout)  # fmt: skip
+        estimate = ledger.estimate_cost(
+            worst_price(ctx, d), ledger.units_milli(d.gpus or d.cpu), d.replicas, spec.timeout
+        )
         if estimate > left:
-            raise PolicyError(f"this workload may cost up to {ledger.usd(estimate)} USD ({d.replicas} replica(s) for "
-                              f"{spec.timeout:g}s at the highest fitting price) but the budget has "
-                              f"{ledger.usd(left)} USD left. To fix: a shorter timeout, a price cap, or a larger budget")  # fmt: skip
+            raise PolicyError(
+                f"this workload may cost up to {ledger.usd(estimate)} USD ({d.replicas} replica(s) for "
+                f"{spec.timeout:g}s at the highest fitting price) but the budget has "
+                f"{ledger.usd(left)} USD left. To fix: a shorter timeout, a price cap, or a larger budget"
+            )
 
 
 def worst_price(ctx: AppContext, d: Demand) -> int:
@@ -144,13 +188,18 @@ def worst_price(ctx: AppContext, d: Demand) -> int:
 
 
 @router.post("/v1/workloads", status_code=201)
-def submit(tenant_id: Tenant, ctx: Ctx, spec: Annotated[dict[str, Any], Body(embed=True)],
-           source: Annotated[str, Body(embed=True)] = "<api>",
-           idempotency_key: Annotated[str | None, Header()] = None) -> FiniteJSONResponse:  # fmt: skip
+def submit(
+    tenant_id: Tenant,
+    ctx: Ctx,
+    spec: Annotated[dict[str, Any], Body(embed=True)],
+    source: Annotated[str, Body(embed=True)] = "<api>",
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> FiniteJSONResponse:
     parsed = parse_workload(spec, source=source)
     admit(ctx, tenant_id, parsed)
-    row, created = ctx.store.create_workload(tenant_id=tenant_id, spec=spec_to_dict(parsed), source=source,
-                                             idempotency_key=idempotency_key)  # fmt: skip
+    row, created = ctx.store.create_workload(
+        tenant_id=tenant_id, spec=spec_to_dict(parsed), source=source, idempotency_key=idempotency_key
+    )
     ctx.supervisor.wake()
     return FiniteJSONResponse(workload_json(row), status_code=201 if created else 200)
 
@@ -163,8 +212,11 @@ def list_workloads(tenant_id: Tenant, ctx: Ctx, limit: int = Query(100, ge=1, le
 @router.get("/v1/workloads/{workload_id}")
 def get_workload(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     w = ctx.store.get_workload(workload_id, tenant_id)
-    return {**workload_json(w), "replicas": [replica_json(r) for r in ctx.store.replicas(w.id)],
-            "events": [event_json(e) for e in ctx.store.events(w.id)]}  # fmt: skip
+    return {
+        **workload_json(w),
+        "replicas": [replica_json(r) for r in ctx.store.replicas(w.id)],
+        "events": [event_json(e) for e in ctx.store.events(w.id)],
+    }
 
 
 @router.get("/v1/workloads/{workload_id}/explain")
@@ -174,15 +226,28 @@ def explain(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     record = ctx.store.last_placement(w.id)
     if record is None:
         return {"workload": w.id, "state": w.state, "decided": False, "message": w.message, "rows": []}
-    return {"workload": w.id, "state": w.state, "decided": True, "attempt": record.attempt, "ts": record.ts,
-            "placed": record.placed, "nodes": record.nodes, "message": record.message, "rows": record.rows,
-            "total_nodes": record.total_nodes}  # fmt: skip
+    return {
+        "workload": w.id,
+        "state": w.state,
+        "decided": True,
+        "attempt": record.attempt,
+        "ts": record.ts,
+        "placed": record.placed,
+        "nodes": record.nodes,
+        "message": record.message,
+        "rows": record.rows,
+        "total_nodes": record.total_nodes,
+    }
 
 
 @router.get("/v1/workloads/{workload_id}/wait")
-def wait(tenant_id: Tenant, ctx: Ctx, workload_id: str,
-         until: str = Query("terminal", pattern="^(terminal|running)$"),
-         timeout: float = Query(25.0, ge=0, le=120)) -> dict[str, Any]:  # fmt: skip
+def wait(
+    tenant_id: Tenant,
+    ctx: Ctx,
+    workload_id: str,
+    until: str = Query("terminal", pattern="^(terminal|running)$"),
+    timeout: float = Query(25.0, ge=0, le=120),
+) -> dict[str, Any]:
     """Long-poll: answer as soon as the workload reaches ``until`` (or ``timeout`` passes)."""
     deadline = time.monotonic() + timeout
 
@@ -209,8 +274,9 @@ def cancel(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
 
 
 @router.get("/v1/workloads/{workload_id}/logs")
-async def logs(tenant_id: Tenant, ctx: Ctx, workload_id: str, after: int = Query(0, ge=0),
-               follow: bool = False) -> StreamingResponse:  # fmt: skip
+async def logs(
+    tenant_id: Tenant, ctx: Ctx, workload_id: str, after: int = Query(0, ge=0), follow: bool = False
+) -> StreamingResponse:
     """Log lines as NDJSON (``{"id", "replica", "seq", "line"}``), streamed while ``follow`` and the
     workload is not finished. ``after`` is the last id seen: a reconnect resumes, no line twice."""
     store = ctx.store

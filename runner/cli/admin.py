@@ -8,8 +8,18 @@ import typer
 from rich.table import Table
 
 from runner.cli.common import (
-    JSON, app, client, console, friendly, join_command, print_json, settings, styled, usd, when,
-)  # fmt: skip
+    JSON,
+    app,
+    client,
+    console,
+    friendly,
+    join_command,
+    print_json,
+    settings,
+    styled,
+    usd,
+    when,
+)
 from runner.core.errors import UserError
 
 admin_app = typer.Typer(help="The operator's commands: tenants, providers, join tokens, audit.", no_args_is_help=True)
@@ -28,9 +38,12 @@ def _op() -> Any:
 
 @tenant_app.command("add")
 @friendly
-def tenant_add(name: str, country: Annotated[str, typer.Option(help="ISO country code.")],
-               kyc: Annotated[str, typer.Option(help="pending, verified or rejected.")] = "pending",
-               budget: Annotated[float | None, typer.Option(help="Hard budget, USD.")] = None) -> None:  # fmt: skip
+def tenant_add(
+    name: str,
+    country: Annotated[str, typer.Option(help="ISO country code.")],
+    kyc: Annotated[str, typer.Option(help="pending, verified or rejected.")] = "pending",
+    budget: Annotated[float | None, typer.Option(help="Hard budget, USD.")] = None,
+) -> None:
     """Add a tenant (KYC pending until checked)."""
     t = _op().admin("POST", "/tenants", id=name, country=country, kyc=kyc, budget_usd=budget)
     console.print(f"tenant {t['id']} ({t['country']}) KYC {styled(t['kyc'])}")
@@ -46,8 +59,11 @@ def tenant_kyc(name: str, status: str) -> None:
 
 @tenant_app.command("budget")
 @friendly
-def tenant_budget(name: str, usd_amount: Annotated[float | None, typer.Argument(metavar="USD")] = None,
-                  clear: Annotated[bool, typer.Option("--clear", help="Remove the budget.")] = False) -> None:  # fmt: skip
+def tenant_budget(
+    name: str,
+    usd_amount: Annotated[float | None, typer.Argument(metavar="USD")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the budget.")] = False,
+) -> None:
     """Set (or --clear) a tenant's hard budget in USD."""
     if usd_amount is None and not clear:
         raise UserError("give a budget in USD, or --clear")
@@ -77,9 +93,12 @@ def tenant_ls(as_json: JSON = False) -> None:
 
 @provider_app.command("add")
 @friendly
-def provider_add(name: str, country: Annotated[str, typer.Option(help="ISO country code.")],
-                 kyc: Annotated[str, typer.Option(help="pending, verified or rejected.")] = "pending",
-                 stake: Annotated[float, typer.Option(help="Initial stake deposit, USD.")] = 0.0) -> None:  # fmt: skip
+def provider_add(
+    name: str,
+    country: Annotated[str, typer.Option(help="ISO country code.")],
+    kyc: Annotated[str, typer.Option(help="pending, verified or rejected.")] = "pending",
+    stake: Annotated[float, typer.Option(help="Initial stake deposit, USD.")] = 0.0,
+) -> None:
     """Add a provider (KYC pending until checked)."""
     p = _op().admin("POST", "/providers", id=name, country=country, kyc=kyc, stake_usd=stake)
     console.print(f"provider {p['id']} ({p['country']}) KYC {styled(p['kyc'])}, stake {usd(p['stake_micros'])}")
@@ -95,8 +114,11 @@ def provider_kyc(name: str, status: str) -> None:
 
 @provider_app.command("stake")
 @friendly
-def provider_stake(name: str, usd_amount: Annotated[float, typer.Argument(metavar="USD")],
-                   key: Annotated[str, typer.Option(help="Deposit reference: the same key counts once.")]) -> None:  # fmt: skip
+def provider_stake(
+    name: str,
+    usd_amount: Annotated[float, typer.Argument(metavar="USD")],
+    key: Annotated[str, typer.Option(help="Deposit reference: the same key counts once.")],
+) -> None:
     """Deposit stake for a provider."""
     p = _op().admin("POST", f"/providers/{name}/stake", usd=usd_amount, key=key)
     console.print(f"provider {p['id']} stake {usd(p['stake_micros'])}")
@@ -117,7 +139,9 @@ def provider_ls(as_json: JSON = False) -> None:
 
 @token_app.command("issue")
 @friendly
-def token_issue(provider: str, ttl: Annotated[str, typer.Option(help="How long it stays valid, e.g. 30m, 1h.")] = "1h") -> None:
+def token_issue(
+    provider: str, ttl: Annotated[str, typer.Option(help="How long it stays valid, e.g. 30m, 1h.")] = "1h"
+) -> None:
     """Issue a single-use join token for one of a provider's machines."""
     from pydantic import TypeAdapter, ValidationError
 

@@ -13,8 +13,9 @@ from rich.table import Table
 from runner.cli.common import app, client, console, friendly, print_json
 from runner.core.errors import NotFoundError
 
-artifacts_app = typer.Typer(help="A training job's artifacts (checkpoints): list and download them.",
-                            no_args_is_help=True)  # fmt: skip
+artifacts_app = typer.Typer(
+    help="A training job's artifacts (checkpoints): list and download them.", no_args_is_help=True
+)
 app.add_typer(artifacts_app, name="artifacts")
 
 
@@ -46,8 +47,10 @@ def list_artifacts(workload_id: str, as_json: Annotated[bool, typer.Option("--js
     console.print(table)
     complete = [c["step"] for c in data["checkpoints"] if c["complete"]]
     partial = [c["step"] for c in data["checkpoints"] if not c["complete"]]
-    console.print(f"checkpoints: complete at steps {', '.join(map(str, complete)) or '-'}"
-                  + (f"; partial (never loaded) at {', '.join(map(str, partial))}" if partial else ""))  # fmt: skip
+    console.print(
+        f"checkpoints: complete at steps {', '.join(map(str, complete)) or '-'}"
+        + (f"; partial (never loaded) at {', '.join(map(str, partial))}" if partial else "")
+    )
 
 
 @artifacts_app.command("get")
@@ -68,7 +71,9 @@ def get_artifact(
         return
     inside = [k for k in items if k.startswith(key + "/")]
     if not inside:
-        raise NotFoundError(f"{workload_id} has no artifact or folder {key!r}. To fix: runner artifacts ls {workload_id}")
+        raise NotFoundError(
+            f"{workload_id} has no artifact or folder {key!r}. To fix: runner artifacts ls {workload_id}"
+        )
     for k in inside:
-        c.artifact_get(workload_id, k, target / k[len(key) + 1:])
+        c.artifact_get(workload_id, k, target / k[len(key) + 1 :])
     console.print(f"wrote {len(inside)} file(s) of {key} to {target}/", highlight=False)

@@ -21,16 +21,26 @@ app.add_typer(images_app, name="images")
 @friendly
 def up(
     cpu: Annotated[bool, typer.Option("--cpu", help="CPU mode: simulated provider nodes on this machine.")] = False,
-    advertise: Annotated[str | None, typer.Option(
-        help="The head of a real network: the address providers' machines and players reach this machine at. "
-             "Ray, the control plane, the gateway and the image registry listen there; no local nodes.")] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            help="The head of a real network: the address providers' machines and players reach this machine at. "
+            "Ray, the control plane, the gateway and the image registry listen there; no local nodes."
+        ),
+    ] = None,
     registry_port: Annotated[int, typer.Option(help="With --advertise: the image registry's port.")] = 5000,
-    store: Annotated[str | None, typer.Option(
-        help="With --advertise: the network's S3 store, s3://BUCKET[/PREFIX], where workloads' artifacts go when "
-             "their spec names none. Its admin credential comes from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-             "and stays on this machine; each workload gets its own.")] = None,
-    store_endpoint: Annotated[str | None, typer.Option(
-        help="With --store: the store's URL as providers' machines reach it, e.g. http://10.0.0.1:9000.")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="With --advertise: the network's S3 store, s3://BUCKET[/PREFIX], where workloads' artifacts go when "
+            "their spec names none. Its admin credential comes from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "and stays on this machine; each workload gets its own."
+        ),
+    ] = None,
+    store_endpoint: Annotated[
+        str | None,
+        typer.Option(help="With --store: the store's URL as providers' machines reach it, e.g. http://10.0.0.1:9000."),
+    ] = None,
     fleet: Annotated[Path | None, typer.Option(help="Fleet file (default: the packaged 4-node fleet).")] = None,
     runtime: Annotated[str | None, typer.Option(help="auto (Docker if an engine answers), docker or process.")] = None,
 ) -> None:
@@ -44,8 +54,10 @@ def up(
     from runner.runtime import docker_available
 
     if cpu == (advertise is not None):
-        raise UserError("runner up needs one of --cpu (a simulated network on this machine) or --advertise ADDR "
-                        "(the head of a network that providers' machines join)")  # fmt: skip
+        raise UserError(
+            "runner up needs one of --cpu (a simulated network on this machine) or --advertise ADDR "
+            "(the head of a network that providers' machines join)"
+        )
     if advertise is None and (store or store_endpoint):
         raise UserError("--store and --store-endpoint go with --advertise: in CPU mode artifacts stay in this home")
     if advertise is not None:
@@ -56,15 +68,18 @@ def up(
     if s.runtime in ("auto", "docker") and not docker_available():
         if s.runtime == "docker":
             raise UserError("--runtime docker, but no Docker engine answers. To fix: start dockerd")
-        err.print("[yellow]note:[/yellow] no Docker engine answers: workloads run as host processes "
-                  "(process runtime). Start dockerd and run `runner down && runner up --cpu` to use containers.")  # fmt: skip
+        err.print(
+            "[yellow]note:[/yellow] no Docker engine answers: workloads run as host processes "
+            "(process runtime). Start dockerd and run `runner down && runner up --cpu` to use containers."
+        )
     started = time.monotonic()
     local.up(s, fleet_path=str(fleet) if fleet else None, say=lambda m: console.print(f"  {m}"))
     console.print(f"[green]cluster up[/green] in {time.monotonic() - started:.1f}s. Try: runner nodes")
 
 
-def _head_up(advertise: str, registry_port: int, runtime: str | None, *, store: str | None,
-             store_endpoint: str | None) -> None:  # fmt: skip
+def _head_up(
+    advertise: str, registry_port: int, runtime: str | None, *, store: str | None, store_endpoint: str | None
+) -> None:
     """`runner up --advertise`: the head of a network, on the address its providers reach."""
     import json
     import socket
@@ -74,8 +89,10 @@ def _head_up(advertise: str, registry_port: int, runtime: str | None, *, store: 
     try:
         socket.create_server((advertise, 0)).close()
     except OSError as exc:
-        raise UserError(f"--advertise {advertise}: this machine cannot listen there ({exc.strerror}). "
-                        "To fix: give one of this machine's own addresses (ip -4 addr)") from None  # fmt: skip
+        raise UserError(
+            f"--advertise {advertise}: this machine cannot listen there ({exc.strerror}). "
+            "To fix: give one of this machine's own addresses (ip -4 addr)"
+        ) from None
     home = settings().home
     home.mkdir(parents=True, exist_ok=True)
     record = {"advertise": advertise, "registry": f"{advertise}:{registry_port}"}
@@ -85,16 +102,19 @@ def _head_up(advertise: str, registry_port: int, runtime: str | None, *, store: 
     s = settings(runtime=runtime)
     started = time.monotonic()
     local.up(s, head_only=True, say=lambda m: console.print(f"  {m}"))
-    console.print(f"[green]head up[/green] on {advertise} in {time.monotonic() - started:.1f}s. "
-                  "To let a provider's machine join:")  # fmt: skip
+    console.print(
+        f"[green]head up[/green] on {advertise} in {time.monotonic() - started:.1f}s. To let a provider's machine join:"
+    )
     console.print("  runner admin provider add PROVIDER --country CC --stake 100 --kyc verified")
     console.print("  runner admin token issue PROVIDER      # prints the join command with its token")
     console.print("  runner images push                     # the workload images, for providers to pull")
     console.print("then on that machine (ports it opens: Ray's node ports to the head, and its replicas' ports):")
     console.print(f"  {join_command(s, token='TOKEN', provider='PROVIDER')}")
     if s.store:
-        console.print(f"artifacts go to {s.store} ({s.store_endpoint}) unless a spec names its own; "
-                      "each workload gets a credential of its own")  # fmt: skip
+        console.print(
+            f"artifacts go to {s.store} ({s.store_endpoint}) unless a spec names its own; "
+            "each workload gets a credential of its own"
+        )
 
 
 def _network_store(home: Path, uri: str | None, endpoint: str | None) -> dict[str, str]:
@@ -113,13 +133,16 @@ def _network_store(home: Path, uri: str | None, endpoint: str | None) -> dict[st
         raise UserError(str(exc)) from None
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if not (key and secret):
-        raise UserError("--store needs the store's admin credential in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                        "(it stays on this machine; workloads get credentials of their own)")  # fmt: skip
+        raise UserError(
+            "--store needs the store's admin credential in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(it stays on this machine; workloads get credentials of their own)"
+        )
     import boto3
     import botocore.exceptions
 
-    s3 = boto3.client("s3", endpoint_url=store.endpoint, region_name=store.region, aws_access_key_id=key,
-                      aws_secret_access_key=secret)  # fmt: skip
+    s3 = boto3.client(
+        "s3", endpoint_url=store.endpoint, region_name=store.region, aws_access_key_id=key, aws_secret_access_key=secret
+    )
     try:
         try:
             s3.head_bucket(Bucket=store.bucket)
@@ -169,9 +192,18 @@ def nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             gpu += "*"
         rel = "-" if n["reliability"] is None else f"{n['reliability']:.3f}"
         price = f"{to_usd(n['gpu_price_micros']):.2f}" if n["gpu_model"] else "-"
-        table.add_row(n["name"], styled(n["state"]), "[green]yes[/green]" if n["alive"] else "[red]no[/red]",
-                      n["provider"], f"{n['region']}/{n['country']}", gpu, price, f"{n['verified_tflops']:.3g}", rel,
-                      str(n["replicas"]))  # fmt: skip
+        table.add_row(
+            n["name"],
+            styled(n["state"]),
+            "[green]yes[/green]" if n["alive"] else "[red]no[/red]",
+            n["provider"],
+            f"{n['region']}/{n['country']}",
+            gpu,
+            price,
+            f"{n['verified_tflops']:.3g}",
+            rel,
+            str(n["replicas"]),
+        )
     for column in table.columns:
         column.no_wrap = True
     console.print(table)
@@ -184,10 +216,16 @@ def nodes(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def images_build(
     names: Annotated[list[str] | None, typer.Argument(help="Images to build (default: all).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when the content hash is unchanged.")] = False,
-    verbose: Annotated[bool | None, typer.Option("--verbose", "-v", show_default=False,
-                                                 help="Stream the full build output (default: RUNNER_VERBOSE).")] = None,
-    log_file: Annotated[Path | None, typer.Option(help="Append the full output to this file "
-                                                  "(default: a fresh images-build.log in the cache).")] = None,
+    verbose: Annotated[
+        bool | None,
+        typer.Option(
+            "--verbose", "-v", show_default=False, help="Stream the full build output (default: RUNNER_VERBOSE)."
+        ),
+    ] = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(help="Append the full output to this file (default: a fresh images-build.log in the cache)."),
+    ] = None,
 ) -> None:
     """Build images from Debian packages and local wheels (works offline); cached by content hash.
 

@@ -21,8 +21,11 @@ from runner.core.errors import RunnerError
 from runner.core.ledger import MICROS
 from runner.settings import Settings
 
-app = typer.Typer(help="runner: run containerized workloads on rented GPU nodes.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    help="runner: run containerized workloads on rented GPU nodes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 #: Tables are not cut to 80 columns when the output is a file or a pipe (a log, a CI run): only a
 #: terminal has a width to respect (COLUMNS still wins when set).
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
@@ -31,8 +34,17 @@ err = Console(stderr=True, width=_WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 #: The ``--json`` option of every listing command.
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "RETRYING": "magenta",
-               "active": "green", "suspended": "red", "draining": "yellow", "offboarded": "dim"}  # fmt: skip
+STATE_STYLE = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLED": "yellow",
+    "RUNNING": "cyan",
+    "RETRYING": "magenta",
+    "active": "green",
+    "suspended": "red",
+    "draining": "yellow",
+    "offboarded": "dim",
+}
 
 
 def friendly(fn: F) -> F:
@@ -82,5 +94,4 @@ def print_json(data: Any) -> None:
 def join_command(s: Settings, *, token: str, provider: str) -> str:
     """The exact `runner node join` a provider's machine runs, printed the way `kubeadm init`
     prints `kubeadm join`: the head's URL as providers reach it, the token, the provider."""
-    return (f"runner node join --head {s.server_url} --token {token} --provider {provider} "
-            "--region REGION --country CC")
+    return f"runner node join --head {s.server_url} --token {token} --provider {provider} --region REGION --country CC"

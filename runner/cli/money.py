@@ -9,6 +9,7 @@ from rich.table import Table
 
 from runner.cli.common import JSON, app, client, console, friendly, print_json, usd
 
+
 def _statement_table(title: str, statement: dict[str, Any]) -> None:
     totals = "  ".join(f"{k}: {usd(v)}" for k, v in statement["totals"].items())
     console.print(f"[bold]{title}[/bold]  {totals}")
@@ -20,8 +21,10 @@ def _statement_table(title: str, statement: dict[str, Any]) -> None:
 
 @app.command()
 @friendly
-def bill(tenant: Annotated[str | None, typer.Option(help="Another tenant's bill (operator only).")] = None,
-         as_json: JSON = False) -> None:  # fmt: skip
+def bill(
+    tenant: Annotated[str | None, typer.Option(help="Another tenant's bill (operator only).")] = None,
+    as_json: JSON = False,
+) -> None:
     """Your bill: per-second usage of every replica, SLA credits, what you owe, budget left."""
     bills = client(operator=True).admin("GET", "/bills", params={"tenant": tenant}) if tenant else [client().bill()]
     if as_json:
@@ -33,8 +36,9 @@ def bill(tenant: Annotated[str | None, typer.Option(help="Another tenant's bill 
 
 @app.command()
 @friendly
-def earnings(provider: Annotated[str | None, typer.Option(help="One provider (default: all).")] = None,
-             as_json: JSON = False) -> None:  # fmt: skip
+def earnings(
+    provider: Annotated[str | None, typer.Option(help="One provider (default: all).")] = None, as_json: JSON = False
+) -> None:
     """Providers' earnings: gross, network fee, net, slashes, stake left (operator)."""
     rows = client(operator=True).admin("GET", "/earnings", params={"provider": provider} if provider else None)
     if as_json:

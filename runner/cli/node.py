@@ -11,13 +11,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from runner.cli.common import (
-    JSON, app, client, console, friendly, print_json, settings, styled, usd, when,
-)  # fmt: skip
+from runner.cli.common import JSON, app, client, console, friendly, print_json, settings, styled, usd, when
 from runner.core.errors import UserError
 
 node_app = typer.Typer(help="Provider nodes: join, drain, offboard, activate, challenge.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+
+
 def _gpu_arg(text: str | None) -> tuple[str, int] | None:
     if not text:
         return None
@@ -48,12 +48,22 @@ def node_join(
     memory_gb: Annotated[float, typer.Option(help="Memory to offer, GiB.")] = 8.0,
     simulate_gpu: Annotated[str | None, typer.Option(help="CPU mode: declare simulated GPUs, MODEL[:COUNT].")] = None,
     price: Annotated[float | None, typer.Option(help="Your price per GPU-hour, USD (default: list price).")] = None,
-    public_address: Annotated[str | None, typer.Option(
-        help="Where players and the gateway reach this machine's replicas, when NAT puts another address in "
-             "front (default: the address this machine reaches the head from).")] = None,
-    image_cache_gb: Annotated[float | None, typer.Option(
-        min=0, max=1e6, help="GB of pulled images this machine keeps; past it the least recently used are removed "
-                    "(default: $RUNNER_IMAGE_CACHE_GB or 50).")] = None,
+    public_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Where players and the gateway reach this machine's replicas, when NAT puts another address in "
+            "front (default: the address this machine reaches the head from)."
+        ),
+    ] = None,
+    image_cache_gb: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1e6,
+            help="GB of pulled images this machine keeps; past it the least recently used are removed "
+            "(default: $RUNNER_IMAGE_CACHE_GB or 50).",
+        ),
+    ] = None,
 ) -> None:
     """Join this machine: detect GPUs, benchmark, register, then run the Ray node (foreground)."""
     from runner.join import HeadLease, head_reachable, join, join_request, raylet_running, start_ray_node
@@ -62,20 +72,39 @@ def node_join(
     node_name = name or socket.gethostname().lower().split(".")[0]
     cpu_count = cpus or float(os.cpu_count() or 1)
     with console.status("benchmarking this machine..."):
-        request = join_request(token=token, provider=provider, name=node_name, region=region, country=country,
-                               cpus=cpu_count, memory_mb=int(memory_gb * 1024), simulate_gpu=_gpu_arg(simulate_gpu),
-                               price_per_gpu_hour=price)  # fmt: skip
+        request = join_request(
+            token=token,
+            provider=provider,
+            name=node_name,
+            region=region,
+            country=country,
+            cpus=cpu_count,
+            memory_mb=int(memory_gb * 1024),
+            simulate_gpu=_gpu_arg(simulate_gpu),
+            price_per_gpu_hour=price,
+        )
     bench = request["benchmark"]
-    console.print(f"benchmark: {bench['tflops']:.4g} TFLOPS ({bench['device']}, {bench['dtype']}), "
-                  f"{bench['bandwidth_gbs']:.4g} GB/s")  # fmt: skip
+    console.print(
+        f"benchmark: {bench['tflops']:.4g} TFLOPS ({bench['device']}, {bench['dtype']}), "
+        f"{bench['bandwidth_gbs']:.4g} GB/s"
+    )
     grant = join(head_url, request)
-    console.print(f"[green]registered[/green] {grant['node']} ({grant['state']}); joining Ray at {grant['ray_address']}")
+    console.print(
+        f"[green]registered[/green] {grant['node']} ({grant['state']}); joining Ray at {grant['ray_address']}"
+    )
     s = settings()
     node_ip = _local_ip(head_url)
-    proc = start_ray_node(grant, token_path=s.home / "node-ray-token", port_args=[f"--temp-dir={s.ray_temp_dir}"],
-                          log_path=s.logs_dir / "node.log", cpus=cpu_count, memory_mb=int(memory_gb * 1024),
-                          node_ip=node_ip, public_address=public_address or node_ip,
-                          image_cache_gb=s.image_cache_gb if image_cache_gb is None else image_cache_gb)  # fmt: skip
+    proc = start_ray_node(
+        grant,
+        token_path=s.home / "node-ray-token",
+        port_args=[f"--temp-dir={s.ray_temp_dir}"],
+        log_path=s.logs_dir / "node.log",
+        cpus=cpu_count,
+        memory_mb=int(memory_gb * 1024),
+        node_ip=node_ip,
+        public_address=public_address or node_ip,
+        image_cache_gb=s.image_cache_gb if image_cache_gb is None else image_cache_gb,
+    )
     console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
     lease = HeadLease(now=time.monotonic())
     had_raylet = False
@@ -83,8 +112,10 @@ def node_join(
         while (code := proc.poll()) is None:
             if lease.observe(head_reachable(grant["ray_address"]), time.monotonic()):
                 stopped = leave_network(node_name)
-                console.print(f"[yellow]cut off:[/yellow] the head has not answered for {lease.lease_s:g}s; "
-                              f"stopped {stopped} replica(s) (the head places them elsewhere)")  # fmt: skip
+                console.print(
+                    f"[yellow]cut off:[/yellow] the head has not answered for {lease.lease_s:g}s; "
+                    f"stopped {stopped} replica(s) (the head places them elsewhere)"
+                )
             # The head takes an offboarded node out of the cluster by shutting its raylet down, which
             # `ray start --block` does not count as a failure: it would go on waiting, holding nothing.
             if raylet_running(proc.pid):
@@ -97,8 +128,10 @@ def node_join(
         # Either this loop saw the raylet go, or `ray start --block` saw it first and exited: the
         # same event, said the same way.
         if had_raylet:
-            console.print("[yellow]out of the cluster:[/yellow] this node's raylet stopped "
-                          "(the head shuts an offboarded node down)")  # fmt: skip
+            console.print(
+                "[yellow]out of the cluster:[/yellow] this node's raylet stopped "
+                "(the head shuts an offboarded node down)"
+            )
     except KeyboardInterrupt:
         proc.terminate()
         code = proc.wait()
@@ -106,8 +139,10 @@ def node_join(
     # place its work elsewhere): what still runs here has no claim any more, and left running it
     # would run twice. The node's agent is gone with its Ray node, so the node stops them itself.
     stopped = leave_network(node_name)
-    console.print(f"left the network (ray node exit {code}); stopped {stopped} replica(s) still running here. "
-                  "To come back: a new join token from the operator, then runner node join again")  # fmt: skip
+    console.print(
+        f"left the network (ray node exit {code}); stopped {stopped} replica(s) still running here. "
+        "To come back: a new join token from the operator, then runner node join again"
+    )
     raise typer.Exit(code)
 
 
@@ -122,8 +157,9 @@ def leave_network(node: str) -> int:
         engine = docker_client()
     except RuntimeUnavailableError:
         return 0
-    containers = engine.containers.list(all=True, ignore_removed=True,
-                                        filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node}"]})  # fmt: skip
+    containers = engine.containers.list(
+        all=True, ignore_removed=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={node}"]}
+    )
     for container in containers:
         container.remove(force=True)
     return len(containers)
@@ -197,9 +233,14 @@ def node_checks(name: str, limit: int = 20, as_json: JSON = False) -> None:
         return
     table = Table("TIME", "KIND", "OK", "MEASURED", "EXPECTED", "MESSAGE", box=None)
     for c in rows:
-        table.add_row(when(c["ts"]), c["kind"], "yes" if c["ok"] else "[red]no[/red]",
-                      "-" if c["measured"] is None else f"{c['measured']:.4g}",
-                      "-" if c["expected"] is None else f"{c['expected']:.4g}", c["message"])  # fmt: skip
+        table.add_row(
+            when(c["ts"]),
+            c["kind"],
+            "yes" if c["ok"] else "[red]no[/red]",
+            "-" if c["measured"] is None else f"{c['measured']:.4g}",
+            "-" if c["expected"] is None else f"{c['expected']:.4g}",
+            c["message"],
+        )
     console.print(table)
 
 
@@ -213,12 +254,18 @@ def node_uptime(name: str, days: int = 30, as_json: JSON = False) -> None:
         return
     month = "-" if data["monthly_uptime"] is None else f"{data['monthly_uptime']:.4%}"
     verdict = "[green]meets[/green]" if data["meets_sla"] else "[red]misses[/red]"
-    console.print(f"{name}: uptime {month} over the last 30 days, {verdict} the SLA "
-                  f"({data['sla']['monthly_uptime']:.0%}, <= {data['sla']['max_daily_offline_s'] / 60:g} min offline a day)")  # fmt: skip
+    console.print(
+        f"{name}: uptime {month} over the last 30 days, {verdict} the SLA "
+        f"({data['sla']['monthly_uptime']:.0%}, <= {data['sla']['max_daily_offline_s'] / 60:g} min offline a day)"
+    )
     table = Table("DAY", "OBSERVED", "OFFLINE", "BREACH", box=None)
     for d in data["days"]:
-        table.add_row(d["day"], f"{d['observed_s'] / 3600:.2f} h", f"{d['offline_s'] / 60:.1f} min",
-                      "[red]yes[/red]" if d["breached"] else "no")  # fmt: skip
+        table.add_row(
+            d["day"],
+            f"{d['observed_s'] / 3600:.2f} h",
+            f"{d['offline_s'] / 60:.1f} min",
+            "[red]yes[/red]" if d["breached"] else "no",
+        )
     console.print(table)
 
 

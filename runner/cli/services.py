@@ -25,31 +25,58 @@ def _num(value: Any, digits: int = 1) -> str:
 def service_lines(s: dict[str, Any]) -> list[str]:
     """The head of ``runner status`` for a service."""
     r = s["replicas"]
-    lines = [f"  endpoint: {s['endpoint'] or '(no gateway running: runner up starts one)'}",
-             f"  model: {s['model']}; replicas: {r['serving']} serving, {r['live']} live, desired {r['desired']} "
-             f"(min {r['min']}, max {r['max']}); {_num(s['requests_per_s'])} requests/s, "
-             f"{_num(s['items_per_s'])} inputs/s"]  # fmt: skip
+    lines = [
+        f"  endpoint: {s['endpoint'] or '(no gateway running: runner up starts one)'}",
+        f"  model: {s['model']}; replicas: {r['serving']} serving, {r['live']} live, desired {r['desired']} "
+        f"(min {r['min']}, max {r['max']}); {_num(s['requests_per_s'])} requests/s, "
+        f"{_num(s['items_per_s'])} inputs/s",
+    ]
     if s["last_scaling"]:
         lines.append(f"  last scaling: {s['last_scaling']}")
     return lines
 
 
 def members_table(s: dict[str, Any]) -> Table:
-    table = Table("REPLICA", "NODE", "PROVIDER", "STATE", "SERVING", "REQ/S", "INPUTS/S", "P50 MS", "P99 MS",
-                  "QUEUE", "BATCH", box=None, title="service replicas (latest metrics report)")  # fmt: skip
+    table = Table(
+        "REPLICA",
+        "NODE",
+        "PROVIDER",
+        "STATE",
+        "SERVING",
+        "REQ/S",
+        "INPUTS/S",
+        "P50 MS",
+        "P99 MS",
+        "QUEUE",
+        "BATCH",
+        box=None,
+        title="service replicas (latest metrics report)",
+    )
     for m in s["members"]:
-        table.add_row(m["key"], m["node"], m["provider"], m["state"], "yes" if m["serving"] else "no",
-                      _num(m["requests_per_s"]), _num(m["items_per_s"]), _num(m["latency_ms_p50"]),
-                      _num(m["latency_ms_p99"]), "-" if m["queue_depth"] is None else str(m["queue_depth"]),
-                      _num(m["batch_size_mean"]))  # fmt: skip
+        table.add_row(
+            m["key"],
+            m["node"],
+            m["provider"],
+            m["state"],
+            "yes" if m["serving"] else "no",
+            _num(m["requests_per_s"]),
+            _num(m["items_per_s"]),
+            _num(m["latency_ms_p50"]),
+            _num(m["latency_ms_p99"]),
+            "-" if m["queue_depth"] is None else str(m["queue_depth"]),
+            _num(m["batch_size_mean"]),
+        )
     return table
 
 
 @app.command()
 @friendly
-def endpoint(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = False,
-             wait: Annotated[bool, typer.Option("--wait", help="First wait until a replica serves.")] = False,
-             timeout: Annotated[float, typer.Option(help="How long --wait waits, seconds.")] = 300) -> None:  # fmt: skip
+def endpoint(
+    workload_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="First wait until a replica serves.")] = False,
+    timeout: Annotated[float, typer.Option(help="How long --wait waits, seconds.")] = 300,
+) -> None:
     """Print a service's endpoint: its OpenAI base URL on the gateway (use your runner API key)."""
     c = client()
     if wait:
@@ -68,8 +95,10 @@ def endpoint(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] 
 
 @app.command("services")
 @friendly
-def list_services(all: Annotated[bool, typer.Option("--all", help="Include ended services.")] = False,
-                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:  # fmt: skip
+def list_services(
+    all: Annotated[bool, typer.Option("--all", help="Include ended services.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Inference services: state, replicas serving, request rate, endpoint."""
     rows = client().services(all=all)
     if as_json:
@@ -78,8 +107,14 @@ def list_services(all: Annotated[bool, typer.Option("--all", help="Include ended
     table = Table("ID", "NAME", "STATE", "SERVING", "REQ/S", "ENDPOINT", box=None)
     for s in rows:
         r = s["replicas"]
-        table.add_row(s["id"], s["name"], styled(s["state"]), f"{r['serving']}/{r['desired']}",
-                      _num(s["requests_per_s"]), s["endpoint"] or "-")  # fmt: skip
+        table.add_row(
+            s["id"],
+            s["name"],
+            styled(s["state"]),
+            f"{r['serving']}/{r['desired']}",
+            _num(s["requests_per_s"]),
+            s["endpoint"] or "-",
+        )
     console.print(table)
 
 

@@ -44,7 +44,7 @@ def _rtt_cell(s: dict[str, Any]) -> str:
 
 
 def _where(s: dict[str, Any]) -> str:
-    """"on NODE (REGION, RTT ...)": the measured round trip first where there is one, the
+    """ "on NODE (REGION, RTT ...)": the measured round trip first where there is one, the
     table's beside it, so a player far from ``near`` shows as a gap between the two."""
     if not s["node"]:
         return "not placed yet"
@@ -89,14 +89,28 @@ def start(
     image: Annotated[str | None, typer.Option(help="Game server image (default runner/gaming:latest).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it serves and print its URL.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for it to serve.")] = 120.0,
-    idempotency_key: Annotated[str | None, typer.Option(help="Starting again with it returns the same session.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Starting again with it returns the same session.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Start a gaming session near a player; print the player's URL once it serves."""
     c = client()
-    s = c.session_start(game, near, fps=fps, resolution=resolution, gpu=gpu, cpu=cpu, memory=memory,
-                        idle_timeout=idle_timeout, max_duration=max_duration, latency_budget_ms=latency_budget_ms,
-                        name=name, image=image, idempotency_key=idempotency_key)  # fmt: skip
+    s = c.session_start(
+        game,
+        near,
+        fps=fps,
+        resolution=resolution,
+        gpu=gpu,
+        cpu=cpu,
+        memory=memory,
+        idle_timeout=idle_timeout,
+        max_duration=max_duration,
+        latency_budget_ms=latency_budget_ms,
+        name=name,
+        image=image,
+        idempotency_key=idempotency_key,
+    )
     if not wait:
         if as_json:
             print_json(s)
@@ -106,14 +120,19 @@ def start(
     t0 = time.monotonic()
     s = c.session_wait(s["id"], until="serving", timeout_s=timeout)
     if s["phase"] != "serving" or not s["url"]:
-        raise WorkloadFailedError(f"session {s['id']} is {s['phase']} ({s['state']}) after {time.monotonic() - t0:.0f}s, "
-                                  f"not serving: {s['message']}. To fix: runner status {s['id']}")  # fmt: skip
+        raise WorkloadFailedError(
+            f"session {s['id']} is {s['phase']} ({s['state']}) after {time.monotonic() - t0:.0f}s, "
+            f"not serving: {s['message']}. To fix: runner status {s['id']}"
+        )
     reachable = _answers(s["url"], HEALTH_S)
     if as_json:
         print_json({**s, "reachable": reachable})
         return
-    console.print(f"session [bold]{s['id']}[/bold] ({s['game']}, {s['resolution']} at {s['target_fps']} fps) "
-                  f"{_where(s)}, serving after {time.monotonic() - t0:.1f}s", highlight=False)  # fmt: skip
+    console.print(
+        f"session [bold]{s['id']}[/bold] ({s['game']}, {s['resolution']} at {s['target_fps']} fps) "
+        f"{_where(s)}, serving after {time.monotonic() - t0:.1f}s",
+        highlight=False,
+    )
     if not reachable:
         err.print(f"[yellow]warning:[/yellow] {s['url']} does not answer from here yet (the session says it serves)")
     console.print("player URL:")
@@ -122,8 +141,10 @@ def start(
 
 @session_app.command("ls")
 @friendly
-def list_sessions(all: Annotated[bool, typer.Option("--all", help="Ended sessions too.")] = False,
-                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:  # fmt: skip
+def list_sessions(
+    all: Annotated[bool, typer.Option("--all", help="Ended sessions too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Sessions: where each runs, how far from its player, how it plays, its URL."""
     rows = client().sessions(all=all)
     if as_json:
@@ -134,17 +155,29 @@ def list_sessions(all: Annotated[bool, typer.Option("--all", help="Ended session
         style = PHASE_STYLE.get(s["phase"])
         phase = f"[{style}]{s['phase']}[/{style}]" if style else s["phase"]
         sla = "[red]breach[/red]" if s["sla"]["state"] == "breached" else ("ok" if s["fps"] is not None else "-")
-        table.add_row(s["id"], s["game"], s["node"] or "-", s["region"] or "-", _rtt_cell(s), phase,
-                      f"{_num(s['fps'])}/{s['target_fps']}", f"{_num(s['latency_p95_ms'], ' ms')}",
-                      sla, when(s["started_at"]), s["url"] or "-")  # fmt: skip
+        table.add_row(
+            s["id"],
+            s["game"],
+            s["node"] or "-",
+            s["region"] or "-",
+            _rtt_cell(s),
+            phase,
+            f"{_num(s['fps'])}/{s['target_fps']}",
+            f"{_num(s['latency_p95_ms'], ' ms')}",
+            sla,
+            when(s["started_at"]),
+            s["url"] or "-",
+        )
     console.print(table)
 
 
 @session_app.command("end")
 @friendly
-def end(workload_id: str,
-        wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it has ended.")] = True,
-        timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0) -> None:  # fmt: skip
+def end(
+    workload_id: str,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it has ended.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0,
+) -> None:
     """End a session in order: the game server stops, reports its last metrics, and exits."""
     c = client()
     s = c.session_end(workload_id)
@@ -156,19 +189,22 @@ def end(workload_id: str,
     if s["state"] == "FAILED":
         raise WorkloadFailedError(f"{s['id']} ended FAILED: {s['message']}")
     if s["phase"] != "ended":
-        raise WorkloadFailedError(f"{s['id']} has not ended after {timeout:g}s ({s['state']}). To fix: runner cancel "
-                                  f"{s['id']}")  # fmt: skip
+        raise WorkloadFailedError(
+            f"{s['id']} has not ended after {timeout:g}s ({s['state']}). To fix: runner cancel {s['id']}"
+        )
 
 
 def session_lines(s: dict[str, Any]) -> list[str]:
     """The session block of ``runner status``: where, URL, how it plays, the SLA."""
     sla = s["sla"]
-    lines = [f"session: {s['game']} {s['phase']} {_where(s)}" + (f", {s['url']}" if s["url"] else ""),
-             f"  fps {_num(s['fps'])} of {s['target_fps']}, frame p95 {_num(s['frame_p95_ms'], ' ms')}, "
-             f"latency p50/p95 {_num(s['latency_p50_ms'])}/{_num(s['latency_p95_ms'], ' ms')} "
-             f"(budget {s['latency_budget_ms']:g} ms), players {s['players'] if s['players'] is not None else '-'}",
-             f"  SLA: {sla['state'].upper()}, {sla['breaches']} breach(es)"
-             + (f"; last: {sla['last']}" if sla["last"] else "")]  # fmt: skip
+    lines = [
+        f"session: {s['game']} {s['phase']} {_where(s)}" + (f", {s['url']}" if s["url"] else ""),
+        f"  fps {_num(s['fps'])} of {s['target_fps']}, frame p95 {_num(s['frame_p95_ms'], ' ms')}, "
+        f"latency p50/p95 {_num(s['latency_p50_ms'])}/{_num(s['latency_p95_ms'], ' ms')} "
+        f"(budget {s['latency_budget_ms']:g} ms), players {s['players'] if s['players'] is not None else '-'}",
+        f"  SLA: {sla['state'].upper()}, {sla['breaches']} breach(es)"
+        + (f"; last: {sla['last']}" if sla["last"] else ""),
+    ]
     if s["ended_reason"]:
         lines.append(f"  ended: {s['ended_reason']}")
     return lines

@@ -54,8 +54,10 @@ def progress_text(progress: dict[str, Any]) -> str:
     step, total = progress.get("step", 0), progress.get("total_steps") or 0
     pct = f" ({100 * step / total:.0f}%)" if total else ""
     loss = progress.get("loss")
-    return (f"step {step}/{total or '?'}{pct}, loss {'-' if loss is None else f'{loss:.4f}'}, "
-            f"{progress.get('steps_per_s', 0):.1f} steps/s, ETA {duration(eta_s(progress))}")  # fmt: skip
+    return (
+        f"step {step}/{total or '?'}{pct}, loss {'-' if loss is None else f'{loss:.4f}'}, "
+        f"{progress.get('steps_per_s', 0):.1f} steps/s, ETA {duration(eta_s(progress))}"
+    )
 
 
 def rank0_reports(w: dict[str, Any]) -> dict[str, Any]:
@@ -83,8 +85,10 @@ def training_lines(w: dict[str, Any]) -> list[str]:
         lines.append(f"  resumed from step {resume.get('step')} ({resume.get('uri')})")
     if "result" in reports:
         r = reports["result"]
-        lines.append(f"  result: loss {r.get('first_loss')} -> {r.get('final_loss')} (validation {r.get('val_loss')}), "
-                     f"{r.get('steps_per_s')} steps/s on {r.get('world_size')} worker(s)")  # fmt: skip
+        lines.append(
+            f"  result: loss {r.get('first_loss')} -> {r.get('final_loss')} (validation {r.get('val_loss')}), "
+            f"{r.get('steps_per_s')} steps/s on {r.get('world_size')} worker(s)"
+        )
         lines.append(f"  final checkpoint: {r.get('checkpoint')}  (serve it: see `runner artifacts ls {w['id']}`)")
     return lines
 
@@ -113,8 +117,13 @@ def follow_lines(items: Iterable[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
         elif kind == "resume":
             yield "line", f"resumed from step {report.get('step')} of {report.get('total_steps')} ({report.get('uri')})"
         elif kind == "result":
-            yield "line", (f"result: loss {report.get('first_loss')} -> {report.get('final_loss')}, "
-                           f"{report.get('steps_per_s')} steps/s; final checkpoint {report.get('checkpoint')}")  # fmt: skip
+            yield (
+                "line",
+                (
+                    f"result: loss {report.get('first_loss')} -> {report.get('final_loss')}, "
+                    f"{report.get('steps_per_s')} steps/s; final checkpoint {report.get('checkpoint')}"
+                ),
+            )
         else:
             yield "line", item["line"]
 
@@ -125,8 +134,14 @@ def follow_training(items: Iterable[dict[str, Any]], console: Console) -> None:
         for kind, value in follow_lines(items):
             print(f"progress: {progress_text(value)}" if kind == "progress" else value, flush=True)
         return
-    columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-               TextColumn("{task.fields[rate]} steps/s"), TextColumn("ETA {task.fields[eta]}"))  # fmt: skip
+    columns = (
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]} steps/s"),
+        TextColumn("ETA {task.fields[eta]}"),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("training", total=None, loss="-", rate="-", eta="-")
         for kind, value in follow_lines(items):
@@ -134,6 +149,11 @@ def follow_training(items: Iterable[dict[str, Any]], console: Console) -> None:
                 bar.console.print(value, markup=False, highlight=False)
                 continue
             loss = value.get("loss")
-            bar.update(task, completed=value.get("step", 0), total=value.get("total_steps"),
-                       loss="-" if loss is None else f"{loss:.4f}", rate=f"{value.get('steps_per_s', 0):.1f}",
-                       eta=duration(eta_s(value)))  # fmt: skip
+            bar.update(
+                task,
+                completed=value.get("step", 0),
+                total=value.get("total_steps"),
+                loss="-" if loss is None else f"{loss:.4f}",
+                rate=f"{value.get('steps_per_s', 0):.1f}",
+                eta=duration(eta_s(value)),
+            )

@@ -38,7 +38,9 @@ def submit(
     spec_file: Annotated[Path, typer.Argument(help="A workload spec (YAML).")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait until it ends; exit 3 unless it succeeded.")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream its logs until it ends.")] = False,
-    idempotency_key: Annotated[str | None, typer.Option(help="Submitting again with this key returns the same workload.")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Submitting again with this key returns the same workload.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Submit a workload."""
@@ -80,8 +82,16 @@ def list_workloads(as_json: Annotated[bool, typer.Option("--json")] = False, lim
         return
     table = Table("ID", "NAME", "KIND", "STATE", "NODE", "ATTEMPTS", "CREATED", "MESSAGE", box=None)
     for w in rows:
-        table.add_row(w["id"], w["name"], w["kind"], styled(w["state"]), w["node"] or "-", str(w["attempts"]),
-                      when(w["created_at"]), w["message"][:60])  # fmt: skip
+        table.add_row(
+            w["id"],
+            w["name"],
+            w["kind"],
+            styled(w["state"]),
+            w["node"] or "-",
+            str(w["attempts"]),
+            when(w["created_at"]),
+            w["message"][:60],
+        )
     console.print(table)
 
 
@@ -98,8 +108,10 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
     if as_json:
         print_json(w)
         return
-    console.print(f"[bold]{w['id']}[/bold] {w['kind']} {w['name']!r}: {styled(w['state'])}  "
-                  f"attempt {w['attempts']}, node {w['node'] or '-'}, exit code {w['exit_code']}")  # fmt: skip
+    console.print(
+        f"[bold]{w['id']}[/bold] {w['kind']} {w['name']!r}: {styled(w['state'])}  "
+        f"attempt {w['attempts']}, node {w['node'] or '-'}, exit code {w['exit_code']}"
+    )
     if w["message"]:
         console.print(f"  {w['message']}", markup=False)
     if w.get("session"):
@@ -119,11 +131,20 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
             console.print(line, markup=False, highlight=False)
         if w["service"]["members"]:
             console.print(members_table(w["service"]))
-    replicas = Table("REPLICA", "NODE", "PROVIDER", "STATE", "EXIT", "PRICE/H", "BILLED", "ERROR", box=None,
-                     title="replicas")  # fmt: skip
+    replicas = Table(
+        "REPLICA", "NODE", "PROVIDER", "STATE", "EXIT", "PRICE/H", "BILLED", "ERROR", box=None, title="replicas"
+    )
     for r in w["replicas"]:
-        replicas.add_row(r["key"], r["node"], r["provider"], replica_state(r), str(r["exit_code"]),
-                         usd(r["price_micros"]), f"{r['metered_s']}s", r["error"][:50])  # fmt: skip
+        replicas.add_row(
+            r["key"],
+            r["node"],
+            r["provider"],
+            replica_state(r),
+            str(r["exit_code"]),
+            usd(r["price_micros"]),
+            f"{r['metered_s']}s",
+            r["error"][:50],
+        )
     console.print(replicas)
     reports = [(r["key"], kind, body) for r in w["replicas"] for kind, body in (r["reports"] or {}).items()]
     if reports:
@@ -164,8 +185,11 @@ def cancel(workload_id: str) -> None:
 
 @app.command()
 @friendly
-def explain(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = False,
-            limit: Annotated[int, typer.Option(help="Rows to show.")] = 50) -> None:  # fmt: skip
+def explain(
+    workload_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+) -> None:
     """Why a workload went where it went (or waits): every candidate node, its verdict and score."""
     data = client().explain(workload_id)
     if as_json:
@@ -174,14 +198,28 @@ def explain(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] =
     if not data["decided"]:
         console.print(f"{workload_id}: no placement decision yet ({data['state']}). {data['message']}")
         return
-    console.print(f"[bold]{workload_id}[/bold] attempt {data['attempt']}: "
-                  + (f"[green]placed[/green] on {', '.join(data['nodes'])}" if data["placed"] else
-                     f"[yellow]waiting[/yellow]: {data['message']}"), highlight=False)  # fmt: skip
+    console.print(
+        f"[bold]{workload_id}[/bold] attempt {data['attempt']}: "
+        + (
+            f"[green]placed[/green] on {', '.join(data['nodes'])}"
+            if data["placed"]
+            else f"[yellow]waiting[/yellow]: {data['message']}"
+        ),
+        highlight=False,
+    )
     table = Table("", "NODE", "PROVIDER", "REGION", "GPU", "PRICE/H", "SCORE", "VERDICT", box=None)
     for row in data["rows"][:limit]:
         verdict = "[green]ok[/green]" if row["verdict"] == "ok" else row["verdict"]
-        table.add_row("*" if row["chosen"] else "", row["node"], row["provider"], row["region"], row["gpu"],
-                      f"${row['price_usd']:.2f}", "-" if row["score"] is None else f"{row['score']:.3f}", verdict)  # fmt: skip
+        table.add_row(
+            "*" if row["chosen"] else "",
+            row["node"],
+            row["provider"],
+            row["region"],
+            row["gpu"],
+            f"${row['price_usd']:.2f}",
+            "-" if row["score"] is None else f"{row['score']:.3f}",
+            verdict,
+        )
     console.print(table)
     if data["total_nodes"] > len(data["rows"][:limit]):
         console.print(f"({data['total_nodes'] - len(data['rows'][:limit])} more nodes not shown)")

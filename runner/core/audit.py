@@ -51,7 +51,9 @@ def verify_chain(entries: Iterable[AuditEntry]) -> ChainCheck:
     prev, count, expected_seq = GENESIS, 0, 1
     for e in entries:
         if e.seq != expected_seq:
-            return ChainCheck(False, count, e.seq, f"entry {e.seq} follows {expected_seq - 1}: entries missing or reordered")
+            return ChainCheck(
+                False, count, e.seq, f"entry {e.seq} follows {expected_seq - 1}: entries missing or reordered"
+            )
         if e.prev_hash != prev:
             return ChainCheck(False, count, e.seq, f"entry {e.seq} does not link to the hash of entry {e.seq - 1}")
         if entry_hash(e.prev_hash, e.seq, e.ts, e.kind, e.payload) != e.hash:

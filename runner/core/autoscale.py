@@ -53,11 +53,14 @@ class Sample:
     def from_report(cls, report: Mapping[str, Any]) -> "Sample | None":
         """A sample from a replica's stored ``metrics`` report, or None if it is not one."""
         try:
-            return cls(requests_per_s=float(report.get("requests_per_s") or 0.0),
-                       latency_ms_p50=_float(report.get("latency_ms_p50")),
-                       latency_ms_p99=_float(report.get("latency_ms_p99")),
-                       queue_depth=int(report.get("queue_depth") or 0), ts=float(report["ts"]),
-                       window_s=float(report.get("window_s") or 5.0))  # fmt: skip
+            return cls(
+                requests_per_s=float(report.get("requests_per_s") or 0.0),
+                latency_ms_p50=_float(report.get("latency_ms_p50")),
+                latency_ms_p99=_float(report.get("latency_ms_p99")),
+                queue_depth=int(report.get("queue_depth") or 0),
+                ts=float(report["ts"]),
+                window_s=float(report.get("window_s") or 5.0),
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -80,9 +83,14 @@ class Policy:
     @classmethod
     def from_spec(cls, spec: Any) -> "Policy":
         a = spec.autoscale
-        return cls(min=spec.replicas.min, max=spec.replicas.max,
-                   target_concurrency=a.target_concurrency or float(spec.batching.max_batch_size),
-                   max_p99_ms=a.max_p99_ms, up_after_s=a.up_after, down_after_s=a.down_after)  # fmt: skip
+        return cls(
+            min=spec.replicas.min,
+            max=spec.replicas.max,
+            target_concurrency=a.target_concurrency or float(spec.batching.max_batch_size),
+            max_p99_ms=a.max_p99_ms,
+            up_after_s=a.up_after,
+            down_after_s=a.down_after,
+        )
 
     @property
     def fixed(self) -> bool:
@@ -108,8 +116,10 @@ def wanted(policy: Policy, current: int, samples: list[Sample]) -> tuple[int, st
     total = sum(s.concurrency for s in samples)
     queued = sum(s.queue_depth for s in samples)
     want = math.ceil(total / policy.target_concurrency - 1e-9) if total > 0 else policy.min
-    why = (f"{total:.1f} requests in flight on {len(samples)} serving replica(s) (target "
-           f"{policy.target_concurrency:g} each), {queued} queued")  # fmt: skip
+    why = (
+        f"{total:.1f} requests in flight on {len(samples)} serving replica(s) (target "
+        f"{policy.target_concurrency:g} each), {queued} queued"
+    )
     p99s = [s.latency_ms_p99 for s in samples if s.latency_ms_p99 is not None]
     if policy.max_p99_ms is not None and p99s:
         worst = max(p99s)

@@ -32,8 +32,12 @@ class Rendezvous:
 
 
 def base_env(workload_id: str, replica_index: int, attempt: int, node: str) -> dict[str, str]:
-    return {"RUNNER_WORKLOAD_ID": workload_id, "RUNNER_REPLICA_INDEX": str(replica_index),
-            "RUNNER_ATTEMPT": str(attempt), "RUNNER_NODE": node}  # fmt: skip
+    return {
+        "RUNNER_WORKLOAD_ID": workload_id,
+        "RUNNER_REPLICA_INDEX": str(replica_index),
+        "RUNNER_ATTEMPT": str(attempt),
+        "RUNNER_NODE": node,
+    }
 
 
 def service_port(spec: Any, default: int = 8000) -> int:
@@ -44,8 +48,14 @@ def service_port(spec: Any, default: int = 8000) -> int:
     return default
 
 
-def kind_env(spec: Any, *, replica_index: int, rendezvous: Rendezvous | None = None,
-             checkpoint_uri: str | None = None, model_uri: str | None = None) -> dict[str, str]:  # fmt: skip
+def kind_env(
+    spec: Any,
+    *,
+    replica_index: int,
+    rendezvous: Rendezvous | None = None,
+    checkpoint_uri: str | None = None,
+    model_uri: str | None = None,
+) -> dict[str, str]:
     """The kind-specific variables of the contract. ``checkpoint_uri`` and ``model_uri`` are
     where the replica finds those folders (inside a container, its mount points:
     ``runner.core.mounts``); a served model keeps the spec's name (``RUNNER_MODEL_ID``), which is what
@@ -53,25 +63,40 @@ def kind_env(spec: Any, *, replica_index: int, rendezvous: Rendezvous | None = N
     kind = spec.kind
     if kind == "inference":
         b = spec.batching
-        env = {"PORT": str(service_port(spec)), "RUNNER_MAX_BATCH_SIZE": str(b.max_batch_size),
-               "RUNNER_MAX_WAIT_MS": f"{b.max_wait_ms:g}", "RUNNER_MAX_QUEUE": str(b.max_queue)}  # fmt: skip
+        env = {
+            "PORT": str(service_port(spec)),
+            "RUNNER_MAX_BATCH_SIZE": str(b.max_batch_size),
+            "RUNNER_MAX_WAIT_MS": f"{b.max_wait_ms:g}",
+            "RUNNER_MAX_QUEUE": str(b.max_queue),
+        }
         if spec.model:
             env["RUNNER_MODEL"] = model_uri or spec.model
             env["RUNNER_MODEL_ID"] = spec.model
         return env
     if kind == "gaming":
-        return {"PORT": str(service_port(spec)), "RUNNER_GAME": spec.game, "RUNNER_FPS": str(spec.fps),
-                "RUNNER_RESOLUTION": spec.resolution, "RUNNER_IDLE_TIMEOUT_S": f"{spec.idle_timeout:g}",
-                "RUNNER_MAX_DURATION_S": f"{spec.max_duration:g}",
-                "RUNNER_LATENCY_BUDGET_MS": f"{spec.latency_budget_ms:g}"}  # fmt: skip
+        return {
+            "PORT": str(service_port(spec)),
+            "RUNNER_GAME": spec.game,
+            "RUNNER_FPS": str(spec.fps),
+            "RUNNER_RESOLUTION": spec.resolution,
+            "RUNNER_IDLE_TIMEOUT_S": f"{spec.idle_timeout:g}",
+            "RUNNER_MAX_DURATION_S": f"{spec.max_duration:g}",
+            "RUNNER_LATENCY_BUDGET_MS": f"{spec.latency_budget_ms:g}",
+        }
     if kind == "training":
-        env = {"RUNNER_CHECKPOINT_EVERY": str(spec.checkpoint.every_steps), "RANK": str(replica_index),
-               "LOCAL_RANK": "0"}  # fmt: skip
+        env = {
+            "RUNNER_CHECKPOINT_EVERY": str(spec.checkpoint.every_steps),
+            "RANK": str(replica_index),
+            "LOCAL_RANK": "0",
+        }
         if checkpoint_uri:
             env["RUNNER_CHECKPOINT_URI"] = checkpoint_uri
         if rendezvous is not None:
-            env.update(MASTER_ADDR=rendezvous.master_addr, MASTER_PORT=str(rendezvous.master_port),
-                       WORLD_SIZE=str(rendezvous.world_size))  # fmt: skip
+            env.update(
+                MASTER_ADDR=rendezvous.master_addr,
+                MASTER_PORT=str(rendezvous.master_port),
+                WORLD_SIZE=str(rendezvous.world_size),
+            )
         return env
     return {}
 

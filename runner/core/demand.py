@@ -39,25 +39,49 @@ class Demand:
         """A spec's demand; ``replicas`` defaults to what one attempt of its kind runs."""
         res, pl, gpu = spec.resources, spec.placement, spec.resources.gpu
         kind = spec.kind
-        count = replicas if replicas is not None else {
-            "training": getattr(spec, "workers", 1), "batch": getattr(spec, "replicas", 1),
-            "inference": getattr(getattr(spec, "replicas", None), "min", 1),
-        }.get(kind, 1)  # fmt: skip
+        count = (
+            replicas
+            if replicas is not None
+            else {
+                "training": getattr(spec, "workers", 1),
+                "batch": getattr(spec, "replicas", 1),
+                "inference": getattr(getattr(spec, "replicas", None), "min", 1),
+            }.get(kind, 1)
+        )
         return cls(
-            gpu_models=tuple(gpu.models) if gpu else (), gpus=gpu.count if gpu else 0,
-            min_vram_gb=gpu.min_vram_gb if gpu else None, cpu=res.cpu, memory_mb=res.memory or 0,
-            regions=tuple(pl.regions), deny_regions=tuple(pl.deny_regions), countries=tuple(pl.countries),
+            gpu_models=tuple(gpu.models) if gpu else (),
+            gpus=gpu.count if gpu else 0,
+            min_vram_gb=gpu.min_vram_gb if gpu else None,
+            cpu=res.cpu,
+            memory_mb=res.memory or 0,
+            regions=tuple(pl.regions),
+            deny_regions=tuple(pl.deny_regions),
+            countries=tuple(pl.countries),
             deny_countries=tuple(pl.deny_countries),
             max_price_micros=to_micros(pl.max_price_per_gpu_hour) if pl.max_price_per_gpu_hour else None,
-            min_reliability=pl.min_reliability, near=getattr(spec, "near", None),
+            min_reliability=pl.min_reliability,
+            near=getattr(spec, "near", None),
             latency_budget_ms=getattr(spec, "latency_budget_ms", None) if getattr(spec, "near", None) else None,
-            replicas=count, distinct_nodes=kind in ("training", "inference"), spread_providers=pl.spread_providers,
-        )  # fmt: skip
+            replicas=count,
+            distinct_nodes=kind in ("training", "inference"),
+            spread_providers=pl.spread_providers,
+        )
 
     def static_key(self) -> tuple[Any, ...]:
         """The fields the static rules and the score read: one equivalence class per value."""
-        return (self.gpu_models, self.gpus > 0, self.min_vram_gb, self.regions, self.deny_regions, self.countries,
-                self.deny_countries, self.max_price_micros, self.min_reliability, self.near, self.latency_budget_ms)
+        return (
+            self.gpu_models,
+            self.gpus > 0,
+            self.min_vram_gb,
+            self.regions,
+            self.deny_regions,
+            self.countries,
+            self.deny_countries,
+            self.max_price_micros,
+            self.min_reliability,
+            self.near,
+            self.latency_budget_ms,
+        )
 
     def one(self) -> "Demand":
         """The same demand for a single replica."""

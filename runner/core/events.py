@@ -97,8 +97,11 @@ class Stop:
 
     def fields(self) -> dict[str, Any]:
         """The workload columns that store this stop (for ``update_workload``/``transition``)."""
-        return {"stop_kind": self.kind.value, "stop_data": {**self.data, "detail": self.detail},
-                "stop_reason": self.message}  # fmt: skip
+        return {
+            "stop_kind": self.kind.value,
+            "stop_data": {**self.data, "detail": self.detail},
+            "stop_reason": self.message,
+        }
 
     @classmethod
     def of(cls, w: Any) -> "Stop | None":

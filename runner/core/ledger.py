@@ -118,8 +118,19 @@ def fee_of(amount: int, fee_bps: int) -> int:
     return amount * fee_bps // 10_000
 
 
-def usage(*, replica_key: str, tenant: str, provider: str, node: str, workload_id: str, price_per_hour: int,
-          milli_units: int, from_s: int, to_s: int, fee_bps: int) -> Transaction | None:  # fmt: skip
+def usage(
+    *,
+    replica_key: str,
+    tenant: str,
+    provider: str,
+    node: str,
+    workload_id: str,
+    price_per_hour: int,
+    milli_units: int,
+    from_s: int,
+    to_s: int,
+    fee_bps: int,
+) -> Transaction | None:
     """The charge for seconds ``[from_s, to_s)`` of a replica's run, or None when nothing accrued.
 
     Tenant pays the difference of cumulative charges; the network keeps the difference of
@@ -127,13 +138,32 @@ def usage(*, replica_key: str, tenant: str, provider: str, node: str, workload_i
     """
     if to_s <= from_s:
         return None
-    charge = cumulative_charge(price_per_hour, milli_units, to_s) - cumulative_charge(price_per_hour, milli_units, from_s)
-    fee = (fee_of(cumulative_charge(price_per_hour, milli_units, to_s), fee_bps)
-           - fee_of(cumulative_charge(price_per_hour, milli_units, from_s), fee_bps))  # fmt: skip
-    refs = {"workload": workload_id, "replica": replica_key, "node": node, "tenant": tenant, "provider": provider,
-            "from_s": from_s, "to_s": to_s, "price_per_hour": price_per_hour, "milli_units": milli_units}  # fmt: skip
-    return _tx(f"usage:{replica_key}:{to_s}", TxKind.USAGE, f"{to_s - from_s}s of {replica_key} on {node}", refs,
-               (tenant_account(tenant), -charge), (provider_account(provider), charge - fee), (FEES, fee))  # fmt: skip
+    charge = cumulative_charge(price_per_hour, milli_units, to_s) - cumulative_charge(
+        price_per_hour, milli_units, from_s
+    )
+    fee = fee_of(cumulative_charge(price_per_hour, milli_units, to_s), fee_bps) - fee_of(
+        cumulative_charge(price_per_hour, milli_units, from_s), fee_bps
+    )
+    refs = {
+        "workload": workload_id,
+        "replica": replica_key,
+        "node": node,
+        "tenant": tenant,
+        "provider": provider,
+        "from_s": from_s,
+        "to_s": to_s,
+        "price_per_hour": price_per_hour,
+        "milli_units": milli_units,
+    }
+    return _tx(
+        f"usage:{replica_key}:{to_s}",
+        TxKind.USAGE,
+        f"{to_s - from_s}s of {replica_key} on {node}",
+        refs,
+        (tenant_account(tenant), -charge),
+        (provider_account(provider), charge - fee),
+        (FEES, fee),
+    )
 
 
 def estimate_cost(price_per_hour: int, milli_units: int, replicas: int, seconds: float) -> int:
@@ -145,19 +175,40 @@ def estimate_cost(price_per_hour: int, milli_units: int, replicas: int, seconds:
 def stake_deposit(provider: str, amount: int, key: str) -> Transaction:
     if amount <= 0:
         raise ValueError(f"a stake deposit must be positive, got {amount}")
-    return _tx(key, TxKind.STAKE, f"stake deposit by {provider}", {"provider": provider},
-               (EXTERNAL, -amount), (stake_account(provider), amount))  # fmt: skip
+    return _tx(
+        key,
+        TxKind.STAKE,
+        f"stake deposit by {provider}",
+        {"provider": provider},
+        (EXTERNAL, -amount),
+        (stake_account(provider), amount),
+    )
 
 
 def payout(provider: str, amount: int, key: str) -> Transaction:
     if amount <= 0:
         raise ValueError(f"a payout must be positive, got {amount}")
-    return _tx(key, TxKind.PAYOUT, f"payout to {provider}", {"provider": provider},
-               (provider_account(provider), -amount), (EXTERNAL, amount))  # fmt: skip
+    return _tx(
+        key,
+        TxKind.PAYOUT,
+        f"payout to {provider}",
+        {"provider": provider},
+        (provider_account(provider), -amount),
+        (EXTERNAL, amount),
+    )
 
 
-def slash(*, provider: str, stake_balance: int, cause: SlashCause, config: MarketConfig, key: str, node: str = "",
-          tenant: str | None = None, memo: str = "") -> Transaction | None:  # fmt: skip
+def slash(
+    *,
+    provider: str,
+    stake_balance: int,
+    cause: SlashCause,
+    config: MarketConfig,
+    key: str,
+    node: str = "",
+    tenant: str | None = None,
+    memo: str = "",
+) -> Transaction | None:
     """Take the configured amount for ``cause`` from the stake (never more than is there); credit
     ``credit_bps`` of it to the affected tenant, the network keeps the rest. None: nothing to take."""
     amount = min(config.slash[cause], max(stake_balance, 0))
@@ -165,8 +216,15 @@ def slash(*, provider: str, stake_balance: int, cause: SlashCause, config: Marke
         return None
     credit = amount * config.credit_bps // 10_000 if tenant else 0
     refs = {"provider": provider, "node": node, "cause": cause.value, "tenant": tenant, "credit": credit}
-    return _tx(key, TxKind.SLASH, memo or f"{cause.value} on {node}", refs, (stake_account(provider), -amount),
-               *(((tenant_account(tenant), credit),) if tenant else ()), (SLASHED, amount - credit))  # fmt: skip
+    return _tx(
+        key,
+        TxKind.SLASH,
+        memo or f"{cause.value} on {node}",
+        refs,
+        (stake_account(provider), -amount),
+        *(((tenant_account(tenant), credit),) if tenant else ()),
+        (SLASHED, amount - credit),
+    )
 
 
 # ----------------------------------------------------------------------------- reading
@@ -210,8 +268,14 @@ def provider_statement(provider: str, transactions: Iterable[Transaction]) -> St
 
     net = total(TxKind.USAGE, earn)
     fees = sum(p.amount for tx in lines if tx.kind is TxKind.USAGE for p in tx.postings if p.account == FEES)
-    totals = {"gross": net + fees, "fees": fees, "earned": net, "paid_out": -total(TxKind.PAYOUT, earn),
-              "slashed": -total(TxKind.SLASH, stake), "stake": total(TxKind.STAKE, stake) + total(TxKind.SLASH, stake)}
+    totals = {
+        "gross": net + fees,
+        "fees": fees,
+        "earned": net,
+        "paid_out": -total(TxKind.PAYOUT, earn),
+        "slashed": -total(TxKind.SLASH, stake),
+        "stake": total(TxKind.STAKE, stake) + total(TxKind.SLASH, stake),
+    }
     return Statement(account=earn, lines=lines, totals=totals)
 
 

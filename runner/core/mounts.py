@@ -55,7 +55,7 @@ def _move(uri: str, prefix_from: str, prefix_to: str) -> str | None:
     path = unquote(urlsplit(uri).path)
     if path != prefix_from and not path.startswith(prefix_from.rstrip("/") + "/"):
         return None
-    return "file://" + quote(prefix_to + path[len(prefix_from):])
+    return "file://" + quote(prefix_to + path[len(prefix_from) :])
 
 
 def _rewrite(value: Any, moves: list[tuple[str, str]]) -> Any:

@@ -121,7 +121,9 @@ def _laid_over(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """``changes`` laid over ``base``: mappings merge key by key, anything else replaces."""
     out = dict(base)
     for key, value in changes.items():
-        out[key] = _laid_over(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        out[key] = (
+            _laid_over(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return out
 
 
@@ -138,16 +140,21 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
         raise ConfigError(str(source), ".".join(str(p) for p in first["loc"]), first["msg"]) from None
     m = n.market
     market = MarketConfig(
-        fee_bps=int(round(m.fee_percent * 100)), cpu_price_per_core_hour=to_micros(m.cpu_price_per_core_hour),
+        fee_bps=int(round(m.fee_percent * 100)),
+        cpu_price_per_core_hour=to_micros(m.cpu_price_per_core_hour),
         slash={SlashCause(name): to_micros(usd) for name, usd in m.slash_usd.model_dump().items()},
         credit_bps=int(round(m.credit_percent * 100)),
-    )  # fmt: skip
+    )
     policy = PolicyConfig.from_dict(n.policy.model_dump())
     return NetworkConfig(
-        policy=policy, market=market,
+        policy=policy,
+        market=market,
         sla=SLAConfig(monthly_uptime=n.sla.monthly_uptime, max_daily_offline_s=n.sla.max_daily_offline_minutes * 60),
-        checker=CheckerConfig(heartbeat_s=n.checker.heartbeat_seconds, challenge_s=n.checker.challenge_minutes * 60,
-                              tolerance=n.checker.challenge_tolerance,
-                              failures_to_suspend=n.checker.challenge_failures_to_suspend),
+        checker=CheckerConfig(
+            heartbeat_s=n.checker.heartbeat_seconds,
+            challenge_s=n.checker.challenge_minutes * 60,
+            tolerance=n.checker.challenge_tolerance,
+            failures_to_suspend=n.checker.challenge_failures_to_suspend,
+        ),
         stake_micros=to_micros(m.stake_usd),
-    )  # fmt: skip
+    )

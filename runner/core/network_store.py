@@ -67,8 +67,9 @@ def parse_store(uri: str, endpoint: str) -> NetworkStore:
         raise ValueError(f"--store: expected s3://BUCKET or s3://BUCKET/PREFIX, got {uri!r}")
     ep = urlsplit(endpoint)
     if ep.scheme not in ("http", "https") or not ep.netloc:
-        raise ValueError(f"--store-endpoint: expected http(s)://HOST:PORT, as providers' machines reach it, "
-                         f"got {endpoint!r}")  # fmt: skip
+        raise ValueError(
+            f"--store-endpoint: expected http(s)://HOST:PORT, as providers' machines reach it, got {endpoint!r}"
+        )
     return NetworkStore(uri=f"s3://{parts.netloc}/{parts.path.strip('/')}".rstrip("/"), endpoint=endpoint.rstrip("/"))
 
 
@@ -79,22 +80,29 @@ def foreign_prefix_problem(store: NetworkStore, tenant_id: str, uri: str, field:
         return None
     if store.key_prefix(uri).startswith(store.key_prefix(store.tenant_uri(tenant_id))):
         return None
-    return (f"{field} {uri} is in the network's store outside this tenant's prefix {store.tenant_uri(tenant_id)}. "
-            "To fix: leave checkpoint.uri out (the runner picks one) or name a URI under your own prefix")  # fmt: skip
+    return (
+        f"{field} {uri} is in the network's store outside this tenant's prefix {store.tenant_uri(tenant_id)}. "
+        "To fix: leave checkpoint.uri out (the runner picks one) or name a URI under your own prefix"
+    )
 
 
 def workload_policy(store: NetworkStore, write: str, read: tuple[str, ...] = ()) -> dict[str, Any]:
     """The IAM policy of one workload's credential: ``write`` (a URI of this store) read and
     write, each of ``read`` read only, and listing of those prefixes only."""
+
     def objects(uri: str) -> str:
         return f"arn:aws:s3:::{store.bucket}/{store.key_prefix(uri)}*"
 
     prefixes = [store.key_prefix(u) + "*" for u in (write, *read)]
     statements: list[dict[str, Any]] = [
         {"Effect": "Allow", "Action": list(READ_WRITE), "Resource": [objects(write)]},
-        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{store.bucket}"],
-         "Condition": {"StringLike": {"s3:prefix": prefixes}}},
-    ]  # fmt: skip
+        {
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{store.bucket}"],
+            "Condition": {"StringLike": {"s3:prefix": prefixes}},
+        },
+    ]
     if read:
         statements.append({"Effect": "Allow", "Action": list(READ_ONLY), "Resource": [objects(u) for u in read]})
     return {"Version": "2012-10-17", "Statement": statements}

@@ -114,7 +114,9 @@ class NodeTable:
         #: Node indices per GPU model code: a GPU workload only looks at nodes with its models.
         order = np.argsort(self.gpu, kind="stable")
         bounds = np.searchsorted(self.gpu[order], np.arange(-1, len(GPU_MODELS) + 1))
-        self.by_gpu = {code: np.sort(order[bounds[k]:bounds[k + 1]]) for k, code in enumerate(range(-1, len(GPU_MODELS)))}
+        self.by_gpu = {
+            code: np.sort(order[bounds[k] : bounds[k + 1]]) for k, code in enumerate(range(-1, len(GPU_MODELS)))
+        }
 
     def __len__(self) -> int:
         return len(self.rows)

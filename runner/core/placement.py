@@ -146,8 +146,14 @@ class ExplainRow:
 class Placer:
     """Places workloads on one snapshot of the fleet, keeping its load up to date as it commits."""
 
-    def __init__(self, table: NodeTable, config: PolicyConfig, *, regions: RegionTable | None = None,
-                 weights: Weights = Weights()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        table: NodeTable,
+        config: PolicyConfig,
+        *,
+        regions: RegionTable | None = None,
+        weights: Weights = Weights(),
+    ) -> None:
         self.table = table
         self.config = config
         self.regions = regions or default_regions()
@@ -175,8 +181,10 @@ class Placer:
             region_term = (t.region[nodes] == first).astype(np.float64)
         rest = w.price + w.reliability + w.perf_per_price
         scale = (1.0 - region_weight) / rest if rest else 0.0
-        return (scale * (w.price * price_term + w.reliability * t.reliability[nodes] + w.perf_per_price * perf_term)
-                + region_weight * region_term)  # fmt: skip
+        return (
+            scale * (w.price * price_term + w.reliability * t.reliability[nodes] + w.perf_per_price * perf_term)
+            + region_weight * region_term
+        )
 
     def _class(self, d: Demand, tenant: TenantFacts) -> _Class:
         who = TenantRules.of(tenant, self.config)
@@ -185,8 +193,9 @@ class Placer:
         if cls is None:
             nodes = passing(self.rules, d, who)
             scores = self.score(d, nodes)
-            cls = self._classes[key] = _Class(demand=d, who=who, nodes=nodes, scores=scores,
-                                              ranking=_Ranking(nodes, scores))  # fmt: skip
+            cls = self._classes[key] = _Class(
+                demand=d, who=who, nodes=nodes, scores=scores, ranking=_Ranking(nodes, scores)
+            )
         return cls
 
     def static_codes(self, d: Demand, tenant: TenantFacts) -> np.ndarray:
@@ -209,8 +218,9 @@ class Placer:
         """Reason per node from free GPUs, CPUs and memory alone (0: it has room)."""
         return capacity_codes(self.table, d)
 
-    def _walk(self, cls: _Class, d: Demand, taken: list[int], providers: set[int] | None, *,
-              may_skip: bool = True) -> int | None:  # fmt: skip
+    def _walk(
+        self, cls: _Class, d: Demand, taken: list[int], providers: set[int] | None, *, may_skip: bool = True
+    ) -> int | None:
         """The best node of the class with room that is not taken (and whose provider is not).
 
         ``may_skip``: no tentative load is on the table, so a full node is full for good.
@@ -240,8 +250,11 @@ class Placer:
             if not ranking.ensure(j + 1) or abs(ranking.order_scores[j] - best_score) > EPS:
                 break
             i = ranking.order[j]
-            if not self._fits(i, d) or (d.distinct_nodes and i in taken) or (
-                    providers is not None and int(t.provider[i]) in providers):  # fmt: skip
+            if (
+                not self._fits(i, d)
+                or (d.distinct_nodes and i in taken)
+                or (providers is not None and int(t.provider[i]) in providers)
+            ):
                 continue
             share = t.used_cpu[i] / t.cpus[i] if t.cpus[i] else 1.0
             if share < best_share - EPS:
@@ -262,8 +275,12 @@ class Placer:
         names = tuple(self.table.names[i] for i in chosen)
         if commit:
             self.commit(names, d)
-        return Decision(nodes=names, scores=tuple(cls.ranking.score_of[i] for i in chosen), total_nodes=len(self.table),
-                        message=f"placed on {', '.join(names)}")  # fmt: skip
+        return Decision(
+            nodes=names,
+            scores=tuple(cls.ranking.score_of[i] for i in chosen),
+            total_nodes=len(self.table),
+            message=f"placed on {', '.join(names)}",
+        )
 
     def commit(self, nodes: tuple[str, ...], d: Demand) -> None:
         """Add the load of a decision made with ``commit=False`` (after explaining it, say)."""
@@ -304,22 +321,33 @@ class Placer:
         take = SMALL_FLEET if len(self.table) <= SMALL_FLEET else 1
         if cls.refused is None:
             codes = self.static_codes(d, tenant)
-            cls.refused = {Reason(v): (n, np.flatnonzero(codes == v)[:take])
-                           for v, n in enumerate(np.bincount(codes, minlength=len(Reason)).tolist()) if n and v}  # fmt: skip
+            cls.refused = {
+                Reason(v): (n, np.flatnonzero(codes == v)[:take])
+                for v, n in enumerate(np.bincount(codes, minlength=len(Reason)).tolist())
+                if n and v
+            }
         found = dict(cls.refused)
         capacity = capacity_codes(self.table, d, cls.nodes)
         for v, n in enumerate(np.bincount(capacity, minlength=len(Reason)).tolist()):
             if n:
                 found[Reason(v)] = (n, cls.nodes[np.flatnonzero(capacity == v)[:take]])
         counts = {reason: n for reason, (n, _) in found.items()}
-        examples = {reason: [(self.table.names[i], self.reason_text(reason, int(i), d, tenant)) for i in sample]
-                    for reason, (_, sample) in found.items()}  # fmt: skip
+        examples = {
+            reason: [(self.table.names[i], self.reason_text(reason, int(i), d, tenant)) for i in sample]
+            for reason, (_, sample) in found.items()
+        }
         fitting = counts.get(Reason.OK, 0)
         if fitting:  # some nodes pass alone but not enough for the gang
             need = f"{d.replicas} distinct node(s)" + (" on distinct providers" if d.spread_providers else "")
-            examples[Reason.OK] = [(name, f"only {fitting} node(s) fit, need {need}") for name, _ in examples[Reason.OK]]
-        return Decision(counts=counts, examples=examples, total_nodes=len(self.table),
-                        message=summarize(counts, examples, len(self.table)))  # fmt: skip
+            examples[Reason.OK] = [
+                (name, f"only {fitting} node(s) fit, need {need}") for name, _ in examples[Reason.OK]
+            ]
+        return Decision(
+            counts=counts,
+            examples=examples,
+            total_nodes=len(self.table),
+            message=summarize(counts, examples, len(self.table)),
+        )
 
     # -- explain ------------------------------------------------------------------------------------
     def explain(self, d: Demand, tenant: TenantFacts, chosen: tuple[str, ...] = ()) -> list[ExplainRow]:
@@ -333,11 +361,18 @@ class Placer:
             row = t.rows[i]
             price = to_usd(row.gpu_price_micros if d.gpus else row.cpu_price_micros)
             score = float(scores[i])
-            rows.append(ExplainRow(
-                node=name, provider=row.provider, region=row.region, gpu=f"{row.gpu_count}x {row.gpu_model or 'cpu'}",
-                price_usd=price, verdict="ok" if reason is Reason.OK else self.reason_text(reason, i, d, tenant),
-                score=None if math.isnan(score) else round(score, 4), chosen=name in chosen,
-            ))  # fmt: skip
+            rows.append(
+                ExplainRow(
+                    node=name,
+                    provider=row.provider,
+                    region=row.region,
+                    gpu=f"{row.gpu_count}x {row.gpu_model or 'cpu'}",
+                    price_usd=price,
+                    verdict="ok" if reason is Reason.OK else self.reason_text(reason, i, d, tenant),
+                    score=None if math.isnan(score) else round(score, 4),
+                    chosen=name in chosen,
+                )
+            )
         return sorted(rows, key=lambda r: (not r.chosen, r.score is None, -(r.score or 0.0), r.node))
 
     def reason_text(self, reason: Reason, i: int, d: Demand, tenant: TenantFacts) -> str:
@@ -358,8 +393,11 @@ def summarize(counts: dict[Reason, int], examples: dict[Reason, list[tuple[str, 
                 by_text.setdefault(text, []).append(name)
         parts = [f"{', '.join(sorted(names))}: {text}" for text, names in sorted(by_text.items(), key=lambda i: i[1])]
     else:
-        parts = [f"{number} node(s) {reason.name.lower().replace('_', ' ')} (e.g. {examples[reason][0][0]}: "
-                 f"{examples[reason][0][1]})" for reason, number in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]  # fmt: skip
+        parts = [
+            f"{number} node(s) {reason.name.lower().replace('_', ' ')} (e.g. {examples[reason][0][0]}: "
+            f"{examples[reason][0][1]})"
+            for reason, number in sorted(counts.items(), key=lambda i: (-i[1], i[0]))
+        ]
     return "no node fits: " + "; ".join(parts)
 
 

@@ -97,7 +97,9 @@ class Geofence:
         unknown = set(data) - {"deny_countries", "deny_regions"}
         if unknown:
             raise ValueError(f"unknown geofence field(s) {sorted(unknown)}; allowed: deny_countries, deny_regions")
-        return cls(frozenset(c.upper() for c in data.get("deny_countries", ())), frozenset(data.get("deny_regions", ())))
+        return cls(
+            frozenset(c.upper() for c in data.get("deny_countries", ())), frozenset(data.get("deny_regions", ()))
+        )
 
     def denies(self, country: str, region: str) -> str | None:
         if country in self.deny_countries:
@@ -121,7 +123,9 @@ class PolicyConfig:
         data = data or {}
         unknown = set(data) - {"embargoed_countries", "network", "tenants"}
         if unknown:
-            raise ValueError(f"unknown policy field(s) {sorted(unknown)}; allowed: embargoed_countries, network, tenants")
+            raise ValueError(
+                f"unknown policy field(s) {sorted(unknown)}; allowed: embargoed_countries, network, tenants"
+            )
         if "embargoed_countries" not in data:
             raise ValueError("embargoed_countries: required (the network file lists them)")
         return cls(
@@ -173,8 +177,11 @@ def admit_tenant(tenant: TenantFacts) -> Verdict:
     """KYC gate: only verified tenants submit work."""
     if tenant.kyc is KYC.VERIFIED:
         return Verdict(True)
-    return Verdict(False, f"tenant {tenant.id} KYC is {tenant.kyc.value}. To fix: an operator runs "
-                          f"`runner admin tenant kyc {tenant.id} verified` after checking the tenant")
+    return Verdict(
+        False,
+        f"tenant {tenant.id} KYC is {tenant.kyc.value}. To fix: an operator runs "
+        f"`runner admin tenant kyc {tenant.id} verified` after checking the tenant",
+    )
 
 
 def admit_node(node: NodeFacts, config: PolicyConfig) -> Verdict:
@@ -182,8 +189,11 @@ def admit_node(node: NodeFacts, config: PolicyConfig) -> Verdict:
     if node.provider_kyc is not KYC.VERIFIED:
         return Verdict(False, f"provider {node.provider} KYC is {node.provider_kyc.value}")
     if restricted(node.gpu_model) and node.country in config.embargoed_countries:
-        return Verdict(False, f"export control: {node.gpu_model} is a restricted GPU and the node is in "
-                              f"{node.country}, an embargoed country")
+        return Verdict(
+            False,
+            f"export control: {node.gpu_model} is a restricted GPU and the node is in "
+            f"{node.country}, an embargoed country",
+        )
     fenced = config.network.denies(node.country, node.region)
     if fenced:
         return Verdict(False, f"network geofence denies {fenced}")
@@ -205,8 +215,9 @@ def node_rejection(tenant: TenantFacts, node: NodeFacts, config: PolicyConfig) -
     fenced = config.tenant_geofence(tenant.id).denies(node.country, node.region)
     if fenced:
         return Reason.TENANT_GEOFENCE, f"tenant geofence denies {fenced}"
-    if restricted(node.gpu_model) and (tenant.country in config.embargoed_countries
-                                       or node.country in config.embargoed_countries):  # fmt: skip
+    if restricted(node.gpu_model) and (
+        tenant.country in config.embargoed_countries or node.country in config.embargoed_countries
+    ):
         where = tenant.country if tenant.country in config.embargoed_countries else node.country
         return Reason.EXPORT_CONTROL, f"export control: {node.gpu_model} is restricted, {where} is embargoed"
     return None

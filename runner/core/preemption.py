@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runner.core.nodetable import Load, NodeTable
 from runner.core.demand import Demand
+from runner.core.nodetable import Load, NodeTable
 from runner.core.placement import EPS, Placer
 from runner.core.policy import Reason, TenantFacts
 
@@ -70,8 +70,12 @@ class Plan:
 def _sum(loads: Iterable[Load]) -> Load:
     total = Load()
     for load in loads:
-        total = Load(total.cpu + load.cpu, total.gpus + load.gpus, total.memory_mb + load.memory_mb,
-                     total.replicas + load.replicas)  # fmt: skip
+        total = Load(
+            total.cpu + load.cpu,
+            total.gpus + load.gpus,
+            total.memory_mb + load.memory_mb,
+            total.replicas + load.replicas,
+        )
     return total
 
 
@@ -85,8 +89,9 @@ def fits_after(table: NodeTable, i: int, d: Demand, freed: Load) -> bool:
     return not (d.memory_mb and memory and memory - table.used_memory[i] + freed.memory_mb < d.memory_mb)
 
 
-def plan_preemption(placer: Placer, d: Demand, tenant: TenantFacts, kind: str,
-                    holders: Iterable[Holder]) -> Plan | None:  # fmt: skip
+def plan_preemption(
+    placer: Placer, d: Demand, tenant: TenantFacts, kind: str, holders: Iterable[Holder]
+) -> Plan | None:
     """How to make room for a workload ``placer`` just refused, or None when stopping lower-
     priority work cannot help (no victim kind, a gang, or no node passes the other rules)."""
     victims_of = PREEMPTS.get(kind)

@@ -32,8 +32,10 @@ class RegionTable:
             for b, ms in row.items():
                 for pair in ((a, b), (b, a)):
                     if pair[0] not in names or pair[1] not in names:
-                        raise ValueError(f"rtt_ms names region {pair[0] if pair[0] not in names else pair[1]!r}, "
-                                         "which is not under regions:")  # fmt: skip
+                        raise ValueError(
+                            f"rtt_ms names region {pair[0] if pair[0] not in names else pair[1]!r}, "
+                            "which is not under regions:"
+                        )
                     rtt[pair] = float(ms)
         return cls(names=names, local_rtt_ms=float(data.get("local_rtt_ms", 5)), rtt=rtt)
 

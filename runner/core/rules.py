@@ -23,7 +23,6 @@ from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.policy import Geofence, NodeState, PolicyConfig, Reason, TenantFacts, restricted
 from runner.core.regions import RegionTable
 
-
 EPS = 1e-9
 
 
@@ -71,8 +70,17 @@ class RuleContext:
         models (a handful in any fleet) and keyed by the full column's ``id``."""
         if models not in self._columns:
             rows, t = self.rows_for(models), self.table
-            cols = (t.alive, t.state, t.provider_ok, t.country, t.region, t.restricted, t.vram_gb, t.gpu_price,
-                    t.reliability)  # fmt: skip
+            cols = (
+                t.alive,
+                t.state,
+                t.provider_ok,
+                t.country,
+                t.region,
+                t.restricted,
+                t.vram_gb,
+                t.gpu_price,
+                t.reliability,
+            )
             self._columns[models] = {id(c): c[rows] for c in cols}
         return self._columns[models]
 
@@ -83,8 +91,9 @@ class RuleContext:
         return self._rtt[near]
 
 
-def static_masks(ctx: RuleContext, d: Demand, who: TenantRules,
-                 subset: tuple[str, ...] | None = None) -> Iterator[tuple[Reason, np.ndarray]]:  # fmt: skip
+def static_masks(
+    ctx: RuleContext, d: Demand, who: TenantRules, subset: tuple[str, ...] | None = None
+) -> Iterator[tuple[Reason, np.ndarray]]:
     """(rule, fails) for every static rule that applies, in rule order, over the whole table, or
     over the nodes holding one of the GPU models ``subset`` (then the GPU-model rule holds)."""
     t = ctx.table
@@ -99,8 +108,10 @@ def static_masks(ctx: RuleContext, d: Demand, who: TenantRules,
     yield Reason.PROVIDER_KYC, ~col(t.provider_ok)
     yield Reason.NETWORK_GEOFENCE, ctx.network_denied[country] | ctx.network_denied_regions[region]
     if who.fence.deny_countries or who.fence.deny_regions:
-        yield Reason.TENANT_GEOFENCE, (t.countries.lut(who.fence.deny_countries)[country]
-                                       | t.regions.lut(who.fence.deny_regions)[region])  # fmt: skip
+        yield (
+            Reason.TENANT_GEOFENCE,
+            (t.countries.lut(who.fence.deny_countries)[country] | t.regions.lut(who.fence.deny_regions)[region]),
+        )
     held = col(t.restricted)
     yield Reason.EXPORT_CONTROL, held if who.embargoed else held & ctx.embargoed_country[country]
     if d.regions or d.deny_regions:
@@ -160,8 +171,9 @@ def capacity_codes(table: NodeTable, d: Demand, rows: np.ndarray | None = None) 
 
 
 # ----------------------------------------------------------------------------- one node, plain Python
-def first_rejection(row: NodeRow, d: Demand, tenant: TenantFacts, config: PolicyConfig, load: Load,
-                    regions: RegionTable) -> Reason:  # fmt: skip
+def first_rejection(
+    row: NodeRow, d: Demand, tenant: TenantFacts, config: PolicyConfig, load: Load, regions: RegionTable
+) -> Reason:
     """The same rules as ``static_codes`` + ``capacity_codes``, for one node, in plain Python."""
     fence = config.tenant_geofence(tenant.id)
     checks = (
@@ -170,25 +182,39 @@ def first_rejection(row: NodeRow, d: Demand, tenant: TenantFacts, config: Policy
         (row.provider_kyc.value != "verified", Reason.PROVIDER_KYC),
         (bool(config.network.denies(row.country, row.region)), Reason.NETWORK_GEOFENCE),
         (bool(fence.denies(row.country, row.region)), Reason.TENANT_GEOFENCE),
-        (restricted(row.gpu_model) and (tenant.country in config.embargoed_countries
-                                        or row.country in config.embargoed_countries), Reason.EXPORT_CONTROL),
+        (
+            restricted(row.gpu_model)
+            and (tenant.country in config.embargoed_countries or row.country in config.embargoed_countries),
+            Reason.EXPORT_CONTROL,
+        ),
         ((bool(d.regions) and row.region not in d.regions) or row.region in d.deny_regions, Reason.REGION),
         ((bool(d.countries) and row.country not in d.countries) or row.country in d.deny_countries, Reason.COUNTRY),
         (d.gpus > 0 and row.gpu_model not in d.gpu_models, Reason.GPU_MODEL),
         (d.gpus > 0 and bool(d.min_vram_gb) and row.vram_gb < (d.min_vram_gb or 0), Reason.VRAM),
         (d.gpus > 0 and d.max_price_micros is not None and row.gpu_price_micros > d.max_price_micros, Reason.PRICE),
         (d.min_reliability is not None and row.reliability < d.min_reliability - EPS, Reason.RELIABILITY),
-        (bool(d.near) and d.latency_budget_ms is not None
-         and regions.rtt_ms(d.near or "", row.region) > d.latency_budget_ms, Reason.LATENCY),
+        (
+            bool(d.near)
+            and d.latency_budget_ms is not None
+            and regions.rtt_ms(d.near or "", row.region) > d.latency_budget_ms,
+            Reason.LATENCY,
+        ),
         (d.gpus > 0 and (row.gpu_count if row.gpu_model else 0) - load.gpus < d.gpus, Reason.GPUS_FREE),
         (row.cpus - load.cpu < d.cpu - EPS, Reason.CPUS_FREE),
         (bool(d.memory_mb) and row.memory_mb > 0 and row.memory_mb - load.memory_mb < d.memory_mb, Reason.MEMORY_FREE),
-    )  # fmt: skip
+    )
     return next((reason for failed, reason in checks if failed), Reason.OK)
 
 
-def reason_text(reason: Reason, row: NodeRow, d: Demand, tenant: TenantFacts, config: PolicyConfig,
-                regions: RegionTable, load: Load = Load()) -> str:  # fmt: skip
+def reason_text(
+    reason: Reason,
+    row: NodeRow,
+    d: Demand,
+    tenant: TenantFacts,
+    config: PolicyConfig,
+    regions: RegionTable,
+    load: Load = Load(),
+) -> str:
     """The words for a node's first failed rule."""
     gpu = row.gpu_model or "none"
     embargoed = tenant.country if tenant.country in config.embargoed_countries else row.country
@@ -199,16 +225,24 @@ def reason_text(reason: Reason, row: NodeRow, d: Demand, tenant: TenantFacts, co
         Reason.NETWORK_GEOFENCE: lambda: f"network geofence denies {row.country}/{row.region}",
         Reason.TENANT_GEOFENCE: lambda: f"tenant geofence denies {row.country}/{row.region}",
         Reason.EXPORT_CONTROL: lambda: f"export control: {gpu} is restricted, {embargoed} is embargoed",
-        Reason.REGION: lambda: f"region {row.region} "
-                               + (f"not in {', '.join(d.regions)}" if d.region_mismatch(row.region) else "is denied"),
-        Reason.COUNTRY: lambda: f"country {row.country} " + (
-            f"not in {', '.join(d.countries)}" if d.countries and row.country not in d.countries else "is denied"),
+        Reason.REGION: lambda: (
+            f"region {row.region} "
+            + (f"not in {', '.join(d.regions)}" if d.region_mismatch(row.region) else "is denied")
+        ),
+        Reason.COUNTRY: lambda: (
+            f"country {row.country} "
+            + (f"not in {', '.join(d.countries)}" if d.countries and row.country not in d.countries else "is denied")
+        ),
         Reason.GPU_MODEL: lambda: f"gpu {gpu} not in {'|'.join(d.gpu_models)}",
         Reason.VRAM: lambda: f"vram {row.vram_gb}GB < {d.min_vram_gb}GB",
-        Reason.PRICE: lambda: f"price {to_usd(row.gpu_price_micros):.2f}/GPU-h > cap {to_usd(d.max_price_micros or 0):.2f}",
+        Reason.PRICE: lambda: (
+            f"price {to_usd(row.gpu_price_micros):.2f}/GPU-h > cap {to_usd(d.max_price_micros or 0):.2f}"
+        ),
         Reason.RELIABILITY: lambda: f"reliability {row.reliability:.3f} < {d.min_reliability}",
-        Reason.LATENCY: lambda: f"rtt {regions.rtt_ms(d.near or '', row.region):g} ms from {d.near} > budget "
-                                f"{d.latency_budget_ms or 0:g} ms",
+        Reason.LATENCY: lambda: (
+            f"rtt {regions.rtt_ms(d.near or '', row.region):g} ms from {d.near} > budget "
+            f"{d.latency_budget_ms or 0:g} ms"
+        ),
         Reason.GPUS_FREE: lambda: f"{row.gpu_count - load.gpus} of {row.gpu_count} GPUs free, need {d.gpus}",
         Reason.CPUS_FREE: lambda: f"{row.cpus - load.cpu:g} of {row.cpus:g} CPUs free, need {d.cpu:g}",
         Reason.MEMORY_FREE: lambda: f"{row.memory_mb - load.memory_mb} MB memory free, need {d.memory_mb} MB",

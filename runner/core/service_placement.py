@@ -25,8 +25,7 @@ from runner.core.policy import TenantFacts
 class ServicePlacer(Placer):
     """A ``Placer`` that can also place replicas beside the ones a service already runs."""
 
-    def decide_beside(self, d: Demand, tenant: TenantFacts, beside: Sequence[str], *,
-                      commit: bool = True) -> Decision:  # fmt: skip
+    def decide_beside(self, d: Demand, tenant: TenantFacts, beside: Sequence[str], *, commit: bool = True) -> Decision:
         """Nodes for ``d.replicas`` more replicas of a service that runs on ``beside`` (its live
         replicas' nodes), preferring nodes and providers it does not use yet; commits the load."""
         t = self.table
@@ -56,6 +55,10 @@ class ServicePlacer(Placer):
                 if commit:
                     self.commit(names, d)
                 shared = "" if distinct else " (no node apart from the service's others has room)"
-                return Decision(nodes=names, scores=tuple(cls.ranking.score_of[i] for i in chosen),
-                                total_nodes=len(t), message=f"placed on {', '.join(names)}{shared}")  # fmt: skip
+                return Decision(
+                    nodes=names,
+                    scores=tuple(cls.ranking.score_of[i] for i in chosen),
+                    total_nodes=len(t),
+                    message=f"placed on {', '.join(names)}{shared}",
+                )
         return self._refusal(replace(d, distinct_nodes=False), tenant)

@@ -54,8 +54,12 @@ SIGTERM_EXIT = 143
 def counts_as_failure(rep: Any) -> bool:
     """An ended replica that counts toward its slot's crash loop: it ended by itself (a service
     has no reason to) before it ever served. Lost nodes and stops (SIGTERM) never count."""
-    return (rep.finished_at is not None and rep.state == ReplicaState.EXITED.value and not ever_served(rep)
-            and rep.exit_code != SIGTERM_EXIT)  # fmt: skip
+    return (
+        rep.finished_at is not None
+        and rep.state == ReplicaState.EXITED.value
+        and not ever_served(rep)
+        and rep.exit_code != SIGTERM_EXIT
+    )
 
 
 def describe_end(rep: Any) -> str:
@@ -199,8 +203,14 @@ def member_view(rep: Any, now: float) -> dict[str, Any]:
     metrics = (rep.reports or {}).get("metrics") or {}
     fresh = bool(metrics) and now - float(metrics.get("ts") or 0.0) <= 20.0
     return {
-        "key": rep.key, "slot": rep.index, "attempt": rep.attempt, "node": rep.node, "provider": rep.provider_id,
-        "state": rep.state, "serving": serves(rep), "ports": rep.ports or {},
+        "key": rep.key,
+        "slot": rep.index,
+        "attempt": rep.attempt,
+        "node": rep.node,
+        "provider": rep.provider_id,
+        "state": rep.state,
+        "serving": serves(rep),
+        "ports": rep.ports or {},
         "requests_per_s": metrics.get("requests_per_s") if fresh else None,
         "items_per_s": metrics.get("items_per_s") if fresh else None,
         "latency_ms_p50": metrics.get("latency_ms_p50") if fresh else None,
@@ -208,11 +218,12 @@ def member_view(rep: Any, now: float) -> dict[str, Any]:
         "queue_depth": metrics.get("queue_depth") if fresh else None,
         "batch_size_mean": metrics.get("batch_size_mean") if fresh else None,
         "report_age_s": round(now - float(metrics["ts"]), 1) if metrics.get("ts") else None,
-    }  # fmt: skip
+    }
 
 
-def service_view(w: Any, spec: Any, replicas: Sequence[Any], events: Sequence[Any], *, gateway: str | None,
-                 now: float) -> dict[str, Any]:  # fmt: skip
+def service_view(
+    w: Any, spec: Any, replicas: Sequence[Any], events: Sequence[Any], *, gateway: str | None, now: float
+) -> dict[str, Any]:
     """A service as its tenant sees it: endpoint, size, replicas with their nodes and rates (``events``:
     its event rows; the size is their data, ``last_scaling`` the last resize's words)."""
     live = [r for r in replicas if r.finished_at is None]
@@ -221,13 +232,21 @@ def service_view(w: Any, spec: Any, replicas: Sequence[Any], events: Sequence[An
     items = [m["items_per_s"] for m in members if m["items_per_s"] is not None]
     scaling = [e.message for e in of_kind(events, EventKind.SCALED)]
     return {
-        "id": w.id, "name": w.name, "state": w.state, "message": w.message, "model": spec.model or "(image default)",
+        "id": w.id,
+        "name": w.name,
+        "state": w.state,
+        "message": w.message,
+        "model": spec.model or "(image default)",
         "endpoint": endpoint_url(gateway, w.id),
-        "replicas": {"min": spec.replicas.min, "max": spec.replicas.max,
-                     "desired": desired_from_events(events, spec.replicas.min, spec.replicas.max),
-                     "serving": sum(1 for m in members if m["serving"]), "live": len(members)},
+        "replicas": {
+            "min": spec.replicas.min,
+            "max": spec.replicas.max,
+            "desired": desired_from_events(events, spec.replicas.min, spec.replicas.max),
+            "serving": sum(1 for m in members if m["serving"]),
+            "live": len(members),
+        },
         "requests_per_s": round(sum(rates), 2) if rates else None,
         "items_per_s": round(sum(items), 2) if items else None,
         "members": members,
         "last_scaling": scaling[-1] if scaling else None,
-    }  # fmt: skip
+    }

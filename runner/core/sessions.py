@@ -43,8 +43,20 @@ DEFAULT_GPU = "RTX4090|RTX3090|L40S|T4"
 DEFAULT_CPU = 1.0
 DEFAULT_MEMORY = "1GB"
 #: Fields a session request may carry, besides ``game`` and ``near``.
-OPTIONS = ("name", "fps", "resolution", "idle_timeout", "max_duration", "latency_budget_ms", "gpu", "cpu",
-           "memory", "image", "max_price_per_gpu_hour", "env")  # fmt: skip
+OPTIONS = (
+    "name",
+    "fps",
+    "resolution",
+    "idle_timeout",
+    "max_duration",
+    "latency_budget_ms",
+    "gpu",
+    "cpu",
+    "memory",
+    "image",
+    "max_price_per_gpu_hour",
+    "env",
+)
 
 #: A breach (or a recovery) needs its condition to hold this long, in every report.
 SLA_SUSTAIN_S = 10.0
@@ -76,11 +88,18 @@ def session_spec(request: Mapping[str, Any]) -> dict[str, Any]:
     game = str(request["game"])
     name = request.get("name") or _default_name(game)
     spec: dict[str, Any] = {
-        "kind": "gaming", "name": name, "image": request.get("image") or DEFAULT_IMAGE, "game": game,
-        "near": request["near"], "ports": [DEFAULT_PORT],
-        "resources": {"gpu": request.get("gpu") or DEFAULT_GPU, "cpu": request.get("cpu") or DEFAULT_CPU,
-                      "memory": request.get("memory") or DEFAULT_MEMORY},
-    }  # fmt: skip
+        "kind": "gaming",
+        "name": name,
+        "image": request.get("image") or DEFAULT_IMAGE,
+        "game": game,
+        "near": request["near"],
+        "ports": [DEFAULT_PORT],
+        "resources": {
+            "gpu": request.get("gpu") or DEFAULT_GPU,
+            "cpu": request.get("cpu") or DEFAULT_CPU,
+            "memory": request.get("memory") or DEFAULT_MEMORY,
+        },
+    }
     for key in ("fps", "resolution", "idle_timeout", "max_duration", "latency_budget_ms", "env"):
         if request.get(key) is not None:
             spec[key] = request[key]
@@ -230,8 +249,15 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def session_view(w: Any, replicas: Sequence[Any], events: Sequence[Any], *, node_region: str | None,
-                 node_address: str = "", regions: RegionTable | None = None) -> dict[str, Any]:  # fmt: skip
+def session_view(
+    w: Any,
+    replicas: Sequence[Any],
+    events: Sequence[Any],
+    *,
+    node_region: str | None,
+    node_address: str = "",
+    regions: RegionTable | None = None,
+) -> dict[str, Any]:
     """One session as ``runner session ls`` and ``runner status`` show it (rows in, dict out)."""
     spec = w.spec
     current = [r for r in replicas if r.attempt == w.attempts]
@@ -244,20 +270,38 @@ def session_view(w: Any, replicas: Sequence[Any], events: Sequence[Any], *, node
     ended_reason = session_report.get("reason") if session_report.get("event") == "ended" else None
     port = next((p["container"] for p in spec.get("ports", []) if p.get("protocol", "tcp") == "tcp"), DEFAULT_PORT)
     return {
-        "id": w.id, "name": w.name, "game": spec.get("game"), "state": w.state,
-        "phase": phase(w.state, serving=session_report.get("event") == "ready" and live,
-                       ending=stopping(w), ended=ended_reason is not None),
-        "node": rep.node if rep is not None else None, "region": node_region, "near": near,
+        "id": w.id,
+        "name": w.name,
+        "game": spec.get("game"),
+        "state": w.state,
+        "phase": phase(
+            w.state,
+            serving=session_report.get("event") == "ready" and live,
+            ending=stopping(w),
+            ended=ended_reason is not None,
+        ),
+        "node": rep.node if rep is not None else None,
+        "region": node_region,
+        "near": near,
         "expected_rtt_ms": expected_rtt_ms(near, node_region, regions),
-        "measured_rtt_ms": _ms(metrics.get("rtt_p50_ms")), "measured_rtt_p95_ms": _ms(metrics.get("rtt_p95_ms")),
+        "measured_rtt_ms": _ms(metrics.get("rtt_p50_ms")),
+        "measured_rtt_p95_ms": _ms(metrics.get("rtt_p95_ms")),
         "measured_rtt_samples": _count(metrics.get("rtt_samples")),
         "url": player_url(rep.ports, port, node_address=node_address) if live and rep is not None else None,
-        "resolution": spec.get("resolution"), "target_fps": spec.get("fps"),
+        "resolution": spec.get("resolution"),
+        "target_fps": spec.get("fps"),
         "latency_budget_ms": spec.get("latency_budget_ms"),
-        "fps": metrics.get("fps"), "frame_p95_ms": metrics.get("frame_p95_ms"),
-        "latency_p50_ms": metrics.get("latency_p50_ms"), "latency_p95_ms": metrics.get("latency_p95_ms"),
-        "players": metrics.get("players"), "metrics_at": metrics.get("ts"),
-        "sla": sla_state(events), "ended_reason": ended_reason,
-        "attempt": w.attempts, "message": w.message, "created_at": w.created_at, "started_at": w.started_at,
+        "fps": metrics.get("fps"),
+        "frame_p95_ms": metrics.get("frame_p95_ms"),
+        "latency_p50_ms": metrics.get("latency_p50_ms"),
+        "latency_p95_ms": metrics.get("latency_p95_ms"),
+        "players": metrics.get("players"),
+        "metrics_at": metrics.get("ts"),
+        "sla": sla_state(events),
+        "ended_reason": ended_reason,
+        "attempt": w.attempts,
+        "message": w.message,
+        "created_at": w.created_at,
+        "started_at": w.started_at,
         "finished_at": w.finished_at,
-    }  # fmt: skip
+    }

@@ -64,15 +64,22 @@ def launch_fields(spec: Any, rep: Replica) -> dict[str, Any]:
 
 def stop_grace(reps: list[Replica], default_s: float) -> float:
     """The SIGTERM-to-SIGKILL grace for the rest of a gang that is being stopped."""
-    peer_gone = any(r.finished_at is not None and (r.exit_code != 0 or r.state == ReplicaState.LOST.value)
-                    for r in reps)  # fmt: skip
+    peer_gone = any(
+        r.finished_at is not None and (r.exit_code != 0 or r.state == ReplicaState.LOST.value) for r in reps
+    )
     return min(default_s, FAILED_PEER_GRACE_S) if peer_gone else default_s
 
 
 def port_clash(reps: list[Replica]) -> Replica | None:
     """A worker that never started because its rendezvous port was taken on its node."""
-    return next((r for r in reps if r.finished_at is not None and r.exit_code == 125
-                 and r.error.startswith(PortInUseError.PREFIX)), None)  # fmt: skip
+    return next(
+        (
+            r
+            for r in reps
+            if r.finished_at is not None and r.exit_code == 125 and r.error.startswith(PortInUseError.PREFIX)
+        ),
+        None,
+    )
 
 
 def final_failure(reps: list[Replica]) -> str | None:
@@ -80,8 +87,10 @@ def final_failure(reps: list[Replica]) -> str | None:
     bad = next((r for r in reps if r.exit_code == EXIT_BAD_INPUT), None)
     if bad is None:
         return None
-    return (f"replica {bad.index} on {bad.node} exited with code 2 (bad input: its flags or env, or the checkpoint "
-            "at the URI is of another model); not retried. To fix: see `runner logs` and correct the spec")
+    return (
+        f"replica {bad.index} on {bad.node} exited with code 2 (bad input: its flags or env, or the checkpoint "
+        "at the URI is of another model); not retried. To fix: see `runner logs` and correct the spec"
+    )
 
 
 def timeline_messages(rep: Replica, reports: dict[str, dict[str, Any]]) -> list[str]:
@@ -89,14 +98,17 @@ def timeline_messages(rep: Replica, reports: dict[str, dict[str, Any]]) -> list[
     out = []
     if "resume" in reports:
         r = reports["resume"]
-        out.append(f"attempt {rep.attempt}: resumed from step {r.get('step')} of {r.get('total_steps')} "
-                   f"({r.get('uri')})")  # fmt: skip
+        out.append(
+            f"attempt {rep.attempt}: resumed from step {r.get('step')} of {r.get('total_steps')} ({r.get('uri')})"
+        )
     progress = reports.get("progress") or {}
     if rep.attempt > 1 and progress.get("step") == 1:  # step 1 is reported only when it began at 0
         out.append(f"attempt {rep.attempt}: no complete checkpoint found; started over from step 0")
     if "result" in reports:
         r = reports["result"]
-        out.append(f"trained {r.get('steps')} steps on {r.get('world_size')} worker(s): loss {r.get('first_loss')} "
-                   f"-> {r.get('final_loss')} (validation {r.get('val_loss')}); final checkpoint "
-                   f"{r.get('checkpoint')}")  # fmt: skip
+        out.append(
+            f"trained {r.get('steps')} steps on {r.get('world_size')} worker(s): loss {r.get('first_loss')} "
+            f"-> {r.get('final_loss')} (validation {r.get('val_loss')}); final checkpoint "
+            f"{r.get('checkpoint')}"
+        )
     return out

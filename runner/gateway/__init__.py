@@ -47,13 +47,25 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     if not port:
         raise ClusterError("no gateway port: set RUNNER_GATEWAY_PORT or pass --port (runner up picks one)")
     if not settings.admin_key_path.exists():
-        raise ClusterError(f"no operator key in {settings.admin_key_path}: the gateway reads its routes with it. "
-                           "To fix: runner up --cpu")  # fmt: skip
+        raise ClusterError(
+            f"no operator key in {settings.admin_key_path}: the gateway reads its routes with it. "
+            "To fix: runner up --cpu"
+        )
     control = Control(settings.server_url, settings.admin_key_path.read_text().strip())
     log.info("runner gateway on http://%s:%s (control plane %s)", host, port, settings.server_url)
-    uvicorn.run(Gateway(control), host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                loop=_best("uvloop", "auto"), http=_best("httptools", "auto"), timeout_keep_alive=75,
-                proxy_headers=False, server_header=False)  # (no proxy in front whose headers to trust)  # fmt: skip
+    uvicorn.run(
+        Gateway(control),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop=_best("uvloop", "auto"),
+        http=_best("httptools", "auto"),
+        timeout_keep_alive=75,
+        proxy_headers=False,
+        server_header=False,
+    )  # (no proxy in front whose headers to trust)
 
 
 def _best(module: str, fallback: str) -> str:

@@ -47,8 +47,12 @@ class ControlPlaneUnavailable(Exception):
 
 def new_session(base_url: str | None = None, *, timeout_s: float = 600.0) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=POOL_IDLE_S, ttl_dns_cache=None)
-    return aiohttp.ClientSession(base_url=base_url, connector=connector, auto_decompress=False,
-                                 timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=2.0))  # fmt: skip
+    return aiohttp.ClientSession(
+        base_url=base_url,
+        connector=connector,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=2.0),
+    )
 
 
 class Control:
@@ -88,16 +92,21 @@ class Control:
     async def refresh_routes(self) -> None:
         assert self._api is not None
         try:
-            async with self._api.get("/v1/gateway/routes",
-                                     headers={"Authorization": f"Bearer {self.operator_key}"}) as resp:  # fmt: skip
+            async with self._api.get(
+                "/v1/gateway/routes", headers={"Authorization": f"Bearer {self.operator_key}"}
+            ) as resp:
                 if resp.status != 200:
-                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                                      message=(await resp.text())[:200])  # fmt: skip
+                    raise aiohttp.ClientResponseError(
+                        resp.request_info, (), status=resp.status, message=(await resp.text())[:200]
+                    )
                 doc = await resp.json()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             if not self._warned:
-                log.warning("control plane at %s does not answer (%s); routing with the last table",
-                            self.server_url, exc.__class__.__name__)  # fmt: skip
+                log.warning(
+                    "control plane at %s does not answer (%s); routing with the last table",
+                    self.server_url,
+                    exc.__class__.__name__,
+                )
                 self._warned = True
             return
         self._warned = False

@@ -67,34 +67,56 @@ class Gateway:
         path: str = scope["path"]
         key = _bearer(scope["headers"])
         if key is None:
-            await _error(send, 401, "missing API key: send 'Authorization: Bearer <key>' (a runner API key; with "
-                                    "the openai client, api_key=<key>). To fix: the key is in $RUNNER_HOME/api-key",
-                         "missing_api_key")  # fmt: skip
+            await _error(
+                send,
+                401,
+                "missing API key: send 'Authorization: Bearer <key>' (a runner API key; with "
+                "the openai client, api_key=<key>). To fix: the key is in $RUNNER_HOME/api-key",
+                "missing_api_key",
+            )
             return
         known, tenant = self.control.cached_tenant(key)
         if not known:
             try:
                 tenant = await self.control.tenant_of(key)
             except ControlPlaneUnavailable:
-                await _error(send, 503, "cannot check the API key: the control plane does not answer; retry shortly",
-                             "control_plane_unavailable", retry_after=True)  # fmt: skip
+                await _error(
+                    send,
+                    503,
+                    "cannot check the API key: the control plane does not answer; retry shortly",
+                    "control_plane_unavailable",
+                    retry_after=True,
+                )
                 return
         if path in ("/healthz", "/healthz/"):
             await self._health(send, tenant, key)
             return
         if tenant is None:
-            await _error(send, 401, "invalid API key: it is not a tenant's runner API key. To fix: use the key in "
-                                    "$RUNNER_HOME/api-key", "invalid_api_key")  # fmt: skip
+            await _error(
+                send,
+                401,
+                "invalid API key: it is not a tenant's runner API key. To fix: use the key in $RUNNER_HOME/api-key",
+                "invalid_api_key",
+            )
             return
         if not path.startswith("/s/"):
-            await _error(send, 404, f"no route {path}: service endpoints are /s/<service id or name>/v1/... "
-                                    "(runner endpoint ID prints one)", "not_found")  # fmt: skip
+            await _error(
+                send,
+                404,
+                f"no route {path}: service endpoints are /s/<service id or name>/v1/... "
+                "(runner endpoint ID prints one)",
+                "not_found",
+            )
             return
         ref, _, rest = path[3:].partition("/")
         service = self.control.table.find(tenant, ref)
         if service is None:
-            await _error(send, 404, f"no service {ref!r} for this API key. To fix: runner ls (the service must be "
-                                    "yours and not ended)", "service_not_found")  # fmt: skip
+            await _error(
+                send,
+                404,
+                f"no service {ref!r} for this API key. To fix: runner ls (the service must be yours and not ended)",
+                "service_not_found",
+            )
             return
         body = await _read_body(receive)
         if body is None:
@@ -107,8 +129,9 @@ class Gateway:
         target = "/" + rest + ("?" + query.decode("latin-1") if query else "")
         await self._forward(send, service, scope["method"], target, body, _content_type(scope["headers"]))
 
-    async def _forward(self, send: Send, service: Any, method: str, target: str, body: bytes,
-                       content_type: str | None) -> None:  # fmt: skip
+    async def _forward(
+        self, send: Send, service: Any, method: str, target: str, body: bytes, content_type: str | None
+    ) -> None:
         control = self.control
         control.stats["requests"] += 1
         headers = {"Content-Type": content_type} if content_type else None
@@ -133,8 +156,13 @@ class Gateway:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 control.stats["upstream_errors"] += 1
                 control.mark_down(backend, exc.__class__.__name__)
-                await _error(send, 502, f"replica {backend.key} failed while answering ({exc.__class__.__name__}); "
-                                        "the request may have run. Retry it", "upstream_error")  # fmt: skip
+                await _error(
+                    send,
+                    502,
+                    f"replica {backend.key} failed while answering ({exc.__class__.__name__}); "
+                    "the request may have run. Retry it",
+                    "upstream_error",
+                )
                 return
             finally:
                 backend.inflight -= 1
@@ -148,9 +176,14 @@ class Gateway:
         if last is not None:
             await _respond(send, last[0], last[1], last[2])
             return
-        await _error(send, 503, f"service {service.id} has no healthy replica right now ({len(service.backends)} "
-                                "known); retry shortly. To see why: runner status " + service.id,
-                     "no_healthy_replica", retry_after=True)  # fmt: skip
+        await _error(
+            send,
+            503,
+            f"service {service.id} has no healthy replica right now ({len(service.backends)} "
+            "known); retry shortly. To see why: runner status " + service.id,
+            "no_healthy_replica",
+            retry_after=True,
+        )
 
     async def _health(self, send: Send, tenant: str | None, key: str) -> None:
         """The gateway's own state, for any valid key (tenant or operator)."""
@@ -159,9 +192,18 @@ class Gateway:
             return
         table = self.control.table
         services = [s for s in table.services.values() if tenant is None or s.tenant == tenant]
-        doc = {"status": "ok", "routes_loaded": table.loaded, **self.control.stats,
-               "services": {s.id: {"name": s.name, "backends": {b.key: {"healthy": b.healthy, "inflight": b.inflight}
-                                                                for b in s.backends}} for s in services}}  # fmt: skip
+        doc = {
+            "status": "ok",
+            "routes_loaded": table.loaded,
+            **self.control.stats,
+            "services": {
+                s.id: {
+                    "name": s.name,
+                    "backends": {b.key: {"healthy": b.healthy, "inflight": b.inflight} for b in s.backends},
+                }
+                for s in services
+            },
+        }
         await _respond(send, 200, json.dumps(doc).encode(), [(b"content-type", b"application/json")])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

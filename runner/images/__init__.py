@@ -21,12 +21,36 @@ person sees of a build: one row per image, the full output in a log file under t
 
 from runner.images.build import build_image, build_images, build_images_for_console, default_log_path, main
 from runner.images.defs import (
-    IMAGES, ImageDef, build_order, chain_requirements, check_wheels, content_hash, context_files, image_hash,
-    image_tag, parse_apt_mirror, rootfs_hash, wheelhouse_key,
-)  # fmt: skip
+    IMAGES,
+    ImageDef,
+    build_order,
+    chain_requirements,
+    check_wheels,
+    content_hash,
+    context_files,
+    image_hash,
+    image_tag,
+    parse_apt_mirror,
+    rootfs_hash,
+    wheelhouse_key,
+)
 
 __all__ = [
-    "IMAGES", "ImageDef", "build_image", "build_images", "build_images_for_console", "build_order", "chain_requirements", "check_wheels",
-    "content_hash", "context_files", "default_log_path", "image_hash", "image_tag", "main", "parse_apt_mirror", "rootfs_hash",
+    "IMAGES",
+    "ImageDef",
+    "build_image",
+    "build_images",
+    "build_images_for_console",
+    "build_order",
+    "chain_requirements",
+    "check_wheels",
+    "content_hash",
+    "context_files",
+    "default_log_path",
+    "image_hash",
+    "image_tag",
+    "main",
+    "parse_apt_mirror",
+    "rootfs_hash",
     "wheelhouse_key",
-]  # fmt: skip
+]

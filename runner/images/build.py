@@ -20,11 +20,29 @@ from typing import Any
 
 from runner.core.errors import ImageError, RunnerError, RuntimeUnavailableError
 from runner.images.defs import (
-    IMAGES, REPO_ROOT, ROOTFS_INCLUDE, ROOTFS_REPO, ROOTFS_SUITE, ROOTFS_VARIANT, WHEEL_ABI, WHEEL_PLATFORMS,
-    WHEEL_PYTHON, ImageDef, Log, build_order, chain_requirements, check_wheels, context_files, image_hash, image_tag,
-    parse_apt_mirror, rootfs_hash, wheelhouse_key,
-)  # fmt: skip
+    IMAGES,
+    REPO_ROOT,
+    ROOTFS_INCLUDE,
+    ROOTFS_REPO,
+    ROOTFS_SUITE,
+    ROOTFS_VARIANT,
+    WHEEL_ABI,
+    WHEEL_PLATFORMS,
+    WHEEL_PYTHON,
+    ImageDef,
+    Log,
+    build_order,
+    chain_requirements,
+    check_wheels,
+    context_files,
+    image_hash,
+    image_tag,
+    parse_apt_mirror,
+    rootfs_hash,
+    wheelhouse_key,
+)
 from runner.images.report import Reporter, console_build, verbose_from_env
+
 
 def cache_dir() -> Path:
     """Where rootfs tarballs, wheelhouses and build logs live: ``$RUNNER_CACHE`` or ``~/.cache/runner``."""
@@ -41,13 +59,17 @@ def debian_mirror() -> str:
     if mirror := os.environ.get("RUNNER_DEBIAN_MIRROR"):
         return mirror.rstrip("/")
     apt = Path("/etc/apt")
-    files = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list")),
-             *sorted((apt / "sources.list.d").glob("*.sources"))]
+    files = [
+        apt / "sources.list",
+        *sorted((apt / "sources.list.d").glob("*.list")),
+        *sorted((apt / "sources.list.d").glob("*.sources")),
+    ]
     texts = (f.read_text(errors="replace") for f in files if f.is_file())
     mirror = parse_apt_mirror(texts)
     if not mirror:
-        raise ImageError(f"no Debian mirror for {ROOTFS_SUITE} in /etc/apt sources; "
-                         "set RUNNER_DEBIAN_MIRROR=http://<mirror>/debian")
+        raise ImageError(
+            f"no Debian mirror for {ROOTFS_SUITE} in /etc/apt sources; set RUNNER_DEBIAN_MIRROR=http://<mirror>/debian"
+        )
     return mirror
 
 
@@ -59,8 +81,7 @@ def get_client() -> Any:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        raise RuntimeUnavailableError(
-            f"no Docker engine answers ({exc}); start dockerd or set DOCKER_HOST") from exc
+        raise RuntimeUnavailableError(f"no Docker engine answers ({exc}); start dockerd or set DOCKER_HOST") from exc
     return client
 
 
@@ -111,8 +132,15 @@ def _remove_tree(path: Path) -> None:
 
 def _trim_rootfs(root: Path) -> None:
     """Drop what a container never needs (apt caches and lists, docs, man pages, locales)."""
-    for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*",
-                    "usr/share/man/*", "usr/share/info/*", "usr/share/locale/*", "var/log/*.log"):
+    for pattern in (
+        "var/cache/apt/archives/*.deb",
+        "var/cache/apt/*.bin",
+        "var/lib/apt/lists/*",
+        "usr/share/man/*",
+        "usr/share/info/*",
+        "usr/share/locale/*",
+        "var/log/*.log",
+    ):
         for path in root.glob(pattern):
             if path.name in {"partial", "lock", "locale.alias"}:
                 continue
@@ -125,11 +153,15 @@ def _trim_rootfs(root: Path) -> None:
 def make_rootfs_tarball(tarball: Path, report: Reporter) -> None:
     """debootstrap a minimal Debian with python3 and write it as a tar to ``tarball``."""
     if not shutil.which("debootstrap"):
-        raise ImageError("debootstrap is not installed; `apt-get install debootstrap`, or set "
-                         "RUNNER_BASE_IMAGE=python:3.11-slim where a registry is reachable")
+        raise ImageError(
+            "debootstrap is not installed; `apt-get install debootstrap`, or set "
+            "RUNNER_BASE_IMAGE=python:3.11-slim where a registry is reachable"
+        )
     if os.geteuid() != 0:
-        raise ImageError("debootstrap needs root; run the image build as root, or set "
-                         "RUNNER_BASE_IMAGE=python:3.11-slim where a registry is reachable")
+        raise ImageError(
+            "debootstrap needs root; run the image build as root, or set "
+            "RUNNER_BASE_IMAGE=python:3.11-slim where a registry is reachable"
+        )
     mirror = debian_mirror()
     tarball.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="debootstrap-", dir=tarball.parent))
@@ -137,15 +169,37 @@ def make_rootfs_tarball(tarball: Path, report: Reporter) -> None:
     try:
         report.note("rootfs", f"debootstrap {ROOTFS_SUITE} from {mirror} (a few minutes, once)")
         start = time.monotonic()
-        _run_logged(["debootstrap", f"--variant={ROOTFS_VARIANT}",
-                     f"--include={','.join(ROOTFS_INCLUDE)}", ROOTFS_SUITE, str(target), mirror],
-                    report)  # fmt: skip
+        _run_logged(
+            [
+                "debootstrap",
+                f"--variant={ROOTFS_VARIANT}",
+                f"--include={','.join(ROOTFS_INCLUDE)}",
+                ROOTFS_SUITE,
+                str(target),
+                mirror,
+            ],
+            report,
+        )
         report.note("rootfs", f"debootstrap took {time.monotonic() - start:.0f}s; writing the tarball")
         if _mounts_under(target):
             raise ImageError(f"debootstrap left mounts under {target}; unmount them and retry")
         _trim_rootfs(target)
-        _run_logged(["tar", "--numeric-owner", "--xattrs", "-C", str(target), "-cf", str(partial),
-                     "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*", "."], report)
+        _run_logged(
+            [
+                "tar",
+                "--numeric-owner",
+                "--xattrs",
+                "-C",
+                str(target),
+                "-cf",
+                str(partial),
+                "--exclude=./dev/*",
+                "--exclude=./proc/*",
+                "--exclude=./sys/*",
+                ".",
+            ],
+            report,
+        )
         partial.replace(tarball)  # atomic: a crash never leaves a half tarball in the cache
     finally:
         _remove_tree(work)
@@ -165,14 +219,19 @@ def ensure_rootfs_image(client: Any, report: Reporter) -> str:
     report.note("rootfs", f"docker import {tarball}")
     import docker
 
-    changes = ["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]']
+    changes = [
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+        'CMD ["/bin/bash"]',
+    ]
     try:
-        client.api.import_image_from_file(str(tarball), repository=ROOTFS_REPO,
-                                          tag=f"{ROOTFS_SUITE}-{digest}", changes=changes)
+        client.api.import_image_from_file(
+            str(tarball), repository=ROOTFS_REPO, tag=f"{ROOTFS_SUITE}-{digest}", changes=changes
+        )
     except docker.errors.DockerException as exc:
-        raise ImageError(f"docker import of {tarball} failed ({exc}); delete the tarball to "
-                         "debootstrap it again") from exc
+        raise ImageError(
+            f"docker import of {tarball} failed ({exc}); delete the tarball to debootstrap it again"
+        ) from exc
     if not image_exists(tag, client):
         raise ImageError(f"docker import did not create {tag}; delete {tarball} and retry")
     report.done("rootfs", f"built {tag}")
@@ -190,8 +249,10 @@ def ensure_external_base(client: Any, base: str, report: Reporter) -> str:
         try:
             image = client.images.pull(base)
         except docker.errors.DockerException as exc:
-            raise ImageError(f"cannot pull base image {base} ({exc}); without a registry unset "
-                             "RUNNER_BASE_IMAGE to build a debootstrapped Debian base") from exc
+            raise ImageError(
+                f"cannot pull base image {base} ({exc}); without a registry unset "
+                "RUNNER_BASE_IMAGE to build a debootstrapped Debian base"
+            ) from exc
         report.done("rootfs", f"pulled {base}")
     else:
         report.done("rootfs", f"using {base}", cached=True)
@@ -199,16 +260,33 @@ def ensure_external_base(client: Any, base: str, report: Reporter) -> str:
 
 
 def _pip_download_cmd(dest: Path, reqfile: Path, constraints: Path | None) -> list[str]:
-    cmd = [sys.executable, "-m", "pip", "download", "--dest", str(dest), "--progress-bar", "off",
-           "--only-binary=:all:", "--python-version", WHEEL_PYTHON, "--implementation", "cp",
-           "--abi", WHEEL_ABI, "-r", str(reqfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--dest",
+        str(dest),
+        "--progress-bar",
+        "off",
+        "--only-binary=:all:",
+        "--python-version",
+        WHEEL_PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        WHEEL_ABI,
+        "-r",
+        str(reqfile),
+    ]
     for plat in WHEEL_PLATFORMS:
         cmd += ["--platform", plat]
     return cmd + (["-c", str(constraints)] if constraints else [])
 
 
-def ensure_wheelhouse(requirements: Sequence[str], constraints: Sequence[str], report: Reporter,
-                      step: str = "wheels") -> Path:  # fmt: skip
+def ensure_wheelhouse(
+    requirements: Sequence[str], constraints: Sequence[str], report: Reporter, step: str = "wheels"
+) -> Path:
     """A cached directory of wheels (plus requirements.txt) for ``requirements``.
 
     Downloaded once with pip (honouring PIP_* env and pip.conf, so PIP_FIND_LINKS finds the
@@ -250,15 +328,30 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _docker_build(client: Any, context: Path, tag: str, buildargs: dict[str, str],
-                  labels: dict[str, str], nocache: bool, report: Reporter) -> None:
+def _docker_build(
+    client: Any,
+    context: Path,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    nocache: bool,
+    report: Reporter,
+) -> None:
     """Run one build through the low-level API so that build output streams into ``report``."""
     import docker
 
     try:
-        for chunk in client.api.build(path=str(context), dockerfile="Dockerfile", tag=tag,
-                                      buildargs=buildargs, labels=labels, rm=True, forcerm=True,
-                                      nocache=nocache, decode=True):
+        for chunk in client.api.build(
+            path=str(context),
+            dockerfile="Dockerfile",
+            tag=tag,
+            buildargs=buildargs,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            nocache=nocache,
+            decode=True,
+        ):
             if "error" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                 raise ImageError(f"docker build of {tag} failed: {detail.strip()}")
@@ -291,9 +384,18 @@ def _remove_quietly(client: Any, image_id: str) -> None:
         pass
 
 
-def build_image(name: str, parent_ref: str, parent_tag: str, *, client: Any, log: Log = print,
-                report: Reporter | None = None, force: bool = False, root: Path = REPO_ROOT,
-                images: dict[str, ImageDef] = IMAGES) -> str:
+def build_image(
+    name: str,
+    parent_ref: str,
+    parent_tag: str,
+    *,
+    client: Any,
+    log: Log = print,
+    report: Reporter | None = None,
+    force: bool = False,
+    root: Path = REPO_ROOT,
+    images: dict[str, ImageDef] = IMAGES,
+) -> str:
     """Build (or reuse) one image on top of ``parent_tag``; tag it ``:latest`` too.
 
     Progress goes to ``report``, or as plain lines to ``log`` when there is none.
@@ -318,8 +420,15 @@ def build_image(name: str, parent_ref: str, parent_tag: str, *, client: Any, log
                 for wheel in house.iterdir():
                     _link_or_copy(wheel, ctx / "wheels" / wheel.name)
             report.note(name, "docker build")
-            _docker_build(client, ctx, tag, {defn.parent_arg: parent_tag},
-                          {"runner.image": name, "runner.hash": tag.rsplit(":", 1)[1]}, force, report)
+            _docker_build(
+                client,
+                ctx,
+                tag,
+                {defn.parent_arg: parent_tag},
+                {"runner.image": name, "runner.hash": tag.rsplit(":", 1)[1]},
+                force,
+                report,
+            )
         _prune_build_stages(client)
         if old_id and old_id != client.images.get(tag).id:
             _remove_quietly(client, old_id)
@@ -330,9 +439,16 @@ def build_image(name: str, parent_ref: str, parent_tag: str, *, client: Any, log
     return tag
 
 
-def build_images(names: list[str] | None = None, *, force: bool = False, log: Log = print,
-                 report: Reporter | None = None, docker_client: Any = None, base: str | None = None,
-                 root: Path = REPO_ROOT) -> dict[str, str]:
+def build_images(
+    names: list[str] | None = None,
+    *,
+    force: bool = False,
+    log: Log = print,
+    report: Reporter | None = None,
+    docker_client: Any = None,
+    base: str | None = None,
+    root: Path = REPO_ROOT,
+) -> dict[str, str]:
     """Build ``names`` (default: all of IMAGES) and their parents; return name -> full tag.
 
     ``base`` (or ``$RUNNER_BASE_IMAGE``) replaces the debootstrapped root filesystem, e.g. with
@@ -353,14 +469,19 @@ def build_images(names: list[str] | None = None, *, force: bool = False, log: Lo
     for name in order:
         parent = IMAGES[name].parent
         parent_ref, parent_tag = (tags[parent], tags[parent]) if parent else (root_ref, root_tag)
-        tags[name] = build_image(name, parent_ref, parent_tag, client=client, report=report,
-                                 force=force, root=root)
+        tags[name] = build_image(name, parent_ref, parent_tag, client=client, report=report, force=force, root=root)
     return tags
 
 
-def build_images_for_console(names: list[str] | None, console: Any, *, force: bool = False,
-                             base: str | None = None, verbose: bool | None = None,
-                             log_file: Path | None = None) -> dict[str, str]:  # fmt: skip
+def build_images_for_console(
+    names: list[str] | None,
+    console: Any,
+    *,
+    force: bool = False,
+    base: str | None = None,
+    verbose: bool | None = None,
+    log_file: Path | None = None,
+) -> dict[str, str]:
     """``build_images`` as a person sees it (``runner images build``, ``scripts/setup.sh``): one
     row per step on ``console`` and the full output in ``log_file`` (appended to: setup keeps
     one log for all its steps) or, by default, a fresh ``default_log_path()``; on failure the
@@ -368,8 +489,13 @@ def build_images_for_console(names: list[str] | None, console: Any, *, force: bo
     streams every line as well."""
     order = build_order(names)  # an unknown name fails here, before any header is printed
     verbose = verbose_from_env() if verbose is None else verbose
-    with console_build(console, log_file or default_log_path(), verbose=verbose, append=log_file is not None,
-                       what=f"rootfs, {', '.join(order)}") as report:  # fmt: skip
+    with console_build(
+        console,
+        log_file or default_log_path(),
+        verbose=verbose,
+        append=log_file is not None,
+        what=f"rootfs, {', '.join(order)}",
+    ) as report:
         return build_images(order, force=force, base=base, report=report)
 
 
@@ -379,24 +505,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     line per image on stdout."""
     from rich.console import Console
 
-    parser = argparse.ArgumentParser(prog="python -m runner.images",
-                                     description="Build runner's images (offline, cached).")
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.images", description="Build runner's images (offline, cached)."
+    )
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(IMAGES)}")
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
     parser.add_argument("--base", help="base image instead of debootstrap (e.g. python:3.11-slim)")
-    parser.add_argument("--verbose", "-v", action="store_true", default=None,
-                        help="stream the full build output (default: RUNNER_VERBOSE)")
-    parser.add_argument("--log-file", type=Path, help=f"append the full output here (default: a fresh "
-                                                      f"{default_log_path()})")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=None,
+        help="stream the full build output (default: RUNNER_VERBOSE)",
+    )
+    parser.add_argument(
+        "--log-file", type=Path, help=f"append the full output here (default: a fresh {default_log_path()})"
+    )
     args = parser.parse_args(argv)
     err = Console(stderr=True)
     try:
-        tags = build_images_for_console(args.names or None, err, force=args.force, base=args.base,
-                                        verbose=args.verbose, log_file=args.log_file)
+        tags = build_images_for_console(
+            args.names or None, err, force=args.force, base=args.base, verbose=args.verbose, log_file=args.log_file
+        )
     except RunnerError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     for name, tag in tags.items():
         print(f"{name}\t{tag}")
     return 0
-

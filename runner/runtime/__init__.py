@@ -32,9 +32,17 @@ def runtime_scope(state_dir: Path) -> str:
     return hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:12]
 
 
-def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path, artifacts_dir: Path,
-                 publish_host: str = "127.0.0.1", registry: str = "",
-                 image_cache_gb: float | None = None) -> Runtime:  # fmt: skip
+def make_runtime(
+    name: str,
+    *,
+    node: str,
+    state_dir: Path,
+    workdir: Path,
+    artifacts_dir: Path,
+    publish_host: str = "127.0.0.1",
+    registry: str = "",
+    image_cache_gb: float | None = None,
+) -> Runtime:
     """Build the named runtime for ``node``; ``auto`` prefers Docker. ``publish_host``: the node's
     own address, where replicas' ports are published; ``registry``: where its engine pulls images;
     ``image_cache_gb``: what the engine keeps of the images it pulled (None: the default)."""
@@ -46,8 +54,14 @@ def make_runtime(name: str, *, node: str, state_dir: Path, workdir: Path, artifa
         from runner.runtime.docker import DockerRuntime
 
         cache = {} if image_cache_gb is None else {"image_cache_gb": image_cache_gb}
-        return DockerRuntime(node, scope=runtime_scope(state_dir), artifacts_dir=artifacts_dir,
-                             publish_host=publish_host, registry=registry, **cache)  # fmt: skip
+        return DockerRuntime(
+            node,
+            scope=runtime_scope(state_dir),
+            artifacts_dir=artifacts_dir,
+            publish_host=publish_host,
+            registry=registry,
+            **cache,
+        )
     from runner.runtime.process import ProcessRuntime
 
     return ProcessRuntime(node, state_dir=state_dir, workdir=workdir, artifacts_dir=artifacts_dir)

@@ -120,8 +120,10 @@ def check_host_ports(request: LaunchRequest, node: str) -> None:
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise
-                raise PortInUseError(f"{PortInUseError.PREFIX} {port}/{proto} is in use on node {node}; "
-                                     "the runner places the gang again with another port") from None
+                raise PortInUseError(
+                    f"{PortInUseError.PREFIX} {port}/{proto} is in use on node {node}; "
+                    "the runner places the gang again with another port"
+                ) from None
 
 
 @dataclass

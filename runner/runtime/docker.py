@@ -34,15 +34,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import ImageError, RuntimeUnavailableError
+from runner.core.states import ReplicaState
 from runner.runtime.base import (
-    LABEL_KEY, LABEL_MANAGED, LABEL_NODE, LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts,
-)  # fmt: skip
+    LABEL_KEY,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LaunchRequest,
+    ReplicaStatus,
+    Runtime,
+    check_host_ports,
+    prepare_mounts,
+)
 from runner.runtime.docker_images import NodeImages, PullCancelled, parse_time
 from runner.runtime.imagecache import GB, PullProgress
 from runner.runtime.logtail import LineBuffer, StreamTail
 from runner.runtime.netif import interface_of, mtu_of
 from runner.settings import Settings
-from runner.core.states import ReplicaState
 
 if TYPE_CHECKING:  # docker is imported lazily: `import runner` stays fast on any machine
     import docker
@@ -97,8 +104,17 @@ class _Start:
 class DockerRuntime(Runtime):
     name = "docker"
 
-    def __init__(self, node: str, *, artifacts_dir: Path, publish_host: str = "127.0.0.1", client: Any = None,
-                 scope: str = "", registry: str = "", image_cache_gb: float = Settings.image_cache_gb) -> None:  # fmt: skip
+    def __init__(
+        self,
+        node: str,
+        *,
+        artifacts_dir: Path,
+        publish_host: str = "127.0.0.1",
+        client: Any = None,
+        scope: str = "",
+        registry: str = "",
+        image_cache_gb: float = Settings.image_cache_gb,
+    ) -> None:
         self.node = node
         self.artifacts_dir = Path(artifacts_dir)
         self.scope = scope
@@ -135,8 +151,12 @@ class DockerRuntime(Runtime):
             fcntl.flock(lock, fcntl.LOCK_EX)
             found = self.client.networks.list(names=[name])
             if not any(n.name == name for n in found):
-                self.client.networks.create(name, driver="bridge", labels={LABEL_MANAGED: "true"},
-                                            options={"com.docker.network.driver.mtu": str(mtu)})  # fmt: skip
+                self.client.networks.create(
+                    name,
+                    driver="bridge",
+                    labels={LABEL_MANAGED: "true"},
+                    options={"com.docker.network.driver.mtu": str(mtu)},
+                )
                 found = self.client.networks.list(names=[name])
         finally:
             os.close(lock)  # releases the lock
@@ -289,8 +309,10 @@ class DockerRuntime(Runtime):
                 kwargs["network"] = bridge
         if request.mounts:
             prepare_mounts(request.mounts, self.artifacts_dir)
-            kwargs["mounts"] = [docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                                for m in request.mounts]  # fmt: skip
+            kwargs["mounts"] = [
+                docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+                for m in request.mounts
+            ]
         if request.gpus and request.real_gpus:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=request.gpus, capabilities=[["gpu"]])]
         return kwargs
@@ -344,8 +366,11 @@ class DockerRuntime(Runtime):
         if self._stream_client is None:
             self._stream_client = docker_client(timeout_s=None)
         api, ident = self._stream_client.api, container.id
-        return StreamTail(lambda: api.logs(ident, stdout=True, stderr=True, stream=True, follow=True),
-                          skip=skip, name=f"logs {container.name}")  # fmt: skip
+        return StreamTail(
+            lambda: api.logs(ident, stdout=True, stderr=True, stream=True, follow=True),
+            skip=skip,
+            name=f"logs {container.name}",
+        )
 
     def stop(self, key: str, grace_s: float = 10.0) -> ReplicaStatus:
         with self._starts_lock:
@@ -375,8 +400,12 @@ class DockerRuntime(Runtime):
             container.remove(force=True)
 
     def list(self) -> list[ReplicaStatus]:
-        containers = self.client.containers.list(all=True, filters={"label": [f"{LABEL_NODE}={self.node}"]},
-                                                ignore_removed=True)  # one removed meanwhile is not an error
-        statuses = [self._status(c.labels[LABEL_KEY], c) for c in containers
-                    if LABEL_KEY in c.labels and c.labels.get(LABEL_SCOPE, self.scope) == self.scope]  # fmt: skip
+        containers = self.client.containers.list(
+            all=True, filters={"label": [f"{LABEL_NODE}={self.node}"]}, ignore_removed=True
+        )  # one removed meanwhile is not an error
+        statuses = [
+            self._status(c.labels[LABEL_KEY], c)
+            for c in containers
+            if LABEL_KEY in c.labels and c.labels.get(LABEL_SCOPE, self.scope) == self.scope
+        ]
         return [st for st in statuses if st.state != ReplicaState.LOST]  # LOST: removed since it was listed

@@ -100,8 +100,10 @@ class NodeImages:
                     message = str((event.get("errorDetail") or {}).get("message") or event["error"])
                     if _not_found(message):
                         return False
-                    raise ImageError(f"pulling {source}:{tag} on this node failed: {message}. To fix: check "
-                                     "that the node reaches the registry and the image was pushed (runner images push)")
+                    raise ImageError(
+                        f"pulling {source}:{tag} on this node failed: {message}. To fix: check "
+                        "that the node reaches the registry and the image was pushed (runner images push)"
+                    )
                 progress.feed(event)
                 if cancelled():
                     raise PullCancelled(image)
@@ -142,8 +144,16 @@ class NodeImages:
             shared = max(int(row.get("SharedSize") or 0), 0)
             last_used = self._last_used(row["Id"], float(row.get("Created") or 0)) if pulled else 0.0
             in_use = int(row.get("Containers") or 0) > 0 or any(self._ref(t) in pinned for t in tags)
-            images.append(CachedImage(id=row["Id"], size_bytes=size, unique_bytes=max(size - shared, 0),
-                                      last_used=last_used, pulled=pulled, in_use=in_use))  # fmt: skip
+            images.append(
+                CachedImage(
+                    id=row["Id"],
+                    size_bytes=size,
+                    unique_bytes=max(size - shared, 0),
+                    last_used=last_used,
+                    pulled=pulled,
+                    in_use=in_use,
+                )
+            )
         return images, int(usage.get("LayersSize") or 0)
 
     def _disk_usage(self) -> dict[str, Any]:
@@ -186,8 +196,13 @@ class NodeImages:
             victim = plan[0]
             if self._remove(victim.id):
                 removed.append(victim.id)
-                log.info("evicted image %s (%.2f GB; images %.2f GB, budget %.2f GB)", victim.id[:19],
-                         victim.size_bytes / GB, total / GB, self.budget_bytes / GB)  # fmt: skip
+                log.info(
+                    "evicted image %s (%.2f GB; images %.2f GB, budget %.2f GB)",
+                    victim.id[:19],
+                    victim.size_bytes / GB,
+                    total / GB,
+                    self.budget_bytes / GB,
+                )
             else:
                 refused.add(victim.id)
         return removed

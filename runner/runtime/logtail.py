@@ -75,7 +75,7 @@ class LineBuffer:
             if drop:
                 del self._lines[:drop]
                 self.base += drop
-            return self._lines[start - self.base:]
+            return self._lines[start - self.base :]
 
 
 class StreamTail:

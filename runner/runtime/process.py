@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from runner.core.mounts import to_host
+from runner.core.states import ReplicaState
 from runner.runtime.base import LaunchRequest, ReplicaStatus, Runtime, check_host_ports, prepare_mounts
 from runner.runtime.logtail import LineBuffer
-from runner.core.states import ReplicaState
 
 # The wrapper (args: state folder, workdir, command...) runs the command from the workdir and
 # records its exit code atomically (write then rename) when it ends.

@@ -9,9 +9,22 @@ database to them (``schema``, with the Alembic revisions in ``migrations``).
 """
 
 from runner.store.models import (
-    ApiKey, AuditRow, Check, Event, JoinToken, LedgerPosting, LedgerTx, LogLine, NodeRecord, PlacementRecord, Provider,
-    Replica, Tenant, UptimeDay, Workload,
-)  # fmt: skip
+    ApiKey,
+    AuditRow,
+    Check,
+    Event,
+    JoinToken,
+    LedgerPosting,
+    LedgerTx,
+    LogLine,
+    NodeRecord,
+    PlacementRecord,
+    Provider,
+    Replica,
+    Tenant,
+    UptimeDay,
+    Workload,
+)
 from runner.store.money import LedgerStore
 from runner.store.workloads import Principal, WorkloadStore, hash_key, new_workload_id
 
@@ -21,7 +34,23 @@ class Store(LedgerStore, WorkloadStore):
 
 
 __all__ = [
-    "ApiKey", "AuditRow", "Check", "Event", "JoinToken", "LedgerPosting", "LedgerTx", "LogLine", "NodeRecord",
-    "PlacementRecord", "Principal", "Provider", "Replica", "Store", "Tenant", "UptimeDay", "Workload", "hash_key",
+    "ApiKey",
+    "AuditRow",
+    "Check",
+    "Event",
+    "JoinToken",
+    "LedgerPosting",
+    "LedgerTx",
+    "LogLine",
+    "NodeRecord",
+    "PlacementRecord",
+    "Principal",
+    "Provider",
+    "Replica",
+    "Store",
+    "Tenant",
+    "UptimeDay",
+    "Workload",
+    "hash_key",
     "new_workload_id",
-]  # fmt: skip
+]

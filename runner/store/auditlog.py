@@ -32,9 +32,11 @@ class AuditStore(StoreBase):
     def append_audit(self, s: Session, kind: str, payload: Any) -> AuditEntry:
         """Add an entry inside the caller's transaction ``s`` (it commits with the decision)."""
         seq, prev = s.execute(
-            update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=AuditHead.seq + 1)
             .returning(AuditHead.seq, AuditHead.hash)
-        ).one()  # fmt: skip
+        ).one()
         ts = time.time()
         digest = entry_hash(prev, seq, ts, kind, payload)
         s.add(AuditRow(seq=seq, ts=ts, kind=kind, payload=payload, prev_hash=prev, hash=digest))
@@ -46,7 +48,9 @@ class AuditStore(StoreBase):
         with self.session() as s:
             return self.append_audit(s, kind, payload)
 
-    def audit_entries(self, *, after_seq: int = 0, limit: int | None = None, kind: str | None = None) -> list[AuditEntry]:
+    def audit_entries(
+        self, *, after_seq: int = 0, limit: int | None = None, kind: str | None = None
+    ) -> list[AuditEntry]:
         with self.session() as s:
             q = select(AuditRow).where(AuditRow.seq > after_seq).order_by(AuditRow.seq)
             if kind:
@@ -61,9 +65,17 @@ class AuditStore(StoreBase):
             with self.session() as s:
                 head = s.get(AuditHead, 1)
                 if head is not None and head.seq != check.entries:
-                    return ChainCheck(False, check.entries, check.entries + 1,
-                                      f"the head says {head.seq} entries but {check.entries} are there: the newest were removed")  # fmt: skip
+                    return ChainCheck(
+                        False,
+                        check.entries,
+                        check.entries + 1,
+                        f"the head says {head.seq} entries but {check.entries} are there: the newest were removed",
+                    )
                 if head is not None and head.hash != check.last_hash:  # as many, but the newest is not what was written
-                    return ChainCheck(False, check.entries, check.entries,
-                                      f"entry {check.entries} is not the one the head recorded: it was rewritten")  # fmt: skip
+                    return ChainCheck(
+                        False,
+                        check.entries,
+                        check.entries,
+                        f"entry {check.entries} is not the one the head recorded: it was rewritten",
+                    )
         return check

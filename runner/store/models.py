@@ -14,9 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import (
-    JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
-)  # fmt: skip
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from runner.core.policy import KYC, NodeState

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from runner.core import ledger
 from runner.core.ledger import MarketConfig, Posting, SlashCause, Transaction, TxKind
-from runner.store.parties import PartiesStore
 from runner.store.models import LedgerPosting, LedgerTx, Provider, Replica, Workload
+from runner.store.parties import PartiesStore
 
 
 class _Raced(Exception):
@@ -45,12 +45,24 @@ class LedgerStore(PartiesStore):
         s.flush()
         s.add_all(LedgerPosting(tx_id=row.id, account=p.account, amount=p.amount) for p in tx.postings)
         if tx.kind is not TxKind.USAGE:  # usage is metered every few seconds: its trail is the ledger itself
-            self.append_audit(s, f"ledger.{tx.kind.value}", {"key": tx.key, "memo": tx.memo,
-                                                             "postings": [[p.account, p.amount] for p in tx.postings]})  # fmt: skip
+            self.append_audit(
+                s,
+                f"ledger.{tx.kind.value}",
+                {"key": tx.key, "memo": tx.memo, "postings": [[p.account, p.amount] for p in tx.postings]},
+            )
         return True
 
-    def slash(self, *, provider: str, cause: SlashCause, config: MarketConfig, key: str, node: str = "",
-              tenant: str | None = None, memo: str = "") -> Transaction | None:  # fmt: skip
+    def slash(
+        self,
+        *,
+        provider: str,
+        cause: SlashCause,
+        config: MarketConfig,
+        key: str,
+        node: str = "",
+        tenant: str | None = None,
+        memo: str = "",
+    ) -> Transaction | None:
         """Slash ``provider``'s stake for ``cause`` once per ``key`` (``ledger.slash`` says how
         much), reading the stake in the same transaction that posts the slash, after locking the
         provider's row with a write: PostgreSQL holds the row lock, SQLite its one writer's lock, so
@@ -58,14 +70,29 @@ class LedgerStore(PartiesStore):
         this key, or the stake is empty)."""
         try:
             with self.session() as s:
-                locked = s.execute(update(Provider).where(Provider.id == provider)
-                                   .values(kyc=Provider.kyc)).rowcount  # a write: it takes the lock
+                locked = s.execute(
+                    update(Provider).where(Provider.id == provider).values(kyc=Provider.kyc)
+                ).rowcount  # a write: it takes the lock
                 if locked != 1 or s.scalar(select(LedgerTx.id).where(LedgerTx.key == key)) is not None:
                     return None
-                stake = int(s.scalar(select(func.coalesce(func.sum(LedgerPosting.amount), 0))
-                                     .where(LedgerPosting.account == ledger.stake_account(provider))) or 0)  # fmt: skip
-                tx = ledger.slash(provider=provider, stake_balance=stake, cause=cause, config=config, key=key,
-                                  node=node, tenant=tenant, memo=memo)  # fmt: skip
+                stake = int(
+                    s.scalar(
+                        select(func.coalesce(func.sum(LedgerPosting.amount), 0)).where(
+                            LedgerPosting.account == ledger.stake_account(provider)
+                        )
+                    )
+                    or 0
+                )
+                tx = ledger.slash(
+                    provider=provider,
+                    stake_balance=stake,
+                    cause=cause,
+                    config=config,
+                    key=key,
+                    node=node,
+                    tenant=tenant,
+                    memo=memo,
+                )
                 if tx is None:
                     return None
                 self.post(tx, s)
@@ -91,20 +118,31 @@ class LedgerStore(PartiesStore):
             else:  # while it runs, only the seconds that have passed
                 to_s = max(int(now - rep.started_at), 0)
             tenant = s.scalar(select(Workload.tenant_id).where(Workload.id == rep.workload_id)) or ""
-            tx = ledger.usage(replica_key=rep.key, tenant=tenant, provider=rep.provider_id, node=rep.node,
-                              workload_id=rep.workload_id, price_per_hour=rep.price_micros,
-                              milli_units=rep.milli_units, from_s=rep.metered_s, to_s=to_s, fee_bps=fee_bps)  # fmt: skip
+            tx = ledger.usage(
+                replica_key=rep.key,
+                tenant=tenant,
+                provider=rep.provider_id,
+                node=rep.node,
+                workload_id=rep.workload_id,
+                price_per_hour=rep.price_micros,
+                milli_units=rep.milli_units,
+                from_s=rep.metered_s,
+                to_s=to_s,
+                fee_bps=fee_bps,
+            )
             if tx is None:
                 return None
-            moved = s.execute(update(Replica).where(Replica.key == rep.key, Replica.metered_s == rep.metered_s)
-                              .values(metered_s=to_s)).rowcount  # fmt: skip
+            moved = s.execute(
+                update(Replica).where(Replica.key == rep.key, Replica.metered_s == rep.metered_s).values(metered_s=to_s)
+            ).rowcount
             if moved != 1:
                 raise _Raced
             self.post(tx, s)
             return tx
 
-    def transactions(self, *, account: str | None = None, accounts: Iterable[str] | None = None,
-                     kind: TxKind | None = None) -> list[Transaction]:  # fmt: skip
+    def transactions(
+        self, *, account: str | None = None, accounts: Iterable[str] | None = None, kind: TxKind | None = None
+    ) -> list[Transaction]:
         """Transactions in the order they were posted, optionally only those touching ``account``
         (or any of ``accounts``) or of one ``kind``."""
         wanted = [account] if account is not None else (list(accounts) if accounts is not None else None)
@@ -117,17 +155,30 @@ class LedgerStore(PartiesStore):
             txs = list(s.scalars(q))
             postings: dict[int, list[Posting]] = {}
             if txs:
-                rows = s.scalars(select(LedgerPosting).where(LedgerPosting.tx_id.in_([t.id for t in txs]))
-                                 .order_by(LedgerPosting.id))  # fmt: skip
+                rows = s.scalars(
+                    select(LedgerPosting).where(LedgerPosting.tx_id.in_([t.id for t in txs])).order_by(LedgerPosting.id)
+                )
                 for p in rows:
                     postings.setdefault(p.tx_id, []).append(Posting(p.account, p.amount))
-            return [Transaction(key=t.key, kind=TxKind(t.kind), postings=tuple(postings.get(t.id, ())), memo=t.memo,
-                                refs=t.refs or {}) for t in txs]  # fmt: skip
+            return [
+                Transaction(
+                    key=t.key,
+                    kind=TxKind(t.kind),
+                    postings=tuple(postings.get(t.id, ())),
+                    memo=t.memo,
+                    refs=t.refs or {},
+                )
+                for t in txs
+            ]
 
     def balance(self, account: str) -> int:
         with self.session() as s:
-            return int(s.scalar(select(func.coalesce(func.sum(LedgerPosting.amount), 0))
-                                .where(LedgerPosting.account == account)) or 0)  # fmt: skip
+            return int(
+                s.scalar(
+                    select(func.coalesce(func.sum(LedgerPosting.amount), 0)).where(LedgerPosting.account == account)
+                )
+                or 0
+            )
 
     def balances(self, accounts: Iterable[str] | None = None) -> dict[str, int]:
         with self.session() as s:

@@ -40,24 +40,44 @@ def _kyc(value: str) -> KYC:
 
 class PartiesStore(AuditStore):
     # -- tenants -------------------------------------------------------------------------------------
-    def add_tenant(self, tenant_id: str, *, country: str, kyc: KYC = KYC.PENDING, budget_micros: int | None = None,
-                   by: str = "operator") -> Tenant:  # fmt: skip
+    def add_tenant(
+        self,
+        tenant_id: str,
+        *,
+        country: str,
+        kyc: KYC = KYC.PENDING,
+        budget_micros: int | None = None,
+        by: str = "operator",
+    ) -> Tenant:
         row = Tenant(id=tenant_id, country=country.upper(), kyc=kyc.value, budget_micros=budget_micros)
         try:
             with self.session() as s:
                 s.add(row)
                 s.flush()
-                self.append_audit(s, "tenant.add", {"tenant": tenant_id, "country": row.country, "kyc": row.kyc,
-                                                    "budget_micros": budget_micros, "by": by})  # fmt: skip
+                self.append_audit(
+                    s,
+                    "tenant.add",
+                    {
+                        "tenant": tenant_id,
+                        "country": row.country,
+                        "kyc": row.kyc,
+                        "budget_micros": budget_micros,
+                        "by": by,
+                    },
+                )
         except IntegrityError:
-            raise ConflictError(f"tenant {tenant_id!r} already exists. To fix: runner admin tenant kyc/budget") from None
+            raise ConflictError(
+                f"tenant {tenant_id!r} already exists. To fix: runner admin tenant kyc/budget"
+            ) from None
         return row
 
     def get_tenant(self, tenant_id: str) -> Tenant:
         with self.session() as s:
             row = s.get(Tenant, tenant_id)
             if row is None:
-                raise NotFoundError(f"no tenant {tenant_id!r}. To fix: runner admin tenant add {tenant_id} --country XX")
+                raise NotFoundError(
+                    f"no tenant {tenant_id!r}. To fix: runner admin tenant add {tenant_id} --country XX"
+                )
             return row
 
     def list_tenants(self) -> list[Tenant]:
@@ -84,8 +104,9 @@ class PartiesStore(AuditStore):
             with self.session() as s:
                 s.add(row)
                 s.flush()
-                self.append_audit(s, "provider.add", {"provider": provider_id, "country": row.country, "kyc": row.kyc,
-                                                      "by": by})  # fmt: skip
+                self.append_audit(
+                    s, "provider.add", {"provider": provider_id, "country": row.country, "kyc": row.kyc, "by": by}
+                )
         except IntegrityError:
             raise ConflictError(f"provider {provider_id!r} already exists") from None
         return row
@@ -94,8 +115,9 @@ class PartiesStore(AuditStore):
         with self.session() as s:
             row = s.get(Provider, provider_id)
             if row is None:
-                raise NotFoundError(f"no provider {provider_id!r}. To fix: runner admin provider add {provider_id} "
-                                    "--country XX")  # fmt: skip
+                raise NotFoundError(
+                    f"no provider {provider_id!r}. To fix: runner admin provider add {provider_id} --country XX"
+                )
             return row
 
     def list_providers(self) -> list[Provider]:
@@ -119,8 +141,9 @@ class PartiesStore(AuditStore):
         token = "jt_" + secrets.token_urlsafe(24)
         with self.session() as s:
             s.add(JoinToken(token_hash=hash_key(token), provider_id=provider_id, expires_at=time.time() + ttl_s))
-            self.append_audit(s, "token.issue", {"provider": provider_id, "ttl_s": ttl_s, "by": by,
-                                                 "token_sha256": hash_key(token)})  # fmt: skip
+            self.append_audit(
+                s, "token.issue", {"provider": provider_id, "ttl_s": ttl_s, "by": by, "token_sha256": hash_key(token)}
+            )
         return token
 
     def redeem_join_token(self, token: str, *, provider_id: str, node: str) -> None:
@@ -130,32 +153,42 @@ class PartiesStore(AuditStore):
         with self.session() as s:
             row = s.get(JoinToken, digest)
             if row is None:
-                raise AuthError("unknown join token. To fix: ask the operator for one (runner admin token issue PROVIDER)")
+                raise AuthError(
+                    "unknown join token. To fix: ask the operator for one (runner admin token issue PROVIDER)"
+                )
             if row.provider_id != provider_id:
                 raise AuthError(f"this join token belongs to another provider, not {provider_id!r}")
             if row.used_at is not None:
                 raise AuthError(f"this join token was already used (by node {row.node}); tokens are single use")
             if row.expires_at < now:
                 raise AuthError("this join token has expired. To fix: ask the operator for a new one")
-            taken = s.execute(update(JoinToken).where(JoinToken.token_hash == digest, JoinToken.used_at.is_(None))
-                              .values(used_at=now, node=node)).rowcount  # fmt: skip
+            taken = s.execute(
+                update(JoinToken)
+                .where(JoinToken.token_hash == digest, JoinToken.used_at.is_(None))
+                .values(used_at=now, node=node)
+            ).rowcount
             if taken != 1:  # a concurrent join took it between our read and our write
                 raise AuthError("this join token was already used; tokens are single use")
             self.append_audit(s, "token.redeem", {"provider": provider_id, "node": node, "token_sha256": digest})
 
     # -- nodes ---------------------------------------------------------------------------------------
-    def register_node(self, *, name: str, provider_id: str, state: NodeState, decision: dict[str, Any],
-                      **facts: Any) -> NodeRecord:  # fmt: skip
+    def register_node(
+        self, *, name: str, provider_id: str, state: NodeState, decision: dict[str, Any], **facts: Any
+    ) -> NodeRecord:
         """Add a node, or register again one of the same provider (a machine that restarted and
         joins again). A suspended node cannot rejoin its way out of the suspension."""
         now = time.time()
         with self.session() as s:
             row = s.get(NodeRecord, name)
             if row is not None and row.provider_id != provider_id:
-                raise ConflictError(f"node name {name!r} is taken by another provider. To fix: join with another --name")
+                raise ConflictError(
+                    f"node name {name!r} is taken by another provider. To fix: join with another --name"
+                )
             if row is not None and NodeState(row.state) is NodeState.SUSPENDED:
-                raise ConflictError(f"node {name!r} is suspended ({row.message}). To fix: the operator reviews it "
-                                    f"(runner node activate {name})")  # fmt: skip
+                raise ConflictError(
+                    f"node {name!r} is suspended ({row.message}). To fix: the operator reviews it "
+                    f"(runner node activate {name})"
+                )
             previous = row.state if row is not None else None
             if row is None:
                 row = NodeRecord(name=name, provider_id=provider_id)
@@ -164,8 +197,11 @@ class PartiesStore(AuditStore):
                 setattr(row, field_name, value)
             row.state, row.registered_at, row.state_changed_at, row.message = state.value, now, now, ""
             row.challenge_failures = 0
-            self.append_audit(s, "node.register", {"node": name, "provider": provider_id, "state": state.value,
-                                                   "previous_state": previous, **decision})  # fmt: skip
+            self.append_audit(
+                s,
+                "node.register",
+                {"node": name, "provider": provider_id, "state": state.value, "previous_state": previous, **decision},
+            )
             return row
 
     def get_node(self, name: str) -> NodeRecord:
@@ -179,8 +215,9 @@ class PartiesStore(AuditStore):
         with self.session() as s:
             return list(s.scalars(select(NodeRecord).order_by(NodeRecord.name)))
 
-    def move_node(self, name: str, target: NodeState, message: str = "", *, by: str = "network",
-                  **fields: Any) -> NodeRecord:  # fmt: skip
+    def move_node(
+        self, name: str, target: NodeState, message: str = "", *, by: str = "network", **fields: Any
+    ) -> NodeRecord:
         """Change a node's lifecycle state (only moves ``NODE_MOVES`` allows), audited."""
         with self.session() as s:
             row = s.get(NodeRecord, name)
@@ -194,8 +231,9 @@ class PartiesStore(AuditStore):
             row.state, row.state_changed_at, row.message = target.value, time.time(), message
             for field_name, value in fields.items():
                 setattr(row, field_name, value)
-            self.append_audit(s, "node.state", {"node": name, "from": current.value, "to": target.value,
-                                                "message": message, "by": by})  # fmt: skip
+            self.append_audit(
+                s, "node.state", {"node": name, "from": current.value, "to": target.value, "message": message, "by": by}
+            )
             return row
 
     def update_node(self, name: str, **fields: Any) -> None:
@@ -226,12 +264,25 @@ class PartiesStore(AuditStore):
     def mark_breach_recorded(self, node: str, day: str) -> bool:
         """True the first time only: a day's breach is penalised once."""
         with self.session() as s:
-            return s.execute(update(UptimeDay).where(UptimeDay.node == node, UptimeDay.day == day,
-                                                     UptimeDay.breach_recorded.is_(False))
-                             .values(breach_recorded=True)).rowcount == 1  # fmt: skip
+            return (
+                s.execute(
+                    update(UptimeDay)
+                    .where(UptimeDay.node == node, UptimeDay.day == day, UptimeDay.breach_recorded.is_(False))
+                    .values(breach_recorded=True)
+                ).rowcount
+                == 1
+            )
 
-    def add_check(self, *, node: str, kind: str, ok: bool, measured: float | None = None,
-                  expected: float | None = None, message: str = "") -> None:  # fmt: skip
+    def add_check(
+        self,
+        *,
+        node: str,
+        kind: str,
+        ok: bool,
+        measured: float | None = None,
+        expected: float | None = None,
+        message: str = "",
+    ) -> None:
         with self.session() as s:
             s.add(Check(node=node, kind=kind, ok=ok, measured=measured, expected=expected, message=message))
 

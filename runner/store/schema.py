@@ -35,10 +35,26 @@ PG_LOCK_KEY = 0x0E914E42
 
 #: The tables of FIRST_REVISION: what ``create_all`` made before migrations. Frozen (the models
 #: move on): a database holding them and no ``alembic_version`` was made by such a runner.
-LEGACY_TABLES = frozenset({
-    "tenants", "api_keys", "providers", "join_tokens", "nodes", "uptime_days", "checks", "workloads", "replicas",
-    "events", "logs", "placements", "ledger_txs", "ledger_postings", "audit_log", "audit_head",
-})  # fmt: skip
+LEGACY_TABLES = frozenset(
+    {
+        "tenants",
+        "api_keys",
+        "providers",
+        "join_tokens",
+        "nodes",
+        "uptime_days",
+        "checks",
+        "workloads",
+        "replicas",
+        "events",
+        "logs",
+        "placements",
+        "ledger_txs",
+        "ledger_postings",
+        "audit_log",
+        "audit_head",
+    }
+)
 #: The columns e478248 added to replicas at startup, without a revision (PULL_BYTES_REVISION's).
 PULL_COLUMNS = frozenset({"pull_done_bytes", "pull_total_bytes"})
 
@@ -62,7 +78,7 @@ def upgrade_to_head(engine: Engine) -> None:
                 f"runner does not know (its newest is {script.get_current_head()!r}): a newer runner has upgraded "
                 "it. To fix: use a runner at least as new as the one that upgraded it, or set RUNNER_DATABASE_URL "
                 "to another database (an older runner never undoes a newer one's revisions)"
-            )  # fmt: skip
+            )
         config = alembic_config(conn)
         if not current:
             legacy = legacy_revision(conn, _shown(engine))
@@ -85,7 +101,7 @@ def legacy_revision(conn: Connection, shown: str = "the database") -> str | None
             f"{shown} holds some of runner's tables but not {', '.join(missing)}, and no schema revision: it was "
             "made by a runner older than any this one can upgrade, or changed by hand. To fix: set "
             "RUNNER_DATABASE_URL to a new database (or move this one aside)"
-        )  # fmt: skip
+        )
     pull = PULL_COLUMNS & {column["name"] for column in inspector.get_columns("replicas")}
     if not pull:
         return FIRST_REVISION
@@ -94,7 +110,7 @@ def legacy_revision(conn: Connection, shown: str = "the database") -> str | None
     raise DatabaseVersionError(
         f"{shown} has replicas.{next(iter(pull))} but not the other pull column, and no schema revision: an "
         "upgrade was interrupted. To fix: add the missing column (BIGINT, nullable) by hand, or use a new database"
-    )  # fmt: skip
+    )
 
 
 def _current_heads(engine: Engine) -> set[str]:

@@ -91,15 +91,30 @@ class WorkloadStore(StoreBase):
             if existing is not None:
                 return self._same_spec_or_conflict(existing, spec), False
         row = Workload(
-            id=new_workload_id(), tenant_id=tenant_id, name=spec["name"], kind=spec["kind"], spec=spec,
-            source=source, idempotency_key=idempotency_key, created_at=now, updated_at=now,
-        )  # fmt: skip
+            id=new_workload_id(),
+            tenant_id=tenant_id,
+            name=spec["name"],
+            kind=spec["kind"],
+            spec=spec,
+            source=source,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
         try:
             with self.session() as s:
                 s.add(row)
                 s.flush()
-                s.add(Event(workload_id=row.id, ts=now, state=WorkloadState.PENDING.value, message="submitted",
-                            kind=EventKind.STATE.value, data={"to": WorkloadState.PENDING.value}))  # fmt: skip
+                s.add(
+                    Event(
+                        workload_id=row.id,
+                        ts=now,
+                        state=WorkloadState.PENDING.value,
+                        message="submitted",
+                        kind=EventKind.STATE.value,
+                        data={"to": WorkloadState.PENDING.value},
+                    )
+                )
         except IntegrityError:  # a concurrent submit with the same key won
             existing = self._by_idempotency_key(tenant_id, idempotency_key or "")
             if existing is None:
@@ -127,8 +142,9 @@ class WorkloadStore(StoreBase):
                 raise NotFoundError(f"no workload {workload_id!r}. To fix: runner ls")
             return row
 
-    def list_workloads(self, *, tenant_id: str | None = None, kind: str | None = None, live_only: bool = False,
-                       limit: int = 100) -> list[Workload]:  # fmt: skip
+    def list_workloads(
+        self, *, tenant_id: str | None = None, kind: str | None = None, live_only: bool = False, limit: int = 100
+    ) -> list[Workload]:
         """Newest first; optionally one tenant's, one kind's, or only those not yet ended."""
         with self.session() as s:
             q = select(Workload).order_by(Workload.created_at.desc()).limit(limit)
@@ -143,7 +159,9 @@ class WorkloadStore(StoreBase):
     def active_workloads(self) -> list[Workload]:
         terminal = [st.value for st in WorkloadState if st.is_terminal()]
         with self.session() as s:
-            return list(s.scalars(select(Workload).where(Workload.state.not_in(terminal)).order_by(Workload.created_at)))
+            return list(
+                s.scalars(select(Workload).where(Workload.state.not_in(terminal)).order_by(Workload.created_at))
+            )
 
     def transition(self, workload_id: str, target: WorkloadState, message: str = "", **fields: Any) -> Workload:
         """Move a workload to ``target`` and record the event, in one transaction.
@@ -166,8 +184,16 @@ class WorkloadStore(StoreBase):
                 row.finished_at = now
             for name, value in fields.items():
                 setattr(row, name, value)
-            s.add(Event(workload_id=workload_id, ts=now, state=target.value, message=message,
-                        kind=EventKind.STATE.value, data={"from": current.value, "to": target.value}))  # fmt: skip
+            s.add(
+                Event(
+                    workload_id=workload_id,
+                    ts=now,
+                    state=target.value,
+                    message=message,
+                    kind=EventKind.STATE.value,
+                    data={"from": current.value, "to": target.value},
+                )
+            )
             return row
 
     def update_workload(self, workload_id: str, **fields: Any) -> None:
@@ -179,16 +205,20 @@ class WorkloadStore(StoreBase):
                 setattr(row, name, value)
             row.updated_at = time.time()
 
-    def add_event(self, workload_id: str, state: str, message: str, *, kind: EventKind,
-                  data: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def add_event(
+        self, workload_id: str, state: str, message: str, *, kind: EventKind, data: dict[str, Any] | None = None
+    ) -> None:
         """Record an event: ``message`` for people, ``kind`` and ``data`` for the control plane.
 
         ``kind`` has no default so that every writer says what it records: a restart rebuilds its
         memory from kinds and data (``runner.core.events``), and a message may be reworded freely.
         """
         with self.session() as s:
-            s.add(Event(workload_id=workload_id, state=state, message=message, kind=EventKind(kind).value,
-                        data=data or None))  # fmt: skip
+            s.add(
+                Event(
+                    workload_id=workload_id, state=state, message=message, kind=EventKind(kind).value, data=data or None
+                )
+            )
 
     def events(self, workload_id: str) -> list[Event]:
         with self.session() as s:
@@ -199,8 +229,9 @@ class WorkloadStore(StoreBase):
             return s.scalar(select(Event).where(Event.workload_id == workload_id).order_by(Event.id.desc()).limit(1))
 
     # -- replicas ----------------------------------------------------------------------------------
-    def add_replica(self, *, key: str, workload_id: str, index: int, attempt: int, node: str, state: str,
-                    **terms: Any) -> Replica:  # fmt: skip
+    def add_replica(
+        self, *, key: str, workload_id: str, index: int, attempt: int, node: str, state: str, **terms: Any
+    ) -> Replica:
         """Record a replica before anything is started for it; ``terms``: provider, price, units."""
         row = Replica(key=key, workload_id=workload_id, index=index, attempt=attempt, node=node, state=state, **terms)
         with self.session() as s:
@@ -264,11 +295,29 @@ class WorkloadStore(StoreBase):
             return list(s.scalars(q))
 
     # -- placement records -------------------------------------------------------------------------
-    def record_placement(self, *, workload_id: str, attempt: int, placed: bool, nodes: list[str], message: str,
-                         rows: list[dict[str, Any]], total_nodes: int) -> None:  # fmt: skip
+    def record_placement(
+        self,
+        *,
+        workload_id: str,
+        attempt: int,
+        placed: bool,
+        nodes: list[str],
+        message: str,
+        rows: list[dict[str, Any]],
+        total_nodes: int,
+    ) -> None:
         with self.session() as s:
-            s.add(PlacementRecord(workload_id=workload_id, attempt=attempt, placed=placed, nodes=nodes,
-                                  message=message, rows=rows, total_nodes=total_nodes))  # fmt: skip
+            s.add(
+                PlacementRecord(
+                    workload_id=workload_id,
+                    attempt=attempt,
+                    placed=placed,
+                    nodes=nodes,
+                    message=message,
+                    rows=rows,
+                    total_nodes=total_nodes,
+                )
+            )
 
     def last_placement(self, workload_id: str) -> PlacementRecord | None:
         with self.session() as s:

@@ -22,9 +22,9 @@ from runner.benchmark import expected_tflops, judge, size_challenge, verify_answ
 from runner.core.ledger import SlashCause
 from runner.core.network import NetworkConfig
 from runner.core.policy import NodeState
+from runner.core.sla import utc_day
 from runner.store import Store
 from runner.supervisor.cluster_view import AGENT_ERRORS, ClusterView
-from runner.core.sla import utc_day
 
 log = logging.getLogger("runner.checker")
 
@@ -59,9 +59,14 @@ class Checker:
     # -- heartbeats ----------------------------------------------------------------------------------
     def heartbeats(self, interval_s: float) -> None:
         nodes = [n for n in self.store.registry() if NodeState(n.state) in WATCHED]
-        refs = {n.name: self.cluster.agents[n.name].info.remote() for n in nodes
-                if n.name in self.cluster.agents and self.cluster.alive(n.name)}  # fmt: skip
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=HEARTBEAT_TIMEOUT_S) if refs else ([], [])
+        refs = {
+            n.name: self.cluster.agents[n.name].info.remote()
+            for n in nodes
+            if n.name in self.cluster.agents and self.cluster.alive(n.name)
+        }
+        ready, _ = (
+            ray.wait(list(refs.values()), num_returns=len(refs), timeout=HEARTBEAT_TIMEOUT_S) if refs else ([], [])
+        )
         day, now = utc_day(time.time()), time.time()
         for node in nodes:
             ref = refs.get(node.name)
@@ -77,8 +82,9 @@ class Checker:
                 self.store.update_node(node.name, last_seen_at=now)
             if self._last_alive.get(node.name) != alive:
                 self._last_alive[node.name] = alive
-                self.store.add_check(node=node.name, kind="heartbeat", ok=alive,
-                                     message="answering" if alive else "no heartbeat")  # fmt: skip
+                self.store.add_check(
+                    node=node.name, kind="heartbeat", ok=alive, message="answering" if alive else "no heartbeat"
+                )
 
     # -- challenges ----------------------------------------------------------------------------------
     def challenge(self, name: str) -> dict[str, object]:
@@ -96,9 +102,14 @@ class Checker:
         expected = expected_tflops(node.gpu_model, node.simulated, node.verified_tflops)
         real_gpu = bool(node.gpu_model and not node.simulated)
         secret = random.SystemRandom()
-        c = size_challenge(expected, seconds=CHALLENGE_SECONDS, max_n=8192 if real_gpu else 2048,
-                           seed=secret.randrange(2**31), perm_seed=secret.randrange(2**31),
-                           deadline_s=2 * CHALLENGE_SECONDS / self.config.tolerance)  # fmt: skip
+        c = size_challenge(
+            expected,
+            seconds=CHALLENGE_SECONDS,
+            max_n=8192 if real_gpu else 2048,
+            seed=secret.randrange(2**31),
+            perm_seed=secret.randrange(2**31),
+            deadline_s=2 * CHALLENGE_SECONDS / self.config.tolerance,
+        )
         try:
             ray.get(agent.prepare_challenge.remote(c.seed, c.n), timeout=ANSWER_TIMEOUT_S)
             started = time.perf_counter()
@@ -118,12 +129,23 @@ class Checker:
         self.store.update_node(name, challenge_failures=failures)
         if not ok and (wrong or failures >= self.config.failures_to_suspend) and node.state == NodeState.ACTIVE.value:
             self._suspend(node.name, node.provider_id, message)
-        return {"node": name, "ok": ok, "measured_tflops": measured, "expected_tflops": expected,
-                "failures": failures, "message": message}  # fmt: skip
+        return {
+            "node": name,
+            "ok": ok,
+            "measured_tflops": measured,
+            "expected_tflops": expected,
+            "failures": failures,
+            "message": message,
+        }
 
     def _suspend(self, name: str, provider: str, message: str) -> None:
         self.store.move_node(name, NodeState.SUSPENDED, f"failed benchmark challenge: {message}", by="checker")
-        self.store.slash(provider=provider, cause=SlashCause.FAILED_CHALLENGE, config=self.market_config,
-                         key=f"slash:challenge:{name}:{int(time.time())}", node=name,
-                         memo=f"{name} failed its benchmark challenge: {message}")  # fmt: skip
+        self.store.slash(
+            provider=provider,
+            cause=SlashCause.FAILED_CHALLENGE,
+            config=self.market_config,
+            key=f"slash:challenge:{name}:{int(time.time())}",
+            node=name,
+            memo=f"{name} failed its benchmark challenge: {message}",
+        )
         log.warning("suspended %s: %s", name, message)

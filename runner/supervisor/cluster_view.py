@@ -54,10 +54,13 @@ class ClusterView:
             if node.alive and name not in self.agents:
                 try:
                     self.agents[name] = get_or_create_agent(
-                        name, runtime=self.settings.runtime, state_dir=self.settings.replicas_dir,
-                        workdir=self.settings.workdir, artifacts_dir=self.settings.artifacts_dir,
+                        name,
+                        runtime=self.settings.runtime,
+                        state_dir=self.settings.replicas_dir,
+                        workdir=self.settings.workdir,
+                        artifacts_dir=self.settings.artifacts_dir,
                         registry=self.settings.registry,
-                    )  # fmt: skip
+                    )
                 except Exception:  # one node's agent must not stop the others; retried next refresh
                     log.exception("cannot create the agent on %s", name)
             elif not node.alive:

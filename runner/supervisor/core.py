@@ -21,19 +21,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.core.demand import Demand
 from runner.core.errors import NotFoundError
 from runner.core.events import EventKind, Stop, StopReason
 from runner.core.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.core.network import NetworkConfig
-from runner.core.demand import Demand
 from runner.core.policy import NodeState
 from runner.core.preemption import priority
-from runner.runtime import ReplicaStatus
-from runner.settings import Settings
 from runner.core.spec import parse_workload
 from runner.core.states import ReplicaState, WorkloadState
-from runner.store_credentials import StoreCredentials, attempt_holder, read_admin
+from runner.runtime import ReplicaStatus
+from runner.settings import Settings
 from runner.store import Replica, Store, Workload
+from runner.store_credentials import StoreCredentials, attempt_holder, read_admin
 from runner.supervisor.checker import Checker
 from runner.supervisor.cluster_view import ClusterView
 from runner.supervisor.gang import GangController
@@ -71,19 +71,30 @@ class Supervisor:
         self.cluster = ClusterView(settings)
         self.placing = Placing(store, config, self.cluster)
         self.metering = Metering(store, config, self.cluster)
-        self.driver = ReplicaDriver(store, self.cluster, poll_interval_s=settings.poll_interval_s,
-                                    on_finished=self._replica_finished,
-                                    mounts=lambda w: self.mounts(w, self.spec(w)))  # fmt: skip
+        self.driver = ReplicaDriver(
+            store,
+            self.cluster,
+            poll_interval_s=settings.poll_interval_s,
+            on_finished=self._replica_finished,
+            mounts=lambda w: self.mounts(w, self.spec(w)),
+        )
         self.gangs = GangController(self)
         #: Which controller steps each kind once it is placed. Batch and training jobs are gangs;
         #: inference services and gaming sessions get controllers of their own.
-        self.controllers: dict[str, Any] = {"batch": self.gangs, "training": self.gangs,
-                                            "inference": ServiceController(self), "gaming": SessionController(self)}  # fmt: skip
+        self.controllers: dict[str, Any] = {
+            "batch": self.gangs,
+            "training": self.gangs,
+            "inference": ServiceController(self),
+            "gaming": SessionController(self),
+        }
         self.preemptor = Preemptor(self)
         self.checker = Checker(store, config, self.cluster)
         self.network_store = settings.network_store
-        self.store_credentials = (StoreCredentials(self.network_store, read_admin(settings.store_admin_path),
-                                                   settings.store_keys_dir) if self.network_store else None)  # fmt: skip
+        self.store_credentials = (
+            StoreCredentials(self.network_store, read_admin(settings.store_admin_path), settings.store_keys_dir)
+            if self.network_store
+            else None
+        )
         self._revoke_ended_at = 0.0
         self._specs: dict[str, Any] = {}
         #: (workload, part of the tick) -> faults in a row there (see ``_guarded``).
@@ -122,8 +133,10 @@ class Supervisor:
         network's store, else the tenant's folder of the home's ``file://`` store (each tenant's
         URIs must stay under its own)."""
         base = getattr(getattr(spec, "checkpoint", None), "uri", None) or (
-            self.network_store.tenant_uri(w.tenant_id) if self.network_store
-            else tenant_artifacts(self.settings, w.tenant_id).as_uri())  # fmt: skip
+            self.network_store.tenant_uri(w.tenant_id)
+            if self.network_store
+            else tenant_artifacts(self.settings, w.tenant_id).as_uri()
+        )
         return f"{base.rstrip('/')}/{w.id}/"
 
     def store_env(self, w: Workload, spec: Any, attempt: int) -> dict[str, str]:
@@ -223,11 +236,14 @@ class Supervisor:
                 log.exception("placement round failed; the tick goes on")
         for w in workloads:
             if w.state != S.PENDING.value:
-                self._guarded(w.id, "stepping",
-                              lambda w=w: self.controllers[w.kind].step(self.store.get_workload(w.id)))  # fmt: skip
+                self._guarded(
+                    w.id, "stepping", lambda w=w: self.controllers[w.kind].step(self.store.get_workload(w.id))
+                )
         active = self.store.active_replicas()
-        self.metering.meter((r for r in active if r.started_at is not None),
-                          guard=lambda workload_id, bill: self._guarded(workload_id, "metering", bill))  # fmt: skip
+        self.metering.meter(
+            (r for r in active if r.started_at is not None),
+            guard=lambda workload_id, bill: self._guarded(workload_id, "metering", bill),
+        )
         self.placing.finish_drains(active, in_use=self.driver.nodes_in_use())
         if time.monotonic() - self._settled_at > SLA_SETTLE_S:
             self._settled_at = time.monotonic()
@@ -266,8 +282,12 @@ class Supervisor:
         other part of a tick asks for specs, for other workloads' too (the load on each node), so a
         spec that does not parse (stored under looser rules by an older version) is failed here at
         once, before it can fault the placement of everyone else."""
-        return [w for w in workloads if w.id in self._specs or self._guarded(
-            w.id, "reading its spec", lambda w=w: Demand.from_spec(self.spec(w)), limit=1)]  # fmt: skip
+        return [
+            w
+            for w in workloads
+            if w.id in self._specs
+            or self._guarded(w.id, "reading its spec", lambda w=w: Demand.from_spec(self.spec(w)), limit=1)
+        ]
 
     def _guarded(self, workload_id: str, part: str, run: Callable[[], Any], *, limit: int = FAULT_LIMIT) -> bool:
         """Run one workload's ``part`` of the tick; True when it went through. A fault is logged
@@ -292,9 +312,13 @@ class Supervisor:
             if WorkloadState(w.state).is_terminal():
                 return
             if count < limit:
-                self.store.add_event(w.id, w.state, f"supervisor fault while {part} ({count} of {limit}; tried "
-                                                    f"again next tick): {error}",
-                                     kind=EventKind.FAULT, data={"part": part, "count": count})  # fmt: skip
+                self.store.add_event(
+                    w.id,
+                    w.state,
+                    f"supervisor fault while {part} ({count} of {limit}; tried again next tick): {error}",
+                    kind=EventKind.FAULT,
+                    data={"part": part, "count": count},
+                )
                 return
             again = f" ({count} times in a row)" if count > 1 else ""
             self._give_up(w, f"supervisor fault while {part}{again}: {error}")
@@ -310,8 +334,9 @@ class Supervisor:
             if rep.finished_at is not None:
                 continue
             try:
-                self.store.update_replica(rep.key, state=ReplicaState.STOPPED.value, finished_at=now,
-                                          error=f"stopped: {reason}"[:1000])  # fmt: skip
+                self.store.update_replica(
+                    rep.key, state=ReplicaState.STOPPED.value, finished_at=now, error=f"stopped: {reason}"[:1000]
+                )
                 self.driver.forget(rep, remove=True)  # (and the fleet removes any container left over)
                 self.metering.meter([self.store.get_replica(rep.key)], force=True)
             except Exception:
@@ -325,8 +350,11 @@ class Supervisor:
             return
         # Work leaves draining nodes, and suspended ones: a node that failed its benchmark
         # challenge must not keep billing tenants for a GPU it may not have.
-        leaving = {n.name: n.state for n in self.store.registry()
-                   if n.state in (NodeState.DRAINING.value, NodeState.SUSPENDED.value)}  # fmt: skip
+        leaving = {
+            n.name: n.state
+            for n in self.store.registry()
+            if n.state in (NodeState.DRAINING.value, NodeState.SUSPENDED.value)
+        }
         budgets: dict[str, str | None] = {}
         for w in holding:
             if w.tenant_id not in budgets:
@@ -338,12 +366,14 @@ class Supervisor:
                 nodes = {r.node for r in self.gangs.current(w) if r.finished_at is None}
                 gone = sorted(nodes & set(leaving))
                 if gone:
-                    stop = Stop(StopReason.RELOCATE, f"move off {leaving[gone[0]]} node {', '.join(gone)}",
-                                {"nodes": gone})  # fmt: skip
+                    stop = Stop(
+                        StopReason.RELOCATE, f"move off {leaving[gone[0]]} node {', '.join(gone)}", {"nodes": gone}
+                    )
             if stop is not None:
                 self.store.update_workload(w.id, **stop.fields())
-                self.store.add_event(w.id, w.state, f"stopping: {stop.message}", kind=EventKind.STOPPING,
-                                     data={"stop": stop.kind.value})  # fmt: skip
+                self.store.add_event(
+                    w.id, w.state, f"stopping: {stop.message}", kind=EventKind.STOPPING, data={"stop": stop.kind.value}
+                )
                 log.info("%s: stopping: %s", w.id, stop.message)
 
     def _replica_finished(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:

@@ -19,17 +19,17 @@ import logging
 import time
 from typing import Any
 
+from runner.core import training
 from runner.core.contract import Rendezvous, base_env, kind_env
 from runner.core.events import NO_STOP, EventKind, Stop, StopReason
 from runner.core.mounts import to_container
 from runner.core.placement import Decision
-from runner.runtime import LaunchRequest, replica_key
 from runner.core.spec import spec_gpu_count
 from runner.core.states import ReplicaState, WorkloadState
-from runner.store import Replica, Workload
-from runner.core import training
-from runner.supervisor.training_events import TrainingEvents
 from runner.core.training import master_port
+from runner.runtime import LaunchRequest, replica_key
+from runner.store import Replica, Workload
+from runner.supervisor.training_events import TrainingEvents
 
 log = logging.getLogger("runner.gang")
 S = WorkloadState
@@ -47,10 +47,23 @@ class GangController:
         """Write the attempt's replica rows (before anything starts), then move to STARTING."""
         attempt = w.attempts + 1
         for index, (node, term) in enumerate(zip(decision.nodes, terms)):
-            self.store.add_replica(key=replica_key(w.id, index, attempt), workload_id=w.id, index=index,
-                                   attempt=attempt, node=node, state=ReplicaState.STARTING.value, **term)  # fmt: skip
-        w = self.sup.move(w, S.PLACED, f"attempt {attempt} placed on {', '.join(decision.nodes)}", attempts=attempt,
-                          node=decision.nodes[0], **NO_STOP)  # fmt: skip
+            self.store.add_replica(
+                key=replica_key(w.id, index, attempt),
+                workload_id=w.id,
+                index=index,
+                attempt=attempt,
+                node=node,
+                state=ReplicaState.STARTING.value,
+                **term,
+            )
+        w = self.sup.move(
+            w,
+            S.PLACED,
+            f"attempt {attempt} placed on {', '.join(decision.nodes)}",
+            attempts=attempt,
+            node=decision.nodes[0],
+            **NO_STOP,
+        )
         w = self.sup.move(w, S.STARTING, "starting")
         self.step_active(w)
 
@@ -62,8 +75,11 @@ class GangController:
                 self.sup.move(w, S.CANCELLED, "cancelled while waiting to retry")
             elif time.time() >= w.next_attempt_at:
                 spec = self.sup.spec(w)
-                self.sup.move(w, S.PENDING, f"attempt {w.attempts + 1} (failed {w.attempts - w.relocations} of "
-                                            f"{spec.retries.max_attempts})")  # fmt: skip
+                self.sup.move(
+                    w,
+                    S.PENDING,
+                    f"attempt {w.attempts + 1} (failed {w.attempts - w.relocations} of {spec.retries.max_attempts})",
+                )
                 self.sup.wake()
         elif state in (S.PLACED, S.STARTING, S.RUNNING):
             self.step_active(w)
@@ -83,8 +99,13 @@ class GangController:
         reason = self.stop_reason(w, spec, reps)
         grace = training.stop_grace(reps, 10.0) if spec.kind == "training" else 10.0
         for rep in reps:
-            self.driver.drive(w, rep, lambda r=rep: self.request(w, spec, r, reps), stop=reason is not None,
-                              grace_s=0 if w.cancel_requested else grace)  # fmt: skip
+            self.driver.drive(
+                w,
+                rep,
+                lambda r=rep: self.request(w, spec, r, reps),
+                stop=reason is not None,
+                grace_s=0 if w.cancel_requested else grace,
+            )
         # ``drive`` may have just found a replica's node gone: conclude on what is true now (and
         # name that lost node, the cause, rather than the peers that failed because of it).
         self.conclude(w, spec, reps, self.stop_reason(w, spec, reps))
@@ -112,8 +133,9 @@ class GangController:
             return w
         stop = Stop(StopReason.RELOCATE, f"rendezvous port in use on {clash.node}", {"node": clash.node})
         self.store.update_workload(w.id, **stop.fields())
-        self.store.add_event(w.id, w.state, f"stopping: {clash.error}", kind=EventKind.STOPPING,
-                             data={"stop": stop.kind.value})  # fmt: skip
+        self.store.add_event(
+            w.id, w.state, f"stopping: {clash.error}", kind=EventKind.STOPPING, data={"stop": stop.kind.value}
+        )
         return self.store.get_workload(w.id)
 
     def request(self, w: Workload, spec: Any, rep: Replica, gang: list[Replica]) -> LaunchRequest:
@@ -122,24 +144,41 @@ class GangController:
         if spec.kind == "training":
             rank0 = next(r for r in gang if r.index == 0)
             master = self.sup.cluster.nodes.get(rank0.node)
-            rendezvous = Rendezvous(master_addr=master.address if master else "127.0.0.1",
-                                    master_port=master_port(w.id, rep.attempt), world_size=len(gang))  # fmt: skip
+            rendezvous = Rendezvous(
+                master_addr=master.address if master else "127.0.0.1",
+                master_port=master_port(w.id, rep.attempt),
+                world_size=len(gang),
+            )
         mounts = self.sup.mounts(w, spec)  # the replica is told where it finds them
         checkpoint_uri = to_container(self.sup.checkpoint_uri(w, spec), mounts) if spec.kind == "training" else None
         model_uri = to_container(spec.model, mounts) if getattr(spec, "model", None) else None
         store_env = self.sup.store_env(w, spec, rep.attempt)  # its own credential for the network store
-        env = {**spec.env, **store_env, **kind_env(spec, replica_index=rep.index, rendezvous=rendezvous,
-                                                   checkpoint_uri=checkpoint_uri, model_uri=model_uri),
-               **base_env(w.id, rep.index, rep.attempt, rep.node)}  # fmt: skip
+        env = {
+            **spec.env,
+            **store_env,
+            **kind_env(
+                spec, replica_index=rep.index, rendezvous=rendezvous, checkpoint_uri=checkpoint_uri, model_uri=model_uri
+            ),
+            **base_env(w.id, rep.index, rep.attempt, rep.node),
+        }
         fields: dict[str, Any] = {"ports": [(p.container, p.protocol) for p in spec.ports], "mounts": mounts}
         if spec.kind == "training":  # host networking, rank 0's ports
             fields.update(training.launch_fields(spec, rep))
         return LaunchRequest(
-            key=rep.key, workload_id=w.id, replica_index=rep.index, attempt=rep.attempt, node=rep.node,
-            image=spec.image, command=list(spec.command), env=env, cpu=spec.resources.cpu,
-            memory_mb=spec.resources.memory, gpus=spec_gpu_count(spec),
-            real_gpus=bool(node and not node.simulated and node.gpu_model), **fields,
-        )  # fmt: skip
+            key=rep.key,
+            workload_id=w.id,
+            replica_index=rep.index,
+            attempt=rep.attempt,
+            node=rep.node,
+            image=spec.image,
+            command=list(spec.command),
+            env=env,
+            cpu=spec.resources.cpu,
+            memory_mb=spec.resources.memory,
+            gpus=spec_gpu_count(spec),
+            real_gpus=bool(node and not node.simulated and node.gpu_model),
+            **fields,
+        )
 
     # -- ending ------------------------------------------------------------------------------------------
     def conclude(self, w: Workload, spec: Any, reps: list[Replica], stop: Stop | None) -> None:
@@ -162,20 +201,36 @@ class GangController:
         elif stop is None:
             self.sup.move(w, S.SUCCEEDED, "all replicas exited 0", exit_code=0)
         elif stop.kind is StopReason.RELOCATE:
-            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} ended to {stop.detail}; placing again",
-                          exit_code=exit_code, next_attempt_at=time.time(), relocations=w.relocations + 1,
-                          **NO_STOP)  # fmt: skip
+            self.sup.move(
+                w,
+                S.RETRYING,
+                f"attempt {w.attempts} ended to {stop.detail}; placing again",
+                exit_code=exit_code,
+                next_attempt_at=time.time(),
+                relocations=w.relocations + 1,
+                **NO_STOP,
+            )
         elif stop.kind in (StopReason.BUDGET, StopReason.TIMEOUT):
             self.sup.move(w, S.FAILED, stop.message, exit_code=exit_code)
         elif spec.kind == "training" and (final := training.final_failure(reps)):
             self.sup.move(w, S.FAILED, f"attempt {w.attempts} failed: {final}", exit_code=exit_code)
         elif failed < spec.retries.max_attempts:
             delay = spec.retries.delay_before(failed + 1)
-            self.sup.move(w, S.RETRYING, f"attempt {w.attempts} failed: {stop.message}; retrying in {delay:g}s",
-                          exit_code=exit_code, next_attempt_at=time.time() + delay)  # fmt: skip
+            self.sup.move(
+                w,
+                S.RETRYING,
+                f"attempt {w.attempts} failed: {stop.message}; retrying in {delay:g}s",
+                exit_code=exit_code,
+                next_attempt_at=time.time() + delay,
+            )
         else:
-            self.sup.move(w, S.FAILED, f"attempt {w.attempts} ({failed} of {spec.retries.max_attempts} allowed "
-                                       f"failures) failed: {stop.message}", exit_code=exit_code)  # fmt: skip
+            self.sup.move(
+                w,
+                S.FAILED,
+                f"attempt {w.attempts} ({failed} of {spec.retries.max_attempts} allowed "
+                f"failures) failed: {stop.message}",
+                exit_code=exit_code,
+            )
 
 
 def describe_failure(rep: Replica) -> str:

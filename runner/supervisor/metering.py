@@ -36,8 +36,13 @@ class Metering:
         self._metered_at = 0.0
 
     # -- money -----------------------------------------------------------------------------------------
-    def meter(self, replicas: Iterable[Replica], *, force: bool = False,
-              guard: Callable[[str, Callable[[], Any]], Any] | None = None) -> None:  # fmt: skip
+    def meter(
+        self,
+        replicas: Iterable[Replica],
+        *,
+        force: bool = False,
+        guard: Callable[[str, Callable[[], Any]], Any] | None = None,
+    ) -> None:
         """Bill running replicas up to now (every ``METER_S``), or these replicas now (``force``).
         ``guard(workload_id, bill)`` runs each replica's billing, so that a fault in one is its
         workload's alone (the supervisor's isolation); without it, a fault propagates."""
@@ -69,9 +74,15 @@ class Metering:
         """Bill the replica to its end; slash its provider when its node vanished under it."""
         self.meter([rep], force=True)
         if status.state is ReplicaState.LOST and not self.cluster.alive(rep.node) and rep.provider_id:
-            tx = self.store.slash(provider=rep.provider_id, cause=SlashCause.LOST_WORK, config=self.config.market,
-                                  key=f"slash:lost:{rep.key}", node=rep.node, tenant=w.tenant_id,
-                                  memo=f"node {rep.node} vanished running {rep.key}")  # fmt: skip
+            tx = self.store.slash(
+                provider=rep.provider_id,
+                cause=SlashCause.LOST_WORK,
+                config=self.config.market,
+                key=f"slash:lost:{rep.key}",
+                node=rep.node,
+                tenant=w.tenant_id,
+                memo=f"node {rep.node} vanished running {rep.key}",
+            )
             if tx is not None:
                 log.warning("slashed %s: %s", rep.provider_id, tx.memo)
 
@@ -85,7 +96,11 @@ class Metering:
                 continue
             if self.store.mark_breach_recorded(day.node, day.day):
                 node = self.store.get_node(day.node)
-                self.store.slash(provider=node.provider_id, cause=SlashCause.SLA_BREACH, config=self.config.market,
-                                 key=f"slash:sla:{day.node}:{day.day}", node=day.node,
-                                 memo=f"{day.node} offline {facts.offline_s / 60:.0f} min on {day.day}")  # fmt: skip
-
+                self.store.slash(
+                    provider=node.provider_id,
+                    cause=SlashCause.SLA_BREACH,
+                    config=self.config.market,
+                    key=f"slash:sla:{day.node}:{day.day}",
+                    node=day.node,
+                    memo=f"{day.node} offline {facts.offline_s / 60:.0f} min on {day.day}",
+                )

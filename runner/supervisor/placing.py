@@ -52,17 +52,26 @@ class Placing:
             if node.state == NodeState.OFFBOARDED.value:
                 continue
             ray_node = self.cluster.nodes.get(node.name)
-            rows.append(NodeRow(
-                name=node.name, provider=node.provider_id, region=node.region, country=node.country,
-                gpu_model=node.gpu_model, gpu_count=node.gpu_count, vram_gb=node.vram_gb,
-                cpus=ray_node.cpus if ray_node else node.cpus,
-                memory_mb=ray_node.memory_mb if ray_node and ray_node.memory_mb else node.memory_mb,
-                alive=bool(ray_node and ray_node.alive and node.name in self.cluster.agents),
-                state=NodeState(node.state), provider_kyc=providers.get(node.provider_id, KYC.PENDING),
-                gpu_price_micros=node.gpu_price_micros, cpu_price_micros=node.cpu_price_micros,
-                reliability=self._reliability.get(node.name, self.config.sla.monthly_uptime),
-                tflops=node.verified_tflops,
-            ))  # fmt: skip
+            rows.append(
+                NodeRow(
+                    name=node.name,
+                    provider=node.provider_id,
+                    region=node.region,
+                    country=node.country,
+                    gpu_model=node.gpu_model,
+                    gpu_count=node.gpu_count,
+                    vram_gb=node.vram_gb,
+                    cpus=ray_node.cpus if ray_node else node.cpus,
+                    memory_mb=ray_node.memory_mb if ray_node and ray_node.memory_mb else node.memory_mb,
+                    alive=bool(ray_node and ray_node.alive and node.name in self.cluster.agents),
+                    state=NodeState(node.state),
+                    provider_kyc=providers.get(node.provider_id, KYC.PENDING),
+                    gpu_price_micros=node.gpu_price_micros,
+                    cpu_price_micros=node.cpu_price_micros,
+                    reliability=self._reliability.get(node.name, self.config.sla.monthly_uptime),
+                    tflops=node.verified_tflops,
+                )
+            )
         return rows
 
     def _refresh_reliability(self) -> None:
@@ -97,14 +106,28 @@ class Placing:
         if decision.placed or decision.message != w.message:
             rows = [asdict(r) for r in placer.explain(demand, tenant, decision.nodes)[:EXPLAIN_ROWS]]
             with self.store.session() as s:
-                self.store.append_audit(s, "placement", {
-                    "workload": w.id, "tenant": w.tenant_id, "attempt": w.attempts + 1, "placed": decision.placed,
-                    "nodes": list(decision.nodes), "message": decision.message,
-                    "counts": {r.name.lower(): n for r, n in decision.counts.items()},
-                })  # fmt: skip
-            self.store.record_placement(workload_id=w.id, attempt=w.attempts + 1, placed=decision.placed,
-                                        nodes=list(decision.nodes), message=decision.message, rows=rows,
-                                        total_nodes=decision.total_nodes)  # fmt: skip
+                self.store.append_audit(
+                    s,
+                    "placement",
+                    {
+                        "workload": w.id,
+                        "tenant": w.tenant_id,
+                        "attempt": w.attempts + 1,
+                        "placed": decision.placed,
+                        "nodes": list(decision.nodes),
+                        "message": decision.message,
+                        "counts": {r.name.lower(): n for r, n in decision.counts.items()},
+                    },
+                )
+            self.store.record_placement(
+                workload_id=w.id,
+                attempt=w.attempts + 1,
+                placed=decision.placed,
+                nodes=list(decision.nodes),
+                message=decision.message,
+                rows=rows,
+                total_nodes=decision.total_nodes,
+            )
         if decision.placed:
             placer.commit(decision.nodes, demand)
         return decision
@@ -113,16 +136,26 @@ class Placing:
         """What a replica on ``node`` costs: fixed at placement, billed per second while it runs."""
         row = placer.table.rows[placer.table.position[node]]
         if demand.gpus:
-            return {"provider_id": row.provider, "price_micros": row.gpu_price_micros,
-                    "milli_units": ledger.units_milli(demand.gpus)}  # fmt: skip
-        return {"provider_id": row.provider, "price_micros": row.cpu_price_micros,
-                "milli_units": ledger.units_milli(demand.cpu)}  # fmt: skip
+            return {
+                "provider_id": row.provider,
+                "price_micros": row.gpu_price_micros,
+                "milli_units": ledger.units_milli(demand.gpus),
+            }
+        return {
+            "provider_id": row.provider,
+            "price_micros": row.cpu_price_micros,
+            "milli_units": ledger.units_milli(demand.cpu),
+        }
 
     # -- node lifecycle --------------------------------------------------------------------------------
     def activate_nodes(self) -> None:
         """Verified nodes become active once Ray has them and their agent exists."""
         for node in self.store.registry():
-            if node.state == NodeState.VERIFIED.value and node.name in self.cluster.agents and self.cluster.alive(node.name):
+            if (
+                node.state == NodeState.VERIFIED.value
+                and node.name in self.cluster.agents
+                and self.cluster.alive(node.name)
+            ):
                 self.store.move_node(node.name, NodeState.ACTIVE, "joined the cluster; agent up")
 
     def finish_drains(self, active: list[Replica], in_use: Collection[str] = ()) -> None:

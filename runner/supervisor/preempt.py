@@ -15,11 +15,11 @@ import logging
 import time
 from typing import Any
 
-from runner.core.nodetable import Load
 from runner.core.demand import Demand
+from runner.core.events import EventKind, Stop, StopReason, stopping
+from runner.core.nodetable import Load
 from runner.core.placement import Decision, Placer
 from runner.core.preemption import CAPACITY, PREEMPTS, Holder, plan_preemption
-from runner.core.events import EventKind, Stop, StopReason, stopping
 from runner.store import Workload
 
 log = logging.getLogger("runner.preempt")
@@ -42,21 +42,37 @@ class Preemptor:
         if plan is None or plan.victim is None:
             return None  # no victim would help, or room is already being freed: wait
         victim = self.store.get_workload(plan.victim)
-        stop = Stop(StopReason.RELOCATE, f"{PREEMPTED}{w.id} on {plan.node}",
-                    {"preempted_by": w.id, "node": plan.node})  # fmt: skip
+        stop = Stop(StopReason.RELOCATE, f"{PREEMPTED}{w.id} on {plan.node}", {"preempted_by": w.id, "node": plan.node})
         self.store.update_workload(victim.id, **stop.fields())
-        self.store.add_event(victim.id, victim.state, f"stopping: {stop.detail} (a session outranks "
-                                                      f"{victim.kind} work; it will be placed again)",
-                             kind=EventKind.STOPPING, data={"stop": stop.kind.value, "by": w.id})  # fmt: skip
-        self.store.add_event(w.id, w.state, f"preempting {victim.kind} {victim.id} on {plan.node} to make room "
-                                            f"(cheapest to move of {len(plan.candidates)}: {plan.lost_s:.0f} "
-                                            "replica-seconds of work)",
-                             kind=EventKind.PREEMPTING, data={"victim": victim.id, "node": plan.node})  # fmt: skip
-        self.store.audit("preemption", {
-            "session": w.id, "tenant": w.tenant_id, "victim": victim.id, "victim_kind": victim.kind,
-            "victim_tenant": victim.tenant_id, "node": plan.node, "lost_s": round(plan.lost_s, 1),
-            "candidates": [{"workload": v, "node": n, "lost_s": round(c, 1)} for v, n, c in plan.candidates],
-        })  # fmt: skip
+        self.store.add_event(
+            victim.id,
+            victim.state,
+            f"stopping: {stop.detail} (a session outranks {victim.kind} work; it will be placed again)",
+            kind=EventKind.STOPPING,
+            data={"stop": stop.kind.value, "by": w.id},
+        )
+        self.store.add_event(
+            w.id,
+            w.state,
+            f"preempting {victim.kind} {victim.id} on {plan.node} to make room "
+            f"(cheapest to move of {len(plan.candidates)}: {plan.lost_s:.0f} "
+            "replica-seconds of work)",
+            kind=EventKind.PREEMPTING,
+            data={"victim": victim.id, "node": plan.node},
+        )
+        self.store.audit(
+            "preemption",
+            {
+                "session": w.id,
+                "tenant": w.tenant_id,
+                "victim": victim.id,
+                "victim_kind": victim.kind,
+                "victim_tenant": victim.tenant_id,
+                "node": plan.node,
+                "lost_s": round(plan.lost_s, 1),
+                "candidates": [{"workload": v, "node": n, "lost_s": round(c, 1)} for v, n, c in plan.candidates],
+            },
+        )
         log.info("%s: preempting %s on %s", w.id, victim.id, plan.node)
         self.sup.wake()
         return victim.id
@@ -78,6 +94,7 @@ class Preemptor:
             for rep in reps:
                 loads[rep.node] = loads.get(rep.node, Load()).plus(d.cpu, d.gpus, d.memory_mb)
             lost = sum(now - rep.started_at for rep in reps if rep.started_at)
-            holders[workload_id] = Holder(workload_id=w.id, kind=w.kind, loads=loads, lost_s=max(lost, 0.0),
-                                          stopping=stopping(w))  # fmt: skip
+            holders[workload_id] = Holder(
+                workload_id=w.id, kind=w.kind, loads=loads, lost_s=max(lost, 0.0), stopping=stopping(w)
+            )
         return holders

@@ -28,8 +28,8 @@ import ray
 from runner.core.contract import parse_report
 from runner.core.events import EventKind
 from runner.core.mounts import Mount, to_host
-from runner.runtime import LaunchRequest, ReplicaStatus
 from runner.core.states import ReplicaState
+from runner.runtime import LaunchRequest, ReplicaStatus
 from runner.store import Replica, Store, Workload
 from runner.supervisor.cluster_view import AGENT_ERRORS, ClusterView
 
@@ -71,8 +71,15 @@ ReportListener = Callable[[Workload, Replica, dict[str, dict[str, Any]]], None]
 
 
 class ReplicaDriver:
-    def __init__(self, store: Store, cluster: ClusterView, *, poll_interval_s: float, on_finished: Finished,
-                 mounts: Callable[[Workload], list[Mount]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        cluster: ClusterView,
+        *,
+        poll_interval_s: float,
+        on_finished: Finished,
+        mounts: Callable[[Workload], list[Mount]],
+    ) -> None:
         self.store = store
         #: The host folders bound into a workload's replicas, to read their reports' URIs back.
         self.mounts = mounts
@@ -102,8 +109,15 @@ class ReplicaDriver:
             agent.remove.remote(rep.key)
 
     # -- sending ---------------------------------------------------------------------------------------
-    def drive(self, w: Workload, rep: Replica, request: Callable[[], LaunchRequest], *, stop: bool,
-              grace_s: float = STOP_GRACE_S) -> None:  # fmt: skip
+    def drive(
+        self,
+        w: Workload,
+        rep: Replica,
+        request: Callable[[], LaunchRequest],
+        *,
+        stop: bool,
+        grace_s: float = STOP_GRACE_S,
+    ) -> None:
         """Make sure the right agent call is in flight for this replica."""
         calls = self.calls.setdefault(rep.key, Calls(node=rep.node))
         if not self.cluster.alive(rep.node):
@@ -169,8 +183,9 @@ class ReplicaDriver:
                 self._apply(w, rep, result)
 
     def _store_logs(self, w: Workload, rep: Replica, lines: list[str]) -> None:
-        rep.log_lines = self.store.append_logs(workload_id=w.id, replica_key=rep.key, start_seq=rep.log_lines,
-                                               lines=lines)  # fmt: skip
+        rep.log_lines = self.store.append_logs(
+            workload_id=w.id, replica_key=rep.key, start_seq=rep.log_lines, lines=lines
+        )
         reports = {}
         for line in lines:
             parsed = parse_report(line)
@@ -188,9 +203,15 @@ class ReplicaDriver:
             self.finish(w, rep, status)
         elif status.state == ReplicaState.RUNNING and rep.state != ReplicaState.RUNNING.value:
             started = status.started_at or time.time()
-            self.store.update_replica(rep.key, state=ReplicaState.RUNNING.value, handle=status.handle,
-                                      started_at=started, ports=status.ports)  # fmt: skip
-            rep.state, rep.handle, rep.started_at, rep.ports = ReplicaState.RUNNING.value, status.handle, started, status.ports
+            self.store.update_replica(
+                rep.key, state=ReplicaState.RUNNING.value, handle=status.handle, started_at=started, ports=status.ports
+            )
+            rep.state, rep.handle, rep.started_at, rep.ports = (
+                ReplicaState.RUNNING.value,
+                status.handle,
+                started,
+                status.ports,
+            )
 
     def _apply_progress(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
         """Take in a status asked for while the start is in flight: only a pull's progress. Any
@@ -202,12 +223,18 @@ class ReplicaDriver:
         if current != ReplicaState.PULLING:
             if not current.can_move_to(ReplicaState.PULLING):
                 return  # a late answer: the replica runs or ended meanwhile
-            self.store.add_event(w.id, w.state, f"{rep.key}: node {rep.node} is pulling the image",
-                                 kind=EventKind.PULLING, data={"key": rep.key, "node": rep.node})  # fmt: skip
+            self.store.add_event(
+                w.id,
+                w.state,
+                f"{rep.key}: node {rep.node} is pulling the image",
+                kind=EventKind.PULLING,
+                data={"key": rep.key, "node": rep.node},
+            )
         elif (rep.pull_done_bytes, rep.pull_total_bytes) == pulled:
             return  # no news: nothing to write
-        self.store.update_replica(rep.key, state=ReplicaState.PULLING.value, pull_done_bytes=pulled[0],
-                                  pull_total_bytes=pulled[1])  # fmt: skip
+        self.store.update_replica(
+            rep.key, state=ReplicaState.PULLING.value, pull_done_bytes=pulled[0], pull_total_bytes=pulled[1]
+        )
         rep.state, rep.pull_done_bytes, rep.pull_total_bytes = ReplicaState.PULLING.value, *pulled
 
     def finish(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:
@@ -217,9 +244,14 @@ class ReplicaDriver:
         finished = status.finished_at or time.time()
         started = rep.started_at or status.started_at
         self.store.update_replica(
-            rep.key, state=status.state.value, exit_code=status.exit_code, error=status.error, finished_at=finished,
-            handle=status.handle or rep.handle, started_at=started,
-        )  # fmt: skip
+            rep.key,
+            state=status.state.value,
+            exit_code=status.exit_code,
+            error=status.error,
+            finished_at=finished,
+            handle=status.handle or rep.handle,
+            started_at=started,
+        )
         rep.state, rep.exit_code, rep.error = status.state.value, status.exit_code, status.error
         rep.finished_at, rep.started_at = finished, started
         self.on_finished(w, rep, status)

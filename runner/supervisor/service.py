@@ -33,17 +33,25 @@ from dataclasses import asdict
 from typing import Any
 
 from runner.core.autoscale import Autoscaler, Policy, Sample
+from runner.core.demand import Demand
 from runner.core.events import NO_STOP, EventKind, Stop, StopReason
 from runner.core.nodetable import NodeTable
-from runner.core.demand import Demand
 from runner.core.placement import Decision
 from runner.core.policy import NodeState
-from runner.runtime import LaunchRequest, replica_key
 from runner.core.service_placement import ServicePlacer
 from runner.core.services import (
-    ENDED, Slot, counts_as_failure, describe_end, desired_from_events, ended_keys, plan, serves, slots_of,
-)  # fmt: skip
+    ENDED,
+    Slot,
+    counts_as_failure,
+    describe_end,
+    desired_from_events,
+    ended_keys,
+    plan,
+    serves,
+    slots_of,
+)
 from runner.core.states import ReplicaState, WorkloadState
+from runner.runtime import LaunchRequest, replica_key
 from runner.store import Replica, Workload
 
 log = logging.getLogger("runner.service")
@@ -80,10 +88,23 @@ class ServiceController:
         slots = slots_of(self.store.replicas(w.id))  # none, unless an older control plane ran it as a gang
         for index, (node, term) in enumerate(zip(decision.nodes, terms)):
             attempt = slots.get(index, Slot(index)).next_attempt
-            self.store.add_replica(key=replica_key(w.id, index, attempt), workload_id=w.id, index=index,
-                                   attempt=attempt, node=node, state=ReplicaState.STARTING.value, **term)  # fmt: skip
-        w = self.sup.move(w, S.PLACED, f"{len(decision.nodes)} replica(s) placed on {', '.join(decision.nodes)}",
-                          attempts=max(w.attempts, 1), node=decision.nodes[0], **NO_STOP)  # fmt: skip
+            self.store.add_replica(
+                key=replica_key(w.id, index, attempt),
+                workload_id=w.id,
+                index=index,
+                attempt=attempt,
+                node=node,
+                state=ReplicaState.STARTING.value,
+                **term,
+            )
+        w = self.sup.move(
+            w,
+            S.PLACED,
+            f"{len(decision.nodes)} replica(s) placed on {', '.join(decision.nodes)}",
+            attempts=max(w.attempts, 1),
+            node=decision.nodes[0],
+            **NO_STOP,
+        )
         w = self.sup.move(w, S.STARTING, "starting")
         self.step_active(w)
 
@@ -123,8 +144,12 @@ class ServiceController:
         for rep in reps:
             if rep.finished_at is None:
                 retired_at = self._retiring.get(rep.key)
-                self.driver.drive(w, rep, lambda r=rep: self.request(w, spec, r),
-                                  stop=retired_at is not None and now - retired_at >= RETIRE_GRACE_S)  # fmt: skip
+                self.driver.drive(
+                    w,
+                    rep,
+                    lambda r=rep: self.request(w, spec, r),
+                    stop=retired_at is not None and now - retired_at >= RETIRE_GRACE_S,
+                )
             elif rep.key not in ended and rep.state != ReplicaState.LOST.value:  # its last log lines
                 self.driver.drive(w, rep, lambda r=rep: self.request(w, spec, r), stop=False)
         self._record_ends(w, spec, reps)
@@ -135,8 +160,9 @@ class ServiceController:
         slots = slots_of(reps)
         # A slot's new replica waits until its predecessor's end is recorded (final logs in), so
         # the timeline reads in order and "served or not" is judged on every line.
-        starts = [(i, why) for i, why in p.start
-                  if (last := slots.get(i, Slot(i)).last_end) is None or last.key in ended]  # fmt: skip
+        starts = [
+            (i, why) for i, why in p.start if (last := slots.get(i, Slot(i)).last_end) is None or last.key in ended
+        ]
         if starts:
             self._start(w, spec, reps, starts)
         self._autoscale(w, spec, reps)
@@ -164,12 +190,19 @@ class ServiceController:
                 if streak >= allowed:
                     message += f"; giving up on slot {rep.index} after {streak} failures in a row without serving"
                 else:
-                    message += (f"; failure {streak} of {allowed} in a row, next try in "
-                                f"{spec.retries.delay_before(streak + 1):g}s")  # fmt: skip
+                    message += (
+                        f"; failure {streak} of {allowed} in a row, next try in "
+                        f"{spec.retries.delay_before(streak + 1):g}s"
+                    )
             else:
                 message += "; replacing it"
-            self.store.add_event(w.id, w.state, message, kind=EventKind.REPLICA_ENDED,
-                                 data={"key": rep.key, "node": rep.node, "state": rep.state})  # fmt: skip
+            self.store.add_event(
+                w.id,
+                w.state,
+                message,
+                kind=EventKind.REPLICA_ENDED,
+                data={"key": rep.key, "node": rep.node, "state": rep.state},
+            )
             log.info("%s: %s", w.id, message)
             ended.add(rep.key)
             self.driver.forget(rep, remove=True)
@@ -181,8 +214,13 @@ class ServiceController:
             return
         self._retiring[rep.key] = time.monotonic()
         self._publish()
-        self.store.add_event(w.id, w.state, f"retiring {rep.key} on {rep.node}: {why}",
-                             kind=EventKind.REPLICA_RETIRING, data={"key": rep.key, "node": rep.node})  # fmt: skip
+        self.store.add_event(
+            w.id,
+            w.state,
+            f"retiring {rep.key} on {rep.node}: {why}",
+            kind=EventKind.REPLICA_RETIRING,
+            data={"key": rep.key, "node": rep.node},
+        )
         log.info("%s: retiring %s: %s", w.id, rep.key, why)
 
     def _publish(self) -> None:
@@ -217,20 +255,32 @@ class ServiceController:
                 return
             placer.commit(decision.nodes, demand)
             node = decision.nodes[0]
-            self.store.add_replica(key=key, workload_id=w.id, index=index, attempt=int(key.rsplit("-a", 1)[1]),
-                                   node=node, state=ReplicaState.STARTING.value,
-                                   **placing.terms(placer, node, demand))  # fmt: skip
+            self.store.add_replica(
+                key=key,
+                workload_id=w.id,
+                index=index,
+                attempt=int(key.rsplit("-a", 1)[1]),
+                node=node,
+                state=ReplicaState.STARTING.value,
+                **placing.terms(placer, node, demand),
+            )
             self._refused.pop(w.id, None)
             note = decision.message.removeprefix(f"placed on {node}")
-            self.store.add_event(w.id, w.state, f"starting {key} on {node}{note}: {why}",
-                                 kind=EventKind.REPLICA_STARTING, data={"key": key, "node": node})  # fmt: skip
+            self.store.add_event(
+                w.id,
+                w.state,
+                f"starting {key} on {node}{note}: {why}",
+                kind=EventKind.REPLICA_STARTING,
+                data={"key": key, "node": node},
+            )
             log.info("%s: starting %s on %s: %s", w.id, key, node, why)
             beside.append(node)
             rep = self.store.get_replica(key)
             self.driver.drive(w, rep, lambda r=rep: self.request(w, spec, r), stop=False)
 
-    def _record_decision(self, w: Workload, key: str, decision: Decision, placer: ServicePlacer, demand: Demand,
-                         tenant: Any) -> None:  # fmt: skip
+    def _record_decision(
+        self, w: Workload, key: str, decision: Decision, placer: ServicePlacer, demand: Demand, tenant: Any
+    ) -> None:
         """Audit and keep the candidate table (``runner explain``), as Placing does for a gang;
         a refusal only when its reason is new."""
         if not decision.placed and self._refused.get(w.id, "").endswith(decision.message):
@@ -238,21 +288,39 @@ class ServiceController:
         rows = [asdict(r) for r in placer.explain(demand, tenant, decision.nodes)[:EXPLAIN_ROWS]]
         attempt = int(key.rsplit("-a", 1)[1])
         with self.store.session() as s:
-            self.store.append_audit(s, "placement", {
-                "workload": w.id, "tenant": w.tenant_id, "replica": key, "attempt": attempt,
-                "placed": decision.placed, "nodes": list(decision.nodes), "message": decision.message,
-                "counts": {r.name.lower(): n for r, n in decision.counts.items()},
-            })  # fmt: skip
-        self.store.record_placement(workload_id=w.id, attempt=attempt, placed=decision.placed,
-                                    nodes=list(decision.nodes), message=decision.message, rows=rows,
-                                    total_nodes=decision.total_nodes)  # fmt: skip
+            self.store.append_audit(
+                s,
+                "placement",
+                {
+                    "workload": w.id,
+                    "tenant": w.tenant_id,
+                    "replica": key,
+                    "attempt": attempt,
+                    "placed": decision.placed,
+                    "nodes": list(decision.nodes),
+                    "message": decision.message,
+                    "counts": {r.name.lower(): n for r, n in decision.counts.items()},
+                },
+            )
+        self.store.record_placement(
+            workload_id=w.id,
+            attempt=attempt,
+            placed=decision.placed,
+            nodes=list(decision.nodes),
+            message=decision.message,
+            rows=rows,
+            total_nodes=decision.total_nodes,
+        )
 
     def _leaving_nodes(self) -> set[str]:
         """Draining or suspended nodes (read at most every 0.5 s across services)."""
         at, nodes = self._leaving
         if time.monotonic() - at > 0.5:
-            nodes = {n.name for n in self.store.registry()
-                     if n.state in (NodeState.DRAINING.value, NodeState.SUSPENDED.value)}  # fmt: skip
+            nodes = {
+                n.name
+                for n in self.store.registry()
+                if n.state in (NodeState.DRAINING.value, NodeState.SUSPENDED.value)
+            }
             self._leaving = (time.monotonic(), nodes)
         return nodes
 
@@ -261,14 +329,20 @@ class ServiceController:
         scaler = self._scalers.get(w.id)
         if scaler is None:
             scaler = self._scalers[w.id] = Autoscaler(Policy.from_spec(spec))
-        samples = [Sample.from_report({**r.reports["metrics"]}) for r in reps
-                   if serves(r) and "metrics" in (r.reports or {})]  # fmt: skip
+        samples = [
+            Sample.from_report({**r.reports["metrics"]}) for r in reps if serves(r) and "metrics" in (r.reports or {})
+        ]
         decision = scaler.observe(time.time(), self._desired[w.id], samples)
         if decision is None or decision.target == decision.current:
             return
         self._desired[w.id] = decision.target
-        self.store.add_event(w.id, w.state, decision.message, kind=EventKind.SCALED,
-                             data={"from": decision.current, "to": decision.target})  # fmt: skip
+        self.store.add_event(
+            w.id,
+            w.state,
+            decision.message,
+            kind=EventKind.SCALED,
+            data={"from": decision.current, "to": decision.target},
+        )
         log.info("%s: %s", w.id, decision.message)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -309,10 +383,14 @@ class ServiceController:
         state = WorkloadState(w.state)
         if not live and given_up and len(given_up) >= desired:
             last = max(given_up.values(), key=lambda r: r.finished_at or 0.0)
-            self.sup.move(w, S.FAILED, f"no replica could serve: each of {desired} slot(s) failed "
-                                       f"{spec.retries.max_attempts} time(s) in a row before serving; last: "
-                                       f"{last.key} on {last.node} {describe_end(last)}",
-                          exit_code=last.exit_code)  # fmt: skip
+            self.sup.move(
+                w,
+                S.FAILED,
+                f"no replica could serve: each of {desired} slot(s) failed "
+                f"{spec.retries.max_attempts} time(s) in a row before serving; last: "
+                f"{last.key} on {last.node} {describe_end(last)}",
+                exit_code=last.exit_code,
+            )
             self._forget(w.id)
             return
         nodes = ", ".join(sorted({r.node for r in serving}))

@@ -73,11 +73,15 @@ class SessionController(GangController):
         ran = time.time() - w.started_at
         if ran <= spec.max_duration + BACKSTOP_S:
             return w
-        stop = Stop(StopReason.END, f"max duration {spec.max_duration:g}s passed {ran - spec.max_duration:.0f}s ago "
-                                    "(runner backstop)", {"by": "backstop"})  # fmt: skip
+        stop = Stop(
+            StopReason.END,
+            f"max duration {spec.max_duration:g}s passed {ran - spec.max_duration:.0f}s ago (runner backstop)",
+            {"by": "backstop"},
+        )
         self.store.update_workload(w.id, **stop.fields())
-        self.store.add_event(w.id, w.state, f"stopping: {stop.detail}", kind=EventKind.STOPPING,
-                             data={"stop": stop.kind.value})  # fmt: skip
+        self.store.add_event(
+            w.id, w.state, f"stopping: {stop.detail}", kind=EventKind.STOPPING, data={"stop": stop.kind.value}
+        )
         log.info("%s: %s", w.id, stop.message)
         return self.store.get_workload(w.id)
 
@@ -97,11 +101,16 @@ class SessionController(GangController):
         said = told.get("reason") if told.get("event") == "ended" else None
         if exit_code == 0:
             why = stop.detail if ending and stop else (said or "exited 0")
-            self.sup.move(w, S.SUCCEEDED, f"session ended: {why}" + (f" ({said})" if ending and said else ""),
-                          exit_code=0)  # fmt: skip
+            self.sup.move(
+                w, S.SUCCEEDED, f"session ended: {why}" + (f" ({said})" if ending and said else ""), exit_code=0
+            )
         else:  # asked to end, it did not end cleanly (killed after the grace, or crashed on the way out)
-            self.sup.move(w, S.FAILED, f"session did not end cleanly: exit code {exit_code} after "
-                                       f"'{stop.detail if stop else 'end'}'", exit_code=exit_code)  # fmt: skip
+            self.sup.move(
+                w,
+                S.FAILED,
+                f"session did not end cleanly: exit code {exit_code} after '{stop.detail if stop else 'end'}'",
+                exit_code=exit_code,
+            )
 
     # -- watching ------------------------------------------------------------------------------------
     def _watch(self, w: Workload, spec: Any, reps: list[Replica]) -> None:
@@ -124,20 +133,33 @@ class SessionController(GangController):
         port = next((p.container for p in spec.ports if p.protocol == "tcp"), 8000)
         url = player_url(rep.ports, port, node_address=node.address if node else "")
         ready_s = ((rep.reports or {}).get("session") or {}).get("ready_s")
-        self.store.add_event(w.id, w.state, f"{SERVING}{url} (attempt {rep.attempt}, node {rep.node}"
-                                            + (f", server ready in {ready_s}s)" if ready_s is not None else ")"),
-                             kind=EventKind.SESSION_READY,
-                             data={"key": rep.key, "attempt": rep.attempt, "node": rep.node, "url": url})  # fmt: skip
+        self.store.add_event(
+            w.id,
+            w.state,
+            f"{SERVING}{url} (attempt {rep.attempt}, node {rep.node}"
+            + (f", server ready in {ready_s}s)" if ready_s is not None else ")"),
+            kind=EventKind.SESSION_READY,
+            data={"key": rep.key, "attempt": rep.attempt, "node": rep.node, "url": url},
+        )
         self._announced.add(rep.key)
         with self.sup.changed:
             self.sup.changed.notify_all()
 
     def _record(self, w: Workload, rep: Replica, change: SlaChange) -> None:
-        self.store.add_event(w.id, w.state, change.message, kind=change.event_kind,
-                             data={"key": rep.key, "detail": change.detail})  # fmt: skip
-        self.store.audit(f"session.sla_{change.kind}", {"workload": w.id, "tenant": w.tenant_id, "replica": rep.key,
-                                                        "node": rep.node, "provider": rep.provider_id,
-                                                        "detail": change.detail})  # fmt: skip
+        self.store.add_event(
+            w.id, w.state, change.message, kind=change.event_kind, data={"key": rep.key, "detail": change.detail}
+        )
+        self.store.audit(
+            f"session.sla_{change.kind}",
+            {
+                "workload": w.id,
+                "tenant": w.tenant_id,
+                "replica": rep.key,
+                "node": rep.node,
+                "provider": rep.provider_id,
+                "detail": change.detail,
+            },
+        )
         log.warning("%s on %s: %s", w.id, rep.node, change.message)
         with self.sup.changed:
             self.sup.changed.notify_all()

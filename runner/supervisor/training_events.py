@@ -8,8 +8,8 @@ import logging
 from typing import Any
 
 from runner.core.events import EventKind
-from runner.store import Replica, Store, Workload
 from runner.core.training import timeline_messages
+from runner.store import Replica, Store, Workload
 
 log = logging.getLogger("runner.training")
 

@@ -18,8 +18,8 @@ import pytest
 
 from runner.core.errors import NotFoundError
 from runner.core.policy import KYC
-from runner.settings import Settings
 from runner.core.spec import parse_workload, spec_to_dict
+from runner.settings import Settings
 from runner.store import Store
 from tests.conftest import wait_for
 from tests.integration.test_cli import run as run_cli
@@ -27,19 +27,25 @@ from tests.integration.test_workloads import smoke
 
 pytestmark = pytest.mark.cluster
 
-POISON = (b'{"spec": {"kind": "batch", "name": "poison", "image": "runner/smoke:latest", '
-          b'"command": ["python", "-m", "workloads.smoke"], "resources": {"cpu": 0.5}, '
-          b'"placement": {"max_price_per_gpu_hour": 1e309}}, "source": "job.json"}')  # fmt: skip
+POISON = (
+    b'{"spec": {"kind": "batch", "name": "poison", "image": "runner/smoke:latest", '
+    b'"command": ["python", "-m", "workloads.smoke"], "resources": {"cpu": 0.5}, '
+    b'"placement": {"max_price_per_gpu_hour": 1e309}}, "source": "job.json"}'
+)
 
 
 def _post(settings: Settings, path: str, body: bytes, key_path: Path) -> httpx.Response:
-    return httpx.post(f"{settings.server_url}{path}", content=body, timeout=30,
-                      headers={"Authorization": f"Bearer {key_path.read_text().strip()}",
-                               "Content-Type": "application/json"})  # fmt: skip
+    return httpx.post(
+        f"{settings.server_url}{path}",
+        content=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key_path.read_text().strip()}", "Content-Type": "application/json"},
+    )
 
 
-def test_1e309_through_the_api_is_a_4xx_naming_the_field_and_stores_nothing(cluster_settings: Settings,
-                                                                           client: Any) -> None:  # fmt: skip
+def test_1e309_through_the_api_is_a_4xx_naming_the_field_and_stores_nothing(
+    cluster_settings: Settings, client: Any
+) -> None:
     before = {w["id"] for w in client.list(limit=1000)}
     for body in (POISON, POISON.replace(b"1e309", b"NaN"), POISON.replace(b"1e309", b"-Infinity")):
         response = _post(cluster_settings, "/v1/workloads", body, cluster_settings.api_key_path)
@@ -47,8 +53,10 @@ def test_1e309_through_the_api_is_a_4xx_naming_the_field_and_stores_nothing(clus
         answer = response.json()
         assert answer["error"] == "SpecError"
         assert answer["message"].startswith("job.json: placement.max_price_per_gpu_hour: must be a finite number ")
-    assert "<= 1000, got inf" in _post(cluster_settings, "/v1/workloads", POISON,
-                                       cluster_settings.api_key_path).json()["message"]  # fmt: skip
+    assert (
+        "<= 1000, got inf"
+        in _post(cluster_settings, "/v1/workloads", POISON, cluster_settings.api_key_path).json()["message"]
+    )
     assert {w["id"] for w in client.list(limit=1000)} == before  # nothing stored
     # ... and the loop goes on: the next healthy job runs.
     w = client.submit(smoke(), source="smoke.yaml")
@@ -62,7 +70,7 @@ def test_an_operators_infinite_amount_is_a_4xx_naming_the_field(cluster_settings
         ("/v1/admin/tenants", b'{"id": "inf-budget", "country": "DE", "budget_usd": 1e309}', "budget_usd"),
         ("/v1/admin/providers", b'{"id": "inf-stake", "country": "DE", "stake_usd": NaN}', "stake_usd"),
         ("/v1/admin/tokens", b'{"provider": "inf-stake", "ttl_s": Infinity}', "ttl_s"),
-    ]:  # fmt: skip
+    ]:
         response = _post(cluster_settings, path, body, cluster_settings.admin_key_path)
         assert response.status_code == 422, response.text
         assert response.json()["message"].startswith(f"bad request: {field}: must be a finite number <= ")
@@ -84,18 +92,24 @@ def test_a_stored_infinite_price_fails_that_workload_alone(cluster_settings: Set
     healthy = client.submit(smoke(), source="smoke.yaml")
     done = client.wait(healthy["id"], timeout_s=120)
     assert done["state"] == "SUCCEEDED", done["message"]
-    failed = wait_for(lambda: (w := store.get_workload(poison.id)).state == "FAILED" and w, timeout_s=60,
-                      what="the poisoned workload to fail")  # fmt: skip
-    assert failed.message.startswith("supervisor fault while reading its spec: SpecError: legacy.yaml: placement."
-                                     "max_price_per_gpu_hour: must be a finite number <= 1000, got inf")
+    failed = wait_for(
+        lambda: (w := store.get_workload(poison.id)).state == "FAILED" and w,
+        timeout_s=60,
+        what="the poisoned workload to fail",
+    )
+    assert failed.message.startswith(
+        "supervisor fault while reading its spec: SpecError: legacy.yaml: placement."
+        "max_price_per_gpu_hour: must be a finite number <= 1000, got inf"
+    )
     last = store.events(poison.id)[-1]
     assert last.state == "FAILED" and last.message == failed.message
     assert store.replicas(poison.id) == []  # never placed
     # Its owner still reads it: JSON has no infinity, and the API answers null for it.
     key = store.create_api_key("legacy")
     for path in (f"/v1/workloads/{poison.id}", "/v1/workloads"):
-        response = httpx.get(f"{cluster_settings.server_url}{path}", headers={"Authorization": f"Bearer {key}"},
-                             timeout=30)  # fmt: skip
+        response = httpx.get(
+            f"{cluster_settings.server_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
         assert response.status_code == 200, response.text
         assert '"max_price_per_gpu_hour":null' in response.text.replace(" ", "")
 
@@ -107,5 +121,7 @@ def test_the_cli_says_one_line_for_an_infinite_price(tmp_path: Path, cluster_set
         result = run_cli(args, cluster_settings)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
-        assert f"{spec}: placement.max_price_per_gpu_hour: must be a finite number <= 1000, got inf" in \
-            result.stderr.replace("\n", "")
+        assert (
+            f"{spec}: placement.max_price_per_gpu_hour: must be a finite number <= 1000, got inf"
+            in result.stderr.replace("\n", "")
+        )

@@ -19,8 +19,11 @@ RUNNER = [sys.executable, "-m", "runner.cli"]
 def run(args: list[str], settings: Settings | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     if settings is not None:
-        env.update(RUNNER_HOME=str(settings.home), RUNNER_SERVER_PORT=str(settings.server_port),
-                   RUNNER_RAY_PORT=str(settings.ray_port))  # fmt: skip
+        env.update(
+            RUNNER_HOME=str(settings.home),
+            RUNNER_SERVER_PORT=str(settings.server_port),
+            RUNNER_RAY_PORT=str(settings.ray_port),
+        )
     return subprocess.run([*RUNNER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

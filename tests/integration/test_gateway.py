@@ -24,14 +24,19 @@ def ok(name: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         body = await request.json()
         return web.json_response({"served_by": name, "echo": body, "auth": request.headers.get("Authorization")})
+
     return handle
 
 
 def refuse(status: int, code: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         await request.read()
-        return web.json_response({"error": {"message": code, "type": "x", "param": None, "code": code}},
-                                 status=status, headers={"Retry-After": "1"})  # fmt: skip
+        return web.json_response(
+            {"error": {"message": code, "type": "x", "param": None, "code": code}},
+            status=status,
+            headers={"Retry-After": "1"},
+        )
+
     return handle
 
 
@@ -42,6 +47,7 @@ def drop() -> Handler:
         request.transport.close()  # the replica dies holding the request
         await asyncio.sleep(1)
         return web.Response()
+
     return handle
 
 
@@ -72,11 +78,24 @@ class Harness:
 
     def route(self, service: str, tenant: str, urls: dict[str, str], name: str = "embed") -> None:
         table: Table = self.control.table
-        doc = {"id": service, "name": name, "tenant": tenant, "created_at": 1.0,
-               "backends": [{"key": k, "node": "n", "url": u} for k, u in urls.items()]}  # fmt: skip
-        others = [{"id": s.id, "name": s.name, "tenant": s.tenant, "created_at": s.created_at,
-                   "backends": [{"key": b.key, "node": b.node, "url": b.url} for b in s.backends]}
-                  for s in table.services.values() if s.id != service]  # fmt: skip
+        doc = {
+            "id": service,
+            "name": name,
+            "tenant": tenant,
+            "created_at": 1.0,
+            "backends": [{"key": k, "node": "n", "url": u} for k, u in urls.items()],
+        }
+        others = [
+            {
+                "id": s.id,
+                "name": s.name,
+                "tenant": s.tenant,
+                "created_at": s.created_at,
+                "backends": [{"key": b.key, "node": b.node, "url": b.url} for b in s.backends],
+            }
+            for s in table.services.values()
+            if s.id != service
+        ]
         added, _ = table.update([*others, doc])
         for b in added:
             b.session, b.healthy = new_session(b.url), True
@@ -89,8 +108,14 @@ class Harness:
         headers = [(b"content-type", b"application/json")]
         if key is not None:
             headers.append((b"authorization", f"Bearer {key}".encode()))
-        scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
-                 "headers": headers}  # fmt: skip
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": headers,
+        }
         sent: list[dict[str, Any]] = []
         chunks = [{"type": "http.request", "body": raw, "more_body": False}]
 
@@ -117,6 +142,7 @@ def run(test: Callable[[Harness], Awaitable[None]]) -> None:
             await test(h)
         finally:
             await h.close()
+
     asyncio.run(main())
 
 
@@ -134,6 +160,7 @@ def test_a_busy_or_loading_replica_hands_the_request_to_another() -> None:
         assert h.control.stats["retries"] >= 1
         for r in (busy, loading, good):
             await r.cleanup()
+
     run(test)
 
 
@@ -146,6 +173,7 @@ def test_a_refused_connection_is_retried_and_the_replica_taken_out() -> None:
             assert status == 200 and head["x-runner-replica"] == "good"
         assert not h.backend("gone").healthy
         await good.cleanup()
+
     run(test)
 
 
@@ -159,6 +187,7 @@ def test_when_every_replica_refuses_the_client_gets_the_refusal_and_none_healthy
         status, head, doc = await h.call("/s/w-1/v1/embeddings")
         assert (status, head["retry-after"], doc["error"]["code"]) == (503, "1", "no_healthy_replica")
         await busy.cleanup()
+
     run(test)
 
 
@@ -174,6 +203,7 @@ def test_a_replica_dying_with_the_request_is_a_502_not_a_retry() -> None:
         assert not h.backend("dying").healthy and h.control.stats["upstream_errors"] == 1
         for r in (dying, good):
             await r.cleanup()
+
     run(test)
 
 
@@ -189,6 +219,7 @@ def test_keys_and_tenants() -> None:
         assert (await h.call("/s/embed/v1/embeddings", key="rk_b"))[0] == 404
         assert (await h.call("/elsewhere"))[0] == 404
         await good.cleanup()
+
     run(test)
 
 

@@ -29,10 +29,10 @@ import httpx
 import pytest
 
 from runner import registry
+from runner.core.states import ReplicaState
 from runner.runtime import LaunchRequest, replica_key
 from runner.runtime.docker import DockerRuntime
 from runner.settings import Settings
-from runner.core.states import ReplicaState
 from tests.conftest import docker_client_or_skip, free_ports, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -105,8 +105,10 @@ class Relay:
 
 def image_tarball(seed: str) -> bytes:
     """A root filesystem with ``/bin/sleep`` (and what it links) and ``BLOB_BYTES`` random bytes."""
-    libs = [line.split("=>")[-1].split("(")[0].strip() for line in
-            subprocess.run(["ldd", SLEEP], capture_output=True, text=True, check=True).stdout.splitlines()]  # fmt: skip
+    libs = [
+        line.split("=>")[-1].split("(")[0].strip()
+        for line in subprocess.run(["ldd", SLEEP], capture_output=True, text=True, check=True).stdout.splitlines()
+    ]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for path in [SLEEP, *(lib for lib in libs if lib.startswith("/"))]:
@@ -187,19 +189,34 @@ def runtimes(client: Any, network_registry: tuple[str, Relay], tmp_path: Path) -
             rt.remove(status.key)
 
 
-def node_runtime(runtimes: list[DockerRuntime], client: Any, relay: Relay, tmp_path: Path,
-                 cache_gb: float = 1e6) -> DockerRuntime:  # fmt: skip
+def node_runtime(
+    runtimes: list[DockerRuntime], client: Any, relay: Relay, tmp_path: Path, cache_gb: float = 1e6
+) -> DockerRuntime:
     """A provider node's runtime that pulls from the registry through the relay."""
-    rt = DockerRuntime("cache-test", client=client, artifacts_dir=tmp_path, registry=f"127.0.0.1:{relay.port}",
-                       scope="cache-test", image_cache_gb=cache_gb)  # fmt: skip
+    rt = DockerRuntime(
+        "cache-test",
+        client=client,
+        artifacts_dir=tmp_path,
+        registry=f"127.0.0.1:{relay.port}",
+        scope="cache-test",
+        image_cache_gb=cache_gb,
+    )
     runtimes.append(rt)
     return rt
 
 
 def sleeper(image: str) -> LaunchRequest:
     wid = f"w-ic{uuid.uuid4().hex[:8]}"
-    return LaunchRequest(key=replica_key(wid, 0, 1), workload_id=wid, replica_index=0, attempt=1, node="cache-test",
-                         image=image, command=[SLEEP, "300"], cpu=0.1)  # fmt: skip
+    return LaunchRequest(
+        key=replica_key(wid, 0, 1),
+        workload_id=wid,
+        replica_index=0,
+        attempt=1,
+        node="cache-test",
+        image=image,
+        command=[SLEEP, "300"],
+        cpu=0.1,
+    )
 
 
 def in_background(fn: Any, *args: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -219,21 +236,31 @@ def in_background(fn: Any, *args: Any) -> tuple[threading.Thread, dict[str, Any]
 def layer_bytes(address: str, image: str) -> int:
     """What the registry says the image's layers weigh (compressed, as they are fetched)."""
     repo, tag = image.rsplit(":", 1)
-    manifest = httpx.get(f"http://{address}/v2/{repo}/manifests/{tag}", timeout=10,
-                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()  # fmt: skip
+    manifest = httpx.get(
+        f"http://{address}/v2/{repo}/manifests/{tag}",
+        timeout=10,
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    ).json()
     return sum(layer["size"] for layer in manifest["layers"])
 
 
-def test_a_missing_image_is_pulled_with_progress_then_runs(client: Any, network_registry: tuple[str, Relay],
-                                                          published: dict[str, str], runtimes: list[DockerRuntime],
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_a_missing_image_is_pulled_with_progress_then_runs(
+    client: Any,
+    network_registry: tuple[str, Relay],
+    published: dict[str, str],
+    runtimes: list[DockerRuntime],
+    tmp_path: Path,
+) -> None:
     address, relay = network_registry
     rt = node_runtime(runtimes, client, relay, tmp_path)
     req = sleeper(published["progress"])
     relay.hold()
     thread, out = in_background(rt.start, req)
-    status = wait_for(lambda: (s := rt.status(req.key)).state == ReplicaState.PULLING and s.pull_done_bytes > 0 and s,
-                      timeout_s=60, what="the replica PULLING with bytes fetched")  # fmt: skip
+    status = wait_for(
+        lambda: (s := rt.status(req.key)).state == ReplicaState.PULLING and s.pull_done_bytes > 0 and s,
+        timeout_s=60,
+        what="the replica PULLING with bytes fetched",
+    )
     total = layer_bytes(address, published["progress"])
     assert status.pull_total_bytes == total > BLOB_BYTES / 2
     assert 0 < status.pull_done_bytes < total  # held: the layer is not all through
@@ -247,9 +274,13 @@ def test_a_missing_image_is_pulled_with_progress_then_runs(client: Any, network_
     assert f"127.0.0.1:{relay.port}/{published['progress']}" in client.images.get(published["progress"]).tags
 
 
-def test_a_stop_ends_the_pull_and_no_container_is_made(client: Any, network_registry: tuple[str, Relay],
-                                                       published: dict[str, str], runtimes: list[DockerRuntime],
-                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_a_stop_ends_the_pull_and_no_container_is_made(
+    client: Any,
+    network_registry: tuple[str, Relay],
+    published: dict[str, str],
+    runtimes: list[DockerRuntime],
+    tmp_path: Path,
+) -> None:
     _address, relay = network_registry
     rt = node_runtime(runtimes, client, relay, tmp_path)
     req = sleeper(published["cancel"])
@@ -266,10 +297,13 @@ def test_a_stop_ends_the_pull_and_no_container_is_made(client: Any, network_regi
     assert rt.status(req.key).state == ReplicaState.LOST  # no container under its key, ever
 
 
-def test_past_the_budget_the_least_recently_used_pulled_image_goes(client: Any, network_registry: tuple[str, Relay],
-                                                                    published: dict[str, str],
-                                                                    runtimes: list[DockerRuntime],
-                                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_past_the_budget_the_least_recently_used_pulled_image_goes(
+    client: Any,
+    network_registry: tuple[str, Relay],
+    published: dict[str, str],
+    runtimes: list[DockerRuntime],
+    tmp_path: Path,
+) -> None:
     _address, relay = network_registry
     relay.release()
     forget(client, published["a"].split("/")[0], ("progress", "cancel"))  # the other tests': older, unused

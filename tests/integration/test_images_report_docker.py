@@ -32,8 +32,9 @@ def client() -> Any:
 
 
 @pytest.mark.parametrize("terminal", [False, True], ids=["ci", "terminal"])
-def test_a_failing_docker_build_shows_the_log_tail_and_path(client: Any, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+def test_a_failing_docker_build_shows_the_log_tail_and_path(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
     monkeypatch.setenv("RUNNER_CACHE", str(tmp_path / "cache"))  # build contexts go here, not ~/.cache
     repo = tmp_path / "repo"
     (repo / "images").mkdir(parents=True)
@@ -44,8 +45,10 @@ def test_a_failing_docker_build_shows_the_log_tail_and_path(client: Any, tmp_pat
     out = io.StringIO()
     log = tmp_path / "build.log"
     console = Console(file=out, width=120, force_terminal=terminal)
-    with pytest.raises(ImageError, match=r"docker build of runner/bad:\w+ failed"), \
-            console_build(console, log, what="bad") as report:
+    with (
+        pytest.raises(ImageError, match=r"docker build of runner/bad:\w+ failed"),
+        console_build(console, log, what="bad") as report,
+    ):
         build_image("bad", "scratch", "scratch", client=client, report=report, root=repo, images=defs)
 
     text, logged = out.getvalue(), log.read_text()

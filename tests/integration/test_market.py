@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from runner import local
-
-from runner.core import ledger
 from runner.client import Client
+from runner.core import ledger
 from runner.core.errors import AuthError, PolicyError
 from runner.settings import Settings
 from tests.conftest import ensure_provider, extra_node, wait_for
@@ -20,16 +19,24 @@ from tests.integration.test_workloads import smoke
 pytestmark = pytest.mark.cluster
 
 
-def tenant_client(settings: Settings, operator: Any, name: str, *, country: str, kyc: str = "verified",
-                  budget_usd: float | None = None) -> Client:  # fmt: skip
+def tenant_client(
+    settings: Settings,
+    operator: Any,
+    name: str,
+    *,
+    country: str,
+    kyc: str = "verified",
+    budget_usd: float | None = None,
+) -> Client:
     """A tenant of its own (so tests never change `local`), with its own API key."""
     if name not in {t["id"] for t in operator.admin("GET", "/tenants")}:
         operator.admin("POST", "/tenants", id=name, country=country, kyc=kyc, budget_usd=budget_usd)
     return Client(settings.server_url, operator.admin("POST", f"/tenants/{name}/keys")["api_key"])
 
 
-def test_a_gpu_workload_is_billed_and_its_provider_paid_exactly_once(cluster_settings: Settings, client: Any,
-                                                                      operator: Any) -> None:  # fmt: skip
+def test_a_gpu_workload_is_billed_and_its_provider_paid_exactly_once(
+    cluster_settings: Settings, client: Any, operator: Any
+) -> None:
     spec = smoke(env={"SMOKE_SLEEP": "3"}, resources={"gpu": "H100", "cpu": 0.5, "memory": "1GB"})
     w = client.submit(spec)
     done = client.wait(w["id"], timeout_s=120)
@@ -65,12 +72,15 @@ def test_unverified_tenants_cannot_submit(cluster_settings: Settings, operator: 
         newco.submit(smoke())
 
 
-def test_export_control_keeps_restricted_gpus_from_an_embargoed_tenant(cluster_settings: Settings,
-                                                                        operator: Any) -> None:  # fmt: skip
+def test_export_control_keeps_restricted_gpus_from_an_embargoed_tenant(
+    cluster_settings: Settings, operator: Any
+) -> None:
     tenant = tenant_client(cluster_settings, operator, "teheran-labs", country="IR")
     w = tenant.submit(smoke(resources={"gpu": "H100|A100"}))
-    waiting = wait_for(lambda: (g := tenant.get(w["id"]))["message"].startswith("no node fits") and g,
-                       what="the export-control refusal")  # fmt: skip
+    waiting = wait_for(
+        lambda: (g := tenant.get(w["id"]))["message"].startswith("no node fits") and g,
+        what="the export-control refusal",
+    )
     assert waiting["state"] == "PENDING"
     assert "fra-h100-1: export control: H100 is restricted, IR is embargoed" in waiting["message"]
     verdicts = {row["node"]: row["verdict"] for row in tenant.explain(w["id"])["rows"]}
@@ -88,8 +98,17 @@ def test_join_tokens_are_scoped_single_use_and_expire(cluster_settings: Settings
     bench = {"tflops": 0.05, "device": "cpu", "dtype": "float32", "bandwidth_gbs": 1.0, "seconds": 0.1}
 
     def request(token: str, provider: str = "tokentest", name: str = "tok-1", **extra: Any) -> dict[str, Any]:
-        return {"token": token, "provider": provider, "name": name, "region": "eu-west", "country": "DE",
-                "cpus": 1, "memory_mb": 1024, "benchmark": bench, **extra}  # fmt: skip
+        return {
+            "token": token,
+            "provider": provider,
+            "name": name,
+            "region": "eu-west",
+            "country": "DE",
+            "cpus": 1,
+            "memory_mb": 1024,
+            "benchmark": bench,
+            **extra,
+        }
 
     joiner = Client(cluster_settings.server_url, "")
     other = operator.admin("POST", "/tokens", provider="otherco")["token"]
@@ -109,50 +128,81 @@ def test_join_tokens_are_scoped_single_use_and_expire(cluster_settings: Settings
     ensure_provider(operator, "embargoed-dc", "RU")
     token = operator.admin("POST", "/tokens", provider="embargoed-dc")["token"]
     with pytest.raises(PolicyError, match="export control: H100 is a restricted GPU"):
-        joiner.join(request(token, provider="embargoed-dc", name="msk-h100", country="RU", gpu_model="H100",
-                            gpu_count=1, simulated=True))  # fmt: skip
+        joiner.join(
+            request(
+                token,
+                provider="embargoed-dc",
+                name="msk-h100",
+                country="RU",
+                gpu_model="H100",
+                gpu_count=1,
+                simulated=True,
+            )
+        )
     refused = operator.admin("GET", "/audit", params={"kind": "node.refused", "limit": 10_000})
     assert any(e["payload"]["node"] == "msk-h100" for e in refused)
     operator.admin("POST", "/nodes/tok-1/offboard")  # registered but never ran a Ray node
 
 
-def test_a_pending_workload_is_placed_when_a_fitting_node_joins(cluster_settings: Settings, client: Any,
-                                                                 operator: Any) -> None:  # fmt: skip
+def test_a_pending_workload_is_placed_when_a_fitting_node_joins(
+    cluster_settings: Settings, client: Any, operator: Any
+) -> None:
     w = client.submit(smoke(resources={"gpu": "T4", "cpu": 0.5}))
     wait_for(lambda: client.get(w["id"])["message"].startswith("no node fits"), what="the T4 workload to wait")
-    with extra_node(cluster_settings, operator, index=10, name="t4-late", provider="late-gpus", region="eu-west",
-                    country="FR", gpu_model="T4", gpu_count=1):  # fmt: skip
+    with extra_node(
+        cluster_settings,
+        operator,
+        index=10,
+        name="t4-late",
+        provider="late-gpus",
+        region="eu-west",
+        country="FR",
+        gpu_model="T4",
+        gpu_count=1,
+    ):
         done = client.wait(w["id"], timeout_s=180)
         assert done["state"] == "SUCCEEDED" and done["node"] == "t4-late"
         operator.admin("POST", "/nodes/t4-late/offboard")
 
 
-def test_draining_moves_work_to_another_node_without_a_penalty(cluster_settings: Settings, client: Any,
-                                                               operator: Any) -> None:  # fmt: skip
-    with extra_node(cluster_settings, operator, index=11, name="drain-a", provider="drainco", region="test-drain",
-                    country="DE"), \
-         extra_node(cluster_settings, operator, index=12, name="drain-b", provider="drainco", region="test-drain",
-                    country="DE"):  # fmt: skip
-        wait_for(lambda: {n["name"]: n["state"] for n in client.nodes()}.get("drain-b") == "active",
-                 timeout_s=60, what="both drain nodes to be active")  # fmt: skip
+def test_draining_moves_work_to_another_node_without_a_penalty(
+    cluster_settings: Settings, client: Any, operator: Any
+) -> None:
+    with (
+        extra_node(
+            cluster_settings, operator, index=11, name="drain-a", provider="drainco", region="test-drain", country="DE"
+        ),
+        extra_node(
+            cluster_settings, operator, index=12, name="drain-b", provider="drainco", region="test-drain", country="DE"
+        ),
+    ):
+        wait_for(
+            lambda: {n["name"]: n["state"] for n in client.nodes()}.get("drain-b") == "active",
+            timeout_s=60,
+            what="both drain nodes to be active",
+        )
         stake = operator.admin("GET", "/earnings", params={"provider": "drainco"})[0]["totals"]["stake"]
         w = client.submit(smoke(env={"SMOKE_SLEEP": "300"}, placement={"regions": ["test-drain"]}))
         first = client.wait(w["id"], until="running", timeout_s=120)["node"]
         operator.admin("POST", f"/nodes/{first}/drain")
-        moved = wait_for(lambda: (g := client.get(w["id"]))["state"] == "RUNNING" and g["node"] != first and g,
-                         timeout_s=120, what="the work to move off the draining node")  # fmt: skip
+        moved = wait_for(
+            lambda: (g := client.get(w["id"]))["state"] == "RUNNING" and g["node"] != first and g,
+            timeout_s=120,
+            what="the work to move off the draining node",
+        )
         assert moved["relocations"] == 1 and moved["attempts"] == 2
         assert any(f"move off draining node {first}" in e["message"] for e in moved["events"])
-        wait_for(lambda: {n["name"]: n["state"] for n in client.nodes()}[first] == "offboarded",
-                 what="the drained node to be offboarded")  # fmt: skip
+        wait_for(
+            lambda: {n["name"]: n["state"] for n in client.nodes()}[first] == "offboarded",
+            what="the drained node to be offboarded",
+        )
         assert operator.admin("GET", "/earnings", params={"provider": "drainco"})[0]["totals"]["stake"] == stake
         client.cancel(w["id"])
         assert client.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
         operator.admin("POST", f"/nodes/{moved['node']}/offboard")
 
 
-def test_a_budget_refuses_what_it_cannot_pay_and_stops_running_work(cluster_settings: Settings,
-                                                                     operator: Any) -> None:  # fmt: skip
+def test_a_budget_refuses_what_it_cannot_pay_and_stops_running_work(cluster_settings: Settings, operator: Any) -> None:
     thrifty = tenant_client(cluster_settings, operator, "thrifty", country="DE", budget_usd=0.002)
     with pytest.raises(PolicyError, match="may cost up to"):  # 1 H100 for an hour: 2.50 USD
         thrifty.submit(smoke(resources={"gpu": "H100"}, timeout="1h"))
@@ -165,13 +215,27 @@ def test_a_budget_refuses_what_it_cannot_pay_and_stops_running_work(cluster_sett
         thrifty.submit(smoke())
 
 
-def test_a_spoofed_gpu_claim_fails_its_challenge_and_the_node_is_suspended(cluster_settings: Settings,
-                                                                            client: Any, operator: Any) -> None:  # fmt: skip
+def test_a_spoofed_gpu_claim_fails_its_challenge_and_the_node_is_suspended(
+    cluster_settings: Settings, client: Any, operator: Any
+) -> None:
     forged = {"tflops": 400.0, "bandwidth_gbs": 3000.0, "device": "cuda", "dtype": "float16", "seconds": 0.5}
-    with extra_node(cluster_settings, operator, index=13, name="fake-h100", provider="spoofco", region="eu-west",
-                    country="DE", gpu_model="H100", gpu_count=1, benchmark=forged):  # fmt: skip
-        wait_for(lambda: {n["name"]: n["state"] for n in client.nodes()}.get("fake-h100") == "active",
-                 timeout_s=60, what="the spoofing node to be active")  # fmt: skip
+    with extra_node(
+        cluster_settings,
+        operator,
+        index=13,
+        name="fake-h100",
+        provider="spoofco",
+        region="eu-west",
+        country="DE",
+        gpu_model="H100",
+        gpu_count=1,
+        benchmark=forged,
+    ):
+        wait_for(
+            lambda: {n["name"]: n["state"] for n in client.nodes()}.get("fake-h100") == "active",
+            timeout_s=60,
+            what="the spoofing node to be active",
+        )
         first = operator.admin("POST", "/nodes/fake-h100/challenge")
         assert not first["ok"] and "expected at least 25% of 400" in first["message"]
         second = operator.admin("POST", "/nodes/fake-h100/challenge")
@@ -190,16 +254,20 @@ def test_the_audit_log_verifies_through_the_cli(cluster_settings: Settings) -> N
 
     result = run(["admin", "audit", "verify"], cluster_settings)
     assert result.returncode == 0 and "hash chain intact" in result.stdout
-    listed = json.loads(run(["admin", "audit", "ls", "--json", "--kind", "node.state", "--limit", "1000"],
-                            cluster_settings).stdout)  # fmt: skip
+    listed = json.loads(
+        run(["admin", "audit", "ls", "--json", "--kind", "node.state", "--limit", "1000"], cluster_settings).stdout
+    )
     assert any(e["payload"]["node"] == "fra-h100-1" and e["payload"]["to"] == "active" for e in listed)
 
 
 def test_the_checker_records_uptime_per_day_against_the_sla(cluster_settings: Settings, operator: Any) -> None:
     from tests.integration.test_cli import run
 
-    data = wait_for(lambda: (u := operator.admin("GET", "/nodes/fra-h100-1/uptime"))["days"] and u, timeout_s=30,
-                    what="a heartbeat round")  # fmt: skip
+    data = wait_for(
+        lambda: (u := operator.admin("GET", "/nodes/fra-h100-1/uptime"))["days"] and u,
+        timeout_s=30,
+        what="a heartbeat round",
+    )
     today = data["days"][-1]
     assert today["observed_s"] > 0 and 0 < today["online_s"] <= today["observed_s"]
     assert data["monthly_uptime"] is not None and data["sla"]["monthly_uptime"] == 0.99
@@ -207,11 +275,16 @@ def test_the_checker_records_uptime_per_day_against_the_sla(cluster_settings: Se
     assert result.returncode == 0 and "over the last 30 days" in result.stdout
 
 
-def test_a_spec_cannot_name_host_folders_outside_its_tenants_artifact_store(cluster_settings: Settings,
-                                                                            client: Any) -> None:  # fmt: skip
+def test_a_spec_cannot_name_host_folders_outside_its_tenants_artifact_store(
+    cluster_settings: Settings, client: Any
+) -> None:
     """Nodes bind-mount file:// checkpoint folders into containers: /etc must never be one."""
-    spec = {"name": "sneaky", "kind": "training", "image": "runner/training:latest",
-            "checkpoint": {"uri": "file:///etc"}}  # fmt: skip
+    spec = {
+        "name": "sneaky",
+        "kind": "training",
+        "image": "runner/training:latest",
+        "checkpoint": {"uri": "file:///etc"},
+    }
     with pytest.raises(PolicyError, match="checkpoint.uri: file:///etc is outside the artifact store"):
         client.submit(spec)
     other = (cluster_settings.artifacts_dir / "another-tenant").as_uri()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shutil
 import socket
-import tempfile
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,18 +18,20 @@ from typing import Any
 import pytest
 
 from runner.core.errors import PortInUseError
-from runner.runtime import LaunchRequest, replica_key
 from runner.core.mounts import CHECKPOINTS, MOUNT_ROOT, file_mount, to_container
 from runner.core.states import ReplicaState
+from runner.runtime import LaunchRequest, replica_key
 from tests.conftest import docker_client_or_skip, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # Listens on PORT on all interfaces of its network namespace, writes a file into the folder the
 # file:// URI OUT names, then waits.
-SERVE = ("import os, socket, time, urllib.parse; s = socket.socket(); s.bind(('0.0.0.0', int(os.environ['PORT']))); "
-         "s.listen(); out = urllib.parse.urlsplit(os.environ['OUT']).path; "
-         "open(out + '/hello.txt', 'w').write(str(os.getuid())); print('listening', flush=True); "
-         "time.sleep(60)")  # fmt: skip
+SERVE = (
+    "import os, socket, time, urllib.parse; s = socket.socket(); s.bind(('0.0.0.0', int(os.environ['PORT']))); "
+    "s.listen(); out = urllib.parse.urlsplit(os.environ['OUT']).path; "
+    "open(out + '/hello.txt', 'w').write(str(os.getuid())); print('listening', flush=True); "
+    "time.sleep(60)"
+)
 
 
 def free_port() -> int:
@@ -44,10 +46,21 @@ def request(folder: Path, port: int, image: str = "runner/smoke:latest", **field
     wid = f"w-hn{uuid.uuid4().hex[:8]}"
     mount = file_mount(folder.as_uri(), CHECKPOINTS)
     assert mount is not None
-    return LaunchRequest(key=replica_key(wid, 0, 1), workload_id=wid, replica_index=0, attempt=1, node="hostnet-test",
-                         image=image, command=["python", "-c", SERVE],
-                         env=to_container({"PORT": str(port), "OUT": folder.as_uri()}, [mount]),
-                         cpu=0.5, host_network=True, ports=[(port, "tcp")], mounts=[mount], **fields)  # fmt: skip
+    return LaunchRequest(
+        key=replica_key(wid, 0, 1),
+        workload_id=wid,
+        replica_index=0,
+        attempt=1,
+        node="hostnet-test",
+        image=image,
+        command=["python", "-c", SERVE],
+        env=to_container({"PORT": str(port), "OUT": folder.as_uri()}, [mount]),
+        cpu=0.5,
+        host_network=True,
+        ports=[(port, "tcp")],
+        mounts=[mount],
+        **fields,
+    )
 
 
 @pytest.fixture
@@ -76,25 +89,37 @@ def docker_runtime(home_tmp: Path) -> Iterator[Any]:
 
 @pytest.mark.docker
 def test_published_ports_go_through_a_bridge_with_the_mtu_of_the_interface_they_are_published_on(
-        docker_runtime: Any) -> None:  # fmt: skip
+    docker_runtime: Any,
+) -> None:
     """Ports published on loopback (MTU 65536): the container's side has the bridge's largest MTU,
     not Docker's fixed 1500, and its port still answers on the node."""
     from runner.runtime.docker import MAX_BRIDGE_MTU
     from runner.runtime.netif import mtu_of
 
     wid = f"w-br{uuid.uuid4().hex[:8]}"
-    show_mtu = ("import socket, time; print('mtu', open('/sys/class/net/eth0/mtu').read().strip(), flush=True); "
-                "s = socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen(); time.sleep(60)")  # fmt: skip
-    req = LaunchRequest(key=replica_key(wid, 0, 1), workload_id=wid, replica_index=0, attempt=1, node="hostnet-test",
-                        image="runner/smoke:latest", command=["python", "-c", show_mtu], cpu=0.5,
-                        ports=[(8000, "tcp")])  # fmt: skip
+    show_mtu = (
+        "import socket, time; print('mtu', open('/sys/class/net/eth0/mtu').read().strip(), flush=True); "
+        "s = socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen(); time.sleep(60)"
+    )
+    req = LaunchRequest(
+        key=replica_key(wid, 0, 1),
+        workload_id=wid,
+        replica_index=0,
+        attempt=1,
+        node="hostnet-test",
+        image="runner/smoke:latest",
+        command=["python", "-c", show_mtu],
+        cpu=0.5,
+        ports=[(8000, "tcp")],
+    )
     status = docker_runtime.start(req)
     expected = min(mtu_of("lo") or 0, MAX_BRIDGE_MTU)
     wait_for(lambda: f"mtu {expected}" in docker_runtime.logs(req.key), timeout_s=60, what="the container's MTU line")
     networks = docker_runtime.client.containers.get(f"runner-{req.key}").attrs["NetworkSettings"]["Networks"]
     assert list(networks) == [f"runner-mtu{expected}"]
-    host, _, port = wait_for(lambda: docker_runtime.status(req.key).ports.get("8000/tcp"), timeout_s=30,
-                             what="the published port").rpartition(":")  # fmt: skip
+    host, _, port = wait_for(
+        lambda: docker_runtime.status(req.key).ports.get("8000/tcp"), timeout_s=30, what="the published port"
+    ).rpartition(":")
     assert host == "127.0.0.1" and status.handle
     wait_for(lambda: _connects(int(port)), timeout_s=30, what="the published port to answer")
 
@@ -108,8 +133,9 @@ def _connects(port: int) -> bool:
 
 
 @pytest.mark.docker
-def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(docker_runtime: Any,
-                                                                                 home_tmp: Path) -> None:  # fmt: skip
+def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(
+    docker_runtime: Any, home_tmp: Path
+) -> None:
     folder = home_tmp / "artifacts" / "w-1"  # missing: the runtime creates it, writable for uid 1000
     port = free_port()
     req = request(folder, port)
@@ -123,7 +149,8 @@ def test_a_host_networked_container_listens_on_the_node_and_writes_to_its_mount(
     assert attrs["HostConfig"]["NetworkMode"] == "host" and not attrs["HostConfig"]["PortBindings"]
     assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and "no-new-privileges" in attrs["HostConfig"]["SecurityOpt"]
     assert [(m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"]] == [
-        (str(folder), f"{MOUNT_ROOT}/{CHECKPOINTS}", True)]
+        (str(folder), f"{MOUNT_ROOT}/{CHECKPOINTS}", True)
+    ]
     assert f"OUT=file://{MOUNT_ROOT}/{CHECKPOINTS}" in attrs["Config"]["Env"]
 
     # A second replica that wants the same port on this node is refused before it starts.
@@ -166,8 +193,9 @@ def test_nodes_sharing_an_engine_make_one_bridge_between_them(monkeypatch: pytes
     client = docker_client_or_skip()
     mtu = random.randint(20_000, 60_000)  # a name no other test or cluster uses
     monkeypatch.setattr(docker_runtime_module, "mtu_of", lambda _interface: mtu)
-    runtimes = [DockerRuntime(f"bridge-test-{i}", client=client, artifacts_dir=Path(tempfile.gettempdir()))
-                for i in range(6)]  # fmt: skip
+    runtimes = [
+        DockerRuntime(f"bridge-test-{i}", client=client, artifacts_dir=Path(tempfile.gettempdir())) for i in range(6)
+    ]
     try:
         with ThreadPoolExecutor(len(runtimes)) as pool:
             ids = list(pool.map(lambda rt: rt._bridge(), runtimes))

@@ -14,26 +14,36 @@ from typing import Any
 
 import pytest
 
+from runner.core.states import ReplicaState
 from runner.runtime import LaunchRequest, replica_key
 from runner.runtime.base import Runtime
 from runner.runtime.process import ProcessRuntime
-from runner.core.states import ReplicaState
 from tests.conftest import docker_client_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
 # 30 lines, a line written in two halves a while apart, then a last line without a newline.
-WRITE = ("import sys, time\n"
-         "for i in range(30):\n"
-         "    print(f'line {i}', flush=True); time.sleep(0.02)\n"
-         "sys.stdout.write('half'); sys.stdout.flush(); time.sleep(0.5); print(' and half', flush=True)\n"
-         "sys.stdout.write('no newline'); sys.stdout.flush()\n")
+WRITE = (
+    "import sys, time\n"
+    "for i in range(30):\n"
+    "    print(f'line {i}', flush=True); time.sleep(0.02)\n"
+    "sys.stdout.write('half'); sys.stdout.flush(); time.sleep(0.5); print(' and half', flush=True)\n"
+    "sys.stdout.write('no newline'); sys.stdout.flush()\n"
+)
 EXPECTED = [f"line {i}" for i in range(30)] + ["half and half", "no newline"]
 
 
 def request(node: str) -> LaunchRequest:
     wid = f"w-lg{uuid.uuid4().hex[:8]}"
-    return LaunchRequest(key=replica_key(wid, 0, 1), workload_id=wid, replica_index=0, attempt=1, node=node,
-                         image="runner/smoke:latest", command=["python", "-c", WRITE], cpu=0.5)  # fmt: skip
+    return LaunchRequest(
+        key=replica_key(wid, 0, 1),
+        workload_id=wid,
+        replica_index=0,
+        attempt=1,
+        node=node,
+        image="runner/smoke:latest",
+        command=["python", "-c", WRITE],
+        cpu=0.5,
+    )
 
 
 def docker_runtime() -> Any:

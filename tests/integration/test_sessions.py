@@ -53,7 +53,8 @@ def state(url: str) -> dict[str, Any]:
 
 
 def test_a_session_started_through_the_cli_plays_in_a_browser_near_the_player(
-        cluster_settings: Settings, client: Any, browser: Any) -> None:  # fmt: skip
+    cluster_settings: Settings, client: Any, browser: Any
+) -> None:
     from workloads.gaming import player
 
     started = run(["session", "start", "--game", "breakout", "--near", "ap-northeast"], cluster_settings, timeout=150)
@@ -64,7 +65,9 @@ def test_a_session_started_through_the_cli_plays_in_a_browser_near_the_player(
     session = next(s for s in client.sessions() if s["url"] == url)
     assert (session["node"], session["region"], session["expected_rtt_ms"]) == ("tyo-4090-1", "ap-northeast", 5)
     assert session["measured_rtt_ms"] is None
-    assert session["phase"] == "serving" and any(m.startswith(f"serving at {url}") for m in events_of(client, session["id"]))
+    assert session["phase"] == "serving" and any(
+        m.startswith(f"serving at {url}") for m in events_of(client, session["id"])
+    )
     sid = session["id"]
     try:
         page = player.open_session(browser, url, timeout_s=20)
@@ -86,14 +89,19 @@ def test_a_session_started_through_the_cli_plays_in_a_browser_near_the_player(
         assert all(0 <= ms < 5000 for ms in rtts), rtts  # loopback, but a busy 2-core host can starve the page
         wait_for(lambda: len(player.stats(page)["rtts"]) > len(rtts), timeout_s=10, what="more round-trip samples")
         # The page's input-to-frame latency and round trip, and the server's fps, reach the control plane.
-        measured = wait_for(lambda: (s := client.session(sid))["latency_p95_ms"] is not None
-                            and s["measured_rtt_ms"] is not None and s, timeout_s=30,
-                            what="the session's metrics with the player's latency and round trip")  # fmt: skip
+        measured = wait_for(
+            lambda: (s := client.session(sid))["latency_p95_ms"] is not None and s["measured_rtt_ms"] is not None and s,
+            timeout_s=30,
+            what="the session's metrics with the player's latency and round trip",
+        )
         assert measured["fps"] > 0 and measured["players"] >= 1 and measured["target_fps"] == 60
         first_samples = measured["measured_rtt_samples"]
         assert first_samples >= 1
-        wait_for(lambda: client.session(sid)["measured_rtt_samples"] > first_samples, timeout_s=30,
-                 what="a later metrics report with more round-trip samples")  # fmt: skip
+        wait_for(
+            lambda: client.session(sid)["measured_rtt_samples"] > first_samples,
+            timeout_s=30,
+            what="a later metrics report with more round-trip samples",
+        )
         shown = run(["session", "ls", "--json"], cluster_settings)
         assert shown.returncode == 0, shown.stderr
         row = next(s for s in json.loads(shown.stdout) if s["id"] == sid)
@@ -103,8 +111,11 @@ def test_a_session_started_through_the_cli_plays_in_a_browser_near_the_player(
         assert row["measured_rtt_ms"] < 1000 and row["measured_rtt_p95_ms"] >= row["measured_rtt_ms"], row  # loopback
         status = run(["status", sid], cluster_settings)
         assert status.returncode == 0, status.stderr
-        where = re.escape("session: breakout serving on tyo-4090-1 (ap-northeast, RTT ") + r"\d+(\.\d)? ms measured, " \
+        where = (
+            re.escape("session: breakout serving on tyo-4090-1 (ap-northeast, RTT ")
+            + r"\d+(\.\d)? ms measured, "
             + re.escape(f"table 5 ms from ap-northeast), {url}")
+        )
         assert re.search(where, status.stdout), status.stdout
         assert "SLA: " in status.stdout and "latency_p95_ms=" in status.stdout and "rtt_p50_ms=" in status.stdout
         listed = run(["session", "ls"], cluster_settings)
@@ -141,8 +152,11 @@ def test_a_control_plane_crash_keeps_the_session_and_its_player(cluster_settings
     again = Client.from_settings(cluster_settings)
     try:
         assert state(serving["url"])["phase"] == "serve"  # the player's game never stopped
-        wait_for(lambda: again.session(s["id"])["metrics_at"] != serving["metrics_at"], timeout_s=30,
-                 what="metrics from the re-adopted session")  # fmt: skip
+        wait_for(
+            lambda: again.session(s["id"])["metrics_at"] != serving["metrics_at"],
+            timeout_s=30,
+            what="metrics from the re-adopted session",
+        )
         after = again.session(s["id"])
         assert (after["phase"], after["url"], after["attempt"]) == ("serving", serving["url"], 1)
         assert sum(m.startswith("serving at ") for m in events_of(again, s["id"])) == 1  # announced once
@@ -166,8 +180,11 @@ def test_a_full_fleet_preempts_a_batch_job_for_a_session(client: Any, operator: 
         sid = s["id"]
         serving = client.session_wait(sid, timeout_s=120)
         assert serving["phase"] == "serving" and serving["node"] == "tyo-4090-1", serving
-        moved = wait_for(lambda: (g := client.get(victim["id"]))["state"] == "RUNNING" and g["attempts"] == 2 and g,
-                         timeout_s=120, what="the preempted batch job to run again elsewhere")  # fmt: skip
+        moved = wait_for(
+            lambda: (g := client.get(victim["id"]))["state"] == "RUNNING" and g["attempts"] == 2 and g,
+            timeout_s=120,
+            what="the preempted batch job to run again elsewhere",
+        )
         assert moved["node"] == "ams-4090-1" and moved["relocations"] == 1
         assert any(f"preempted by session {sid} on tyo-4090-1" in m for m in events_of(client, victim["id"]))
         assert any(m.startswith(f"preempting batch {victim['id']} on tyo-4090-1") for m in events_of(client, sid))
@@ -187,13 +204,24 @@ def test_a_full_fleet_preempts_a_batch_job_for_a_session(client: Any, operator: 
 def test_a_sustained_fps_shortfall_is_an_sla_breach(cluster_settings: Settings, client: Any, operator: Any) -> None:
     # 0.2 of a core cannot render 720p at 120 fps (about 80 fps come out), and the session reports
     # every second, so the 10 s the SLA asks for pass quickly.
-    spec = {"kind": "gaming", "name": "starved", "image": "runner/gaming:latest", "game": "breakout", "fps": 120,
-            "near": "eu-west", "ports": [8000], "env": {"GAMING_REPORT_EVERY_S": "1"},
-            "resources": {"gpu": "RTX4090", "cpu": 0.2, "memory": "1GB"}}  # fmt: skip
+    spec = {
+        "kind": "gaming",
+        "name": "starved",
+        "image": "runner/gaming:latest",
+        "game": "breakout",
+        "fps": 120,
+        "near": "eu-west",
+        "ports": [8000],
+        "env": {"GAMING_REPORT_EVERY_S": "1"},
+        "resources": {"gpu": "RTX4090", "cpu": 0.2, "memory": "1GB"},
+    }
     w = client.submit(spec)
     try:
-        breach = wait_for(lambda: next((m for m in events_of(client, w["id"]) if m.startswith("SLA breach: ")), None),
-                          timeout_s=90, what="an SLA breach event")  # fmt: skip
+        breach = wait_for(
+            lambda: next((m for m in events_of(client, w["id"]) if m.startswith("SLA breach: ")), None),
+            timeout_s=90,
+            what="an SLA breach event",
+        )
         assert "fps" in breach and "< 114 (95% of 120)" in breach
         status = run(["status", w["id"]], cluster_settings)
         assert "SLA: BREACHED, 1 breach(es); last: SLA breach: fps" in status.stdout, status.stdout
@@ -208,11 +236,21 @@ def test_a_sustained_fps_shortfall_is_an_sla_breach(cluster_settings: Settings, 
 def test_the_runner_ends_a_session_that_outlives_its_max_duration(client: Any) -> None:
     # A server that ignores its own limit (this one only sleeps, and exits 0 on SIGTERM).
     ignores = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); time.sleep(600)"
-    spec = {"kind": "gaming", "name": "overstay", "image": "runner/gaming:latest", "game": "breakout",
-            "near": "eu-west", "max_duration": "1s", "ports": [8000], "command": ["python", "-c", ignores],
-            "resources": {"gpu": "RTX4090", "cpu": 0.2, "memory": "512MB"}}  # fmt: skip
+    spec = {
+        "kind": "gaming",
+        "name": "overstay",
+        "image": "runner/gaming:latest",
+        "game": "breakout",
+        "near": "eu-west",
+        "max_duration": "1s",
+        "ports": [8000],
+        "command": ["python", "-c", ignores],
+        "resources": {"gpu": "RTX4090", "cpu": 0.2, "memory": "512MB"},
+    }
     w = client.submit(spec)
     done = client.wait(w["id"], timeout_s=90)
     assert done["state"] == "SUCCEEDED", done["message"]
-    assert done["message"].startswith("session ended: max duration 1s passed") and "(runner backstop)" in done["message"]
+    assert (
+        done["message"].startswith("session ended: max duration 1s passed") and "(runner backstop)" in done["message"]
+    )
     assert done["attempts"] == 1

@@ -28,9 +28,13 @@ def iam_store() -> Iterator[tuple[NetworkStore, dict[str, str]]]:
 
 
 def s3(store: NetworkStore, key: dict[str, str]) -> Any:
-    return boto3.client("s3", endpoint_url=store.endpoint, region_name="us-east-1",
-                        aws_access_key_id=key.get("access_key_id") or key["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=key.get("secret_access_key") or key["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key.get("access_key_id") or key["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=key.get("secret_access_key") or key["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def refused(call: Any) -> str:
@@ -43,8 +47,9 @@ def key_of(store: NetworkStore, uri: str) -> str:
     return store.key_prefix(uri).rstrip("/")
 
 
-def test_a_workloads_key_opens_its_own_prefix_and_no_other(iam_store: tuple[NetworkStore, dict[str, str]],
-                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_a_workloads_key_opens_its_own_prefix_and_no_other(
+    iam_store: tuple[NetworkStore, dict[str, str]], tmp_path: Path
+) -> None:
     store, admin = iam_store
     creds = StoreCredentials(store, admin, tmp_path / "keys")
     mine, theirs = store.workload_uri("acme", "w-a1"), store.workload_uri("bob", "w-b1")
@@ -69,20 +74,24 @@ def test_a_workloads_key_opens_its_own_prefix_and_no_other(iam_store: tuple[Netw
     assert s3(store, admin).get_object(Bucket="net", Key=victim)["Body"].read() == b"weights of acme"  # untouched
 
 
-def test_a_service_reads_the_model_it_serves_and_cannot_write_it(iam_store: tuple[NetworkStore, dict[str, str]],
-                                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_a_service_reads_the_model_it_serves_and_cannot_write_it(
+    iam_store: tuple[NetworkStore, dict[str, str]], tmp_path: Path
+) -> None:
     store, admin = iam_store
     creds = StoreCredentials(store, admin, tmp_path / "keys")
     trained = store.workload_uri("acme", "w-t1") + "step-00000100"
     s3(store, admin).put_object(Bucket="net", Key=key_of(store, trained) + "/model.pt", Body=b"trained")
     svc = s3(store, creds.env_for("w-s1", store.workload_uri("acme", "w-s1"), (trained,)))
     assert svc.get_object(Bucket="net", Key=key_of(store, trained) + "/model.pt")["Body"].read() == b"trained"
-    assert refused(lambda: svc.put_object(Bucket="net", Key=key_of(store, trained) + "/model.pt",
-                                          Body=b"x")) == "AccessDenied"  # fmt: skip
+    assert (
+        refused(lambda: svc.put_object(Bucket="net", Key=key_of(store, trained) + "/model.pt", Body=b"x"))
+        == "AccessDenied"
+    )
 
 
-def test_a_key_is_kept_for_the_next_replica_and_dies_with_its_workload(iam_store: tuple[NetworkStore, dict[str, str]],
-                                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_a_key_is_kept_for_the_next_replica_and_dies_with_its_workload(
+    iam_store: tuple[NetworkStore, dict[str, str]], tmp_path: Path
+) -> None:
     store, admin = iam_store
     uri = store.workload_uri("acme", "w-k1")
     env = StoreCredentials(store, admin, tmp_path / "keys").env_for("w-k1", uri)
@@ -95,16 +104,24 @@ def test_a_key_is_kept_for_the_next_replica_and_dies_with_its_workload(iam_store
 
     again.revoke("w-k1")
     assert not kept.exists()
-    assert refused(lambda: s3(store, env).put_object(Bucket="net", Key=key_of(store, uri) + "/y",
-                                                     Body=b"y")) == "InvalidAccessKeyId"  # fmt: skip
+    assert (
+        refused(lambda: s3(store, env).put_object(Bucket="net", Key=key_of(store, uri) + "/y", Body=b"y"))
+        == "InvalidAccessKeyId"
+    )
     assert s3(store, admin).get_object(Bucket="net", Key=key_of(store, uri) + "/x")["Body"].read() == b"x"
 
 
-def test_a_key_made_but_never_written_down_is_deleted_not_reused(iam_store: tuple[NetworkStore, dict[str, str]],
-                                                                 tmp_path: Path) -> None:  # fmt: skip
+def test_a_key_made_but_never_written_down_is_deleted_not_reused(
+    iam_store: tuple[NetworkStore, dict[str, str]], tmp_path: Path
+) -> None:
     store, admin = iam_store
-    iam = boto3.client("iam", endpoint_url=store.endpoint, region_name="us-east-1",
-                       aws_access_key_id=admin["access_key_id"], aws_secret_access_key=admin["secret_access_key"])  # fmt: skip
+    iam = boto3.client(
+        "iam",
+        endpoint_url=store.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=admin["access_key_id"],
+        aws_secret_access_key=admin["secret_access_key"],
+    )
     iam.create_user(UserName=user_name("w-c1"))
     stray = iam.create_access_key(UserName=user_name("w-c1"))["AccessKey"]  # a crash right after this
     env = StoreCredentials(store, admin, tmp_path / "keys").env_for("w-c1", store.workload_uri("acme", "w-c1"))
@@ -113,21 +130,25 @@ def test_a_key_made_but_never_written_down_is_deleted_not_reused(iam_store: tupl
 
 
 def test_keys_of_workloads_that_ended_while_the_control_plane_was_down_are_revoked(
-        iam_store: tuple[NetworkStore, dict[str, str]], tmp_path: Path) -> None:  # fmt: skip
+    iam_store: tuple[NetworkStore, dict[str, str]], tmp_path: Path
+) -> None:
     store, admin = iam_store
     creds = StoreCredentials(store, admin, tmp_path / "keys")
     ended = creds.env_for("w-e1", store.workload_uri("acme", "w-e1"))
     live = creds.env_for("w-e2", store.workload_uri("acme", "w-e2"))
     assert creds.revoke_ended(lambda wid: wid == "w-e1") == ["w-e1"]
     assert creds.kept() == ["w-e2"]
-    assert refused(lambda: s3(store, ended).put_object(Bucket="net", Key="runner/tenants/acme/w-e1/x",
-                                                       Body=b"x")) == "InvalidAccessKeyId"  # fmt: skip
+    assert (
+        refused(lambda: s3(store, ended).put_object(Bucket="net", Key="runner/tenants/acme/w-e1/x", Body=b"x"))
+        == "InvalidAccessKeyId"
+    )
     s3(store, live).put_object(Bucket="net", Key="runner/tenants/acme/w-e2/x", Body=b"x")
     assert json.loads((tmp_path / "keys" / "w-e2.json").read_text())["access_key_id"] == live["AWS_ACCESS_KEY_ID"]
 
 
-def test_a_gang_placed_again_fences_its_earlier_attempt(iam_store: tuple[NetworkStore, dict[str, str]],
-                                                        tmp_path: Path) -> None:  # fmt: skip
+def test_a_gang_placed_again_fences_its_earlier_attempt(
+    iam_store: tuple[NetworkStore, dict[str, str]], tmp_path: Path
+) -> None:
     """A gang cut off from the head may still reach the store: once the next attempt has its key,
     the old attempt's key writes nothing more (the store itself refuses it)."""
     store, admin = iam_store
@@ -137,9 +158,18 @@ def test_a_gang_placed_again_fences_its_earlier_attempt(iam_store: tuple[Network
     s3(store, first).put_object(Bucket="net", Key=key_of(store, uri) + "/step-20/manifest.json", Body=b"a1")
     second = creds.env_for(attempt_holder("w-f1", 2), uri)
     assert creds.revoke_earlier_attempts("w-f1", 2) == [attempt_holder("w-f1", 1)]
-    assert refused(lambda: s3(store, first).put_object(Bucket="net", Key=key_of(store, uri) + "/step-40/manifest.json",
-                                                       Body=b"stale")) == "InvalidAccessKeyId"  # fmt: skip
+    assert (
+        refused(
+            lambda: s3(store, first).put_object(
+                Bucket="net", Key=key_of(store, uri) + "/step-40/manifest.json", Body=b"stale"
+            )
+        )
+        == "InvalidAccessKeyId"
+    )
     # The new attempt resumes from what the old one wrote, and goes on writing.
-    assert s3(store, second).get_object(Bucket="net", Key=key_of(store, uri) + "/step-20/manifest.json")["Body"].read() == b"a1"
+    assert (
+        s3(store, second).get_object(Bucket="net", Key=key_of(store, uri) + "/step-20/manifest.json")["Body"].read()
+        == b"a1"
+    )
     s3(store, second).put_object(Bucket="net", Key=key_of(store, uri) + "/step-40/manifest.json", Body=b"a2")
     assert creds.kept("w-f1") == [attempt_holder("w-f1", 2)]

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from runner.cli.training import rank_and_attempt
+from runner.core.training import master_port
 from runner.runtime.netif import interface_of
 from runner.settings import Settings
-from runner.core.training import master_port
 from tests.conftest import docker_client_or_skip, extra_node, kill_node, remove_node_containers, wait_for
 from tests.support.s3 import aws_env, moto_server, new_bucket
 from tests.workloads.test_training import TINY
@@ -40,10 +40,14 @@ def training_image(cluster_settings: Settings, runtime_name: str) -> None:
 def training(steps: int, *, every: int = 20, log_every: int = 10, **changes: Any) -> dict[str, Any]:
     """A 2-worker job of the tiny model (a few ms per step on one core)."""
     spec: dict[str, Any] = {
-        "name": "tiny-lm", "kind": "training", "image": "runner/training:latest", "workers": 2,
+        "name": "tiny-lm",
+        "kind": "training",
+        "image": "runner/training:latest",
+        "workers": 2,
         "command": ["python", "-m", "workloads.training", *TINY, "--steps", str(steps), "--log-every", str(log_every)],
-        "resources": {"cpu": 1, "memory": "1GB"}, "checkpoint": {"every_steps": every},
-    }  # fmt: skip
+        "resources": {"cpu": 1, "memory": "1GB"},
+        "checkpoint": {"every_steps": every},
+    }
     spec.update(changes)
     return spec
 
@@ -91,8 +95,9 @@ def test_two_workers_train_their_loss_falls_and_the_result_is_servable(client: A
     # The trainer names it as it sees it (its log line); the runner reads that back as the host's.
     assert result["checkpoint"] in (final, "file:///mnt/runner/checkpoints/step-00000060")
     assert by_index[0]["reports"]["result"]["checkpoint"] == final
-    assert any(e["message"].startswith("trained 60 steps on 2 worker(s)") and final in e["message"]
-               for e in detail["events"])  # fmt: skip
+    assert any(
+        e["message"].startswith("trained 60 steps on 2 worker(s)") and final in e["message"] for e in detail["events"]
+    )
     listing = client.artifacts(w["id"])
     assert listing["final_checkpoint"] == final
     assert [(c["step"], c["complete"]) for c in listing["checkpoints"]] == [(20, True), (40, True), (60, True)]
@@ -104,22 +109,35 @@ def test_two_workers_train_their_loss_falls_and_the_result_is_servable(client: A
     assert model.step == 60 and isinstance(generate(model, "def ", max_tokens=8, temperature=0), str)
 
 
-def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(cluster_settings: Settings, client: Any,
-                                                                operator: Any, runtime_name: str) -> None:  # fmt: skip
+def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(
+    cluster_settings: Settings, client: Any, operator: Any, runtime_name: str
+) -> None:
     """Two extra nodes and tyo-4090-1 may host the gang; whichever extra node holds a worker is
     killed with its containers (a machine losing power) mid-run; the gang is placed again on the
     two left and resumes, losing at most one checkpoint interval."""
     nodes = {"train-a": 30, "train-b": 31}
-    with extra_node(cluster_settings, operator, index=30, name="train-a", provider="gangco", region="test-train",
-                    country="FI") as proc_a, \
-         extra_node(cluster_settings, operator, index=31, name="train-b", provider="gangco", region="test-train",
-                    country="FI") as proc_b:  # fmt: skip
+    with (
+        extra_node(
+            cluster_settings, operator, index=30, name="train-a", provider="gangco", region="test-train", country="FI"
+        ) as proc_a,
+        extra_node(
+            cluster_settings, operator, index=31, name="train-b", provider="gangco", region="test-train", country="FI"
+        ) as proc_b,
+    ):
         procs = {"train-a": proc_a, "train-b": proc_b}
-        wait_for(lambda: {n["name"] for n in client.nodes() if n["state"] == "active"} >= set(nodes), timeout_s=90,
-                 what="the extra nodes to join")  # fmt: skip
+        wait_for(
+            lambda: {n["name"] for n in client.nodes() if n["state"] == "active"} >= set(nodes),
+            timeout_s=90,
+            what="the extra nodes to join",
+        )
         every = 20
-        spec = training(100_000, every=every, log_every=5, placement={"regions": ["test-train", "ap-northeast"]},
-                        retries={"max_attempts": 3, "backoff_s": 0})  # fmt: skip
+        spec = training(
+            100_000,
+            every=every,
+            log_every=5,
+            placement={"regions": ["test-train", "ap-northeast"]},
+            retries={"max_attempts": 3, "backoff_s": 0},
+        )
         w = client.submit(spec)
         assert client.wait(w["id"], until="running", timeout_s=120)["state"] == "RUNNING"
         host_uri = client.artifacts(w["id"])["uri"]
@@ -135,19 +153,27 @@ def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(cluster_settings:
                 assert env["GLOO_SOCKET_IFNAME"] == interface_of(addresses[c.labels["runner.node"]])
                 assert env["RUNNER_CHECKPOINT_URI"] == "file:///mnt/runner/checkpoints/"
                 assert [(m["Source"], m["Destination"]) for m in c.attrs["Mounts"]] == [
-                    (host_uri.removeprefix("file://").rstrip("/"), "/mnt/runner/checkpoints")]
-        wait_for(lambda: (latest_report(client, w["id"], "checkpoint") or {}).get("step", 0) >= 2 * every,
-                 timeout_s=120, what="two checkpoints")  # fmt: skip
+                    (host_uri.removeprefix("file://").rstrip("/"), "/mnt/runner/checkpoints")
+                ]
+        wait_for(
+            lambda: (latest_report(client, w["id"], "checkpoint") or {}).get("step", 0) >= 2 * every,
+            timeout_s=120,
+            what="two checkpoints",
+        )
         reps = sorted(client.get(w["id"])["replicas"], key=lambda r: -r["index"])
         victim = next(r for r in reps if r["node"] in nodes)
         seen_before = max(p["step"] for p in rank0(client, w["id"], "progress", attempt=1))
         kill_node(procs[victim["node"]])
         remove_node_containers(cluster_settings, victim["node"])
 
-        resumed = wait_for(lambda: rank0(client, w["id"], "resume", attempt=2), timeout_s=120,
-                           what="the second attempt to resume")[0]  # fmt: skip
-        moved = wait_for(lambda: [p for p in rank0(client, w["id"], "progress", attempt=2)
-                                  if p["step"] > resumed["step"]], timeout_s=60, what="progress after the resume")  # fmt: skip
+        resumed = wait_for(
+            lambda: rank0(client, w["id"], "resume", attempt=2), timeout_s=120, what="the second attempt to resume"
+        )[0]
+        moved = wait_for(
+            lambda: [p for p in rank0(client, w["id"], "progress", attempt=2) if p["step"] > resumed["step"]],
+            timeout_s=60,
+            what="progress after the resume",
+        )
         detail = client.get(w["id"])
         first = [r for r in detail["replicas"] if r["attempt"] == 1]
         second = [r for r in detail["replicas"] if r["attempt"] == 2]
@@ -168,12 +194,16 @@ def test_a_lost_node_resumes_the_gang_from_its_last_checkpoint(cluster_settings:
         assert client.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
     # Leave only once Ray has seen both extra nodes go: a node killed a moment ago still looks
     # alive for ~3 s, and the next test's gang must not be placed on it.
-    wait_for(lambda: not any(n["alive"] for n in client.nodes() if n["name"] in nodes), timeout_s=60,
-             what="Ray to mark the extra nodes dead")  # fmt: skip
+    wait_for(
+        lambda: not any(n["alive"] for n in client.nodes() if n["name"] in nodes),
+        timeout_s=60,
+        what="Ray to mark the extra nodes dead",
+    )
 
 
 def test_a_dead_container_resumes_past_a_port_clash_and_never_from_a_damaged_or_partial_checkpoint(
-        client: Any, runtime_name: str) -> None:  # fmt: skip
+    client: Any, runtime_name: str
+) -> None:
     """Rank 1's container dies; while the retry waits its backoff the newest checkpoint is
     damaged and a newer half-written one appears, and something else takes the rendezvous port
     of attempt 2. Attempt 2 is then a relocation (not a failure), and attempt 3 resumes from the
@@ -186,12 +216,18 @@ def test_a_dead_container_resumes_past_a_port_clash_and_never_from_a_damaged_or_
     squatter.bind(("0.0.0.0", master_port(w["id"], 2)))  # attempt 2 does not exist yet: no race
     squatter.listen()
     try:
-        wait_for(lambda: (latest_report(client, w["id"], "checkpoint") or {}).get("step", 0) >= 3 * every,
-                 timeout_s=180, what="three checkpoints")  # fmt: skip
+        wait_for(
+            lambda: (latest_report(client, w["id"], "checkpoint") or {}).get("step", 0) >= 3 * every,
+            timeout_s=180,
+            what="three checkpoints",
+        )
         rank1 = next(c for c in containers_of(w["id"]) if c.labels["runner.replica"] == "1")
         rank1.kill()  # SIGKILL: its peer's connection resets, rank 0 exits 1 without a checkpoint
-        retrying = wait_for(lambda: (g := client.get(w["id"]))["state"] == "RETRYING" and g, timeout_s=60,
-                            what="the gang to be stopped and the retry to wait its backoff")  # fmt: skip
+        retrying = wait_for(
+            lambda: (g := client.get(w["id"]))["state"] == "RETRYING" and g,
+            timeout_s=60,
+            what="the gang to be stopped and the retry to wait its backoff",
+        )
         assert "replica 1 on" in retrying["message"] and "exited with code 137" in retrying["message"]
 
         # During the backoff: damage the newest complete checkpoint, and leave a newer partial one.
@@ -233,14 +269,15 @@ def s3() -> Iterator[dict[str, str]]:
         yield {**aws_env(endpoint), "BUCKET": new_bucket(endpoint)}
 
 
-def test_checkpoints_go_to_s3_and_are_listed_and_fetched_from_there(client: Any, s3: dict[str, str],
-                                                                     tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_checkpoints_go_to_s3_and_are_listed_and_fetched_from_there(
+    client: Any, s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3
 
     env = {k: v for k, v in s3.items() if k != "BUCKET"}
-    w = client.submit(training(30, every=10, env=env, checkpoint={"uri": f"s3://{s3['BUCKET']}/runs",
-                                                                   "every_steps": 10}))  # fmt: skip
+    w = client.submit(
+        training(30, every=10, env=env, checkpoint={"uri": f"s3://{s3['BUCKET']}/runs", "every_steps": 10})
+    )
     done = client.wait(w["id"], timeout_s=240)
     assert done["state"] == "SUCCEEDED", done["message"]
     listing = client.artifacts(w["id"])
@@ -248,8 +285,13 @@ def test_checkpoints_go_to_s3_and_are_listed_and_fetched_from_there(client: Any,
     assert listing["uri"] == f"s3://{s3['BUCKET']}/runs/{w['id']}" and listing["final_checkpoint"] == final
     assert [c["step"] for c in listing["checkpoints"] if c["complete"]] == [10, 20, 30]
     got = client.artifact_get(w["id"], "step-00000030/model.pt", tmp_path / "model.pt")
-    s3c = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                       aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+    s3c = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     stored = s3c.get_object(Bucket=s3["BUCKET"], Key=f"runs/{w['id']}/step-00000030/model.pt")["Body"].read()
     assert got.read_bytes() == stored
 
@@ -263,14 +305,21 @@ def test_checkpoints_go_to_s3_and_are_listed_and_fetched_from_there(client: Any,
 
 # ------------------------------------------------------------------------------------------------ CLI
 def cli(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "RUNNER_HOME": str(settings.home),
-           "RUNNER_SERVER_PORT": str(settings.server_port), "RUNNER_RAY_PORT": str(settings.ray_port)}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "RUNNER_HOME": str(settings.home),
+        "RUNNER_SERVER_PORT": str(settings.server_port),
+        "RUNNER_RAY_PORT": str(settings.ray_port),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
-def test_follow_shows_rank_0_with_progress_then_status_and_artifacts(cluster_settings: Settings,
-                                                                      tmp_path: Path) -> None:  # fmt: skip
+def test_follow_shows_rank_0_with_progress_then_status_and_artifacts(
+    cluster_settings: Settings, tmp_path: Path
+) -> None:
     import yaml
 
     spec = tmp_path / "train.yaml"

@@ -16,8 +16,13 @@ from tests.conftest import docker_client_or_skip, extra_node, kill_node, wait_fo
 
 pytestmark = pytest.mark.cluster
 
-SMOKE = {"name": "smoke", "kind": "batch", "image": "runner/smoke:latest",
-         "command": ["python", "-m", "workloads.smoke"], "resources": {"cpu": 0.5, "memory": "1GB"}}  # fmt: skip
+SMOKE = {
+    "name": "smoke",
+    "kind": "batch",
+    "image": "runner/smoke:latest",
+    "command": ["python", "-m", "workloads.smoke"],
+    "resources": {"cpu": 0.5, "memory": "1GB"},
+}
 
 
 def smoke(**changes: Any) -> dict[str, Any]:
@@ -91,16 +96,21 @@ def test_agent_runs_on_the_node_it_is_named_for(cluster_settings: Settings, clie
     by_name = {n.name: n.node_id for n in cluster.list_nodes() if n.alive}  # other tests' extra nodes may be gone
     assert {"fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"} <= set(by_name)
     for name, node_id in by_name.items():
-        agent = get_or_create_agent(name, runtime=cluster_settings.runtime, state_dir=cluster_settings.replicas_dir,
-                                    artifacts_dir=cluster_settings.artifacts_dir,
-                                    workdir=cluster_settings.workdir)  # fmt: skip
+        agent = get_or_create_agent(
+            name,
+            runtime=cluster_settings.runtime,
+            state_dir=cluster_settings.replicas_dir,
+            artifacts_dir=cluster_settings.artifacts_dir,
+            workdir=cluster_settings.workdir,
+        )
         assert ray.get(agent.info.remote(), timeout=60)["ray_node_id"] == node_id
 
 
 def test_a_workload_that_fits_nowhere_waits_with_reasons(client: Any) -> None:
     w = client.submit(smoke(resources={"gpu": "T4"}))
-    waiting = wait_for(lambda: (g := client.get(w["id"]))["message"].startswith("no node fits") and g,
-                       what="the pending reason")  # fmt: skip
+    waiting = wait_for(
+        lambda: (g := client.get(w["id"]))["message"].startswith("no node fits") and g, what="the pending reason"
+    )
     assert waiting["state"] == "PENDING"
     assert "gpu H100 not in T4" in waiting["message"]
     client.cancel(w["id"])
@@ -169,7 +179,9 @@ def test_bad_specs_and_bad_keys_are_refused(cluster_settings: Settings, client: 
         Client(cluster_settings.server_url, "rk_wrong").list()
 
 
-def test_server_restart_readopts_a_running_container(cluster_settings: Settings, client: Any, runtime_name: str) -> None:
+def test_server_restart_readopts_a_running_container(
+    cluster_settings: Settings, client: Any, runtime_name: str
+) -> None:
     w = client.submit(smoke(env={"SMOKE_SLEEP": "15"}))
     client.wait(w["id"], until="running", timeout_s=120)
     before = client.get(w["id"])["replicas"]
@@ -203,28 +215,43 @@ def test_a_vanished_node_fails_the_attempt_retries_and_its_provider_is_slashed(
     """SIGKILL a node's whole process group (as a machine that loses power): the supervisor
     marks the replica LOST and retries; with no other node in that region, the retry waits.
     The provider whose node vanished with running work is slashed; the tenant is credited."""
-    with extra_node(cluster_settings, operator, index=9, name="lost-1", provider="flaky", region="test-lost",
-                    country="US") as node:  # fmt: skip
-        wait_for(lambda: any(n["name"] == "lost-1" and n["state"] == "active" for n in client.nodes()), timeout_s=60,
-                 what="the extra node to join")  # fmt: skip
+    with extra_node(
+        cluster_settings, operator, index=9, name="lost-1", provider="flaky", region="test-lost", country="US"
+    ) as node:
+        wait_for(
+            lambda: any(n["name"] == "lost-1" and n["state"] == "active" for n in client.nodes()),
+            timeout_s=60,
+            what="the extra node to join",
+        )
         stake_before = _stake(operator, "flaky")
-        spec = smoke(command=["python", "-m", "workloads.smoke"], env={"SMOKE_SLEEP": "300"},
-                     placement={"regions": ["test-lost"]}, retries={"max_attempts": 2, "backoff_s": 0})  # fmt: skip
+        spec = smoke(
+            command=["python", "-m", "workloads.smoke"],
+            env={"SMOKE_SLEEP": "300"},
+            placement={"regions": ["test-lost"]},
+            retries={"max_attempts": 2, "backoff_s": 0},
+        )
         w = client.submit(spec)
         assert client.wait(w["id"], until="running", timeout_s=120)["node"] == "lost-1"
         kill_node(node)
-        lost = wait_for(lambda: (g := client.get(w["id"]))["attempts"] == 1 and g["state"] in ("RETRYING", "PENDING") and g,
-                        timeout_s=60, what="the supervisor to notice the lost node")  # fmt: skip
+        lost = wait_for(
+            lambda: (g := client.get(w["id"]))["attempts"] == 1 and g["state"] in ("RETRYING", "PENDING") and g,
+            timeout_s=60,
+            what="the supervisor to notice the lost node",
+        )
         assert lost["replicas"][0]["state"] == "LOST"
         assert any("lost on lost-1" in e["message"] for e in lost["events"])
-        waiting = wait_for(lambda: (g := client.get(w["id"]))["message"].startswith("no node fits") and g,
-                           timeout_s=30, what="the retry to wait for a node in test-lost")  # fmt: skip
+        waiting = wait_for(
+            lambda: (g := client.get(w["id"]))["message"].startswith("no node fits") and g,
+            timeout_s=30,
+            what="the retry to wait for a node in test-lost",
+        )
         verdicts = {row["node"]: row["verdict"] for row in client.explain(w["id"])["rows"]}
         assert verdicts["lost-1"] == "node is down" and "lost-1" in waiting["message"]
         slash = operator.admin("GET", "/earnings", params={"provider": "flaky"})[0]
         assert slash["totals"]["slashed"] == 5_000_000 and _stake(operator, "flaky") == stake_before - 5_000_000
-        credits = [line for line in client.bill()["lines"] if line["kind"] == "slash"
-                   and line["refs"]["node"] == "lost-1"]  # fmt: skip
+        credits = [
+            line for line in client.bill()["lines"] if line["kind"] == "slash" and line["refs"]["node"] == "lost-1"
+        ]
         assert [c["amount"] for c in credits] == [2_500_000]  # half the slash, once
         client.cancel(w["id"])
         assert client.wait(w["id"], timeout_s=60)["state"] == "CANCELLED"
@@ -240,10 +267,19 @@ def test_an_orphan_container_is_removed(cluster_settings: Settings, client: Any)
     docker = docker_client_or_skip()
     key = "w-orphan00000-r0-a1"
     docker.containers.run(
-        "runner/smoke:latest", ["python", "-m", "workloads.smoke"], name=f"runner-{key}", detach=True,
+        "runner/smoke:latest",
+        ["python", "-m", "workloads.smoke"],
+        name=f"runner-{key}",
+        detach=True,
         environment={"SMOKE_SLEEP": "300"},
-        labels={"runner.managed": "true", "runner.workload": "w-orphan00000", "runner.replica": "0",
-                "runner.attempt": "1", "runner.node": "ams-4090-1", "runner.key": key},
-    )  # fmt: skip
+        labels={
+            "runner.managed": "true",
+            "runner.workload": "w-orphan00000",
+            "runner.replica": "0",
+            "runner.attempt": "1",
+            "runner.node": "ams-4090-1",
+            "runner.key": key,
+        },
+    )
     local.restart_server(cluster_settings)  # a fresh control plane reconciles every node at once
     wait_for(lambda: containers_of("w-orphan00000") == [], timeout_s=60, what="the orphan to be removed")

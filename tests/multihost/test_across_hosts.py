@@ -24,16 +24,24 @@ pytestmark = [pytest.mark.multihost, pytest.mark.timeout(600)]
 
 
 #: name -> (provider, region, country): two hosts in eu-west, one in ap-northeast.
-HOSTS = {"host-a": ("barn-a", "eu-west", "DE"), "host-b": ("barn-b", "ap-northeast", "JP"),
-         "host-c": ("barn-c", "eu-west", "NL")}  # fmt: skip
+HOSTS = {
+    "host-a": ("barn-a", "eu-west", "DE"),
+    "host-b": ("barn-b", "ap-northeast", "JP"),
+    "host-c": ("barn-c", "eu-west", "NL"),
+}
 
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Network]:
     root = Path(tempfile.mkdtemp(prefix="runner-mh-"))
     # On the emulated WAN: host-b is the regions table's 230 ms from the head and the others.
-    with Network(root, list(HOSTS), registry_port=free_ports()[0], wan=True,
-                 regions={name: region for name, (_, region, _) in HOSTS.items()}) as network:  # fmt: skip
+    with Network(
+        root,
+        list(HOSTS),
+        registry_port=free_ports()[0],
+        wan=True,
+        regions={name: region for name, (_, region, _) in HOSTS.items()},
+    ) as network:
         yield network
 
 
@@ -53,8 +61,14 @@ def head(net: Network, store: StoreFlags) -> Iterator[Head]:
     base = Path.home() / ".cache" / "runner-tests"
     base.mkdir(parents=True, exist_ok=True)
     server_port, ray_port = free_ports()
-    h = start_head(net, Path(tempfile.mkdtemp(prefix="head-", dir=base)), server_port=server_port,
-                   ray_port=ray_port, images=["smoke", "training", "inference"], store=store)  # fmt: skip
+    h = start_head(
+        net,
+        Path(tempfile.mkdtemp(prefix="head-", dir=base)),
+        server_port=server_port,
+        ray_port=ray_port,
+        images=["smoke", "training", "inference"],
+        store=store,
+    )
     try:
         for name, (provider, region, country) in HOSTS.items():
             join(h, net.hosts[name], provider=provider, region=region, country=country, memory_gb=2)
@@ -68,15 +82,18 @@ def engine_containers(net: Network, host: str, workload_id: str) -> list[Any]:
     return client.containers.list(all=True, filters={"label": [f"runner.workload={workload_id}"]})
 
 
-def test_the_head_prints_how_to_join_and_the_token_comes_with_the_exact_command(head: Head,
-                                                                                  net: Network) -> None:  # fmt: skip
+def test_the_head_prints_how_to_join_and_the_token_comes_with_the_exact_command(head: Head, net: Network) -> None:
     from harness.runner_net import runner_cli
 
     url = f"http://{net.head_address}:{head.settings.server_port}"
     assert f"head up on {net.head_address}" in head.up_output
     assert f"runner node join --head {url} --token TOKEN --provider PROVIDER" in head.up_output
-    issued = runner_cli(["admin", "token", "issue", "barn-a"], head.settings.home,
-                        server_port=head.settings.server_port, ray_port=head.settings.ray_port).stdout  # fmt: skip
+    issued = runner_cli(
+        ["admin", "token", "issue", "barn-a"],
+        head.settings.home,
+        server_port=head.settings.server_port,
+        ray_port=head.settings.ray_port,
+    ).stdout
     token = issued.strip().splitlines()[-1]
     assert f"runner node join --head {url} --token {token} --provider barn-a --region REGION --country CC" in issued
 
@@ -88,14 +105,18 @@ def test_the_hosts_join_with_their_own_addresses(head: Head, net: Network) -> No
         assert nodes[name]["address"] == net.hosts[name].address, nodes[name]
 
 
-def test_a_batch_job_runs_on_a_remote_host_and_its_logs_come_back_through_the_head(head: Head,
-                                                                                   net: Network) -> None:  # fmt: skip
+def test_a_batch_job_runs_on_a_remote_host_and_its_logs_come_back_through_the_head(head: Head, net: Network) -> None:
     w = head.tenant.submit(smoke(name="remote-smoke", placement={"regions": ["ap-northeast"]}))
     # Its first image on that host comes from the head's registry, 230 ms away: the replica is
     # PULLING, with progress, and neither started nor billed.
-    pulling = wait_for(lambda: next((r for r in head.tenant.get(w["id"])["replicas"]
-                                     if r["state"] == "PULLING" and r["pull_done_bytes"] > 0), None),
-                       timeout_s=120, what="the replica PULLING with progress")  # fmt: skip
+    pulling = wait_for(
+        lambda: next(
+            (r for r in head.tenant.get(w["id"])["replicas"] if r["state"] == "PULLING" and r["pull_done_bytes"] > 0),
+            None,
+        ),
+        timeout_s=120,
+        what="the replica PULLING with progress",
+    )
     assert 0 < pulling["pull_done_bytes"] <= pulling["pull_total_bytes"] and pulling["started_at"] is None
     assert pulling["metered_s"] in (None, 0)
     done = head.tenant.wait(w["id"], timeout_s=240)
@@ -104,8 +125,13 @@ def test_a_batch_job_runs_on_a_remote_host_and_its_logs_come_back_through_the_he
     assert [r["node"] for r in replicas] == ["host-b"]
     # The host's own engine ran it (pulled from the head's registry on first use); the head's
     # engine and the other host's never saw it. The engine's own events, not the server's record:
-    events = list(net.hosts["host-b"].docker().events(decode=True, since=0, until=int(done["finished_at"]) + 5,
-                                                      filters={"label": f"runner.workload={w['id']}"}))  # fmt: skip
+    events = list(
+        net.hosts["host-b"]
+        .docker()
+        .events(
+            decode=True, since=0, until=int(done["finished_at"]) + 5, filters={"label": f"runner.workload={w['id']}"}
+        )
+    )
     actions = {e["Action"] for e in events}
     assert {"create", "start", "die"} <= actions, actions
     # Billed from the container's own start, not the pull's: the engine's start and die bound it.
@@ -123,19 +149,30 @@ def test_a_batch_job_runs_on_a_remote_host_and_its_logs_come_back_through_the_he
 def test_a_service_with_replicas_on_two_hosts_answers_through_the_heads_gateway(head: Head, net: Network) -> None:
     from openai import OpenAI
 
-    spec = {"kind": "inference", "name": "mh-embed", "image": "runner/inference:latest", "ports": [8000],
-            "resources": {"cpu": 1, "memory": "1GB"}, "replicas": 2, "placement": {"spread_providers": True}}
+    spec = {
+        "kind": "inference",
+        "name": "mh-embed",
+        "image": "runner/inference:latest",
+        "ports": [8000],
+        "resources": {"cpu": 1, "memory": "1GB"},
+        "replicas": 2,
+        "placement": {"spread_providers": True},
+    }
     svc = head.tenant.submit(spec)
     try:
-        view = wait_for(lambda: (v := head.tenant.service(svc["id"]))["replicas"]["serving"] == 2 and v,
-                        timeout_s=300, what="two replicas serving")  # fmt: skip
+        view = wait_for(
+            lambda: (v := head.tenant.service(svc["id"]))["replicas"]["serving"] == 2 and v,
+            timeout_s=300,
+            what="two replicas serving",
+        )
         members = [m for m in view["members"] if m["serving"]]
         assert len({m["node"] for m in members}) == 2
         for m in members:  # published on the host's own address, where the head's gateway reaches it
             assert m["ports"]["8000/tcp"].startswith(net.hosts[m["node"]].address + ":"), m
         assert view["endpoint"].startswith(f"http://{net.head_address}:")
-        client = OpenAI(base_url=view["endpoint"], api_key=head.settings.api_key_path.read_text().strip(),
-                        max_retries=3)  # fmt: skip
+        client = OpenAI(
+            base_url=view["endpoint"], api_key=head.settings.api_key_path.read_text().strip(), max_retries=3
+        )
         wait_for(lambda: [m.id for m in client.models.list().data], timeout_s=60, what="the gateway's routes")
         for _ in range(8):  # spread over both replicas by the gateway's least-in-flight routing
             out = client.embeddings.create(model="all-MiniLM-L6-v2", input=["a GPU near you", "rented by the second"])
@@ -157,13 +194,27 @@ def test_a_file_checkpoint_across_hosts_and_another_tenants_prefix_are_refused_a
         with pytest.raises(PolicyError, match="checkpoint.uri s3://network-artifacts/.* outside this tenant's prefix"):
             head.tenant.submit({**spec, "checkpoint": {"uri": uri}})
     with pytest.raises(PolicyError, match="model s3://network-artifacts/tenants/someone-else/.* outside"):
-        head.tenant.submit({"kind": "inference", "name": "s", "image": "runner/inference:latest", "ports": [8000],
-                            "model": "s3://network-artifacts/tenants/someone-else/w-1/step-00000010"})
+        head.tenant.submit(
+            {
+                "kind": "inference",
+                "name": "s",
+                "image": "runner/inference:latest",
+                "ports": [8000],
+                "model": "s3://network-artifacts/tenants/someone-else/w-1/step-00000010",
+            }
+        )
     with pytest.raises(UserError, match="checkpoint.uri file://"):
         head.tenant.submit({**spec, "checkpoint": {"uri": head.settings.artifacts_dir.as_uri() + "/local/x"}})
     with pytest.raises(UserError, match="model file://.* providers' machines"):
-        head.tenant.submit({"kind": "inference", "name": "s", "image": "runner/inference:latest", "ports": [8000],
-                            "model": head.settings.artifacts_dir.as_uri() + "/local/w-1/step-00000010"})
+        head.tenant.submit(
+            {
+                "kind": "inference",
+                "name": "s",
+                "image": "runner/inference:latest",
+                "ports": [8000],
+                "model": head.settings.artifacts_dir.as_uri() + "/local/w-1/step-00000010",
+            }
+        )
     assert {w["id"] for w in head.tenant.list(limit=1000)} == before
 
 
@@ -175,8 +226,13 @@ def latest(head: Head, workload_id: str, kind: str) -> dict[str, Any]:
 def s3_as(store: StoreFlags, key_id: str, secret: str) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=store.endpoint, region_name="us-east-1", aws_access_key_id=key_id,
-                        aws_secret_access_key=secret)  # fmt: skip
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )
 
 
 def container_store_key(net: Network, host: str, workload_id: str, attempt: int) -> tuple[str, str]:
@@ -188,16 +244,27 @@ def container_store_key(net: Network, host: str, workload_id: str, attempt: int)
 
 
 def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_runs_twice(
-        head: Head, net: Network, store: StoreFlags) -> None:  # fmt: skip
+    head: Head, net: Network, store: StoreFlags
+) -> None:
     import botocore.exceptions
 
     every = 20
     # No checkpoint.uri, no credential: the network's store, with a credential of the gang's own.
-    w = head.tenant.submit(training(100_000, every=every, log_every=5, checkpoint={"every_steps": every},
-                                    retries={"max_attempts": 3, "backoff_s": 0}))  # fmt: skip
+    w = head.tenant.submit(
+        training(
+            100_000,
+            every=every,
+            log_every=5,
+            checkpoint={"every_steps": every},
+            retries={"max_attempts": 3, "backoff_s": 0},
+        )
+    )
     assert head.tenant.wait(w["id"], until="running", timeout_s=240)["state"] == "RUNNING"
-    wait_for(lambda: latest(head, w["id"], "checkpoint").get("step", 0) >= 2 * every, timeout_s=240,
-             what="two checkpoints on S3")  # fmt: skip
+    wait_for(
+        lambda: latest(head, w["id"], "checkpoint").get("step", 0) >= 2 * every,
+        timeout_s=240,
+        what="two checkpoints on S3",
+    )
     first = {r["index"]: r["node"] for r in head.tenant.get(w["id"])["replicas"]}
     assert len(set(first.values())) == 2  # two hosts, rendezvousing over the namespaces' network
     victim = first[1]
@@ -207,10 +274,16 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
     cut_at = time.time()
     net.hosts[victim].link.cut()
     try:
-        resumed = wait_for(lambda: (r := latest(head, w["id"], "resume")).get("attempt", 0) >= 2 and "step" in r and r,
-                           timeout_s=120, what="the gang to resume on other hosts")  # fmt: skip
-        wait_for(lambda: latest(head, w["id"], "progress").get("step", 0) > resumed["step"], timeout_s=120,
-                 what="progress after the resume")  # fmt: skip
+        resumed = wait_for(
+            lambda: (r := latest(head, w["id"], "resume")).get("attempt", 0) >= 2 and "step" in r and r,
+            timeout_s=120,
+            what="the gang to resume on other hosts",
+        )
+        wait_for(
+            lambda: latest(head, w["id"], "progress").get("step", 0) > resumed["step"],
+            timeout_s=120,
+            what="progress after the resume",
+        )
         detail = head.tenant.get(w["id"])
         second = {r["node"] for r in detail["replicas"] if r["attempt"] == resumed["attempt"]}
         assert second == set(HOSTS) - {victim}, detail["replicas"]
@@ -220,8 +293,11 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
         # The cut-off host stopped its own replica once its head went silent (its lease), though
         # nobody could tell it to: its own engine says so.
         cut_off = net.hosts[victim].docker()
-        wait_for(lambda: not cut_off.containers.list(filters={"label": f"runner.workload={w['id']}"}),
-                 timeout_s=30, what="the cut-off host to stop its replica")  # fmt: skip
+        wait_for(
+            lambda: not cut_off.containers.list(filters={"label": f"runner.workload={w['id']}"}),
+            timeout_s=30,
+            what="the cut-off host to stop its replica",
+        )
     finally:
         net.hosts[victim].link.restore()
 
@@ -229,8 +305,9 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
     # this one), it writes nothing more. The store itself refuses it.
     prefix = f"tenants/{w['tenant']}/{w['id']}/"
     with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):
-        s3_as(store, *stolen).put_object(Bucket="network-artifacts", Key=prefix + "step-99999999/manifest.json",
-                                         Body=b"{}")  # fmt: skip
+        s3_as(store, *stolen).put_object(
+            Bucket="network-artifacts", Key=prefix + "step-99999999/manifest.json", Body=b"{}"
+        )
     # No checkpoint was written by the cut-off gang after the cut: every manifest saved since is
     # the new attempt's (the S3 store's own times and the manifests' writer), read as the admin.
     s3c = s3_as(store, store.admin["access_key_id"], store.admin["secret_access_key"])
@@ -251,9 +328,16 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
     # Every replica ran once, in one container, on one host: the engines' own records.
     starts: dict[str, list[str]] = {}
     for name in HOSTS:
-        for event in net.hosts[name].docker().events(decode=True, since=int(cut_at) - 600, until=int(time.time()) + 1,
-                                                     filters={"label": f"runner.workload={w['id']}",
-                                                              "event": "start"}):  # fmt: skip
+        for event in (
+            net.hosts[name]
+            .docker()
+            .events(
+                decode=True,
+                since=int(cut_at) - 600,
+                until=int(time.time()) + 1,
+                filters={"label": f"runner.workload={w['id']}", "event": "start"},
+            )
+        ):
             starts.setdefault(event["Actor"]["Attributes"]["runner.key"], []).append(name)
     assert starts and all(len(hosts) == 1 for hosts in starts.values()), starts
 

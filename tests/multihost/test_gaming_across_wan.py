@@ -11,8 +11,8 @@ round trip plus the last mile's 20.
 from __future__ import annotations
 
 import json
-import statistics
 import stat
+import statistics
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +37,13 @@ SLACK_MS = 40.0  # the page's event loop, the server's, two TCP stacks and the s
 @pytest.fixture(scope="module")
 def net() -> Iterator[Network]:
     root = Path(tempfile.mkdtemp(prefix="runner-wan-"))
-    with Network(root, list(HOSTS), registry_port=free_ports()[0], wan=True,
-                 regions={name: region for name, (_, region, _) in HOSTS.items()}) as network:  # fmt: skip
+    with Network(
+        root,
+        list(HOSTS),
+        registry_port=free_ports()[0],
+        wan=True,
+        regions={name: region for name, (_, region, _) in HOSTS.items()},
+    ) as network:
         player = network.add_host("player", len(HOSTS), engine=False, region="ap-northeast")
         player.link.shape(delay_ms=LAST_MILE_MS)
         yield network
@@ -52,12 +57,25 @@ def head(net: Network) -> Iterator[Head]:
     base = Path.home() / ".cache" / "runner-tests"
     base.mkdir(parents=True, exist_ok=True)
     server_port, ray_port = free_ports()
-    h = start_head(net, Path(tempfile.mkdtemp(prefix="head-", dir=base)), server_port=server_port,
-                   ray_port=ray_port, images=["gaming"])  # fmt: skip
+    h = start_head(
+        net,
+        Path(tempfile.mkdtemp(prefix="head-", dir=base)),
+        server_port=server_port,
+        ray_port=ray_port,
+        images=["gaming"],
+    )
     try:
         for name, (provider, region, country) in HOSTS.items():
-            join(h, net.hosts[name], provider=provider, region=region, country=country, memory_gb=2,
-                 simulate_gpu="RTX4090:1", timeout_s=180)
+            join(
+                h,
+                net.hosts[name],
+                provider=provider,
+                region=region,
+                country=country,
+                memory_gb=2,
+                simulate_gpu="RTX4090:1",
+                timeout_s=180,
+            )
         yield h
     finally:
         stop_head(h)
@@ -72,13 +90,18 @@ def player_browser(net: Network, tmp_path: Path) -> Iterator[Any]:
     from workloads.gaming import player
 
     wrapper = tmp_path / "chromium-in-player-ns"
-    wrapper.write_text(f"#!/bin/sh\nexec nsenter --net={netns_path(net.hosts['player'].netns)} -- "
-                       f"{player.chromium_path()} \"$@\"\n")  # fmt: skip
+    wrapper.write_text(
+        f'#!/bin/sh\nexec nsenter --net={netns_path(net.hosts["player"].netns)} -- {player.chromium_path()} "$@"\n'
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(wrapper),
-                                                        headless=True, args=player.CHROMIUM_ARGS,
-                                                        viewport=player.VIEWPORT)  # fmt: skip
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(wrapper),
+            headless=True,
+            args=player.CHROMIUM_ARGS,
+            viewport=player.VIEWPORT,
+        )
         try:
             yield context
         finally:
@@ -86,18 +109,27 @@ def player_browser(net: Network, tmp_path: Path) -> Iterator[Any]:
 
 
 def cli(head: Head, *args: str, timeout_s: float = 300) -> str:
-    return runner_cli(list(args), head.settings.home, server_port=head.settings.server_port,
-                      ray_port=head.settings.ray_port, timeout_s=timeout_s).stdout  # fmt: skip
+    return runner_cli(
+        list(args),
+        head.settings.home,
+        server_port=head.settings.server_port,
+        ray_port=head.settings.ray_port,
+        timeout_s=timeout_s,
+    ).stdout
 
 
-def test_a_session_near_the_player_is_played_from_the_players_namespace(head: Head, net: Network,
-                                                                        player_browser: Any) -> None:  # fmt: skip
+def test_a_session_near_the_player_is_played_from_the_players_namespace(
+    head: Head, net: Network, player_browser: Any
+) -> None:
     from workloads.gaming import player
 
     tokyo: Host = net.hosts["tokyo"]
     # Placed near the player, published on the host's own address (reached directly, not via the head).
-    url = cli(head, "session", "start", "--game", "breakout", "--near", "ap-northeast", "--cpu", "1",
-              timeout_s=600).strip().splitlines()[-1]  # fmt: skip
+    url = (
+        cli(head, "session", "start", "--game", "breakout", "--near", "ap-northeast", "--cpu", "1", timeout_s=600)
+        .strip()
+        .splitlines()[-1]
+    )
     assert url.startswith(f"http://{tokyo.address}:"), url
     session = next(s for s in head.tenant.sessions() if s["url"] == url)
     assert (session["node"], session["region"]) == ("tokyo", "ap-northeast")
@@ -108,16 +140,27 @@ def test_a_session_near_the_player_is_played_from_the_players_namespace(head: He
         table = default_regions()
         near = table.rtt_ms("ap-northeast", "ap-northeast") + 2 * LAST_MILE_MS
         via_head = table.rtt_ms(net.head_region, "ap-northeast")
-        rtts = wait_for(lambda: len(r := player.stats(page)["rtts"]) >= 5 and r, timeout_s=30,
-                        what="the page's round-trip samples")  # fmt: skip
+        rtts = wait_for(
+            lambda: len(r := player.stats(page)["rtts"]) >= 5 and r, timeout_s=30, what="the page's round-trip samples"
+        )
         assert near <= statistics.median(rtts) <= near + SLACK_MS < via_head, rtts
 
         # The control plane hears the page's measurement (through the session's metrics report).
-        shown = wait_for(lambda: (s := next(r for r in json.loads(cli(head, "session", "ls", "--json"))
-                                            if r["id"] == session["id"]))["measured_rtt_ms"] is not None and s,
-                         timeout_s=60, what="the measured round trip in session ls")  # fmt: skip
-        print(f"player RTT: page median {statistics.median(rtts):.1f} ms, session ls {shown['measured_rtt_ms']} ms, "
-              f"expected {near:g} ms near, {via_head:g} ms via the head")  # fmt: skip
+        shown = wait_for(
+            lambda: (
+                (s := next(r for r in json.loads(cli(head, "session", "ls", "--json")) if r["id"] == session["id"]))[
+                    "measured_rtt_ms"
+                ]
+                is not None
+                and s
+            ),
+            timeout_s=60,
+            what="the measured round trip in session ls",
+        )
+        print(
+            f"player RTT: page median {statistics.median(rtts):.1f} ms, session ls {shown['measured_rtt_ms']} ms, "
+            f"expected {near:g} ms near, {via_head:g} ms via the head"
+        )
         assert near <= shown["measured_rtt_ms"] <= near + SLACK_MS, shown
         assert shown["expected_rtt_ms"] == table.rtt_ms("ap-northeast", "ap-northeast")
         assert f"{shown['measured_rtt_ms']:.0f} ms" in cli(head, "session", "ls")
@@ -128,5 +171,8 @@ def test_a_session_near_the_player_is_played_from_the_players_namespace(head: He
         assert ports["paris"]["frames_out"] < ports["player"]["frames_out"]
     finally:
         head.tenant.cancel(session["id"])
-        wait_for(lambda: head.tenant.get(session["id"])["state"] in ("CANCELLED", "SUCCEEDED"), timeout_s=90,
-                 what="the session to end")  # fmt: skip
+        wait_for(
+            lambda: head.tenant.get(session["id"])["state"] in ("CANCELLED", "SUCCEEDED"),
+            timeout_s=90,
+            what="the session to end",
+        )

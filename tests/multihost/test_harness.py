@@ -44,8 +44,10 @@ def test_hosts_have_their_own_address_engine_and_link(tmp_path: Path) -> None:
         wait_for(lambda: _reaches(a.address, 7001), timeout_s=10, what="host a's listener, from the head")
         server.wait(timeout=10)
         server = a.run([sys.executable, "-c", ECHO, "7002"])
-        probe = ("import socket,time\nfor _ in range(100):\n    try:\n        s=socket.create_connection(('%s',7002),1);"
-                 " print(s.recv(2).decode()); break\n    except OSError: time.sleep(0.1)") % a.address  # fmt: skip
+        probe = (
+            "import socket,time\nfor _ in range(100):\n    try:\n        s=socket.create_connection(('%s',7002),1);"
+            " print(s.recv(2).decode()); break\n    except OSError: time.sleep(0.1)"
+        ) % a.address
         assert b.check([sys.executable, "-c", probe]).strip() == "hi"
         server.wait(timeout=10)
 
@@ -62,8 +64,11 @@ def test_hosts_have_their_own_address_engine_and_link(tmp_path: Path) -> None:
 def test_a_shaped_link_is_slower_and_delay_is_refused_where_the_kernel_cannot(tmp_path: Path) -> None:
     with Network(tmp_path, ["a"], engines=False) as net:
         a = net.hosts["a"]
-        sink = ("import socket; s=socket.create_server(('0.0.0.0', 7010)); c,_=s.accept(); n=0\n"
-                "while (d := c.recv(65536)): n += len(d)\nprint(n)")
+        sink = (
+            "import socket; s=socket.create_server(('0.0.0.0', 7010)); c,_=s.accept(); n=0\n"
+            "while (d := c.recv(65536)): n += len(d)\nprint(n)"
+        )
+
         def send(mbytes: int) -> float:
             proc = a.run([sys.executable, "-c", sink])
             wait_for(lambda: a.check(["ss", "-ltn"]).count(":7010") > 0, timeout_s=10, what="the sink")
@@ -72,6 +77,7 @@ def test_a_shaped_link_is_slower_and_delay_is_refused_where_the_kernel_cannot(tm
                 sock.sendall(b"x" * (mbytes << 20))
             proc.wait(timeout=60)
             return time.monotonic() - started
+
         free = send(4)
         a.link.shape(rate_mbit=20)
         shaped = send(4)
@@ -90,11 +96,18 @@ def test_nothing_is_left_after_close_nor_after_the_harness_is_killed(tmp_path: P
     assert leftovers(network_id, inodes) == []
 
     # A harness killed with SIGKILL leaves everything; the next sweep removes it.
-    script = ("import sys, time; from pathlib import Path; from harness.network import Network\n"
-              "net = Network(Path(sys.argv[1]), ['a']); net.start(); net.hosts['a'].run(['sleep', '600'])\n"
-              "print(net.id, net.hosts['a'].net_inode, flush=True); time.sleep(600)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[2], start_new_session=True)  # fmt: skip
+    script = (
+        "import sys, time; from pathlib import Path; from harness.network import Network\n"
+        "net = Network(Path(sys.argv[1]), ['a']); net.start(); net.hosts['a'].run(['sleep', '600'])\n"
+        "print(net.id, net.hosts['a'].net_inode, flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,
+    )
     network_id, inode = proc.stdout.readline().split()  # type: ignore[union-attr]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)

@@ -38,8 +38,12 @@ FAILED_CHALLENGE_SLASH = 20_000_000  # runner/data/network.yaml: market.slash_us
 #: A batch job that needs a few seconds to wrap up once asked to stop (as one that saves its state),
 #: then exits as a SIGTERMed process does: a drain waits for that, within its 10 s grace.
 WRAPS_UP_S = 6
-WRAPPING_JOB = ["sh", "-c", f"trap 'echo wrapping up; sleep {WRAPS_UP_S}; echo wrapped up; exit 143' TERM; "
-                "echo working; while :; do sleep 1; done"]  # fmt: skip
+WRAPPING_JOB = [
+    "sh",
+    "-c",
+    f"trap 'echo wrapping up; sleep {WRAPS_UP_S}; echo wrapped up; exit 143' TERM; "
+    "echo working; while :; do sleep 1; done",
+]
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +127,23 @@ def cpu_seconds(pid: int) -> float:
 def engine_events(host: Host, since: float, **filters: str) -> list[dict[str, Any]]:
     """The host's own engine's container events from the second before ``since`` on (the engine
     takes whole seconds; label filters: runner.workload=...)."""
-    return list(host.docker().events(decode=True, since=int(since) - 1, until=int(time.time()) + 1,
-                                     filters={"type": "container", **filters}))  # fmt: skip
+    return list(
+        host.docker().events(
+            decode=True, since=int(since) - 1, until=int(time.time()) + 1, filters={"type": "container", **filters}
+        )
+    )
 
 
 def brief(event: dict[str, Any]) -> tuple[Any, ...]:
     """An engine event in short: when, what, which container and replica."""
     attrs = event["Actor"]["Attributes"]
-    return (event.get("timeNano", 0) / 1e9, event["Action"], attrs.get("name"), attrs.get("runner.key"),
-            attrs.get("signal") or attrs.get("exitCode"))  # fmt: skip
+    return (
+        event.get("timeNano", 0) / 1e9,
+        event["Action"],
+        attrs.get("name"),
+        attrs.get("runner.key"),
+        attrs.get("signal") or attrs.get("exitCode"),
+    )
 
 
 def runner_containers(host: Host) -> list[Any]:
@@ -202,9 +214,11 @@ def wait_job(head: Head, workload_id: str, done: Any, *, timeout_s: float, what:
         return wait_for(check, timeout_s=timeout_s, what=what)
     except AssertionError as exc:
         w = seen.get("w") or {}
-        raise AssertionError(f"{exc}: {workload_id} {w.get('state')} {w.get('message')!r}; events "
-                             f"{[e['message'] for e in w.get('events', [])][-8:]}; replicas "
-                             f"{[(r['key'], r['node'], r['state']) for r in w.get('replicas', [])]}") from None
+        raise AssertionError(
+            f"{exc}: {workload_id} {w.get('state')} {w.get('message')!r}; events "
+            f"{[e['message'] for e in w.get('events', [])][-8:]}; replicas "
+            f"{[(r['key'], r['node'], r['state']) for r in w.get('replicas', [])]}"
+        ) from None
 
 
 def earnings(head: Head, provider: str) -> dict[str, Any]:
@@ -213,19 +227,22 @@ def earnings(head: Head, provider: str) -> dict[str, Any]:
 
 def node_moves(head: Head, name: str) -> list[tuple[str, str, str]]:
     entries = head.operator.admin("GET", "/audit", params={"kind": "node.state", "limit": 10_000})
-    return [(e["payload"]["from"], e["payload"]["to"], e["payload"]["by"]) for e in entries
-            if e["payload"]["node"] == name]  # fmt: skip
+    return [
+        (e["payload"]["from"], e["payload"]["to"], e["payload"]["by"]) for e in entries if e["payload"]["node"] == name
+    ]
 
 
 def cli(head: Head, *args: str) -> str:
     """One `runner` command as the operator types it on the head."""
-    return runner_cli(list(args), head.settings.home, server_port=head.settings.server_port,
-                      ray_port=head.settings.ray_port).stdout  # fmt: skip
+    return runner_cli(
+        list(args), head.settings.home, server_port=head.settings.server_port, ray_port=head.settings.ray_port
+    ).stdout
 
 
 # -- heartbeats ---------------------------------------------------------------------------------------------
-def test_heartbeats_come_from_each_hosts_agent_and_stop_counting_when_it_stops_answering(head: Head,
-                                                                                      net: Network) -> None:  # fmt: skip
+def test_heartbeats_come_from_each_hosts_agent_and_stop_counting_when_it_stops_answering(
+    head: Head, net: Network
+) -> None:
     start = {name: uptime(head, name) for name in HOSTS}
 
     def advanced(seconds: float) -> bool:
@@ -245,18 +262,27 @@ def test_heartbeats_come_from_each_hosts_agent_and_stop_counting_when_it_stops_a
     stopped_at = time.time()
     os.kill(pid, signal.SIGSTOP)
     try:
-        missed = wait_for(lambda: [c for c in checks_since(head, "host-a", "heartbeat", stopped_at) if not c["ok"]],
-                          timeout_s=30, what="a missed heartbeat from the stopped agent")  # fmt: skip
+        missed = wait_for(
+            lambda: [c for c in checks_since(head, "host-a", "heartbeat", stopped_at) if not c["ok"]],
+            timeout_s=30,
+            what="a missed heartbeat from the stopped agent",
+        )
         assert missed[0]["message"] == "no heartbeat"
-        wait_for(lambda: offline(head, "host-a") - offline_a >= HEARTBEAT_S, timeout_s=30,
-                 what="host-a's offline seconds to grow")  # fmt: skip
+        wait_for(
+            lambda: offline(head, "host-a") - offline_a >= HEARTBEAT_S,
+            timeout_s=30,
+            what="host-a's offline seconds to grow",
+        )
         assert uptime(head, "host-b")[1] > online_b  # the other host's heartbeats went on
         assert node(head, "host-a")["alive"] and node(head, "host-a")["state"] == "active"
     finally:
         os.kill(pid, signal.SIGCONT)
     resumed_at = time.time()
-    back = wait_for(lambda: [c for c in checks_since(head, "host-a", "heartbeat", resumed_at - 1) if c["ok"]],
-                    timeout_s=30, what="the agent to answer heartbeats again")  # fmt: skip
+    back = wait_for(
+        lambda: [c for c in checks_since(head, "host-a", "heartbeat", resumed_at - 1) if c["ok"]],
+        timeout_s=30,
+        what="the agent to answer heartbeats again",
+    )
     assert back[-1]["message"] == "answering"
     online_again = uptime(head, "host-a")[1]
     wait_for(lambda: uptime(head, "host-a")[1] > online_again, timeout_s=30, what="host-a counted online again")
@@ -280,8 +306,9 @@ def test_a_challenge_is_computed_by_the_remote_hosts_agent_and_recorded(head: He
     assert node(head, "host-b")["challenge_failures"] == 0
 
 
-def test_a_host_slower_than_it_claimed_fails_its_challenges_and_is_suspended_and_slashed(head: Head,
-                                                                                     net: Network) -> None:  # fmt: skip
+def test_a_host_slower_than_it_claimed_fails_its_challenges_and_is_suspended_and_slashed(
+    head: Head, net: Network
+) -> None:
     from runner.client import Client
 
     # A slow host's answer takes a while (the checker waits up to 120 s): longer than a client's 30 s.
@@ -321,8 +348,7 @@ def drained(head: Head, net: Network) -> Iterator[dict[str, Any]]:
     """A batch job running on one host, that host drained with `runner node drain`, and a job for
     that host's region submitted while it drains; what each step saw."""
     stakes = {provider: earnings(head, provider)["totals"] for provider, _, _ in HOSTS.values()}
-    job = head.tenant.submit(smoke(name="drained-job", command=WRAPPING_JOB,
-                                   resources={"cpu": 0.5, "memory": "512MB"}))  # fmt: skip
+    job = head.tenant.submit(smoke(name="drained-job", command=WRAPPING_JOB, resources={"cpu": 0.5, "memory": "512MB"}))
     late = None
     try:
         running = head.tenant.wait(job["id"], until="running", timeout_s=240)
@@ -330,26 +356,54 @@ def drained(head: Head, net: Network) -> Iterator[dict[str, Any]]:
         first = running["node"]
         other = next(name for name in HOSTS if name != first)
         host = net.hosts[first]
-        wait_for(lambda: any("working" in line["line"] for line in head.tenant.logs(job["id"])), timeout_s=60,
-                 what="the job to be at work")  # fmt: skip
+        wait_for(
+            lambda: any("working" in line["line"] for line in head.tenant.logs(job["id"])),
+            timeout_s=60,
+            what="the job to be at work",
+        )
         drained_at = time.time()
         said = cli(head, "node", "drain", first)
         assert f"{first}: draining" in said, said
         # The job is being asked to stop on the host (its engine's SIGTERM), and is wrapping up: the
         # host is draining. Work for the host's region, submitted now, has no other host to go to.
         label = f"runner.workload={job['id']}"
-        wait_for(lambda: any(e["Action"] == "kill" for e in engine_events(host, drained_at, label=label)), timeout_s=30,
-                 what="the host's engine to signal the job")  # fmt: skip
+        wait_for(
+            lambda: any(e["Action"] == "kill" for e in engine_events(host, drained_at, label=label)),
+            timeout_s=30,
+            what="the host's engine to signal the job",
+        )
         assert node(head, first)["state"] == "draining"
-        late = head.tenant.submit(smoke(name="after-drain", placement={"regions": [HOSTS[first][1]]},
-                                        resources={"cpu": 0.5, "memory": "512MB"}))  # fmt: skip
-        waiting = wait_job(head, late["id"], lambda g: g["message"].startswith("no node fits"), timeout_s=30,
-                           what="the late job's placement")  # fmt: skip
+        late = head.tenant.submit(
+            smoke(
+                name="after-drain", placement={"regions": [HOSTS[first][1]]}, resources={"cpu": 0.5, "memory": "512MB"}
+            )
+        )
+        waiting = wait_job(
+            head,
+            late["id"],
+            lambda g: g["message"].startswith("no node fits"),
+            timeout_s=30,
+            what="the late job's placement",
+        )
         state_then = node(head, first)["state"]
-        moved = wait_job(head, job["id"], lambda g: g["state"] == "RUNNING" and g["node"] == other, timeout_s=240,
-                         what="the job to run on the other host")  # fmt: skip
-        yield {"job": job["id"], "late": late["id"], "first": first, "other": other, "drained_at": drained_at,
-               "waiting": waiting, "state_then": state_then, "moved": moved, "stakes": stakes}  # fmt: skip
+        moved = wait_job(
+            head,
+            job["id"],
+            lambda g: g["state"] == "RUNNING" and g["node"] == other,
+            timeout_s=240,
+            what="the job to run on the other host",
+        )
+        yield {
+            "job": job["id"],
+            "late": late["id"],
+            "first": first,
+            "other": other,
+            "drained_at": drained_at,
+            "waiting": waiting,
+            "state_then": state_then,
+            "moved": moved,
+            "stakes": stakes,
+        }
     finally:
         for w in (job, late):
             if w is not None:
@@ -359,8 +413,9 @@ def drained(head: Head, net: Network) -> Iterator[dict[str, Any]]:
                 wait_job(head, w["id"], lambda g: g["state"] == "CANCELLED", timeout_s=60, what="the end")
 
 
-def test_a_drained_host_hands_its_batch_job_on_after_sigterm_and_takes_no_new_work(head: Head, net: Network,
-                                                                                 drained: dict[str, Any]) -> None:  # fmt: skip
+def test_a_drained_host_hands_its_batch_job_on_after_sigterm_and_takes_no_new_work(
+    head: Head, net: Network, drained: dict[str, Any]
+) -> None:
     first, other, job = drained["first"], drained["other"], drained["job"]
     moved = drained["moved"]
     # Moved, not failed: a relocation, the second attempt on the other host.
@@ -379,8 +434,11 @@ def test_a_drained_host_hands_its_batch_job_on_after_sigterm_and_takes_no_new_wo
     assert kills and kills[0] == "15" and "9" not in kills, kills
     assert [d["Actor"]["Attributes"]["exitCode"] for d in dies] == ["143"], dies
     assert dies[0]["time"] - drained["drained_at"] >= WRAPS_UP_S - 2, (dies[0]["time"], drained["drained_at"])
-    born = [brief(e) for e in engine_events(net.hosts[first], drained["drained_at"])
-            if e["Action"] in ("create", "start") and e["timeNano"] / 1e9 >= drained["drained_at"]]  # fmt: skip
+    born = [
+        brief(e)
+        for e in engine_events(net.hosts[first], drained["drained_at"])
+        if e["Action"] in ("create", "start") and e["timeNano"] / 1e9 >= drained["drained_at"]
+    ]
     assert not born, (born, drained["drained_at"])
     # The other host's engine started the second attempt (pulled from the head's registry if new there).
     started = engine_events(net.hosts[other], drained["drained_at"], label=f"runner.workload={job}")
@@ -405,8 +463,9 @@ def test_a_drained_host_hands_its_batch_job_on_after_sigterm_and_takes_no_new_wo
     assert moves[-2:] == [("active", "draining", "operator"), ("draining", "offboarded", "network")], moves
 
 
-def test_a_drained_host_is_offboarded_leaves_the_cluster_and_keeps_its_stake(head: Head, net: Network,
-                                                                          drained: dict[str, Any]) -> None:  # fmt: skip
+def test_a_drained_host_is_offboarded_leaves_the_cluster_and_keeps_its_stake(
+    head: Head, net: Network, drained: dict[str, Any]
+) -> None:
     first, other = drained["first"], drained["other"]
     host = net.hosts[first]
     wait_for(lambda: node(head, first)["state"] == "offboarded", timeout_s=60, what="the drained host offboarded")
@@ -421,16 +480,22 @@ def test_a_drained_host_is_offboarded_leaves_the_cluster_and_keeps_its_stake(hea
     wait_for(lambda: proc.poll() is not None, timeout_s=60, what="runner node join on the host to end")
     said = (host.root / "join.log").read_text()
     assert "out of the cluster" in said and "left the network" in said, said[-2000:]
-    wait_for(lambda: not [cmd for cmd in host_processes(host).values() if is_ray(cmd)], timeout_s=30,
-             what="every Ray process on the host to end")  # fmt: skip
+    wait_for(
+        lambda: not [cmd for cmd in host_processes(host).values() if is_ray(cmd)],
+        timeout_s=30,
+        what="every Ray process on the host to end",
+    )
     assert runner_containers(host) == []
 
     # A drained offboard costs no stake (leaving without draining would).
     money = earnings(head, HOSTS[first][0])
     assert money["totals"]["stake"] == drained["stakes"][HOSTS[first][0]]["stake"], money["totals"]
     assert money["totals"]["slashed"] == drained["stakes"][HOSTS[first][0]]["slashed"], money["totals"]
-    assert not [line for line in money["lines"] if line["kind"] == "slash" and first in line["memo"]
-                and "offboard" in line["memo"]], money["lines"]  # fmt: skip
+    assert not [
+        line
+        for line in money["lines"]
+        if line["kind"] == "slash" and first in line["memo"] and "offboard" in line["memo"]
+    ], money["lines"]
     # The other host is untouched: active, in the cluster, running the job.
     assert node(head, other)["state"] == "active" and node(head, other)["alive"]
     assert head.tenant.get(drained["job"])["state"] == "RUNNING"

@@ -60,8 +60,9 @@ def median_rtt(host: Host, address: str, port: int, count: int = 20) -> float:
 
 @pytest.fixture(scope="module")
 def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    with Network(tmp_path_factory.mktemp("wan"), ["tokyo", "paris"], engines=False, wan=True,
-                 regions={"tokyo": "ap-northeast"}) as net:  # fmt: skip
+    with Network(
+        tmp_path_factory.mktemp("wan"), ["tokyo", "paris"], engines=False, wan=True, regions={"tokyo": "ap-northeast"}
+    ) as net:
         yield net
 
 
@@ -93,8 +94,9 @@ def test_a_wan_link_takes_extra_delay_loss_and_a_rate(wan: Network) -> None:
             assert 0.35 <= result["lost"] / 300 <= 0.67, result["lost"]  # type: ignore[operator]
 
             paris.link.shape(rate_mbit=20)
-            sent = json.loads(paris.check([*PROBE, "send", wan.head_address, "9103", str(5_000_000)],
-                                          PYTHONPATH=str(REPO)))  # fmt: skip
+            sent = json.loads(
+                paris.check([*PROBE, "send", wan.head_address, "9103", str(5_000_000)], PYTHONPATH=str(REPO))
+            )
             assert 15 <= sent["mbit_s"] <= 21, sent  # the rate, less TCP's start and its headers
         finally:
             paris.link.shape()
@@ -134,11 +136,18 @@ def test_the_wan_goes_with_its_network_even_when_the_harness_is_killed(tmp_path:
         assert _wan_pids(network_id) and leftovers(network_id, inodes)
     assert _wan_pids(network_id) == [] and leftovers(network_id, inodes) == []
 
-    script = ("import sys, time; from pathlib import Path; from harness.network import Network\n"
-              "net = Network(Path(sys.argv[1]), ['a'], engines=False, wan=True); net.start()\n"
-              "print(net.id, net.hosts['a'].net_inode, flush=True); time.sleep(600)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                            cwd=REPO, start_new_session=True)  # fmt: skip
+    script = (
+        "import sys, time; from pathlib import Path; from harness.network import Network\n"
+        "net = Network(Path(sys.argv[1]), ['a'], engines=False, wan=True); net.start()\n"
+        "print(net.id, net.hosts['a'].net_inode, flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
     network_id, inode = proc.stdout.readline().split()  # type: ignore[union-attr]
     assert _wan_pids(network_id)
     os.kill(proc.pid, signal.SIGKILL)  # the harness only: its switch is in its own session

@@ -46,8 +46,14 @@ def make_app(store: Store, supervisor: StubSupervisor | None = None) -> Any:
     from runner.api.context import AppContext
     from runner.core.network import default_network
 
-    ctx = AppContext(store=store, supervisor=supervisor or StubSupervisor(), config=default_network(),  # type: ignore[arg-type]
-                     runtime_name="process", ray_address="127.0.0.1:1", ray_token="ray-token-for-tests")  # fmt: skip
+    ctx = AppContext(
+        store=store,
+        supervisor=supervisor or StubSupervisor(),
+        config=default_network(),  # type: ignore[arg-type]
+        runtime_name="process",
+        ray_address="127.0.0.1:1",
+        ray_token="ray-token-for-tests",
+    )
     return create_app(ctx)
 
 
@@ -66,8 +72,14 @@ def served(home: Path, store: Store, supervisor: StubSupervisor | None = None) -
     settings = Settings(home=home, server_port=free_port())
     home.mkdir(parents=True, exist_ok=True)
     settings.admin_key_path.write_text(store.create_operator_key())
-    config = uvicorn.Config(make_app(store, supervisor), host="127.0.0.1", port=settings.server_port,
-                            log_level="warning", access_log=False, lifespan="off")  # fmt: skip
+    config = uvicorn.Config(
+        make_app(store, supervisor),
+        host="127.0.0.1",
+        port=settings.server_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

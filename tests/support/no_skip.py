@@ -29,7 +29,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     report = outcome.get_result()
     if not (no_skip() and report.skipped) or hasattr(report, "wasxfail"):
         return
-    reason = call.excinfo.value.msg if call.excinfo is not None and hasattr(call.excinfo.value, "msg") else \
-        str(report.longrepr)
+    reason = (
+        call.excinfo.value.msg
+        if call.excinfo is not None and hasattr(call.excinfo.value, "msg")
+        else str(report.longrepr)
+    )
     report.outcome = "failed"
     report.longrepr = f"{SWITCH}=1: every test must run, but this one skipped: {reason}"

@@ -43,12 +43,24 @@ def postgres_server() -> Iterator[str]:
         subprocess.run([*as_user, *args], check=True, capture_output=True, text=True, timeout=120)
 
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "runner", "--no-sync")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "server.log"), "-o",
-        f"-k {sock} -c listen_addresses='' -c fsync=off", "start")  # fmt: skip
+    run(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-w",
+        "-l",
+        str(root / "server.log"),
+        "-o",
+        f"-k {sock} -c listen_addresses='' -c fsync=off",
+        "start",
+    )
     try:
         run(str(bindir / "createdb"), "-h", str(sock), "-U", "runner", "runner")
         yield f"postgresql+psycopg://runner@/runner?host={sock}"
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)

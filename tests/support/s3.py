@@ -12,8 +12,12 @@ from contextlib import contextmanager
 
 def aws_env(endpoint: str) -> dict[str, str]:
     """The AWS variables a container (or this process) needs to reach ``endpoint``."""
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
 
 def new_bucket(endpoint: str, prefix: str = "runs") -> str:
@@ -22,9 +26,13 @@ def new_bucket(endpoint: str, prefix: str = "runs") -> str:
 
     bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
     env = aws_env(endpoint)
-    boto3.client("s3", endpoint_url=endpoint, region_name=env["AWS_DEFAULT_REGION"],
-                 aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=bucket)  # fmt: skip
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    ).create_bucket(Bucket=bucket)
     return bucket
 
 
@@ -66,8 +74,12 @@ def moto_iam_server(ip_address: str = "127.0.0.1") -> Iterator[tuple[str, dict[s
         probe.bind((ip_address, 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_BOOTSTRAP_ACTIONS)}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", ip_address, "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", ip_address, "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://{ip_address}:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -79,11 +91,21 @@ def moto_iam_server(ip_address: str = "127.0.0.1") -> Iterator[tuple[str, dict[s
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto server on {endpoint} did not start") from None
                 time.sleep(0.1)
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
-                           aws_secret_access_key="bootstrap")  # fmt: skip
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
         iam.create_user(UserName="store-admin")
-        iam.put_user_policy(UserName="store-admin", PolicyName="all", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="store-admin",
+            PolicyName="all",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
         key = iam.create_access_key(UserName="store-admin")["AccessKey"]
         yield endpoint, {"access_key_id": key["AccessKeyId"], "secret_access_key": key["SecretAccessKey"]}
     finally:

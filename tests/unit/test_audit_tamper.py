@@ -65,8 +65,11 @@ def row(db: Path, seq: int) -> tuple[Any, ...]:
 
 
 def put_back(db: Path, saved: tuple[Any, ...]) -> None:
-    sql(db, "INSERT OR REPLACE INTO audit_log (seq, ts, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
-        *saved)  # fmt: skip
+    sql(
+        db,
+        "INSERT OR REPLACE INTO audit_log (seq, ts, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+        *saved,
+    )
 
 
 def test_an_untouched_chain_verifies(chain: tuple[Settings, Path]) -> None:
@@ -76,8 +79,9 @@ def test_an_untouched_chain_verifies(chain: tuple[Settings, Path]) -> None:
     assert f"ok: {ENTRIES} entries, hash chain intact" in out
 
 
-@pytest.mark.parametrize("column, value", [("payload", json.dumps({"i": 1, "what": "decision 99"})),
-                                           ("kind", "test.other"), ("ts", 1.5)])  # fmt: skip
+@pytest.mark.parametrize(
+    "column, value", [("payload", json.dumps({"i": 1, "what": "decision 99"})), ("kind", "test.other"), ("ts", 1.5)]
+)
 def test_a_changed_entry_is_named(chain: tuple[Settings, Path], column: str, value: Any) -> None:
     settings, db = chain
     saved = row(db, 5)

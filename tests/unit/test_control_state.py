@@ -26,19 +26,26 @@ from runner.core.autoscale import Scale
 from runner.core.events import EventKind, Stop, StopReason
 from runner.core.network import load_network
 from runner.core.policy import KYC, NodeState
-from runner.core.sessions import SlaChange, sla_state
 from runner.core.services import service_view
-from runner.settings import Settings
+from runner.core.sessions import SlaChange, sla_state
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.core.states import ReplicaState, WorkloadState
+from runner.settings import Settings
 from runner.store import Store, Workload
 from runner.supervisor import Supervisor
 
 S = WorkloadState
 BATCH = {"kind": "batch", "name": "job", "image": "runner/smoke:latest", "resources": {"cpu": 0.5}}
 SERVICE = {"kind": "inference", "name": "svc", "image": "runner/inference:latest", "replicas": {"min": 1, "max": 4}}
-SESSION = {"kind": "gaming", "name": "play", "image": "runner/gaming:latest", "game": "breakout",
-           "near": "eu-west", "ports": [8000], "resources": {"cpu": 1.0}}  # fmt: skip
+SESSION = {
+    "kind": "gaming",
+    "name": "play",
+    "image": "runner/gaming:latest",
+    "game": "breakout",
+    "near": "eu-west",
+    "ports": [8000],
+    "resources": {"cpu": 1.0},
+}
 
 
 def supervisor(url: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> Supervisor:
@@ -57,8 +64,9 @@ def running(store: Store, spec: dict[str, Any], tenant: str = "acme") -> Workloa
 
 def replica(store: Store, w: Workload, index: int, attempt: int, node: str, **fields: Any) -> Any:
     key = f"{w.id}-r{index}-a{attempt}"
-    store.add_replica(key=key, workload_id=w.id, index=index, attempt=attempt, node=node,
-                      state=ReplicaState.RUNNING.value)  # fmt: skip
+    store.add_replica(
+        key=key, workload_id=w.id, index=index, attempt=attempt, node=node, state=ReplicaState.RUNNING.value
+    )
     store.update_replica(key, started_at=time.time(), **fields)
     return store.get_replica(key)
 
@@ -76,10 +84,12 @@ def write_history(sup: Supervisor) -> dict[str, str]:
     store.add_tenant("acme", country="DE", kyc=KYC.VERIFIED)
     store.add_tenant("broke", country="DE", kyc=KYC.VERIFIED, budget_micros=0)
     store.add_provider("p1", country="DE", kyc=KYC.VERIFIED)
-    store.register_node(name="n1", provider_id="p1", state=NodeState.ACTIVE, decision={}, region="eu-west",
-                        country="DE")  # fmt: skip
-    store.register_node(name="n2", provider_id="p1", state=NodeState.ACTIVE, decision={}, region="eu-west",
-                        country="DE")  # fmt: skip
+    store.register_node(
+        name="n1", provider_id="p1", state=NodeState.ACTIVE, decision={}, region="eu-west", country="DE"
+    )
+    store.register_node(
+        name="n2", provider_id="p1", state=NodeState.ACTIVE, decision={}, region="eu-west", country="DE"
+    )
 
     # A service: scaled 1 -> 3, one replica lost and one exited, each end recorded once.
     services = sup.controllers["inference"]
@@ -99,8 +109,15 @@ def write_history(sup: Supervisor) -> dict[str, str]:
     # A session: announced on attempt 1, its SLA breached and still open; then its player ends it.
     sessions = sup.controllers["gaming"]
     play = running(store, SESSION)
-    rep = replica(store, play, 0, 1, "n1", ports={"8000/tcp": "127.0.0.1:4000"},
-                  reports={"session": {"event": "ready", "ready_s": 1.5}})  # fmt: skip
+    rep = replica(
+        store,
+        play,
+        0,
+        1,
+        "n1",
+        ports={"8000/tcp": "127.0.0.1:4000"},
+        reports={"session": {"event": "ready", "ready_s": 1.5}},
+    )
     sessions._announce(play, rep, sup.spec(play))
     sessions._record(play, rep, SlaChange("recovered", "fps and latency within the promise for 10s"))
     sessions._record(play, rep, SlaChange("breach", "fps 20 < 57 (95% of 60) for 12s"))
@@ -123,8 +140,7 @@ def recovered(sup: Supervisor, ids: dict[str, str]) -> dict[str, Any]:
     services, sessions = sup.controllers["inference"], sup.controllers["gaming"]
     services._load(svc, sup.spec(svc))
     sessions._load(play)
-    view = service_view(svc, sup.spec(svc), store.replicas(svc.id), store.events(svc.id), gateway=None,
-                        now=time.time())  # fmt: skip
+    view = service_view(svc, sup.spec(svc), store.replicas(svc.id), store.events(svc.id), gateway=None, now=time.time())
     stops = {k: (s.kind, s.detail, s.data) if (s := Stop.of(store.get_workload(i))) else None for k, i in ids.items()}
     # What the stops make the controllers do next: the drained job is placed again, not failed.
     reps = sup.gangs.current(job)
@@ -135,14 +151,17 @@ def recovered(sup: Supervisor, ids: dict[str, str]) -> dict[str, Any]:
     moved = store.get_workload(job.id)
     poor_stop = services._stop_reason(poor, sup.spec(poor))
     return {
-        "desired": services._desired[svc.id], "ended": services._ended[svc.id],
+        "desired": services._desired[svc.id],
+        "ended": services._ended[svc.id],
         "view_desired": view["replicas"]["desired"],
-        "announced": set(sessions._announced), "breached": {k: w.breached for k, w in sessions._watches.items()},
+        "announced": set(sessions._announced),
+        "breached": {k: w.breached for k, w in sessions._watches.items()},
         "sla": {k: v for k, v in sla_state(store.events(play.id)).items() if k != "last"},
-        "stops": stops, "poor_stops": poor_stop.kind if poor_stop else None,
+        "stops": stops,
+        "poor_stops": poor_stop.kind if poor_stop else None,
         "job": (moved.state, moved.relocations, moved.stop_kind),
         "kinds": [e.kind for e in store.events(svc.id)] + [e.kind for e in store.events(play.id)],
-    }  # fmt: skip
+    }
 
 
 def rewrite_every_message(url: str) -> None:
@@ -153,8 +172,9 @@ def rewrite_every_message(url: str) -> None:
     engine.dispose()
 
 
-def test_rewording_every_message_changes_nothing_a_restart_recovers(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rewording_every_message_changes_nothing_a_restart_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db, copy = tmp_path / "runner.db", tmp_path / "before.db"
     first = supervisor(f"sqlite:///{db}", tmp_path, monkeypatch)
     ids = write_history(first)
@@ -179,39 +199,57 @@ def test_rewording_every_message_changes_nothing_a_restart_recovers(tmp_path: Pa
 
 def test_the_migration_reads_the_old_messages_once(tmp_path: Path) -> None:
     """A database from before kinds: 0003 gives its old messages and stop reasons their kinds."""
-    from tests.support import legacy_models as legacy
     from sqlalchemy.orm import Session
+
+    from tests.support import legacy_models as legacy
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     legacy.make_legacy_database(url, with_pull_columns=True)
     engine = create_engine(url)
     with Session(engine) as s, s.begin():
         s.add(legacy.Tenant(id="acme", country="DE"))
-        for wid, kind, reason in (("w-s", "inference", ""), ("w-g", "gaming", "end: ended by the player"),
-                                  ("w-b", "batch", "relocate: move off draining node n1"),
-                                  ("w-p", "inference", "budget exhausted: spent 1 of 1 USD")):  # fmt: skip
-            s.add(legacy.Workload(id=wid, tenant_id="acme", name=wid, kind=kind, spec={}, state="RUNNING",
-                                  stop_reason=reason))  # fmt: skip
+        for wid, kind, reason in (
+            ("w-s", "inference", ""),
+            ("w-g", "gaming", "end: ended by the player"),
+            ("w-b", "batch", "relocate: move off draining node n1"),
+            ("w-p", "inference", "budget exhausted: spent 1 of 1 USD"),
+        ):
+            s.add(
+                legacy.Workload(
+                    id=wid, tenant_id="acme", name=wid, kind=kind, spec={}, state="RUNNING", stop_reason=reason
+                )
+            )
         s.flush()
-        for wid, message in (("w-s", "scaling up 1 -> 3: load"), ("w-s", "replica w-s-r0-a1 on n1 was lost"),
-                             ("w-s", "starting w-s-r0-a2 on n2: replacing"),
-                             ("w-g", "serving at http://127.0.0.1:4000/ (attempt 2, node n1)"),
-                             ("w-g", "SLA breach: fps 20 < 57 for 12s"), ("w-g", "SLA recovered: ok for 10s"),
-                             ("w-b", "attempt 1 failed: replica 0 on n1 exited with code 1")):  # fmt: skip
+        for wid, message in (
+            ("w-s", "scaling up 1 -> 3: load"),
+            ("w-s", "replica w-s-r0-a1 on n1 was lost"),
+            ("w-s", "starting w-s-r0-a2 on n2: replacing"),
+            ("w-g", "serving at http://127.0.0.1:4000/ (attempt 2, node n1)"),
+            ("w-g", "SLA breach: fps 20 < 57 for 12s"),
+            ("w-g", "SLA recovered: ok for 10s"),
+            ("w-b", "attempt 1 failed: replica 0 on n1 exited with code 1"),
+        ):
             s.add(legacy.Event(workload_id=wid, state="RUNNING", message=message))
     engine.dispose()
     store = Store(url)
-    got = {(e.workload_id, e.kind, tuple(sorted((e.data or {}).items()))) for w in ("w-s", "w-g", "w-b")
-           for e in store.events(w)}  # fmt: skip
+    got = {
+        (e.workload_id, e.kind, tuple(sorted((e.data or {}).items())))
+        for w in ("w-s", "w-g", "w-b")
+        for e in store.events(w)
+    }
     assert got == {
-        ("w-s", "scaled", (("from", 1), ("to", 3))), ("w-s", "replica_ended", (("key", "w-s-r0-a1"), ("node", "n1"))),
+        ("w-s", "scaled", (("from", 1), ("to", 3))),
+        ("w-s", "replica_ended", (("key", "w-s-r0-a1"), ("node", "n1"))),
         ("w-s", "note", ()),
-        ("w-g", "session_ready", (("attempt", 2), ("key", "w-g-r0-a2"), ("node", "n1"),
-                                  ("url", "http://127.0.0.1:4000/"))),
+        (
+            "w-g",
+            "session_ready",
+            (("attempt", 2), ("key", "w-g-r0-a2"), ("node", "n1"), ("url", "http://127.0.0.1:4000/")),
+        ),
         ("w-g", "sla_breach", (("detail", "fps 20 < 57 for 12s"),)),
         ("w-g", "sla_recovered", (("detail", "ok for 10s"),)),
         ("w-b", "note", ()),
-    }  # fmt: skip
+    }
     stops = {w: Stop.of(store.get_workload(w)) for w in ("w-s", "w-g", "w-b", "w-p")}
     assert stops["w-s"] is None
     assert stops["w-g"] == Stop(StopReason.END, "ended by the player")

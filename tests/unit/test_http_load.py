@@ -20,8 +20,7 @@ def test_closed_loop_users_get_every_answer_whole_over_one_connection_each() -> 
         doc = await request.json()
         seen.append(doc)
         peers.add(request.transport.get_extra_info("peername"))  # type: ignore[union-attr]
-        answer = json.dumps({"n": doc["n"], "auth": request.headers.get("Authorization"),
-                             "pad": "x" * 5000}).encode()  # fmt: skip
+        answer = json.dumps({"n": doc["n"], "auth": request.headers.get("Authorization"), "pad": "x" * 5000}).encode()
         if doc["n"] % 3 == 0:  # status passed through
             return web.Response(status=429, body=b'{"error": "busy"}')
         if doc["n"] % 2:  # chunked, in two writes
@@ -44,9 +43,13 @@ def test_closed_loop_users_get_every_answer_whole_over_one_connection_each() -> 
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         counter = itertools.count()
         try:
-            result = await closed_loop(f"http://127.0.0.1:{port}/v1/embeddings", concurrency=4, seconds=0.5,
-                                       body=lambda: json.dumps({"n": next(counter)}).encode(),
-                                       headers={"Authorization": "Bearer k"})  # fmt: skip
+            result = await closed_loop(
+                f"http://127.0.0.1:{port}/v1/embeddings",
+                concurrency=4,
+                seconds=0.5,
+                body=lambda: json.dumps({"n": next(counter)}).encode(),
+                headers={"Authorization": "Bearer k"},
+            )
         finally:
             await runner.cleanup()
         return [(a.status, a.body) for a in result.answers], result.wall

@@ -13,8 +13,9 @@ MB = 1_000_000
 
 
 def image(name: str, last_used: float, *, mb: int = 100, pulled: bool = True, in_use: bool = False) -> CachedImage:
-    return CachedImage(id=name, size_bytes=mb * MB, unique_bytes=mb * MB, last_used=last_used, pulled=pulled,
-                       in_use=in_use)  # fmt: skip
+    return CachedImage(
+        id=name, size_bytes=mb * MB, unique_bytes=mb * MB, last_used=last_used, pulled=pulled, in_use=in_use
+    )
 
 
 def ids(plan: list[CachedImage]) -> list[str]:
@@ -50,8 +51,10 @@ def test_over_budget_with_nothing_evictable_evicts_nothing() -> None:
 
 def test_only_the_bytes_an_image_frees_count() -> None:
     """Two images sharing a base: removing one frees only its own layers, so both go."""
-    shared = [CachedImage(id=n, size_bytes=500 * MB, unique_bytes=50 * MB, last_used=t, pulled=True, in_use=False)
-              for n, t in (("a", 1), ("b", 2), ("c", 3))]  # fmt: skip
+    shared = [
+        CachedImage(id=n, size_bytes=500 * MB, unique_bytes=50 * MB, last_used=t, pulled=True, in_use=False)
+        for n, t in (("a", 1), ("b", 2), ("c", 3))
+    ]
     assert ids(evictions(shared, total_bytes=600 * MB, budget_bytes=520 * MB)) == ["a", "b"]
 
 
@@ -60,10 +63,17 @@ def test_a_negative_budget_is_a_budget_of_zero() -> None:
 
 
 images_st = st.lists(
-    st.builds(CachedImage, id=st.uuids().map(str), size_bytes=st.integers(0, 10**10),
-              unique_bytes=st.integers(0, 10**10), last_used=st.floats(0, 2e9), pulled=st.booleans(),
-              in_use=st.booleans()),  # fmt: skip
-    max_size=20, unique_by=lambda i: i.id,
+    st.builds(
+        CachedImage,
+        id=st.uuids().map(str),
+        size_bytes=st.integers(0, 10**10),
+        unique_bytes=st.integers(0, 10**10),
+        last_used=st.floats(0, 2e9),
+        pulled=st.booleans(),
+        in_use=st.booleans(),
+    ),
+    max_size=20,
+    unique_by=lambda i: i.id,
 )
 
 

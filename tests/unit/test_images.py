@@ -30,8 +30,7 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-DEFN = ImageDef(dockerfile="images/x.Dockerfile", parent="base", requirements=("numpy",),
-                context=("workloads",))
+DEFN = ImageDef(dockerfile="images/x.Dockerfile", parent="base", requirements=("numpy",), context=("workloads",))
 
 
 def digest(repo: Path, defn: ImageDef = DEFN, parent: str = "runner/base:abc") -> str:
@@ -88,8 +87,9 @@ def test_content_hash_fields_are_framed() -> None:
     c = images.content_hash("FROM x", "p", ["ab"], [("f1", b"")])
     assert len({a, b, c}) == 3
     # file order on disk does not matter
-    assert images.content_hash("d", "p", [], [("a", b"1"), ("b", b"2")]) == \
-        images.content_hash("d", "p", [], [("b", b"2"), ("a", b"1")])
+    assert images.content_hash("d", "p", [], [("a", b"1"), ("b", b"2")]) == images.content_hash(
+        "d", "p", [], [("b", b"2"), ("a", b"1")]
+    )
 
 
 def test_missing_context_path_is_an_image_error(repo: Path) -> None:
@@ -123,9 +123,11 @@ def test_chain_requirements_constrain_children() -> None:
 
 
 def test_parse_apt_mirror_deb822_and_one_line() -> None:
-    deb822 = ("Types: deb\n# comment\nURIs: http://mirror.example/debian-security\n"
-              "Suites: bookworm-security\n\nTypes: deb\nURIs: http://mirror.example/debian/\n"
-              "Suites: bookworm bookworm-updates\nComponents: main\n")
+    deb822 = (
+        "Types: deb\n# comment\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\n\nTypes: deb\nURIs: http://mirror.example/debian/\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n"
+    )
     assert images.parse_apt_mirror([deb822]) == "http://mirror.example/debian"
     one_line = "# deb http://old/debian bookworm main\ndeb [arch=amd64] http://m.example/debian bookworm main\n"
     assert images.parse_apt_mirror([one_line]) == "http://m.example/debian"
@@ -134,15 +136,22 @@ def test_parse_apt_mirror_deb822_and_one_line() -> None:
 
 def test_check_wheels_accepts_cpu_torch_only() -> None:
     reqs = ["torch==2.13.0", "numpy"]
-    images.check_wheels(["torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
-                         "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"], reqs)
+    images.check_wheels(
+        ["torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"],
+        reqs,
+    )
     with pytest.raises(ImageError, match="CPU build"):
         images.check_wheels(["torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl"], reqs)
     with pytest.raises(ImageError, match="no torch wheel"):
         images.check_wheels(["numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"], reqs)
     with pytest.raises(ImageError, match="CUDA"):
-        images.check_wheels(["torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
-                             "nvidia_cublas_cu12-12.4-py3-none-manylinux2014_x86_64.whl"], reqs)
+        images.check_wheels(
+            [
+                "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+                "nvidia_cublas_cu12-12.4-py3-none-manylinux2014_x86_64.whl",
+            ],
+            reqs,
+        )
     images.check_wheels(["numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"], ["numpy"])
 
 
@@ -188,11 +197,14 @@ def test_quiet_build_without_a_terminal_is_a_few_plain_lines_and_the_log_has_eve
     assert str(log) in shown[0] and "RUNNER_VERBOSE=1" in shown[0]
     assert "images: smoke     cached runner/smoke:0123456789ab" in shown
     assert any(line.startswith("images: base      built runner/base:0123456789ab in ") for line in shown)
-    assert shown[-1].startswith("images: ready in ") and f"({len(images.IMAGES)} built, 1 cached)" in shown[-1]  # rootfs + all but smoke
+    assert (
+        shown[-1].startswith("images: ready in ") and f"({len(images.IMAGES)} built, 1 cached)" in shown[-1]
+    )  # rootfs + all but smoke
     assert not any("output base" in line or "Retrieving" in line for line in shown)
     logged = log.read_text()
-    assert logged.count("\n  output ") + logged.count("\n  Step ") + logged.count("\n  I: Retrieving") == \
-        300 * len(images.IMAGES)  # rootfs + every image but the cached smoke
+    assert logged.count("\n  output ") + logged.count("\n  Step ") + logged.count("\n  I: Retrieving") == 300 * len(
+        images.IMAGES
+    )  # rootfs + every image but the cached smoke
     assert "base: building runner/base:0123456789ab" in logged
 
 
@@ -213,8 +225,9 @@ def test_quiet_build_on_a_terminal_is_one_rich_row_per_step(tmp_path: Path) -> N
 
 def test_verbose_streams_every_line_as_before(tmp_path: Path) -> None:
     out = io.StringIO()
-    with images_report.console_build(Console(file=out, force_terminal=True, width=200), tmp_path / "b.log",
-                                     verbose=True) as report:  # fmt: skip
+    with images_report.console_build(
+        Console(file=out, force_terminal=True, width=200), tmp_path / "b.log", verbose=True
+    ) as report:
         assert not report.live  # the stream itself is the progress; no rows over it
         _cold_build(report, lines_per_step=20)
     text = out.getvalue()
@@ -225,8 +238,10 @@ def test_verbose_streams_every_line_as_before(tmp_path: Path) -> None:
 def test_a_failed_step_shows_the_last_lines_of_the_log_and_its_path(tmp_path: Path) -> None:
     out = io.StringIO()
     log = tmp_path / "b.log"
-    with pytest.raises(ImageError, match="pip download failed"), \
-            images_report.console_build(Console(file=out, width=200), log) as report:
+    with (
+        pytest.raises(ImageError, match="pip download failed"),
+        images_report.console_build(Console(file=out, width=200), log) as report,
+    ):
         report.start("base", "building runner/base:0123456789ab")
         for i in range(100):
             report.output(f"line {i}")

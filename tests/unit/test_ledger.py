@@ -14,17 +14,33 @@ from runner.core.network import default_network
 def meter_in_steps(price: int, milli: int, cuts: list[int], fee_bps: int = 1000) -> list[Transaction]:
     txs, prev = [], 0
     for cut in cuts:
-        tx = ledger.usage(replica_key="w-r0-a1", tenant="acme", provider="p", node="n", workload_id="w",
-                          price_per_hour=price, milli_units=milli, from_s=prev, to_s=cut, fee_bps=fee_bps)  # fmt: skip
+        tx = ledger.usage(
+            replica_key="w-r0-a1",
+            tenant="acme",
+            provider="p",
+            node="n",
+            workload_id="w",
+            price_per_hour=price,
+            milli_units=milli,
+            from_s=prev,
+            to_s=cut,
+            fee_bps=fee_bps,
+        )
         if tx is not None:
             txs.append(tx)
         prev = max(prev, cut)
     return txs
 
 
-@given(price=st.integers(0, 10 * MICROS), milli=st.integers(1, 16_000),
-       cuts=st.lists(st.integers(0, 100_000), max_size=40).map(sorted), fee_bps=st.integers(0, 10_000))  # fmt: skip
-def test_metering_in_any_steps_bills_exactly_the_whole_run(price: int, milli: int, cuts: list[int], fee_bps: int) -> None:
+@given(
+    price=st.integers(0, 10 * MICROS),
+    milli=st.integers(1, 16_000),
+    cuts=st.lists(st.integers(0, 100_000), max_size=40).map(sorted),
+    fee_bps=st.integers(0, 10_000),
+)
+def test_metering_in_any_steps_bills_exactly_the_whole_run(
+    price: int, milli: int, cuts: list[int], fee_bps: int
+) -> None:
     txs = meter_in_steps(price, milli, cuts, fee_bps)
     total_s = cuts[-1] if cuts else 0
     balances = ledger.balances(txs)
@@ -36,10 +52,13 @@ def test_metering_in_any_steps_bills_exactly_the_whole_run(price: int, milli: in
 
 
 @given(stake=st.integers(0, 100 * MICROS), cause=st.sampled_from(list(SlashCause)), with_tenant=st.booleans())
-def test_slashing_never_takes_more_than_the_stake_and_balances(stake: int, cause: SlashCause, with_tenant: bool) -> None:
+def test_slashing_never_takes_more_than_the_stake_and_balances(
+    stake: int, cause: SlashCause, with_tenant: bool
+) -> None:
     config = default_network().market
-    tx = ledger.slash(provider="p", stake_balance=stake, cause=cause, config=config, key="k",
-                      tenant="acme" if with_tenant else None)  # fmt: skip
+    tx = ledger.slash(
+        provider="p", stake_balance=stake, cause=cause, config=config, key="k", tenant="acme" if with_tenant else None
+    )
     if stake == 0:
         assert tx is None
         return
@@ -62,13 +81,19 @@ def test_statements_for_a_tenant_and_a_provider() -> None:
     config = default_network().market
     txs = [ledger.stake_deposit("p", 50 * MICROS, "stake:1")]
     txs += meter_in_steps(2_500_000, 1000, [1800, 3600])  # one H100-hour at 2.50
-    slash = ledger.slash(provider="p", stake_balance=50 * MICROS, cause=SlashCause.LOST_WORK, config=config, key="s",
-                         tenant="acme")  # fmt: skip
+    slash = ledger.slash(
+        provider="p", stake_balance=50 * MICROS, cause=SlashCause.LOST_WORK, config=config, key="s", tenant="acme"
+    )
     assert slash is not None
     txs.append(slash)
     bill = ledger.tenant_statement("acme", txs, budget=10 * MICROS)
-    assert bill.totals == {"charges": 2_500_000, "credits": 2_500_000, "owed": 0, "budget": 10 * MICROS,
-                           "budget_left": 10 * MICROS}  # fmt: skip
+    assert bill.totals == {
+        "charges": 2_500_000,
+        "credits": 2_500_000,
+        "owed": 0,
+        "budget": 10 * MICROS,
+        "budget_left": 10 * MICROS,
+    }
     earnings = ledger.provider_statement("p", txs)
     assert earnings.totals["gross"] == 2_500_000 and earnings.totals["fees"] == 250_000
     assert earnings.totals["earned"] == 2_250_000

@@ -64,13 +64,24 @@ def test_a_file_uri_lands_under_runners_own_mount_root_whatever_its_host_path() 
 
 def test_the_container_is_told_the_mount_point_and_its_reports_read_back_as_host_uris() -> None:
     mount = Mount(source="/root/.runner/artifacts/local/w-1", target=f"{MOUNT_ROOT}/checkpoints")
-    env = to_container({"RUNNER_CHECKPOINT_URI": "file:///root/.runner/artifacts/local/w-1/", "OTHER": "file:///x",
-                        "S3": "s3://b/root/.runner/artifacts/local/w-1/"}, [mount])  # fmt: skip
-    assert env == {"RUNNER_CHECKPOINT_URI": f"file://{MOUNT_ROOT}/checkpoints/", "OTHER": "file:///x",
-                   "S3": "s3://b/root/.runner/artifacts/local/w-1/"}  # fmt: skip
-    report = {"result": {"checkpoint": f"file://{MOUNT_ROOT}/checkpoints/step-00000300", "steps": 300},
-              "resume": {"uri": f"file://{MOUNT_ROOT}/checkpoints/step-00000100"},
-              "list": [f"file://{MOUNT_ROOT}/checkpointsX/y"]}  # fmt: skip
+    env = to_container(
+        {
+            "RUNNER_CHECKPOINT_URI": "file:///root/.runner/artifacts/local/w-1/",
+            "OTHER": "file:///x",
+            "S3": "s3://b/root/.runner/artifacts/local/w-1/",
+        },
+        [mount],
+    )
+    assert env == {
+        "RUNNER_CHECKPOINT_URI": f"file://{MOUNT_ROOT}/checkpoints/",
+        "OTHER": "file:///x",
+        "S3": "s3://b/root/.runner/artifacts/local/w-1/",
+    }
+    report = {
+        "result": {"checkpoint": f"file://{MOUNT_ROOT}/checkpoints/step-00000300", "steps": 300},
+        "resume": {"uri": f"file://{MOUNT_ROOT}/checkpoints/step-00000100"},
+        "list": [f"file://{MOUNT_ROOT}/checkpointsX/y"],
+    }
     assert to_host(report, [mount]) == {
         "result": {"checkpoint": "file:///root/.runner/artifacts/local/w-1/step-00000300", "steps": 300},
         "resume": {"uri": "file:///root/.runner/artifacts/local/w-1/step-00000100"},
@@ -78,10 +89,14 @@ def test_the_container_is_told_the_mount_point_and_its_reports_read_back_as_host
     }
 
 
-@given(st.lists(st.text(alphabet="abc-_. %", min_size=1, max_size=6).filter(lambda p: p not in (".", "..")),
-                min_size=1, max_size=4),
-       st.lists(st.text(alphabet="abc-_.", min_size=1, max_size=6).filter(lambda p: p not in (".", "..")),
-                max_size=3))  # fmt: skip
+@given(
+    st.lists(
+        st.text(alphabet="abc-_. %", min_size=1, max_size=6).filter(lambda p: p not in (".", "..")),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.text(alphabet="abc-_.", min_size=1, max_size=6).filter(lambda p: p not in (".", "..")), max_size=3),
+)
 def test_a_uri_in_the_folder_goes_in_and_comes_back_unchanged(home: list[str], below: list[str]) -> None:
     from urllib.parse import quote
 
@@ -99,10 +114,24 @@ def test_a_file_folder_is_refused_where_nodes_do_not_share_a_filesystem() -> Non
     from runner.core.spec import parse_workload
 
     training = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2})
-    on_s3 = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2,
-                            "checkpoint": {"uri": "s3://bucket/runs"}})  # fmt: skip
-    served = parse_workload({"kind": "inference", "name": "s", "image": "runner/inference:latest", "ports": [8000],
-                             "model": "file:///srv/runner/artifacts/local/w-1/step-00000010"})  # fmt: skip
+    on_s3 = parse_workload(
+        {
+            "kind": "training",
+            "name": "t",
+            "image": "runner/training:latest",
+            "workers": 2,
+            "checkpoint": {"uri": "s3://bucket/runs"},
+        }
+    )
+    served = parse_workload(
+        {
+            "kind": "inference",
+            "name": "s",
+            "image": "runner/inference:latest",
+            "ports": [8000],
+            "model": "file:///srv/runner/artifacts/local/w-1/step-00000010",
+        }
+    )
     assert separate_hosts_problem(training, shared_filesystem=True) is None  # CPU mode: one machine
     assert separate_hosts_problem(served, shared_filesystem=True) is None
     assert "default checkpoint folder" in (separate_hosts_problem(training, shared_filesystem=False) or "")
@@ -110,7 +139,15 @@ def test_a_file_folder_is_refused_where_nodes_do_not_share_a_filesystem() -> Non
     assert "providers' machines" in (separate_hosts_problem(served, shared_filesystem=False) or "")
     # A network with its own store puts a checkpoint left out there; a file:// one named is still refused.
     assert separate_hosts_problem(training, shared_filesystem=False, network_store=True) is None
-    on_file = parse_workload({"kind": "training", "name": "t", "image": "runner/training:latest", "workers": 2,
-                              "checkpoint": {"uri": "file:///srv/runner/artifacts/local/x"}})  # fmt: skip
-    assert "checkpoint.uri file://" in (separate_hosts_problem(on_file, shared_filesystem=False, network_store=True)
-                                        or "")  # fmt: skip
+    on_file = parse_workload(
+        {
+            "kind": "training",
+            "name": "t",
+            "image": "runner/training:latest",
+            "workers": 2,
+            "checkpoint": {"uri": "file:///srv/runner/artifacts/local/x"},
+        }
+    )
+    assert "checkpoint.uri file://" in (
+        separate_hosts_problem(on_file, shared_filesystem=False, network_store=True) or ""
+    )

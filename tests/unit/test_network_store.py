@@ -12,7 +12,9 @@ STORE = NetworkStore(uri="s3://net/runner", endpoint="http://10.0.0.1:9000")
 
 def test_a_workloads_artifacts_live_under_its_tenants_prefix() -> None:
     assert STORE.workload_uri("acme", "w-1") == "s3://net/runner/tenants/acme/w-1/"
-    assert NetworkStore(uri="s3://net", endpoint="http://x:1").workload_uri("acme", "w-1") == "s3://net/tenants/acme/w-1/"
+    assert (
+        NetworkStore(uri="s3://net", endpoint="http://x:1").workload_uri("acme", "w-1") == "s3://net/tenants/acme/w-1/"
+    )
 
 
 def test_the_store_holds_only_its_bucket_under_its_root() -> None:
@@ -35,15 +37,22 @@ def test_a_workloads_policy_allows_its_prefix_and_what_it_serves_and_nothing_els
     statements = policy["Statement"]
     assert statements[0]["Resource"] == ["arn:aws:s3:::net/runner/tenants/acme/w-2/*"]
     assert "s3:PutObject" in statements[0]["Action"]
-    assert statements[1]["Condition"]["StringLike"]["s3:prefix"] == ["runner/tenants/acme/w-2/*",
-                                                                     "runner/tenants/acme/w-1/step-5/*"]  # fmt: skip
-    assert statements[2] == {"Effect": "Allow", "Action": ["s3:GetObject"],
-                             "Resource": ["arn:aws:s3:::net/runner/tenants/acme/w-1/step-5/*"]}  # fmt: skip
+    assert statements[1]["Condition"]["StringLike"]["s3:prefix"] == [
+        "runner/tenants/acme/w-2/*",
+        "runner/tenants/acme/w-1/step-5/*",
+    ]
+    assert statements[2] == {
+        "Effect": "Allow",
+        "Action": ["s3:GetObject"],
+        "Resource": ["arn:aws:s3:::net/runner/tenants/acme/w-1/step-5/*"],
+    }
     assert all(s["Effect"] == "Allow" and "*" not in s["Action"] for s in statements)
 
 
-@pytest.mark.parametrize("uri, endpoint, flag", [("net", "http://x:1", "--store"), ("s3://", "http://x:1", "--store"),
-                                                 ("s3://net", "x:1", "--store-endpoint")])  # fmt: skip
+@pytest.mark.parametrize(
+    "uri, endpoint, flag",
+    [("net", "http://x:1", "--store"), ("s3://", "http://x:1", "--store"), ("s3://net", "x:1", "--store-endpoint")],
+)
 def test_bad_store_flags_name_the_flag(uri: str, endpoint: str, flag: str) -> None:
     with pytest.raises(ValueError, match=f"^{flag}:"):
         parse_store(uri, endpoint)

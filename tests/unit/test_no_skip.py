@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SKIPPING = '''
+SKIPPING = """
 import pytest
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_expected_failure():
 
 def test_passes():
     assert True
-'''
+"""
 
 
 def run(tmp_path: Path, switch: str | None) -> subprocess.CompletedProcess[str]:
@@ -44,9 +44,25 @@ def run(tmp_path: Path, switch: str | None) -> subprocess.CompletedProcess[str]:
     if switch is not None:
         env["RUNNER_NO_SKIP"] = switch
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                           "-p", "tests.support.no_skip", str(tmp_path / "test_skipping.py")],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.support.no_skip",
+            str(tmp_path / "test_skipping.py"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
 
 
 def test_under_the_switch_every_skip_fails_and_names_its_reason(tmp_path: Path) -> None:

@@ -40,8 +40,17 @@ class Network:
         return str(r.json()["token"])
 
     def join(self, provider: str, name: str, *, token: str | None = None, **extra: Any) -> Any:
-        body = {"token": token or self.token(provider), "provider": provider, "name": name, "region": "eu-west",
-                "country": "NL", "cpus": 2, "memory_mb": 2048, "benchmark": BENCH, **extra}  # fmt: skip
+        body = {
+            "token": token or self.token(provider),
+            "provider": provider,
+            "name": name,
+            "region": "eu-west",
+            "country": "NL",
+            "cpus": 2,
+            "memory_mb": 2048,
+            "benchmark": BENCH,
+            **extra,
+        }
         return self.http.post("/v1/nodes/join", json=body)
 
     def node(self, name: str) -> Any:
@@ -81,7 +90,12 @@ def test_another_provider_cannot_take_over_a_node_name(net: Network) -> None:
     # gpu-1 is exactly what gpu-barn registered.
     after = net.node("gpu-1")
     assert (after.provider_id, after.state, after.gpu_model, after.gpu_count, after.registered_at) == (
-        "gpu-barn", "verified", "RTX4090", 1, before.registered_at)
+        "gpu-barn",
+        "verified",
+        "RTX4090",
+        1,
+        before.registered_at,
+    )
     assert [r["provider"] for r in registrations(net, "gpu-1")] == ["gpu-barn"]
 
 
@@ -100,8 +114,9 @@ def test_a_suspended_node_cannot_rejoin_its_way_out_until_the_operator_activates
     assert net.join("gpu-barn", "gpu-3").status_code == 200
     net.store.move_node("gpu-3", NodeState.ACTIVE, "in Ray, agent up")  # as the supervisor does
     # As the checker suspends a node that failed its benchmark challenge:
-    net.store.move_node("gpu-3", NodeState.SUSPENDED, "failed benchmark challenge: too slow", by="checker",
-                        challenge_failures=2)  # fmt: skip
+    net.store.move_node(
+        "gpu-3", NodeState.SUSPENDED, "failed benchmark challenge: too slow", by="checker", challenge_failures=2
+    )
     for _ in range(2):  # the provider restarts the machine and joins again, with fresh tokens
         r = net.join("gpu-barn", "gpu-3", benchmark={**BENCH, "tflops": 400.0})
         assert r.status_code == 409 and r.json()["error"] == "ConflictError", r.text
@@ -121,7 +136,10 @@ def test_a_suspended_node_cannot_rejoin_its_way_out_until_the_operator_activates
     # Reviewed: now its machine may join again.
     r = net.join("gpu-barn", "gpu-3")
     assert r.status_code == 200 and r.json()["state"] == "verified", r.text
-    moves = [(e.payload["from"], e.payload["to"], e.payload["by"]) for e in net.store.audit_entries(kind="node.state")
-             if e.payload["node"] == "gpu-3"]  # fmt: skip
+    moves = [
+        (e.payload["from"], e.payload["to"], e.payload["by"])
+        for e in net.store.audit_entries(kind="node.state")
+        if e.payload["node"] == "gpu-3"
+    ]
     assert ("suspended", "active", "operator") in moves
     assert net.store.verify_audit().ok

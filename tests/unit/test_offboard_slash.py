@@ -26,14 +26,31 @@ def setup(tmp_path: Path) -> tuple[Store, TestClient, dict[str, str]]:
     store.add_provider("hasty-dc", country="NL", kyc=KYC.VERIFIED)
     store.post(ledger.stake_deposit("hasty-dc", STAKE, key="stake:hasty-dc:initial"))
     for name in ("hasty-1", "idle-1"):
-        store.register_node(name=name, provider_id="hasty-dc", state=NodeState.VERIFIED, decision={},
-                            region="eu-west", country="NL", cpus=2, memory_mb=2048)  # fmt: skip
+        store.register_node(
+            name=name,
+            provider_id="hasty-dc",
+            state=NodeState.VERIFIED,
+            decision={},
+            region="eu-west",
+            country="NL",
+            cpus=2,
+            memory_mb=2048,
+        )
         store.move_node(name, NodeState.ACTIVE, "in Ray")
     store.add_tenant("hurt-co", country="DE", kyc=KYC.VERIFIED)
     w, _ = store.create_workload(tenant_id="hurt-co", spec=SPEC)
     store.transition(w.id, WorkloadState.PLACED, "placed")
-    store.add_replica(key=f"{w.id}-r0-a1", workload_id=w.id, index=0, attempt=1, node="hasty-1", state="RUNNING",
-                      provider_id="hasty-dc", price_micros=0, milli_units=500)  # fmt: skip
+    store.add_replica(
+        key=f"{w.id}-r0-a1",
+        workload_id=w.id,
+        index=0,
+        attempt=1,
+        node="hasty-1",
+        state="RUNNING",
+        provider_id="hasty-dc",
+        price_micros=0,
+        milli_units=500,
+    )
     http = TestClient(make_app(store, StubSupervisor()), raise_server_exceptions=False)
     return store, http, {"Authorization": f"Bearer {store.create_operator_key()}"}
 
@@ -58,7 +75,9 @@ def test_offboarding_a_node_with_running_work_slashes_the_stake_once(tmp_path: P
     again = http.post("/v1/admin/nodes/hasty-1/offboard", headers=op)
     assert again.status_code == 200, again.text
     assert stake(store) == STAKE - amount, "a retried offboard slashed the provider a second time"
-    slashes = [tx for tx in store.transactions(account=ledger.stake_account("hasty-dc")) if tx.kind == ledger.TxKind.SLASH]
+    slashes = [
+        tx for tx in store.transactions(account=ledger.stake_account("hasty-dc")) if tx.kind == ledger.TxKind.SLASH
+    ]
     assert len(slashes) == 1 and slashes[0].refs["cause"] == "undrained_offboard"
     assert store.verify_audit().ok
 
@@ -66,6 +85,10 @@ def test_offboarding_a_node_with_running_work_slashes_the_stake_once(tmp_path: P
 def test_offboarding_an_idle_node_costs_nothing(tmp_path: Path) -> None:
     store, http, op = setup(tmp_path)
     r = http.post("/v1/admin/nodes/idle-1/offboard", headers=op)
-    assert r.status_code == 200 and r.json() == {"node": "idle-1", "state": "offboarded", "replicas_moved": 0,
-                                                 "slashed_micros": None}  # fmt: skip
+    assert r.status_code == 200 and r.json() == {
+        "node": "idle-1",
+        "state": "offboarded",
+        "replicas_moved": 0,
+        "slashed_micros": None,
+    }
     assert stake(store) == STAKE

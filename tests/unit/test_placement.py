@@ -6,20 +6,19 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.core.catalog import CATALOG
-from runner.fleet import load_fleet
-from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.demand import Demand
+from runner.core.network import default_network
+from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.placement import Placer
-from runner.core.rules import first_rejection
 from runner.core.policy import KYC, NodeState, PolicyConfig, Reason, TenantFacts
 from runner.core.regions import default_regions
+from runner.core.rules import first_rejection
 from runner.core.spec import parse_workload
-from runner.core.network import default_network
+from runner.fleet import load_fleet
 
 TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
 POLICY = default_network().policy
@@ -38,8 +37,13 @@ def demand(kind: str = "batch", **spec: object) -> Demand:
     return Demand.from_spec(parse_workload({**base, **spec}))
 
 
-def decide(d: Demand, rows: list[NodeRow] | None = None, loads: dict[str, Load] | None = None,
-           tenant: TenantFacts = TENANT, policy: PolicyConfig = POLICY):  # noqa: ANN201
+def decide(
+    d: Demand,
+    rows: list[NodeRow] | None = None,
+    loads: dict[str, Load] | None = None,
+    tenant: TenantFacts = TENANT,
+    policy: PolicyConfig = POLICY,
+):  # noqa: ANN201
     return Placer(NodeTable(rows if rows is not None else fleet_rows(), loads), policy).decide(d, tenant)
 
 
@@ -66,7 +70,9 @@ def test_gpu_count_and_vram() -> None:
     assert decide(demand(resources={"gpu": "A100:2"})).nodes == ("nyc-a100-1",)
     refused = decide(demand(resources={"gpu": "A100|H100:3"}))
     assert not refused.placed and refused.counts[Reason.GPUS_FREE] == 2
-    assert decide(demand(resources={"gpu": {"models": ["RTX4090", "H100"], "min_vram_gb": 40}})).nodes == ("fra-h100-1",)
+    assert decide(demand(resources={"gpu": {"models": ["RTX4090", "H100"], "min_vram_gb": 40}})).nodes == (
+        "fra-h100-1",
+    )
 
 
 def test_price_cap() -> None:
@@ -92,8 +98,11 @@ def test_cheaper_node_wins_and_ties_go_to_the_least_loaded() -> None:
     rows = fleet_rows()
     rows[1] = dataclasses.replace(rows[1], gpu_price_micros=300_000)  # ams 4090 cheaper than tyo's 400_000
     assert decide(demand(resources={"gpu": "RTX4090"}), rows).nodes == ("ams-4090-1",)
-    loads = {"ams-4090-1": Load(cpu=1, replicas=1), "fra-h100-1": Load(cpu=1, replicas=1),
-             "nyc-a100-1": Load(cpu=1.5, replicas=2)}  # fmt: skip
+    loads = {
+        "ams-4090-1": Load(cpu=1, replicas=1),
+        "fra-h100-1": Load(cpu=1, replicas=1),
+        "nyc-a100-1": Load(cpu=1.5, replicas=2),
+    }
     assert decide(demand(resources={"cpu": 1}), loads=loads).nodes == ("tyo-4090-1",)
 
 
@@ -112,8 +121,13 @@ def test_export_control_keeps_restricted_gpus_from_embargoed_tenants() -> None:
 
 
 def test_geofences_network_wide_and_per_tenant() -> None:
-    policy = PolicyConfig.from_dict({"embargoed_countries": EMBARGOED, "network": {"deny_countries": ["JP"]},
-                                     "tenants": {"acme": {"deny_regions": ["eu-west"]}}})  # fmt: skip
+    policy = PolicyConfig.from_dict(
+        {
+            "embargoed_countries": EMBARGOED,
+            "network": {"deny_countries": ["JP"]},
+            "tenants": {"acme": {"deny_regions": ["eu-west"]}},
+        }
+    )
     refused = decide(demand(resources={"gpu": "RTX4090"}), policy=policy)
     assert refused.counts == {Reason.NETWORK_GEOFENCE: 1, Reason.TENANT_GEOFENCE: 2, Reason.GPU_MODEL: 1}
 
@@ -156,31 +170,58 @@ REGIONS = ["eu-west", "us-east", "ap-northeast", "sa-east"]
 COUNTRIES = ["DE", "US", "JP", "CN", "IR", "NL"]
 MODELS = [None, *CATALOG]
 
-rows_strategy = st.lists(st.builds(
-    NodeRow, name=st.uuids().map(str), provider=st.sampled_from(["p1", "p2", "p3"]),
-    region=st.sampled_from(REGIONS), country=st.sampled_from(COUNTRIES), gpu_model=st.sampled_from(MODELS),
-    gpu_count=st.integers(0, 4), vram_gb=st.sampled_from([0, 16, 24, 48, 80]), cpus=st.sampled_from([1.0, 2.0, 8.0]),
-    memory_mb=st.sampled_from([0, 2048, 8192]), alive=st.booleans(), state=st.sampled_from(list(NodeState)),
-    provider_kyc=st.sampled_from(list(KYC)), gpu_price_micros=st.integers(0, 4_000_000),
-    cpu_price_micros=st.integers(1, 50_000), reliability=st.floats(0.5, 1.0), tflops=st.floats(0, 100),
-), min_size=1, max_size=30)  # fmt: skip
+rows_strategy = st.lists(
+    st.builds(
+        NodeRow,
+        name=st.uuids().map(str),
+        provider=st.sampled_from(["p1", "p2", "p3"]),
+        region=st.sampled_from(REGIONS),
+        country=st.sampled_from(COUNTRIES),
+        gpu_model=st.sampled_from(MODELS),
+        gpu_count=st.integers(0, 4),
+        vram_gb=st.sampled_from([0, 16, 24, 48, 80]),
+        cpus=st.sampled_from([1.0, 2.0, 8.0]),
+        memory_mb=st.sampled_from([0, 2048, 8192]),
+        alive=st.booleans(),
+        state=st.sampled_from(list(NodeState)),
+        provider_kyc=st.sampled_from(list(KYC)),
+        gpu_price_micros=st.integers(0, 4_000_000),
+        cpu_price_micros=st.integers(1, 50_000),
+        reliability=st.floats(0.5, 1.0),
+        tflops=st.floats(0, 100),
+    ),
+    min_size=1,
+    max_size=30,
+)
 demand_strategy = st.builds(
-    Demand, gpu_models=st.lists(st.sampled_from(list(CATALOG)), min_size=1, max_size=3, unique=True).map(tuple),
-    gpus=st.integers(0, 3), min_vram_gb=st.sampled_from([None, 24, 80]), cpu=st.sampled_from([0.5, 1.0, 4.0]),
-    memory_mb=st.sampled_from([0, 1024, 4096]), regions=st.lists(st.sampled_from(REGIONS), max_size=2).map(tuple),
+    Demand,
+    gpu_models=st.lists(st.sampled_from(list(CATALOG)), min_size=1, max_size=3, unique=True).map(tuple),
+    gpus=st.integers(0, 3),
+    min_vram_gb=st.sampled_from([None, 24, 80]),
+    cpu=st.sampled_from([0.5, 1.0, 4.0]),
+    memory_mb=st.sampled_from([0, 1024, 4096]),
+    regions=st.lists(st.sampled_from(REGIONS), max_size=2).map(tuple),
     deny_countries=st.lists(st.sampled_from(COUNTRIES), max_size=2).map(tuple),
-    max_price_micros=st.sampled_from([None, 500_000, 3_000_000]), min_reliability=st.sampled_from([None, 0.9]),
-    near=st.sampled_from([None, "eu-west", "sa-east"]), latency_budget_ms=st.sampled_from([None, 60.0]),
-)  # fmt: skip
+    max_price_micros=st.sampled_from([None, 500_000, 3_000_000]),
+    min_reliability=st.sampled_from([None, 0.9]),
+    near=st.sampled_from([None, "eu-west", "sa-east"]),
+    latency_budget_ms=st.sampled_from([None, 60.0]),
+)
 tenant_strategy = st.builds(TenantFacts, id=st.just("t"), country=st.sampled_from(COUNTRIES), kyc=st.just(KYC.VERIFIED))
 
 
 @settings(max_examples=300, deadline=None)
 @given(rows=rows_strategy, d=demand_strategy, tenant=tenant_strategy, used=st.floats(0, 2))
-def test_vector_rules_agree_with_the_scalar_oracle(rows: list[NodeRow], d: Demand, tenant: TenantFacts,
-                                                    used: float) -> None:  # fmt: skip
-    policy = PolicyConfig.from_dict({"embargoed_countries": EMBARGOED, "network": {"deny_regions": ["sa-east"]},
-                                     "tenants": {"t": {"deny_countries": ["NL"]}}})
+def test_vector_rules_agree_with_the_scalar_oracle(
+    rows: list[NodeRow], d: Demand, tenant: TenantFacts, used: float
+) -> None:
+    policy = PolicyConfig.from_dict(
+        {
+            "embargoed_countries": EMBARGOED,
+            "network": {"deny_regions": ["sa-east"]},
+            "tenants": {"t": {"deny_countries": ["NL"]}},
+        }
+    )
     loads = {r.name: Load(cpu=used, gpus=1, memory_mb=1024) for r in rows[::2]}
     placer = Placer(NodeTable(rows, loads), policy)
     codes = placer.full_codes(d, tenant)
@@ -209,9 +250,13 @@ def test_on_a_large_fleet_the_choice_is_the_best_scoring_node_that_passes() -> N
         if d.replicas != 1:
             continue
         table = placer.table
-        loads = {n: Load(float(table.used_cpu[i]), int(table.used_gpus[i]), int(table.used_memory[i]))
-                 for i, n in enumerate(table.names)}  # fmt: skip
-        ok = [i for i, r in enumerate(rows) if first_rejection(r, d, tenant, POLICY, loads[r.name], regions) is Reason.OK]
+        loads = {
+            n: Load(float(table.used_cpu[i]), int(table.used_gpus[i]), int(table.used_memory[i]))
+            for i, n in enumerate(table.names)
+        }
+        ok = [
+            i for i, r in enumerate(rows) if first_rejection(r, d, tenant, POLICY, loads[r.name], regions) is Reason.OK
+        ]
         decision = placer.decide(d, tenant)
         if not ok:
             assert not decision.placed

@@ -11,13 +11,13 @@ import itertools
 import pytest
 
 from runner.core.catalog import CATALOG
-from runner.fleet import load_fleet
+from runner.core.demand import Demand
 from runner.core.network import default_network, load_network
 from runner.core.nodetable import NodeRow, NodeTable
-from runner.core.demand import Demand
 from runner.core.placement import Placer
 from runner.core.policy import KYC, NodeFacts, PolicyConfig, Reason, TenantFacts, admit_node, admit_tenant
 from runner.core.spec import parse_workload
+from runner.fleet import load_fleet
 
 FREE = ["DE", "US", "JP", "BR"]
 EMBARGOED = sorted(default_network().policy.embargoed_countries)
@@ -25,9 +25,20 @@ POLICY = default_network().policy
 
 
 def node(model: str, country: str, provider_kyc: KYC = KYC.VERIFIED) -> NodeRow:
-    return NodeRow(name=f"{model}-{country}-{provider_kyc.value}", provider="p", region="eu-west", country=country,
-                   gpu_model=model, gpu_count=8, vram_gb=CATALOG[model].vram_gb, cpus=64, memory_mb=512_000,
-                   provider_kyc=provider_kyc, gpu_price_micros=1_000_000, cpu_price_micros=20_000)  # fmt: skip
+    return NodeRow(
+        name=f"{model}-{country}-{provider_kyc.value}",
+        provider="p",
+        region="eu-west",
+        country=country,
+        gpu_model=model,
+        gpu_count=8,
+        vram_gb=CATALOG[model].vram_gb,
+        cpus=64,
+        memory_mb=512_000,
+        provider_kyc=provider_kyc,
+        gpu_price_micros=1_000_000,
+        cpu_price_micros=20_000,
+    )
 
 
 @pytest.mark.parametrize("tenant_country", FREE + EMBARGOED)
@@ -42,8 +53,10 @@ def test_restricted_gpus_are_never_placed_for_embargoed_tenants(tenant_country: 
             if row.gpu_model != model:
                 continue
             allowed = codes[i] == Reason.OK
-            forbidden = CATALOG[model].restricted and (tenant_country in default_network().policy.embargoed_countries
-                                                       or row.country in default_network().policy.embargoed_countries)  # fmt: skip
+            forbidden = CATALOG[model].restricted and (
+                tenant_country in default_network().policy.embargoed_countries
+                or row.country in default_network().policy.embargoed_countries
+            )
             if forbidden:
                 assert not allowed, f"{model} on {row.name} placed for a tenant in {tenant_country}"
             else:
@@ -51,8 +64,13 @@ def test_restricted_gpus_are_never_placed_for_embargoed_tenants(tenant_country: 
         # and a real decision only ever lands where the rules allow
         while (decision := placer.decide(d, tenant)).placed:
             chosen = rows[placer.table.position[decision.nodes[0]]]
-            assert not (CATALOG[model].restricted and (tenant_country in default_network().policy.embargoed_countries
-                                                       or chosen.country in default_network().policy.embargoed_countries))  # fmt: skip
+            assert not (
+                CATALOG[model].restricted
+                and (
+                    tenant_country in default_network().policy.embargoed_countries
+                    or chosen.country in default_network().policy.embargoed_countries
+                )
+            )
             assert chosen.provider_kyc is KYC.VERIFIED
 
 
@@ -105,8 +123,9 @@ def test_hong_kong_and_macau_count_as_china_in_the_shipped_policy(country: str) 
     placer = Placer(NodeTable([n.to_row() for n in load_fleet().nodes]), shipped)
 
     def wants(gpu: str) -> Demand:
-        return Demand.from_spec(parse_workload({"name": "t", "kind": "batch", "image": "img",
-                                                "resources": {"gpu": gpu}}))  # fmt: skip
+        return Demand.from_spec(
+            parse_workload({"name": "t", "kind": "batch", "image": "img", "resources": {"gpu": gpu}})
+        )
 
     refused = placer.decide(wants("H100"), tenant)
     # export control is checked before the GPU model, so the A100 node counts as well

@@ -18,12 +18,12 @@ import pytest
 from runner.cli.workloads import replica_state
 from runner.core.errors import UserError
 from runner.core.network import load_network
-from runner.ray_nodes import RayNode
 from runner.core.policy import KYC
-from runner.runtime import LaunchRequest, ReplicaStatus
-from runner.settings import Settings
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.core.states import ReplicaState, WorkloadState
+from runner.ray_nodes import RayNode
+from runner.runtime import LaunchRequest, ReplicaStatus
+from runner.settings import Settings
 from runner.store import Replica, Store, Workload
 from runner.supervisor import Supervisor, metering, replicas
 
@@ -89,20 +89,37 @@ def starting(store: Store) -> tuple[Workload, Replica]:
     w, _ = store.create_workload(tenant_id="acme", spec=spec_to_dict(parse_workload(SMOKE)), source="t")
     for target in (S.PLACED, S.STARTING):
         w = store.transition(w.id, target, target.value.lower())
-    store.add_replica(key=f"{w.id}-r0-a1", workload_id=w.id, index=0, attempt=1, node="n1",
-                      state=R.STARTING.value, provider_id="p1", price_micros=2_000_000, milli_units=1000)  # fmt: skip
+    store.add_replica(
+        key=f"{w.id}-r0-a1",
+        workload_id=w.id,
+        index=0,
+        attempt=1,
+        node="n1",
+        state=R.STARTING.value,
+        provider_id="p1",
+        price_micros=2_000_000,
+        milli_units=1000,
+    )
     store.update_replica(f"{w.id}-r0-a1", created_at=time.time() - 600)
     return w, store.get_replica(f"{w.id}-r0-a1")
 
 
 def request_for(rep: Replica) -> LaunchRequest:
-    return LaunchRequest(key=rep.key, workload_id=rep.workload_id, replica_index=0, attempt=1, node="n1",
-                         image="runner/smoke:latest", command=["true"])  # fmt: skip
+    return LaunchRequest(
+        key=rep.key,
+        workload_id=rep.workload_id,
+        replica_index=0,
+        attempt=1,
+        node="n1",
+        image="runner/smoke:latest",
+        command=["true"],
+    )
 
 
 def pulling(rep: Replica, done_mb: int, total_mb: int) -> ReplicaStatus:
-    return ReplicaStatus(key=rep.key, state=R.PULLING, pull_done_bytes=done_mb * 1_000_000,
-                         pull_total_bytes=total_mb * 1_000_000)  # fmt: skip
+    return ReplicaStatus(
+        key=rep.key, state=R.PULLING, pull_done_bytes=done_mb * 1_000_000, pull_total_bytes=total_mb * 1_000_000
+    )
 
 
 def test_a_start_in_flight_is_asked_how_its_pull_goes_at_a_bounded_rate(sup: Supervisor, clock: Clock) -> None:
@@ -193,8 +210,9 @@ def test_runner_status_shows_the_pull_in_mb() -> None:
 
 
 @pytest.mark.parametrize("value, expected", [(None, 50.0), ("", 50.0), ("0", 0.0), ("12.5", 12.5)])
-def test_the_image_cache_budget_setting(value: str | None, expected: float, monkeypatch: pytest.MonkeyPatch,
-                                        tmp_path: Path) -> None:  # fmt: skip
+def test_the_image_cache_budget_setting(
+    value: str | None, expected: float, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     if value is None:
         monkeypatch.delenv("RUNNER_IMAGE_CACHE_GB", raising=False)
     else:
@@ -203,8 +221,9 @@ def test_the_image_cache_budget_setting(value: str | None, expected: float, monk
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "lots", "2e6"])
-def test_a_bad_image_cache_budget_is_refused_with_its_name(value: str, monkeypatch: pytest.MonkeyPatch,
-                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_a_bad_image_cache_budget_is_refused_with_its_name(
+    value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("RUNNER_IMAGE_CACHE_GB", value)
     with pytest.raises(UserError, match="RUNNER_IMAGE_CACHE_GB"):
         Settings.from_env(tmp_path)

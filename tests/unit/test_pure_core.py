@@ -33,16 +33,21 @@ print(json.dumps(sorted(name for name in json.loads(sys.argv[2]) if name in sys.
 
 @pytest.mark.parametrize("module", PURE)
 def test_a_core_module_imports_no_io_library(module: str) -> None:
-    done = subprocess.run([sys.executable, "-c", PROBE, module, json.dumps(IO_LIBRARIES)], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, module, json.dumps(IO_LIBRARIES)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [], f"{module} imports {json.loads(done.stdout)}"
 
 
 def test_the_probe_catches_an_io_import() -> None:
     """The check itself can fail: the store's module does load SQLAlchemy."""
-    done = subprocess.run([sys.executable, "-c", PROBE, "runner.store", json.dumps(IO_LIBRARIES)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "runner.store", json.dumps(IO_LIBRARIES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert json.loads(done.stdout) == ["sqlalchemy"]
 
 

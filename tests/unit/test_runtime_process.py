@@ -5,27 +5,39 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from runner.core.states import ReplicaState
 from runner.runtime import LaunchRequest, replica_key
 from runner.runtime.process import ProcessRuntime
-from runner.core.states import ReplicaState
 
 
 def request(command: list[str], attempt: int = 1, **env: str) -> LaunchRequest:
     return LaunchRequest(
-        key=replica_key("w-test", 0, attempt), workload_id="w-test", replica_index=0, attempt=attempt,
-        node="n1", image="ignored", command=command, env=env,
-    )  # fmt: skip
+        key=replica_key("w-test", 0, attempt),
+        workload_id="w-test",
+        replica_index=0,
+        attempt=attempt,
+        node="n1",
+        image="ignored",
+        command=command,
+        env=env,
+    )
 
 
 def runtime(tmp_path: Path) -> ProcessRuntime:
-    return ProcessRuntime("n1", state_dir=tmp_path / "state", workdir=Path(__file__).resolve().parents[2],
-                          artifacts_dir=tmp_path / "artifacts")  # fmt: skip
+    return ProcessRuntime(
+        "n1",
+        state_dir=tmp_path / "state",
+        workdir=Path(__file__).resolve().parents[2],
+        artifacts_dir=tmp_path / "artifacts",
+    )
 
 
 def test_runs_a_command_and_keeps_its_output_and_exit_code(tmp_path: Path) -> None:
     rt = runtime(tmp_path)
-    req = request([sys.executable, "-c", "import os; print('hello', os.environ['GREETING']); raise SystemExit(3)"],
-                  GREETING="world")  # fmt: skip
+    req = request(
+        [sys.executable, "-c", "import os; print('hello', os.environ['GREETING']); raise SystemExit(3)"],
+        GREETING="world",
+    )
     rt.start(req)
     status = rt.wait(req.key, timeout_s=30)
     assert status.state == ReplicaState.EXITED

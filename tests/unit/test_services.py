@@ -10,16 +10,23 @@ from types import SimpleNamespace
 from typing import Any
 
 from runner.core.autoscale import Autoscaler, Policy, Sample, wanted
-from runner.fleet import load_fleet
-from runner.core.nodetable import Load, NodeTable
 from runner.core.demand import Demand
+from runner.core.network import default_network
+from runner.core.nodetable import Load, NodeTable
 from runner.core.policy import KYC, TenantFacts
 from runner.core.service_placement import ServicePlacer
 from runner.core.services import (
-    Slot, desired_from_events, ended_keys, endpoint_url, plan, service_view, serves, slots_of,
-)  # fmt: skip
+    Slot,
+    desired_from_events,
+    ended_keys,
+    endpoint_url,
+    plan,
+    serves,
+    service_view,
+    slots_of,
+)
 from runner.core.spec import RetryPolicy, parse_workload
-from runner.core.network import default_network
+from runner.fleet import load_fleet
 
 NOW = 1_000.0
 RETRIES = RetryPolicy(max_attempts=3, backoff_s=2, backoff_factor=2)
@@ -119,10 +126,14 @@ def event(kind: str, message: str = "x", **data: Any) -> SimpleNamespace:
 
 
 def test_sizes_and_ended_replicas_are_read_back_from_events() -> None:
-    events = [event("state", "submitted"), event("scaled", "scaling up 1 -> 3: load", **{"from": 1, "to": 3}),
-              event("replica_ended", "replica w-1-r0-a1 on n1 was lost; replacing it", key="w-1-r0-a1", node="n1"),
-              event("scaled", "scaling down 3 -> 2: quiet", **{"from": 3, "to": 2}),
-              event("note", "scaling up 2 -> 4: only words"), event("note", "replica w-1-r1-a1 on n2 only words")]
+    events = [
+        event("state", "submitted"),
+        event("scaled", "scaling up 1 -> 3: load", **{"from": 1, "to": 3}),
+        event("replica_ended", "replica w-1-r0-a1 on n1 was lost; replacing it", key="w-1-r0-a1", node="n1"),
+        event("scaled", "scaling down 3 -> 2: quiet", **{"from": 3, "to": 2}),
+        event("note", "scaling up 2 -> 4: only words"),
+        event("note", "replica w-1-r1-a1 on n2 only words"),
+    ]
     assert desired_from_events(events, 1, 4) == 2
     assert desired_from_events(events, 3, 4) == 3  # never below the spec's min
     assert desired_from_events([], 2, 4) == 2
@@ -187,8 +198,16 @@ def test_a_latency_bound_adds_a_replica() -> None:
 
 
 def test_policy_defaults_come_from_the_spec() -> None:
-    spec = parse_workload({"name": "s", "kind": "inference", "image": "i", "replicas": {"min": 1, "max": 3},
-                           "batching": {"max_batch_size": 16}, "autoscale": {"down_after": "5m"}})  # fmt: skip
+    spec = parse_workload(
+        {
+            "name": "s",
+            "kind": "inference",
+            "image": "i",
+            "replicas": {"min": 1, "max": 3},
+            "batching": {"max_batch_size": 16},
+            "autoscale": {"down_after": "5m"},
+        }
+    )
     policy = Policy.from_spec(spec)
     assert (policy.target_concurrency, policy.up_after_s, policy.down_after_s) == (16, 10, 300)
     assert spec.retries.max_attempts == 3  # a service's crash-loop bound unless it says otherwise
@@ -210,8 +229,9 @@ def placer(loads: dict[str, Load] | None = None) -> ServicePlacer:
 
 
 def one(**placement: Any) -> Demand:
-    spec = parse_workload({"name": "s", "kind": "inference", "image": "i", "resources": {"cpu": 1},
-                           "placement": placement})  # fmt: skip
+    spec = parse_workload(
+        {"name": "s", "kind": "inference", "image": "i", "resources": {"cpu": 1}, "placement": placement}
+    )
     return Demand.from_spec(spec, replicas=1)
 
 

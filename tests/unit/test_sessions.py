@@ -9,18 +9,25 @@ from typing import Any
 
 import pytest
 
-from runner.core.errors import SpecError
-from runner.fleet import load_fleet
-from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.demand import Demand
+from runner.core.errors import SpecError
+from runner.core.network import default_network
+from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.placement import Placer
 from runner.core.policy import KYC, TenantFacts
 from runner.core.preemption import Holder, plan_preemption, priority
 from runner.core.sessions import (
-    DEFAULT_GPU, SlaWatch, phase, player_url, session_spec, session_view, sla_problems, sla_state,
-)  # fmt: skip
+    DEFAULT_GPU,
+    SlaWatch,
+    phase,
+    player_url,
+    session_spec,
+    session_view,
+    sla_problems,
+    sla_state,
+)
 from runner.core.spec import parse_workload, spec_to_dict
-from runner.core.network import default_network
+from runner.fleet import load_fleet
 
 TENANT = TenantFacts(id="acme", country="DE", kyc=KYC.VERIFIED)
 
@@ -36,8 +43,19 @@ def test_a_session_request_becomes_a_gaming_spec_with_sensible_defaults() -> Non
 
 
 def test_session_options_reach_the_spec() -> None:
-    spec = parse_workload(session_spec({"game": "breakout", "near": "eu-west", "fps": 30, "resolution": "640x360",
-                                        "idle_timeout": "30s", "gpu": "T4", "max_price_per_gpu_hour": 0.5}))  # fmt: skip
+    spec = parse_workload(
+        session_spec(
+            {
+                "game": "breakout",
+                "near": "eu-west",
+                "fps": 30,
+                "resolution": "640x360",
+                "idle_timeout": "30s",
+                "gpu": "T4",
+                "max_price_per_gpu_hour": 0.5,
+            }
+        )
+    )
     assert (spec.fps, spec.resolution, spec.idle_timeout) == (30, "640x360", 30.0)
     assert spec.resources.gpu is not None and spec.resources.gpu.models == ["T4"]
     assert spec.placement.max_price_per_gpu_hour == 0.5
@@ -92,10 +110,16 @@ def test_one_bad_sample_is_not_a_breach_but_a_sustained_one_is() -> None:
 
 def test_the_sla_state_is_read_back_from_events() -> None:
     assert sla_state([])["state"] == "ok"
-    events = [SimpleNamespace(kind=kind, message=message) for kind, message in [
-        ("state", "running"), ("sla_breach", "SLA breach: fps 30 < 57 for 10s"),
-        ("sla_recovered", "SLA recovered: ..."), ("note", "SLA recovered: only words"),
-        ("sla_breach", "SLA breach: x")]]  # fmt: skip
+    events = [
+        SimpleNamespace(kind=kind, message=message)
+        for kind, message in [
+            ("state", "running"),
+            ("sla_breach", "SLA breach: fps 30 < 57 for 10s"),
+            ("sla_recovered", "SLA recovered: ..."),
+            ("note", "SLA recovered: only words"),
+            ("sla_breach", "SLA breach: x"),
+        ]
+    ]
     assert sla_state(events) == {"state": "breached", "breaches": 2, "last": "SLA breach: x"}
 
 
@@ -111,10 +135,27 @@ def test_phases() -> None:
 def _session_rows(metrics: dict[str, Any]) -> tuple[Any, Any]:
     """A running session near ap-northeast on tyo-4090-1 whose latest metrics report is ``metrics``."""
     spec = spec_to_dict(parse_workload(session_spec({"game": "breakout", "near": "ap-northeast"})))
-    w = SimpleNamespace(id="w-1", name="s", spec=spec, state="RUNNING", attempts=1, stop_reason="", stop_kind="",
-                        cancel_requested=False, message="running", created_at=1.0, started_at=2.0, finished_at=None)
-    rep = SimpleNamespace(attempt=1, node="tyo-4090-1", finished_at=None, ports={"8000/tcp": "127.0.0.1:4000"},
-                          reports={"session": {"event": "ready"}, "metrics": metrics})
+    w = SimpleNamespace(
+        id="w-1",
+        name="s",
+        spec=spec,
+        state="RUNNING",
+        attempts=1,
+        stop_reason="",
+        stop_kind="",
+        cancel_requested=False,
+        message="running",
+        created_at=1.0,
+        started_at=2.0,
+        finished_at=None,
+    )
+    rep = SimpleNamespace(
+        attempt=1,
+        node="tyo-4090-1",
+        finished_at=None,
+        ports={"8000/tcp": "127.0.0.1:4000"},
+        reports={"session": {"event": "ready"}, "metrics": metrics},
+    )
     return w, rep
 
 
@@ -140,8 +181,12 @@ def test_the_session_view_shows_the_measured_round_trip_beside_the_tables() -> N
     assert v["expected_rtt_ms"] == 5  # the table's figure stays, beside the measurement
     assert _rtt_cell(v) == "27 ms (table 5)"
     assert _where(v) == "on tyo-4090-1 (ap-northeast, RTT 27 ms measured, table 5 ms from ap-northeast)"
-    loopback = session_view(w, [SimpleNamespace(**{**vars(rep), "reports": {"metrics": {"rtt_p50_ms": 0.43}}})], [],
-                            node_region="ap-northeast")  # fmt: skip
+    loopback = session_view(
+        w,
+        [SimpleNamespace(**{**vars(rep), "reports": {"metrics": {"rtt_p50_ms": 0.43}}})],
+        [],
+        node_region="ap-northeast",
+    )
     assert _rtt_cell(loopback) == "0.4 ms (table 5)"
     unmeasured = session_view(w, [SimpleNamespace(**{**vars(rep), "reports": {}})], [], node_region="ap-northeast")
     assert _rtt_cell(unmeasured) == "- (table 5)"
@@ -184,8 +229,10 @@ def test_a_session_preempts_the_cheapest_job_that_makes_room_near_the_player() -
 
 def test_the_cheapest_of_several_victims_is_chosen() -> None:
     cpus_full = {"tyo-4090-1": Load(cpu=2.0, gpus=0, memory_mb=2048, replicas=2)}  # its GPU is free, its CPUs not
-    holders = [Holder("w-a", "training", {"tyo-4090-1": Load(cpu=1.0, replicas=1)}, lost_s=300),
-               Holder("w-b", "batch", {"tyo-4090-1": Load(cpu=1.0, replicas=1)}, lost_s=20)]
+    holders = [
+        Holder("w-a", "training", {"tyo-4090-1": Load(cpu=1.0, replicas=1)}, lost_s=300),
+        Holder("w-b", "batch", {"tyo-4090-1": Load(cpu=1.0, replicas=1)}, lost_s=20),
+    ]
     plan = plan_preemption(placer(cpus_full), session_demand(), TENANT, "gaming", holders)
     assert plan is not None and plan.victim == "w-b" and plan.lost_s == 20
     assert [c[0] for c in plan.candidates] == ["w-b", "w-a"]
@@ -193,8 +240,10 @@ def test_the_cheapest_of_several_victims_is_chosen() -> None:
 
 def test_room_already_being_freed_means_wait_not_preempt_again() -> None:
     loads = {"tyo-4090-1": Load(cpu=1.0, gpus=1, memory_mb=2048, replicas=2)}
-    holders = [Holder("w-going", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=60, stopping=True),
-               Holder("w-other", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
+    holders = [
+        Holder("w-going", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=60, stopping=True),
+        Holder("w-other", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1),
+    ]
     plan = plan_preemption(placer(loads), session_demand(), TENANT, "gaming", holders)
     assert plan is not None and plan.victim is None and plan.node == "tyo-4090-1"
 
@@ -207,7 +256,9 @@ def test_services_and_unreachable_nodes_are_never_preempted_for() -> None:
     batch = [Holder("w-b", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
     assert plan_preemption(placer(loads), session_demand("sa-east"), TENANT, "gaming", batch) is None
     # A batch job preempts nothing.
-    job = Demand.from_spec(parse_workload({"name": "j", "kind": "batch", "image": "i", "resources": {"gpu": "RTX4090"}}))
+    job = Demand.from_spec(
+        parse_workload({"name": "j", "kind": "batch", "image": "i", "resources": {"gpu": "RTX4090"}})
+    )
     assert plan_preemption(placer(loads), job, TENANT, "batch", batch) is None
     assert priority("gaming") > priority("inference") > priority("batch") == priority("training")
 

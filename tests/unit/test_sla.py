@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runner.core.sla import UptimeDay, day_breached, monthly_uptime, reliability
 from runner.core.network import default_network
+from runner.core.sla import UptimeDay, day_breached, monthly_uptime, reliability
 
 SLA = default_network().sla
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from runner.core import ledger
 from runner.core.network import default_network
 from runner.core.policy import KYC, NodeState
-from runner.store import Store
 from runner.core.sla import utc_day
+from runner.store import Store
 from runner.supervisor.metering import Metering
 
 DAY = 86_400
@@ -26,8 +26,16 @@ def network(tmp_path: Path) -> tuple[Store, Metering]:
     for provider in ("flaky-dc", "steady-dc"):
         store.add_provider(provider, country="NL", kyc=KYC.VERIFIED)
         store.post(ledger.stake_deposit(provider, 50_000_000, key=f"stake:{provider}:initial"))
-        store.register_node(name=f"{provider}-1", provider_id=provider, state=NodeState.VERIFIED, decision={},
-                            region="eu-west", country="NL", cpus=2, memory_mb=2048)  # fmt: skip
+        store.register_node(
+            name=f"{provider}-1",
+            provider_id=provider,
+            state=NodeState.VERIFIED,
+            decision={},
+            region="eu-west",
+            country="NL",
+            cpus=2,
+            memory_mb=2048,
+        )
     return store, Metering(store, default_network(), cluster=None)  # type: ignore[arg-type]  # settle_sla needs no cluster
 
 
@@ -72,9 +80,18 @@ def test_today_is_not_settled_until_it_is_over(tmp_path: Path) -> None:
 
 def test_a_slash_never_takes_more_than_the_stake(tmp_path: Path) -> None:
     store, market = network(tmp_path)
-    store.post(ledger.Transaction(key="drain-stake", kind=ledger.TxKind.PAYOUT, memo="", refs={},
-                                  postings=(ledger.Posting(ledger.stake_account("flaky-dc"), -49_500_000),
-                                            ledger.Posting(ledger.EXTERNAL, 49_500_000))))  # fmt: skip
+    store.post(
+        ledger.Transaction(
+            key="drain-stake",
+            kind=ledger.TxKind.PAYOUT,
+            memo="",
+            refs={},
+            postings=(
+                ledger.Posting(ledger.stake_account("flaky-dc"), -49_500_000),
+                ledger.Posting(ledger.EXTERNAL, 49_500_000),
+            ),
+        )
+    )
     assert stake(store, "flaky-dc") == 500_000
     for days_ago in (1, 2):
         store.add_uptime("flaky-dc-1", utc_day(time.time() - days_ago * DAY), observed_s=DAY, online_s=DAY / 2)

@@ -11,14 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from runner.core.errors import SpecError
-from runner.core.spec import (KINDS, BatchSpec, Duration, GamingSpec, GPURequest, InferenceSpec, Port, Resources,
-                         RetryPolicy, TrainingSpec, load_workload, loads_workload, parse_workload, spec_gpu_count,
-                         spec_to_dict, workload_json_schema)
+from runner.core.spec import (
+    KINDS,
+    BatchSpec,
+    Duration,
+    GamingSpec,
+    GPURequest,
+    InferenceSpec,
+    Port,
+    Resources,
+    RetryPolicy,
+    TrainingSpec,
+    load_workload,
+    loads_workload,
+    parse_workload,
+    spec_gpu_count,
+    spec_to_dict,
+    workload_json_schema,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -75,8 +90,17 @@ def test_spec_gpu_count() -> None:
 
 @pytest.mark.parametrize(
     ("written", "mib"),
-    [(512, 512), ("512MB", 512), ("16GB", 16384), ("2GiB", 2048), ("1.5G", 1536), ("4096Mi", 4096),
-     ("1T", 1024 * 1024), ("16 gb", 16384), (None, None)],
+    [
+        (512, 512),
+        ("512MB", 512),
+        ("16GB", 16384),
+        ("2GiB", 2048),
+        ("1.5G", 1536),
+        ("4096Mi", 4096),
+        ("1T", 1024 * 1024),
+        ("16 gb", 16384),
+        (None, None),
+    ],
 )
 def test_memory_forms(written: object, mib: int | None) -> None:
     assert Resources(memory=written).memory == mib  # type: ignore[arg-type]
@@ -84,14 +108,28 @@ def test_memory_forms(written: object, mib: int | None) -> None:
 
 def test_ports_short_and_long() -> None:
     spec = batch(ports=[8000, "8001/udp", "8002", {"container": 9000, "protocol": "udp", "name": "stream"}])
-    assert spec.ports == [Port(container=8000), Port(container=8001, protocol="udp"), Port(container=8002),
-                          Port(container=9000, protocol="udp", name="stream")]
+    assert spec.ports == [
+        Port(container=8000),
+        Port(container=8001, protocol="udp"),
+        Port(container=8002),
+        Port(container=9000, protocol="udp", name="stream"),
+    ]
 
 
 @pytest.mark.parametrize(
     ("written", "seconds"),
-    [(90, 90.0), (1.5, 1.5), ("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("1h", 3600.0), ("1h30m", 5400.0),
-     ("500ms", 0.5), ("1d", 86400.0), ("2h 15m 10s", 8110.0)],
+    [
+        (90, 90.0),
+        (1.5, 1.5),
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("10m", 600.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("1d", 86400.0),
+        ("2h 15m 10s", 8110.0),
+    ],
 )
 def test_durations(written: object, seconds: float) -> None:
     assert batch(timeout=written).timeout == seconds
@@ -155,13 +193,31 @@ def test_specs_are_frozen() -> None:
 
 # ---------------------------------------------------------------- round trip, examples, schema
 ROUND_TRIP = [
-    {**BASE, "resources": {"gpu": "A100|H100:80GB:4", "memory": "16GB", "cpu": 2}, "ports": [8000, "53/udp"],
-     "env": {"X": 1}, "timeout": "1h30m", "labels": {"team": "ml"}, "retries": {"max_attempts": 3}},
+    {
+        **BASE,
+        "resources": {"gpu": "A100|H100:80GB:4", "memory": "16GB", "cpu": 2},
+        "ports": [8000, "53/udp"],
+        "env": {"X": 1},
+        "timeout": "1h30m",
+        "labels": {"team": "ml"},
+        "retries": {"max_attempts": 3},
+    },
     {**BASE, "kind": "training", "workers": 2, "checkpoint": {"uri": "s3://b/k", "every_steps": 10}},
-    {**BASE, "kind": "inference", "replicas": {"min": 1, "max": 3}, "model": "s3://models/x",
-     "batching": {"max_wait_ms": 2}},
-    {**BASE, "kind": "gaming", "game": "doom", "near": "eu-west", "idle_timeout": "5m",
-     "placement": {"regions": ["eu-west"], "deny_countries": ["RU"], "max_price_per_gpu_hour": 0.5}},
+    {
+        **BASE,
+        "kind": "inference",
+        "replicas": {"min": 1, "max": 3},
+        "model": "s3://models/x",
+        "batching": {"max_wait_ms": 2},
+    },
+    {
+        **BASE,
+        "kind": "gaming",
+        "game": "doom",
+        "near": "eu-west",
+        "idle_timeout": "5m",
+        "placement": {"regions": ["eu-west"], "deny_countries": ["RU"], "max_price_per_gpu_hour": 0.5},
+    },
 ]
 
 

@@ -27,16 +27,26 @@ from runner.core.spec import KINDS, WORKLOAD_ADAPTER, SpecModel, load_workload, 
 from runner.core.spec.fields import describe
 from runner.core.spec.models import BatchSpec, GamingSpec, InferenceSpec, TrainingSpec
 
-KIND_MODELS: dict[str, type[SpecModel]] = {"batch": BatchSpec, "training": TrainingSpec, "inference": InferenceSpec,
-                                           "gaming": GamingSpec}  # fmt: skip
+KIND_MODELS: dict[str, type[SpecModel]] = {
+    "batch": BatchSpec,
+    "training": TrainingSpec,
+    "inference": InferenceSpec,
+    "gaming": GamingSpec,
+}
 
 #: A valid spec of each kind with every section that has required fields filled in, so that any
 #: one number in it can be replaced and the rest still parses.
 BASE: dict[str, dict[str, Any]] = {
-    kind: {"kind": kind, "name": "n", "image": "runner/smoke:latest", "ports": [{"container": 8000}],
-           "resources": {"gpu": {"models": ["H100"]}}, **({"game": "breakout"} if kind == "gaming" else {})}
+    kind: {
+        "kind": kind,
+        "name": "n",
+        "image": "runner/smoke:latest",
+        "ports": [{"container": 8000}],
+        "resources": {"gpu": {"models": ["H100"]}},
+        **({"game": "breakout"} if kind == "gaming" else {}),
+    }
     for kind in KINDS
-}  # fmt: skip
+}
 
 
 # ---------------------------------------------------------------- the walk
@@ -88,26 +98,46 @@ def upper_bound(metadata: list[Any]) -> float | None:
     return None
 
 
-FIELDS = sorted({(kind, path, leaf, upper_bound(md)) for kind, model in KIND_MODELS.items()
-                 for path, leaf, md in number_fields(model)}, key=lambda f: (f[0], f[1]))  # fmt: skip
+FIELDS = sorted(
+    {
+        (kind, path, leaf, upper_bound(md))
+        for kind, model in KIND_MODELS.items()
+        for path, leaf, md in number_fields(model)
+    },
+    key=lambda f: (f[0], f[1]),
+)
 IDS = [f"{kind}:{path}" for kind, path, _, _ in FIELDS]
 
 
 def test_the_walk_finds_the_number_fields() -> None:
     paths = {(kind, path) for kind, path, _, _ in FIELDS}
-    for expected in [("batch", "placement.max_price_per_gpu_hour"), ("batch", "resources.cpu"),
-                     ("batch", "resources.memory"), ("batch", "resources.gpu.count"), ("batch", "ports[0].container"),
-                     ("batch", "timeout"), ("batch", "retries.backoff_s"), ("batch", "replicas"),
-                     ("training", "workers"), ("training", "checkpoint.every_steps"), ("inference", "replicas.max"),
-                     ("inference", "batching.max_batch_size"), ("inference", "autoscale.up_after"),
-                     ("gaming", "fps"), ("gaming", "latency_budget_ms"), ("gaming", "max_duration")]:  # fmt: skip
+    for expected in [
+        ("batch", "placement.max_price_per_gpu_hour"),
+        ("batch", "resources.cpu"),
+        ("batch", "resources.memory"),
+        ("batch", "resources.gpu.count"),
+        ("batch", "ports[0].container"),
+        ("batch", "timeout"),
+        ("batch", "retries.backoff_s"),
+        ("batch", "replicas"),
+        ("training", "workers"),
+        ("training", "checkpoint.every_steps"),
+        ("inference", "replicas.max"),
+        ("inference", "batching.max_batch_size"),
+        ("inference", "autoscale.up_after"),
+        ("gaming", "fps"),
+        ("gaming", "latency_budget_ms"),
+        ("gaming", "max_duration"),
+    ]:
         assert expected in paths
     assert len(FIELDS) >= 60
 
 
 @pytest.mark.parametrize(("kind", "path", "leaf", "bound"), FIELDS, ids=IDS)
 def test_every_number_field_has_an_upper_bound(kind: str, path: str, leaf: type, bound: float | None) -> None:
-    assert bound is not None, f"{kind} {path} ({leaf.__name__}) has no upper bound (le=...): see runner/core/spec/fields.py"
+    assert bound is not None, (
+        f"{kind} {path} ({leaf.__name__}) has no upper bound (le=...): see runner/core/spec/fields.py"
+    )
     assert math.isfinite(bound)
 
 
@@ -152,8 +182,12 @@ def _valid_value(path: str, leaf: type, bound: float) -> Any:
     return {"ports[0].container": 8000}.get(path, 1 if leaf is int else 1.0)
 
 
-POISONS = [("inf", math.inf, "1e309", ".inf"), ("-inf", -math.inf, "-1e309", "-.inf"), ("nan", math.nan, "NaN", ".nan"),
-           ("inf (long form)", math.inf, "Infinity", "1.0e+309")]  # fmt: skip
+POISONS = [
+    ("inf", math.inf, "1e309", ".inf"),
+    ("-inf", -math.inf, "-1e309", "-.inf"),
+    ("nan", math.nan, "NaN", ".nan"),
+    ("inf (long form)", math.inf, "Infinity", "1.0e+309"),
+]
 MARK = "__POISON__"
 
 
@@ -208,24 +242,38 @@ def test_an_infinite_price_cap_is_refused_with_file_field_and_bound(tmp_path: Pa
 def test_1e309_in_json_is_refused() -> None:
     body = json.loads('{"kind": "batch", "name": "a", "image": "x", "placement": {"max_price_per_gpu_hour": 1e309}}')
     assert body["placement"]["max_price_per_gpu_hour"] == math.inf  # what FastAPI hands the route
-    with pytest.raises(SpecError, match=r"^<api>: placement.max_price_per_gpu_hour: must be a finite number <= 1000, "
-                                        r"got inf$"):  # fmt: skip
+    with pytest.raises(
+        SpecError,
+        match=r"^<api>: placement.max_price_per_gpu_hour: must be a finite number <= 1000, "
+        r"got inf$",
+    ):
         parse_workload(body, source="<api>")
 
 
-@pytest.mark.parametrize(("written", "message"), [
-    ("resources: {memory: .inf}", "resources.memory: must be a finite number <= 33554432 (MiB, 32 TiB), got inf"),
-    ("resources: {memory: 99999999999999999999999999999999999999999999999999999999" + "9" * 400 + "GB}",
-     "resources.memory: must be a finite number <= 33554432 (MiB, 32 TiB), got '999999"),
-    ("resources: {memory: 64TB}", "resources.memory: must be <= 33554432, got 67108864"),
-    ("timeout: 9999999999999999999999999999999999999999999999999" + "9" * 400 + "d",
-     "timeout: must be a finite number <= 31622400, got inf"),
-    ("timeout: inf", "timeout: must be a finite number <= 31622400, got inf"),
-    ("resources: {gpu: 'H100:99999999999999999999999999999999999999'}",
-     "resources.gpu.count: must be <= 16, got a 38-digit number"),
-    ("placement: {max_price_per_gpu_hour: 'inf'}",
-     "placement.max_price_per_gpu_hour: must be a finite number <= 1000, got 'inf'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("resources: {memory: .inf}", "resources.memory: must be a finite number <= 33554432 (MiB, 32 TiB), got inf"),
+        (
+            "resources: {memory: 99999999999999999999999999999999999999999999999999999999" + "9" * 400 + "GB}",
+            "resources.memory: must be a finite number <= 33554432 (MiB, 32 TiB), got '999999",
+        ),
+        ("resources: {memory: 64TB}", "resources.memory: must be <= 33554432, got 67108864"),
+        (
+            "timeout: 9999999999999999999999999999999999999999999999999" + "9" * 400 + "d",
+            "timeout: must be a finite number <= 31622400, got inf",
+        ),
+        ("timeout: inf", "timeout: must be a finite number <= 31622400, got inf"),
+        (
+            "resources: {gpu: 'H100:99999999999999999999999999999999999999'}",
+            "resources.gpu.count: must be <= 16, got a 38-digit number",
+        ),
+        (
+            "placement: {max_price_per_gpu_hour: 'inf'}",
+            "placement.max_price_per_gpu_hour: must be a finite number <= 1000, got 'inf'",
+        ),
+    ],
+)
 def test_string_forms_that_read_as_huge_or_infinite(written: str, message: str) -> None:
     with pytest.raises(SpecError) as raised:
         loads_workload(f"kind: batch\nname: a\nimage: runner/smoke:latest\n{written}\n", source="job.yaml")
@@ -235,9 +283,11 @@ def test_string_forms_that_read_as_huge_or_infinite(written: str, message: str) 
 def test_the_bounds_leave_real_specs_alone() -> None:
     for path in sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml")):
         load_workload(path)
-    big = loads_workload("kind: training\nname: big\nimage: runner/training:latest\nworkers: 64\ntimeout: 30d\n"
-                         "resources: {gpu: 'H100:8', cpu: 192, memory: 2TB}\n"
-                         "placement: {max_price_per_gpu_hour: 12.5}\n")
+    big = loads_workload(
+        "kind: training\nname: big\nimage: runner/training:latest\nworkers: 64\ntimeout: 30d\n"
+        "resources: {gpu: 'H100:8', cpu: 192, memory: 2TB}\n"
+        "placement: {max_price_per_gpu_hour: 12.5}\n"
+    )
     assert big.resources.memory == 2 * 1024 * 1024 and big.timeout == 30 * 86400
 
 

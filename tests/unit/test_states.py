@@ -38,15 +38,22 @@ def test_no_skipping_placement() -> None:
 
 
 def test_replica_terminal_states() -> None:
-    assert {s for s in ReplicaState if s.is_terminal()} == {ReplicaState.EXITED, ReplicaState.STOPPED, ReplicaState.LOST}
+    assert {s for s in ReplicaState if s.is_terminal()} == {
+        ReplicaState.EXITED,
+        ReplicaState.STOPPED,
+        ReplicaState.LOST,
+    }
 
 
 R = ReplicaState
 
 
 def test_a_replica_may_pull_its_image_before_it_runs() -> None:
-    for path in ([R.STARTING, R.RUNNING, R.EXITED], [R.STARTING, R.PULLING, R.RUNNING, R.STOPPED],
-                 [R.STARTING, R.PULLING, R.STARTING, R.RUNNING]):  # fmt: skip
+    for path in (
+        [R.STARTING, R.RUNNING, R.EXITED],
+        [R.STARTING, R.PULLING, R.RUNNING, R.STOPPED],
+        [R.STARTING, R.PULLING, R.STARTING, R.RUNNING],
+    ):
         for current, target in zip(path, path[1:], strict=False):
             assert current.can_move_to(target), f"{current} -> {target}"
 

@@ -69,12 +69,24 @@ def add_old_rows(url: str, **replica: Any) -> None:
     engine = create_engine(url)
     with Session(engine) as s, s.begin():
         s.add(legacy.Tenant(id="acme", country="DE"))
-        s.add(legacy.Workload(id="w1", tenant_id="acme", name="t", kind="batch", spec=SPEC, state="RUNNING", attempts=1))
+        s.add(
+            legacy.Workload(id="w1", tenant_id="acme", name="t", kind="batch", spec=SPEC, state="RUNNING", attempts=1)
+        )
         s.flush()
         s.add(legacy.Event(workload_id="w1", state="RUNNING", message="started"))
         s.add(legacy.LogLine(workload_id="w1", replica_key="w1-0-1", seq=0, line="hello"))
-        s.add(legacy.Replica(key="w1-0-1", workload_id="w1", index=0, attempt=1, node="n1", state="RUNNING",
-                             metered_s=42, ports={"8000/tcp": "127.0.0.1:49153"}))  # fmt: skip
+        s.add(
+            legacy.Replica(
+                key="w1-0-1",
+                workload_id="w1",
+                index=0,
+                attempt=1,
+                node="n1",
+                state="RUNNING",
+                metered_s=42,
+                ports={"8000/tcp": "127.0.0.1:49153"},
+            )
+        )
     if replica:
         with engine.begin() as conn:
             sets = ", ".join(f"{name} = :{name}" for name in replica)

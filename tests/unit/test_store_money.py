@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from runner.core import ledger
-from runner.store import Store
 from runner.core.network import default_network
+from runner.store import Store
 
 SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 
@@ -14,8 +14,17 @@ SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 def running_replica(store: Store, started_at: float) -> str:
     store.create_api_key("acme")
     w, _ = store.create_workload(tenant_id="acme", spec=SPEC)
-    store.add_replica(key=f"{w.id}-r0-a1", workload_id=w.id, index=0, attempt=1, node="n1", state="RUNNING",
-                      provider_id="p1", price_micros=3_600_000, milli_units=1000)  # fmt: skip
+    store.add_replica(
+        key=f"{w.id}-r0-a1",
+        workload_id=w.id,
+        index=0,
+        attempt=1,
+        node="n1",
+        state="RUNNING",
+        provider_id="p1",
+        price_micros=3_600_000,
+        milli_units=1000,
+    )
     store.update_replica(f"{w.id}-r0-a1", started_at=started_at)
     return f"{w.id}-r0-a1"
 
@@ -65,8 +74,15 @@ def test_slashes_at_once_never_take_more_than_the_stake(db_url: str) -> None:
 
     def slash(i: int) -> None:
         barrier.wait()
-        taken.append(store.slash(provider="p1", cause=SlashCause.FAILED_CHALLENGE, config=config,
-                                 key=f"slash:challenge:n{i}", node=f"n{i}"))  # fmt: skip
+        taken.append(
+            store.slash(
+                provider="p1",
+                cause=SlashCause.FAILED_CHALLENGE,
+                config=config,
+                key=f"slash:challenge:n{i}",
+                node=f"n{i}",
+            )
+        )
 
     threads = [threading.Thread(target=slash, args=(i,)) for i in range(8)]
     for t in threads:
@@ -76,7 +92,10 @@ def test_slashes_at_once_never_take_more_than_the_stake(db_url: str) -> None:
     assert store.balance(ledger.stake_account("p1")) == 0  # 20 + 20 + 10, then nothing left to take
     slashed = store.transactions(kind=ledger.TxKind.SLASH)
     assert sorted(-p.amount for tx in slashed for p in tx.postings if p.account == ledger.stake_account("p1")) == [
-        10_000_000, 20_000_000, 20_000_000]
+        10_000_000,
+        20_000_000,
+        20_000_000,
+    ]
     assert sum(tx is not None for tx in taken) == 3
     # The same key twice is one slash.
     store.post(ledger.stake_deposit("p1", 50_000_000, key="stake:p1:2"))

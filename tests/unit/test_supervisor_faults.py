@@ -18,9 +18,9 @@ import pytest
 
 from runner.core.network import load_network
 from runner.core.policy import KYC
-from runner.settings import Settings
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.core.states import ReplicaState, WorkloadState
+from runner.settings import Settings
 from runner.store import Store, Workload
 from runner.supervisor import Supervisor, core, metering
 
@@ -72,14 +72,19 @@ def test_a_step_that_raises_fails_that_workload_and_the_others_go_on(sup: Superv
         assert stepper.stepped.count(healthy[0].id) == tick  # every tick steps the healthy ones
         assert sorted(set(stepper.stepped)) == sorted(w.id for w in healthy)
     w = sup.store.get_workload(bad.id)
-    reason = (f"supervisor fault while stepping ({core.FAULT_LIMIT} times in a row): "
-              f"RuntimeError: step of {bad.id} went wrong")
+    reason = (
+        f"supervisor fault while stepping ({core.FAULT_LIMIT} times in a row): "
+        f"RuntimeError: step of {bad.id} went wrong"
+    )
     assert w.state == S.FAILED.value and w.message == reason and w.stop_reason == reason
     events = [(e.state, e.message) for e in sup.store.events(bad.id)]
     assert events[-1] == (S.FAILED.value, reason)
     faults = [m for _, m in events if "tried again" in m]
-    assert faults == [f"supervisor fault while stepping ({n} of {core.FAULT_LIMIT}; tried again next tick): "
-                      f"RuntimeError: step of {bad.id} went wrong" for n in range(1, core.FAULT_LIMIT)]  # fmt: skip
+    assert faults == [
+        f"supervisor fault while stepping ({n} of {core.FAULT_LIMIT}; tried again next tick): "
+        f"RuntimeError: step of {bad.id} went wrong"
+        for n in range(1, core.FAULT_LIMIT)
+    ]
     assert all(sup.store.get_workload(h.id).state == S.RUNNING.value for h in healthy)
 
 
@@ -107,8 +112,10 @@ def test_a_spec_stored_with_an_infinite_price_fails_alone_and_placement_goes_on(
     sup.tick()
     w = sup.store.get_workload(poison.id)
     assert w.state == S.FAILED.value
-    assert w.message.startswith("supervisor fault while reading its spec: SpecError: t: placement."
-                                "max_price_per_gpu_hour: must be a finite number <= 1000, got inf")
+    assert w.message.startswith(
+        "supervisor fault while reading its spec: SpecError: t: placement."
+        "max_price_per_gpu_hour: must be a finite number <= 1000, got inf"
+    )
     assert sup.store.events(poison.id)[-1].state == S.FAILED.value
     # The healthy one got its placement decision (no node in this cluster: it waits, with reasons).
     h = sup.store.get_workload(healthy.id)
@@ -121,9 +128,17 @@ def test_a_metering_fault_is_that_workloads_alone(sup: Supervisor, monkeypatch: 
     healthy, bad = running(sup.store), running(sup.store)
     now = sup.store.get_workload(healthy.id).created_at
     for w, started in ((healthy, now - 30), (bad, -1e30)):  # billing from -1e30 s overflows SQLite's integer
-        sup.store.add_replica(key=f"{w.id}-r0-a1", workload_id=w.id, index=0, attempt=1, node="n1",
-                              state=ReplicaState.RUNNING.value, provider_id="p1", price_micros=2_000_000,
-                              milli_units=1000)  # fmt: skip
+        sup.store.add_replica(
+            key=f"{w.id}-r0-a1",
+            workload_id=w.id,
+            index=0,
+            attempt=1,
+            node="n1",
+            state=ReplicaState.RUNNING.value,
+            provider_id="p1",
+            price_micros=2_000_000,
+            milli_units=1000,
+        )
         sup.store.update_replica(f"{w.id}-r0-a1", started_at=started)
     for _ in range(core.FAULT_LIMIT):
         sup.tick()

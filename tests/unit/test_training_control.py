@@ -12,17 +12,26 @@ from typing import Any
 import pytest
 
 from runner.cli.training import duration, follow_lines, progress_text, rank_and_attempt, training_lines
+from runner.core import training
 from runner.core.errors import PortInUseError, UserError
+from runner.core.spec import parse_workload
 from runner.runtime import LaunchRequest
 from runner.runtime.base import Mount, check_host_ports, prepare_mounts
 from runner.runtime.netif import interface_of
-from runner.core.spec import parse_workload
-from runner.core import training
 
 
 def replica(**fields: Any) -> Any:
-    base = {"workload_id": "w-1", "index": 0, "attempt": 1, "node": "n1", "state": "RUNNING", "exit_code": None,
-            "finished_at": None, "error": "", "reports": {}}  # fmt: skip
+    base = {
+        "workload_id": "w-1",
+        "index": 0,
+        "attempt": 1,
+        "node": "n1",
+        "state": "RUNNING",
+        "exit_code": None,
+        "finished_at": None,
+        "error": "",
+        "reports": {},
+    }
     return SimpleNamespace(**{**base, **fields})
 
 
@@ -63,12 +72,25 @@ def test_rank_0_reports_become_events() -> None:
     resumed = msgs(replica(attempt=2), {"resume": {"step": 40, "total_steps": 100, "uri": "file:///c/step-00000040"}})
     assert resumed == ["attempt 2: resumed from step 40 of 100 (file:///c/step-00000040)"]
     assert msgs(replica(attempt=2), {"progress": {"step": 1}}) == [
-        "attempt 2: no complete checkpoint found; started over from step 0"]
+        "attempt 2: no complete checkpoint found; started over from step 0"
+    ]
     assert msgs(replica(attempt=1), {"progress": {"step": 1}}) == []
-    done = msgs(replica(), {"result": {"steps": 60, "world_size": 2, "first_loss": 5.5, "final_loss": 2.1,
-                                       "val_loss": 2.3, "checkpoint": "s3://b/w-1/step-00000060"}})
-    assert done == ["trained 60 steps on 2 worker(s): loss 5.5 -> 2.1 (validation 2.3); final checkpoint "
-                    "s3://b/w-1/step-00000060"]
+    done = msgs(
+        replica(),
+        {
+            "result": {
+                "steps": 60,
+                "world_size": 2,
+                "first_loss": 5.5,
+                "final_loss": 2.1,
+                "val_loss": 2.3,
+                "checkpoint": "s3://b/w-1/step-00000060",
+            }
+        },
+    )
+    assert done == [
+        "trained 60 steps on 2 worker(s): loss 5.5 -> 2.1 (validation 2.3); final checkpoint s3://b/w-1/step-00000060"
+    ]
 
 
 def test_training_jobs_retry_three_times_unless_told() -> None:
@@ -89,25 +111,36 @@ def test_follow_keeps_rank_0_and_turns_reports_into_progress() -> None:
     items = [
         {"replica": "w-1-r0-a1", "line": "training: 1 parameters"},
         {"replica": "w-1-r1-a1", "line": "training[rank 1]: rendezvous"},
-        {"replica": "w-1-r0-a1", "line": '{"runner": "progress", "step": 10, "total_steps": 20, "loss": 3.0, '
-                                         '"steps_per_s": 5.0}'},
+        {
+            "replica": "w-1-r0-a1",
+            "line": '{"runner": "progress", "step": 10, "total_steps": 20, "loss": 3.0, "steps_per_s": 5.0}',
+        },
         {"replica": "w-1-r0-a2", "line": '{"runner": "resume", "step": 10, "total_steps": 20, "uri": "file:///c"}'},
         {"replica": "w-1-r0-a2", "line": '{"runner": "checkpoint", "step": 20, "reason": "final", "uri": "file:///d"}'},
-    ]  # fmt: skip
+    ]
     out = list(follow_lines(items))
-    assert out == [("line", "training: 1 parameters"),
-                   ("progress", {"step": 10, "total_steps": 20, "loss": 3.0, "steps_per_s": 5.0}),
-                   ("line", "-- attempt 2 --"), ("line", "resumed from step 10 of 20 (file:///c)"),
-                   ("line", "checkpoint: step 20 (final) file:///d")]  # fmt: skip
+    assert out == [
+        ("line", "training: 1 parameters"),
+        ("progress", {"step": 10, "total_steps": 20, "loss": 3.0, "steps_per_s": 5.0}),
+        ("line", "-- attempt 2 --"),
+        ("line", "resumed from step 10 of 20 (file:///c)"),
+        ("line", "checkpoint: step 20 (final) file:///d"),
+    ]
 
 
 def test_status_lines_come_from_the_newest_attempt_with_each_report() -> None:
-    w = {"id": "w-1", "replicas": [
-        {"index": 0, "attempt": 1, "reports": {"progress": {"step": 30, "total_steps": 60, "loss": 3.0,
-                                                            "steps_per_s": 10.0}}},
-        {"index": 1, "attempt": 1, "reports": {}},
-        {"index": 0, "attempt": 2, "reports": {"resume": {"step": 20, "uri": "file:///c/step-00000020"}}},
-    ]}  # fmt: skip
+    w = {
+        "id": "w-1",
+        "replicas": [
+            {
+                "index": 0,
+                "attempt": 1,
+                "reports": {"progress": {"step": 30, "total_steps": 60, "loss": 3.0, "steps_per_s": 10.0}},
+            },
+            {"index": 1, "attempt": 1, "reports": {}},
+            {"index": 0, "attempt": 2, "reports": {"resume": {"step": 20, "uri": "file:///c/step-00000020"}}},
+        ],
+    }
     lines = training_lines(w)
     assert lines[0] == "  progress: step 30/60 (50%), loss 3.0000, 10.0 steps/s, ETA 3s (attempt 1)"
     assert lines[1] == "  resumed from step 20 (file:///c/step-00000020)"
@@ -115,8 +148,9 @@ def test_status_lines_come_from_the_newest_attempt_with_each_report() -> None:
 
 # ------------------------------------------------------------------------------------ runtime pieces
 def request(**fields: Any) -> LaunchRequest:
-    return LaunchRequest(key="w-1-r0-a1", workload_id="w-1", replica_index=0, attempt=1, node="n1", image="i",
-                         command=["true"], **fields)  # fmt: skip
+    return LaunchRequest(
+        key="w-1-r0-a1", workload_id="w-1", replica_index=0, attempt=1, node="n1", image="i", command=["true"], **fields
+    )
 
 
 def test_a_taken_host_port_refuses_the_start() -> None:
@@ -164,4 +198,3 @@ def test_a_local_store_never_lists_or_serves_what_a_symlink_points_at(tmp_path: 
             artifacts.local_path(store, key)
     with pytest.raises(UserError, match="bad artifact key"):
         artifacts.local_path(store, "../outside")
-

@@ -18,8 +18,17 @@ import pytest
 
 from tests.support.s3 import aws_env, moto_server, new_bucket
 from workloads.common.artifacts import (
-    MANIFEST, ArtifactCorruptError, ArtifactError, ArtifactNotFoundError, ArtifactStore, ArtifactURIError, S3Store,
-    fetch_verified, open_store, publish, read_manifest,
+    MANIFEST,
+    ArtifactCorruptError,
+    ArtifactError,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    ArtifactURIError,
+    S3Store,
+    fetch_verified,
+    open_store,
+    publish,
+    read_manifest,
 )
 
 REPO = Path(__file__).resolve().parents[2]

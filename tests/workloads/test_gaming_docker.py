@@ -24,11 +24,17 @@ def test_gaming_image_serves_the_page_and_stops_cleanly() -> None:
     client = docker_client_or_skip()
     tag = build_images(["gaming"], docker_client=client, log=lambda _m: None)["gaming"]
     container: Any = client.containers.run(
-        tag, detach=True, environment={"PORT": "8000", "RUNNER_RESOLUTION": "640x360",
-                                       "RUNNER_IDLE_TIMEOUT_S": "120"},
-        ports={"8000/tcp": ("127.0.0.1", None)}, cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], init=True, labels={"runner.test": "gaming"})
+        tag,
+        detach=True,
+        environment={"PORT": "8000", "RUNNER_RESOLUTION": "640x360", "RUNNER_IDLE_TIMEOUT_S": "120"},
+        ports={"8000/tcp": ("127.0.0.1", None)},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        init=True,
+        labels={"runner.test": "gaming"},
+    )
     try:
+
         def base_url() -> str | None:
             container.reload()
             binds = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8000/tcp")
@@ -53,8 +59,9 @@ def test_gaming_image_serves_the_page_and_stops_cleanly() -> None:
         container.stop(timeout=10)  # SIGTERM, then SIGKILL after 10 s: must not be needed
         container.reload()
         assert container.attrs["State"]["ExitCode"] == 0
-        reports = [r for line in container.logs(stdout=True, stderr=False).decode().splitlines()
-                   if (r := parse_report(line))]
+        reports = [
+            r for line in container.logs(stdout=True, stderr=False).decode().splitlines() if (r := parse_report(line))
+        ]
         assert (reports[0]["runner"], reports[0]["event"]) == ("session", "ready")
         assert reports[-1]["event"] == "ended" and reports[-1]["reason"] == "stopped"
     finally:

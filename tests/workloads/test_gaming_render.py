@@ -86,8 +86,7 @@ def test_metrics_summarise_frames_drops_and_client_reports() -> None:
         now[0] += 1 / 60
         metrics.frame(render_ms=0.5, encode_ms=2.0, nbytes=1000)
     metrics.dropped(3)
-    metrics.client_stats("c1", ClientStats(fps=58, frame_ms=(16.0, 18.0), latency_ms=(10.0, 20.0, 30.0),
-                                           skipped=1))
+    metrics.client_stats("c1", ClientStats(fps=58, frame_ms=(16.0, 18.0), latency_ms=(10.0, 20.0, 30.0), skipped=1))
     s = metrics.summary()
     assert s["frame_p50_ms"] == pytest.approx(16.67, abs=0.01)
     assert s["fps"] == pytest.approx(60, abs=1)
@@ -96,17 +95,29 @@ def test_metrics_summarise_frames_drops_and_client_reports() -> None:
     assert s["encode_ms"] == 2.0 and s["bitrate_kbps"] == pytest.approx(480, rel=0.05)
     assert (s["rtt_p50_ms"], s["rtt_p95_ms"], s["rtt_samples"]) == (None, None, 0)  # no pings yet
     fields = report_fields(s, final=True)
-    assert list(fields)[:12] == ["fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms",
-                                 "bitrate_kbps", "dropped", "latency_p50_ms", "latency_p95_ms",
-                                 "players", "rtt_p50_ms", "rtt_p95_ms"]
+    assert list(fields)[:12] == [
+        "fps",
+        "frame_p50_ms",
+        "frame_p95_ms",
+        "frame_p99_ms",
+        "encode_ms",
+        "bitrate_kbps",
+        "dropped",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "players",
+        "rtt_p50_ms",
+        "rtt_p95_ms",
+    ]
     assert fields["final"] is True and fields["rtt_samples"] == 0
     assert percentile([], 50) is None
 
 
 def test_metrics_give_round_trip_percentiles_over_the_recent_samples() -> None:
     metrics = Metrics(target_fps=60)
-    metrics.client_stats("c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0,
-                                           rtt_ms=tuple(float(ms) for ms in range(1, 21))))
+    metrics.client_stats(
+        "c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0, rtt_ms=tuple(float(ms) for ms in range(1, 21)))
+    )
     metrics.client_stats("c2", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0))  # no pings
     s = metrics.summary()
     assert (s["rtt_p50_ms"], s["rtt_p95_ms"], s["rtt_samples"]) == (10.5, 19.05, 20)
@@ -114,10 +125,10 @@ def test_metrics_give_round_trip_percentiles_over_the_recent_samples() -> None:
     fields = report_fields(s)
     assert (fields["rtt_p50_ms"], fields["rtt_p95_ms"], fields["rtt_samples"]) == (10.5, 19.05, 20)
     # the percentiles follow the last RTT_SAMPLES: a slow minute long ago no longer counts
-    metrics.client_stats("c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0,
-                                           rtt_ms=(500.0,) * RTT_SAMPLES))
-    metrics.client_stats("c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0,
-                                           rtt_ms=(30.0,) * RTT_SAMPLES))
+    metrics.client_stats(
+        "c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0, rtt_ms=(500.0,) * RTT_SAMPLES)
+    )
+    metrics.client_stats("c1", ClientStats(fps=60, frame_ms=(), latency_ms=(), skipped=0, rtt_ms=(30.0,) * RTT_SAMPLES))
     s = metrics.summary()
     assert (s["rtt_p50_ms"], s["rtt_p95_ms"], s["rtt_samples"]) == (30.0, 30.0, 20 + 2 * RTT_SAMPLES)
 
@@ -157,9 +168,17 @@ def test_a_late_loop_counts_dropped_frames_and_keeps_game_time_real() -> None:
             done.set()
 
     metrics = Metrics(fps, clock=clock)
-    loop = GameLoop(get_game("breakout"), fps=fps, width=320, height=180,
-                    encoder=SlowJpeg(clock, 2.5 / fps), mixer=InputMixer(), metrics=metrics,
-                    publish=publish, clock=clock)
+    loop = GameLoop(
+        get_game("breakout"),
+        fps=fps,
+        width=320,
+        height=180,
+        encoder=SlowJpeg(clock, 2.5 / fps),
+        mixer=InputMixer(),
+        metrics=metrics,
+        publish=publish,
+        clock=clock,
+    )
     loop.start()
     assert done.wait(10), "the loop did not publish 20 frames"
     loop.stop()
@@ -174,8 +193,16 @@ def test_a_late_loop_counts_dropped_frames_and_keeps_game_time_real() -> None:
 def test_inputs_reach_the_game_and_frames_carry_the_ack() -> None:
     mixer = InputMixer()
     frames: list[Frame] = []
-    loop = GameLoop(get_game("breakout"), fps=60, width=320, height=180, encoder=JpegEncoder(),
-                    mixer=mixer, metrics=Metrics(60), publish=frames.append)
+    loop = GameLoop(
+        get_game("breakout"),
+        fps=60,
+        width=320,
+        height=180,
+        encoder=JpegEncoder(),
+        mixer=mixer,
+        metrics=Metrics(60),
+        publish=frames.append,
+    )
     before = loop.snapshot()["paddle_x"]
     assert loop.frame_once().acks == {}
     mixer.push(7, KeyInput(id=41, key="left", down=True))

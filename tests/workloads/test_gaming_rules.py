@@ -13,8 +13,15 @@ from workloads.gaming import breakout as bo
 from workloads.gaming.games import get_game
 from workloads.gaming.inputs import InputMixer, Inputs
 from workloads.gaming.protocol import (
-    ClientStats, KeyInput, Ping, PointerInput, ProtocolError, pack_frame, parse_client_message,
-    unpack_frame)
+    ClientStats,
+    KeyInput,
+    Ping,
+    PointerInput,
+    ProtocolError,
+    pack_frame,
+    parse_client_message,
+    unpack_frame,
+)
 from workloads.gaming.settings import Settings, SettingsError, parse_resolution
 
 DT = 1 / 60
@@ -63,8 +70,9 @@ def test_pointer_centres_the_paddle_under_it() -> None:
 def test_side_and_top_walls_reflect_the_ball() -> None:
     state = bo.step(playing(bo.BALL_R + 1, 400, -300, 10), Inputs(), DT)
     assert state.ball_vx > 0
-    state = bo.step(playing(600, bo.HUD_H + bo.BALL_R + 1, 10, -300, bricks=[[False] * bo.COLS] * bo.ROWS),
-                    Inputs(), DT)
+    state = bo.step(
+        playing(600, bo.HUD_H + bo.BALL_R + 1, 10, -300, bricks=[[False] * bo.COLS] * bo.ROWS), Inputs(), DT
+    )
     assert state.ball_vy > 0
 
 
@@ -109,8 +117,7 @@ def test_missing_the_ball_costs_a_life_and_the_last_one_ends_the_game() -> None:
     state = bo.step(state, Inputs(left=True), DT)
     assert state.phase == "over" and state.score == 42  # only fire restarts
     state = bo.step(state, Inputs(fire=True), DT)
-    assert (state.phase, state.score, state.lives, state.bricks_left) == (
-        "serve", 0, bo.START_LIVES, bo.ROWS * bo.COLS)
+    assert (state.phase, state.score, state.lives, state.bricks_left) == ("serve", 0, bo.START_LIVES, bo.ROWS * bo.COLS)
 
 
 def test_clearing_the_wall_starts_a_faster_level() -> None:
@@ -126,14 +133,16 @@ def test_clearing_the_wall_starts_a_faster_level() -> None:
     assert math.hypot(state.ball_vx, state.ball_vy) == pytest.approx(bo.BALL_SPEED * bo.LEVEL_SPEEDUP)
 
 
-inputs_strategy = st.builds(Inputs, left=st.booleans(), right=st.booleans(),
-                            pointer_x=st.none() | st.floats(0, 1), fire=st.booleans())
+inputs_strategy = st.builds(
+    Inputs, left=st.booleans(), right=st.booleans(), pointer_x=st.none() | st.floats(0, 1), fire=st.booleans()
+)
 
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 1000), script=st.lists(inputs_strategy, min_size=1, max_size=400))
 def test_same_seed_and_inputs_give_the_same_game_and_the_ball_stays_in_the_world(
-        seed: int, script: list[Inputs]) -> None:
+    seed: int, script: list[Inputs]
+) -> None:
     a, b = bo.new_game(seed), bo.new_game(seed)
     for inputs in script:
         a, b = bo.step(a, inputs, DT), bo.step(b, inputs, DT)
@@ -142,8 +151,9 @@ def test_same_seed_and_inputs_give_the_same_game_and_the_ball_stays_in_the_world
         assert bo.BALL_R <= a.ball_x <= bo.WORLD_W - bo.BALL_R
         assert a.ball_y >= bo.HUD_H + bo.BALL_R - 1e-9
         if a.level == 1 and a.seed == seed:  # same game, same wall: score = broken bricks
-            assert a.score == sum(bo.ROW_POINTS[r] for r in range(bo.ROWS)
-                                  for c in range(bo.COLS) if not a.bricks[r][c])
+            assert a.score == sum(
+                bo.ROW_POINTS[r] for r in range(bo.ROWS) for c in range(bo.COLS) if not a.bricks[r][c]
+            )
 
 
 # -- inputs -----------------------------------------------------------------------------------------
@@ -191,11 +201,13 @@ def test_frame_header_round_trips() -> None:
 
 
 def test_client_messages_parse() -> None:
-    assert parse_client_message('{"t":"key","id":3,"ts":1.5,"key":"left","down":true}') == \
-        KeyInput(id=3, key="left", down=True)
+    assert parse_client_message('{"t":"key","id":3,"ts":1.5,"key":"left","down":true}') == KeyInput(
+        id=3, key="left", down=True
+    )
     assert parse_client_message('{"t":"pointer","id":4,"x":0.5}') == PointerInput(id=4, x=0.5, fire=False)
-    stats = parse_client_message(json.dumps({"t": "stats", "fps": 59, "frame_ms": [16.6],
-                                             "latency_ms": [12, 20.5], "skipped": 1}))
+    stats = parse_client_message(
+        json.dumps({"t": "stats", "fps": 59, "frame_ms": [16.6], "latency_ms": [12, 20.5], "skipped": 1})
+    )
     assert stats == ClientStats(fps=59.0, frame_ms=(16.6,), latency_ms=(12.0, 20.5), skipped=1)
     assert stats.rtt_ms == ()  # a client older than pings sends no rtt_ms, and is still valid
     with_rtt = parse_client_message(json.dumps({"t": "stats", "fps": 60, "rtt_ms": [0.4, 27]}))
@@ -213,25 +225,28 @@ def test_a_ping_parses_and_its_pong_echoes_ts_and_id() -> None:
     assert json.loads(json.dumps(parse_client_message(json.dumps({"t": "ping", "ts": ts})).pong()))["ts"] == ts
 
 
-@pytest.mark.parametrize(("text", "field"), [
-    ("not json", "JSON"),
-    ('{"t":"key","id":1,"key":"jump","down":true}', "key:"),
-    ('{"t":"key","id":0,"key":"left","down":true}', "id:"),
-    ('{"t":"key","id":1,"key":"left","down":"yes"}', "down:"),
-    ('{"t":"pointer","id":1,"x":1.5}', "x:"),
-    ('{"t":"stats","fps":60,"latency_ms":[-1]}', "latency_ms:"),
-    ('{"t":"stats","fps":60,"rtt_ms":[-1]}', "rtt_ms:"),
-    ('{"t":"stats","fps":60,"rtt_ms":[1e9]}', "rtt_ms:"),
-    ('{"t":"stats","fps":60,"rtt_ms":["27"]}', "rtt_ms:"),
-    ('{"t":"stats","fps":60,"rtt_ms":27}', "rtt_ms:"),
-    ('{"t":"ping"}', "ts:"),
-    ('{"t":"ping","ts":"now"}', "ts:"),
-    ('{"t":"ping","ts":true}', "ts:"),
-    ('{"t":"ping","ts":NaN}', "ts:"),
-    ('{"t":"ping","ts":Infinity}', "ts:"),
-    ('{"t":"ping","ts":1,"id":0}', "id:"),
-    ('{"t":"warp"}', "t:"),
-])
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("not json", "JSON"),
+        ('{"t":"key","id":1,"key":"jump","down":true}', "key:"),
+        ('{"t":"key","id":0,"key":"left","down":true}', "id:"),
+        ('{"t":"key","id":1,"key":"left","down":"yes"}', "down:"),
+        ('{"t":"pointer","id":1,"x":1.5}', "x:"),
+        ('{"t":"stats","fps":60,"latency_ms":[-1]}', "latency_ms:"),
+        ('{"t":"stats","fps":60,"rtt_ms":[-1]}', "rtt_ms:"),
+        ('{"t":"stats","fps":60,"rtt_ms":[1e9]}', "rtt_ms:"),
+        ('{"t":"stats","fps":60,"rtt_ms":["27"]}', "rtt_ms:"),
+        ('{"t":"stats","fps":60,"rtt_ms":27}', "rtt_ms:"),
+        ('{"t":"ping"}', "ts:"),
+        ('{"t":"ping","ts":"now"}', "ts:"),
+        ('{"t":"ping","ts":true}', "ts:"),
+        ('{"t":"ping","ts":NaN}', "ts:"),
+        ('{"t":"ping","ts":Infinity}', "ts:"),
+        ('{"t":"ping","ts":1,"id":0}', "id:"),
+        ('{"t":"warp"}', "t:"),
+    ],
+)
 def test_bad_client_messages_name_the_field(text: str, field: str) -> None:
     with pytest.raises(ProtocolError, match=field):
         parse_client_message(text)
@@ -240,22 +255,33 @@ def test_bad_client_messages_name_the_field(text: str, field: str) -> None:
 # -- settings ---------------------------------------------------------------------------------------
 def test_settings_defaults_and_contract_variables() -> None:
     assert Settings.from_env({}) == Settings()
-    s = Settings.from_env({"PORT": "9000", "RUNNER_GAME": "Breakout", "RUNNER_FPS": "30",
-                           "RUNNER_RESOLUTION": "640x360", "RUNNER_IDLE_TIMEOUT_S": "12.5",
-                           "RUNNER_MAX_DURATION_S": "0", "RUNNER_LATENCY_BUDGET_MS": "40"})
+    s = Settings.from_env(
+        {
+            "PORT": "9000",
+            "RUNNER_GAME": "Breakout",
+            "RUNNER_FPS": "30",
+            "RUNNER_RESOLUTION": "640x360",
+            "RUNNER_IDLE_TIMEOUT_S": "12.5",
+            "RUNNER_MAX_DURATION_S": "0",
+            "RUNNER_LATENCY_BUDGET_MS": "40",
+        }
+    )
     assert (s.port, s.game, s.fps, s.width, s.height) == (9000, "breakout", 30, 640, 360)
     assert (s.idle_timeout_s, s.max_duration_s, s.latency_budget_ms) == (12.5, 0.0, 40.0)
 
 
-@pytest.mark.parametrize(("env", "name"), [
-    ({"RUNNER_FPS": "fast"}, "RUNNER_FPS"),
-    ({"RUNNER_FPS": "0"}, "RUNNER_FPS"),
-    ({"PORT": "70000"}, "PORT"),
-    ({"RUNNER_RESOLUTION": "1280*720"}, "RUNNER_RESOLUTION"),
-    ({"RUNNER_RESOLUTION": "1281x720"}, "RUNNER_RESOLUTION"),
-    ({"RUNNER_IDLE_TIMEOUT_S": "-1"}, "RUNNER_IDLE_TIMEOUT_S"),
-    ({"RUNNER_MAX_DURATION_S": "soon"}, "RUNNER_MAX_DURATION_S"),
-])
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"RUNNER_FPS": "fast"}, "RUNNER_FPS"),
+        ({"RUNNER_FPS": "0"}, "RUNNER_FPS"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"RUNNER_RESOLUTION": "1280*720"}, "RUNNER_RESOLUTION"),
+        ({"RUNNER_RESOLUTION": "1281x720"}, "RUNNER_RESOLUTION"),
+        ({"RUNNER_IDLE_TIMEOUT_S": "-1"}, "RUNNER_IDLE_TIMEOUT_S"),
+        ({"RUNNER_MAX_DURATION_S": "soon"}, "RUNNER_MAX_DURATION_S"),
+    ],
+)
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(SettingsError, match=f"^{name}: "):
         Settings.from_env(env)

@@ -27,8 +27,16 @@ from workloads.common.report import parse_report
 from workloads.gaming.protocol import unpack_frame
 
 REPO = Path(__file__).resolve().parents[2]
-SESSION_VARS = ("PORT", "HOST", "RUNNER_GAME", "RUNNER_FPS", "RUNNER_RESOLUTION", "RUNNER_IDLE_TIMEOUT_S",
-                "RUNNER_MAX_DURATION_S", "RUNNER_LATENCY_BUDGET_MS")
+SESSION_VARS = (
+    "PORT",
+    "HOST",
+    "RUNNER_GAME",
+    "RUNNER_FPS",
+    "RUNNER_RESOLUTION",
+    "RUNNER_IDLE_TIMEOUT_S",
+    "RUNNER_MAX_DURATION_S",
+    "RUNNER_LATENCY_BUDGET_MS",
+)
 
 
 def free_port() -> int:
@@ -44,12 +52,20 @@ class GameProc:
         self.port = port or free_port()
         full_env = {k: v for k, v in os.environ.items() if k not in SESSION_VARS}
         full_env.update(PYTHONUNBUFFERED="1", PORT=str(self.port), HOST="127.0.0.1", **env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "workloads.gaming"], cwd=REPO, env=full_env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workloads.gaming"],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         self.errors: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(s, out), daemon=True)
-                         for s, out in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))]
+        self._readers = [
+            threading.Thread(target=self._read, args=(s, out), daemon=True)
+            for s, out in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))
+        ]
         for reader in self._readers:
             reader.start()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -130,8 +146,7 @@ def test_the_page_shows_frames_that_change(played: tuple[GameProc, Any]) -> None
     _, page = played
     first = player.canvas_digest(page)
     assert first["lit"] > 1000, "the canvas is black: no frame was drawn"
-    wait_for(lambda: player.canvas_digest(page)["hash"] != first["hash"], timeout_s=10,
-             what="the canvas to change")
+    wait_for(lambda: player.canvas_digest(page)["hash"] != first["hash"], timeout_s=10, what="the canvas to change")
     frames = player.stats(page)["frames"]
     wait_for(lambda: player.stats(page)["frames"] > frames + 30, timeout_s=10, what="30 more frames drawn")
     assert player.stats(page)["errors"] == []
@@ -144,8 +159,7 @@ def test_keys_and_clicks_change_the_game_and_latency_samples_arrive(played: tupl
     before = proc.get("state")["paddle_x"]
     page.keyboard.down("ArrowLeft")
     try:
-        wait_for(lambda: proc.get("state")["paddle_x"] < before - 100, timeout_s=10,
-                 what="the paddle to move left")
+        wait_for(lambda: proc.get("state")["paddle_x"] < before - 100, timeout_s=10, what="the paddle to move left")
     finally:
         page.keyboard.up("ArrowLeft")
     page.keyboard.down("d")
@@ -162,8 +176,11 @@ def test_keys_and_clicks_change_the_game_and_latency_samples_arrive(played: tupl
 
     samples = wait_for(lambda: player.stats(page)["latencies"], timeout_s=10, what="client latency samples")
     assert all(0 < s < 5000 for s in samples)
-    metrics = wait_for(lambda: (m := proc.get("metrics"))["latency_samples"] > 0 and m, timeout_s=10,
-                       what="latency samples reported to /metrics")
+    metrics = wait_for(
+        lambda: (m := proc.get("metrics"))["latency_samples"] > 0 and m,
+        timeout_s=10,
+        what="latency samples reported to /metrics",
+    )
     assert metrics["latency_p50_ms"] > 0 and metrics["latency_p95_ms"] >= metrics["latency_p50_ms"]
     assert metrics["players"] == 1 and metrics["inputs"] >= 5
     assert metrics["client_fps"] is not None and metrics["frames"] > 0
@@ -178,15 +195,22 @@ def test_the_page_measures_its_round_trip_and_the_session_reports_it(played: tup
     # loopback: small, though a 2-core machine under load can starve the page for a while
     assert all(0 <= ms < 5000 for ms in first["rtts"]), first["rtts"]
     # one ping a second: the samples keep coming, not just the one right after connecting
-    wait_for(lambda: len(player.stats(page)["rtts"]) > len(first["rtts"]), timeout_s=10,
-             what="another round-trip sample")
+    wait_for(
+        lambda: len(player.stats(page)["rtts"]) > len(first["rtts"]), timeout_s=10, what="another round-trip sample"
+    )
     shown = page.locator("#rtt").text_content()
     assert shown != "-" and float(shown) >= 0  # the page shows it next to fps
-    metrics = wait_for(lambda: (m := proc.get("metrics"))["rtt_samples"] > 0 and m, timeout_s=10,
-                       what="round-trip samples reported to /metrics")
+    metrics = wait_for(
+        lambda: (m := proc.get("metrics"))["rtt_samples"] > 0 and m,
+        timeout_s=10,
+        what="round-trip samples reported to /metrics",
+    )
     assert 0 <= metrics["rtt_p50_ms"] < 1000 and metrics["rtt_p95_ms"] >= metrics["rtt_p50_ms"]
-    line = wait_for(lambda: [r for r in proc.reports("metrics") if r.get("rtt_samples")], timeout_s=15,
-                    what="a metrics report line with round trips")[-1]
+    line = wait_for(
+        lambda: [r for r in proc.reports("metrics") if r.get("rtt_samples")],
+        timeout_s=15,
+        what="a metrics report line with round trips",
+    )[-1]
     assert 0 <= line["rtt_p50_ms"] < 1000 and line["rtt_p95_ms"] >= line["rtt_p50_ms"]
 
 
@@ -195,8 +219,20 @@ def test_metrics_report_lines_follow_the_contract(played: tuple[GameProc, Any]) 
     ready = wait_for(lambda: proc.reports("session"), timeout_s=10, what="the ready line")
     assert ready[0]["event"] == "ready" and ready[0]["resolution"] == "1280x720"
     line = wait_for(lambda: proc.reports("metrics"), timeout_s=15, what="a metrics report line")[-1]
-    for key in ("fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms", "bitrate_kbps",
-                "dropped", "latency_p50_ms", "latency_p95_ms", "players", "rtt_p50_ms", "rtt_p95_ms"):
+    for key in (
+        "fps",
+        "frame_p50_ms",
+        "frame_p95_ms",
+        "frame_p99_ms",
+        "encode_ms",
+        "bitrate_kbps",
+        "dropped",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "players",
+        "rtt_p50_ms",
+        "rtt_p95_ms",
+    ):
         assert key in line, key
     assert line["fps"] > 0 and line["bitrate_kbps"] > 0
 
@@ -334,10 +370,13 @@ def test_sigterm_with_a_player_connected_ends_cleanly_within_10s(game: Any) -> N
     assert (ended["event"], ended["reason"]) == ("ended", "stopped")
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"RUNNER_RESOLUTION": "huge"}, "RUNNER_RESOLUTION: must be WIDTHxHEIGHT"),
-    ({"RUNNER_GAME": "tetris"}, "RUNNER_GAME: no game named 'tetris'"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RUNNER_RESOLUTION": "huge"}, "RUNNER_RESOLUTION: must be WIDTHxHEIGHT"),
+        ({"RUNNER_GAME": "tetris"}, "RUNNER_GAME: no game named 'tetris'"),
+    ],
+)
 def test_a_bad_setting_exits_2_naming_the_variable(game: Any, env: dict[str, str], message: str) -> None:
     proc = game(**env)
     assert proc.wait_exit(timeout_s=20) == 2

@@ -27,8 +27,13 @@ from workloads.inference.app import ModelServer, create_app
 from workloads.inference.settings import ServerSettings
 
 MODEL = "all-MiniLM-L6-v2"
-TEXTS = ["A man is eating food.", "The new movie is awesome!", "runner places GPU workloads on provider nodes",
-         "Ein Satz auf Deutsch, mit Umlauten: äöü.", "x"]
+TEXTS = [
+    "A man is eating food.",
+    "The new movie is awesome!",
+    "runner places GPU workloads on provider nodes",
+    "Ein Satz auf Deutsch, mit Umlauten: äöü.",
+    "x",
+]
 
 
 def free_port() -> int:
@@ -46,8 +51,9 @@ class ServerThread:
         self.model_server = server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(server), host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            create_app(server), host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="on"
+        )
         self.uvicorn = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
 
@@ -57,8 +63,7 @@ class ServerThread:
         return self
 
     def wait_ready(self) -> None:
-        wait_for(lambda: httpx.get(f"{self.url}/healthz").status_code == 200, timeout_s=120,
-                 what="/healthz 200")
+        wait_for(lambda: httpx.get(f"{self.url}/healthz").status_code == 200, timeout_s=120, what="/healthz 200")
 
     def __exit__(self, *exc: object) -> None:
         self.uvicorn.should_exit = True
@@ -117,8 +122,9 @@ def test_response_shape_is_openais(server: ServerThread) -> None:
     assert set(doc["usage"]) == {"prompt_tokens", "total_tokens"}
     assert [set(d) for d in doc["data"]] == [{"object", "index", "embedding"}] * 2
     assert [d["index"] for d in doc["data"]] == [0, 1] and doc["data"][0]["object"] == "embedding"
-    raw = httpx.post(f"{server.url}/v1/embeddings",
-                     json={"input": "a", "model": MODEL, "encoding_format": "base64"}).json()
+    raw = httpx.post(
+        f"{server.url}/v1/embeddings", json={"input": "a", "model": MODEL, "encoding_format": "base64"}
+    ).json()
     vector = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(vector, doc["data"][0]["embedding"], atol=1e-6)
 
@@ -144,19 +150,24 @@ def test_concurrent_requests_are_batched_and_counted(server: ServerThread) -> No
     before = httpx.get(f"{server.url}/metrics").text
 
     def one(i: int) -> int:
-        return httpx.post(f"{server.url}/v1/embeddings", json={"input": f"sentence number {i}", "model": MODEL},
-                          timeout=60).status_code
+        return httpx.post(
+            f"{server.url}/v1/embeddings", json={"input": f"sentence number {i}", "model": MODEL}, timeout=60
+        ).status_code
 
     with ThreadPoolExecutor(32) as pool:
         assert set(pool.map(one, range(96))) == {200}
     after = httpx.get(f"{server.url}/metrics").text
     batches = metric(after, "inference_batch_size_count") - metric(before, "inference_batch_size_count")
-    singles = (metric(after, "inference_batch_size_bucket", le="1.0")
-               - metric(before, "inference_batch_size_bucket", le="1.0"))
+    singles = metric(after, "inference_batch_size_bucket", le="1.0") - metric(
+        before, "inference_batch_size_bucket", le="1.0"
+    )
     assert batches < 96 and singles < batches, (batches, singles)  # some batches held > 1 item
     ok = 'inference_requests_total{endpoint="embeddings",status="200"}'
-    assert metric(after, "inference_requests_total", endpoint="embeddings", status="200") - \
-        metric(before, "inference_requests_total", endpoint="embeddings", status="200") == 96, ok
+    assert (
+        metric(after, "inference_requests_total", endpoint="embeddings", status="200")
+        - metric(before, "inference_requests_total", endpoint="embeddings", status="200")
+        == 96
+    ), ok
     assert metric(after, "inference_items_total", endpoint="embeddings") >= 96
     assert metric(after, "inference_request_seconds_count", endpoint="embeddings") >= 96
     assert "inference_queue_depth 0.0" in after and "inference_ready 1.0" in after
@@ -186,10 +197,10 @@ BAD_REQUESTS: list[tuple[Any, int, str | None, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "param", "message"), BAD_REQUESTS,
-                         ids=[m[:30] for *_, m in BAD_REQUESTS])
-def test_bad_requests_get_a_4xx_in_openais_shape(server: ServerThread, body: Any, status: int,
-                                                 param: str | None, message: str) -> None:
+@pytest.mark.parametrize(("body", "status", "param", "message"), BAD_REQUESTS, ids=[m[:30] for *_, m in BAD_REQUESTS])
+def test_bad_requests_get_a_4xx_in_openais_shape(
+    server: ServerThread, body: Any, status: int, param: str | None, message: str
+) -> None:
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     resp = httpx.post(f"{server.url}/v1/embeddings", content=content, headers={"content-type": "application/json"})
     assert resp.status_code == status, resp.text
@@ -200,8 +211,12 @@ def test_bad_requests_get_a_4xx_in_openais_shape(server: ServerThread, body: Any
 
 
 def test_wrong_routes_and_methods_are_4xx_in_openais_shape(server: ServerThread) -> None:
-    for method, path, status in [("POST", "/v1/nothing", 404), ("GET", "/v1/embeddings", 405),
-                                 ("POST", "/v1/completions", 404), ("GET", "/v1/models/gpt-4", 404)]:
+    for method, path, status in [
+        ("POST", "/v1/nothing", 404),
+        ("GET", "/v1/embeddings", 405),
+        ("POST", "/v1/completions", 404),
+        ("GET", "/v1/models/gpt-4", 404),
+    ]:
         body = {"prompt": "x", "model": MODEL} if path == "/v1/completions" else None
         resp = httpx.request(method, f"{server.url}{path}", json=body)
         assert resp.status_code == status, (path, resp.text)
@@ -218,14 +233,26 @@ def test_openai_client_raises_its_own_errors_for_4xx(server: ServerThread) -> No
         client.embeddings.create(model="nope", input="x")
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children,
-                                                                                      max_size=4), max_leaves=8)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.fixed_dictionaries({}, optional={"input": JSON, "model": st.sampled_from([MODEL, "x"]) | JSON,
-                                                "encoding_format": JSON, "dimensions": JSON, "user": JSON}))
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "input": JSON,
+            "model": st.sampled_from([MODEL, "x"]) | JSON,
+            "encoding_format": JSON,
+            "dimensions": JSON,
+            "user": JSON,
+        },
+    )
+)
 def test_no_body_causes_a_5xx(server: ServerThread, body: dict[str, Any]) -> None:
     resp = httpx.post(f"{server.url}/v1/embeddings", json=body, timeout=60)
     assert resp.status_code < 500, resp.text

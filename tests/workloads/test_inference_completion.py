@@ -18,16 +18,40 @@ from workloads.inference.app import ModelServer
 from workloads.inference.settings import ServerSettings
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_RUN = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--seq-len", "32", "--batch-size", "4",
-            "--corpus-bytes", "50000", "--val-batches", "1", "--threads", "1", "--steps", "10",
-            "--checkpoint-every", "10"]
+TINY_RUN = [
+    "--d-model",
+    "32",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "4",
+    "--corpus-bytes",
+    "50000",
+    "--val-batches",
+    "1",
+    "--threads",
+    "1",
+    "--steps",
+    "10",
+    "--checkpoint-every",
+    "10",
+]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     uri = f"file://{tmp_path_factory.mktemp('ckpt')}/w-train"
-    run = subprocess.run([sys.executable, "-m", "workloads.training", *TINY_RUN, "--checkpoint-uri", uri],
-                         cwd=REPO, capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [sys.executable, "-m", "workloads.training", *TINY_RUN, "--checkpoint-uri", uri],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     return uri
 
@@ -59,12 +83,15 @@ def test_openai_client_gets_completions_from_a_checkpoint(server: ServerThread, 
 
 def test_completion_requests_are_validated(server: ServerThread, checkpoint: str) -> None:
     url = f"{server.url}/v1/completions"
-    for body, param in [({"model": checkpoint}, "prompt"), ({"model": checkpoint, "prompt": ""}, "prompt"),
-                        ({"model": checkpoint, "prompt": "x", "max_tokens": 0}, "max_tokens"),
-                        ({"model": checkpoint, "prompt": "x", "max_tokens": 100000}, "max_tokens"),
-                        ({"model": checkpoint, "prompt": "x", "stream": True}, "stream"),
-                        ({"model": checkpoint, "prompt": "x", "n": 2}, "n"),
-                        ({"model": "other", "prompt": "x"}, "model")]:
+    for body, param in [
+        ({"model": checkpoint}, "prompt"),
+        ({"model": checkpoint, "prompt": ""}, "prompt"),
+        ({"model": checkpoint, "prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ({"model": checkpoint, "prompt": "x", "max_tokens": 100000}, "max_tokens"),
+        ({"model": checkpoint, "prompt": "x", "stream": True}, "stream"),
+        ({"model": checkpoint, "prompt": "x", "n": 2}, "n"),
+        ({"model": "other", "prompt": "x"}, "model"),
+    ]:
         resp = httpx.post(url, json=body)
         assert 400 <= resp.status_code < 500 and resp.json()["error"]["param"] == param, (body, resp.text)
     wrong_route = httpx.post(f"{server.url}/v1/embeddings", json={"model": checkpoint, "input": "x"})

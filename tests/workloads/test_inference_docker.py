@@ -31,11 +31,24 @@ def container() -> Iterator[tuple[Any, str]]:
     client = docker_client_or_skip()
     tag = build_images(["inference"], docker_client=client, log=lambda _m: None)["inference"]
     box = client.containers.run(
-        tag, detach=True, ports={"8000/tcp": ("127.0.0.1", None)}, cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], init=True, nano_cpus=2_000_000_000, mem_limit="2g",
-        environment={"RUNNER_WORKLOAD_ID": "w-test", "RUNNER_REPLICA_INDEX": "0", "RUNNER_ATTEMPT": "1",
-                     "RUNNER_NODE": "local", "RUNNER_MAX_BATCH_SIZE": "16", "RUNNER_REPORT_EVERY_S": "1"},
-        labels={"runner.test": "inference"})
+        tag,
+        detach=True,
+        ports={"8000/tcp": ("127.0.0.1", None)},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        init=True,
+        nano_cpus=2_000_000_000,
+        mem_limit="2g",
+        environment={
+            "RUNNER_WORKLOAD_ID": "w-test",
+            "RUNNER_REPLICA_INDEX": "0",
+            "RUNNER_ATTEMPT": "1",
+            "RUNNER_NODE": "local",
+            "RUNNER_MAX_BATCH_SIZE": "16",
+            "RUNNER_REPORT_EVERY_S": "1",
+        },
+        labels={"runner.test": "inference"},
+    )
     try:
         box.reload()
         port = box.attrs["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
@@ -53,8 +66,11 @@ def health(url: str) -> int:
 
 def test_image_serves_matching_embeddings_hardened_and_offline(container: tuple[Any, str]) -> None:
     box, url = container
-    wait_for(lambda: health(url) == 200 or box.reload() or box.status == "exited", timeout_s=180,
-             what="the container's /healthz")
+    wait_for(
+        lambda: health(url) == 200 or box.reload() or box.status == "exited",
+        timeout_s=180,
+        what="the container's /healthz",
+    )
     assert health(url) == 200, box.logs().decode()[-3000:]
     resp = httpx.post(f"{url}/v1/embeddings", json={"input": [TEXT], "model": "all-MiniLM-L6-v2"}, timeout=30)
     assert resp.status_code == 200, resp.text

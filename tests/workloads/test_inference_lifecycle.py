@@ -75,10 +75,8 @@ def test_a_full_queue_answers_429_in_openais_shape(held: tuple[ServerThread, Hel
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(httpx.post, url, json={"input": "held in the model", "model": MODEL}, timeout=60)
         assert backend.running.wait(30)
-        queued = pool.submit(httpx.post, url, json={"input": ["queued one", "queued two"], "model": MODEL},
-                             timeout=60)
-        wait_for(lambda: "inference_queue_depth 2.0" in httpx.get(f"{srv.url}/metrics").text,
-                 what="two items queued")
+        queued = pool.submit(httpx.post, url, json={"input": ["queued one", "queued two"], "model": MODEL}, timeout=60)
+        wait_for(lambda: "inference_queue_depth 2.0" in httpx.get(f"{srv.url}/metrics").text, what="two items queued")
         refused = httpx.post(url, json={"input": "one too many", "model": MODEL})
         assert refused.status_code == 429, refused.text
         error = refused.json()["error"]

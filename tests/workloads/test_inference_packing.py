@@ -44,9 +44,12 @@ def backend():
 
 
 def test_packed_embeddings_equal_each_sentence_embedded_alone(backend) -> None:
-    texts = ["a", "the runner packs short sentences side by side into one row",
-             "word " * 180,  # longer than a row: a row of its own
-             *(f"sentence {i} of a batch with lengths that vary " + "more " * (i % 9) for i in range(30))]
+    texts = [
+        "a",
+        "the runner packs short sentences side by side into one row",
+        "word " * 180,  # longer than a row: a row of its own
+        *(f"sentence {i} of a batch with lengths that vary " + "more " * (i % 9) for i in range(30)),
+    ]
     payloads = [p.payload for p in backend.prepare(texts)]
     assert backend.device == "cpu"
     packed = backend.run(payloads)

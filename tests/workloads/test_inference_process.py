@@ -27,8 +27,9 @@ def start(env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
     full.update(PYTHONUNBUFFERED="1", HOST="127.0.0.1", **env)
     with open(out, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "workloads.inference"], cwd=REPO, env=full,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "workloads.inference"], cwd=REPO, env=full, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def reports(out: Path) -> list[dict[str, object]]:
@@ -37,33 +38,53 @@ def reports(out: Path) -> list[dict[str, object]]:
 
 
 def test_settings_come_from_the_contracts_environment() -> None:
-    s = ServerSettings.from_env({"PORT": "9001", "RUNNER_MODEL": "file:///ckpt/w-1", "RUNNER_MAX_BATCH_SIZE": "8",
-                                 "RUNNER_MAX_WAIT_MS": "2.5", "RUNNER_MAX_QUEUE": "64", "RUNNER_WORKLOAD_ID": "w-1"})
+    s = ServerSettings.from_env(
+        {
+            "PORT": "9001",
+            "RUNNER_MODEL": "file:///ckpt/w-1",
+            "RUNNER_MAX_BATCH_SIZE": "8",
+            "RUNNER_MAX_WAIT_MS": "2.5",
+            "RUNNER_MAX_QUEUE": "64",
+            "RUNNER_WORKLOAD_ID": "w-1",
+        }
+    )
     assert (s.port, s.model, s.max_batch_size, s.max_wait_ms, s.max_queue) == (9001, "file:///ckpt/w-1", 8, 2.5, 64)
     assert s.workload_id == "w-1" and s.host == "0.0.0.0"
     # A checkpoint bound at the runner's mount point is still served under the spec's URI.
     from workloads.inference.completion import CheckpointBackend
 
     assert CheckpointBackend(s).model_id == "file:///ckpt/w-1"
-    moved = ServerSettings.from_env({"RUNNER_MODEL": "file:///mnt/runner/model",
-                                     "RUNNER_MODEL_ID": "file:///root/.runner/artifacts/local/w-1/step-00000040"})
+    moved = ServerSettings.from_env(
+        {
+            "RUNNER_MODEL": "file:///mnt/runner/model",
+            "RUNNER_MODEL_ID": "file:///root/.runner/artifacts/local/w-1/step-00000040",
+        }
+    )
     assert CheckpointBackend(moved).uri == "file:///mnt/runner/model"
     assert CheckpointBackend(moved).model_id == "file:///root/.runner/artifacts/local/w-1/step-00000040"
     bare = ServerSettings.from_env({})
-    assert (bare.port, bare.model, bare.max_batch_size, bare.max_wait_ms, bare.max_queue) == \
-        (8000, MODEL, 32, 5.0, 1024)
+    assert (bare.port, bare.model, bare.max_batch_size, bare.max_wait_ms, bare.max_queue) == (
+        8000,
+        MODEL,
+        32,
+        5.0,
+        1024,
+    )
     assert ServerSettings.from_env({"PORT": "9001"}, port=7000, host="127.0.0.1").port == 7000
     assert ServerSettings.from_env({"RUNNER_MODEL_WORKERS": "3"}).workers_for("cpu") == 3
     assert ServerSettings.from_env({}).workers_for("cuda") == 1
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"RUNNER_MAX_BATCH_SIZE": "big"}, "RUNNER_MAX_BATCH_SIZE must be a whole number, got 'big'"),
-    ({"RUNNER_MAX_BATCH_SIZE": "0"}, "RUNNER_MAX_BATCH_SIZE must be >= 1, got 0"),
-    ({"RUNNER_MAX_WAIT_MS": "-1"}, "RUNNER_MAX_WAIT_MS must be a finite number >= 0"),
-    ({"RUNNER_MAX_WAIT_MS": "nan"}, "RUNNER_MAX_WAIT_MS must be a finite number >= 0"),
-    ({"PORT": "70000"}, "PORT must be 1..65535, got 70000"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RUNNER_MAX_BATCH_SIZE": "big"}, "RUNNER_MAX_BATCH_SIZE must be a whole number, got 'big'"),
+        ({"RUNNER_MAX_BATCH_SIZE": "0"}, "RUNNER_MAX_BATCH_SIZE must be >= 1, got 0"),
+        ({"RUNNER_MAX_WAIT_MS": "-1"}, "RUNNER_MAX_WAIT_MS must be a finite number >= 0"),
+        ({"RUNNER_MAX_WAIT_MS": "nan"}, "RUNNER_MAX_WAIT_MS must be a finite number >= 0"),
+        ({"PORT": "70000"}, "PORT must be 1..65535, got 70000"),
+    ],
+)
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ServerSettings.from_env(env)
@@ -102,10 +123,13 @@ def test_bad_environment_exits_2_and_unknown_model_exits_1(tmp_path: Path) -> No
 
 def test_serves_reports_and_stops_on_sigterm_within_ten_seconds(tmp_path: Path) -> None:
     port, out = free_port(), tmp_path / "server.log"
-    proc = start({"PORT": str(port), "RUNNER_WORKLOAD_ID": "w-abc", "RUNNER_REPLICA_INDEX": "1",
-                  "RUNNER_REPORT_EVERY_S": "0.5"}, out)
+    proc = start(
+        {"PORT": str(port), "RUNNER_WORKLOAD_ID": "w-abc", "RUNNER_REPLICA_INDEX": "1", "RUNNER_REPORT_EVERY_S": "0.5"},
+        out,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def status() -> int:
             try:
                 return httpx.get(f"{url}/healthz", timeout=2).status_code
@@ -119,8 +143,11 @@ def test_serves_reports_and_stops_on_sigterm_within_ten_seconds(tmp_path: Path) 
         ready = next(r for r in reports(out) if r["runner"] == "ready")
         assert ready["model"] == MODEL and ready["workload"] == "w-abc" and ready["replica"] == "1"
         assert ready["port"] == port and ready["device"] == "cpu"
-        busy = wait_for(lambda: [r for r in reports(out) if r["runner"] == "metrics" and r["items_per_s"]],
-                        timeout_s=10, what="a metrics report that saw the request")
+        busy = wait_for(
+            lambda: [r for r in reports(out) if r["runner"] == "metrics" and r["items_per_s"]],
+            timeout_s=10,
+            what="a metrics report that saw the request",
+        )
         assert busy[0]["queue_depth"] == 0 and busy[0]["requests_per_s"] > 0
         assert any(r.get("batch_size_mean") for r in reports(out))  # the batches were reported
         started = time.monotonic()

@@ -25,11 +25,37 @@ from tests.conftest import wait_for
 from workloads.training.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]
-DIST_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "RUNNER_CHECKPOINT_URI",
-             "RUNNER_CHECKPOINT_EVERY", "RUNNER_CHECKPOINT_KEEP")
+DIST_VARS = (
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RUNNER_CHECKPOINT_URI",
+    "RUNNER_CHECKPOINT_EVERY",
+    "RUNNER_CHECKPOINT_KEEP",
+)
 # A model small enough for a few milliseconds per step on one core; the loss still falls fast.
-TINY = ["--d-model", "64", "--n-layers", "1", "--n-heads", "2", "--seq-len", "32", "--batch-size", "8",
-        "--corpus-bytes", "200000", "--val-batches", "2", "--warmup-steps", "5", "--threads", "1"]
+TINY = [
+    "--d-model",
+    "64",
+    "--n-layers",
+    "1",
+    "--n-heads",
+    "2",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "8",
+    "--corpus-bytes",
+    "200000",
+    "--val-batches",
+    "2",
+    "--warmup-steps",
+    "5",
+    "--threads",
+    "1",
+]
 PROGRESS_KEYS = {"runner", "step", "total_steps", "loss", "steps_per_s", "tokens_per_s", "epoch"}
 
 
@@ -46,8 +72,14 @@ class TrainProc:
     def __init__(self, args: list[str], **env: str) -> None:
         full_env = {k: v for k, v in os.environ.items() if k not in DIST_VARS and not k.startswith("TRAIN_")}
         full_env.update(PYTHONUNBUFFERED="1", **env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "workloads.training", *args], cwd=REPO, env=full_env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workloads.training", *args],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -66,14 +98,16 @@ class TrainProc:
                     out.append(obj)
         return out
 
-    def wait_report(self, kind: str, pred: Callable[[dict[str, Any]], bool] = lambda r: True,
-                    timeout_s: float = 60) -> dict[str, Any]:
+    def wait_report(
+        self, kind: str, pred: Callable[[dict[str, Any]], bool] = lambda r: True, timeout_s: float = 60
+    ) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
             if self.proc.poll() is not None and self._reader.is_alive() is False:
                 hits = [r for r in self.reports(kind) if pred(r)]
                 if not hits:
-                    raise AssertionError(f"exited {self.proc.returncode} before a matching {kind!r} report:\n"
-                                         + self.output()[-3000:])
+                    raise AssertionError(
+                        f"exited {self.proc.returncode} before a matching {kind!r} report:\n" + self.output()[-3000:]
+                    )
             return next((r for r in self.reports(kind) if pred(r)), None)
 
         return wait_for(found, timeout_s=timeout_s, what=f"a {kind!r} report")
@@ -115,8 +149,11 @@ def procs() -> Iterator[Callable[..., TrainProc]]:
 
 
 def test_one_worker_trains_reports_and_checkpoints(procs: Callable[..., TrainProc], tmp_path: Path) -> None:
-    run = procs([*TINY, "--steps", "40", "--log-every", "5"], RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/ckpt",
-                RUNNER_CHECKPOINT_EVERY="10")
+    run = procs(
+        [*TINY, "--steps", "40", "--log-every", "5"],
+        RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/ckpt",
+        RUNNER_CHECKPOINT_EVERY="10",
+    )
     assert run.finish() == 0, run.output()
     progress = run.reports("progress")
     assert [p["step"] for p in progress] == [1, 5, 10, 15, 20, 25, 30, 35, 40]
@@ -136,8 +173,13 @@ def test_one_worker_trains_reports_and_checkpoints(procs: Callable[..., TrainPro
 
 
 def test_two_gloo_workers_train_and_loss_falls(procs: Callable[..., TrainProc], tmp_path: Path) -> None:
-    env = dict(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-               RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/ckpt", RUNNER_CHECKPOINT_EVERY="20")
+    env = dict(
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/ckpt",
+        RUNNER_CHECKPOINT_EVERY="20",
+    )
     args = [*TINY, "--steps", "40", "--log-every", "10"]
     rank0 = procs(args, RANK="0", LOCAL_RANK="0", **env)
     rank1 = procs(args, RANK="1", LOCAL_RANK="0", **env)
@@ -155,8 +197,12 @@ def test_two_gloo_workers_train_and_loss_falls(procs: Callable[..., TrainProc], 
 def test_sigterm_to_one_worker_stops_the_gang_at_one_step(procs: Callable[..., TrainProc], tmp_path: Path) -> None:
     """A preemption notice may reach any container of the gang: all ranks vote each step, so
     they stop together, rank 0 saves that step, and every rank exits 143."""
-    env = dict(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-               RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/ckpt")
+    env = dict(
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/ckpt",
+    )
     args = [*TINY, "--steps", "5000", "--log-every", "1"]
     rank0 = procs(args, RANK="0", **env)
     rank1 = procs(args, RANK="1", **env)
@@ -171,8 +217,17 @@ def test_sigterm_to_one_worker_stops_the_gang_at_one_step(procs: Callable[..., T
 
 
 def test_flags_override_env_and_bad_values_name_their_source(tmp_path: Path) -> None:
-    cfg = load_config(["--steps", "7"], {"TRAIN_STEPS": "99", "TRAIN_LR": "0.01", "RUNNER_CHECKPOINT_EVERY": "5",
-                                         "RUNNER_CHECKPOINT_URI": "s3://b/w-1", "WORLD_SIZE": "4", "RANK": "3"})
+    cfg = load_config(
+        ["--steps", "7"],
+        {
+            "TRAIN_STEPS": "99",
+            "TRAIN_LR": "0.01",
+            "RUNNER_CHECKPOINT_EVERY": "5",
+            "RUNNER_CHECKPOINT_URI": "s3://b/w-1",
+            "WORLD_SIZE": "4",
+            "RANK": "3",
+        },
+    )
     assert (cfg.steps, cfg.lr, cfg.checkpoint_every, cfg.checkpoint_uri) == (7, 0.01, 5, "s3://b/w-1")
     assert (cfg.dist.world_size, cfg.dist.rank, cfg.dist.master_addr) == (4, 3, "127.0.0.1")
     assert load_config([], {}).checkpoint_uri == f"file://{Path.cwd()}/checkpoints"

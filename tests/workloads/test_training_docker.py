@@ -49,9 +49,17 @@ def containers(docker: Any) -> Iterator[list[Any]]:
 
 def run(docker: Any, image: str, started: list[Any], args: list[str], env: dict[str, str], **kwargs: Any) -> Any:
     """Start a container the way runner/runtime/docker.py does (hardened, CPU-limited)."""
-    container = docker.containers.run(image, ["python", "-m", "workloads.training", *args], environment=env,
-                                      detach=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                                      pids_limit=4096, init=True, **kwargs)
+    container = docker.containers.run(
+        image,
+        ["python", "-m", "workloads.training", *args],
+        environment=env,
+        detach=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=4096,
+        init=True,
+        **kwargs,
+    )
     started.append(container)
     return container
 
@@ -61,12 +69,19 @@ def reports(container: Any, kind: str) -> list[dict[str, Any]]:
     return [r for r in map(parse_report, lines) if r is not None and r["runner"] == kind]
 
 
-def test_one_worker_in_a_container_checkpoints_to_a_bind_mount(docker: Any, image: str, checkpoint_dir: Path,
-                                                               containers: list[Any]) -> None:
-    c = run(docker, image, containers, [*TINY, "--threads", "0", "--steps", "30", "--log-every", "10"],
-            {"RUNNER_CHECKPOINT_URI": "file:///artifacts/w-1", "RUNNER_CHECKPOINT_EVERY": "10"},
-            volumes={str(checkpoint_dir): {"bind": "/artifacts", "mode": "rw"}}, network_disabled=True,
-            nano_cpus=2_000_000_000)
+def test_one_worker_in_a_container_checkpoints_to_a_bind_mount(
+    docker: Any, image: str, checkpoint_dir: Path, containers: list[Any]
+) -> None:
+    c = run(
+        docker,
+        image,
+        containers,
+        [*TINY, "--threads", "0", "--steps", "30", "--log-every", "10"],
+        {"RUNNER_CHECKPOINT_URI": "file:///artifacts/w-1", "RUNNER_CHECKPOINT_EVERY": "10"},
+        volumes={str(checkpoint_dir): {"bind": "/artifacts", "mode": "rw"}},
+        network_disabled=True,
+        nano_cpus=2_000_000_000,
+    )
     assert c.wait(timeout=300)["StatusCode"] == 0, c.logs().decode()
     logs = c.logs().decode()
     assert "2 torch thread(s)" in logs  # taken from the container's CPU quota (--threads 0)
@@ -79,12 +94,19 @@ def test_one_worker_in_a_container_checkpoints_to_a_bind_mount(docker: Any, imag
     assert result["final_loss"] < result["first_loss"]
 
 
-def test_docker_stop_checkpoints_and_exits_143_in_time(docker: Any, image: str, checkpoint_dir: Path,
-                                                       containers: list[Any]) -> None:
-    c = run(docker, image, containers, [*TINY, "--steps", "100000", "--log-every", "1"],
-            {"RUNNER_CHECKPOINT_URI": "file:///artifacts/w-2"},
-            volumes={str(checkpoint_dir): {"bind": "/artifacts", "mode": "rw"}}, network_disabled=True,
-            nano_cpus=1_000_000_000)
+def test_docker_stop_checkpoints_and_exits_143_in_time(
+    docker: Any, image: str, checkpoint_dir: Path, containers: list[Any]
+) -> None:
+    c = run(
+        docker,
+        image,
+        containers,
+        [*TINY, "--steps", "100000", "--log-every", "1"],
+        {"RUNNER_CHECKPOINT_URI": "file:///artifacts/w-2"},
+        volumes={str(checkpoint_dir): {"bind": "/artifacts", "mode": "rw"}},
+        network_disabled=True,
+        nano_cpus=1_000_000_000,
+    )
     wait_for(lambda: len(reports(c, "progress")) >= 5, timeout_s=120, what="training progress")
     c.stop(timeout=10)  # SIGTERM, then SIGKILL after 10 s: 137 would mean it missed the deadline
     assert c.wait(timeout=30)["StatusCode"] == 143, c.logs().decode()[-2000:]
@@ -94,17 +116,40 @@ def test_docker_stop_checkpoints_and_exits_143_in_time(docker: Any, image: str, 
     assert (checkpoint_dir / "w-2" / f"step-{last_step:08d}" / "manifest.json").is_file()
 
 
-def test_two_containers_on_host_networking_train_as_a_gang(docker: Any, image: str, checkpoint_dir: Path,
-                                                           containers: list[Any]) -> None:
+def test_two_containers_on_host_networking_train_as_a_gang(
+    docker: Any, image: str, checkpoint_dir: Path, containers: list[Any]
+) -> None:
     """CPU mode's gang on one machine: host networking, MASTER_ADDR 127.0.0.1, gloo on lo."""
-    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "GLOO_SOCKET_IFNAME": "lo",
-           "RUNNER_CHECKPOINT_URI": "file:///artifacts/w-3", "RUNNER_CHECKPOINT_EVERY": "20"}
+    env = {
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "RUNNER_CHECKPOINT_URI": "file:///artifacts/w-3",
+        "RUNNER_CHECKPOINT_EVERY": "20",
+    }
     volumes = {str(checkpoint_dir): {"bind": "/artifacts", "mode": "rw"}}
     args = [*TINY, "--steps", "40", "--log-every", "10"]
-    rank0 = run(docker, image, containers, args, {**env, "RANK": "0"}, volumes=volumes, network_mode="host",
-                nano_cpus=1_000_000_000)
-    rank1 = run(docker, image, containers, args, {**env, "RANK": "1"}, volumes=volumes, network_mode="host",
-                nano_cpus=1_000_000_000)
+    rank0 = run(
+        docker,
+        image,
+        containers,
+        args,
+        {**env, "RANK": "0"},
+        volumes=volumes,
+        network_mode="host",
+        nano_cpus=1_000_000_000,
+    )
+    rank1 = run(
+        docker,
+        image,
+        containers,
+        args,
+        {**env, "RANK": "1"},
+        volumes=volumes,
+        network_mode="host",
+        nano_cpus=1_000_000_000,
+    )
     assert rank0.wait(timeout=300)["StatusCode"] == 0, rank0.logs().decode()[-2000:]
     assert rank1.wait(timeout=60)["StatusCode"] == 0, rank1.logs().decode()[-2000:]
     result = reports(rank0, "result")[-1]

@@ -63,8 +63,9 @@ def test_a_takeover_during_a_save_leaves_the_pointer_and_the_pruning_to_the_new_
     assert racing.steps() == {10: True, 20: True}  # step 10 was not pruned; 20 is complete and valid
 
 
-def test_a_running_older_attempt_stops_when_the_next_attempt_claims(procs: Callable[..., TrainProc],
-                                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_a_running_older_attempt_stops_when_the_next_attempt_claims(
+    procs: Callable[..., TrainProc], tmp_path: Path
+) -> None:
     env: dict[str, Any] = dict(RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/ckpt", RUNNER_CHECKPOINT_EVERY="5")
     args = [*TINY, "--steps", "100000", "--log-every", "1"]
     old = procs(args, RUNNER_ATTEMPT="1", **env)

@@ -43,8 +43,9 @@ def test_sigkill_mid_run_resumes_within_one_interval(procs: Callable[..., TrainP
     assert second.finish() == 143, second.output()
 
 
-def test_sigterm_checkpoints_now_and_resume_follows_the_same_trajectory(procs: Callable[..., TrainProc],
-                                                                        tmp_path: Path) -> None:
+def test_sigterm_checkpoints_now_and_resume_follows_the_same_trajectory(
+    procs: Callable[..., TrainProc], tmp_path: Path
+) -> None:
     """Run B is stopped by SIGTERM and resumed; run A is never interrupted. Same seed, same
     world size: every step's loss in B (before and after the resume) equals A's."""
     env_b = dict(RUNNER_CHECKPOINT_URI=f"file://{tmp_path}/b", RUNNER_CHECKPOINT_EVERY=str(EVERY))
@@ -81,7 +82,7 @@ def test_corrupt_and_partial_checkpoints_are_skipped(procs: Callable[..., TrainP
     # Newest complete checkpoint: flip bytes in the middle of its weights (size unchanged).
     model = root / step_prefix(30) / "model.pt"
     data = bytearray(model.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 8] = bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 8])
+    data[len(data) // 2 : len(data) // 2 + 8] = bytes(b ^ 0xFF for b in data[len(data) // 2 : len(data) // 2 + 8])
     model.write_bytes(bytes(data))
     # A newer one that a crash interrupted: files but no manifest, and a temp file left behind.
     partial = root / step_prefix(40)

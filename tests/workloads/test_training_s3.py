@@ -21,14 +21,19 @@ def s3() -> Iterator[dict[str, str]]:
         yield {**aws_env(endpoint), "BUCKET": new_bucket(endpoint)}
 
 
-def test_checkpoints_go_to_s3_and_a_restart_resumes_from_there(s3: dict[str, str],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoints_go_to_s3_and_a_restart_resumes_from_there(
+    s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3
 
     uri = f"s3://{s3['BUCKET']}/runs/w-s3"
     env = {k: v for k, v in s3.items() if k != "BUCKET"}
-    first = TrainProc([*TINY, "--steps", "1000", "--log-every", "1", "--keep", "2"], RUNNER_CHECKPOINT_URI=uri,
-                      RUNNER_CHECKPOINT_EVERY="10", **env)
+    first = TrainProc(
+        [*TINY, "--steps", "1000", "--log-every", "1", "--keep", "2"],
+        RUNNER_CHECKPOINT_URI=uri,
+        RUNNER_CHECKPOINT_EVERY="10",
+        **env,
+    )
     try:
         first.wait_report("checkpoint", lambda c: c["step"] >= 30)
         first.signal(signal.SIGTERM)
@@ -38,8 +43,13 @@ def test_checkpoints_go_to_s3_and_a_restart_resumes_from_there(s3: dict[str, str
     saved = first.reports("checkpoint")[-1]
     assert saved["uri"] == f"{uri}/step-{saved['step']:08d}"
 
-    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3["BUCKET"], Prefix="runs/w-s3/")["Contents"])
     steps = sorted({k.split("/")[2] for k in keys if k.split("/")[2].startswith("step-")})
     assert len(steps) == 2 and steps[-1] == f"step-{saved['step']:08d}", keys  # --keep 2 pruned the rest
@@ -49,8 +59,12 @@ def test_checkpoints_go_to_s3_and_a_restart_resumes_from_there(s3: dict[str, str
 
     second = TrainProc([*TINY, "--steps", str(saved["step"] + 5)], RUNNER_CHECKPOINT_URI=uri, **env)
     assert second.finish(timeout_s=120) == 0, second.output()
-    assert second.reports("resume")[0] == {"runner": "resume", "step": saved["step"],
-                                           "total_steps": saved["step"] + 5, "uri": saved["uri"]}
+    assert second.reports("resume")[0] == {
+        "runner": "resume",
+        "step": saved["step"],
+        "total_steps": saved["step"] + 5,
+        "uri": saved["uri"],
+    }
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -48,7 +48,7 @@ def test_generate_stops_at_a_stop_sequence(run_uri: str) -> None:
     model = load_for_inference(run_uri)
     full = generate(model, "def f(", max_tokens=60, temperature=0)
     stop = full[10:12]
-    assert stop and generate(model, "def f(", max_tokens=60, temperature=0, stop=[stop]) == full[:full.find(stop)]
+    assert stop and generate(model, "def f(", max_tokens=60, temperature=0, stop=[stop]) == full[: full.find(stop)]
 
 
 def test_generate_rejects_bad_arguments(run_uri: str) -> None:
@@ -73,7 +73,12 @@ def test_no_or_damaged_checkpoint_is_a_clear_error(run_uri: str, tmp_path: Path)
 
 
 def test_serve_cli_completes_a_prompt(run_uri: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "workloads.training.serve", run_uri, "class ", "--max-tokens", "12",
-                          "--seed", "1"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "workloads.training.serve", run_uri, "class ", "--max-tokens", "12", "--seed", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("class ")

@@ -28,16 +28,39 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from workloads.common.artifacts_base import (
-    MANIFEST, ArtifactCorruptError, ArtifactError, ArtifactInfo, ArtifactNotFoundError, ArtifactStore,
-    ArtifactURIError, Manifest, check_key, join, sha256_hex,
+    MANIFEST,
+    ArtifactCorruptError,
+    ArtifactError,
+    ArtifactInfo,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    ArtifactURIError,
+    Manifest,
+    check_key,
+    join,
+    sha256_hex,
 )
 from workloads.common.artifacts_file import FileStore
 from workloads.common.artifacts_s3 import S3Store
 
 __all__ = [
-    "MANIFEST", "ArtifactCorruptError", "ArtifactError", "ArtifactInfo", "ArtifactNotFoundError", "ArtifactStore",
-    "ArtifactURIError", "FileStore", "Manifest", "S3Store", "check_key", "fetch_verified", "join", "open_store",
-    "publish", "read_manifest", "sha256_hex",
+    "MANIFEST",
+    "ArtifactCorruptError",
+    "ArtifactError",
+    "ArtifactInfo",
+    "ArtifactNotFoundError",
+    "ArtifactStore",
+    "ArtifactURIError",
+    "FileStore",
+    "Manifest",
+    "S3Store",
+    "check_key",
+    "fetch_verified",
+    "join",
+    "open_store",
+    "publish",
+    "read_manifest",
+    "sha256_hex",
 ]
 
 MANIFEST_FORMAT = 1
@@ -48,8 +71,9 @@ def open_store(uri: str, *, s3_client: Any = None) -> ArtifactStore:
     parts = urlsplit(uri)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ArtifactURIError(f"{uri}: a file URI needs an absolute path, e.g. file:///checkpoints/run-1 "
-                                   f"(got host {parts.netloc!r})")
+            raise ArtifactURIError(
+                f"{uri}: a file URI needs an absolute path, e.g. file:///checkpoints/run-1 (got host {parts.netloc!r})"
+            )
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise ArtifactURIError(f"{uri}: a file URI needs an absolute path, e.g. file:///checkpoints/run-1")
@@ -64,8 +88,9 @@ def open_store(uri: str, *, s3_client: Any = None) -> ArtifactStore:
 # --------------------------------------------------------------------------- atomic publish
 
 
-def publish(store: ArtifactStore, prefix: str, files: Mapping[str, bytes | Path],
-            meta: Mapping[str, Any] | None = None) -> Manifest:
+def publish(
+    store: ArtifactStore, prefix: str, files: Mapping[str, bytes | Path], meta: Mapping[str, Any] | None = None
+) -> Manifest:
     """Write ``files`` under ``prefix``, then ``manifest.json`` naming each one's size and
     sha256. The manifest is the commit point: until it exists the artifact does not."""
     entries: dict[str, dict[str, Any]] = {}
@@ -93,15 +118,17 @@ def read_manifest(store: ArtifactStore, prefix: str) -> Manifest:
     try:
         doc = json.loads(raw)
         files = {str(name): {"sha256": str(e["sha256"]), "size": int(e["size"])} for name, e in doc["files"].items()}
-        return Manifest(prefix=prefix, files=files, meta=dict(doc.get("meta") or {}),
-                        created_at=float(doc.get("created_at") or 0.0))
+        return Manifest(
+            prefix=prefix, files=files, meta=dict(doc.get("meta") or {}), created_at=float(doc.get("created_at") or 0.0)
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         detail = f"{exc.__class__.__name__}: {exc}"
         raise ArtifactCorruptError(f"manifest {store.url(key)} is unreadable ({detail})") from exc
 
 
-def fetch_verified(store: ArtifactStore, prefix: str,
-                   names: list[str] | None = None) -> tuple[Manifest, dict[str, bytes]]:
+def fetch_verified(
+    store: ArtifactStore, prefix: str, names: list[str] | None = None
+) -> tuple[Manifest, dict[str, bytes]]:
     """Read the manifest under ``prefix`` and the files it names (or only ``names``),
     checking each one's size and sha256; ArtifactCorruptError on the first mismatch."""
     manifest = read_manifest(store, prefix)
@@ -117,7 +144,9 @@ def fetch_verified(store: ArtifactStore, prefix: str,
             raise ArtifactCorruptError(f"{store.url(key)} is named in its manifest but missing") from exc
         entry = manifest.files[name]
         if len(data) != entry["size"] or sha256_hex(data) != entry["sha256"]:
-            raise ArtifactCorruptError(f"{store.url(key)} fails its checksum ({len(data)} bytes, manifest says "
-                                       f"{entry['size']}); it is damaged or was overwritten")
+            raise ArtifactCorruptError(
+                f"{store.url(key)} fails its checksum ({len(data)} bytes, manifest says "
+                f"{entry['size']}); it is damaged or was overwritten"
+            )
         out[name] = data
     return manifest, out

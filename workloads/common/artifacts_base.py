@@ -67,8 +67,10 @@ def check_key(key: str, uri: str) -> str:
     """A normalised relative POSIX key, or ArtifactURIError: no absolute paths, no ``..``."""
     parts = [p for p in PurePosixPath(key).parts if p not in ("", ".")]
     if key.startswith("/") or not parts or ".." in parts or any(TMP_MARK in p for p in parts):
-        raise ArtifactURIError(f"bad artifact key {key!r} under {uri}: use a relative path such as "
-                               "'step-00000100/model.pt' (no '/', '..' or '.tmp-' parts)")
+        raise ArtifactURIError(
+            f"bad artifact key {key!r} under {uri}: use a relative path such as "
+            "'step-00000100/model.pt' (no '/', '..' or '.tmp-' parts)"
+        )
     return "/".join(parts)
 
 

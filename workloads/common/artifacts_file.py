@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from workloads.common.artifacts_base import (
-    TMP_MARK, ArtifactError, ArtifactInfo, ArtifactNotFoundError, ArtifactStore, check_key,
+    TMP_MARK,
+    ArtifactError,
+    ArtifactInfo,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    check_key,
 )
 
 
@@ -29,8 +34,10 @@ class FileStore(ArtifactStore):
     def _fail(self, what: str, key: str, exc: OSError) -> ArtifactError:
         if isinstance(exc, FileNotFoundError):
             return ArtifactNotFoundError(f"no artifact at {self.url(key)}")
-        return ArtifactError(f"cannot {what} {self.url(key)}: {exc.strerror or exc}; check that {self.root} "
-                             "exists and is writable by this user (containers run as uid 1000)")
+        return ArtifactError(
+            f"cannot {what} {self.url(key)}: {exc.strerror or exc}; check that {self.root} "
+            "exists and is writable by this user (containers run as uid 1000)"
+        )
 
     @contextmanager
     def _atomic(self, key: str) -> Iterator[Any]:

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from workloads.common.artifacts_base import (
-    TMP_MARK, ArtifactError, ArtifactInfo, ArtifactNotFoundError, ArtifactStore, check_key, join,
+    TMP_MARK,
+    ArtifactError,
+    ArtifactInfo,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    check_key,
+    join,
 )
 
 
@@ -30,11 +36,13 @@ class S3Store(ArtifactStore):
                 import boto3
                 from botocore.config import Config
             except ImportError as exc:
-                raise ArtifactError(f"{self.uri} needs boto3, which is not installed; pip install boto3 "
-                                    "(the training image has it)") from exc
+                raise ArtifactError(
+                    f"{self.uri} needs boto3, which is not installed; pip install boto3 (the training image has it)"
+                ) from exc
             endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-            self._client = boto3.client("s3", endpoint_url=endpoint,
-                                        config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+            self._client = boto3.client(
+                "s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 5, "mode": "standard"})
+            )
         return self._client
 
     def _key(self, key: str) -> str:
@@ -47,18 +55,24 @@ class S3Store(ArtifactStore):
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code == "NoSuchBucket":
-                return ArtifactNotFoundError(f"bucket {self.bucket!r} of {self.uri} does not exist at {endpoint}; "
-                                             "create it first")
+                return ArtifactNotFoundError(
+                    f"bucket {self.bucket!r} of {self.uri} does not exist at {endpoint}; create it first"
+                )
             if code in ("NoSuchKey", "404", "NotFound"):
                 return ArtifactNotFoundError(f"no artifact at {self.url(key)}")
             if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                return ArtifactError(f"cannot {what} {self.url(key)}: access denied ({code}); check "
-                                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy")
+                return ArtifactError(
+                    f"cannot {what} {self.url(key)}: access denied ({code}); check "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy"
+                )
         if isinstance(exc, NoCredentialsError):
-            return ArtifactError(f"cannot {what} {self.url(key)}: no S3 credentials; set AWS_ACCESS_KEY_ID "
-                                 "and AWS_SECRET_ACCESS_KEY")
-        return ArtifactError(f"cannot {what} {self.url(key)} at {endpoint}: {exc}; check AWS_ENDPOINT_URL "
-                             "and that the S3 server is reachable")
+            return ArtifactError(
+                f"cannot {what} {self.url(key)}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        return ArtifactError(
+            f"cannot {what} {self.url(key)} at {endpoint}: {exc}; check AWS_ENDPOINT_URL "
+            "and that the S3 server is reachable"
+        )
 
     def _call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -73,8 +87,7 @@ class S3Store(ArtifactStore):
         return self.url(check_key(key, self.uri))
 
     def put_file(self, key: str, path: Path) -> str:
-        self._call("write", key, self.client.upload_file, Filename=str(path), Bucket=self.bucket,
-                   Key=self._key(key))
+        self._call("write", key, self.client.upload_file, Filename=str(path), Bucket=self.bucket, Key=self._key(key))
         return self.url(check_key(key, self.uri))
 
     def get_bytes(self, key: str) -> bytes:
@@ -86,8 +99,9 @@ class S3Store(ArtifactStore):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         try:
-            self._call("read", key, self.client.download_file, Bucket=self.bucket, Key=self._key(key),
-                       Filename=str(tmp))
+            self._call(
+                "read", key, self.client.download_file, Bucket=self.bucket, Key=self._key(key), Filename=str(tmp)
+            )
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -104,15 +118,24 @@ class S3Store(ArtifactStore):
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full + "/" if full else ""):
                 for obj in page.get("Contents", []):
-                    key = obj["Key"][len(root):]
-                    out.append(ArtifactInfo(key=key, size=int(obj["Size"]),
-                                            modified=obj["LastModified"].timestamp(), uri=self.url(key)))
+                    key = obj["Key"][len(root) :]
+                    out.append(
+                        ArtifactInfo(
+                            key=key, size=int(obj["Size"]), modified=obj["LastModified"].timestamp(), uri=self.url(key)
+                        )
+                    )
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("list", prefix, exc) from exc
         if sub and not out and self.exists(sub):  # ``prefix`` named a single object
             head = self._call("read", sub, self.client.head_object, Bucket=self.bucket, Key=full)
-            out.append(ArtifactInfo(key=sub, size=int(head["ContentLength"]),
-                                    modified=head["LastModified"].timestamp(), uri=self.url(sub)))
+            out.append(
+                ArtifactInfo(
+                    key=sub,
+                    size=int(head["ContentLength"]),
+                    modified=head["LastModified"].timestamp(),
+                    uri=self.url(sub),
+                )
+            )
         return sorted(out, key=lambda i: i.key)
 
     def delete(self, key: str) -> None:
@@ -128,7 +151,12 @@ class S3Store(ArtifactStore):
     def delete_prefix(self, prefix: str) -> int:
         keys = [self._key(i.key) for i in self.list(prefix)]
         for start in range(0, len(keys), 1000):  # the DeleteObjects limit
-            batch = [{"Key": k} for k in keys[start:start + 1000]]
-            self._call("delete", prefix, self.client.delete_objects, Bucket=self.bucket,
-                       Delete={"Objects": batch, "Quiet": True})
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self._call(
+                "delete",
+                prefix,
+                self.client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": batch, "Quiet": True},
+            )
         return len(keys)

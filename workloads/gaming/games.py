@@ -37,8 +37,7 @@ def _breakout_renderer(width: int, height: int) -> Renderer:
 
 
 GAMES: dict[str, Game] = {
-    "breakout": Game("breakout", breakout.new_game, breakout.step, breakout.snapshot,
-                     _breakout_renderer),
+    "breakout": Game("breakout", breakout.new_game, breakout.step, breakout.snapshot, _breakout_renderer)
 }
 
 
@@ -47,5 +46,4 @@ def get_game(name: str) -> Game:
     try:
         return GAMES[name]
     except KeyError:
-        raise SettingsError(f"RUNNER_GAME: no game named {name!r}; known games: "
-                            f"{', '.join(sorted(GAMES))}") from None
+        raise SettingsError(f"RUNNER_GAME: no game named {name!r}; known games: {', '.join(sorted(GAMES))}") from None

@@ -43,9 +43,20 @@ class GameLoop:
     """Steps, renders and encodes ``game`` at ``fps``; hands each ``Frame`` to ``publish``
     (called on the loop's thread: it must be quick and thread-safe)."""
 
-    def __init__(self, game: Game, *, fps: int, width: int, height: int, encoder: Encoder,
-                 mixer: InputMixer, metrics: Metrics, publish: Callable[[Frame], None],
-                 seed: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        game: Game,
+        *,
+        fps: int,
+        width: int,
+        height: int,
+        encoder: Encoder,
+        mixer: InputMixer,
+        metrics: Metrics,
+        publish: Callable[[Frame], None],
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.game = game
         self.period = 1.0 / fps
         self.encoder = encoder
@@ -99,10 +110,14 @@ class GameLoop:
         payload = self.encoder.encode(pixels)
         t2 = time.perf_counter()
         self._frame_id += 1
-        frame = Frame(id=self._frame_id, tick=self._tick, payload=payload,
-                      acks=dict(self.mixer.acks), encode_us=int((t2 - t1) * 1e6))
-        self.metrics.frame(render_ms=(t1 - t0) * 1000, encode_ms=(t2 - t1) * 1000,
-                           nbytes=len(payload))
+        frame = Frame(
+            id=self._frame_id,
+            tick=self._tick,
+            payload=payload,
+            acks=dict(self.mixer.acks),
+            encode_us=int((t2 - t1) * 1e6),
+        )
+        self.metrics.frame(render_ms=(t1 - t0) * 1000, encode_ms=(t2 - t1) * 1000, nbytes=len(payload))
         self.publish(frame)
         self.first_frame.set()
         return frame

@@ -30,8 +30,20 @@ LATENCY_SAMPLES = 1000
 RTT_SAMPLES = 60
 CLIENT_STALE_S = 5.0  # a client's fps report older than this no longer counts
 
-REPORT_KEYS = ("fps", "frame_p50_ms", "frame_p95_ms", "frame_p99_ms", "encode_ms", "bitrate_kbps",
-               "dropped", "latency_p50_ms", "latency_p95_ms", "players", "rtt_p50_ms", "rtt_p95_ms")
+REPORT_KEYS = (
+    "fps",
+    "frame_p50_ms",
+    "frame_p95_ms",
+    "frame_p99_ms",
+    "encode_ms",
+    "bitrate_kbps",
+    "dropped",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "players",
+    "rtt_p50_ms",
+    "rtt_p95_ms",
+)
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -108,8 +120,14 @@ class Metrics:
             rtt = list(self._rtt)
             client_frames = list(self._client_frames)
             fresh = [fps for t, fps in self._client_fps.values() if now - t <= CLIENT_STALE_S]
-            totals = (self.frames_total, self.dropped_total, self.bytes_total, self.latency_total,
-                      self.client_skipped, self.rtt_total)
+            totals = (
+                self.frames_total,
+                self.dropped_total,
+                self.bytes_total,
+                self.latency_total,
+                self.client_skipped,
+                self.rtt_total,
+            )
         frames_total, dropped_total, bytes_total, latency_total, skipped, rtt_total = totals
         span = min(RATE_WINDOW_S, max(1e-9, now - self.started))
         recent = [f for f in frames if f[0] >= now - RATE_WINDOW_S]
@@ -147,8 +165,12 @@ def report_fields(summary: dict[str, Any], **extra: Any) -> dict[str, Any]:
     first, then a few more the runner may show (client fps, latency and round-trip sample
     counts, uptime): the sample counts tell a fresh measurement from a stale one."""
     line = {key: summary[key] for key in REPORT_KEYS}
-    line.update(target_fps=summary["target_fps"], client_fps=summary["client_fps"],
-                latency_samples=summary["latency_samples"], rtt_samples=summary["rtt_samples"],
-                uptime_s=summary["uptime_s"])
+    line.update(
+        target_fps=summary["target_fps"],
+        client_fps=summary["client_fps"],
+        latency_samples=summary["latency_samples"],
+        rtt_samples=summary["rtt_samples"],
+        uptime_s=summary["uptime_s"],
+    )
     line.update(extra)
     return line

@@ -16,11 +16,17 @@ from contextlib import contextmanager
 from typing import Any
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
     # a page in a background tab or without focus must not be throttled mid-measurement
-    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 ]
 VIEWPORT = {"width": 1360, "height": 860}
@@ -55,8 +61,7 @@ def chromium_path() -> str:
     for name in ("chromium", "chromium-browser"):
         if path := shutil.which(name):
             return path
-    raise BrowserMissingError("no chromium on PATH; install it with `apt-get install chromium` "
-                              "(scripts/setup.sh does)")
+    raise BrowserMissingError("no chromium on PATH; install it with `apt-get install chromium` (scripts/setup.sh does)")
 
 
 @contextmanager
@@ -67,8 +72,8 @@ def browser(headless: bool = True) -> Iterator[Any]:
     executable = chromium_path()
     with tempfile.TemporaryDirectory(prefix="gaming-chromium-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=executable, headless=headless, args=CHROMIUM_ARGS,
-            viewport=VIEWPORT)
+            profile, executable_path=executable, headless=headless, args=CHROMIUM_ARGS, viewport=VIEWPORT
+        )
         try:
             yield context
         finally:
@@ -79,8 +84,7 @@ def open_session(context: Any, url: str, timeout_s: float = 15.0) -> Any:
     """Open the session page and wait until it has drawn its first frame; returns the page."""
     page = context.pages[0] if context.pages else context.new_page()
     page.goto(url, wait_until="domcontentloaded", timeout=timeout_s * 1000)
-    page.wait_for_function("() => window.gaming && window.gaming.frames > 0",
-                           timeout=timeout_s * 1000, polling="raf")
+    page.wait_for_function("() => window.gaming && window.gaming.frames > 0", timeout=timeout_s * 1000, polling="raf")
     page.locator("#screen").focus()
     return page
 
@@ -98,13 +102,17 @@ def canvas_digest(page: Any) -> dict[str, Any]:
 
 def start_trace(page: Any) -> None:
     """From now on the page keeps every frame interval and latency sample (not just the last 300)."""
-    page.evaluate("() => { window.gaming.trace = { frameTimes: [], latencies: [], t0: performance.now(),"
-                  " frames0: window.gaming.frames }; }")
+    page.evaluate(
+        "() => { window.gaming.trace = { frameTimes: [], latencies: [], t0: performance.now(),"
+        " frames0: window.gaming.frames }; }"
+    )
 
 
 def take_trace(page: Any) -> dict[str, Any]:
     """The samples since ``start_trace`` plus ``seconds`` and ``frames`` drawn in that time."""
-    return page.evaluate("() => { const t = window.gaming.trace; window.gaming.trace = null;"
-                         " return { frameTimes: t.frameTimes, latencies: t.latencies,"
-                         " seconds: (performance.now() - t.t0) / 1000,"
-                         " frames: window.gaming.frames - t.frames0 }; }")
+    return page.evaluate(
+        "() => { const t = window.gaming.trace; window.gaming.trace = null;"
+        " return { frameTimes: t.frameTimes, latencies: t.latencies,"
+        " seconds: (performance.now() - t.t0) / 1000,"
+        " frames: window.gaming.frames - t.frames0 }; }"
+    )

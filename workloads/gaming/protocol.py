@@ -101,8 +101,7 @@ Message = KeyInput | PointerInput | ClientStats | Ping
 
 def pack_frame(frame_id: int, ack: int, tick: int, encode_us: int, payload: bytes) -> bytes:
     """One binary frame message: header then payload (counters wrap at 2**32)."""
-    header = HEADER.pack(VERSION, 0, HEADER_LEN, frame_id & U32, ack & U32, tick & U32,
-                         min(encode_us, U32))
+    header = HEADER.pack(VERSION, 0, HEADER_LEN, frame_id & U32, ack & U32, tick & U32, min(encode_us, U32))
     return header + payload
 
 
@@ -111,8 +110,14 @@ def unpack_frame(message: bytes) -> tuple[dict[str, int], bytes]:
     if len(message) < HEADER_LEN:
         raise ProtocolError(f"frame message of {len(message)} bytes is shorter than the header")
     version, flags, header_len, frame_id, ack, tick, encode_us = HEADER.unpack_from(message)
-    fields = {"version": version, "flags": flags, "frame_id": frame_id, "ack": ack, "tick": tick,
-              "encode_us": encode_us}
+    fields = {
+        "version": version,
+        "flags": flags,
+        "frame_id": frame_id,
+        "ack": ack,
+        "tick": tick,
+        "encode_us": encode_us,
+    }
     return fields, message[header_len:]
 
 
@@ -138,10 +143,13 @@ def parse_client_message(text: str) -> Message:
     if kind == "ping":
         return Ping(ts=_number(data, "ts"), id=_input_id(data) if "id" in data else None)
     if kind == "stats":
-        return ClientStats(fps=_number(data, "fps"), frame_ms=_samples(data, "frame_ms"),
-                           latency_ms=_samples(data, "latency_ms"),
-                           skipped=int(_number(data, "skipped", default=0)),
-                           rtt_ms=_samples(data, "rtt_ms"))
+        return ClientStats(
+            fps=_number(data, "fps"),
+            frame_ms=_samples(data, "frame_ms"),
+            latency_ms=_samples(data, "latency_ms"),
+            skipped=int(_number(data, "skipped", default=0)),
+            rtt_ms=_samples(data, "rtt_ms"),
+        )
     raise ProtocolError(f"t: must be 'key', 'pointer', 'ping' or 'stats', got {kind!r}")
 
 

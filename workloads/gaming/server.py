@@ -40,9 +40,7 @@ from starlette.websockets import WebSocket
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.loop import Frame
 from workloads.gaming.metrics import Metrics
-from workloads.gaming.protocol import (
-    ClientStats, Ping, ProtocolError, pack_frame, parse_client_message,
-)
+from workloads.gaming.protocol import ClientStats, Ping, ProtocolError, pack_frame, parse_client_message
 
 STATIC_DIR = Path(__file__).parent / "static"
 SERVER_STATS_EVERY_S = 1.0
@@ -124,8 +122,7 @@ class Hub:
             frame, client.frame = client.frame, None
             if frame is not None:
                 ack = frame.acks.get(client.id, 0)
-                await client.ws.send_bytes(pack_frame(frame.id, ack, frame.tick, frame.encode_us,
-                                                      frame.payload))
+                await client.ws.send_bytes(pack_frame(frame.id, ack, frame.tick, frame.encode_us, frame.payload))
                 client.sent += 1
 
 

@@ -54,8 +54,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ListenError(f"cannot listen on {host}:{port} ({exc.strerror}); set PORT to a free "
-                          "port, or stop what uses it") from None
+        raise ListenError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); set PORT to a free port, or stop what uses it"
+        ) from None
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -64,8 +65,9 @@ def listen(host: str, port: int) -> socket.socket:
 class Session:
     """The game loop, the server and the watchdogs of one session."""
 
-    def __init__(self, settings: Settings, *, started: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: Settings, *, started: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.started = started if started is not None else clock()
@@ -75,11 +77,23 @@ class Session:
         self.mixer = InputMixer()
         self.metrics = Metrics(settings.fps, clock=clock)
         self.hub = Hub(self.metrics)
-        self.hello = {"game": self.game.name, "width": settings.width, "height": settings.height,
-                      "fps": settings.fps, "latency_budget_ms": settings.latency_budget_ms}
-        self.loop = GameLoop(self.game, fps=settings.fps, width=settings.width,
-                             height=settings.height, encoder=JpegEncoder(settings.jpeg_quality),
-                             mixer=self.mixer, metrics=self.metrics, publish=self._publish)
+        self.hello = {
+            "game": self.game.name,
+            "width": settings.width,
+            "height": settings.height,
+            "fps": settings.fps,
+            "latency_budget_ms": settings.latency_budget_ms,
+        }
+        self.loop = GameLoop(
+            self.game,
+            fps=settings.fps,
+            width=settings.width,
+            height=settings.height,
+            encoder=JpegEncoder(settings.jpeg_quality),
+            mixer=self.mixer,
+            metrics=self.metrics,
+            publish=self._publish,
+        )
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._server: _Server | None = None
 
@@ -96,10 +110,17 @@ class Session:
     def status(self) -> dict[str, Any]:
         s = self.settings
         now = self.clock()
-        return {"game": self.game.name, "resolution": s.resolution, **self.metrics.summary(),
-                "inputs": self.mixer.applied, "replaced": self.hub.replaced,
-                "idle_s": round(now - self.last_input, 2), "idle_timeout_s": s.idle_timeout_s,
-                "max_duration_s": s.max_duration_s, "latency_budget_ms": s.latency_budget_ms}
+        return {
+            "game": self.game.name,
+            "resolution": s.resolution,
+            **self.metrics.summary(),
+            "inputs": self.mixer.applied,
+            "replaced": self.hub.replaced,
+            "idle_s": round(now - self.last_input, 2),
+            "idle_timeout_s": s.idle_timeout_s,
+            "max_duration_s": s.max_duration_s,
+            "latency_budget_ms": s.latency_budget_ms,
+        }
 
     # -- life ----------------------------------------------------------------------------------
     def _publish(self, frame: Frame) -> None:
@@ -127,9 +148,15 @@ class Session:
     async def _watch(self) -> None:
         await asyncio.to_thread(self.loop.first_frame.wait, 30.0)
         if self.loop.first_frame.is_set():
-            emit("session", event="ready", game=self.game.name, port=self.settings.port,
-                 resolution=self.settings.resolution, fps=self.settings.fps,
-                 ready_s=round(self.clock() - self.started, 3))
+            emit(
+                "session",
+                event="ready",
+                game=self.game.name,
+                port=self.settings.port,
+                resolution=self.settings.resolution,
+                fps=self.settings.fps,
+                ready_s=round(self.clock() - self.started, 3),
+            )
         next_report = self.clock() + self.settings.report_every_s
         while self.reason is None:
             if (why := self._why_end()) is not None:
@@ -144,13 +171,17 @@ class Session:
         """Serve until the session ends; returns the process exit code."""
         sock = listen(self.settings.host, self.settings.port)
         self._aloop = asyncio.get_running_loop()
-        config = uvicorn.Config(create_app(self), log_level="warning", access_log=False,
-                                lifespan="off", ws_per_message_deflate=False,
-                                timeout_graceful_shutdown=GRACEFUL_S)
+        config = uvicorn.Config(
+            create_app(self),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=GRACEFUL_S,
+        )
         self._server = _Server(config, on_signal=lambda: self.end("stopped"))
         self.loop.start()
-        tasks = [asyncio.create_task(self._watch()),
-                 asyncio.create_task(server_stats_forever(self.hub, self.status))]
+        tasks = [asyncio.create_task(self._watch()), asyncio.create_task(server_stats_forever(self.hub, self.status))]
         try:
             await self._server.serve(sockets=[sock])
         finally:
@@ -163,10 +194,15 @@ class Session:
             print(f"gaming: the game loop died: {self.loop.error!r}", file=sys.stderr, flush=True)
         summary = self.metrics.summary()
         emit("metrics", **report_fields(summary, final=True, reason=reason))
-        emit("session", event="ended", reason=reason,
-             duration_s=round(self.clock() - self.started, 2),
-             idle_s=round(self.clock() - self.last_input, 2), frames=summary["frames"],
-             inputs=self.mixer.applied)
+        emit(
+            "session",
+            event="ended",
+            reason=reason,
+            duration_s=round(self.clock() - self.started, 2),
+            idle_s=round(self.clock() - self.last_input, 2),
+            frames=summary["frames"],
+            inputs=self.mixer.applied,
+        )
         return EXIT_CODES[reason]
 
 

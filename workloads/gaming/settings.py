@@ -57,11 +57,9 @@ class Settings:
             height=height,
             idle_timeout_s=_float(get("RUNNER_IDLE_TIMEOUT_S"), "RUNNER_IDLE_TIMEOUT_S", d.idle_timeout_s),
             max_duration_s=_float(get("RUNNER_MAX_DURATION_S"), "RUNNER_MAX_DURATION_S", d.max_duration_s),
-            latency_budget_ms=_float(get("RUNNER_LATENCY_BUDGET_MS"), "RUNNER_LATENCY_BUDGET_MS",
-                                     d.latency_budget_ms),
+            latency_budget_ms=_float(get("RUNNER_LATENCY_BUDGET_MS"), "RUNNER_LATENCY_BUDGET_MS", d.latency_budget_ms),
             jpeg_quality=_int(get("GAMING_JPEG_QUALITY"), "GAMING_JPEG_QUALITY", d.jpeg_quality, 1, 100),
-            report_every_s=_float(get("GAMING_REPORT_EVERY_S"), "GAMING_REPORT_EVERY_S",
-                                  d.report_every_s, low=0.1),
+            report_every_s=_float(get("GAMING_REPORT_EVERY_S"), "GAMING_REPORT_EVERY_S", d.report_every_s, low=0.1),
         )
 
 
@@ -75,8 +73,9 @@ def parse_resolution(text: str) -> tuple[int, int]:
         raise SettingsError(f"RUNNER_RESOLUTION: must be WIDTHxHEIGHT such as 1280x720, got {text!r}")
     width, height = int(match[1]), int(match[2])
     if not (MIN_W <= width <= MAX_W and MIN_H <= height <= MAX_H) or width % 2 or height % 2:
-        raise SettingsError(f"RUNNER_RESOLUTION: must be even numbers within {MIN_W}x{MIN_H}.."
-                            f"{MAX_W}x{MAX_H}, got {text!r}")
+        raise SettingsError(
+            f"RUNNER_RESOLUTION: must be even numbers within {MIN_W}x{MIN_H}..{MAX_W}x{MAX_H}, got {text!r}"
+        )
     return width, height
 
 

@@ -29,8 +29,9 @@ KEEP_ALIVE_S = 75
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m workloads.inference",
-                                     description="OpenAI-compatible embeddings server with dynamic batching.")
+    parser = argparse.ArgumentParser(
+        prog="python -m workloads.inference", description="OpenAI-compatible embeddings server with dynamic batching."
+    )
     parser.add_argument("--host", default=None, help="address to bind (default: $HOST or 0.0.0.0)")
     parser.add_argument("--port", type=int, default=None, help="port to listen on (default: $PORT or 8000)")
     return parser.parse_args(argv)
@@ -59,16 +60,26 @@ def serve(settings: ServerSettings) -> int:
 
     model_server = ModelServer(settings, on_fatal=on_fatal, report=report)
     config = uvicorn.Config(
-        create_app(model_server), host=settings.host, port=settings.port,
-        loop="auto", http="auto",  # uvloop + httptools when installed (the image has them)
-        lifespan="on", access_log=False, log_level="warning", server_header=False,
+        create_app(model_server),
+        host=settings.host,
+        port=settings.port,
+        loop="auto",
+        http="auto",  # uvloop + httptools when installed (the image has them)
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
         proxy_headers=False,  # its callers are the gateway and clients, never a proxy to trust
-        timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=GRACEFUL_S, backlog=2048,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=GRACEFUL_S,
+        backlog=2048,
     )
     server = Server(config)
-    print(f"inference: serving {settings.model} on {settings.host}:{settings.port} "
-          f"(batch {settings.max_batch_size}, wait {settings.max_wait_ms:g} ms, queue {settings.max_queue})",
-          flush=True)
+    print(
+        f"inference: serving {settings.model} on {settings.host}:{settings.port} "
+        f"(batch {settings.max_batch_size}, wait {settings.max_wait_ms:g} ms, queue {settings.max_queue})",
+        flush=True,
+    )
     server.run()
     return 1 if failure else 0
 

@@ -31,11 +31,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from workloads.inference import encode
-from workloads.inference.backend import (Backend, CompletionBackend, CompletionParams, EmbeddingBackend,
-                                         load_backend)
+from workloads.inference.backend import Backend, CompletionBackend, CompletionParams, EmbeddingBackend, load_backend
 from workloads.inference.batcher import Batcher
-from workloads.inference.errors import (ApiError, InvalidRequestError, ModelNotFoundError, NotReadyError,
-                                        UnsupportedError)
+from workloads.inference.errors import (
+    ApiError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotReadyError,
+    UnsupportedError,
+)
 from workloads.inference.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from workloads.inference.schemas import CompletionRequest, EmbeddingRequest, parse_body, texts_of
 from workloads.inference.settings import ServerSettings
@@ -51,10 +55,13 @@ INLINE_TOKENIZE_CHARS = 8192
 class ModelServer:
     """State of one server: settings, backend, batcher, metrics, readiness."""
 
-    def __init__(self, settings: ServerSettings,
-                 backend_factory: Callable[[ServerSettings], Backend] = load_backend,
-                 on_fatal: Callable[[BaseException], None] | None = None,
-                 report: Callable[..., None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        backend_factory: Callable[[ServerSettings], Backend] = load_backend,
+        on_fatal: Callable[[BaseException], None] | None = None,
+        report: Callable[..., None] | None = None,
+    ) -> None:
         self.settings = settings
         self.backend = backend_factory(settings)  # fails fast on an unknown model name
         self.metrics = ServerMetrics()
@@ -86,14 +93,20 @@ class ModelServer:
             await asyncio.to_thread(self.backend.load)
             await asyncio.to_thread(self.backend.warmup)
             s = self.settings
-            self.batcher = Batcher(self.backend.run, max_batch_size=s.max_batch_size,
-                                   max_wait_s=s.max_wait_ms / 1000, max_queue=s.max_queue,
-                                   workers=self.backend.workers, on_batch=self.metrics.observe_batch,
-                                   size_of=self.backend.size_of)
+            self.batcher = Batcher(
+                self.backend.run,
+                max_batch_size=s.max_batch_size,
+                max_wait_s=s.max_wait_ms / 1000,
+                max_queue=s.max_queue,
+                workers=self.backend.workers,
+                on_batch=self.metrics.observe_batch,
+                size_of=self.backend.size_of,
+            )
             self.batcher.start()
             self.metrics.set_model(self.backend.model_id, self.backend.device)
-            self.metrics.watch(lambda: self.batcher.depth if self.batcher else 0,
-                               lambda: self.batcher.in_flight if self.batcher else 0)
+            self.metrics.watch(
+                lambda: self.batcher.depth if self.batcher else 0, lambda: self.batcher.in_flight if self.batcher else 0
+            )
             self.load_s = time.perf_counter() - started
             if self.state != "loading":  # SIGTERM came while loading: stay draining
                 return
@@ -101,8 +114,7 @@ class ModelServer:
             self.metrics.ready.set(1)
             self.metrics.window_report(0)  # the first report window starts now
             if self._report is not None:
-                self._report("ready", **self.backend.describe(), load_s=round(self.load_s, 2),
-                             port=self.settings.port)
+                self._report("ready", **self.backend.describe(), load_s=round(self.load_s, 2), port=self.settings.port)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - a server without its model must end
@@ -138,12 +150,16 @@ class ModelServer:
             raise NotReadyError(f"the model is {self.state}; wait until GET /healthz answers 200")
         backend = self.backend
         if not backend.serves(model):
-            raise ModelNotFoundError(f"the model {model!r} is not served here; this server serves "
-                                     f"{backend.model_id!r} (see GET /v1/models)", param="model")
+            raise ModelNotFoundError(
+                f"the model {model!r} is not served here; this server serves {backend.model_id!r} (see GET /v1/models)",
+                param="model",
+            )
         if not isinstance(backend, kind):
             route = "/v1/embeddings" if backend.kind == "embedding" else "/v1/completions"
-            raise UnsupportedError(f"{backend.model_id!r} serves {backend.kind}s only; use {route}. "
-                                   "Completions are served when RUNNER_MODEL is a training checkpoint URI")
+            raise UnsupportedError(
+                f"{backend.model_id!r} serves {backend.kind}s only; use {route}. "
+                "Completions are served when RUNNER_MODEL is a training checkpoint URI"
+            )
         return backend
 
     async def _read_body(self, request: Request) -> bytes:
@@ -169,8 +185,12 @@ class ModelServer:
             response = encode.error_response(exc)
         except Exception:  # a bug or a failed batch: 500, logged with its traceback
             log.error("%s failed:\n%s", endpoint, traceback.format_exc())
-            response = encode.error_response(ApiError("the server failed on this request; it was logged. "
-                                                      "Retry, or report it if it persists", code="internal_error"))
+            response = encode.error_response(
+                ApiError(
+                    "the server failed on this request; it was logged. Retry, or report it if it persists",
+                    code="internal_error",
+                )
+            )
         self.metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started, items)
         return response
 
@@ -180,8 +200,10 @@ class ModelServer:
         backend: EmbeddingBackend = self._backend_for(req.model, EmbeddingBackend)
         texts = texts_of(req.input, "input", self.settings.max_inputs)
         if req.dimensions is not None and req.dimensions != backend.dimensions:
-            raise InvalidRequestError(f"dimensions must be {backend.dimensions} for {backend.model_id} "
-                                      f"(or left out), got {req.dimensions}", param="dimensions")
+            raise InvalidRequestError(
+                f"dimensions must be {backend.dimensions} for {backend.model_id} (or left out), got {req.dimensions}",
+                param="dimensions",
+            )
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
             prepared = backend.prepare(texts)
         else:
@@ -203,12 +225,14 @@ class ModelServer:
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if len(stop) > 4:
             raise InvalidRequestError(f"stop takes at most 4 sequences, got {len(stop)}", param="stop")
-        params = CompletionParams(max_tokens=req.max_tokens or 16,
-                                  temperature=1.0 if req.temperature is None else req.temperature,
-                                  stop=tuple(stop), seed=req.seed)
+        params = CompletionParams(
+            max_tokens=req.max_tokens or 16,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            stop=tuple(stop),
+            seed=req.seed,
+        )
         single = len(prompts) == 1
-        prepared = [backend.prepare(p, params, "prompt" if single else f"prompt[{i}]")
-                    for i, p in enumerate(prompts)]
+        prepared = [backend.prepare(p, params, "prompt" if single else f"prompt[{i}]") for i, p in enumerate(prompts)]
         assert self.batcher is not None
         outputs = await self.batcher.submit([p.payload for p in prepared])
         body = encode.completions_body(outputs, backend.model_id, [p.tokens for p in prepared])
@@ -221,15 +245,17 @@ class ModelServer:
         return await self._answer("completions", self._completions, request)
 
     async def models(self, request: Request) -> Response:
-        return Response(encode.dumps({"object": "list", "data": [self._model_card()]}),
-                        media_type="application/json")
+        return Response(encode.dumps({"object": "list", "data": [self._model_card()]}), media_type="application/json")
 
     async def model(self, request: Request) -> Response:
         name = request.path_params["model"]
         if not self.backend.serves(name):
-            return encode.error_response(ModelNotFoundError(f"the model {name!r} is not served here; this "
-                                                            f"server serves {self.backend.model_id!r}",
-                                                            param="model"))
+            return encode.error_response(
+                ModelNotFoundError(
+                    f"the model {name!r} is not served here; this server serves {self.backend.model_id!r}",
+                    param="model",
+                )
+            )
         return Response(encode.dumps(self._model_card()), media_type="application/json")
 
     def _model_card(self) -> dict[str, Any]:
@@ -239,8 +265,9 @@ class ModelServer:
         body: dict[str, Any] = {"status": self.state}
         if self.state == "ready":
             body.update(self.backend.describe(), load_s=round(self.load_s or 0, 2))
-        return Response(encode.dumps(body), status_code=200 if self.state == "ready" else 503,
-                        media_type="application/json")
+        return Response(
+            encode.dumps(body), status_code=200 if self.state == "ready" else 503, media_type="application/json"
+        )
 
     async def prometheus(self, request: Request) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -252,15 +279,19 @@ class PayloadTooLarge(ApiError):
     code = "request_too_large"
 
     def __init__(self) -> None:
-        super().__init__(f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB. "
-                         "To fix: send fewer or shorter inputs per request")
+        super().__init__(
+            f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB. "
+            "To fix: send fewer or shorter inputs per request"
+        )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 in OpenAI's shape, so clients parse every error the same way."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    error = ApiError(f"{request.method} {request.url.path}: {getattr(exc, 'detail', 'error')}",
-                     code="not_found" if status == 404 else "method_not_allowed" if status == 405 else None)
+    error = ApiError(
+        f"{request.method} {request.url.path}: {getattr(exc, 'detail', 'error')}",
+        code="not_found" if status == 404 else "method_not_allowed" if status == 405 else None,
+    )
     error.status = status
     error.type = "invalid_request_error" if status < 500 else "server_error"
     return encode.error_response(error)

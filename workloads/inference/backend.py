@@ -83,8 +83,13 @@ class Backend(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What /healthz and the ready report show about the model."""
-        return {"model": self.model_id, "task": self.kind, "device": self.device,
-                "max_tokens": self.max_tokens, "workers": self.workers}
+        return {
+            "model": self.model_id,
+            "task": self.kind,
+            "device": self.device,
+            "max_tokens": self.max_tokens,
+            "workers": self.workers,
+        }
 
 
 class EmbeddingBackend(Backend):
@@ -122,10 +127,7 @@ def _checkpoint(settings: ServerSettings) -> Backend:
 
 #: Model names this image serves, lower-cased, each to a factory. Checkpoint URIs go to the
 #: completion backend. An unknown name fails loudly at start, never at the first request.
-MODELS = {
-    "all-minilm-l6-v2": _minilm,
-    "sentence-transformers/all-minilm-l6-v2": _minilm,
-}
+MODELS = {"all-minilm-l6-v2": _minilm, "sentence-transformers/all-minilm-l6-v2": _minilm}
 
 
 def load_backend(settings: ServerSettings) -> Backend:
@@ -138,5 +140,6 @@ def load_backend(settings: ServerSettings) -> Backend:
         raise BackendLoadError(
             f"RUNNER_MODEL={name!r} is not a model this image serves. To fix: set it to one of "
             f"{', '.join(sorted({'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2'}))} "
-            "or to a training checkpoint URI (file://... or s3://...)")
+            "or to a training checkpoint URI (file://... or s3://...)"
+        )
     return factory(settings)

@@ -67,9 +67,17 @@ class Batcher(Generic[P, R]):
     #: With ``size_of``, a batch is picked from the next this-many batches' worth of items.
     SIZE_WINDOW = 4
 
-    def __init__(self, run: Callable[[list[P]], Sequence[R]], *, max_batch_size: int = 32,
-                 max_wait_s: float = 0.005, max_queue: int = 1024, workers: int = 1,
-                 on_batch: BatchHook | None = None, size_of: Callable[[P], int] | None = None) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[P]], Sequence[R]],
+        *,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.005,
+        max_queue: int = 1024,
+        workers: int = 1,
+        on_batch: BatchHook | None = None,
+        size_of: Callable[[P], int] | None = None,
+    ) -> None:
         if max_batch_size < 1 or max_queue < 1 or workers < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size, max_queue and workers must be >= 1, max_wait_s >= 0")
         self._run = run
@@ -120,7 +128,8 @@ class Batcher(Generic[P, R]):
         if queued and queued + count > self.max_queue:
             raise QueueFullError(
                 f"the queue holds {queued} items and takes at most {self.max_queue}; this request "
-                f"adds {count}. Retry after a short wait, or send to another replica")
+                f"adds {count}. Retry after a short wait, or send to another replica"
+            )
         request = _Request(asyncio.get_running_loop().create_future(), [None] * count, count)
         self._items.extend(_Item(payload, request, index) for index, payload in enumerate(payloads))
         self._back += count

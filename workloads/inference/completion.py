@@ -45,8 +45,10 @@ class CheckpointBackend(CompletionBackend):
         try:
             from workloads.training.serve import generate, load_for_inference
         except ImportError as exc:
-            raise BackendLoadError(f"completions need the training workload's loader ({exc}). To fix: "
-                                   "use an image that has workloads/training (the inference image does)") from None
+            raise BackendLoadError(
+                f"completions need the training workload's loader ({exc}). To fix: "
+                "use an image that has workloads/training (the inference image does)"
+            ) from None
         import torch
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -66,22 +68,30 @@ class CheckpointBackend(CompletionBackend):
     def prepare(self, prompt: str, params: CompletionParams, param: str) -> Prepared:
         size = len(prompt.encode("utf-8"))
         if size > MAX_PROMPT_BYTES:
-            raise InvalidRequestError(f"{param} is {size} bytes (this model's tokens); at most {MAX_PROMPT_BYTES}",
-                                      param=param, code="context_length_exceeded")
+            raise InvalidRequestError(
+                f"{param} is {size} bytes (this model's tokens); at most {MAX_PROMPT_BYTES}",
+                param=param,
+                code="context_length_exceeded",
+            )
         if params.max_tokens > MAX_COMPLETION_TOKENS:
-            raise InvalidRequestError(f"max_tokens must be <= {MAX_COMPLETION_TOKENS}, got {params.max_tokens}",
-                                      param="max_tokens")
+            raise InvalidRequestError(
+                f"max_tokens must be <= {MAX_COMPLETION_TOKENS}, got {params.max_tokens}", param="max_tokens"
+            )
         return Prepared(payload=_Job(prompt, params), tokens=size)
 
     def run(self, batch: Sequence[_Job]) -> list[CompletionOutput]:
         outputs = []
         for job in batch:
             p = job.params
-            text = self._generate(self._model, job.prompt, max_tokens=p.max_tokens, temperature=p.temperature,
-                                  stop=p.stop, seed=p.seed)
+            text = self._generate(
+                self._model, job.prompt, max_tokens=p.max_tokens, temperature=p.temperature, stop=p.stop, seed=p.seed
+            )
             used = min(len(text.encode("utf-8")), p.max_tokens)  # a replacement char can add bytes
-            outputs.append(CompletionOutput(text=text, completion_tokens=used,
-                                            finish_reason="length" if used >= p.max_tokens else "stop"))
+            outputs.append(
+                CompletionOutput(
+                    text=text, completion_tokens=used, finish_reason="length" if used >= p.max_tokens else "stop"
+                )
+            )
         return outputs
 
     def describe(self) -> dict[str, Any]:

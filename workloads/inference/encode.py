@@ -53,27 +53,39 @@ def embeddings_body(vectors: Sequence[Any], encoding_format: str, model: str, pr
         data = [{"object": "embedding", "index": i, "embedding": _base64_f32(v)} for i, v in enumerate(vectors)]
     else:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-    return dumps({"object": "list", "data": data, "model": model,
-                  "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
+    return dumps(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+    )
 
 
 def completions_body(outputs: Sequence[CompletionOutput], model: str, prompt_tokens: Sequence[int]) -> bytes:
     """A ``text_completion`` object, one choice per prompt, with usage summed over prompts."""
     completion_tokens = sum(o.completion_tokens for o in outputs)
     prompt_total = sum(prompt_tokens)
-    return dumps({
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"text": o.text, "index": i, "logprobs": None, "finish_reason": o.finish_reason}
-                    for i, o in enumerate(outputs)],
-        "usage": {"prompt_tokens": prompt_total, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_total + completion_tokens},
-    })
+    return dumps(
+        {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {"text": o.text, "index": i, "logprobs": None, "finish_reason": o.finish_reason}
+                for i, o in enumerate(outputs)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_total,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_total + completion_tokens,
+            },
+        }
+    )
 
 
 def error_response(error: ApiError) -> Response:
     headers = {"retry-after": "1"} if error.status in (429, 503) else None
-    return Response(dumps(error.body()), status_code=error.status, media_type="application/json",
-                    headers=headers)
+    return Response(dumps(error.body()), status_code=error.status, media_type="application/json", headers=headers)

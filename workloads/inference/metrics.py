@@ -20,8 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the app)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,  # noqa: F401  (re-exported for the app)
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
@@ -42,20 +48,27 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("inference_requests", "Requests answered, by endpoint and HTTP status.",
-                                ["endpoint", "status"], registry=r)
-        self.latency = Histogram("inference_request_seconds", "Request latency, HTTP in to HTTP out.",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "inference_requests", "Requests answered, by endpoint and HTTP status.", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "inference_request_seconds",
+            "Request latency, HTTP in to HTTP out.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.items = Counter("inference_items", "Inputs processed (sentences, prompts).", ["endpoint"], registry=r)
-        self.batch_size = Histogram("inference_batch_size", "Items per model batch.", buckets=BATCH_BUCKETS,
-                                    registry=r)
-        self.batch_seconds = Histogram("inference_batch_seconds", "Model time per batch.",
-                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("inference_batch_size", "Items per model batch.", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram(
+            "inference_batch_seconds", "Model time per batch.", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.queue_depth = Gauge("inference_queue_depth", "Items waiting for a batch.", registry=r)
         self.in_flight = Gauge("inference_in_flight_items", "Items in a running batch.", registry=r)
         self.ready = Gauge("inference_ready", "1 when the model is loaded and warm, else 0.", registry=r)
-        self.model_info = Gauge("inference_model_info", "The served model (value is always 1).",
-                                ["model", "device"], registry=r)
+        self.model_info = Gauge(
+            "inference_model_info", "The served model (value is always 1).", ["model", "device"], registry=r
+        )
         self._children: dict[tuple[str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
         self._item_children: dict[str, Any] = {}

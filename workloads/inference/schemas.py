@@ -39,8 +39,15 @@ class CompletionRequest(_Body):
     user: str | None = None
 
 
-_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
-               dict: "object", type(None): "null"}
+_TYPE_NAMES = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "list",
+    dict: "object",
+    type(None): "null",
+}
 
 
 def _type_name(value: Any) -> str:
@@ -64,19 +71,20 @@ def _to_api_error(model: type[_Body], exc: ValidationError) -> InvalidRequestErr
     kind, loc = err["type"], err.get("loc", ())
     param = ".".join(str(part) for part in loc) or None
     if kind == "json_invalid":
-        return InvalidRequestError(f"the request body is not valid JSON ({err['ctx'].get('error', err['msg'])}). "
-                                   "To fix: send a JSON object", code="invalid_json")
+        return InvalidRequestError(
+            f"the request body is not valid JSON ({err['ctx'].get('error', err['msg'])}). To fix: send a JSON object",
+            code="invalid_json",
+        )
     if kind == "model_type" or not loc:
-        return InvalidRequestError(f"the request body must be a JSON object with {_fields(model)}",
-                                   code="invalid_json")
+        return InvalidRequestError(f"the request body must be a JSON object with {_fields(model)}", code="invalid_json")
     if kind == "missing":
         return InvalidRequestError(f"{param} is required", param=param, code="missing_required_parameter")
     if kind == "extra_forbidden":
-        return InvalidRequestError(f"unknown field {param!r}; this endpoint takes {_fields(model)}",
-                                   param=param, code="unknown_parameter")
+        return InvalidRequestError(
+            f"unknown field {param!r}; this endpoint takes {_fields(model)}", param=param, code="unknown_parameter"
+        )
     if kind == "literal_error":
-        return InvalidRequestError(f"{param} must be {err['ctx']['expected']}, got {err['input']!r}",
-                                   param=param)
+        return InvalidRequestError(f"{param} must be {err['ctx']['expected']}, got {err['input']!r}", param=param)
     got = _type_name(err.get("input"))
     return InvalidRequestError(f"{param}: {err['msg'].lower()} (got {got} {err.get('input')!r})"[:500], param=param)
 
@@ -90,13 +98,16 @@ def texts_of(value: Any, field: str, max_items: int) -> list[str]:
             raise InvalidRequestError(f"{field} must not be an empty string", param=field)
         return [value]
     if not isinstance(value, list):
-        raise InvalidRequestError(f"{field} must be a string or a list of strings, got {_type_name(value)}",
-                                  param=field)
+        raise InvalidRequestError(
+            f"{field} must be a string or a list of strings, got {_type_name(value)}", param=field
+        )
     if not value:
         raise InvalidRequestError(f"{field} must not be an empty list; send at least one string", param=field)
     if len(value) > max_items:
-        raise InvalidRequestError(f"{field} has {len(value)} items; at most {max_items} per request. "
-                                  "To fix: split it into several requests", param=field)
+        raise InvalidRequestError(
+            f"{field} has {len(value)} items; at most {max_items} per request. To fix: split it into several requests",
+            param=field,
+        )
     for index, item in enumerate(value):
         where = f"{field}[{index}]"
         if isinstance(item, str):
@@ -104,7 +115,9 @@ def texts_of(value: Any, field: str, max_items: int) -> list[str]:
                 raise InvalidRequestError(f"{where} must not be an empty string", param=where)
             continue
         if isinstance(item, (int, list)) and not isinstance(item, bool):
-            raise InvalidRequestError(f"{where} is a token array/id; this server takes text only. "
-                                      "To fix: send the text as a string", param=where)
+            raise InvalidRequestError(
+                f"{where} is a token array/id; this server takes text only. To fix: send the text as a string",
+                param=where,
+            )
         raise InvalidRequestError(f"{where} must be a string, got {_type_name(item)}", param=where)
     return value

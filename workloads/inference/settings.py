@@ -98,8 +98,9 @@ class ServerSettings:
     replica_index: str = "0"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, host: str | None = None,
-                 port: int | None = None) -> "ServerSettings":
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, host: str | None = None, port: int | None = None
+    ) -> "ServerSettings":
         """Read the contract's variables; flags (``host``/``port``) win over the environment."""
         env = os.environ if env is None else env
         workers = _int(env, "RUNNER_MODEL_WORKERS", 0, 0) or None

@@ -36,7 +36,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from workloads.common.artifacts import (
-    MANIFEST, ArtifactCorruptError, ArtifactNotFoundError, ArtifactStore, Manifest, fetch_verified, join, publish,
+    MANIFEST,
+    ArtifactCorruptError,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    Manifest,
+    fetch_verified,
+    join,
+    publish,
 )
 
 MODEL_FILE = "model.pt"
@@ -102,7 +109,8 @@ class Checkpoints:
             raise SupersededError(
                 f"attempt {holder} of this run has taken over the checkpoints under {self.store.url('')}; "
                 f"attempt {self.attempt} stops without saving (the runner replaced this gang, e.g. when its "
-                "node was cut off)")  # fmt: skip
+                "node was cut off)"
+            )
         return holder
 
     def steps(self) -> dict[int, bool]:

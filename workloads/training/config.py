@@ -94,14 +94,35 @@ FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--threads", "TRAIN_THREADS", int, "torch threads per worker (0: the CPU quota, else 1)"),
     ("--device", "TRAIN_DEVICE", str, "auto, cpu or cuda"),
     ("--dist-timeout-s", "TRAIN_DIST_TIMEOUT_S", float, "seconds a collective waits for a lost peer"),
-    ("--attempt", "RUNNER_ATTEMPT", int, "the runner's attempt number; a newer attempt's claim on the "
-                                         "checkpoints stops this one's saves (0: no fencing)"),
+    (
+        "--attempt",
+        "RUNNER_ATTEMPT",
+        int,
+        "the runner's attempt number; a newer attempt's claim on the "
+        "checkpoints stops this one's saves (0: no fencing)",
+    ),
 ]
 
 # Lowest allowed value of each numeric setting.
-_MINIMUMS = {"steps": 1, "batch_size": 1, "seq_len": 2, "warmup_steps": 0, "d_model": 8, "n_layers": 1,
-             "n_heads": 1, "corpus_bytes": 10_000, "val_batches": 0, "log_every": 1, "checkpoint_every": 1,
-             "keep": 1, "threads": 0, "lr": 0.0, "weight_decay": 0.0, "dist_timeout_s": 1.0, "attempt": 0}
+_MINIMUMS = {
+    "steps": 1,
+    "batch_size": 1,
+    "seq_len": 2,
+    "warmup_steps": 0,
+    "d_model": 8,
+    "n_layers": 1,
+    "n_heads": 1,
+    "corpus_bytes": 10_000,
+    "val_batches": 0,
+    "log_every": 1,
+    "checkpoint_every": 1,
+    "keep": 1,
+    "threads": 0,
+    "lr": 0.0,
+    "weight_decay": 0.0,
+    "dist_timeout_s": 1.0,
+    "attempt": 0,
+}
 
 
 def _attr(flag: str) -> str:
@@ -136,16 +157,22 @@ def _dist_from_env(env: Mapping[str, str]) -> DistEnv:
         raise ConfigError(f"LOCAL_RANK={local_rank}: must be >= 0")
     if not 1 <= port <= 65535:
         raise ConfigError(f"MASTER_PORT={port}: must be a TCP port (1..65535)")
-    return DistEnv(world_size=world, rank=rank, local_rank=local_rank,
-                   master_addr=env.get("MASTER_ADDR") or "127.0.0.1", master_port=port)
+    return DistEnv(
+        world_size=world,
+        rank=rank,
+        local_rank=local_rank,
+        master_addr=env.get("MASTER_ADDR") or "127.0.0.1",
+        master_port=port,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m workloads.training",
         description="Train a small byte-level causal transformer on Python's stdlib sources, "
-                    "DDP across WORLD_SIZE workers, checkpointing to RUNNER_CHECKPOINT_URI.",
-        epilog="Each flag falls back to the environment variable in brackets, then to the default.")
+        "DDP across WORLD_SIZE workers, checkpointing to RUNNER_CHECKPOINT_URI.",
+        epilog="Each flag falls back to the environment variable in brackets, then to the default.",
+    )
     defaults = TrainConfig()
     for flag, env_name, kind, text in FLAGS:
         default = "file://$PWD/checkpoints" if flag == "--checkpoint-uri" else getattr(defaults, _attr(flag))
@@ -178,6 +205,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device={cfg.device!r}: use auto, cpu or cuda")
     if not cfg.checkpoint_uri.startswith(("file://", "s3://")):
-        raise ConfigError(f"--checkpoint-uri / RUNNER_CHECKPOINT_URI={cfg.checkpoint_uri!r}: use file:///abs/path "
-                          "or s3://bucket/prefix")
+        raise ConfigError(
+            f"--checkpoint-uri / RUNNER_CHECKPOINT_URI={cfg.checkpoint_uri!r}: use file:///abs/path "
+            "or s3://bucket/prefix"
+        )
     return cfg

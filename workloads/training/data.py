@@ -57,24 +57,26 @@ def load_corpus(max_bytes: int, root: Path | None = None) -> Corpus:
             train += data[: max_bytes - len(train)]
         used += 1
     if not val:
-        val = train[-max(len(train) // VAL_EVERY, 1):]  # a tiny stdlib: hold out its tail
+        val = train[-max(len(train) // VAL_EVERY, 1) :]  # a tiny stdlib: hold out its tail
         train = train[: len(train) - len(val)]
-    return Corpus(train=torch.frombuffer(train, dtype=torch.uint8), val=torch.frombuffer(val, dtype=torch.uint8),
-                  files=used)
+    return Corpus(
+        train=torch.frombuffer(train, dtype=torch.uint8), val=torch.frombuffer(val, dtype=torch.uint8), files=used
+    )
 
 
 class Batches:
     """The batches of one rank: ``batch(step)`` is (inputs, targets), each (B, T) int64."""
 
-    def __init__(self, corpus: Corpus, *, rank: int, world_size: int, batch_size: int, seq_len: int,
-                 seed: int) -> None:
+    def __init__(self, corpus: Corpus, *, rank: int, world_size: int, batch_size: int, seq_len: int, seed: int) -> None:
         size = len(corpus.train) // world_size
-        self.shard = corpus.train[rank * size:(rank + 1) * size]
+        self.shard = corpus.train[rank * size : (rank + 1) * size]
         self.windows = (len(self.shard) - 1) // seq_len
         if self.windows < batch_size:
-            raise CorpusError(f"rank {rank}'s shard of {len(self.shard)} bytes holds {self.windows} windows of "
-                              f"{seq_len + 1} bytes, fewer than one batch ({batch_size}); raise --corpus-bytes "
-                              "or lower --batch-size/--seq-len")
+            raise CorpusError(
+                f"rank {rank}'s shard of {len(self.shard)} bytes holds {self.windows} windows of "
+                f"{seq_len + 1} bytes, fewer than one batch ({batch_size}); raise --corpus-bytes "
+                "or lower --batch-size/--seq-len"
+            )
         self.rank, self.seed = rank, seed
         self.batch_size, self.seq_len = batch_size, seq_len
         self._offsets = torch.arange(seq_len + 1)
@@ -101,8 +103,9 @@ class Batches:
         return chunk[:, :-1], chunk[:, 1:]
 
 
-def val_batches(corpus: Corpus, *, batch_size: int, seq_len: int,
-                count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def val_batches(
+    corpus: Corpus, *, batch_size: int, seq_len: int, count: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A fixed set of validation batches: consecutive windows from the start of the split."""
     windows = min((len(corpus.val) - 1) // seq_len, batch_size * count)
     if windows < 1:

@@ -71,9 +71,14 @@ class Comm:
         if self.active:
             os.environ["MASTER_ADDR"] = env.master_addr  # env:// reads these two
             os.environ["MASTER_PORT"] = str(env.master_port)
-            dist.init_process_group(self.backend, init_method="env://", world_size=env.world_size, rank=env.rank,
-                                    timeout=timedelta(seconds=timeout_s),
-                                    device_id=device if device.type == "cuda" else None)
+            dist.init_process_group(
+                self.backend,
+                init_method="env://",
+                world_size=env.world_size,
+                rank=env.rank,
+                timeout=timedelta(seconds=timeout_s),
+                device_id=device if device.type == "cuda" else None,
+            )
 
     @property
     def is_main(self) -> bool:

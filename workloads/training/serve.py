@@ -39,8 +39,10 @@ def load_for_inference(uri: str, device: str | torch.device = "cpu") -> ByteTran
     else:
         loaded = Checkpoints(store, log=lambda m: print(f"serve: {m}", file=sys.stderr)).load_latest([MODEL_FILE])
         if loaded is None:
-            raise CheckpointNotFoundError(f"no complete checkpoint under {uri}; point at a training run's "
-                                          "RUNNER_CHECKPOINT_URI (or one of its step-NNNNNNNN folders)")
+            raise CheckpointNotFoundError(
+                f"no complete checkpoint under {uri}; point at a training run's "
+                "RUNNER_CHECKPOINT_URI (or one of its step-NNNNNNNN folders)"
+            )
         files, source, step = loaded.files, loaded.uri, loaded.step
     doc = from_bytes(files[MODEL_FILE])
     model = ByteTransformer(ModelConfig.from_dict(doc["config"]))
@@ -51,8 +53,16 @@ def load_for_inference(uri: str, device: str | torch.device = "cpu") -> ByteTran
 
 
 @torch.no_grad()
-def generate(model: ByteTransformer, prompt: str, max_tokens: int = 64, temperature: float = 1.0, *,
-             top_k: int | None = None, stop: Sequence[str] = (), seed: int | None = None) -> str:
+def generate(
+    model: ByteTransformer,
+    prompt: str,
+    max_tokens: int = 64,
+    temperature: float = 1.0,
+    *,
+    top_k: int | None = None,
+    stop: Sequence[str] = (),
+    seed: int | None = None,
+) -> str:
     """Sample up to ``max_tokens`` bytes after ``prompt``; temperature 0 is greedy. Ends early
     at the first of ``stop`` (which is not included), as OpenAI's completions do."""
     if max_tokens < 0:
@@ -89,8 +99,9 @@ def generate(model: ByteTransformer, prompt: str, max_tokens: int = 64, temperat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workloads.training.serve",
-                                description="Complete a prompt with a trained checkpoint.")
+    p = argparse.ArgumentParser(
+        prog="python -m workloads.training.serve", description="Complete a prompt with a trained checkpoint."
+    )
     p.add_argument("uri", help="a run's checkpoint prefix or one step folder (file:// or s3://)")
     p.add_argument("prompt")
     p.add_argument("--max-tokens", type=int, default=64)

@@ -107,23 +107,30 @@ class Trainer:
             self.log(f"rank {self.rank} of {self.world}: rendezvous at {cfg.dist.master_addr}:{cfg.dist.master_port}")
         self.comm = Comm(cfg.dist, self.device, cfg.dist_timeout_s)
         corpus = load_corpus(cfg.corpus_bytes)
-        self.batches = Batches(corpus, rank=self.rank, world_size=self.world, batch_size=cfg.batch_size,
-                               seq_len=cfg.seq_len, seed=cfg.seed)
+        self.batches = Batches(
+            corpus, rank=self.rank, world_size=self.world, batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed
+        )
         self.val = val_batches(corpus, batch_size=cfg.batch_size, seq_len=cfg.seq_len, count=cfg.val_batches)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.mcfg = ModelConfig(seq_len=cfg.seq_len, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                                n_heads=cfg.n_heads, dropout=cfg.dropout)
+        self.mcfg = ModelConfig(
+            seq_len=cfg.seq_len, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, dropout=cfg.dropout
+        )
         self.model = ByteTransformer(self.mcfg).to(self.device)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
         torch.manual_seed(cfg.seed + 7919 * (self.rank + 1))  # per-rank dropout stream
         random.seed(f"{cfg.seed}/{self.rank}")
-        self.checkpoints = (ckpt.Checkpoints(open_store(cfg.checkpoint_uri), keep=cfg.keep, log=self.log,
-                                             attempt=cfg.attempt) if self.comm.is_main else None)
+        self.checkpoints = (
+            ckpt.Checkpoints(open_store(cfg.checkpoint_uri), keep=cfg.keep, log=self.log, attempt=cfg.attempt)
+            if self.comm.is_main
+            else None
+        )
         if self.checkpoints is not None:
             self.checkpoints.claim()  # before resuming: an older gang still running stops saving
-        self.log(f"{count_params(self.model):,} parameters, {len(corpus.train):,} training bytes from "
-                 f"{corpus.files} stdlib files, device {self.device}, {self.threads} torch thread(s), "
-                 f"world size {self.world}" + (f" ({self.comm.backend})" if self.world > 1 else ""))
+        self.log(
+            f"{count_params(self.model):,} parameters, {len(corpus.train):,} training bytes from "
+            f"{corpus.files} stdlib files, device {self.device}, {self.threads} torch thread(s), "
+            f"world size {self.world}" + (f" ({self.comm.backend})" if self.world > 1 else "")
+        )
 
     def resume(self) -> tuple[int, float | None]:
         """Rank 0 loads the newest verified checkpoint and broadcasts it; returns (step, its loss)."""
@@ -131,8 +138,13 @@ class Trainer:
         if self.checkpoints is not None:
             loaded = self.checkpoints.load_latest()
             if loaded is not None:
-                payload = {"step": loaded.step, "uri": loaded.uri, "loss": loaded.manifest.meta.get("loss"),
-                           "model": loaded.files[ckpt.MODEL_FILE], "trainer": loaded.files[ckpt.TRAINER_FILE]}
+                payload = {
+                    "step": loaded.step,
+                    "uri": loaded.uri,
+                    "loss": loaded.manifest.meta.get("loss"),
+                    "model": loaded.files[ckpt.MODEL_FILE],
+                    "trainer": loaded.files[ckpt.TRAINER_FILE],
+                }
         payload = self.comm.broadcast(payload)
         if payload is None:
             self.log(f"no checkpoint under {self.cfg.checkpoint_uri}: starting at step 0")
@@ -142,7 +154,8 @@ class Trainer:
         if saved != self.mcfg:
             raise CheckpointMismatchError(
                 f"the checkpoint {payload['uri']} is of model {saved.as_dict()}, the flags ask for "
-                f"{self.mcfg.as_dict()}; use the same model flags or another RUNNER_CHECKPOINT_URI")
+                f"{self.mcfg.as_dict()}; use the same model flags or another RUNNER_CHECKPOINT_URI"
+            )
         self.model.load_state_dict(model_doc["state_dict"])
         self.opt.load_state_dict(state["optimizer"])
         rngs = state.get("rng") or []
@@ -150,10 +163,15 @@ class Trainer:
             set_rng_state(rngs[self.rank], self.device)
         else:
             torch.manual_seed(self.cfg.seed + 7919 * (self.rank + 1) + payload["step"])
-            self.log(f"checkpoint was written by {len(rngs)} workers, now {self.world}: data shards and RNG "
-                     "streams differ from the uninterrupted run")
-        changed = {k: (v, self.cfg.hyper().get(k)) for k, v in (state.get("hyper") or {}).items()
-                   if self.cfg.hyper().get(k) != v}
+            self.log(
+                f"checkpoint was written by {len(rngs)} workers, now {self.world}: data shards and RNG "
+                "streams differ from the uninterrupted run"
+            )
+        changed = {
+            k: (v, self.cfg.hyper().get(k))
+            for k, v in (state.get("hyper") or {}).items()
+            if self.cfg.hyper().get(k) != v
+        }
         if changed:
             self.log(f"resuming with changed settings {changed} (saved, now)")
         self.last_uri = payload["uri"]
@@ -168,17 +186,40 @@ class Trainer:
         if self.checkpoints is None:
             return
         t0 = time.perf_counter()
-        model_doc = {"format": ckpt.FORMAT, "config": self.mcfg.as_dict(),
-                     "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
-        state = {"format": ckpt.FORMAT, "step": step, "optimizer": self.opt.state_dict(), "rng": rngs,
-                 "hyper": self.cfg.hyper(), "data": {"samples_per_rank": step * self.cfg.batch_size,
-                                                     "epoch": self.batches.epoch(step), "world_size": self.world}}
+        model_doc = {
+            "format": ckpt.FORMAT,
+            "config": self.mcfg.as_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        }
+        state = {
+            "format": ckpt.FORMAT,
+            "step": step,
+            "optimizer": self.opt.state_dict(),
+            "rng": rngs,
+            "hyper": self.cfg.hyper(),
+            "data": {
+                "samples_per_rank": step * self.cfg.batch_size,
+                "epoch": self.batches.epoch(step),
+                "world_size": self.world,
+            },
+        }
         files = {ckpt.MODEL_FILE: ckpt.to_bytes(model_doc), ckpt.TRAINER_FILE: ckpt.to_bytes(state)}
-        meta = {"loss": loss, "world_size": self.world, "model": self.mcfg.as_dict(), "hyper": self.cfg.hyper(),
-                "torch": torch.__version__}
+        meta = {
+            "loss": loss,
+            "world_size": self.world,
+            "model": self.mcfg.as_dict(),
+            "hyper": self.cfg.hyper(),
+            "torch": torch.__version__,
+        }
         self.last_uri = self.checkpoints.save(step, files, meta)
-        emit("checkpoint", step=step, uri=self.last_uri, reason=reason,
-             bytes=sum(map(len, files.values())), seconds=round(time.perf_counter() - t0, 3))
+        emit(
+            "checkpoint",
+            step=step,
+            uri=self.last_uri,
+            reason=reason,
+            bytes=sum(map(len, files.values())),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -219,9 +260,16 @@ class Trainer:
                 t_first = now
             if self.comm.is_main and (done % cfg.log_every == 0 or done in (start + 1, cfg.steps) or stopping):
                 rate = (done - step_window) / max(now - t_window, 1e-9)
-                emit("progress", step=done, total_steps=cfg.steps, loss=round(sum(window) / len(window), 6),
-                     steps_per_s=round(rate, 3), tokens_per_s=round(rate * tokens_per_step, 1),
-                     epoch=round(self.batches.epoch(done), 4), lr=round(lr_at(step, cfg), 8))
+                emit(
+                    "progress",
+                    step=done,
+                    total_steps=cfg.steps,
+                    loss=round(sum(window) / len(window), 6),
+                    steps_per_s=round(rate, 3),
+                    tokens_per_s=round(rate * tokens_per_step, 1),
+                    epoch=round(self.batches.epoch(done), 4),
+                    lr=round(lr_at(step, cfg), 8),
+                )
                 window, t_window, step_window = [], now, done
             if done % cfg.checkpoint_every == 0 or done == cfg.steps or stopping:
                 self.save(done, mean_loss, "sigterm" if stopping else "final" if done == cfg.steps else "interval")
@@ -245,11 +293,20 @@ class Trainer:
         self.comm.barrier()  # leave together: a rank that tears down early aborts its peers' gloo threads
         if self.comm.is_main:
             tail = losses[-FINAL_WINDOW:] or ([saved_loss] if saved_loss is not None else [])
-            emit("result", final_loss=round(sum(tail) / len(tail), 6) if tail else None,
-                 first_loss=None if first_loss is None else round(first_loss, 6),
-                 val_loss=None if val_loss is None else round(val_loss, 6), steps=cfg.steps, resumed_from=start,
-                 trained_steps=trained, elapsed_s=round(elapsed, 3), steps_per_s=round(steady, 3),
-                 tokens_per_s=round(steady * tokens_per_step, 1), world_size=self.world, checkpoint=self.last_uri)
+            emit(
+                "result",
+                final_loss=round(sum(tail) / len(tail), 6) if tail else None,
+                first_loss=None if first_loss is None else round(first_loss, 6),
+                val_loss=None if val_loss is None else round(val_loss, 6),
+                steps=cfg.steps,
+                resumed_from=start,
+                trained_steps=trained,
+                elapsed_s=round(elapsed, 3),
+                steps_per_s=round(steady, 3),
+                tokens_per_s=round(steady * tokens_per_step, 1),
+                world_size=self.world,
+                checkpoint=self.last_uri,
+            )
         self.log(f"done: {cfg.steps} steps")
         return EXIT_OK
 
@@ -285,8 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer.log(f"error: {exc}")
         return EXIT_ERROR
     except RuntimeError as exc:  # torch.distributed: a peer died or the rendezvous timed out
-        trainer.log(f"error on rank {cfg.dist.rank}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}; "
-                    "the gang must be restarted (it resumes from the last checkpoint)")
+        trainer.log(
+            f"error on rank {cfg.dist.rank}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}; "
+            "the gang must be restarted (it resumes from the last checkpoint)"
+        )
         traceback.print_exc(limit=3)
         return EXIT_ERROR
     finally:

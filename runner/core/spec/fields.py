@@ -9,8 +9,6 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-
-
 #: The workload kinds, in the order error messages list them.
 KINDS: tuple[str, ...] = ("batch", "training", "inference", "gaming")
 
@@ -24,8 +22,9 @@ IMAGE_REF = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"  # @digest
 )
-SECTIONS = frozenset({"command", "env", "ports", "resources", "placement", "retries", "labels", "checkpoint",
-                       "batching"})
+SECTIONS = frozenset(
+    {"command", "env", "ports", "resources", "placement", "retries", "labels", "checkpoint", "batching"}
+)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B|i)?$", re.IGNORECASE)
@@ -99,14 +98,20 @@ def describe(value: object) -> str:
         return repr(value[:40] + "...")
     if isinstance(value, (int, float, str)):
         return repr(value)
-    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, (list, tuple)) else \
-        f"a {type(value).__name__}"
+    return (
+        "a mapping"
+        if isinstance(value, dict)
+        else "a list"
+        if isinstance(value, (list, tuple))
+        else f"a {type(value).__name__}"
+    )
 
 
 # ----------------------------------------------------------------------------- bounded numbers
 def _not_finite(value: object, bound: str) -> PydanticCustomError:
-    return PydanticCustomError("not_finite", "must be a finite number {bound}, got {input}",
-                               {"bound": bound, "input": describe(value)})
+    return PydanticCustomError(
+        "not_finite", "must be a finite number {bound}, got {input}", {"bound": bound, "input": describe(value)}
+    )
 
 
 def finite_check(*, le: float, ge: float | None = None, gt: float | None = None) -> Any:
@@ -134,8 +139,9 @@ def bounded(base: type, *, le: float, ge: float | None = None, gt: float | None 
     """An int or float field type that is finite and within its bounds (``le`` always)."""
     # The constraints come first, so pydantic applies them in its core (and the JSON schema shows
     # them as minimum/maximum); the before-validator wraps that and runs ahead of it.
-    return Annotated[base, Field(ge=ge, gt=gt, le=le, allow_inf_nan=False),
-                     BeforeValidator(finite_check(le=le, ge=ge, gt=gt))]  # fmt: skip
+    return Annotated[
+        base, Field(ge=ge, gt=gt, le=le, allow_inf_nan=False), BeforeValidator(finite_check(le=le, ge=ge, gt=gt))
+    ]
 
 
 # The number types of specs, one per kind of quantity, each with its bound from above.
@@ -180,15 +186,22 @@ def _parse_duration(value: object) -> object:
     raise ValueError(f"expected a duration like 90, '90s', '10m' or '1h30m', got {value!r}")
 
 
-_DURATION_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
-                              {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d)?)+$"}]}
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
+        {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d)?)+$"},
+    ]
+}
 _finite_duration = finite_check(gt=0, le=MAX_DURATION_S)
 
 #: A duration in seconds; accepts a number of seconds or strings like "90s", "10m", "1h30m"; at
 #: most ``MAX_DURATION_S`` (a year).
-Duration = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False),
-                     BeforeValidator(lambda v: _finite_duration(_parse_duration(v))),
-                     WithJsonSchema(_DURATION_SCHEMA)]  # fmt: skip
+Duration = Annotated[
+    float,
+    Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False),
+    BeforeValidator(lambda v: _finite_duration(_parse_duration(v))),
+    WithJsonSchema(_DURATION_SCHEMA),
+]
 
 
 def parse_memory(value: object) -> object:
@@ -207,9 +220,14 @@ def parse_memory(value: object) -> object:
     raise ValueError(f"expected a size like 512MB, 16GB, 2GiB or a number of MiB, got {describe(value)}")
 
 
-MEMORY_SCHEMA = {"anyOf": [{"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_MEMORY_MIB},
-                            {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[KMGTkmgt]?(i?B|i)?$"},
-                            {"type": "null"}], "default": None}
+MEMORY_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_MEMORY_MIB},
+        {"type": "string", "pattern": r"^\d+(\.\d+)?\s*[KMGTkmgt]?(i?B|i)?$"},
+        {"type": "null"},
+    ],
+    "default": None,
+}
 
 
 def _check_region(region: str) -> str:
@@ -220,8 +238,9 @@ def _check_region(region: str) -> str:
 
 #: Memory per replica in MiB, from a number of MiB or a size string; at most ``MAX_MEMORY_MIB``; null
 #: for the default. (The bounds sit on the int alone: on the union they would be tried on null too.)
-Memory = Annotated[Annotated[int, Field(gt=0, le=MAX_MEMORY_MIB), BeforeValidator(parse_memory)] | None,
-                   WithJsonSchema(MEMORY_SCHEMA)]  # fmt: skip
+Memory = Annotated[
+    Annotated[int, Field(gt=0, le=MAX_MEMORY_MIB), BeforeValidator(parse_memory)] | None, WithJsonSchema(MEMORY_SCHEMA)
+]
 
 
 #: A region name such as ``eu-west`` (the ``region`` label of fleet nodes).

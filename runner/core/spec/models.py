@@ -8,15 +8,41 @@ import re
 import shlex
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from runner.core.catalog import CATALOG, canonical_gpu_name, known_gpu_names
 from runner.core.spec.fields import (
-    DNS_LABEL, ENV_KEY, IMAGE_REF, LABEL_KEY, MAX_REPLICAS, SECTIONS, Attempts, BackoffFactor, BackoffSeconds,
-    BatchSize, BatchWaitMs, CheckpointSteps, Concurrency, Cores, Duration, Fps, Fraction, GpuCount, LatencyMs, Memory,
-    PortNumber, PricePerGpuHour, QueueLength, Region, Replicas, VramGb, Workers, check_mapping, describe,
-)  # fmt: skip
+    DNS_LABEL,
+    ENV_KEY,
+    IMAGE_REF,
+    LABEL_KEY,
+    MAX_REPLICAS,
+    SECTIONS,
+    Attempts,
+    BackoffFactor,
+    BackoffSeconds,
+    BatchSize,
+    BatchWaitMs,
+    CheckpointSteps,
+    Concurrency,
+    Cores,
+    Duration,
+    Fps,
+    Fraction,
+    GpuCount,
+    LatencyMs,
+    Memory,
+    PortNumber,
+    PricePerGpuHour,
+    QueueLength,
+    Region,
+    Replicas,
+    VramGb,
+    Workers,
+    check_mapping,
+    describe,
+)
 
 
 # ----------------------------------------------------------------------------- base model
@@ -39,8 +65,11 @@ class SpecModel(BaseModel):
         if isinstance(data, dict):
             for key in data:
                 if key not in cls.model_fields:
-                    raise PydanticCustomError("unknown_field", "unknown field '{field}'{hint}",
-                                              {"field": str(key), "hint": cls._unknown_field_hint(str(key))})
+                    raise PydanticCustomError(
+                        "unknown_field",
+                        "unknown field '{field}'{hint}",
+                        {"field": str(key), "hint": cls._unknown_field_hint(str(key))},
+                    )
         return data
 
 
@@ -102,8 +131,10 @@ def _parse_gpu_string(text: str) -> dict[str, Any]:
         elif part.isdigit() and "count" not in out:
             out["count"] = int(part)
         else:
-            raise ValueError(f"cannot read GPU request {text!r}: expected MODEL[|MODEL...][:VRAM][:COUNT], "
-                             "e.g. 'H100:2' or 'A100:80GB:2'")
+            raise ValueError(
+                f"cannot read GPU request {text!r}: expected MODEL[|MODEL...][:VRAM][:COUNT], "
+                "e.g. 'H100:2' or 'A100:80GB:2'"
+            )
     return out
 
 
@@ -112,14 +143,18 @@ class Resources(SpecModel):
 
     gpu: GPURequest | None = Field(default=None, description="GPUs per replica; null, 0 or 'none' for CPU-only.")
     cpu: Cores = Field(default=1.0, description="CPU cores per replica (fractions allowed).")
-    memory: Memory = Field(default=None, description="Memory per replica in MiB; accepts '512MB', '16GB', '2GiB' "
-                                                     "(GB = GiB).")
+    memory: Memory = Field(
+        default=None, description="Memory per replica in MiB; accepts '512MB', '16GB', '2GiB' (GB = GiB)."
+    )
 
     @field_validator("gpu", mode="before")
     @classmethod
     def _no_gpu(cls, value: Any) -> Any:
-        if value is False or (isinstance(value, int) and value == 0) or (
-                isinstance(value, str) and value.strip().lower() in ("", "none", "no", "0")):
+        if (
+            value is False
+            or (isinstance(value, int) and value == 0)
+            or (isinstance(value, str) and value.strip().lower() in ("", "none", "no", "0"))
+        ):
             return None
         return value
 
@@ -156,8 +191,9 @@ class Placement(SpecModel):
     deny_regions: list[Region] = Field(default_factory=list, description="Regions never to use.")
     countries: list[str] = Field(default_factory=list, description="Allowed ISO 3166 alpha-2 countries; empty = any.")
     deny_countries: list[str] = Field(default_factory=list, description="ISO 3166 alpha-2 countries never to use.")
-    max_price_per_gpu_hour: PricePerGpuHour | None = Field(default=None,
-                                                           description="Price ceiling in USD per GPU-hour.")
+    max_price_per_gpu_hour: PricePerGpuHour | None = Field(
+        default=None, description="Price ceiling in USD per GPU-hour."
+    )
     min_reliability: Fraction | None = Field(default=None, description="Minimum provider reliability, 0..1.")
     spread_providers: bool = Field(default=False, description="Put replicas on different providers where possible.")
 
@@ -177,8 +213,10 @@ class Placement(SpecModel):
 
     @model_validator(mode="after")
     def _no_contradictions(self) -> Placement:
-        for allowed, denied, what in ((self.regions, self.deny_regions, "region"),
-                                      (self.countries, self.deny_countries, "country")):
+        for allowed, denied, what in (
+            (self.regions, self.deny_regions, "region"),
+            (self.countries, self.deny_countries, "country"),
+        ):
             both = sorted(set(allowed) & set(denied))
             if both:
                 raise ValueError(f"{what} {both[0]!r} is both allowed and denied")
@@ -214,7 +252,8 @@ class WorkloadBase(SpecModel):
     name: str = Field(description="Workload name: lowercase letters, digits and '-', starting with a letter.")
     image: str = Field(description="Container image reference, e.g. 'runner/smoke:latest'.")
     command: Annotated[list[str], WithJsonSchema(_COMMAND_SCHEMA)] = Field(
-        default_factory=list, description="Command to run; a string is split like a shell does. Empty: image default.")
+        default_factory=list, description="Command to run; a string is split like a shell does. Empty: image default."
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables; numbers become strings.")
     ports: list[Port] = Field(default_factory=list, description="Container ports to expose.")
     resources: Resources = Field(default_factory=Resources, description="What one replica needs.")
@@ -242,8 +281,9 @@ class WorkloadBase(SpecModel):
     @classmethod
     def _dns_label(cls, name: str) -> str:
         if not DNS_LABEL.match(name):
-            raise ValueError("must be 1-63 lowercase letters, digits or '-', start with a letter and not end "
-                             f"with '-', got {name!r}")
+            raise ValueError(
+                f"must be 1-63 lowercase letters, digits or '-', start with a letter and not end with '-', got {name!r}"
+            )
         return name
 
     @field_validator("image")
@@ -325,9 +365,10 @@ class TrainingSpec(WorkloadBase):
     workers: Workers = Field(default=1, description="Number of cooperating worker replicas.")
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy, description="Checkpoint policy.")
     # Rented nodes vanish: a training job resumes from its last checkpoint without being asked.
-    retries: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=TRAINING_ATTEMPTS),
-                                 description="Retry policy; a retried gang resumes from its last checkpoint "
-                                             "(default: 3 attempts).")  # fmt: skip
+    retries: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(max_attempts=TRAINING_ATTEMPTS),
+        description="Retry policy; a retried gang resumes from its last checkpoint (default: 3 attempts).",
+    )
 
     @field_validator("retries", mode="before")
     @classmethod
@@ -376,14 +417,19 @@ class Autoscale(SpecModel):
     its replicas' own metrics reports (``runner/core/autoscale.py``): up fast, down slowly."""
 
     target_concurrency: Concurrency | None = Field(
-        default=None, description="Requests in flight (queued or running) per replica to aim for; "
-                                        "default: batching.max_batch_size (one full batch each).")
-    max_p99_ms: LatencyMs | None = Field(default=None, description="Also add a replica while the replicas' "
-                                                                     "p99 latency is above this (off by default).")
-    up_after: Duration = Field(default=10.0, description="How long the load must call for more replicas before "
-                                                         "they are added.")
-    down_after: Duration = Field(default=120.0, description="How long the load must allow fewer replicas before "
-                                                            "one is removed (one at a time).")
+        default=None,
+        description="Requests in flight (queued or running) per replica to aim for; "
+        "default: batching.max_batch_size (one full batch each).",
+    )
+    max_p99_ms: LatencyMs | None = Field(
+        default=None, description="Also add a replica while the replicas' p99 latency is above this (off by default)."
+    )
+    up_after: Duration = Field(
+        default=10.0, description="How long the load must call for more replicas before they are added."
+    )
+    down_after: Duration = Field(
+        default=120.0, description="How long the load must allow fewer replicas before one is removed (one at a time)."
+    )
 
 
 #: Failures in a row without ever serving, per replica, unless the spec says otherwise.
@@ -400,9 +446,11 @@ class InferenceSpec(WorkloadBase):
     autoscale: Autoscale = Field(default_factory=Autoscale, description="When to add or remove replicas.")
     # A service runs for good: a replica that served and then died is always replaced; this bounds
     # only a crash loop (replicas that fail again and again before they ever serve).
-    retries: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=SERVICE_ATTEMPTS),
-                                 description="Per replica: attempts in a row that may fail before serving "
-                                             "(default: 3), with backoff between them.")  # fmt: skip
+    retries: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(max_attempts=SERVICE_ATTEMPTS),
+        description="Per replica: attempts in a row that may fail before serving "
+        "(default: 3), with backoff between them.",
+    )
 
     @field_validator("retries", mode="before")
     @classmethod

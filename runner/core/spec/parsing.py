@@ -6,29 +6,45 @@ import os
 from typing import Any
 
 import yaml
-from pydantic import (ValidationError)
+from pydantic import ValidationError
 
 from runner.core.errors import SpecError
 from runner.core.spec.fields import KINDS, describe
 from runner.core.spec.models import WORKLOAD_ADAPTER, WorkloadBase, WorkloadSpec
-
 
 # ----------------------------------------------------------------------------- errors
 _ANY = "must be {what}, got {input}"
 #: Human messages for pydantic's error types; ``{input}`` and numbers in ctx are shown as written.
 _MESSAGES = {
     "missing": "missing required field",
-    "greater_than_equal": "must be >= {ge}, got {input}", "greater_than": "must be > {gt}, got {input}",
-    "less_than_equal": "must be <= {le}, got {input}", "less_than": "must be < {lt}, got {input}",
-    "literal_error": "must be {expected}, got {input}", "string_pattern_mismatch": "must match {pattern}, got {input}",
+    "greater_than_equal": "must be >= {ge}, got {input}",
+    "greater_than": "must be > {gt}, got {input}",
+    "less_than_equal": "must be <= {le}, got {input}",
+    "less_than": "must be < {lt}, got {input}",
+    "literal_error": "must be {expected}, got {input}",
+    "string_pattern_mismatch": "must match {pattern}, got {input}",
     "finite_number": "must be a finite number, got {input}",  # (bounded fields say their bound: not_finite)
-    "string_too_short": "must not be empty", "string_too_long": "must be at most {max_length} characters",
-    "too_short": "must have at least {min_length} item(s)", "too_long": "must have at most {max_length} item(s)",
-    **{t: _ANY.replace("{what}", what) for t, what in {
-        "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
-        "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
-        "bool_parsing": "true or false", "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
-        "model_type": "a mapping", "model_attributes_type": "a mapping"}.items()},
+    "string_too_short": "must not be empty",
+    "string_too_long": "must be at most {max_length} characters",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
+    **{
+        t: _ANY.replace("{what}", what)
+        for t, what in {
+            "int_type": "an integer",
+            "int_parsing": "an integer",
+            "int_from_float": "a whole number",
+            "float_type": "a number",
+            "float_parsing": "a number",
+            "bool_type": "true or false",
+            "bool_parsing": "true or false",
+            "string_type": "a string",
+            "list_type": "a list",
+            "dict_type": "a mapping",
+            "model_type": "a mapping",
+            "model_attributes_type": "a mapping",
+        }.items()
+    },
 }
 
 

@@ -48,8 +48,11 @@ def write_revision(message: str, *, autogenerate: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.store.migrations", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m runner.store.migrations",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     revision = commands.add_parser("revision", help="write a new revision file after the current head")
     revision.add_argument("-m", "--message", required=True, help="what the revision changes, in a few words")

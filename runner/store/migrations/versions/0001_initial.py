@@ -254,7 +254,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("audit_head", "audit_log", "ledger_postings", "ledger_txs", "placements", "logs", "events",
-                  "replicas", "workloads", "checks", "uptime_days", "nodes", "join_tokens", "providers",
-                  "api_keys", "tenants"):  # fmt: skip
+    for table in (
+        "audit_head",
+        "audit_log",
+        "ledger_postings",
+        "ledger_txs",
+        "placements",
+        "logs",
+        "events",
+        "replicas",
+        "workloads",
+        "checks",
+        "uptime_days",
+        "nodes",
+        "join_tokens",
+        "providers",
+        "api_keys",
+        "tenants",
+    ):
         op.drop_table(table)  # a table's indexes go with it

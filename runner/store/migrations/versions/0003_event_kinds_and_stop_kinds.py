@@ -36,10 +36,21 @@ _BREACH, _RECOVERED, _ENDED = "SLA breach: ", "SLA recovered: ", "replica "
 #: The old ``stop_reason`` prefixes.
 _RELOCATE, _END, _BUDGET = "relocate: ", "end: ", "budget exhausted"
 
-events = sa.table("events", sa.column("id", sa.Integer), sa.column("workload_id", sa.String),
-                  sa.column("message", sa.Text), sa.column("kind", sa.String), sa.column("data", sa.JSON))  # fmt: skip
-workloads = sa.table("workloads", sa.column("id", sa.String), sa.column("stop_reason", sa.Text),
-                     sa.column("stop_kind", sa.String), sa.column("stop_data", sa.JSON))  # fmt: skip
+events = sa.table(
+    "events",
+    sa.column("id", sa.Integer),
+    sa.column("workload_id", sa.String),
+    sa.column("message", sa.Text),
+    sa.column("kind", sa.String),
+    sa.column("data", sa.JSON),
+)
+workloads = sa.table(
+    "workloads",
+    sa.column("id", sa.String),
+    sa.column("stop_reason", sa.Text),
+    sa.column("stop_kind", sa.String),
+    sa.column("stop_data", sa.JSON),
+)
 
 
 def event_kind(workload_id: str, message: str) -> tuple[str, dict[str, Any] | None]:
@@ -48,8 +59,12 @@ def event_kind(workload_id: str, message: str) -> tuple[str, dict[str, Any] | No
         return "scaled", {"from": int(match.group(1)), "to": int(match.group(2))}
     if match := _SERVING.match(message):
         attempt = int(match.group(2))
-        return "session_ready", {"url": match.group(1), "attempt": attempt, "node": match.group(3),
-                                 "key": f"{workload_id}-r0-a{attempt}"}  # fmt: skip
+        return "session_ready", {
+            "url": match.group(1),
+            "attempt": attempt,
+            "node": match.group(3),
+            "key": f"{workload_id}-r0-a{attempt}",
+        }
     if message.startswith(_BREACH):
         return "sla_breach", {"detail": message.removeprefix(_BREACH)}
     if message.startswith(_RECOVERED):
@@ -81,8 +96,9 @@ def upgrade() -> None:
     op.add_column("workloads", sa.Column("stop_data", sa.JSON(), nullable=True))
     conn = op.get_bind()
     # Only the messages the old code parsed can mean anything: read those, not every event.
-    interesting = sa.or_(*(events.c.message.like(f"{p}%") for p in ("scaling ", "serving at ", _BREACH, _RECOVERED,
-                                                                      _ENDED)))  # fmt: skip
+    interesting = sa.or_(
+        *(events.c.message.like(f"{p}%") for p in ("scaling ", "serving at ", _BREACH, _RECOVERED, _ENDED))
+    )
     rows = conn.execute(sa.select(events.c.id, events.c.workload_id, events.c.message).where(interesting)).all()
     for row in rows:
         kind, data = event_kind(row.workload_id, row.message)
