@@ -212,8 +212,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ray-port",
         type=int,
         default=6715,
-        help="Ray head port (default 6715). Nodes take ray_port+100.. +135 and worker ports "
-        "20000+(ray_port%%50)*1000 on; the default keeps clear of a cluster on the default 6390",
+        help="Ray head port (default 6715). The head's raylet takes ray_port+90.., nodes ray_port+100.. +135 and worker ports "
+        "12000+(ray_port%%20)*1000 on (runner.core.node_ports); the default keeps clear of a cluster on the default 6390",
     )
     p.add_argument("--keep-cluster", action="store_true", help="leave the cluster up afterwards (then: runner down)")
     p.add_argument("--timeout", type=float, default=120.0, help="per-workload wait limit in seconds")

@@ -14,7 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,20 +75,25 @@ class StoreFlags:
 
 
 def start_head(
-    net: Network, home: Path, *, server_port: int, ray_port: int, images: list[str], store: StoreFlags | None = None
+    net: Network,
+    home: Path,
+    *,
+    server_port: int,
+    ray_port: int,
+    images: list[str],
+    store: StoreFlags | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Head:
     """`runner up --advertise <the head's address>` in ``home`` (with the network's store, when
-    given), then `runner images push`."""
+    given; ``env`` on top of this process's, read by the head's processes), then `runner images push`."""
     assert net.registry, "the network needs a registry port for its head"
     ports = {"server_port": server_port, "ray_port": ray_port}
     argv = ["up", "--advertise", net.head_address, "--registry-port", net.registry.rsplit(":", 1)[1]]
-    env = {}
+    env = dict(env or {})
     if store is not None:
         argv += ["--store", store.uri, "--store-endpoint", store.endpoint]
-        env = {
-            "AWS_ACCESS_KEY_ID": store.admin["access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": store.admin["secret_access_key"],
-        }
+        env["AWS_ACCESS_KEY_ID"] = store.admin["access_key_id"]
+        env["AWS_SECRET_ACCESS_KEY"] = store.admin["secret_access_key"]
     up = runner_cli(argv, home, env=env, **ports)
     settings = Settings.from_env(home, **ports)  # what the CLI kept in head.json, and these ports
     head = Head(
@@ -97,6 +105,37 @@ def start_head(
     if images:
         runner_cli(["images", "push", *images], home, **ports)
     return head
+
+
+@contextmanager
+def running_head(
+    net: Network,
+    hosts: Mapping[str, tuple[str, str, str]],
+    *,
+    ports: tuple[int, int],
+    images: list[str],
+    store: StoreFlags | None = None,
+    env: Mapping[str, str] | None = None,
+    **join_args: Any,
+) -> Iterator[Head]:
+    """A head for a test module, every one of ``hosts`` (name -> provider, region, country) joined
+    with ``join_args``; `runner down` after, whatever happened. The images are built first (cached
+    by content hash) and pushed; the head's home is a fresh folder under ~/.cache/runner-tests.
+    ``ports``: the control plane's and Ray's (the test session's free ports)."""
+    from runner.images import build_images
+
+    build_images(images, log=lambda _m: None)
+    base = Path.home() / ".cache" / "runner-tests"
+    base.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="head-", dir=base))
+    server_port, ray_port = ports
+    head = start_head(net, home, server_port=server_port, ray_port=ray_port, images=images, store=store, env=env)
+    try:
+        for name, (provider, region, country) in hosts.items():
+            join(head, net.hosts[name], provider=provider, region=region, country=country, **join_args)
+        yield head
+    finally:
+        stop_head(head)
 
 
 def stop_head(head: Head) -> None:
@@ -115,13 +154,30 @@ def join(
     memory_gb: float = 1,
     simulate_gpu: str | None = None,
     timeout_s: float = 90,
+    token: str | None = None,
 ) -> None:
     """Join ``host`` as a provider's machine would: the operator admits the provider and issues
-    a token; on the host, `runner node join` benchmarks, registers and runs its Ray node."""
+    a token approving the machine as described (``token``: one of the caller's instead, to claim
+    what it does not approve); on the host, `runner node join` benchmarks, registers and runs its
+    Ray node."""
     op = head.operator
     if provider not in {p["id"] for p in op.admin("GET", "/providers")}:
         op.admin("POST", "/providers", id=provider, country=country, kyc="verified", stake_usd=100)
-    token = op.admin("POST", "/tokens", provider=provider, ttl_s=600)["token"]
+    model, _, count = (simulate_gpu or "").partition(":")
+    token = (
+        token
+        or op.admin(
+            "POST",
+            "/tokens",
+            provider=provider,
+            region=region,
+            country=country,
+            gpu_model=model or None,
+            gpu_count=int(count or 1) if model else 0,
+            simulated=bool(model),
+            ttl_s=600,
+        )["token"]
+    )
     shutil.rmtree(host.home, ignore_errors=True)
     host.home.mkdir(parents=True)
     head.joined[host.name] = host.run(

@@ -20,6 +20,7 @@ import ray
 
 from runner.benchmark import Challenge, ChallengeSolver
 from runner.core.errors import RunnerError
+from runner.core.events import StartFailure
 from runner.core.states import ReplicaState
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
@@ -101,11 +102,21 @@ class NodeAgent:
         so the supervisor's retry rules apply to them like to any other failed attempt."""
         try:
             return self.runtime.start(self.host_network_env(request))
-        except RunnerError as exc:  # ImageError: not on this node
-            return ReplicaStatus(key=request.key, state=ReplicaState.EXITED, exit_code=125, error=str(exc))
+        except RunnerError as exc:  # ImageError: not on this node; PortInUseError: a host port taken
+            return ReplicaStatus(
+                key=request.key,
+                state=ReplicaState.EXITED,
+                exit_code=125,
+                error=str(exc),
+                start_failure=StartFailure.of(exc).value,
+            )
         except Exception as exc:  # docker APIError and friends: report, do not kill the agent
             return ReplicaStatus(
-                key=request.key, state=ReplicaState.EXITED, exit_code=125, error=f"{type(exc).__name__}: {exc}"
+                key=request.key,
+                state=ReplicaState.EXITED,
+                exit_code=125,
+                error=f"{type(exc).__name__}: {exc}",
+                start_failure=StartFailure.OTHER.value,
             )
 
     def status(self, key: str) -> ReplicaStatus:

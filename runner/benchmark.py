@@ -198,8 +198,30 @@ def verify_answer(c: Challenge, answer: dict[str, Any], *, rows: int = 2, seed: 
     return None
 
 
-def judge(measured_tflops: float, expected_tflops: float, tolerance: float) -> str | None:
-    """None when the node computes at least ``tolerance`` of what it is expected to; else why not."""
+#: No real part computes above its catalog peak. Past this multiple of the claimed model's dense
+#: FP16 peak a machine holds a faster GPU than it declares: an export-controlled H100 passed off as
+#: an RTX 4090, say, which would serve tenants export control keeps from it.
+PEAK_MARGIN = 1.2
+
+
+def ceiling_tflops(gpu_model: str | None, simulated: bool) -> float | None:
+    """The most a node of ``gpu_model`` can measure (None where nothing bounds it: a CPU-only node,
+    or a simulated GPU in CPU mode, whose figure is the CPU's own)."""
+    from runner.core.catalog import get_gpu
+
+    if simulated or not gpu_model:
+        return None
+    return PEAK_MARGIN * get_gpu(gpu_model).fp16_tflops
+
+
+def judge(measured_tflops: float, expected_tflops: float, tolerance: float, ceiling: float | None = None) -> str | None:
+    """None when the node computes at least ``tolerance`` of what it is expected to and no more
+    than ``ceiling`` (``ceiling_tflops``) can; else why not."""
+    if ceiling is not None and measured_tflops > ceiling:
+        return (
+            f"measured {measured_tflops:.4g} TFLOPS, above the {ceiling:.4g} the declared GPU can reach: "
+            "the machine holds a faster GPU than it declares"
+        )
     if expected_tflops <= 0:
         return None
     if measured_tflops < tolerance * expected_tflops:

@@ -5,16 +5,24 @@ Used by the CLI, the tests and anyone scripting runner::
     client = Client.from_settings(Settings.from_env())
     w = client.submit(load_workload("examples/smoke.yaml"), source="examples/smoke.yaml")
     done = client.wait(w["id"])
+
+Each call returns its route's answer type (``runner.api.schemas``: ``get`` a ``WorkloadDetail``,
+``list`` a list of ``Workload``, ``bill`` a ``Bill``, ...). Those are TypedDicts: at runtime an
+answer is the plain dict the server sent, read as ``w["state"]``, not validated again here (the
+server validated it on the way out); a type checker knows its keys and their types. The types
+are imported for type checking only (importing ``runner.api`` loads the whole server).
+``admin(method, path, ...)`` stays untyped: it reaches any operator route.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -22,6 +30,9 @@ import httpx
 from runner.core import errors
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.settings import Settings
+
+if TYPE_CHECKING:
+    from runner.api import schemas
 
 _ERRORS: dict[str, type[errors.RunnerError]] = {
     cls.__name__: cls
@@ -99,32 +110,32 @@ class Client:
         raise cls(body.get("message", f"HTTP {response.status_code}"))
 
     # -- API -----------------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
+    def health(self) -> schemas.Health:
         return self._call("GET", "/v1/health")
 
-    def submit(self, spec: Any, *, source: str = "<client>", idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit(self, spec: Any, *, source: str = "<client>", idempotency_key: str | None = None) -> schemas.Workload:
         body = spec if isinstance(spec, dict) else spec_to_dict(spec)
         if non_finite(body):  # validate here: the same error, naming the field and its bound, that the server gives
             parse_workload(body, source=source)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/workloads", json={"spec": body, "source": source}, headers=headers)
 
-    def list(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list(self, limit: int = 100) -> builtins.list[schemas.Workload]:
         return self._call("GET", "/v1/workloads", params={"limit": limit})
 
-    def get(self, workload_id: str) -> dict[str, Any]:
+    def get(self, workload_id: str) -> schemas.WorkloadDetail:
         return self._call("GET", f"/v1/workloads/{workload_id}")
 
-    def cancel(self, workload_id: str) -> dict[str, Any]:
+    def cancel(self, workload_id: str) -> schemas.Workload:
         return self._call("POST", f"/v1/workloads/{workload_id}/cancel")
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> builtins.list[schemas.Node]:
         return self._call("GET", "/v1/nodes")
 
-    def explain(self, workload_id: str) -> dict[str, Any]:
+    def explain(self, workload_id: str) -> schemas.Explain:
         return self._call("GET", f"/v1/workloads/{workload_id}/explain")
 
-    def artifacts(self, workload_id: str) -> dict[str, Any]:
+    def artifacts(self, workload_id: str) -> schemas.Artifacts:
         """A training job's artifacts: ``uri``, ``items``, ``checkpoints``, ``latest``, ``final_checkpoint``."""
         return self._call("GET", f"/v1/workloads/{workload_id}/artifacts")
 
@@ -150,25 +161,25 @@ class Client:
             tmp.unlink(missing_ok=True)
         return dest
 
-    def bill(self) -> dict[str, Any]:
+    def bill(self) -> schemas.Bill:
         return self._call("GET", "/v1/bill")
 
     # -- sessions ------------------------------------------------------------------------------------
     def session_start(
         self, game: str, near: str, *, idempotency_key: str | None = None, **options: Any
-    ) -> dict[str, Any]:
+    ) -> schemas.Session:
         """Start a gaming session near the player (``fps``, ``resolution``, ``gpu``, ... optional)."""
         body = {"game": game, "near": near, **{k: v for k, v in options.items() if v is not None}}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/sessions", json=body, headers=headers)
 
-    def sessions(self, *, all: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+    def sessions(self, *, all: bool = False, limit: int = 100) -> builtins.list[schemas.Session]:
         return self._call("GET", "/v1/sessions", params={"all": all, "limit": limit})
 
-    def session(self, workload_id: str) -> dict[str, Any]:
+    def session(self, workload_id: str) -> schemas.Session:
         return self._call("GET", f"/v1/sessions/{workload_id}")
 
-    def session_wait(self, workload_id: str, *, until: str = "serving", timeout_s: float = 60.0) -> dict[str, Any]:
+    def session_wait(self, workload_id: str, *, until: str = "serving", timeout_s: float = 60.0) -> schemas.Session:
         """Block until the session serves (``until="serving"``) or ends, or ``timeout_s`` passes."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -181,16 +192,16 @@ class Client:
             if time.monotonic() >= deadline:
                 return v
 
-    def session_end(self, workload_id: str) -> dict[str, Any]:
+    def session_end(self, workload_id: str) -> schemas.Session:
         """End a session in order (the server gets SIGTERM and reports its last metrics)."""
         return self._call("POST", f"/v1/sessions/{workload_id}/end")
 
     # -- services ------------------------------------------------------------------------------------
-    def services(self, *, all: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+    def services(self, *, all: bool = False, limit: int = 100) -> builtins.list[schemas.Service]:
         """The tenant's inference services: endpoint, size, replicas with their nodes and rates."""
         return self._call("GET", "/v1/services", params={"all": all, "limit": limit})
 
-    def service(self, workload_id: str) -> dict[str, Any]:
+    def service(self, workload_id: str) -> schemas.Service:
         return self._call("GET", f"/v1/services/{workload_id}")
 
     def admin(self, method: str, path: str, **body: Any) -> Any:
@@ -198,11 +209,11 @@ class Client:
         params = {k: v for k, v in (body.pop("params", None) or {}).items() if v is not None}
         return self._call(method, f"/v1/admin{path}", json=body or None, params=params or None)
 
-    def join(self, request: dict[str, Any]) -> dict[str, Any]:
+    def join(self, request: dict[str, Any]) -> schemas.JoinGrant:
         """A machine joins (its join token is in ``request``; no API key is needed)."""
         return self._call("POST", "/v1/nodes/join", json=request)
 
-    def wait(self, workload_id: str, *, until: str = "terminal", timeout_s: float | None = None) -> dict[str, Any]:
+    def wait(self, workload_id: str, *, until: str = "terminal", timeout_s: float | None = None) -> schemas.Workload:
         """Block until the workload reaches ``until`` (long-polls; no busy loop)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -216,8 +227,8 @@ class Client:
             if reached or (deadline is not None and time.monotonic() >= deadline):
                 return w
 
-    def logs(self, workload_id: str, *, follow: bool = False, after: int = 0) -> Iterator[dict[str, Any]]:
-        """Log lines as dicts ``{"id", "replica", "line"}``; with ``follow``, until the workload ends.
+    def logs(self, workload_id: str, *, follow: bool = False, after: int = 0) -> Iterator[schemas.LogLine]:
+        """Log lines as dicts ``{"id", "replica", "seq", "line"}``; with ``follow``, until the workload ends.
         A dropped stream is resumed from the last id seen, so no line is lost or repeated."""
         cursor = after
         while True:

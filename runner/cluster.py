@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.errors import ClusterError
+from runner.core.node_ports import HEAD, NodePorts, merge_ranges
 from runner.ray_nodes import RayNode
 
 #: Ray reads these C++ settings from the environment at `ray start` (seen: a cut link noticed in
@@ -63,11 +64,16 @@ def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.P
         )
 
 
+def head_ports(port: int) -> list[tuple[int, int]]:
+    """Every port the head's Ray processes listen on: its GCS and its own raylet's block."""
+    return merge_ranges([(port, port), *NodePorts.block(port, HEAD).ranges()])
+
+
 def start_head(
     *, port: int, token_path: Path, temp_dir: Path, log_path: Path, address: str = "127.0.0.1"
 ) -> subprocess.Popen[bytes]:
     """The head runs no workloads (0 CPUs): only providers' nodes do. ``address`` is the one
-    providers' machines reach it at (loopback in CPU mode)."""
+    providers' machines reach it at (loopback in CPU mode). Its ports: ``head_ports``."""
     args = [
         ray_executable(),
         "start",
@@ -79,8 +85,8 @@ def start_head(
         "--num-gpus=0",
         "--include-dashboard=false",
         "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
         "--labels=role=head",
+        *NodePorts.block(port, HEAD).ray_args(temp_dir),  # every port pinned: the guard closes them
     ]
     # The head runs no work: nothing to drain on SIGTERM (Ray 2.60 waits up to 30 s by default).
     no_drain = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
@@ -88,27 +94,14 @@ def start_head(
 
 
 def node_port_args(ray_port: int, index: int, temp_root: Path) -> list[str]:
-    """Ports and a temp dir of its own for the ``index``-th node on this host.
+    """Ports and a temp dir of its own for the ``index``-th node on this host (``NodePorts``).
 
     Several raylets on one host otherwise collide (seen here: ``bind: Address already in use``
     and an aborted raylet) on Ray's fixed default ports, and on the unix sockets Ray numbers
-    "next free" in a shared session dir when nodes start at once. Each node gets a block of 10
-    ports above the head's, 100 worker ports in 20000-64999 (a cluster's nodes' ranges are
-    disjoint, chosen by its head port), and its own temp dir, as a separate host would.
+    "next free" in a shared session dir when nodes start at once: each gets its own, as a
+    separate host would have.
     """
-    base = ray_port + 100 + index * 10
-    workers = 20000 + ((ray_port % 20) * 2000 + index * 100) % 45000
-    return [
-        f"--node-manager-port={base}",
-        f"--object-manager-port={base + 1}",
-        f"--dashboard-agent-listen-port={base + 2}",
-        f"--dashboard-agent-grpc-port={base + 3}",
-        f"--runtime-env-agent-port={base + 4}",
-        f"--metrics-export-port={base + 5}",
-        f"--min-worker-port={workers}",
-        f"--max-worker-port={workers + 99}",
-        f"--temp-dir={temp_root / f'n{index}'}",
-    ]
+    return NodePorts.block(ray_port, index).ray_args(temp_root / f"n{index}")
 
 
 def start_node(

@@ -16,10 +16,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from runner import cluster
+from runner import cluster, node_guard
 from runner.benchmark import measure
 from runner.client import Client
 from runner.core.catalog import canonical_gpu_name
+from runner.core.node_ports import NodePorts
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 
 log = logging.getLogger("runner.join")
@@ -94,7 +95,8 @@ def start_ray_node(
     grant: dict[str, Any],
     *,
     token_path: Path,
-    port_args: list[str],
+    ports: NodePorts,
+    temp_dir: Path,
     log_path: Path,
     cpus: float,
     memory_mb: int,
@@ -102,9 +104,12 @@ def start_ray_node(
     public_address: str | None = None,
     image_cache_gb: float | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``ray start --block`` with the labels the control plane granted; ``public_address`` is
-    where its replicas' ports are published (the agent reads it; loopback when None), and
-    ``image_cache_gb`` what its engine keeps of pulled images (the agent's default when None)."""
+    """``ray start --block`` with the labels the control plane granted, on ``ports``, after the
+    machine's guard closes those ports to tenants' containers (``runner.node_guard``: the node
+    agent is one of them). ``public_address`` is where its replicas' ports are published (the
+    agent reads it; loopback when None), and ``image_cache_gb`` what its engine keeps of pulled
+    images (the agent's default when None)."""
+    node_guard.install(guard_owner(grant), ports.ranges())
     if not token_path.exists() or token_path.read_text().strip() != grant["ray_token"]:
         write_ray_token(token_path, grant["ray_token"])
     env = {PUBLIC_ADDRESS_ENV: public_address} if public_address else {}
@@ -112,7 +117,7 @@ def start_ray_node(
         env[IMAGE_CACHE_GB_ENV] = repr(float(image_cache_gb))
     return cluster.start_node(
         head_address=grant["ray_address"],
-        port_args=port_args,
+        port_args=ports.ray_args(temp_dir),
         labels=grant["labels"],
         num_cpus=cpus,
         num_gpus=int(grant["num_gpus"]),
@@ -122,6 +127,16 @@ def start_ray_node(
         node_ip=node_ip,
         env=env or None,
     )
+
+
+def head_ray_port(grant: dict[str, Any]) -> int:
+    """The head's Ray port, from the grant's ``ray_address``: it numbers this cluster's node ports."""
+    return int(str(grant["ray_address"]).rpartition(":")[2])
+
+
+def guard_owner(grant: dict[str, Any]) -> str:
+    """Whose guard rules this node's are (``runner.node_guard.owner``)."""
+    return node_guard.owner(grant["node"], head_ray_port(grant))
 
 
 def join(server_url: str, request: dict[str, Any]) -> dict[str, Any]:

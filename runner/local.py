@@ -21,13 +21,14 @@ from typing import Any
 
 import httpx
 
-from runner import cluster
+from runner import cluster, node_guard
 from runner import registry as registry_process
 from runner.benchmark import measure
 from runner.client import Client
 from runner.core import ledger
 from runner.core.errors import ClusterError
 from runner.core.network import load_network
+from runner.core.node_ports import NodePorts
 from runner.fleet import Fleet, FleetNode, load_fleet
 from runner.gateway import address as gateway_address
 from runner.gateway.address import gateway_url
@@ -100,6 +101,8 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
     )
     record["pids"]["head"] = head.pid
     _write_record(settings, record)  # from here on, `down` can clean up whatever happens next
+    # The head's ports closed to containers on this machine (CPU mode's all run here).
+    node_guard.install(node_guard.owner("head", settings.ray_port), cluster.head_ports(settings.ray_port))
     _wait_for_head(settings, head, timeout_s)
 
     if settings.registry:
@@ -154,7 +157,17 @@ def join_fleet_node(
     operator: Client, settings: Settings, node: FleetNode, index: int, benchmark: dict[str, Any] | None = None
 ) -> subprocess.Popen[bytes]:
     """Join one simulated provider node exactly as ``runner node join`` does on a real machine."""
-    token = operator.admin("POST", "/tokens", provider=node.provider, ttl_s=600)["token"]
+    token = operator.admin(
+        "POST",
+        "/tokens",
+        provider=node.provider,
+        region=node.region,
+        country=node.country,
+        gpu_model=node.gpu_model,
+        gpu_count=node.gpu_count if node.gpu_model else 0,
+        simulated=node.gpu_model is not None,  # CPU mode: every GPU is simulated
+        ttl_s=600,
+    )["token"]
     request = join_request(
         token=token,
         provider=node.provider,
@@ -172,7 +185,8 @@ def join_fleet_node(
     return start_ray_node(
         grant,
         token_path=settings.ray_token_path,
-        port_args=cluster.node_port_args(settings.ray_port, index, settings.ray_temp_dir),
+        ports=NodePorts.block(settings.ray_port, index),
+        temp_dir=settings.ray_temp_dir / f"n{index}",
         log_path=settings.logs_dir / f"node-{node.name}.log",
         cpus=node.cpus,
         memory_mb=int(node.memory_gb * 1024),
@@ -232,6 +246,7 @@ def down(settings: Settings, *, say: Say = print, timeout_s: float = 30) -> bool
     stop_replicas(settings, list(pids.get("nodes", {})))
     _terminate_all([(f"node {n}", p) for n, p in pids.get("nodes", {}).items()], timeout_s, say)
     _terminate_all([("head", pids.get("head")), ("registry", pids.get("registry"))], timeout_s, say)  # last
+    node_guard.remove_cluster(settings.ray_port)
     settings.cluster_record_path.unlink(missing_ok=True)
     return True
 

@@ -17,11 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from runner.benchmark import expected_tflops, judge
+from runner.benchmark import ceiling_tflops, expected_tflops, judge
+from runner.core.approval import ApprovedMachine, claim_problems, simulated_problem
 from runner.core.catalog import canonical_gpu_name, get_gpu
 from runner.core.errors import ConflictError, PolicyError, UserError
-from runner.core.ledger import to_micros
 from runner.core.network import NetworkConfig
+from runner.core.placement import gpu_price_micros
 from runner.core.policy import KYC, NodeFacts, NodeState, admit_node
 from runner.core.spec.fields import NodeCores, NodeMemoryMiB, PricePerGpuHour, Tflops
 from runner.store import Store
@@ -95,10 +96,12 @@ def onboard(
     *,
     ray_address: str,
     ray_token: str,
+    cpu_mode: bool,
     in_cluster: Callable[[str], bool] = lambda _name: False,
 ) -> JoinGrant:
-    """Admit a joining machine (``in_cluster``: is a live Ray node already using this name?)."""
-    store.redeem_join_token(req.token, provider_id=req.provider, node=req.name)
+    """Admit a joining machine (``in_cluster``: is a live Ray node already using this name?
+    ``cpu_mode``: is every machine this one, as in `runner up --cpu`?)."""
+    approved = store.redeem_join_token(req.token, provider_id=req.provider, node=req.name)
     if in_cluster(req.name):
         raise ConflictError(
             f"a node named {req.name!r} is in the cluster now. To fix: join with another --name, or "
@@ -122,27 +125,42 @@ def onboard(
         gpu_model=model,
     )
     measured = float(req.benchmark.get("tflops") or 0.0)
+    claimed = ApprovedMachine(
+        region=req.region,
+        country=req.country,
+        gpu_model=model,
+        gpu_count=req.gpu_count if model else 0,
+        simulated=req.simulated,
+    )
     verdict = admit_node(facts, config.policy)
-    refusal = None if verdict else verdict.reason
+    refusal = "; ".join(claim_problems(approved, claimed)) or None
+    refusal = refusal or simulated_problem(req.simulated, cpu_mode=cpu_mode, network_allows=config.simulated_gpus)
+    refusal = refusal or (None if verdict else verdict.reason)
     if refusal is None and not measured:
         refusal = "no benchmark: a joining node must report its measured TFLOPS"
     if refusal is None and model and not req.simulated:
         problem = judge(
-            measured, expected_tflops(model, simulated=False, verified_tflops=measured), config.checker.tolerance
+            measured,
+            expected_tflops(model, simulated=False, verified_tflops=measured),
+            config.checker.tolerance,
+            ceiling=ceiling_tflops(model, simulated=False),
         )
         refusal = f"benchmark does not match a {model}: {problem}" if problem else None
     if refusal:
         store.audit(
             "node.refused",
-            {"node": req.name, "provider": req.provider, "country": req.country, "gpu_model": model, "reason": refusal},
+            {
+                "node": req.name,
+                "provider": req.provider,
+                "country": req.country,
+                "gpu_model": model,
+                "reason": refusal,
+                "claimed": claimed.to_dict(),
+                "approved": approved.to_dict(),
+            },
         )
         raise PolicyError(f"node {req.name} refused: {refusal}")
     vram = get_gpu(model).vram_gb if model else 0
-    price = (
-        req.price_per_gpu_hour
-        if req.price_per_gpu_hour is not None
-        else (get_gpu(model).list_price_per_hour if model else 0.0)
-    )
     store.register_node(
         name=req.name,
         provider_id=req.provider,
@@ -163,7 +181,7 @@ def onboard(
         cpus=req.cpus,
         memory_mb=req.memory_mb,
         simulated=req.simulated,
-        gpu_price_micros=to_micros(price),
+        gpu_price_micros=gpu_price_micros(model, req.price_per_gpu_hour),
         cpu_price_micros=config.market.cpu_price_per_core_hour,
         benchmark=req.benchmark,
         verified_tflops=measured,

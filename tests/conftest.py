@@ -39,8 +39,9 @@ def _port_free(port: int) -> bool:
 #: Ports Ray assigns by default to components of every node (the dashboard's 8265 among them):
 #: a node port block that holds one fails `ray start` ("... is used by other components").
 RAY_DEFAULT_PORTS = frozenset({6379, 8076, 8265, 10001, 52365})
-#: Node indexes the tests use (``cluster.node_port_args``: 10 ports each, above ray_port + 100).
-NODE_BLOCKS = range(100, 100 + 50 * 10)
+#: The port blocks of the head's raylet and of the node indexes the tests use (``NodePorts.block``: 10
+#: ports each, from ray_port + 90).
+NODE_BLOCKS = range(90, 100 + 50 * 10)
 
 
 def free_ports() -> tuple[int, int]:

@@ -9,12 +9,17 @@ FastAPI itself refuses (a wrong type, a number out of bounds, inf or nan: JSON's
 request changes nothing, and a 5xx is never the answer to input. A stored number JSON cannot
 hold (a diverged loss, ``NaN``) is answered as ``null`` (``encoding.py``), never as a 500.
 
+Every route declares its answer (``schemas.py``: a TypedDict of each, which pydantic validates
+and FastAPI documents), so the OpenAPI schema describes every answer and every error; ``GET /openapi.json`` serves it to the operator's key only
+(no docs pages: FastAPI's own would be open).
+
     workloads.py   submit (KYC and budget admission), list, get, wait, cancel, logs, explain
     sessions.py    gaming sessions: start, list, show, wait until serving, end
     services.py    inference services: list, show (endpoint, replicas, rates); whoami and routes for the gateway
     nodes.py       health, the fleet, joining, a tenant's bill
     admin.py       tenants, providers, stakes, join tokens, drains, challenges, audit, books
     artifacts.py   a training job's artifacts: list, download
+    schemas.py     every answer as a TypedDict (pydantic and runner.core only): the client returns these types
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
-from runner.api import admin, artifacts, nodes, services, sessions, workloads
+from runner.api import admin, artifacts, nodes, schemas, services, sessions, workloads
+from runner.api.auth import Operator
 from runner.api.context import AppContext
 from runner.api.encoding import FiniteJSONResponse
 from runner.core.errors import (
@@ -51,8 +57,9 @@ _STATUS: dict[type[RunnerError], int] = {
 
 
 def create_app(ctx: AppContext) -> FastAPI:
-    # No docs, redoc or openapi.json pages: FastAPI serves those without any credential, and
-    # there is no open route (the schema of specs is `runner schema`).
+    # No docs or redoc pages, and not FastAPI's own openapi.json: FastAPI serves those without any
+    # credential, and there is no open route (the schema of specs is `runner schema`). The OpenAPI
+    # schema is a route of ours instead, for the operator's key (`openapi` below).
     app = FastAPI(
         title="runner",
         version="0.1.0",
@@ -76,8 +83,25 @@ def create_app(ctx: AppContext) -> FastAPI:
         return FiniteJSONResponse(validation_error_body(exc.errors()), status_code=422)
 
     for module in (workloads, sessions, services, nodes, admin, artifacts):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+
+    @app.get("/openapi.json", include_in_schema=False, response_model=dict[str, Any])
+    def openapi(_: Operator) -> dict[str, Any]:
+        """The OpenAPI schema of every route and answer: for the operator (a fuzzer runs as one).
+        A tenant's key or none is refused as on every operator route (``auth.operator``)."""
+        return app.openapi()
+
     return app
+
+
+#: What every route may answer besides its own model: an error, in the shape the handlers write.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "model": schemas.ErrorAnswer,
+        "description": " or ".join(c.__name__ for c, s in _STATUS.items() if s == code),
+    }
+    for code in sorted(set(_STATUS.values()))
+}
 
 
 def validation_error_body(errors: Any) -> dict[str, Any]:

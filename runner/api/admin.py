@@ -10,17 +10,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
 
+from runner.api import schemas
 from runner.api.auth import Operator
 from runner.api.context import AppContext, context
 from runner.api.nodes import bill_json, statement_json
 from runner.core import ledger
-from runner.core.errors import UserError
+from runner.core.approval import ApprovedMachine, simulated_problem
+from runner.core.catalog import canonical_gpu_name
+from runner.core.errors import PolicyError, UserError
 from runner.core.events import Stop, StopReason
 from runner.core.ledger import SlashCause
 from runner.core.policy import KYC, NodeState
 from runner.core.sla import UptimeDay as UptimeFacts
 from runner.core.sla import day_breached, monthly_uptime, utc_day
 from runner.core.spec.fields import MAX_USD, Usd, bounded
+from runner.onboarding import NAME
 from runner.store import Provider, Tenant
 
 router = APIRouter(prefix="/v1/admin")
@@ -60,12 +64,12 @@ TokenTtl = bounded(float, gt=0, le=30 * 86_400)
 
 
 # -- tenants -----------------------------------------------------------------------------------------
-@router.get("/tenants")
+@router.get("/tenants", response_model=list[schemas.TenantInfo])
 def tenants(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
     return [tenant_json(ctx, t) for t in ctx.store.list_tenants()]
 
 
-@router.post("/tenants", status_code=201)
+@router.post("/tenants", status_code=201, response_model=schemas.TenantInfo)
 def add_tenant(
     _: Operator,
     ctx: Ctx,
@@ -78,7 +82,7 @@ def add_tenant(
     return tenant_json(ctx, t)
 
 
-@router.post("/tenants/{tenant_id}")
+@router.post("/tenants/{tenant_id}", response_model=schemas.TenantInfo)
 def update_tenant(
     _: Operator,
     ctx: Ctx,
@@ -102,7 +106,7 @@ def update_tenant(
     return tenant_json(ctx, t)
 
 
-@router.post("/tenants/{tenant_id}/keys", status_code=201)
+@router.post("/tenants/{tenant_id}/keys", status_code=201, response_model=schemas.NewApiKey)
 def tenant_key(_: Operator, ctx: Ctx, tenant_id: str) -> dict[str, Any]:
     """A new API key for the tenant (shown once; only its hash is kept)."""
     ctx.store.get_tenant(tenant_id)
@@ -112,12 +116,12 @@ def tenant_key(_: Operator, ctx: Ctx, tenant_id: str) -> dict[str, Any]:
 
 
 # -- providers ---------------------------------------------------------------------------------------
-@router.get("/providers")
+@router.get("/providers", response_model=list[schemas.ProviderInfo])
 def providers(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
     return [provider_json(ctx, p) for p in ctx.store.list_providers()]
 
 
-@router.post("/providers", status_code=201)
+@router.post("/providers", status_code=201, response_model=schemas.ProviderInfo)
 def add_provider(
     _: Operator,
     ctx: Ctx,
@@ -132,14 +136,14 @@ def add_provider(
     return provider_json(ctx, p)
 
 
-@router.post("/providers/{provider_id}/kyc")
+@router.post("/providers/{provider_id}/kyc", response_model=schemas.ProviderInfo)
 def provider_kyc(_: Operator, ctx: Ctx, provider_id: str, kyc: Annotated[KYC, Body(embed=True)]) -> dict[str, Any]:
     p = ctx.store.set_provider_kyc(provider_id, kyc.value)
     ctx.supervisor.wake()
     return provider_json(ctx, p)
 
 
-@router.post("/providers/{provider_id}/stake")
+@router.post("/providers/{provider_id}/stake", response_model=schemas.ProviderInfo)
 def provider_stake(
     _: Operator,
     ctx: Ctx,
@@ -153,15 +157,43 @@ def provider_stake(
     return provider_json(ctx, p)
 
 
-@router.post("/tokens", status_code=201)
+@router.post("/tokens", status_code=201, response_model=schemas.NewJoinToken)
 def issue_token(
-    _: Operator, ctx: Ctx, provider: Annotated[str, Body()], ttl_s: Annotated[TokenTtl, Body()] = 3600.0
+    _: Operator,
+    ctx: Ctx,
+    provider: Annotated[str, Body()],
+    region: Annotated[str, Body(pattern=NAME)],
+    country: Annotated[str, Body(pattern=r"^[A-Z]{2}$")],
+    gpu_model: Annotated[str | None, Body()] = None,
+    gpu_count: Annotated[int | None, Body(ge=0, le=64)] = None,
+    simulated: Annotated[bool, Body()] = False,
+    ttl_s: Annotated[TokenTtl, Body()] = 3600.0,
 ) -> dict[str, Any]:
-    return {"provider": provider, "token": ctx.store.issue_join_token(provider, ttl_s=ttl_s), "ttl_s": ttl_s}
+    """A join token for one machine of ``provider``, bound to what the operator approved for it:
+    where it stands and its GPUs (``runner.core.approval``); the machine may claim nothing else."""
+    model = None
+    if gpu_model:
+        try:
+            model = canonical_gpu_name(gpu_model)
+        except KeyError:
+            raise UserError(f"gpu_model: unknown GPU model {gpu_model!r}") from None
+    count = (1 if gpu_count is None else gpu_count) if model else (gpu_count or 0)
+    if model and count < 1:
+        raise UserError(f"gpu_count: a machine with a {model} has at least one, got {count}")
+    if not model and count:
+        raise UserError(f"gpu_count: {count} GPU(s) of no model; name gpu_model")
+    problem = simulated_problem(
+        simulated, cpu_mode=ctx.supervisor.settings.shared_filesystem, network_allows=ctx.config.simulated_gpus
+    )
+    if problem:
+        raise PolicyError(f"simulated: {problem}")
+    approved = ApprovedMachine(region=region, country=country, gpu_model=model, gpu_count=count, simulated=simulated)
+    token = ctx.store.issue_join_token(provider, ttl_s=ttl_s, approved=approved)
+    return {"provider": provider, "token": token, "ttl_s": ttl_s}
 
 
 # -- nodes -------------------------------------------------------------------------------------------
-@router.post("/nodes/{name}/drain")
+@router.post("/nodes/{name}/drain", response_model=schemas.NodeMove)
 def drain(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     """No new work; running work is stopped gracefully and placed elsewhere; then offboarded."""
     node = ctx.store.move_node(name, NodeState.DRAINING, "draining on the operator's request", by="operator")
@@ -169,7 +201,7 @@ def drain(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     return {"node": name, "state": node.state}
 
 
-@router.post("/nodes/{name}/offboard")
+@router.post("/nodes/{name}/offboard", response_model=schemas.Offboarded)
 def offboard(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     """Remove a node now. With work still on it, that is leaving without draining: slashed."""
     node = ctx.store.get_node(name)
@@ -204,7 +236,7 @@ def offboard(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     }
 
 
-@router.post("/nodes/{name}/activate")
+@router.post("/nodes/{name}/activate", response_model=schemas.NodeMove)
 def activate(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     """Bring a suspended or draining node back after review."""
     node = ctx.store.move_node(name, NodeState.ACTIVE, "activated by the operator", by="operator", challenge_failures=0)
@@ -212,12 +244,12 @@ def activate(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     return {"node": name, "state": node.state}
 
 
-@router.post("/nodes/{name}/challenge")
+@router.post("/nodes/{name}/challenge", response_model=schemas.Challenge)
 def challenge(_: Operator, ctx: Ctx, name: str) -> dict[str, Any]:
     return ctx.supervisor.checker.challenge(name)
 
 
-@router.get("/nodes/{name}/checks")
+@router.get("/nodes/{name}/checks", response_model=list[schemas.CheckRow])
 def checks(_: Operator, ctx: Ctx, name: str, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
     return [
         {"ts": c.ts, "kind": c.kind, "ok": c.ok, "measured": c.measured, "expected": c.expected, "message": c.message}
@@ -225,7 +257,7 @@ def checks(_: Operator, ctx: Ctx, name: str, limit: int = Query(50, ge=1, le=100
     ]
 
 
-@router.get("/nodes/{name}/uptime")
+@router.get("/nodes/{name}/uptime", response_model=schemas.Uptime)
 def uptime(_: Operator, ctx: Ctx, name: str, days: int = Query(30, ge=1, le=366)) -> dict[str, Any]:
     """Uptime per UTC day against the SLA: offline minutes, breaches, the month's uptime."""
     ctx.store.get_node(name)
@@ -252,7 +284,7 @@ def uptime(_: Operator, ctx: Ctx, name: str, days: int = Query(30, ge=1, le=366)
 
 
 # -- audit and books ---------------------------------------------------------------------------------
-@router.get("/audit")
+@router.get("/audit", response_model=list[schemas.AuditEntry])
 def audit(
     _: Operator,
     ctx: Ctx,
@@ -266,19 +298,19 @@ def audit(
     ]
 
 
-@router.get("/audit/verify")
+@router.get("/audit/verify", response_model=schemas.AuditVerify)
 def audit_verify(_: Operator, ctx: Ctx) -> dict[str, Any]:
     check = ctx.store.verify_audit()
     return {"ok": check.ok, "entries": check.entries, "first_bad_seq": check.first_bad_seq, "problem": check.problem}
 
 
-@router.get("/bills")
+@router.get("/bills", response_model=list[schemas.Bill])
 def bills(_: Operator, ctx: Ctx, tenant: str | None = None) -> list[dict[str, Any]]:
     ids = [tenant] if tenant else [t.id for t in ctx.store.list_tenants()]
     return [bill_json(ctx, t) for t in ids]
 
 
-@router.get("/earnings")
+@router.get("/earnings", response_model=list[schemas.Earnings])
 def earnings(_: Operator, ctx: Ctx, provider: str | None = None) -> list[dict[str, Any]]:
     ids = [provider] if provider else [p.id for p in ctx.store.list_providers()]
     out = []

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from runner import artifacts
+from runner.api import schemas
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.core.errors import UserError
@@ -43,7 +44,7 @@ def final_checkpoint(ctx: AppContext, w: Workload) -> str | None:
     return max(done, key=lambda r: r.attempt).reports["result"].get("checkpoint") if done else None
 
 
-@router.get("/v1/workloads/{workload_id}/artifacts")
+@router.get("/v1/workloads/{workload_id}/artifacts", response_model=schemas.Artifacts)
 def list_artifacts(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     """What the job stored under its checkpoint URI: objects, checkpoints, ``latest.json``."""
     w = ctx.store.get_workload(workload_id, tenant_id)
@@ -56,7 +57,16 @@ def list_artifacts(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, A
     }
 
 
-@router.get("/v1/workloads/{workload_id}/artifacts/{key:path}")
+@router.get(
+    "/v1/workloads/{workload_id}/artifacts/{key:path}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The object's bytes, with a media type guessed from its name",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def get_artifact(tenant_id: Tenant, ctx: Ctx, workload_id: str, key: str) -> FileResponse:
     """One object's bytes. A local (``file://``) store is served in place; an S3 object is
     fetched to a temporary file first and that file is deleted once sent."""

@@ -2,8 +2,8 @@
 
 JSON has no infinity and no NaN, and Starlette's ``JSONResponse`` refuses them (a 500). They can
 still reach stored state: a trainer's loss that diverged is ``NaN`` in its report line, and a spec
-stored by a version that did not bound its numbers may hold ``Infinity``. Routes with a return
-annotation are serialized by pydantic first, which writes such a value as ``null`` (as
+stored by a version that did not bound its numbers may hold ``Infinity``. Routes with a response
+model (``schemas.py``) are serialized by pydantic first, which writes such a value as ``null`` (as
 JavaScript's ``JSON.stringify`` does); this class makes every other response (one a route builds
 itself, as submit does for its 201, and the error handlers) answer the same, instead of a 500.
 """

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from runner.api import schemas
 from runner.api.auth import Anyone, Tenant
 from runner.api.context import AppContext, context
 from runner.core import ledger
-from runner.onboarding import JoinGrant, JoinRequest, onboard
+from runner.onboarding import JoinRequest, onboard
 from runner.store import NodeRecord
 
 router = APIRouter()
@@ -80,7 +81,7 @@ def nodes_json(ctx: AppContext) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/v1/health")
+@router.get("/v1/health", response_model=schemas.Health)
 def health(_: Anyone, ctx: Ctx) -> dict[str, Any]:
     return {
         "ok": True,
@@ -89,13 +90,13 @@ def health(_: Anyone, ctx: Ctx) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/nodes")
+@router.get("/v1/nodes", response_model=list[schemas.Node])
 def nodes(_: Anyone, ctx: Ctx) -> list[dict[str, Any]]:
     return nodes_json(ctx)
 
 
-@router.post("/v1/nodes/join")
-def join(request: JoinRequest, ctx: Ctx) -> JoinGrant:
+@router.post("/v1/nodes/join", response_model=schemas.JoinGrant)
+def join(request: JoinRequest, ctx: Ctx) -> dict[str, Any]:
     """A provider machine joins with a join token (its credential here, instead of an API key)."""
     grant = onboard(
         ctx.store,
@@ -103,12 +104,13 @@ def join(request: JoinRequest, ctx: Ctx) -> JoinGrant:
         request,
         ray_address=ctx.ray_address,
         ray_token=ctx.ray_token,
+        cpu_mode=ctx.supervisor.settings.shared_filesystem,
         in_cluster=ctx.supervisor.cluster.alive,
     )
     ctx.supervisor.wake()
-    return grant
+    return grant.model_dump()  # a dict: a TypedDict answer validates dicts, not objects
 
 
-@router.get("/v1/bill")
+@router.get("/v1/bill", response_model=schemas.Bill)
 def bill(tenant_id: Tenant, ctx: Ctx) -> dict[str, Any]:
     return bill_json(ctx, tenant_id)

@@ -17,12 +17,14 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from runner.api import schemas
 from runner.api.auth import Anyone, Operator, Tenant
 from runner.api.workloads import Ctx
 from runner.core.contract import service_port
 from runner.core.errors import NotFoundError
 from runner.core.services import service_view
 from runner.core.sessions import player_url
+from runner.core.spec import AnySpec
 from runner.core.states import ReplicaState, WorkloadState
 from runner.gateway.address import gateway_url
 from runner.store import Workload
@@ -48,13 +50,13 @@ def view(ctx: Any, w: Workload) -> dict[str, Any]:
     )
 
 
-def _parse(w: Workload) -> Any:
+def _parse(w: Workload) -> AnySpec:
     from runner.core.spec import parse_workload
 
     return parse_workload(w.spec, source=w.source or w.id)
 
 
-@router.get("/v1/services")
+@router.get("/v1/services", response_model=list[schemas.Service])
 def list_services(
     tenant_id: Tenant, ctx: Ctx, all: bool = False, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:
@@ -63,18 +65,18 @@ def list_services(
     return [view(ctx, w) for w in rows]
 
 
-@router.get("/v1/services/{workload_id}")
+@router.get("/v1/services/{workload_id}", response_model=schemas.Service)
 def get_service(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     return view(ctx, _service(ctx, workload_id, tenant_id))
 
 
-@router.get("/v1/whoami")
+@router.get("/v1/whoami", response_model=schemas.Whoami)
 def whoami(who: Anyone) -> dict[str, Any]:
     """Whose key this is (a tenant's, or the operator's)."""
     return {"tenant": who.tenant_id, "operator": who.operator}
 
 
-@router.get("/v1/gateway/routes")
+@router.get("/v1/gateway/routes", response_model=schemas.GatewayRoutes)
 def routes(_: Operator, ctx: Ctx) -> dict[str, Any]:
     """Every live service with the replicas the gateway may route to."""
     sup = ctx.supervisor

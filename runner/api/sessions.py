@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query
 
+from runner.api import schemas
 from runner.api.auth import Tenant
 from runner.api.encoding import FiniteJSONResponse
 from runner.api.workloads import Ctx, admit
@@ -51,7 +52,12 @@ def view(ctx: Any, w: Workload) -> dict[str, Any]:
     return session_view(w, replicas, ctx.store.events(w.id), node_region=region, node_address=address)
 
 
-@router.post("/v1/sessions", status_code=201)
+@router.post(
+    "/v1/sessions",
+    status_code=201,
+    response_model=schemas.Session,
+    responses={200: {"model": schemas.Session, "description": "Already started under this Idempotency-Key"}},
+)
 def start(
     tenant_id: Tenant,
     ctx: Ctx,
@@ -73,7 +79,7 @@ def start(
     return FiniteJSONResponse(view(ctx, row), status_code=201 if created else 200)
 
 
-@router.get("/v1/sessions")
+@router.get("/v1/sessions", response_model=list[schemas.Session])
 def list_sessions(
     tenant_id: Tenant, ctx: Ctx, all: bool = False, limit: int = Query(100, ge=1, le=1000)
 ) -> list[dict[str, Any]]:
@@ -82,12 +88,12 @@ def list_sessions(
     return [view(ctx, w) for w in rows]
 
 
-@router.get("/v1/sessions/{workload_id}")
+@router.get("/v1/sessions/{workload_id}", response_model=schemas.Session)
 def get_session(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     return view(ctx, _session(ctx, workload_id, tenant_id))
 
 
-@router.get("/v1/sessions/{workload_id}/wait")
+@router.get("/v1/sessions/{workload_id}/wait", response_model=schemas.Session)
 def wait(
     tenant_id: Tenant,
     ctx: Ctx,
@@ -109,7 +115,7 @@ def wait(
     return v
 
 
-@router.post("/v1/sessions/{workload_id}/end")
+@router.post("/v1/sessions/{workload_id}/end", response_model=schemas.Session)
 def end(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     """End a session in order: a running one is stopped gracefully (SUCCEEDED when the server exits
     0); one not placed yet is simply withdrawn (CANCELLED)."""

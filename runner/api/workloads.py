@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
+from runner.api import schemas
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
@@ -23,12 +24,14 @@ from runner.core.errors import PolicyError, UserError
 from runner.core.events import EventKind
 from runner.core.network_store import foreign_prefix_problem
 from runner.core.policy import KYC, TenantFacts, admit_tenant
-from runner.core.spec import parse_workload, spec_to_dict
+from runner.core.spec import AnySpec, parse_workload, spec_to_dict
 from runner.core.states import WorkloadState
 from runner.store import Event, LogLine, Replica, Workload
 from runner.supervisor.core import tenant_artifacts
 
 router = APIRouter()
+#: The media type of the log stream: one JSON object a line.
+NDJSON = "application/x-ndjson"
 Ctx = Annotated[AppContext, Depends(context)]
 
 
@@ -102,7 +105,7 @@ def host_path_problem(uri: str, root: Path) -> str | None:
     return f"{uri} is outside the artifact store {root.as_uri()}/. To fix: leave the URI out (the runner picks one) or use s3://"
 
 
-def separate_hosts_problem(spec: Any, shared_filesystem: bool, network_store: bool = False) -> str | None:
+def separate_hosts_problem(spec: AnySpec, shared_filesystem: bool, network_store: bool = False) -> str | None:
     """Why a spec's ``file://`` folder cannot work on this network, or None. A ``file://`` URI is
     a folder on one machine: it serves a gang or a service only where every replica shares that
     filesystem (CPU mode). Across providers' machines a gang's ranks (and the next attempt, placed
@@ -132,7 +135,7 @@ def separate_hosts_problem(spec: Any, shared_filesystem: bool, network_store: bo
     return None
 
 
-def admit(ctx: AppContext, tenant_id: str, spec: Any) -> None:
+def admit(ctx: AppContext, tenant_id: str, spec: AnySpec) -> None:
     """KYC gate, host paths, then the budget: refuse what the tenant may not or cannot afford to run."""
     t = ctx.store.get_tenant(tenant_id)
     verdict = admit_tenant(TenantFacts(id=t.id, country=t.country, kyc=KYC(t.kyc)))
@@ -187,7 +190,12 @@ def worst_price(ctx: AppContext, d: Demand) -> int:
     return max((n.cpu_price_micros for n in nodes), default=ctx.config.market.cpu_price_per_core_hour)
 
 
-@router.post("/v1/workloads", status_code=201)
+@router.post(
+    "/v1/workloads",
+    status_code=201,
+    response_model=schemas.Workload,
+    responses={200: {"model": schemas.Workload, "description": "Already submitted under this Idempotency-Key"}},
+)
 def submit(
     tenant_id: Tenant,
     ctx: Ctx,
@@ -204,12 +212,12 @@ def submit(
     return FiniteJSONResponse(workload_json(row), status_code=201 if created else 200)
 
 
-@router.get("/v1/workloads")
+@router.get("/v1/workloads", response_model=list[schemas.Workload])
 def list_workloads(tenant_id: Tenant, ctx: Ctx, limit: int = Query(100, ge=1, le=1000)) -> list[dict[str, Any]]:
     return [workload_json(w) for w in ctx.store.list_workloads(tenant_id=tenant_id, limit=limit)]
 
 
-@router.get("/v1/workloads/{workload_id}")
+@router.get("/v1/workloads/{workload_id}", response_model=schemas.WorkloadDetail)
 def get_workload(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     w = ctx.store.get_workload(workload_id, tenant_id)
     return {
@@ -219,7 +227,7 @@ def get_workload(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any
     }
 
 
-@router.get("/v1/workloads/{workload_id}/explain")
+@router.get("/v1/workloads/{workload_id}/explain", response_model=schemas.Explain)
 def explain(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     """The candidate table of the workload's latest placement decision."""
     w = ctx.store.get_workload(workload_id, tenant_id)
@@ -240,7 +248,7 @@ def explain(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/workloads/{workload_id}/wait")
+@router.get("/v1/workloads/{workload_id}/wait", response_model=schemas.Workload)
 def wait(
     tenant_id: Tenant,
     ctx: Ctx,
@@ -263,7 +271,7 @@ def wait(
     return workload_json(w)
 
 
-@router.post("/v1/workloads/{workload_id}/cancel")
+@router.post("/v1/workloads/{workload_id}/cancel", response_model=schemas.Workload)
 def cancel(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     w = ctx.store.get_workload(workload_id, tenant_id)
     if not WorkloadState(w.state).is_terminal():
@@ -273,7 +281,16 @@ def cancel(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     return workload_json(ctx.store.get_workload(w.id))
 
 
-@router.get("/v1/workloads/{workload_id}/logs")
+@router.get(
+    "/v1/workloads/{workload_id}/logs",
+    response_class=StreamingResponse,  # its media type is NDJSON's, named below
+    responses={
+        200: {
+            "description": "Log lines as NDJSON: one LogLine object a line",
+            "content": {NDJSON: {"schema": schemas.json_schema(schemas.LogLine)}},
+        }
+    },
+)
 async def logs(
     tenant_id: Tenant, ctx: Ctx, workload_id: str, after: int = Query(0, ge=0), follow: bool = False
 ) -> StreamingResponse:
@@ -298,4 +315,4 @@ async def logs(
             if not batch:
                 await asyncio.sleep(0.1)
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return StreamingResponse(lines(), media_type=NDJSON)

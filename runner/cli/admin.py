@@ -140,9 +140,19 @@ def provider_ls(as_json: JSON = False) -> None:
 @token_app.command("issue")
 @friendly
 def token_issue(
-    provider: str, ttl: Annotated[str, typer.Option(help="How long it stays valid, e.g. 30m, 1h.")] = "1h"
+    provider: str,
+    region: Annotated[str, typer.Option(help="The region the machine stands in, e.g. eu-west.")],
+    country: Annotated[str, typer.Option(help="Its ISO country code, e.g. DE.")],
+    gpu: Annotated[
+        str | None, typer.Option(help="Its GPUs as MODEL[:COUNT], e.g. H100:8 (default: none, a CPU machine).")
+    ] = None,
+    simulated: Annotated[
+        bool, typer.Option(help="Its GPUs are simulated (CPU mode, or a test network whose rules allow it).")
+    ] = False,
+    ttl: Annotated[str, typer.Option(help="How long it stays valid, e.g. 30m, 1h.")] = "1h",
 ) -> None:
-    """Issue a single-use join token for one of a provider's machines."""
+    """Issue a single-use join token for one of a provider's machines, bound to what you approved
+    for it: where it stands and its GPUs. The machine can join as nothing else."""
     from pydantic import TypeAdapter, ValidationError
 
     from runner.core.spec import Duration
@@ -151,9 +161,33 @@ def token_issue(
         ttl_s = TypeAdapter(Duration).validate_python(ttl)
     except ValidationError:
         raise UserError(f"--ttl: expected a duration like 30m or 1h, got {ttl!r}") from None
-    result = _op().admin("POST", "/tokens", provider=provider, ttl_s=ttl_s)
+    model, count = (None, 0)
+    if gpu:
+        name, _, number = gpu.partition(":")
+        if number and not number.isdigit():
+            raise UserError(f"--gpu: expected MODEL[:COUNT], e.g. H100:2, got {gpu!r}")
+        model, count = name, int(number or 1)
+    result = _op().admin(
+        "POST",
+        "/tokens",
+        provider=provider,
+        region=region,
+        country=country.upper(),
+        gpu_model=model,
+        gpu_count=count,
+        simulated=simulated,
+        ttl_s=ttl_s,
+    )
     console.print(f"join token for {provider} (valid {ttl}, single use); on the machine that joins:")
-    console.print(f"  {join_command(settings(), token=result['token'], provider=provider)}", soft_wrap=True)
+    command = join_command(
+        settings(),
+        token=result["token"],
+        provider=provider,
+        region=region,
+        country=country.upper(),
+        simulate_gpu=f"{model}:{count}" if simulated and model else "",
+    )
+    console.print(f"  {command}", soft_wrap=True)
     print(result["token"])
 
 

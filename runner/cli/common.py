@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.console import Console
 from runner.core.errors import RunnerError
 from runner.core.ledger import MICROS
 from runner.settings import Settings
+
+if TYPE_CHECKING:
+    from runner.client import Client
 
 app = typer.Typer(
     help="runner: run containerized workloads on rented GPU nodes.",
@@ -63,7 +66,9 @@ def settings(**overrides: Any) -> Settings:
     return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def client(*, operator: bool = False) -> Any:
+def client(*, operator: bool = False) -> Client:
+    """The API client of this home's control plane (the operator's key with ``operator``); its
+    answers are the API's own types (``runner.api.schemas``)."""
     from runner.client import Client
 
     return Client.from_settings(settings(), operator=operator)
@@ -91,7 +96,11 @@ def print_json(data: Any) -> None:
     print(json.dumps(data))
 
 
-def join_command(s: Settings, *, token: str, provider: str) -> str:
+def join_command(
+    s: Settings, *, token: str, provider: str, region: str = "REGION", country: str = "CC", simulate_gpu: str = ""
+) -> str:
     """The exact `runner node join` a provider's machine runs, printed the way `kubeadm init`
-    prints `kubeadm join`: the head's URL as providers reach it, the token, the provider."""
-    return f"runner node join --head {s.server_url} --token {token} --provider {provider} --region REGION --country CC"
+    prints `kubeadm join`: the head's URL as providers reach it, the token, and what the token
+    approved for the machine (a real GPU the machine finds itself; a simulated one is named)."""
+    line = f"runner node join --head {s.server_url} --token {token} --provider {provider} --region {region} --country {country}"
+    return line + (f" --simulate-gpu {simulate_gpu}" if simulate_gpu else "")

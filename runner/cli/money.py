@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -10,7 +11,7 @@ from rich.table import Table
 from runner.cli.common import JSON, app, client, console, friendly, print_json, usd
 
 
-def _statement_table(title: str, statement: dict[str, Any]) -> None:
+def _statement_table(title: str, statement: Mapping[str, Any]) -> None:
     totals = "  ".join(f"{k}: {usd(v)}" for k, v in statement["totals"].items())
     console.print(f"[bold]{title}[/bold]  {totals}")
     table = Table("KIND", "WHAT", "AMOUNT", box=None)

@@ -66,7 +66,18 @@ def node_join(
     ] = None,
 ) -> None:
     """Join this machine: detect GPUs, benchmark, register, then run the Ray node (foreground)."""
-    from runner.join import HeadLease, head_reachable, join, join_request, raylet_running, start_ray_node
+    from runner import node_guard
+    from runner.core.node_ports import NodePorts
+    from runner.join import (
+        HeadLease,
+        guard_owner,
+        head_ray_port,
+        head_reachable,
+        join,
+        join_request,
+        raylet_running,
+        start_ray_node,
+    )
 
     head_url = head if "://" in head else f"http://{head}"
     node_name = name or socket.gethostname().lower().split(".")[0]
@@ -97,7 +108,8 @@ def node_join(
     proc = start_ray_node(
         grant,
         token_path=s.home / "node-ray-token",
-        port_args=[f"--temp-dir={s.ray_temp_dir}"],
+        ports=NodePorts.block(head_ray_port(grant), 0),  # one node on this machine: the first block
+        temp_dir=s.ray_temp_dir,
         log_path=s.logs_dir / "node.log",
         cpus=cpu_count,
         memory_mb=int(memory_gb * 1024),
@@ -139,6 +151,7 @@ def node_join(
     # place its work elsewhere): what still runs here has no claim any more, and left running it
     # would run twice. The node's agent is gone with its Ray node, so the node stops them itself.
     stopped = leave_network(node_name)
+    node_guard.remove(guard_owner(grant))  # no Ray port is left to guard (its replicas gone first)
     console.print(
         f"left the network (ray node exit {code}); stopped {stopped} replica(s) still running here. "
         "To come back: a new join token from the operator, then runner node join again"

@@ -9,6 +9,7 @@ it with ``tail -1``; use it with the runner API key::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -22,7 +23,7 @@ def _num(value: Any, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def service_lines(s: dict[str, Any]) -> list[str]:
+def service_lines(s: Mapping[str, Any]) -> list[str]:
     """The head of ``runner status`` for a service."""
     r = s["replicas"]
     lines = [
@@ -36,7 +37,7 @@ def service_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def members_table(s: dict[str, Any]) -> Table:
+def members_table(s: Mapping[str, Any]) -> Table:
     table = Table(
         "REPLICA",
         "NODE",

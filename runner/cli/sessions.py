@@ -8,6 +8,7 @@ script can take it with ``tail -1``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -33,7 +34,7 @@ def _ms(value: float) -> str:
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
-def _rtt_cell(s: dict[str, Any]) -> str:
+def _rtt_cell(s: Mapping[str, Any]) -> str:
     """``session ls``'s RTT: the measured p50 with the table's expectation beside it, "27 ms
     (table 5)"; "- (table 5)" before a player's page has measured one."""
     measured, expected = s.get("measured_rtt_ms"), s.get("expected_rtt_ms")
@@ -43,7 +44,7 @@ def _rtt_cell(s: dict[str, Any]) -> str:
     return f"{_ms(measured)} ms {table}".rstrip()
 
 
-def _where(s: dict[str, Any]) -> str:
+def _where(s: Mapping[str, Any]) -> str:
     """ "on NODE (REGION, RTT ...)": the measured round trip first where there is one, the
     table's beside it, so a player far from ``near`` shows as a gap between the two."""
     if not s["node"]:
@@ -194,7 +195,7 @@ def end(
         )
 
 
-def session_lines(s: dict[str, Any]) -> list[str]:
+def session_lines(s: Mapping[str, Any]) -> list[str]:
     """The session block of ``runner status``: where, URL, how it plays, the SLA."""
     sla = s["sla"]
     lines = [

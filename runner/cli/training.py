@@ -12,7 +12,7 @@ figures from the latest reports the supervisor kept per replica.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -60,7 +60,7 @@ def progress_text(progress: dict[str, Any]) -> str:
     )
 
 
-def rank0_reports(w: dict[str, Any]) -> dict[str, Any]:
+def rank0_reports(w: Mapping[str, Any]) -> dict[str, Any]:
     """The latest reports of rank 0, newest attempt first: each report type from the newest
     attempt that has one (a fresh attempt has resumed but not yet made progress, say)."""
     out: dict[str, Any] = {}
@@ -70,7 +70,7 @@ def rank0_reports(w: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def training_lines(w: dict[str, Any]) -> list[str]:
+def training_lines(w: Mapping[str, Any]) -> list[str]:
     """The figures ``runner status`` shows for a training job."""
     reports = rank0_reports(w)
     lines = []
@@ -93,7 +93,7 @@ def training_lines(w: dict[str, Any]) -> list[str]:
     return lines
 
 
-def follow_lines(items: Iterable[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+def follow_lines(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str, Any]]:
     """Rank 0's stream as events: ("progress", report), ("line", text). Other ranks are dropped;
     a new attempt is announced once."""
     attempt = 0
@@ -128,7 +128,7 @@ def follow_lines(items: Iterable[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
             yield "line", item["line"]
 
 
-def follow_training(items: Iterable[dict[str, Any]], console: Console) -> None:
+def follow_training(items: Iterable[Mapping[str, Any]], console: Console) -> None:
     """Print rank 0's log stream with a progress bar (plain progress lines without a terminal)."""
     if not console.is_terminal:
         for kind, value in follow_lines(items):

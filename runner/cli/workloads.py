@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -101,12 +102,12 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
     """A workload's state, replicas (node, price, billed time, latest reports) and its events."""
     c = client()
     w = c.get(workload_id)
-    if w["kind"] == "gaming":  # a session: where it runs, its URL, how it plays, its SLA
-        w["session"] = c.session(workload_id)
-    if w["kind"] == "inference":  # a service: its endpoint, size, replicas' nodes and request rates
-        w["service"] = c.service(workload_id)
+    # A session: where it runs, its URL, how it plays, its SLA. A service: its endpoint, size,
+    # replicas' nodes and request rates.
+    session = c.session(workload_id) if w["kind"] == "gaming" else None
+    service = c.service(workload_id) if w["kind"] == "inference" else None
     if as_json:
-        print_json(w)
+        print_json({**w, **({"session": session} if session else {}), **({"service": service} if service else {})})
         return
     console.print(
         f"[bold]{w['id']}[/bold] {w['kind']} {w['name']!r}: {styled(w['state'])}  "
@@ -114,23 +115,23 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
     )
     if w["message"]:
         console.print(f"  {w['message']}", markup=False)
-    if w.get("session"):
+    if session:
         from runner.cli.sessions import session_lines
 
-        for line in session_lines(w["session"]):
+        for line in session_lines(session):
             console.print(line, markup=False, highlight=False)
     if w["kind"] == "training":  # step of total, loss, steps/s, ETA, checkpoints
         from runner.cli.training import training_lines
 
         for line in training_lines(w):
             console.print(line, markup=False, highlight=False)
-    if w.get("service"):
+    if service:
         from runner.cli.services import members_table, service_lines
 
-        for line in service_lines(w["service"]):
+        for line in service_lines(service):
             console.print(line, markup=False, highlight=False)
-        if w["service"]["members"]:
-            console.print(members_table(w["service"]))
+        if service["members"]:
+            console.print(members_table(service))
     replicas = Table(
         "REPLICA", "NODE", "PROVIDER", "STATE", "EXIT", "PRICE/H", "BILLED", "ERROR", box=None, title="replicas"
     )
@@ -158,7 +159,7 @@ def status(workload_id: str, as_json: Annotated[bool, typer.Option("--json")] = 
     console.print(events)
 
 
-def replica_state(r: dict[str, Any]) -> str:
+def replica_state(r: Mapping[str, Any]) -> str:
     """A replica's state, with how far its image's pull has got while PULLING: "PULLING 312/1043 MB"."""
     done, total = r.get("pull_done_bytes") or 0, r.get("pull_total_bytes") or 0
     if r["state"] != "PULLING" or not total:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runner.core.spec import AnySpec, GamingSpec, InferenceSpec, TrainingSpec
 from workloads.common.report import parse_report as read_report
 
 #: Reports never grow without bound in the database: longer lines are plain logs.
@@ -40,7 +41,7 @@ def base_env(workload_id: str, replica_index: int, attempt: int, node: str) -> d
     }
 
 
-def service_port(spec: Any, default: int = 8000) -> int:
+def service_port(spec: AnySpec, default: int = 8000) -> int:
     """The container port a service listens on: the first TCP port of the spec."""
     for port in spec.ports:
         if port.protocol == "tcp":
@@ -49,7 +50,7 @@ def service_port(spec: Any, default: int = 8000) -> int:
 
 
 def kind_env(
-    spec: Any,
+    spec: AnySpec,
     *,
     replica_index: int,
     rendezvous: Rendezvous | None = None,
@@ -60,8 +61,7 @@ def kind_env(
     where the replica finds those folders (inside a container, its mount points:
     ``runner.core.mounts``); a served model keeps the spec's name (``RUNNER_MODEL_ID``), which is what
     clients send as ``model``."""
-    kind = spec.kind
-    if kind == "inference":
+    if isinstance(spec, InferenceSpec):
         b = spec.batching
         env = {
             "PORT": str(service_port(spec)),
@@ -73,7 +73,7 @@ def kind_env(
             env["RUNNER_MODEL"] = model_uri or spec.model
             env["RUNNER_MODEL_ID"] = spec.model
         return env
-    if kind == "gaming":
+    if isinstance(spec, GamingSpec):
         return {
             "PORT": str(service_port(spec)),
             "RUNNER_GAME": spec.game,
@@ -83,7 +83,7 @@ def kind_env(
             "RUNNER_MAX_DURATION_S": f"{spec.max_duration:g}",
             "RUNNER_LATENCY_BUDGET_MS": f"{spec.latency_budget_ms:g}",
         }
-    if kind == "training":
+    if isinstance(spec, TrainingSpec):
         env = {
             "RUNNER_CHECKPOINT_EVERY": str(spec.checkpoint.every_steps),
             "RANK": str(replica_index),

@@ -91,10 +91,8 @@ class RuntimeUnavailableError(RunnerError):
 
 
 class PortInUseError(RunnerError):
-    """A port a host-networked replica must listen on is already taken on its node."""
-
-    #: Every message starts with this, so a replica's recorded error says why it never started.
-    PREFIX = "host port"
+    """A port a host-networked replica must listen on is already taken on its node (the replica
+    records it as ``StartFailure.PORT_IN_USE``: ``runner.core.events``)."""
 
 
 class ArtifactStoreError(RunnerError):

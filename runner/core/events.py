@@ -114,6 +114,31 @@ class Stop:
         return cls(StopReason(kind), detail, data)
 
 
+class StartFailure(StrEnum):
+    """Why a node could not start a replica (it ends EXITED with code 125), as data on the replica;
+    its ``error`` says the same in words for people, and nothing is decided from those."""
+
+    NONE = ""
+    #: A port the host-networked replica must listen on is taken on that node: a gang is placed
+    #: again with another port (a relocation, not a failure).
+    PORT_IN_USE = "port_in_use"
+    #: The image is not on the node and could not be pulled there.
+    IMAGE = "image"
+    #: Anything else the runtime or the engine refused.
+    OTHER = "other"
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "StartFailure":
+        """The kind of a start's exception (the runtime's named errors; anything else is OTHER)."""
+        from runner.core.errors import ImageError, PortInUseError
+
+        if isinstance(exc, PortInUseError):
+            return cls.PORT_IN_USE
+        if isinstance(exc, ImageError):
+            return cls.IMAGE
+        return cls.OTHER
+
+
 #: ``update_workload(**NO_STOP)``: the workload is not being stopped (a new attempt).
 NO_STOP: dict[str, Any] = {"stop_kind": "", "stop_data": None, "stop_reason": ""}
 

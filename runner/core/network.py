@@ -70,11 +70,16 @@ class _Checker(_Strict):
     challenge_failures_to_suspend: int = Field(ge=1)
 
 
+class _Onboarding(_Strict):
+    simulated_gpus: bool
+
+
 class _Network(_Strict):
     policy: _Policy
     market: _Market
     sla: _SLA
     checker: _Checker
+    onboarding: _Onboarding
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ class NetworkConfig:
     sla: SLAConfig
     checker: CheckerConfig
     stake_micros: int
+    #: Machines may join with simulated GPUs off CPU mode (``runner.core.approval``): a test network's.
+    simulated_gpus: bool
 
 
 def default_network_path() -> Path:
@@ -113,7 +120,7 @@ def _read(source: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(str(source), "", f"invalid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(str(source), "", "expected a mapping of sections (policy, market, sla, checker)")
+        raise ConfigError(str(source), "", "expected a mapping of sections (policy, market, sla, checker, onboarding)")
     return raw
 
 
@@ -157,4 +164,5 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
             failures_to_suspend=n.checker.challenge_failures_to_suspend,
         ),
         stake_micros=to_micros(m.stake_usd),
+        simulated_gpus=n.onboarding.simulated_gpus,
     )

@@ -267,9 +267,7 @@ class Placer:
         cls = self._class(d, tenant)
         chosen = self._choose(cls, d, strict_providers=d.spread_providers)
         if chosen is None and d.spread_providers:
-            chosen = self._choose(cls, d, strict_providers=False)
-            if chosen is not None and d.replicas > 1 and len({int(self.table.provider[i]) for i in chosen}) < 2:
-                chosen = None  # spread asks for at least two providers
+            chosen = self._two_providers(cls, d)
         if chosen is None:
             return self._refusal(d, tenant)
         names = tuple(self.table.names[i] for i in chosen)
@@ -287,13 +285,27 @@ class Placer:
         for name in nodes:
             self.table.add_load(self.table.position[name], d.cpu, d.gpus, d.memory_mb)
 
-    def _choose(self, cls: _Class, d: Demand, *, strict_providers: bool) -> list[int] | None:
-        """One node per replica, or None when the gang does not fit whole (load left unchanged)."""
+    def _two_providers(self, cls: _Class, d: Demand) -> list[int] | None:
+        """Spread where a provider per replica is not to be had: at least two providers. The best
+        choice ignoring providers, if it already has two; else the best node of any other provider
+        than the one it used, then the best for the rest (which the first choice shows fit, since
+        the node added is not among them). None when only one provider's nodes fit at all."""
+        chosen = self._choose(cls, d, strict_providers=False)
+        if chosen is None or d.replicas < 2 or len({int(self.table.provider[i]) for i in chosen}) >= 2:
+            return chosen
+        return self._choose(cls, d, strict_providers=False, first_not_of={int(self.table.provider[chosen[0]])})
+
+    def _choose(
+        self, cls: _Class, d: Demand, *, strict_providers: bool, first_not_of: set[int] | None = None
+    ) -> list[int] | None:
+        """One node per replica, or None when the gang does not fit whole (load left unchanged).
+        ``first_not_of``: providers the first replica's node may not belong to."""
         chosen: list[int] = []
         providers: set[int] | None = set() if strict_providers else None
         try:
             for _ in range(d.replicas):
-                i = self._walk(cls, d, chosen, providers, may_skip=d.distinct_nodes or not chosen)
+                avoid = first_not_of if first_not_of is not None and not chosen else providers
+                i = self._walk(cls, d, chosen, avoid, may_skip=d.distinct_nodes or not chosen)
                 if i is None:
                     return None
                 chosen.append(i)
@@ -337,11 +349,15 @@ class Placer:
             for reason, (_, sample) in found.items()
         }
         fitting = counts.get(Reason.OK, 0)
-        if fitting:  # some nodes pass alone but not enough for the gang
-            need = f"{d.replicas} distinct node(s)" + (" on distinct providers" if d.spread_providers else "")
-            examples[Reason.OK] = [
-                (name, f"only {fitting} node(s) fit, need {need}") for name, _ in examples[Reason.OK]
-            ]
+        if fitting:  # some nodes pass alone but not enough for all the replicas
+            ok = cls.nodes[capacity == Reason.OK]
+            if d.spread_providers and len({int(self.table.provider[i]) for i in ok}) == 1:
+                why = f"the {fitting} node(s) that fit are all one provider's; spread_providers needs two"
+            elif d.distinct_nodes:
+                why = f"only {fitting} node(s) fit, need {d.replicas} distinct node(s)"
+            else:
+                why = f"the {fitting} node(s) that fit have room for fewer than {d.replicas} replica(s)"
+            examples[Reason.OK] = [(name, why) for name, _ in examples[Reason.OK]]
         return Decision(
             counts=counts,
             examples=examples,

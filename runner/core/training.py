@@ -30,7 +30,7 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from runner.core.errors import PortInUseError
+from runner.core.events import StartFailure
 from runner.core.states import ReplicaState
 
 if TYPE_CHECKING:  # rows the supervisor hands in; only their fields are read
@@ -72,14 +72,7 @@ def stop_grace(reps: list[Replica], default_s: float) -> float:
 
 def port_clash(reps: list[Replica]) -> Replica | None:
     """A worker that never started because its rendezvous port was taken on its node."""
-    return next(
-        (
-            r
-            for r in reps
-            if r.finished_at is not None and r.exit_code == 125 and r.error.startswith(PortInUseError.PREFIX)
-        ),
-        None,
-    )
+    return next((r for r in reps if r.finished_at is not None and r.start_failure == StartFailure.PORT_IN_USE), None)
 
 
 def final_failure(reps: list[Replica]) -> str | None:

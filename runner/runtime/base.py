@@ -121,7 +121,7 @@ def check_host_ports(request: LaunchRequest, node: str) -> None:
                 if exc.errno != errno.EADDRINUSE:
                     raise
                 raise PortInUseError(
-                    f"{PortInUseError.PREFIX} {port}/{proto} is in use on node {node}; "
+                    f"host port {port}/{proto} is in use on node {node}; "
                     "the runner places the gang again with another port"
                 ) from None
 
@@ -135,6 +135,8 @@ class ReplicaStatus:
     exit_code: int | None = None
     handle: str = ""  # container id or pid
     error: str = ""
+    #: Why a start failed, as data (a ``StartFailure`` value; "" when it did not): ``error`` is its words.
+    start_failure: str = ""
     started_at: float | None = None
     finished_at: float | None = None
     #: Published ports: container port/proto -> "host:port".

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.core.errors import ImageError, RuntimeUnavailableError
+from runner.core.guard import WORKLOAD_UID
 from runner.core.states import ReplicaState
 from runner.runtime.base import (
     LABEL_KEY,
@@ -293,6 +294,9 @@ class DockerRuntime(Runtime):
             "labels": {**request.labels(), **({LABEL_SCOPE: self.scope} if self.scope else {})},
             "detach": True,
             "nano_cpus": int(request.cpu * 1e9),
+            # The images' own user, whatever an image says: the machine's guard knows workloads by it
+            # (a host-networked container's packets are the machine's own, told apart by their user).
+            "user": f"{WORKLOAD_UID}:{WORKLOAD_UID}",
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "pids_limit": 4096,

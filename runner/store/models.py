@@ -63,6 +63,9 @@ class JoinToken(Base):
     used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    #: What the operator approved for the machine (``runner.core.approval.ApprovedMachine``); None
+    #: on a token issued before tokens bound anything, which no machine can join with.
+    approved: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class NodeRecord(Base):
@@ -165,6 +168,8 @@ class Replica(Base):
     handle: Mapped[str] = mapped_column(String(128), default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+    #: Why its start failed, as data (a ``runner.core.events.StartFailure`` value); "" if it did not.
+    start_failure: Mapped[str] = mapped_column(String(16), default="", server_default="")
     log_lines: Mapped[int] = mapped_column(Integer, default=0)
     provider_id: Mapped[str] = mapped_column(String(64), default="")
     price_micros: Mapped[int] = mapped_column(BigInteger, default=0)  # per unit-hour

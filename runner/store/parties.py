@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from runner.core.approval import ApprovedMachine
 from runner.core.errors import AuthError, ConflictError, NotFoundError, UserError
 from runner.core.policy import KYC, NodeState
 from runner.store.auditlog import AuditStore
@@ -135,19 +136,30 @@ class PartiesStore(AuditStore):
             return row
 
     # -- join tokens -----------------------------------------------------------------------------------
-    def issue_join_token(self, provider_id: str, *, ttl_s: float, by: str = "operator") -> str:
-        """A single-use token that lets one machine of ``provider_id`` join within ``ttl_s``."""
+    def issue_join_token(
+        self, provider_id: str, *, ttl_s: float, approved: ApprovedMachine, by: str = "operator"
+    ) -> str:
+        """A single-use token that lets one machine of ``provider_id`` join within ``ttl_s``, as
+        the machine ``approved`` describes and nothing more."""
         self.get_provider(provider_id)
         token = "jt_" + secrets.token_urlsafe(24)
+        facts = approved.to_dict()
         with self.session() as s:
-            s.add(JoinToken(token_hash=hash_key(token), provider_id=provider_id, expires_at=time.time() + ttl_s))
+            s.add(
+                JoinToken(
+                    token_hash=hash_key(token), provider_id=provider_id, expires_at=time.time() + ttl_s, approved=facts
+                )
+            )
             self.append_audit(
-                s, "token.issue", {"provider": provider_id, "ttl_s": ttl_s, "by": by, "token_sha256": hash_key(token)}
+                s,
+                "token.issue",
+                {"provider": provider_id, "ttl_s": ttl_s, "by": by, "token_sha256": hash_key(token), "approved": facts},
             )
         return token
 
-    def redeem_join_token(self, token: str, *, provider_id: str, node: str) -> None:
-        """Use a token for ``node`` of ``provider_id``, once; AuthError says which rule it broke."""
+    def redeem_join_token(self, token: str, *, provider_id: str, node: str) -> ApprovedMachine:
+        """Use a token for ``node`` of ``provider_id``, once; what it approved for the machine.
+        AuthError says which rule it broke."""
         digest = hash_key(token)
         now = time.time()
         with self.session() as s:
@@ -162,6 +174,11 @@ class PartiesStore(AuditStore):
                 raise AuthError(f"this join token was already used (by node {row.node}); tokens are single use")
             if row.expires_at < now:
                 raise AuthError("this join token has expired. To fix: ask the operator for a new one")
+            if row.approved is None:
+                raise AuthError(
+                    "this join token approves no machine (issued before tokens named one). To fix: ask the "
+                    "operator for a new one"
+                )
             taken = s.execute(
                 update(JoinToken)
                 .where(JoinToken.token_hash == digest, JoinToken.used_at.is_(None))
@@ -170,6 +187,7 @@ class PartiesStore(AuditStore):
             if taken != 1:  # a concurrent join took it between our read and our write
                 raise AuthError("this join token was already used; tokens are single use")
             self.append_audit(s, "token.redeem", {"provider": provider_id, "node": node, "token_sha256": digest})
+            return ApprovedMachine.from_dict(row.approved)
 
     # -- nodes ---------------------------------------------------------------------------------------
     def register_node(
@@ -191,12 +209,13 @@ class PartiesStore(AuditStore):
                 )
             previous = row.state if row is not None else None
             if row is None:
-                row = NodeRecord(name=name, provider_id=provider_id)
+                row = NodeRecord(name=name, provider_id=provider_id, registered_at=now)
                 s.add(row)
+            # A machine joining again keeps its history: when it first registered, its challenge
+            # failures (rejoining must not wipe a record of being slow), its uptime days and checks.
             for field_name, value in facts.items():
                 setattr(row, field_name, value)
-            row.state, row.registered_at, row.state_changed_at, row.message = state.value, now, now, ""
-            row.challenge_failures = 0
+            row.state, row.state_changed_at, row.message = state.value, now, ""
             self.append_audit(
                 s,
                 "node.register",

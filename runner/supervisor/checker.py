@@ -18,7 +18,7 @@ import time
 
 import ray
 
-from runner.benchmark import expected_tflops, judge, size_challenge, verify_answer
+from runner.benchmark import ceiling_tflops, expected_tflops, judge, size_challenge, verify_answer
 from runner.core.ledger import SlashCause
 from runner.core.network import NetworkConfig
 from runner.core.policy import NodeState
@@ -120,8 +120,12 @@ class Checker:
         else:
             problem = verify_answer(c, answer, seed=secret.randrange(2**31))  # rows it cannot guess
         measured = int(answer.get("reps_done") or 0) * c.flop_per_rep / wall / 1e12
-        wrong = problem is not None
-        slow = None if wrong else judge(measured, expected, self.config.tolerance)
+        # A wrong answer and a speed no GPU of the declared model can reach are both lies about
+        # the machine: suspended at once. Slowness may be a bad day: suspended after repeats.
+        ceiling = ceiling_tflops(node.gpu_model, node.simulated)
+        too_fast = problem is None and ceiling is not None and measured > ceiling
+        wrong = problem is not None or too_fast
+        slow = None if problem else judge(measured, expected, self.config.tolerance, ceiling=ceiling)
         ok = not wrong and slow is None
         message = problem or slow or f"{measured:.4g} TFLOPS, expected {expected:.4g}"
         self.store.add_check(node=name, kind="challenge", ok=ok, measured=measured, expected=expected, message=message)

@@ -28,7 +28,7 @@ from runner.core.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.core.network import NetworkConfig
 from runner.core.policy import NodeState
 from runner.core.preemption import priority
-from runner.core.spec import parse_workload
+from runner.core.spec import AnySpec, parse_workload
 from runner.core.states import ReplicaState, WorkloadState
 from runner.runtime import ReplicaStatus
 from runner.settings import Settings
@@ -96,7 +96,7 @@ class Supervisor:
             else None
         )
         self._revoke_ended_at = 0.0
-        self._specs: dict[str, Any] = {}
+        self._specs: dict[str, AnySpec] = {}
         #: (workload, part of the tick) -> faults in a row there (see ``_guarded``).
         self._faults: dict[tuple[str, str], int] = {}
         self._wake = threading.Event()
@@ -106,7 +106,7 @@ class Supervisor:
         self.changed = threading.Condition()
 
     # -- shared helpers ------------------------------------------------------------------------------
-    def spec(self, w: Workload) -> Any:
+    def spec(self, w: Workload) -> AnySpec:
         """The parsed spec of a workload (specs never change, so each is parsed once)."""
         spec = self._specs.get(w.id)
         if spec is None:
@@ -128,7 +128,7 @@ class Supervisor:
             self.changed.notify_all()
         return row
 
-    def checkpoint_uri(self, w: Workload, spec: Any) -> str:
+    def checkpoint_uri(self, w: Workload, spec: AnySpec) -> str:
         """Where this workload's checkpoints go: the spec's URI, else the tenant's prefix of the
         network's store, else the tenant's folder of the home's ``file://`` store (each tenant's
         URIs must stay under its own)."""
@@ -139,7 +139,7 @@ class Supervisor:
         )
         return f"{base.rstrip('/')}/{w.id}/"
 
-    def store_env(self, w: Workload, spec: Any, attempt: int) -> dict[str, str]:
+    def store_env(self, w: Workload, spec: AnySpec, attempt: int) -> dict[str, str]:
         """The network store's variables for a replica of this workload: a credential of its own
         (of this attempt, for a training gang: the earlier attempts' are revoked, which fences a
         gang cut off from the head but not from the store), for its own prefix and the model it
@@ -181,7 +181,7 @@ class Supervisor:
         except NotFoundError:
             return True  # a key file of a workload this database never had: nobody may use it
 
-    def mounts(self, w: Workload, spec: Any) -> list[Mount]:
+    def mounts(self, w: Workload, spec: AnySpec) -> list[Mount]:
         """The host folders bound into this workload's replicas (``runner.core.mounts``): a training
         job's ``file://`` checkpoint folder; the ``file://`` checkpoint an inference service
         serves, read-only. Launch requests and the reading of reports both ask here."""

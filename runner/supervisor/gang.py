@@ -17,34 +17,56 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, TypeAlias
 
 from runner.core import training
 from runner.core.contract import Rendezvous, base_env, kind_env
 from runner.core.events import NO_STOP, EventKind, Stop, StopReason
 from runner.core.mounts import to_container
 from runner.core.placement import Decision
-from runner.core.spec import spec_gpu_count
+from runner.core.spec import AnySpec, BatchSpec, GamingSpec, InferenceSpec, TrainingSpec, spec_gpu_count
 from runner.core.states import ReplicaState, WorkloadState
 from runner.core.training import master_port
 from runner.runtime import LaunchRequest, replica_key
 from runner.store import Replica, Workload
+from runner.supervisor.ports import ControllerHost
 from runner.supervisor.training_events import TrainingEvents
 
 log = logging.getLogger("runner.gang")
 S = WorkloadState
 
+#: The kinds that run as gangs: batch and training jobs, and a gaming session (a gang of one, whose
+#: ``SessionController`` ends it its own way). An inference service never does: its replicas are
+#: independent (``ServiceController``), though it builds its launch requests with ``request``.
+GangSpec: TypeAlias = BatchSpec | TrainingSpec | GamingSpec
+#: The states in which an attempt's replicas are driven.
+ACTIVE = (S.PLACED, S.STARTING, S.RUNNING)
+
 
 class GangController:
-    def __init__(self, supervisor: Any) -> None:
+    """Steps gangs. It keeps no state of its own per workload (the store holds it all), so the one
+    the supervisor builds serves every gang, sessions' included."""
+
+    def __init__(self, supervisor: ControllerHost) -> None:
         self.sup = supervisor
         self.store = supervisor.store
         self.driver = supervisor.driver
         self.driver.report_listeners.append(TrainingEvents(self.store))
 
+    def spec_of(self, w: Workload) -> GangSpec:
+        """The workload's spec, which is a gang's: the supervisor steps only those kinds here."""
+        spec = self.sup.spec(w)
+        if isinstance(spec, InferenceSpec):
+            raise TypeError(f"{w.id} is an inference service, not a gang")
+        return spec
+
     # -- placing -----------------------------------------------------------------------------------------
     def launch(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> None:
         """Write the attempt's replica rows (before anything starts), then move to STARTING."""
+        self.step_active(self.place(w, decision, terms))
+
+    def place(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> Workload:
+        """``launch`` up to the first step: the replica rows written, the workload STARTING."""
         attempt = w.attempts + 1
         for index, (node, term) in enumerate(zip(decision.nodes, terms)):
             self.store.add_replica(
@@ -64,31 +86,43 @@ class GangController:
             node=decision.nodes[0],
             **NO_STOP,
         )
-        w = self.sup.move(w, S.STARTING, "starting")
-        self.step_active(w)
+        return self.sup.move(w, S.STARTING, "starting")
 
     # -- stepping ----------------------------------------------------------------------------------------
     def step(self, w: Workload) -> None:
         state = WorkloadState(w.state)
         if state == S.RETRYING:
-            if w.cancel_requested:
-                self.sup.move(w, S.CANCELLED, "cancelled while waiting to retry")
-            elif time.time() >= w.next_attempt_at:
-                spec = self.sup.spec(w)
-                self.sup.move(
-                    w,
-                    S.PENDING,
-                    f"attempt {w.attempts + 1} (failed {w.attempts - w.relocations} of {spec.retries.max_attempts})",
-                )
-                self.sup.wake()
-        elif state in (S.PLACED, S.STARTING, S.RUNNING):
+            self.step_retrying(w)
+        elif state in ACTIVE:
             self.step_active(w)
+
+    def step_retrying(self, w: Workload) -> None:
+        """A RETRYING gang: cancelled, or PENDING again once its backoff has passed."""
+        if w.cancel_requested:
+            self.sup.move(w, S.CANCELLED, "cancelled while waiting to retry")
+        elif time.time() >= w.next_attempt_at:
+            spec = self.sup.spec(w)
+            self.sup.move(
+                w,
+                S.PENDING,
+                f"attempt {w.attempts + 1} (failed {w.attempts - w.relocations} of {spec.retries.max_attempts})",
+            )
+            self.sup.wake()
 
     def current(self, w: Workload) -> list[Replica]:
         return [r for r in self.store.replicas(w.id) if r.attempt == w.attempts]
 
     def step_active(self, w: Workload) -> None:
-        spec = self.sup.spec(w)
+        spec = self.spec_of(w)
+        w, reps = self.drive_attempt(w, spec)
+        # ``drive`` may have just found a replica's node gone: conclude on what is true now (and
+        # name that lost node, the cause, rather than the peers that failed because of it).
+        self.conclude(w, spec, reps, self.stop_reason(w, spec, reps))
+
+    def drive_attempt(self, w: Workload, spec: GangSpec) -> tuple[Workload, list[Replica]]:
+        """One step of an active attempt short of its conclusion: take in the agents' answers and
+        drive every replica (start, wait, logs; stop them when the attempt ends). The workload and
+        its replicas as they are now."""
         if WorkloadState(w.state) == S.PLACED:
             w = self.sup.move(w, S.STARTING, "starting")
         for rep in self.current(w):
@@ -106,11 +140,9 @@ class GangController:
                 stop=reason is not None,
                 grace_s=0 if w.cancel_requested else grace,
             )
-        # ``drive`` may have just found a replica's node gone: conclude on what is true now (and
-        # name that lost node, the cause, rather than the peers that failed because of it).
-        self.conclude(w, spec, reps, self.stop_reason(w, spec, reps))
+        return w, reps
 
-    def stop_reason(self, w: Workload, spec: Any, reps: list[Replica]) -> Stop | None:
+    def stop_reason(self, w: Workload, spec: GangSpec, reps: list[Replica]) -> Stop | None:
         """Why the attempt ends now, or None while it may go on: a cancel, the stored stop, a
         timeout, or a replica's failure."""
         if w.cancel_requested:
@@ -138,7 +170,7 @@ class GangController:
         )
         return self.store.get_workload(w.id)
 
-    def request(self, w: Workload, spec: Any, rep: Replica, gang: list[Replica]) -> LaunchRequest:
+    def request(self, w: Workload, spec: AnySpec, rep: Replica, gang: list[Replica]) -> LaunchRequest:
         node = self.sup.cluster.nodes.get(rep.node)
         rendezvous = None
         if spec.kind == "training":
@@ -151,7 +183,7 @@ class GangController:
             )
         mounts = self.sup.mounts(w, spec)  # the replica is told where it finds them
         checkpoint_uri = to_container(self.sup.checkpoint_uri(w, spec), mounts) if spec.kind == "training" else None
-        model_uri = to_container(spec.model, mounts) if getattr(spec, "model", None) else None
+        model_uri = to_container(spec.model, mounts) if isinstance(spec, InferenceSpec) and spec.model else None
         store_env = self.sup.store_env(w, spec, rep.attempt)  # its own credential for the network store
         env = {
             **spec.env,
@@ -181,7 +213,7 @@ class GangController:
         )
 
     # -- ending ------------------------------------------------------------------------------------------
-    def conclude(self, w: Workload, spec: Any, reps: list[Replica], stop: Stop | None) -> None:
+    def conclude(self, w: Workload, spec: GangSpec, reps: list[Replica], stop: Stop | None) -> None:
         """Move the workload on once its replicas say so; ``stop``: why the attempt ends, if it does."""
         all_running = reps and all(r.state == ReplicaState.RUNNING.value for r in reps)
         if WorkloadState(w.state) == S.STARTING and all_running and stop is None:

@@ -21,6 +21,7 @@ from runner.core.nodetable import Load
 from runner.core.placement import Decision, Placer
 from runner.core.preemption import CAPACITY, PREEMPTS, Holder, plan_preemption
 from runner.store import Workload
+from runner.supervisor.ports import ControllerHost
 
 log = logging.getLogger("runner.preempt")
 
@@ -28,7 +29,7 @@ PREEMPTED = "preempted by session "
 
 
 class Preemptor:
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(self, supervisor: ControllerHost) -> None:
         self.sup = supervisor
         self.store = supervisor.store
 

@@ -248,10 +248,12 @@ class ReplicaDriver:
             state=status.state.value,
             exit_code=status.exit_code,
             error=status.error,
+            start_failure=status.start_failure,
             finished_at=finished,
             handle=status.handle or rep.handle,
             started_at=started,
         )
         rep.state, rep.exit_code, rep.error = status.state.value, status.exit_code, status.error
+        rep.start_failure = status.start_failure
         rep.finished_at, rep.started_at = finished, started
         self.on_finished(w, rep, status)

@@ -50,9 +50,11 @@ from runner.core.services import (
     serves,
     slots_of,
 )
+from runner.core.spec import InferenceSpec
 from runner.core.states import ReplicaState, WorkloadState
 from runner.runtime import LaunchRequest, replica_key
 from runner.store import Replica, Workload
+from runner.supervisor.ports import ControllerHost
 
 log = logging.getLogger("runner.service")
 S = WorkloadState
@@ -69,7 +71,7 @@ class ServiceController:
     #: The supervisor leaves node drains to this controller (see the module docstring).
     moves_replicas_itself = True
 
-    def __init__(self, supervisor: Any) -> None:
+    def __init__(self, supervisor: ControllerHost) -> None:
         self.sup = supervisor
         self.store = supervisor.store
         self.driver = supervisor.driver
@@ -126,6 +128,8 @@ class ServiceController:
 
     def step_active(self, w: Workload) -> None:
         spec = self.sup.spec(w)
+        if not isinstance(spec, InferenceSpec):  # the supervisor steps only services here
+            raise TypeError(f"{w.id} is a {spec.kind} workload, not an inference service")
         if WorkloadState(w.state) == S.PLACED:
             w = self.sup.move(w, S.STARTING, "starting")
         self._load(w, spec)
@@ -168,13 +172,13 @@ class ServiceController:
         self._autoscale(w, spec, reps)
         self._conclude(w, spec, self.store.replicas(w.id), p.given_up)
 
-    def request(self, w: Workload, spec: Any, rep: Replica) -> LaunchRequest:
+    def request(self, w: Workload, spec: InferenceSpec, rep: Replica) -> LaunchRequest:
         """The gang's launch request (env, ports, resources, a ``file://`` model's folder bound
         read-only: ``Supervisor.mounts``), as a one-replica gang."""
         return self.sup.gangs.request(w, spec, rep, [rep])
 
     # -- ends ----------------------------------------------------------------------------------------
-    def _record_ends(self, w: Workload, spec: Any, reps: list[Replica]) -> None:
+    def _record_ends(self, w: Workload, spec: InferenceSpec, reps: list[Replica]) -> None:
         """Write each ended replica's event once (after its last log lines), then drop its container."""
         ended = self._ended[w.id]
         slots = slots_of(reps)
@@ -227,7 +231,7 @@ class ServiceController:
         self.unroutable = frozenset(self._retiring)
 
     # -- starting new replicas -----------------------------------------------------------------------
-    def _start(self, w: Workload, spec: Any, reps: list[Replica], starts: list[tuple[int, str]]) -> None:
+    def _start(self, w: Workload, spec: InferenceSpec, reps: list[Replica], starts: list[tuple[int, str]]) -> None:
         if time.monotonic() < self._place_at.get(w.id, 0.0):
             return
         placing = self.sup.placing
@@ -325,7 +329,7 @@ class ServiceController:
         return nodes
 
     # -- size ----------------------------------------------------------------------------------------
-    def _autoscale(self, w: Workload, spec: Any, reps: list[Replica]) -> None:
+    def _autoscale(self, w: Workload, spec: InferenceSpec, reps: list[Replica]) -> None:
         scaler = self._scalers.get(w.id)
         if scaler is None:
             scaler = self._scalers[w.id] = Autoscaler(Policy.from_spec(spec))
@@ -346,7 +350,7 @@ class ServiceController:
         log.info("%s: %s", w.id, decision.message)
 
     # -- state ---------------------------------------------------------------------------------------
-    def _stop_reason(self, w: Workload, spec: Any) -> Stop | None:
+    def _stop_reason(self, w: Workload, spec: InferenceSpec) -> Stop | None:
         """Why the whole service ends now (a cancel, a spent budget, a timeout), or None."""
         if w.cancel_requested:
             return Stop(StopReason.CANCEL, "cancelled")
@@ -357,7 +361,7 @@ class ServiceController:
             return Stop(StopReason.TIMEOUT, f"timed out after {spec.timeout:g}s")
         return None
 
-    def _stop_all(self, w: Workload, spec: Any, reps: list[Replica], stop: Stop) -> None:
+    def _stop_all(self, w: Workload, spec: InferenceSpec, reps: list[Replica], stop: Stop) -> None:
         """Stop every replica (SIGTERM: the server answers what it holds), then end the service."""
         live = [r for r in reps if r.finished_at is None]
         if any(r.key not in self._retiring for r in live):
@@ -376,7 +380,7 @@ class ServiceController:
             self.sup.move(w, S.FAILED, stop.message)
         self._forget(w.id)
 
-    def _conclude(self, w: Workload, spec: Any, reps: list[Replica], given_up: dict[int, Any]) -> None:
+    def _conclude(self, w: Workload, spec: InferenceSpec, reps: list[Replica], given_up: dict[int, Any]) -> None:
         live = [r for r in reps if r.finished_at is None]
         serving = [r for r in live if serves(r)]
         desired = self._desired[w.id]
@@ -405,7 +409,7 @@ class ServiceController:
             self.store.update_workload(w.id, message=summary)
 
     # -- memory --------------------------------------------------------------------------------------
-    def _load(self, w: Workload, spec: Any) -> None:
+    def _load(self, w: Workload, spec: InferenceSpec) -> None:
         """After a restart (or at first sight): the service's size and the ends already recorded,
         from the events' kinds and data (their messages are for people and may be reworded)."""
         if w.id in self._desired:

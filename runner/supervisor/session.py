@@ -27,10 +27,13 @@ import time
 from typing import Any
 
 from runner.core.events import EventKind, Stop, StopReason, data_of, of_kind
+from runner.core.placement import Decision
 from runner.core.sessions import SERVING, SlaChange, SlaWatch, player_url, sla_state
+from runner.core.spec import GamingSpec
 from runner.core.states import ReplicaState, WorkloadState
 from runner.store import Replica, Workload
-from runner.supervisor.gang import GangController
+from runner.supervisor.gang import ACTIVE
+from runner.supervisor.ports import ControllerHost
 
 log = logging.getLogger("runner.session")
 S = WorkloadState
@@ -39,15 +42,18 @@ S = WorkloadState
 BACKSTOP_S = 15.0
 
 
-class SessionController(GangController):
-    def __init__(self, supervisor: Any) -> None:
-        # The gang's constructor also registers the driver's report listeners (training events),
-        # which the supervisor's own gang controller has done already: keep them registered once.
-        listeners = getattr(supervisor.driver, "report_listeners", None)
-        before = list(listeners) if listeners is not None else None
-        super().__init__(supervisor)
-        if listeners is not None and before is not None:
-            listeners[:] = before
+class SessionController:
+    """A session's own ends and watching, on top of the gang mechanics it delegates to ``gang``."""
+
+    def __init__(self, supervisor: ControllerHost) -> None:
+        self.sup = supervisor
+        self.store = supervisor.store
+        self.driver = supervisor.driver
+        #: Places, starts, drives and retries the session as a gang of one, and decides every end
+        #: that is not a session's own (a cancel, a crash). The supervisor's own gang controller:
+        #: it keeps no state per workload, and a second one would register the driver's report
+        #: listeners (training events) twice.
+        self.gang = supervisor.gangs
         #: Replica key -> its SLA judge (one per attempt; rebuilt from events after a restart).
         self._watches: dict[str, SlaWatch] = {}
         #: Replica keys whose ``serving`` event is written.
@@ -55,18 +61,39 @@ class SessionController(GangController):
         #: Workloads whose past events were read into the two above.
         self._loaded: set[str] = set()
 
-    # -- stepping ------------------------------------------------------------------------------------
-    def step_active(self, w: Workload) -> None:
+    def _spec(self, w: Workload) -> GamingSpec:
+        """The workload's spec, which is a session's: the supervisor steps only those here."""
         spec = self.sup.spec(w)
+        if not isinstance(spec, GamingSpec):
+            raise TypeError(f"{w.id} is a {spec.kind} workload, not a gaming session")
+        return spec
+
+    # -- placing -------------------------------------------------------------------------------------
+    def launch(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> None:
+        """As a gang's launch: the replica row written, STARTING, then its first step (this one)."""
+        self.step_active(self.gang.place(w, decision, terms))
+
+    # -- stepping ------------------------------------------------------------------------------------
+    def step(self, w: Workload) -> None:
+        state = WorkloadState(w.state)
+        if state == S.RETRYING:
+            self.gang.step_retrying(w)
+        elif state in ACTIVE:
+            self.step_active(w)
+
+    def step_active(self, w: Workload) -> None:
+        spec = self._spec(w)
         w = self._backstop(w, spec)
-        super().step_active(w)
+        w, reps = self.gang.drive_attempt(w, spec)
+        # As a gang: conclude on what is true after driving (but with a session's own ends).
+        self.conclude(w, spec, reps, self.gang.stop_reason(w, spec, reps))
         w = self.store.get_workload(w.id)
         if WorkloadState(w.state).is_terminal():
             self._forget(w.id)
             return
-        self._watch(w, spec, self.current(w))
+        self._watch(w, spec, self.gang.current(w))
 
-    def _backstop(self, w: Workload, spec: Any) -> Workload:
+    def _backstop(self, w: Workload, spec: GamingSpec) -> Workload:
         """End a session that outlived its max duration (the server should have ended it)."""
         if w.stop_kind or w.cancel_requested or not w.started_at or not spec.max_duration:
             return w
@@ -86,11 +113,13 @@ class SessionController(GangController):
         return self.store.get_workload(w.id)
 
     # -- ending --------------------------------------------------------------------------------------
-    def conclude(self, w: Workload, spec: Any, reps: list[Replica], stop: Stop | None) -> None:
+    def conclude(self, w: Workload, spec: GamingSpec, reps: list[Replica], stop: Stop | None) -> None:
+        """A session's own ends (by itself, by the player, by the backstop); any other end (a
+        cancel, a crash) is the gang's to conclude."""
         ending = stop is not None and stop.kind is StopReason.END
         natural = stop is None and bool(reps) and all(r.finished_at is not None and r.exit_code == 0 for r in reps)
         if not (ending or natural) or w.cancel_requested:
-            super().conclude(w, spec, reps, stop)
+            self.gang.conclude(w, spec, reps, stop)
             return
         if not all(r.finished_at is not None for r in reps) or not all(self.driver.logs_done(r) for r in reps):
             return
@@ -113,7 +142,7 @@ class SessionController(GangController):
             )
 
     # -- watching ------------------------------------------------------------------------------------
-    def _watch(self, w: Workload, spec: Any, reps: list[Replica]) -> None:
+    def _watch(self, w: Workload, spec: GamingSpec, reps: list[Replica]) -> None:
         self._load(w)
         for rep in reps:
             if rep.state != ReplicaState.RUNNING.value or rep.finished_at is not None:
@@ -128,7 +157,7 @@ class SessionController(GangController):
                 if change is not None:
                     self._record(w, rep, change)
 
-    def _announce(self, w: Workload, rep: Replica, spec: Any) -> None:
+    def _announce(self, w: Workload, rep: Replica, spec: GamingSpec) -> None:
         node = self.sup.cluster.nodes.get(rep.node)
         port = next((p.container for p in spec.ports if p.protocol == "tcp"), 8000)
         url = player_url(rep.ports, port, node_address=node.address if node else "")
@@ -172,12 +201,12 @@ class SessionController(GangController):
         self._loaded.add(w.id)
         events = self.store.events(w.id)
         announced = {data_of(e).get("attempt") for e in of_kind(events, EventKind.SESSION_READY)}
-        for rep in self.current(w):
+        for rep in self.gang.current(w):
             if rep.attempt in announced:
                 self._announced.add(rep.key)
         if sla_state(events)["state"] == "breached":
-            spec = self.sup.spec(w)
-            for rep in self.current(w):
+            spec = self._spec(w)
+            for rep in self.gang.current(w):
                 self._watches[rep.key] = SlaWatch(spec.fps, spec.latency_budget_ms, breached=True)
 
     def _forget(self, workload_id: str) -> None:

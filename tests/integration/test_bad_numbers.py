@@ -69,7 +69,11 @@ def test_an_operators_infinite_amount_is_a_4xx_naming_the_field(cluster_settings
     for path, body, field in [
         ("/v1/admin/tenants", b'{"id": "inf-budget", "country": "DE", "budget_usd": 1e309}', "budget_usd"),
         ("/v1/admin/providers", b'{"id": "inf-stake", "country": "DE", "stake_usd": NaN}', "stake_usd"),
-        ("/v1/admin/tokens", b'{"provider": "inf-stake", "ttl_s": Infinity}', "ttl_s"),
+        (
+            "/v1/admin/tokens",
+            b'{"provider": "inf-stake", "region": "eu-west", "country": "DE", "ttl_s": Infinity}',
+            "ttl_s",
+        ),
     ]:
         response = _post(cluster_settings, path, body, cluster_settings.admin_key_path)
         assert response.status_code == 422, response.text

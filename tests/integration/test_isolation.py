@@ -162,7 +162,7 @@ def test_a_tenants_key_is_refused_on_every_operator_route(cluster_settings: Sett
         ("POST", "/v1/admin/providers"): ({}, {"id": "mallory-dc", "country": "DE", "kyc": "verified", "stake_usd": 1}),
         ("POST", "/v1/admin/providers/{provider_id}/kyc"): ({"provider_id": "nordic-dc"}, {"kyc": "rejected"}),
         ("POST", "/v1/admin/providers/{provider_id}/stake"): ({"provider_id": "nordic-dc"}, {"usd": 5, "key": "m"}),
-        ("POST", "/v1/admin/tokens"): ({}, {"provider": "nordic-dc", "ttl_s": 600}),
+        ("POST", "/v1/admin/tokens"): ({}, {"provider": "nordic-dc", "region": "eu-west", "country": "DE"}),
     }
     operator_routes = [r for r in api_routes() if auth.operator in r.calls]
     assert {r.path for r in operator_routes} >= {"/v1/admin/tenants", "/v1/admin/audit/verify", "/v1/gateway/routes"}

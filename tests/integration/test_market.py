@@ -4,6 +4,8 @@ billing exactly once, budgets, drains, a spoofed GPU claim caught by the checker
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from runner.client import Client
 from runner.core import ledger
 from runner.core.errors import AuthError, PolicyError
 from runner.settings import Settings
-from tests.conftest import ensure_provider, extra_node, wait_for
+from tests.conftest import docker_client_or_skip, ensure_provider, extra_node, wait_for
 from tests.integration.test_workloads import smoke
 
 pytestmark = pytest.mark.cluster
@@ -34,6 +36,28 @@ def tenant_client(
     return Client(settings.server_url, operator.admin("POST", f"/tenants/{name}/keys")["api_key"])
 
 
+def engine_run_s(replica_key: str, *, since: float) -> float:
+    """How long the replica's container ran, from the engine's own start and die events (the
+    container may be removed by now; its events stay)."""
+    docker = docker_client_or_skip()
+    stamps: dict[str, float] = {}
+    events = docker.events(
+        since=int(since) - 1, until=int(time.time()) + 1, decode=True, filters={"label": f"runner.key={replica_key}"}
+    )
+    for event in events:
+        if event.get("Type") == "container" and event.get("Action") in ("start", "die"):
+            stamps.setdefault(event["Action"], event["timeNano"] / 1e9)
+    assert set(stamps) == {"start", "die"}, stamps
+    return stamps["die"] - stamps["start"]
+
+
+def seconds_charged(amount: int, *, price_per_hour: int, milli_units: int) -> int:
+    """The seconds a usage amount pays for (the ledger's formula, inverted by search)."""
+    seconds = next(s for s in range(100_000) if ledger.cumulative_charge(price_per_hour, milli_units, s) >= amount)
+    assert ledger.cumulative_charge(price_per_hour, milli_units, seconds) == amount, "not a whole number of seconds"
+    return seconds
+
+
 def test_a_gpu_workload_is_billed_and_its_provider_paid_exactly_once(
     cluster_settings: Settings, client: Any, operator: Any
 ) -> None:
@@ -51,6 +75,11 @@ def test_a_gpu_workload_is_billed_and_its_provider_paid_exactly_once(
 
     charged = usage_of(client.bill()["lines"])
     assert -sum(line["amount"] for line in charged) == expected
+    # Against the engine's own clock, not the server's: the seconds the bill charges (read back from
+    # its amount) are the container's run as Docker recorded it, every started second, once.
+    ran_s = engine_run_s(rep["key"], since=done["created_at"])
+    billed_s = seconds_charged(-sum(line["amount"] for line in charged), price_per_hour=2_500_000, milli_units=1000)
+    assert math.ceil(ran_s) - 1 <= billed_s <= math.ceil(ran_s) + 1, (billed_s, ran_s)
     assert len({line["key"] for line in charged}) == len(charged)  # each second billed once
     earned = usage_of(operator.admin("GET", "/earnings", params={"provider": "nordic-dc"})[0]["lines"])
     assert sum(line["amount"] for line in earned) == expected - ledger.fee_of(expected, 1000)
@@ -110,27 +139,33 @@ def test_join_tokens_are_scoped_single_use_and_expire(cluster_settings: Settings
             **extra,
         }
 
+    def token(provider: str, **approved: Any) -> str:
+        """A token approving the machine ``request`` describes (``approved`` changes it)."""
+        facts = {"region": "eu-west", "country": "DE", **approved}
+        return str(operator.admin("POST", "/tokens", provider=provider, **facts)["token"])
+
     joiner = Client(cluster_settings.server_url, "")
-    other = operator.admin("POST", "/tokens", provider="otherco")["token"]
+    other = token("otherco")
     with pytest.raises(AuthError, match="another provider"):
         joiner.join(request(other))
-    expired = operator.admin("POST", "/tokens", provider="tokentest", ttl_s=0.001)["token"]
+    expired = token("tokentest", ttl_s=0.001)
     with pytest.raises(AuthError, match="expired"):
         joiner.join(request(expired))
     with pytest.raises(AuthError, match="unknown join token"):
         joiner.join(request("jt_forged"))
-    good = operator.admin("POST", "/tokens", provider="tokentest")["token"]
+    good = token("tokentest")
     grant = joiner.join(request(good))
     assert grant["state"] == "verified" and grant["labels"]["provider"] == "tokentest"
     with pytest.raises(AuthError, match="already used"):
         joiner.join(request(good, name="tok-2"))
     # A restricted GPU inside an embargoed country is refused at onboarding, and the refusal audited.
     ensure_provider(operator, "embargoed-dc", "RU")
-    token = operator.admin("POST", "/tokens", provider="embargoed-dc")["token"]
+    # (the operator approved the machine as it is: export control refuses it all the same)
+    approved_h100 = token("embargoed-dc", country="RU", gpu_model="H100", gpu_count=1, simulated=True)
     with pytest.raises(PolicyError, match="export control: H100 is a restricted GPU"):
         joiner.join(
             request(
-                token,
+                approved_h100,
                 provider="embargoed-dc",
                 name="msk-h100",
                 country="RU",

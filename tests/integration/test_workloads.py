@@ -49,6 +49,29 @@ def test_nodes_join_with_their_labels(client: Any) -> None:
     assert nodes["nyc-a100-1"]["resources"]["GPU"] == 2
 
 
+def test_cpu_mode_closes_every_nodes_and_the_heads_ray_ports_with_the_same_guard(
+    cluster_settings: Settings, client: Any
+) -> None:
+    """CPU mode runs the guard a provider's machine runs (no CPU-mode bypass): the kernel's rules
+    hold the head's ports and each node's, as ``NodePorts`` pins them, under their owners."""
+    import subprocess
+
+    from runner import node_guard
+    from runner.cluster import head_ports
+    from runner.core.guard import guarded_ports
+    from runner.core.node_ports import NodePorts
+
+    listing = subprocess.run(["iptables", "-S", "RUNNER-GUARD"], capture_output=True, text=True, check=True).stdout
+    ray_port = cluster_settings.ray_port
+    fleet = ["fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"]
+    owners = {node_guard.owner(name, ray_port) for name in ["head", *fleet]}
+    assert owners <= {w.strip('"').removeprefix("runner:") for w in listing.split() if w.startswith('"runner:')}
+    closed = {(proto, p) for proto, lo, hi in guarded_ports(listing) for p in range(lo, hi + 1)}
+    wanted = [*head_ports(ray_port), *(r for i in range(len(fleet)) for r in NodePorts.block(ray_port, i).ranges())]
+    for lo, hi in wanted:
+        assert all(("tcp", p) in closed and ("udp", p) in closed for p in range(lo, hi + 1)), (lo, hi)
+
+
 def test_smoke_runs_and_its_logs_come_back(client: Any, runtime_name: str) -> None:
     w = client.submit(smoke(), source="smoke.yaml")
     done = client.wait(w["id"], timeout_s=120)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.network import Network
-from harness.runner_net import Head, StoreFlags, join, start_head, stop_head
+from harness.runner_net import Head, StoreFlags, join, running_head
 from tests.conftest import free_ports, wait_for
 from tests.integration.test_training import training
 from tests.integration.test_workloads import smoke
@@ -55,26 +55,9 @@ def store(net: Network) -> Iterator[StoreFlags]:
 
 @pytest.fixture(scope="module")
 def head(net: Network, store: StoreFlags) -> Iterator[Head]:
-    from runner.images import build_images
-
-    build_images(["smoke", "training", "inference"], log=lambda _m: None)  # cached by content hash
-    base = Path.home() / ".cache" / "runner-tests"
-    base.mkdir(parents=True, exist_ok=True)
-    server_port, ray_port = free_ports()
-    h = start_head(
-        net,
-        Path(tempfile.mkdtemp(prefix="head-", dir=base)),
-        server_port=server_port,
-        ray_port=ray_port,
-        images=["smoke", "training", "inference"],
-        store=store,
-    )
-    try:
-        for name, (provider, region, country) in HOSTS.items():
-            join(h, net.hosts[name], provider=provider, region=region, country=country, memory_gb=2)
+    images = ["smoke", "training", "inference"]
+    with running_head(net, HOSTS, ports=free_ports(), images=images, store=store, memory_gb=2) as h:
         yield h
-    finally:
-        stop_head(h)
 
 
 def engine_containers(net: Network, host: str, workload_id: str) -> list[Any]:
@@ -89,13 +72,14 @@ def test_the_head_prints_how_to_join_and_the_token_comes_with_the_exact_command(
     assert f"head up on {net.head_address}" in head.up_output
     assert f"runner node join --head {url} --token TOKEN --provider PROVIDER" in head.up_output
     issued = runner_cli(
-        ["admin", "token", "issue", "barn-a"],
+        ["admin", "token", "issue", "barn-a", "--region", "eu-west", "--country", "de"],
         head.settings.home,
         server_port=head.settings.server_port,
         ray_port=head.settings.ray_port,
     ).stdout
     token = issued.strip().splitlines()[-1]
-    assert f"runner node join --head {url} --token {token} --provider barn-a --region REGION --country CC" in issued
+    # The machine it approves (the country as ISO writes it) is in the command: it may join as nothing else.
+    assert f"runner node join --head {url} --token {token} --provider barn-a --region eu-west --country DE" in issued
 
 
 def test_the_hosts_join_with_their_own_addresses(head: Head, net: Network) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from harness.hosts import Host, netns_path
 from harness.network import Network
-from harness.runner_net import Head, join, runner_cli, start_head, stop_head
+from harness.runner_net import Head, runner_cli, running_head
 from runner.core.regions import default_regions
 from tests.conftest import free_ports, wait_for
 
@@ -51,34 +51,13 @@ def net() -> Iterator[Network]:
 
 @pytest.fixture(scope="module")
 def head(net: Network) -> Iterator[Head]:
-    from runner.images import build_images
-
-    build_images(["gaming"], log=lambda _m: None)  # cached by content hash
-    base = Path.home() / ".cache" / "runner-tests"
-    base.mkdir(parents=True, exist_ok=True)
-    server_port, ray_port = free_ports()
-    h = start_head(
-        net,
-        Path(tempfile.mkdtemp(prefix="head-", dir=base)),
-        server_port=server_port,
-        ray_port=ray_port,
-        images=["gaming"],
-    )
-    try:
-        for name, (provider, region, country) in HOSTS.items():
-            join(
-                h,
-                net.hosts[name],
-                provider=provider,
-                region=region,
-                country=country,
-                memory_gb=2,
-                simulate_gpu="RTX4090:1",
-                timeout_s=180,
-            )
+    join_args = {"memory_gb": 2, "simulate_gpu": "RTX4090:1", "timeout_s": 180}
+    # A test network: its rules let machines join with simulated GPUs (no network's do by default).
+    rules = Path(tempfile.mkdtemp(prefix="runner-rules-")) / "network.yaml"
+    rules.write_text("onboarding:\n  simulated_gpus: true\n")
+    env = {"RUNNER_NETWORK_CONFIG": str(rules)}
+    with running_head(net, HOSTS, ports=free_ports(), images=["gaming"], env=env, **join_args) as h:
         yield h
-    finally:
-        stop_head(h)
 
 
 @pytest.fixture

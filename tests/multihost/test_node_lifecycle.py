@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import pytest
 
 from harness.hosts import Host
 from harness.network import Network, processes_in
-from harness.runner_net import Head, join, runner_cli, start_head, stop_head
+from harness.runner_net import Head, join, runner_cli, running_head
 from tests.conftest import free_ports, wait_for
 from tests.integration.test_workloads import smoke
 
@@ -72,25 +73,11 @@ def network_config(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def head(net: Network) -> Iterator[Head]:
-    """One head for the module (`runner up --advertise`, the smoke image pushed), both hosts joined."""
-    from runner.images import build_images
-
-    build_images(["smoke"], log=lambda _m: None)  # cached by content hash
-    base = Path.home() / ".cache" / "runner-tests"
-    base.mkdir(parents=True, exist_ok=True)
-    server_port, ray_port = free_ports()  # never the registry's port, handed out before but not yet bound
-    home = Path(tempfile.mkdtemp(prefix="head-", dir=base))
-    os.environ["RUNNER_NETWORK_CONFIG"] = str(network_config(home))  # read by the head's `runner server`
-    try:
-        h = start_head(net, home, server_port=server_port, ray_port=ray_port, images=["smoke"])
-    finally:
-        del os.environ["RUNNER_NETWORK_CONFIG"]
-    try:
-        for name, (provider, region, country) in HOSTS.items():
-            join(h, net.hosts[name], provider=provider, region=region, country=country, memory_gb=2)
+    """One head for the module (`runner up --advertise`, the smoke image pushed), both hosts joined;
+    its `runner server` reads this module's network rules."""
+    env = {"RUNNER_NETWORK_CONFIG": str(network_config(Path(tempfile.mkdtemp(prefix="runner-rules-"))))}
+    with running_head(net, HOSTS, ports=free_ports(), images=["smoke"], env=env, memory_gb=2) as h:
         yield h
-    finally:
-        stop_head(h)
 
 
 # -- what the hosts themselves show ----------------------------------------------------------------------
@@ -306,6 +293,164 @@ def test_a_challenge_is_computed_by_the_remote_hosts_agent_and_recorded(head: He
     assert node(head, "host-b")["challenge_failures"] == 0
 
 
+# -- a tenant's container against the machine it runs on (issue 14, point 7) ---------------------------
+#: Connects to each of PROBE_PORTS on PROBE_HOST and tries to read PROBE_FILE; prints what happened.
+PROBE = (
+    "import json, os, socket\n"
+    "out = {}\n"
+    "for port in os.environ['PROBE_PORTS'].split(','):\n"
+    "    s = socket.socket(); s.settimeout(5)\n"
+    "    try:\n"
+    "        s.connect((os.environ['PROBE_HOST'], int(port))); out[port] = 'open'\n"
+    "    except OSError as exc:\n"
+    "        out[port] = type(exc).__name__\n"
+    "    finally:\n"
+    "        s.close()\n"
+    "try:\n"
+    "    open(os.environ['PROBE_FILE']).read(); out['file'] = 'read'\n"
+    "except OSError as exc:\n"
+    "    out['file'] = type(exc).__name__\n"
+    "print('PROBE ' + json.dumps(out), flush=True)\n"
+)
+#: A port nothing guards, where the test listens on the host: the probe's proof that it reaches it.
+CONTROL_PORT = 35555
+
+
+def ray_listening_ports(host: Host) -> set[int]:
+    """Every TCP port a Ray process (raylet, agents, workers: the node agent among them) listens on
+    inside ``host``, from the kernel: each process's socket inodes matched with its namespace's
+    listening sockets. Nothing here is taken from the runner's own idea of its ports."""
+    ports: set[int] = set()
+    for pid, cmd in host_processes(host).items():
+        if not is_ray(cmd):
+            continue
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # it ended meanwhile
+            continue
+        inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
+        for table in ("tcp", "tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def probe_output(lines: list[str]) -> dict[str, str]:
+    [found] = [line.split("PROBE ", 1)[1] for line in lines if line.startswith("PROBE ")]
+    return json.loads(found)
+
+
+@pytest.fixture
+def listening_control(net: Network) -> Iterator[None]:
+    """A plain server on host-a's own address at ``CONTROL_PORT``, for the length of a test."""
+    host = net.hosts["host-a"]
+    server = host.run(
+        [
+            sys.executable,
+            "-c",
+            "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('0.0.0.0', {CONTROL_PORT})); s.listen(64); time.sleep(600)",
+        ]
+    )
+    try:
+        yield
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_tenants_containers_cannot_reach_their_machines_ray_ports_or_its_token(
+    head: Head, net: Network, listening_control: None
+) -> None:
+    """The attack: a tenant's job on host-a connects to every port a Ray process listens on there
+    (the node agent's among them) and reads the node's token file, once from a bridged container
+    (a batch job, through the runner) and once from a host-networked one (as a training gang's
+    workers run, made by the runtime itself on host-a's engine). Every Ray port must refuse, the
+    token must not be there, and the control port must answer (so a refusal is the guard's)."""
+    from runner.core.guard import guarded_ports
+    from runner.runtime import LaunchRequest
+    from runner.runtime.docker import DockerRuntime
+
+    host = net.hosts["host-a"]
+    ray_ports = ray_listening_ports(host)
+    assert ray_ports, "no Ray process listens on host-a"
+    # The rules on host-a (its own kernel's) close every one of them; the control port stays open.
+    rules = host.check(["iptables", "-S", "RUNNER-GUARD"])
+    closed = {p for proto, lo, hi in guarded_ports(rules) if proto == "tcp" for p in range(lo, hi + 1)}
+    assert ray_ports <= closed, sorted(ray_ports - closed)
+    assert CONTROL_PORT not in closed
+    env = {
+        "PROBE_HOST": host.address,
+        "PROBE_PORTS": ",".join(str(p) for p in sorted(ray_ports | {CONTROL_PORT})),
+        "PROBE_FILE": str(host.home / "node-ray-token"),
+    }
+    assert (host.home / "node-ray-token").exists()  # the file is there, outside the container
+    expected = {str(p): "ConnectionRefusedError" for p in ray_ports} | {str(CONTROL_PORT): "open"}
+
+    started = time.time()
+    job = head.tenant.submit(
+        smoke(
+            name="probe-bridged",
+            command=["python", "-c", PROBE],
+            env=env,
+            placement={"regions": [HOSTS["host-a"][1]]},
+            resources={"cpu": 0.5, "memory": "512MB"},
+        )
+    )
+    done = wait_job(head, job["id"], lambda g: g["state"] in ("SUCCEEDED", "FAILED"), timeout_s=120, what="probe")
+    assert done["state"] == "SUCCEEDED", done["message"]
+    assert done["replicas"][0]["node"] == "host-a"
+    bridged = probe_output([line["line"] for line in head.tenant.logs(job["id"])])
+    assert bridged == {**expected, "file": "FileNotFoundError"}, bridged
+
+    engine = host.docker()
+    # The image the bridged job ran, as host-a's engine pulled it (from the head's registry); the
+    # container itself is gone by now, its engine's events are not.
+    [created] = [
+        e for e in engine_events(host, started, label=f"runner.workload={job['id']}") if e["Action"] == "create"
+    ]
+    image = created["Actor"]["Attributes"]["image"]
+    runtime = DockerRuntime("host-a", artifacts_dir=host.root / "probe-artifacts", client=engine)
+    request = LaunchRequest(
+        key="probe-hostnet-0-1",
+        workload_id="probe-hostnet",
+        replica_index=0,
+        attempt=1,
+        node="host-a",
+        image=image,
+        command=["python", "-c", PROBE],
+        env=env,
+        cpu=0.5,
+        host_network=True,
+    )
+    runtime.start(request)
+    try:
+        wait_for(lambda: runtime.status(request.key).state.value == "EXITED", timeout_s=60, what="the host-net probe")
+        attrs = engine.containers.get("runner-" + request.key).attrs
+        assert attrs["HostConfig"]["NetworkMode"] == "host" and attrs["Config"]["User"] == "1000:1000"
+        lines = engine.containers.get("runner-" + request.key).logs().decode().splitlines()
+        assert probe_output(lines) == {**expected, "file": "FileNotFoundError"}, lines
+    finally:
+        runtime.remove(request.key)
+
+
+def test_the_metadata_range_is_closed_to_both_kinds_of_container_by_rule(net: Network) -> None:
+    """Inspected, never tried: no test sends anything to 169.254.0.0/16. A bridged container's
+    packets leave through DOCKER-USER, a host-networked one's are its user's (uid 1000)."""
+    for host in net.hosts.values():
+        rules = host.check(["iptables", "-S"]).splitlines()
+        metadata = [r for r in rules if "-d 169.254.0.0/16" in r and "-j REJECT" in r]
+        assert any(r.startswith("-A OUTPUT") and "--uid-owner 1000" in r for r in metadata), rules
+        for bridge in ("docker+", "br-+"):
+            assert any(r.startswith("-A DOCKER-USER") and f"-i {bridge}" in r for r in metadata), rules
+        # and Docker sends bridged traffic through DOCKER-USER before its own rules
+        forward = [r for r in rules if r.startswith("-A FORWARD")]
+        assert forward and forward[0] == "-A FORWARD -j DOCKER-USER", forward
+
+
 def test_a_host_slower_than_it_claimed_fails_its_challenges_and_is_suspended_and_slashed(
     head: Head, net: Network
 ) -> None:
@@ -499,3 +644,22 @@ def test_a_drained_host_is_offboarded_leaves_the_cluster_and_keeps_its_stake(
     # The other host is untouched: active, in the cluster, running the job.
     assert node(head, other)["state"] == "active" and node(head, other)["alive"]
     assert head.tenant.get(drained["job"])["state"] == "RUNNING"
+
+
+def test_a_host_claiming_another_country_than_its_token_approves_is_refused(
+    head: Head, net: Network, drained: dict[str, Any]
+) -> None:
+    """The attack: the offboarded host comes back with a token the operator approved for it where
+    it stands, and declares itself in the US (a geofence dodged, had it worked). `runner node join` on the host
+    is refused, the refusal is audited with both sides, and the registry still says where it is."""
+    first = drained["first"]
+    provider, region, country = HOSTS[first]
+    wait_for(lambda: head.joined[first].poll() is not None, timeout_s=60, what="the offboarded host to leave")
+    token = head.operator.admin("POST", "/tokens", provider=provider, region=region, country=country)["token"]
+    with pytest.raises(RuntimeError, match=f"its join token approves {country}") as refused:
+        join(head, net.hosts[first], provider=provider, region=region, country="US", memory_gb=2, token=token)
+    assert "refused" in str(refused.value)
+    entries = head.operator.admin("GET", "/audit", params={"kind": "node.refused", "limit": 10_000})
+    [entry] = [e["payload"] for e in entries if e["payload"]["node"] == first]
+    assert (entry["claimed"]["country"], entry["approved"]["country"]) == ("US", country)
+    assert node(head, first)["country"] == country

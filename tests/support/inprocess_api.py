@@ -36,12 +36,14 @@ class StubSupervisor:
     cluster: StubClusterView = field(default_factory=StubClusterView)
     changed: threading.Condition = field(default_factory=threading.Condition)
     wakes: int = 0
+    #: A CPU-mode head's settings (loopback) unless a test gives a network head's.
+    settings: Settings = field(default_factory=lambda: Settings(home=Path("/nonexistent/runner-stub")))
 
     def wake(self) -> None:
         self.wakes += 1
 
 
-def make_app(store: Store, supervisor: StubSupervisor | None = None) -> Any:
+def make_app(store: Store, supervisor: StubSupervisor | None = None, *, config: Any = None) -> Any:
     from runner.api import create_app
     from runner.api.context import AppContext
     from runner.core.network import default_network
@@ -49,7 +51,7 @@ def make_app(store: Store, supervisor: StubSupervisor | None = None) -> Any:
     ctx = AppContext(
         store=store,
         supervisor=supervisor or StubSupervisor(),
-        config=default_network(),  # type: ignore[arg-type]
+        config=config or default_network(),
         runtime_name="process",
         ray_address="127.0.0.1:1",
         ray_token="ray-token-for-tests",

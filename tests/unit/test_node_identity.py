@@ -34,14 +34,21 @@ class Network:
         for provider, country in (("gpu-barn", "NL"), ("squatter", "DE")):
             self.store.add_provider(provider, country=country, kyc=KYC.VERIFIED)
 
-    def token(self, provider: str) -> str:
-        r = self.http.post("/v1/admin/tokens", json={"provider": provider}, headers=self.op)
+    def token(self, provider: str, **approved: Any) -> str:
+        """A join token for a machine of ``provider``, approving ``approved`` (by default what
+        ``join`` claims for a CPU machine)."""
+        facts = {"region": "eu-west", "country": "NL", **approved}
+        r = self.http.post("/v1/admin/tokens", json={"provider": provider, **facts}, headers=self.op)
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
     def join(self, provider: str, name: str, *, token: str | None = None, **extra: Any) -> Any:
+        """Join as ``name``, claiming ``extra``; without ``token``, one approving exactly that claim."""
+        if token is None:
+            claim = {k: extra[k] for k in ("region", "country", "gpu_model", "gpu_count", "simulated") if k in extra}
+            token = self.token(provider, **claim)
         body = {
-            "token": token or self.token(provider),
+            "token": token,
             "provider": provider,
             "name": name,
             "region": "eu-west",
@@ -72,7 +79,7 @@ def test_another_provider_cannot_take_over_a_node_name(net: Network) -> None:
     assert first.json()["labels"]["provider"] == "gpu-barn"
     before = net.node("gpu-1")
     # Not in Ray right now (a machine restarting): the registry holds the name for gpu-barn.
-    spent = net.token("squatter")
+    spent = net.token("squatter", gpu_model="H100", gpu_count=8, simulated=True)  # all it claims, approved
     taken = net.join("squatter", "gpu-1", token=spent, gpu_model="H100", gpu_count=8, simulated=True)
     assert taken.status_code == 409 and taken.json()["error"] == "ConflictError", taken.text
     assert "taken by another provider" in taken.json()["message"]

@@ -1,12 +1,11 @@
 """Offboarding a node with work still on it ("without draining") slashes its provider's stake,
-once: over the real ``POST /v1/admin/nodes/{name}/offboard`` route and a real SQLite store; the
-balances are read from the store's ledger. The supervisor is a stand-in that never moves the
-work off, so the replica stays on the offboarded node for as long as the test needs (in the
-real control plane that takes a moment, in which the operator's client may well retry)."""
+once: over the real ``POST /v1/admin/nodes/{name}/offboard`` route and a real store (SQLite and
+PostgreSQL); the balances are read from the store's ledger. The supervisor is a stand-in that
+never moves the work off, so the replica stays on the offboarded node for as long as the test
+needs (in the real control plane that takes a moment, in which the operator's client may well
+retry)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from fastapi.testclient import TestClient
 
@@ -21,8 +20,8 @@ STAKE = 50_000_000
 SPEC = {"name": "t", "kind": "batch", "image": "runner/smoke:latest", "command": ["true"]}
 
 
-def setup(tmp_path: Path) -> tuple[Store, TestClient, dict[str, str]]:
-    store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
+def setup(db_url: str) -> tuple[Store, TestClient, dict[str, str]]:
+    store = Store(db_url)
     store.add_provider("hasty-dc", country="NL", kyc=KYC.VERIFIED)
     store.post(ledger.stake_deposit("hasty-dc", STAKE, key="stake:hasty-dc:initial"))
     for name in ("hasty-1", "idle-1"):
@@ -59,8 +58,8 @@ def stake(store: Store) -> int:
     return store.balance(ledger.stake_account("hasty-dc"))
 
 
-def test_offboarding_a_node_with_running_work_slashes_the_stake_once(tmp_path: Path) -> None:
-    store, http, op = setup(tmp_path)
+def test_offboarding_a_node_with_running_work_slashes_the_stake_once(db_url: str) -> None:
+    store, http, op = setup(db_url)
     amount = default_network().market.slash[ledger.SlashCause.UNDRAINED_OFFBOARD]
     assert amount == 10_000_000
     slashed_before = store.balance(ledger.SLASHED)
@@ -82,8 +81,8 @@ def test_offboarding_a_node_with_running_work_slashes_the_stake_once(tmp_path: P
     assert store.verify_audit().ok
 
 
-def test_offboarding_an_idle_node_costs_nothing(tmp_path: Path) -> None:
-    store, http, op = setup(tmp_path)
+def test_offboarding_an_idle_node_costs_nothing(db_url: str) -> None:
+    store, http, op = setup(db_url)
     r = http.post("/v1/admin/nodes/idle-1/offboard", headers=op)
     assert r.status_code == 200 and r.json() == {
         "node": "idle-1",

@@ -4,6 +4,8 @@ the plain-Python oracle on random fleets."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections import Counter
 
 import numpy as np
 from hypothesis import given, settings
@@ -206,6 +208,9 @@ demand_strategy = st.builds(
     min_reliability=st.sampled_from([None, 0.9]),
     near=st.sampled_from([None, "eu-west", "sa-east"]),
     latency_budget_ms=st.sampled_from([None, 60.0]),
+    replicas=st.integers(1, 4),
+    distinct_nodes=st.booleans(),
+    spread_providers=st.booleans(),
 )
 tenant_strategy = st.builds(TenantFacts, id=st.just("t"), country=st.sampled_from(COUNTRIES), kyc=st.just(KYC.VERIFIED))
 
@@ -231,8 +236,157 @@ def test_vector_rules_agree_with_the_scalar_oracle(
     decision = placer.decide(d, tenant, commit=False)
     if decision.placed:  # whatever is chosen passes every rule
         assert all(codes[placer.table.position[n]] == Reason.OK for n in decision.nodes)
-    else:
-        assert not any(codes == Reason.OK) or d.replicas > 1
+    else:  # refused: fewer nodes with room than replicas (each could take one), unless spread refused it
+        fitting = int((codes == Reason.OK).sum())
+        assert fitting < d.replicas or (d.spread_providers and d.replicas > 1)
+
+
+# ----------------------------------------------------------------------------- gangs and spread, brute force
+PROVIDERS = ["p1", "p2", "p3", "p4"]
+SMALL_POLICY = PolicyConfig.from_dict({"embargoed_countries": EMBARGOED, "network": {"deny_regions": ["sa-east"]}})
+
+
+@st.composite
+def small_fleets(draw: st.DrawFn) -> tuple[list[NodeRow], dict[str, Load]]:
+    """2 to 8 nodes on 4 providers, most of them eligible, some already loaded. Loads are exact binary
+    fractions, so that adding and removing a replica's CPUs leaves them exactly as they were."""
+    rows = [
+        NodeRow(
+            name=f"n{i}",
+            provider=draw(st.sampled_from(PROVIDERS)),
+            region=draw(st.sampled_from(["eu-west"] * 4 + ["us-east"] * 3 + ["sa-east"])),
+            country=draw(st.sampled_from(["DE"] * 4 + ["US"] * 3 + ["CN"])),
+            gpu_model=draw(st.sampled_from([None] + ["RTX4090"] * 3 + ["H100"] * 2)),
+            gpu_count=draw(st.integers(1, 4)),
+            vram_gb=draw(st.sampled_from([24, 80])),
+            cpus=draw(st.sampled_from([1.0, 2.0, 4.0])),
+            memory_mb=draw(st.sampled_from([0, 2048, 8192])),
+            alive=draw(st.sampled_from([True] * 15 + [False])),
+            state=draw(st.sampled_from([NodeState.ACTIVE] * 15 + [NodeState.DRAINING])),
+            provider_kyc=draw(st.sampled_from([KYC.VERIFIED] * 15 + [KYC.PENDING])),
+            gpu_price_micros=draw(st.sampled_from([0, 400_000, 2_500_000])),
+            cpu_price_micros=draw(st.sampled_from([1, 10_000, 20_000])),
+            reliability=draw(st.sampled_from([0.8, 0.95, 0.99, 1.0])),
+            tflops=draw(st.sampled_from([0.0, 50.0, 100.0])),
+        )
+        for i in range(draw(st.integers(2, 8)))
+    ]
+    load = st.builds(
+        Load, cpu=st.sampled_from([0.5, 1.0, 1.5]), gpus=st.integers(0, 2), memory_mb=st.sampled_from([0, 1024, 4096])
+    )
+    loads = {r.name: draw(load) for r in rows if draw(st.booleans())}
+    return rows, loads
+
+
+gang_strategy = st.builds(
+    Demand,
+    gpu_models=st.sampled_from([("RTX4090", "H100"), ("RTX4090", "H100"), ("RTX4090",), ("H100",)]),
+    gpus=st.sampled_from([0, 0, 1, 2]),
+    cpu=st.sampled_from([0.5, 0.5, 1.0, 2.0]),
+    memory_mb=st.sampled_from([0, 1024, 4096]),
+    regions=st.sampled_from([(), (), ("eu-west",), ("eu-west", "us-east")]),
+    max_price_micros=st.sampled_from([None, 3_000_000]),
+    min_reliability=st.sampled_from([None, None, 0.9]),
+    replicas=st.sampled_from([1, 2, 2, 3, 3, 4]),
+    distinct_nodes=st.booleans(),
+    spread_providers=st.booleans(),
+)
+
+
+def room(row: NodeRow, d: Demand, tenant: TenantFacts, load: Load) -> int:
+    """How many of ``d``'s replicas the node takes (at most ``d.replicas``; one on a gang), by the
+    oracle: replica k passes every rule with the load as it was plus the k before it."""
+    taken = 0
+    while taken < (1 if d.distinct_nodes else d.replicas):
+        if first_rejection(row, d, tenant, SMALL_POLICY, load, default_regions()) is not Reason.OK:
+            break
+        load, taken = load.plus(d.cpu, d.gpus, d.memory_mb), taken + 1
+    return taken
+
+
+def assignments(rows: list[NodeRow], d: Demand, rooms: list[int]) -> list[tuple[int, ...]]:
+    """Every way to put ``d.replicas`` replicas on the nodes, by brute force: one node per replica
+    (distinct on a gang), no node given more than it has room for."""
+    pick = itertools.combinations if d.distinct_nodes else itertools.combinations_with_replacement
+    return [
+        combo for combo in pick(range(len(rows)), d.replicas) if all(rooms[i] >= n for i, n in Counter(combo).items())
+    ]
+
+
+def used(table: NodeTable, name: str) -> Load:
+    i = table.position[name]
+    return Load(
+        float(table.used_cpu[i]), int(table.used_gpus[i]), int(table.used_memory[i]), int(table.used_replicas[i])
+    )
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    fleet=small_fleets(),
+    demands=st.lists(gang_strategy, min_size=1, max_size=3),
+    tenant=st.sampled_from([TENANT, TENANT, TenantFacts(id="t", country="IR", kyc=KYC.VERIFIED)]),
+)
+def test_gangs_and_spread_against_a_brute_force_search(
+    fleet: tuple[list[NodeRow], dict[str, Load]], demands: list[Demand], tenant: TenantFacts
+) -> None:
+    """Decisions one after another on one placer, each checked against every assignment there is,
+    with the load kept here (not read back from the placer) as it was before the decision:
+    whatever is placed is ``replicas`` nodes that each pass every rule per the oracle (distinct on
+    a gang, on distinct providers with spread whenever any such assignment exists, else on two
+    providers at least); whatever is refused has no assignment (none on distinct providers, with
+    spread), and leaves the table's load as it was; a placed one adds exactly its replicas."""
+    rows, loads = fleet
+    provider = {r.name: r.provider for r in rows}
+    placer = Placer(NodeTable(rows, loads), SMALL_POLICY)
+    for d in demands:
+        before = {r.name: loads.get(r.name, Load()) for r in rows}
+        rooms = [room(r, d, tenant, before[r.name]) for r in rows]
+        possible = assignments(rows, d, rooms)
+        spread = [a for a in possible if len({rows[i].provider for i in a}) == d.replicas]
+        decision = placer.decide(d, tenant)
+        if decision.placed:
+            nodes = decision.nodes
+            assert len(nodes) == d.replicas
+            assert len(set(nodes)) == d.replicas or not d.distinct_nodes
+            assert all(rooms[placer.table.position[n]] >= k for n, k in Counter(nodes).items()), (nodes, rooms)
+            if d.spread_providers and spread:
+                assert len({provider[n] for n in nodes}) == d.replicas
+            elif d.spread_providers and d.replicas > 1:
+                assert len({provider[n] for n in nodes}) >= 2  # spread where possible, two providers at least
+            for n in nodes:
+                loads[n] = loads.get(n, Load()).plus(d.cpu, d.gpus, d.memory_mb)
+        else:  # nothing to place on: with spread, not even on two providers
+            two = [a for a in possible if len({rows[i].provider for i in a}) >= min(2, d.replicas)]
+            assert not (two if d.spread_providers else possible), (d, rooms)
+            assert sum(decision.counts.values()) == len(rows)
+            assert decision.counts.get(Reason.OK, 0) == sum(1 for r in rooms if r)
+        for r in rows:  # a refused gang leaves no load behind; a placed one adds its replicas exactly
+            assert used(placer.table, r.name) == loads.get(r.name, Load()), (r.name, decision.nodes)
+
+
+def test_spread_falls_back_to_two_providers_when_distinct_ones_run_out() -> None:
+    """The cheapest three share a provider; spread takes the best other provider's node instead of
+    refusing (it used to: the greedy pick had one provider, so no pick had two)."""
+    rows = [
+        NodeRow(name=n, provider=p, region="eu-west", country="DE", cpus=2.0, cpu_price_micros=price)
+        for n, p, price in [("a", "p1", 1_000), ("b", "p1", 1_000), ("c", "p1", 1_000), ("d", "p2", 9_000)]
+    ]
+    gang = Demand(cpu=1.0, replicas=3, distinct_nodes=True, spread_providers=True)  # a, b, d (or a, c, d)
+    decision = decide(gang, rows)
+    assert decision.placed and {r.provider for r in rows if r.name in decision.nodes} == {"p1", "p2"}
+
+
+def test_a_refusal_says_which_rule_the_replicas_together_broke() -> None:
+    """Nodes that fit alone but not together: the words name spread, distinctness or room."""
+    one_provider = [
+        NodeRow(name=n, provider="p1", region="eu-west", country="DE", cpus=2.0, cpu_price_micros=1_000) for n in "ab"
+    ]
+    spread = decide(Demand(cpu=1.0, replicas=2, distinct_nodes=True, spread_providers=True), one_provider)
+    assert not spread.placed and "all one provider's; spread_providers needs two" in spread.message
+    gang = decide(Demand(cpu=1.0, replicas=3, distinct_nodes=True), one_provider)
+    assert not gang.placed and "only 2 node(s) fit, need 3 distinct node(s)" in gang.message
+    batch = decide(Demand(cpu=1.0, replicas=5), one_provider)
+    assert not batch.placed and "have room for fewer than 5 replica(s)" in batch.message
 
 
 def test_on_a_large_fleet_the_choice_is_the_best_scoring_node_that_passes() -> None:

@@ -1,4 +1,5 @@
-"""The daily SLA slash end to end over a real store: uptime rows in, the ledger's balances out.
+"""The daily SLA slash end to end over a real store (SQLite and PostgreSQL): uptime rows in, the
+ledger's balances out.
 
 ``Metering.settle_sla`` (the supervisor runs it every few minutes) reads ``store.uptime_days`` and
 slashes a provider's stake once for each *finished* UTC day one of its nodes spent offline beyond
@@ -9,7 +10,6 @@ read from the store's ledger, not from any summary the code under test returns.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from runner.core import ledger
 from runner.core.network import default_network
@@ -21,8 +21,8 @@ from runner.supervisor.metering import Metering
 DAY = 86_400
 
 
-def network(tmp_path: Path) -> tuple[Store, Metering]:
-    store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
+def network(db_url: str) -> tuple[Store, Metering]:
+    store = Store(db_url)
     for provider in ("flaky-dc", "steady-dc"):
         store.add_provider(provider, country="NL", kyc=KYC.VERIFIED)
         store.post(ledger.stake_deposit(provider, 50_000_000, key=f"stake:{provider}:initial"))
@@ -43,8 +43,8 @@ def stake(store: Store, provider: str) -> int:
     return store.balance(ledger.stake_account(provider))
 
 
-def test_a_day_offline_beyond_the_allowance_is_slashed_once(tmp_path: Path) -> None:
-    store, market = network(tmp_path)
+def test_a_day_offline_beyond_the_allowance_is_slashed_once(db_url: str) -> None:
+    store, market = network(db_url)
     config = default_network()
     allowance = config.sla.max_daily_offline_s
     assert allowance == 30 * 60
@@ -70,16 +70,16 @@ def test_a_day_offline_beyond_the_allowance_is_slashed_once(tmp_path: Path) -> N
     assert store.verify_audit().ok
 
 
-def test_today_is_not_settled_until_it_is_over(tmp_path: Path) -> None:
-    store, market = network(tmp_path)
+def test_today_is_not_settled_until_it_is_over(db_url: str) -> None:
+    store, market = network(db_url)
     store.add_uptime("flaky-dc-1", utc_day(time.time()), observed_s=3 * 3600, online_s=0)  # offline for hours, today
     market.settle_sla()
     assert stake(store, "flaky-dc") == 50_000_000
     assert not store.uptime_days("flaky-dc-1")[0].breach_recorded
 
 
-def test_a_slash_never_takes_more_than_the_stake(tmp_path: Path) -> None:
-    store, market = network(tmp_path)
+def test_a_slash_never_takes_more_than_the_stake(db_url: str) -> None:
+    store, market = network(db_url)
     store.post(
         ledger.Transaction(
             key="drain-stake",

@@ -307,3 +307,24 @@ def test_enough_bad_specs() -> None:
 def test_empty_sections_mean_defaults() -> None:
     spec = loads_workload("kind: batch\nname: a\nimage: runner/smoke:latest\nresources:\nplacement:\nenv:\n")
     assert spec == batch(name="a")
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "attempts"),
+    [
+        ("batch", {}, 1),
+        ("training", {"workers": 2}, 3),
+        ("inference", {"ports": [8000]}, 3),
+        ("gaming", {"game": "g"}, 1),
+    ],
+)
+def test_each_kind_has_its_default_attempts_whether_retries_is_absent_or_silent_on_them(
+    kind: str, fields: dict[str, Any], attempts: int
+) -> None:
+    """One rule (``WorkloadBase.default_attempts``): no ``retries`` and a ``retries`` that names
+    only a backoff give the same attempts per kind; naming them always wins."""
+    base = {"name": "w", "kind": kind, "image": "runner/smoke:latest", **fields}
+    assert parse_workload(base).retries.max_attempts == attempts
+    silent = parse_workload({**base, "retries": {"backoff_s": 5}}).retries
+    assert (silent.max_attempts, silent.backoff_s) == (attempts, 5)
+    assert parse_workload({**base, "retries": {"max_attempts": 7}}).retries.max_attempts == 7

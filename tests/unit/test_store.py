@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from runner.core.errors import AuthError, ConflictError, NotFoundError
@@ -70,12 +68,11 @@ def test_pulling_the_same_log_lines_twice_stores_them_once(store: Store) -> None
     assert [line.seq for line in store.logs_after(w.id)] == [0, 1, 2]
 
 
-def test_state_survives_reopening_the_database(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'runner.db'}"
-    first = Store(url)
+def test_state_survives_reopening_the_database(db_url: str) -> None:
+    first = Store(db_url)
     first.create_api_key("acme")
     w, _ = first.create_workload(tenant_id="acme", spec=SPEC, idempotency_key="k")
     first.engine.dispose()
-    second = Store(url)
+    second = Store(db_url)
     assert second.get_workload(w.id).spec == SPEC
     assert second.create_workload(tenant_id="acme", spec=SPEC, idempotency_key="k")[0].id == w.id

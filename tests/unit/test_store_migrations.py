@@ -29,7 +29,7 @@ from tests.support import legacy_models as legacy
 from tests.support.databases import empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0003_event_kinds_and_stop_kinds"
+HEAD = "0005_join_token_approved"
 SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 
 
@@ -97,10 +97,16 @@ def add_old_rows(url: str, **replica: Any) -> None:
 def test_the_revisions_are_one_line_named_by_their_ids() -> None:
     script = script_directory()
     assert script.get_heads() == [HEAD]
-    assert [rev.revision for rev in script.walk_revisions()] == [HEAD, "0002_replica_pull_bytes", FIRST_REVISION]
+    assert [rev.revision for rev in script.walk_revisions()] == [
+        HEAD,
+        "0004_replica_start_failure",
+        "0003_event_kinds_and_stop_kinds",
+        "0002_replica_pull_bytes",
+        FIRST_REVISION,
+    ]
     for rev in script.walk_revisions():
         assert len(rev.revision) <= 32 and Path(rev.path).stem == rev.revision  # alembic_version is VARCHAR(32)
-    assert next_revision_id("Add nodes' labels!") == "0004_add_nodes_labels"
+    assert next_revision_id("Add nodes' labels!") == "0006_add_nodes_labels"
 
 
 def test_a_new_database_migrates_to_exactly_what_the_models_define(url: str) -> None:
@@ -131,6 +137,30 @@ def test_a_database_made_before_migrations_is_upgraded_with_its_rows(url: str) -
     store.engine.dispose()
     Store(url).engine.dispose()  # opening it again finds it at head: nothing to do, nothing fails
     assert revision_of(url) == (HEAD,)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "error", "start_failure"),
+    [
+        (
+            125,
+            "host port 29600/tcp is in use on node n1; the runner places the gang again with another port",
+            "port_in_use",
+        ),
+        (125, "image runner/smoke:abc is not on node n1", ""),
+        (1, "host port words in a workload's own exit", ""),
+    ],
+)
+def test_a_port_clash_recorded_in_words_before_0004_becomes_data(
+    url: str, exit_code: int, error: str, start_failure: str
+) -> None:
+    """The one place the old text is read: a replica whose start failed on a taken host port (exit
+    125, the agent's words) is a PORT_IN_USE start failure after the upgrade; nothing else is."""
+    legacy.make_legacy_database(url)
+    add_old_rows(url, exit_code=exit_code, error=error)
+    store = Store(url)
+    assert store.get_replica("w1-0-1").start_failure == start_failure
+    store.engine.dispose()
 
 
 def test_a_database_the_last_runner_added_pull_columns_to_is_stamped_past_them(url: str) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from runner.cli.training import duration, follow_lines, progress_text, rank_and_attempt, training_lines
 from runner.core import training
-from runner.core.errors import PortInUseError, UserError
+from runner.core.errors import ImageError, PortInUseError, UserError
+from runner.core.events import StartFailure
 from runner.core.spec import parse_workload
 from runner.runtime import LaunchRequest
 from runner.runtime.base import Mount, check_host_ports, prepare_mounts
@@ -30,6 +31,7 @@ def replica(**fields: Any) -> Any:
         "exit_code": None,
         "finished_at": None,
         "error": "",
+        "start_failure": "",
         "reports": {},
     }
     return SimpleNamespace(**{**base, **fields})
@@ -61,10 +63,19 @@ def test_exit_2_is_final_and_a_lost_peer_shortens_the_stop_grace() -> None:
     assert training.stop_grace([ok, replica(index=1, state="LOST", finished_at=1.0)], 10.0) == 3.0
 
 
-def test_a_port_clash_is_recognised_from_the_recorded_error() -> None:
-    clash = replica(exit_code=125, finished_at=1.0, error=f"{PortInUseError.PREFIX} 29600/tcp is in use on node n1")
+def test_a_port_clash_is_recognised_from_the_recorded_kind_never_the_words() -> None:
+    clash = replica(exit_code=125, finished_at=1.0, start_failure=StartFailure.PORT_IN_USE, error="reworded at will")
     assert training.port_clash([clash, replica(index=1)]) is clash
-    assert training.port_clash([replica(exit_code=125, finished_at=1.0, error="image missing")]) is None
+    image = replica(exit_code=125, finished_at=1.0, start_failure=StartFailure.IMAGE, error="host port 29600/tcp taken")
+    assert training.port_clash([image]) is None  # words that look like a clash decide nothing
+
+
+def test_the_agent_records_a_taken_host_port_as_data() -> None:
+    """What the agent stores for a start that raised (``StartFailure.of``), per named error."""
+    assert StartFailure.of(PortInUseError("any words")) is StartFailure.PORT_IN_USE
+    assert StartFailure.of(ImageError("any words")) is StartFailure.IMAGE
+    assert StartFailure.of(UserError("any words")) is StartFailure.OTHER
+    assert StartFailure.of(OSError("engine gone")) is StartFailure.OTHER
 
 
 def test_rank_0_reports_become_events() -> None:

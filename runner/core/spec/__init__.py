@@ -15,6 +15,7 @@ asking for "16GB" wants at least 16 GiB rather than 5% less.
 from runner.core.spec.fields import KINDS, Duration
 from runner.core.spec.models import (
     WORKLOAD_ADAPTER,
+    AnySpec,
     Batching,
     BatchSpec,
     CheckpointPolicy,
@@ -40,6 +41,7 @@ __all__ = [
     "KINDS",
     "Duration",
     "WORKLOAD_ADAPTER",
+    "AnySpec",
     "Batching",
     "BatchSpec",
     "CheckpointPolicy",

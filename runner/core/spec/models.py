@@ -6,7 +6,7 @@ import difflib
 import math
 import re
 import shlex
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -262,6 +262,17 @@ class WorkloadBase(SpecModel):
     timeout: Duration | None = Field(default=None, description="Wall-clock limit per attempt ('90s', '1h30m').")
     labels: dict[str, str] = Field(default_factory=dict, description="Free-form labels for listing and filtering.")
 
+    #: Attempts a ``retries:`` section that names no ``max_attempts`` gets: RetryPolicy's own unless
+    #: a kind says otherwise (rented nodes vanish under training; a service must outlive a crash).
+    default_attempts: ClassVar[int | None] = None
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _kind_default_attempts(cls, value: Any) -> Any:
+        if cls.default_attempts is not None and isinstance(value, dict) and "max_attempts" not in value:
+            return {**value, "max_attempts": cls.default_attempts}
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _empty_sections_mean_defaults(cls, data: Any) -> Any:
@@ -365,17 +376,11 @@ class TrainingSpec(WorkloadBase):
     workers: Workers = Field(default=1, description="Number of cooperating worker replicas.")
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy, description="Checkpoint policy.")
     # Rented nodes vanish: a training job resumes from its last checkpoint without being asked.
+    default_attempts: ClassVar[int | None] = TRAINING_ATTEMPTS
     retries: RetryPolicy = Field(
         default_factory=lambda: RetryPolicy(max_attempts=TRAINING_ATTEMPTS),
         description="Retry policy; a retried gang resumes from its last checkpoint (default: 3 attempts).",
     )
-
-    @field_validator("retries", mode="before")
-    @classmethod
-    def _three_attempts_unless_said(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "max_attempts" not in value:
-            return {**value, "max_attempts": TRAINING_ATTEMPTS}
-        return value
 
 
 class ReplicaRange(SpecModel):
@@ -446,18 +451,12 @@ class InferenceSpec(WorkloadBase):
     autoscale: Autoscale = Field(default_factory=Autoscale, description="When to add or remove replicas.")
     # A service runs for good: a replica that served and then died is always replaced; this bounds
     # only a crash loop (replicas that fail again and again before they ever serve).
+    default_attempts: ClassVar[int | None] = SERVICE_ATTEMPTS
     retries: RetryPolicy = Field(
         default_factory=lambda: RetryPolicy(max_attempts=SERVICE_ATTEMPTS),
         description="Per replica: attempts in a row that may fail before serving "
         "(default: 3), with backoff between them.",
     )
-
-    @field_validator("retries", mode="before")
-    @classmethod
-    def _three_attempts_unless_said(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "max_attempts" not in value:
-            return {**value, "max_attempts": SERVICE_ATTEMPTS}
-        return value
 
 
 class GamingSpec(WorkloadBase):
@@ -493,6 +492,9 @@ class GamingSpec(WorkloadBase):
 
 #: Any workload; ``kind`` picks the model.
 WorkloadSpec = Annotated[Union[BatchSpec, TrainingSpec, InferenceSpec, GamingSpec], Field(discriminator="kind")]
+#: The same four kinds as a plain union, for annotations: a parsed spec of any kind (narrow it with
+#: ``spec.kind == ...`` or ``isinstance`` before reading a field only one kind has).
+AnySpec: TypeAlias = BatchSpec | TrainingSpec | InferenceSpec | GamingSpec
 #: Validator for ``WorkloadSpec`` (built once: building it is the slow part).
 WORKLOAD_ADAPTER: TypeAdapter[WorkloadSpec] = TypeAdapter(WorkloadSpec)
 
