@@ -87,7 +87,9 @@ class ServiceController:
 
     # -- placing the first replicas (Placing decided where) ----------------------------
     def launch(self, w: Workload, decision: Decision, terms: list[dict[str, Any]]) -> None:
-        slots = slots_of(self.store.replicas(w.id))  # none, unless an older control plane ran it as a gang
+        # None yet, unless a crash came between writing these rows and the move below: the next
+        # attempt of each slot, so a key is never written twice.
+        slots = slots_of(self.store.replicas(w.id))
         for index, (node, term) in enumerate(zip(decision.nodes, terms)):
             attempt = slots.get(index, Slot(index)).next_attempt
             self.store.add_replica(
@@ -116,14 +118,7 @@ class ServiceController:
 
     # -- stepping ------------------------------------------------------------------------------------
     def step(self, w: Workload) -> None:
-        state = WorkloadState(w.state)
-        if state == S.RETRYING:  # only a service an older control plane drove as a gang gets here
-            if w.cancel_requested:
-                self.sup.move(w, S.CANCELLED, "cancelled while waiting to retry")
-            else:
-                self.sup.move(w, S.PENDING, "placing the service again")
-                self.sup.wake()
-        elif state in (S.PLACED, S.STARTING, S.RUNNING):
+        if WorkloadState(w.state) in (S.PLACED, S.STARTING, S.RUNNING):  # (a service never retries whole)
             self.step_active(w)
 
     def step_active(self, w: Workload) -> None:
