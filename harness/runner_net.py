@@ -24,6 +24,7 @@ from typing import Any
 
 from harness.hosts import Host
 from harness.network import Network
+from runner.cli.common import gpu_arg
 from runner.client import Client
 from runner.settings import Settings
 
@@ -163,7 +164,7 @@ def join(
     op = head.operator
     if provider not in {p["id"] for p in op.admin("GET", "/providers")}:
         op.admin("POST", "/providers", id=provider, country=country, kyc="verified", stake_usd=100)
-    model, _, count = (simulate_gpu or "").partition(":")
+    model, count = gpu_arg(simulate_gpu, option="simulate_gpu") or (None, 0)
     token = (
         token
         or op.admin(
@@ -172,9 +173,9 @@ def join(
             provider=provider,
             region=region,
             country=country,
-            gpu_model=model or None,
-            gpu_count=int(count or 1) if model else 0,
-            simulated=bool(model),
+            gpu_model=model,
+            gpu_count=count,
+            simulated=model is not None,
             ttl_s=600,
         )["token"]
     )

@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from runner.benchmark import ceiling_tflops, expected_tflops, judge
-from runner.core.approval import ApprovedMachine, claim_problems, simulated_problem
-from runner.core.catalog import canonical_gpu_name, get_gpu
-from runner.core.errors import ConflictError, PolicyError, UserError
+from runner.core.approval import ApprovedMachine, claim_problems, machine_gpus, simulated_problem
+from runner.core.catalog import get_gpu
+from runner.core.errors import ConflictError, PolicyError
 from runner.core.network import NetworkConfig
 from runner.core.placement import gpu_price_micros
 from runner.core.policy import KYC, NodeFacts, NodeState, admit_node
@@ -108,14 +108,7 @@ def onboard(
             "stop the other machine first"
         )
     provider = store.get_provider(req.provider)
-    model = None
-    if req.gpu_model:
-        try:
-            model = canonical_gpu_name(req.gpu_model)
-        except KeyError:
-            raise UserError(f"unknown GPU model {req.gpu_model!r}") from None
-        if req.gpu_count < 1:
-            raise UserError(f"gpu_count must be >= 1 for a node with a {model}")
+    model, gpu_count = machine_gpus(req.gpu_model, req.gpu_count)
     facts = NodeFacts(
         name=req.name,
         provider=req.provider,
@@ -126,11 +119,7 @@ def onboard(
     )
     measured = float(req.benchmark.get("tflops") or 0.0)
     claimed = ApprovedMachine(
-        region=req.region,
-        country=req.country,
-        gpu_model=model,
-        gpu_count=req.gpu_count if model else 0,
-        simulated=req.simulated,
+        region=req.region, country=req.country, gpu_model=model, gpu_count=gpu_count, simulated=req.simulated
     )
     verdict = admit_node(facts, config.policy)
     refusal = "; ".join(claim_problems(approved, claimed)) or None
@@ -169,14 +158,14 @@ def onboard(
             "country": req.country,
             "region": req.region,
             "gpu_model": model,
-            "gpu_count": req.gpu_count,
+            "gpu_count": gpu_count,
             "simulated": req.simulated,
             "tflops": measured,
         },
         region=req.region,
         country=req.country,
         gpu_model=model,
-        gpu_count=req.gpu_count if model else 0,
+        gpu_count=gpu_count,
         vram_gb=vram,
         cpus=req.cpus,
         memory_mb=req.memory_mb,
@@ -192,5 +181,5 @@ def onboard(
         ray_address=ray_address,
         ray_token=ray_token,
         labels=node_labels(req, vram),
-        num_gpus=req.gpu_count if model else 0,
+        num_gpus=gpu_count,
     )

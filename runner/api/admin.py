@@ -15,8 +15,7 @@ from runner.api.auth import Operator
 from runner.api.context import AppContext, context
 from runner.api.nodes import bill_json, statement_json
 from runner.core import ledger
-from runner.core.approval import ApprovedMachine, simulated_problem
-from runner.core.catalog import canonical_gpu_name
+from runner.core.approval import ApprovedMachine, machine_gpus, simulated_problem
 from runner.core.errors import PolicyError, UserError
 from runner.core.events import Stop, StopReason
 from runner.core.ledger import SlashCause
@@ -171,17 +170,7 @@ def issue_token(
 ) -> dict[str, Any]:
     """A join token for one machine of ``provider``, bound to what the operator approved for it:
     where it stands and its GPUs (``runner.core.approval``); the machine may claim nothing else."""
-    model = None
-    if gpu_model:
-        try:
-            model = canonical_gpu_name(gpu_model)
-        except KeyError:
-            raise UserError(f"gpu_model: unknown GPU model {gpu_model!r}") from None
-    count = (1 if gpu_count is None else gpu_count) if model else (gpu_count or 0)
-    if model and count < 1:
-        raise UserError(f"gpu_count: a machine with a {model} has at least one, got {count}")
-    if not model and count:
-        raise UserError(f"gpu_count: {count} GPU(s) of no model; name gpu_model")
+    model, count = machine_gpus(gpu_model, gpu_count)
     problem = simulated_problem(
         simulated, cpu_mode=ctx.supervisor.settings.shared_filesystem, network_allows=ctx.config.simulated_gpus
     )

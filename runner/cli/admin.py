@@ -13,6 +13,7 @@ from runner.cli.common import (
     client,
     console,
     friendly,
+    gpu_arg,
     join_command,
     print_json,
     settings,
@@ -161,12 +162,7 @@ def token_issue(
         ttl_s = TypeAdapter(Duration).validate_python(ttl)
     except ValidationError:
         raise UserError(f"--ttl: expected a duration like 30m or 1h, got {ttl!r}") from None
-    model, count = (None, 0)
-    if gpu:
-        name, _, number = gpu.partition(":")
-        if number and not number.isdigit():
-            raise UserError(f"--gpu: expected MODEL[:COUNT], e.g. H100:2, got {gpu!r}")
-        model, count = name, int(number or 1)
+    model, count = gpu_arg(gpu, option="--gpu") or (None, 0)
     result = _op().admin(
         "POST",
         "/tokens",

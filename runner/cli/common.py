@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from runner.core.errors import RunnerError
+from runner.core.errors import RunnerError, UserError
 from runner.core.ledger import MICROS
 from runner.settings import Settings
 
@@ -94,6 +94,16 @@ def usd(micros: int | None) -> str:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data))
+
+
+def gpu_arg(text: str | None, *, option: str) -> tuple[str, int] | None:
+    """``MODEL[:COUNT]`` as typed after ``option`` (``H100:2``; the count defaults to one)."""
+    if not text:
+        return None
+    model, _, count = text.partition(":")
+    if count and not count.isdigit():
+        raise UserError(f"{option}: expected MODEL[:COUNT], e.g. H100:2, got {text!r}")
+    return model, int(count or 1)
 
 
 def join_command(

@@ -11,20 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from runner.cli.common import JSON, app, client, console, friendly, print_json, settings, styled, usd, when
-from runner.core.errors import UserError
+from runner.cli.common import JSON, app, client, console, friendly, gpu_arg, print_json, settings, styled, usd, when
 
 node_app = typer.Typer(help="Provider nodes: join, drain, offboard, activate, challenge.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
-
-
-def _gpu_arg(text: str | None) -> tuple[str, int] | None:
-    if not text:
-        return None
-    model, _, count = text.partition(":")
-    if count and not count.isdigit():
-        raise UserError(f"--simulate-gpu: expected MODEL[:COUNT], e.g. H100:2, got {text!r}")
-    return model, int(count or 1)
 
 
 def _local_ip(head_url: str) -> str:
@@ -91,7 +81,7 @@ def node_join(
             country=country,
             cpus=cpu_count,
             memory_mb=int(memory_gb * 1024),
-            simulate_gpu=_gpu_arg(simulate_gpu),
+            simulate_gpu=gpu_arg(simulate_gpu, option="--simulate-gpu"),
             price_per_gpu_hour=price,
         )
     bench = request["benchmark"]

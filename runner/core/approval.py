@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from runner.core.catalog import canonical_gpu_name
+from runner.core.errors import UserError
+
 
 @dataclass(frozen=True)
 class ApprovedMachine:
@@ -35,6 +38,24 @@ class ApprovedMachine:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ApprovedMachine:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+def machine_gpus(gpu_model: str | None, gpu_count: int | None) -> tuple[str | None, int]:
+    """A machine's GPUs as the catalog names them: ``(model, count)``, ``(None, 0)`` for a CPU
+    machine; a count left unsaid is one of the model. UserError names the field that is wrong.
+    The one rule for what an operator approves and what a machine claims."""
+    if not gpu_model:
+        if gpu_count:
+            raise UserError(f"gpu_count: {gpu_count} GPU(s) of no model; name gpu_model")
+        return None, 0
+    try:
+        model = canonical_gpu_name(gpu_model)
+    except KeyError:
+        raise UserError(f"gpu_model: unknown GPU model {gpu_model!r}") from None
+    count = 1 if gpu_count is None else gpu_count
+    if count < 1:
+        raise UserError(f"gpu_count: a machine with a {model} has at least one, got {count}")
+    return model, count
 
 
 def claim_problems(approved: ApprovedMachine, claimed: ApprovedMachine) -> list[str]:

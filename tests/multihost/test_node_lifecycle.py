@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,10 +22,11 @@ from typing import Any
 import pytest
 
 from harness.hosts import Host
-from harness.network import Network, processes_in
+from harness.network import Network
 from harness.runner_net import Head, join, runner_cli, running_head
 from tests.conftest import free_ports, wait_for
 from tests.integration.test_workloads import smoke
+from tests.support.hosts import engine_events, host_processes, is_ray, wait_job
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(900)]
 
@@ -81,18 +81,6 @@ def head(net: Network) -> Iterator[Head]:
 
 
 # -- what the hosts themselves show ----------------------------------------------------------------------
-def host_processes(host: Host) -> dict[int, str]:
-    """pid -> command line of every process inside ``host``'s network namespace (the kernel's view)."""
-    out = {}
-    for pid in processes_in({host.net_inode}):
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        out[pid] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-    return out
-
-
 def agent_pid(host: Host) -> int:
     """The node agent's process on ``host``: the Ray actor worker titled ``ray::NodeAgent``."""
     found = [pid for pid, cmd in host_processes(host).items() if cmd.startswith("ray::NodeAgent")]
@@ -100,25 +88,10 @@ def agent_pid(host: Host) -> int:
     return found[0]
 
 
-def is_ray(cmd: str) -> bool:
-    """A Ray process: `ray start`, the raylet, its agents and workers (``ray::...``)."""
-    return cmd.startswith("ray::") or "/ray/" in cmd or "bin/ray " in cmd
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid``, all its threads, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def engine_events(host: Host, since: float, **filters: str) -> list[dict[str, Any]]:
-    """The host's own engine's container events from the second before ``since`` on (the engine
-    takes whole seconds; label filters: runner.workload=...)."""
-    return list(
-        host.docker().events(
-            decode=True, since=int(since) - 1, until=int(time.time()) + 1, filters={"type": "container", **filters}
-        )
-    )
 
 
 def brief(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -187,25 +160,6 @@ def offline(head: Head, name: str) -> float:
 def checks_since(head: Head, name: str, kind: str, since: float) -> list[dict[str, Any]]:
     rows = head.operator.admin("GET", f"/nodes/{name}/checks", params={"limit": 200})
     return sorted((c for c in rows if c["kind"] == kind and c["ts"] >= since), key=lambda c: c["ts"])
-
-
-def wait_job(head: Head, workload_id: str, done: Any, *, timeout_s: float, what: str) -> dict[str, Any]:
-    """Wait until ``done(workload)``; a timeout names the workload's state, last events, replicas."""
-    seen: dict[str, Any] = {}
-
-    def check() -> dict[str, Any] | None:
-        seen["w"] = w = head.tenant.get(workload_id)
-        return w if done(w) else None
-
-    try:
-        return wait_for(check, timeout_s=timeout_s, what=what)
-    except AssertionError as exc:
-        w = seen.get("w") or {}
-        raise AssertionError(
-            f"{exc}: {workload_id} {w.get('state')} {w.get('message')!r}; events "
-            f"{[e['message'] for e in w.get('events', [])][-8:]}; replicas "
-            f"{[(r['key'], r['node'], r['state']) for r in w.get('replicas', [])]}"
-        ) from None
 
 
 def earnings(head: Head, provider: str) -> dict[str, Any]:
@@ -291,164 +245,6 @@ def test_a_challenge_is_computed_by_the_remote_hosts_agent_and_recorded(head: He
     assert check["ok"] and check["measured"] == pytest.approx(result["measured_tflops"])
     assert check["expected"] == pytest.approx(result["expected_tflops"]) and check["expected"] > 0
     assert node(head, "host-b")["challenge_failures"] == 0
-
-
-# -- a tenant's container against the machine it runs on (issue 14, point 7) ---------------------------
-#: Connects to each of PROBE_PORTS on PROBE_HOST and tries to read PROBE_FILE; prints what happened.
-PROBE = (
-    "import json, os, socket\n"
-    "out = {}\n"
-    "for port in os.environ['PROBE_PORTS'].split(','):\n"
-    "    s = socket.socket(); s.settimeout(5)\n"
-    "    try:\n"
-    "        s.connect((os.environ['PROBE_HOST'], int(port))); out[port] = 'open'\n"
-    "    except OSError as exc:\n"
-    "        out[port] = type(exc).__name__\n"
-    "    finally:\n"
-    "        s.close()\n"
-    "try:\n"
-    "    open(os.environ['PROBE_FILE']).read(); out['file'] = 'read'\n"
-    "except OSError as exc:\n"
-    "    out['file'] = type(exc).__name__\n"
-    "print('PROBE ' + json.dumps(out), flush=True)\n"
-)
-#: A port nothing guards, where the test listens on the host: the probe's proof that it reaches it.
-CONTROL_PORT = 35555
-
-
-def ray_listening_ports(host: Host) -> set[int]:
-    """Every TCP port a Ray process (raylet, agents, workers: the node agent among them) listens on
-    inside ``host``, from the kernel: each process's socket inodes matched with its namespace's
-    listening sockets. Nothing here is taken from the runner's own idea of its ports."""
-    ports: set[int] = set()
-    for pid, cmd in host_processes(host).items():
-        if not is_ray(cmd):
-            continue
-        try:
-            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-        except OSError:  # it ended meanwhile
-            continue
-        inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
-        for table in ("tcp", "tcp6"):
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                    fields = line.split()
-                    if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def probe_output(lines: list[str]) -> dict[str, str]:
-    [found] = [line.split("PROBE ", 1)[1] for line in lines if line.startswith("PROBE ")]
-    return json.loads(found)
-
-
-@pytest.fixture
-def listening_control(net: Network) -> Iterator[None]:
-    """A plain server on host-a's own address at ``CONTROL_PORT``, for the length of a test."""
-    host = net.hosts["host-a"]
-    server = host.run(
-        [
-            sys.executable,
-            "-c",
-            "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-            f"s.bind(('0.0.0.0', {CONTROL_PORT})); s.listen(64); time.sleep(600)",
-        ]
-    )
-    try:
-        yield
-    finally:
-        server.kill()
-        server.wait()
-
-
-def test_a_tenants_containers_cannot_reach_their_machines_ray_ports_or_its_token(
-    head: Head, net: Network, listening_control: None
-) -> None:
-    """The attack: a tenant's job on host-a connects to every port a Ray process listens on there
-    (the node agent's among them) and reads the node's token file, once from a bridged container
-    (a batch job, through the runner) and once from a host-networked one (as a training gang's
-    workers run, made by the runtime itself on host-a's engine). Every Ray port must refuse, the
-    token must not be there, and the control port must answer (so a refusal is the guard's)."""
-    from runner.core.guard import guarded_ports
-    from runner.runtime import LaunchRequest
-    from runner.runtime.docker import DockerRuntime
-
-    host = net.hosts["host-a"]
-    ray_ports = ray_listening_ports(host)
-    assert ray_ports, "no Ray process listens on host-a"
-    # The rules on host-a (its own kernel's) close every one of them; the control port stays open.
-    rules = host.check(["iptables", "-S", "RUNNER-GUARD"])
-    closed = {p for proto, lo, hi in guarded_ports(rules) if proto == "tcp" for p in range(lo, hi + 1)}
-    assert ray_ports <= closed, sorted(ray_ports - closed)
-    assert CONTROL_PORT not in closed
-    env = {
-        "PROBE_HOST": host.address,
-        "PROBE_PORTS": ",".join(str(p) for p in sorted(ray_ports | {CONTROL_PORT})),
-        "PROBE_FILE": str(host.home / "node-ray-token"),
-    }
-    assert (host.home / "node-ray-token").exists()  # the file is there, outside the container
-    expected = {str(p): "ConnectionRefusedError" for p in ray_ports} | {str(CONTROL_PORT): "open"}
-
-    started = time.time()
-    job = head.tenant.submit(
-        smoke(
-            name="probe-bridged",
-            command=["python", "-c", PROBE],
-            env=env,
-            placement={"regions": [HOSTS["host-a"][1]]},
-            resources={"cpu": 0.5, "memory": "512MB"},
-        )
-    )
-    done = wait_job(head, job["id"], lambda g: g["state"] in ("SUCCEEDED", "FAILED"), timeout_s=120, what="probe")
-    assert done["state"] == "SUCCEEDED", done["message"]
-    assert done["replicas"][0]["node"] == "host-a"
-    bridged = probe_output([line["line"] for line in head.tenant.logs(job["id"])])
-    assert bridged == {**expected, "file": "FileNotFoundError"}, bridged
-
-    engine = host.docker()
-    # The image the bridged job ran, as host-a's engine pulled it (from the head's registry); the
-    # container itself is gone by now, its engine's events are not.
-    [created] = [
-        e for e in engine_events(host, started, label=f"runner.workload={job['id']}") if e["Action"] == "create"
-    ]
-    image = created["Actor"]["Attributes"]["image"]
-    runtime = DockerRuntime("host-a", artifacts_dir=host.root / "probe-artifacts", client=engine)
-    request = LaunchRequest(
-        key="probe-hostnet-0-1",
-        workload_id="probe-hostnet",
-        replica_index=0,
-        attempt=1,
-        node="host-a",
-        image=image,
-        command=["python", "-c", PROBE],
-        env=env,
-        cpu=0.5,
-        host_network=True,
-    )
-    runtime.start(request)
-    try:
-        wait_for(lambda: runtime.status(request.key).state.value == "EXITED", timeout_s=60, what="the host-net probe")
-        attrs = engine.containers.get("runner-" + request.key).attrs
-        assert attrs["HostConfig"]["NetworkMode"] == "host" and attrs["Config"]["User"] == "1000:1000"
-        lines = engine.containers.get("runner-" + request.key).logs().decode().splitlines()
-        assert probe_output(lines) == {**expected, "file": "FileNotFoundError"}, lines
-    finally:
-        runtime.remove(request.key)
-
-
-def test_the_metadata_range_is_closed_to_both_kinds_of_container_by_rule(net: Network) -> None:
-    """Inspected, never tried: no test sends anything to 169.254.0.0/16. A bridged container's
-    packets leave through DOCKER-USER, a host-networked one's are its user's (uid 1000)."""
-    for host in net.hosts.values():
-        rules = host.check(["iptables", "-S"]).splitlines()
-        metadata = [r for r in rules if "-d 169.254.0.0/16" in r and "-j REJECT" in r]
-        assert any(r.startswith("-A OUTPUT") and "--uid-owner 1000" in r for r in metadata), rules
-        for bridge in ("docker+", "br-+"):
-            assert any(r.startswith("-A DOCKER-USER") and f"-i {bridge}" in r for r in metadata), rules
-        # and Docker sends bridged traffic through DOCKER-USER before its own rules
-        forward = [r for r in rules if r.startswith("-A FORWARD")]
-        assert forward and forward[0] == "-A FORWARD -j DOCKER-USER", forward
 
 
 def test_a_host_slower_than_it_claimed_fails_its_challenges_and_is_suspended_and_slashed(

@@ -1,6 +1,6 @@
 """The machine's guard as rules (pure): every pinned Ray port is closed, nothing a workload needs is,
 and the metadata range is closed to both kinds of container. The rules' effect on real traffic is
-tested on the multi-host harness (``tests/multihost/test_node_lifecycle.py``)."""
+tested on the multi-host harness (``tests/multihost/test_machine_guard.py``)."""
 
 from __future__ import annotations
 
