@@ -1,6 +1,10 @@
 """The node agent: one Ray actor per provider node, pinned there by a label selector.
 
-The control plane never opens its own connection to a node: it calls this actor through Ray.
+The control plane never opens its own connection to a node: it calls this actor through Ray. The
+actor has one method, ``call``, which takes a command sealed and signed by the control plane for
+this node and answers with JSON signed by this node's key (``runner.core.agent_wire``): any token
+holder can reach the actor by its name, and it does nothing for them; a command it refuses is kept
+(``refusals`` in its ``info``), so the control plane audits it.
 The agent is a thin, stateless shell around the node's runtime (all state lives on the things
 the runtime runs), so it can be restarted, or a second control plane can attach, without losing
 track of any replica. It is a threaded actor: a long ``wait`` on one replica must not block
@@ -10,32 +14,57 @@ track of any replica. It is a threaded actor: a long ``wait`` on one replica mus
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import ray
+from pydantic import TypeAdapter
 
 from runner.benchmark import Challenge, ChallengeSolver
+from runner.core.agent_wire import NodeKeys, NonceBook, WireError, make_reply, open_command
 from runner.core.errors import RunnerError
 from runner.core.events import StartFailure
 from runner.core.states import ReplicaState
+from runner.node_keys import CONTROL_PUBLIC_KEY_ENV, NODE_KEYS_ENV, node_keys
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.runtime.netif import interface_of
 
+log = logging.getLogger("runner.agent")
+
 AGENT_NAMESPACE = "runner"
 AGENT_MAX_CONCURRENCY = 256
+REFUSALS_KEPT = 100
+
+#: What each operation answers, as JSON both ways: the control plane validates a node's answer
+#: against these, never unpickles it.
+RESULT_TYPES: dict[str, TypeAdapter[Any]] = {
+    "info": TypeAdapter(dict[str, Any]),
+    "start": TypeAdapter(ReplicaStatus),
+    "status": TypeAdapter(ReplicaStatus),
+    "wait": TypeAdapter(ReplicaStatus),
+    "stop": TypeAdapter(ReplicaStatus),
+    "logs": TypeAdapter(list[str]),
+    "remove": TypeAdapter(None),
+    "list": TypeAdapter(list[ReplicaStatus]),
+    "prepare_challenge": TypeAdapter(None),
+    "challenge": TypeAdapter(dict[str, Any]),
+}
 
 
 def agent_name(node: str) -> str:
     return f"agent-{node}"
 
 
-class NodeAgent:
-    """Runs replicas on its node through a runtime (Docker or processes)."""
+class AgentWork:
+    """What the agent does, behind ``NodeAgent.call``: runs replicas on its node through a runtime
+    (Docker or processes), on the control plane's verified commands only."""
 
     def __init__(
         self, node: str, runtime: str, state_dir: str, workdir: str, artifacts_dir: str, registry: str = ""
@@ -60,9 +89,53 @@ class NodeAgent:
         )
         self.started_at = time.time()
         self.solver = ChallengeSolver()
+        keys_path = os.environ.get(NODE_KEYS_ENV)
+        self.keys: NodeKeys | None = node_keys(Path(keys_path)) if keys_path else None
+        self.control_public = os.environ.get(CONTROL_PUBLIC_KEY_ENV, "")
+        self.nonces = NonceBook()
+        self.refusals: deque[dict[str, Any]] = deque(maxlen=REFUSALS_KEPT)
+        self.refusals_total = 0
+        self._lock = threading.Lock()  # a threaded actor: the nonce book and refusals are shared
+
+    def call(self, command: bytes) -> bytes:
+        """Act on one command, if it is the control plane's, for this node, fresh and new."""
+        if self.keys is None or not self.control_public:
+            return b"this node joined without keys: it acts on no command"
+        try:
+            with self._lock:
+                opened = open_command(
+                    command,
+                    node=self.node,
+                    control_public=self.control_public,
+                    keys=self.keys,
+                    nonces=self.nonces,
+                    now=time.time(),
+                )
+        except WireError as exc:
+            return self._refuse(str(exc))
+        except Exception as exc:  # bytes that are not a command at all
+            return self._refuse(f"unreadable command ({type(exc).__name__})")
+        try:
+            result = getattr(self, opened.op)(*opened.args)
+            encoded = RESULT_TYPES[opened.op].dump_python(result, mode="json")
+        except Exception as exc:  # the control plane reads an error, never a pickled exception
+            log.exception("%s failed", opened.op)
+            return make_reply(self.keys, node=self.node, nonce=opened.nonce, refused=f"{type(exc).__name__}: {exc}")
+        return make_reply(self.keys, node=self.node, nonce=opened.nonce, result=encoded)
+
+    def _refuse(self, reason: str) -> bytes:
+        with self._lock:
+            self.refusals_total += 1
+            self.refusals.append({"seq": self.refusals_total, "at": time.time(), "reason": reason})
+        log.warning("refused a command: %s", reason)
+        assert self.keys is not None
+        return make_reply(self.keys, node=self.node, nonce="", refused=reason)
 
     def info(self) -> dict[str, Any]:
-        """Heartbeat and identity: which runtime, which process, which Ray node."""
+        """Heartbeat and identity: which runtime, which process, which Ray node; and the commands
+        refused since it started (the control plane audits each once, by ``seq``)."""
+        with self._lock:
+            refusals = list(self.refusals)
         return {
             "node": self.node,
             "runtime": self.runtime.name,
@@ -71,6 +144,7 @@ class NodeAgent:
             "ray_node_id": ray.get_runtime_context().get_node_id(),
             "started_at": self.started_at,
             "now": time.time(),
+            "refusals": refusals,
         }
 
     def node_address(self) -> str:
@@ -144,6 +218,17 @@ class NodeAgent:
     def challenge(self, challenge: Challenge) -> dict[str, Any]:
         """The checker's timed benchmark challenge, computed on this node (``runner.benchmark``)."""
         return self.solver.solve(challenge)
+
+
+class NodeAgent:
+    """What Ray exposes of a node agent: ``call`` and nothing else (every public method of an
+    actor class can be called by any token holder). Its worker is titled ``ray::NodeAgent``."""
+
+    def __init__(self, *args: Any) -> None:
+        self._agent = AgentWork(*args)
+
+    def call(self, command: bytes) -> bytes:
+        return self._agent.call(command)
 
 
 RemoteNodeAgent = ray.remote(NodeAgent)

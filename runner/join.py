@@ -21,6 +21,7 @@ from runner.benchmark import measure
 from runner.client import Client
 from runner.core.catalog import canonical_gpu_name
 from runner.core.node_ports import NodePorts
+from runner.node_keys import CONTROL_PUBLIC_KEY_ENV, NODE_KEYS_ENV, node_keys
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 
 log = logging.getLogger("runner.join")
@@ -64,8 +65,10 @@ def join_request(
     price_per_gpu_hour: float | None = None,
     bench_seconds: float = 0.6,
     benchmark: dict[str, Any] | None = None,
+    keys_path: Path,
 ) -> dict[str, Any]:
-    """Describe this machine: its GPUs (detected, or simulated) and its measured benchmark."""
+    """Describe this machine: its GPUs (detected, or simulated), its measured benchmark, and the
+    public halves of its keys (made at ``keys_path`` on the first join, kept after)."""
     model, count = (canonical_gpu_name(simulate_gpu[0]), simulate_gpu[1]) if simulate_gpu else detect_gpus()
     return {
         "token": token,
@@ -80,6 +83,7 @@ def join_request(
         "simulated": simulate_gpu is not None,
         "price_per_gpu_hour": price_per_gpu_hour,
         "benchmark": benchmark if benchmark is not None else measure(bench_seconds).to_dict(),
+        "node_keys": node_keys(keys_path).public().to_dict(),
     }
 
 
@@ -103,6 +107,7 @@ def start_ray_node(
     node_ip: str = "127.0.0.1",
     public_address: str | None = None,
     image_cache_gb: float | None = None,
+    keys_path: Path,
 ) -> subprocess.Popen[bytes]:
     """``ray start --block`` with the labels the control plane granted, on ``ports``, after the
     machine's guard closes those ports to tenants' containers (``runner.node_guard``: the node
@@ -112,7 +117,9 @@ def start_ray_node(
     node_guard.install(guard_owner(grant), ports.ranges())
     if not token_path.exists() or token_path.read_text().strip() != grant["ray_token"]:
         write_ray_token(token_path, grant["ray_token"])
-    env = {PUBLIC_ADDRESS_ENV: public_address} if public_address else {}
+    env = {NODE_KEYS_ENV: str(keys_path), CONTROL_PUBLIC_KEY_ENV: grant["control_public_key"]}
+    if public_address:
+        env[PUBLIC_ADDRESS_ENV] = public_address
     if image_cache_gb is not None:
         env[IMAGE_CACHE_GB_ENV] = repr(float(image_cache_gb))
     return cluster.start_node(
@@ -125,7 +132,7 @@ def start_ray_node(
         token_path=token_path,
         log_path=log_path,
         node_ip=node_ip,
-        env=env or None,
+        env=env,
     )
 
 

@@ -180,6 +180,7 @@ def join_fleet_node(
         price_per_gpu_hour=node.price_per_gpu_hour,
         bench_seconds=0.3,
         benchmark=benchmark,
+        keys_path=settings.home / "nodes" / node.name / "keys.json",
     )
     grant = join(settings.server_url, request)
     return start_ray_node(
@@ -190,6 +191,7 @@ def join_fleet_node(
         log_path=settings.logs_dir / f"node-{node.name}.log",
         cpus=node.cpus,
         memory_mb=int(node.memory_gb * 1024),
+        keys_path=settings.home / "nodes" / node.name / "keys.json",
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from runner.benchmark import ceiling_tflops, expected_tflops, judge
+from runner.core.agent_wire import NodePublicKeys, WireError
 from runner.core.approval import ApprovedMachine, claim_problems, machine_gpus, simulated_problem
 from runner.core.catalog import get_gpu
 from runner.core.errors import ConflictError, PolicyError
@@ -47,6 +48,16 @@ class JoinRequest(BaseModel):
     simulated: bool = False
     price_per_gpu_hour: PricePerGpuHour | None = None
     benchmark: dict[str, Any] = Field(default_factory=dict)
+    #: The public halves of the keys the machine made (``runner.node_keys``): its identity.
+    node_keys: dict[str, str]
+
+    @field_validator("node_keys")
+    @classmethod
+    def _keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        try:
+            return NodePublicKeys.from_dict(keys).to_dict()
+        except WireError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("benchmark")
     @classmethod
@@ -73,6 +84,8 @@ class JoinGrant(BaseModel):
     ray_token: str
     labels: dict[str, str]
     num_gpus: int
+    #: What the node's agent checks every command against.
+    control_public_key: str
 
 
 def node_labels(req: JoinRequest, vram_gb: int) -> dict[str, str]:
@@ -96,6 +109,7 @@ def onboard(
     *,
     ray_address: str,
     ray_token: str,
+    control_public_key: str,
     cpu_mode: bool,
     in_cluster: Callable[[str], bool] = lambda _name: False,
 ) -> JoinGrant:
@@ -174,6 +188,7 @@ def onboard(
         cpu_price_micros=config.market.cpu_price_per_core_hour,
         benchmark=req.benchmark,
         verified_tflops=measured,
+        node_keys=req.node_keys,
     )
     return JoinGrant(
         node=req.name,
@@ -182,4 +197,5 @@ def onboard(
         ray_token=ray_token,
         labels=node_labels(req, vram),
         num_gpus=gpu_count,
+        control_public_key=control_public_key,
     )

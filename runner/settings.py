@@ -136,6 +136,11 @@ class Settings:
         return self.home / "ray-token"
 
     @property
+    def control_key_path(self) -> Path:
+        """The control plane's signing key (``runner.node_keys``): agents act on what it signs."""
+        return self.home / "control-key"
+
+    @property
     def api_key_path(self) -> Path:
         return self.home / "api-key"
 

@@ -104,6 +104,7 @@ def join(request: JoinRequest, ctx: Ctx) -> dict[str, Any]:
         request,
         ray_address=ctx.ray_address,
         ray_token=ctx.ray_token,
+        control_public_key=ctx.supervisor.cluster.control.public_hex(),
         cpu_mode=ctx.supervisor.settings.shared_filesystem,
         in_cluster=ctx.supervisor.cluster.alive,
     )

@@ -366,6 +366,7 @@ class JoinGrant(TypedDict):
     ray_token: str
     labels: dict[str, str]
     num_gpus: int
+    control_public_key: str
 
 
 class StatementLine(TypedDict):

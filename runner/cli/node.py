@@ -83,6 +83,7 @@ def node_join(
             memory_mb=int(memory_gb * 1024),
             simulate_gpu=gpu_arg(simulate_gpu, option="--simulate-gpu"),
             price_per_gpu_hour=price,
+            keys_path=settings().home / "node-keys.json",
         )
     bench = request["benchmark"]
     console.print(
@@ -106,6 +107,7 @@ def node_join(
         node_ip=node_ip,
         public_address=public_address or node_ip,
         image_cache_gb=s.image_cache_gb if image_cache_gb is None else image_cache_gb,
+        keys_path=s.home / "node-keys.json",
     )
     console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
     lease = HeadLease(now=time.monotonic())

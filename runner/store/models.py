@@ -92,6 +92,9 @@ class NodeRecord(Base):
     registered_at: Mapped[float] = mapped_column(Float, default=time.time)
     state_changed_at: Mapped[float] = mapped_column(Float, default=time.time)
     last_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The public keys the machine made at join (``NodePublicKeys.to_dict``): its identity. None
+    #: for a node registered before nodes had keys; its agent is sent nothing.
+    node_keys: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class UptimeDay(Base):

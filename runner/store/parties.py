@@ -207,6 +207,13 @@ class PartiesStore(AuditStore):
                     f"node {name!r} is suspended ({row.message}). To fix: the operator reviews it "
                     f"(runner node activate {name})"
                 )
+            keys = facts.get("node_keys")
+            rekeyed = row is not None and row.node_keys and keys != row.node_keys
+            if rekeyed and NodeState(row.state) is not NodeState.OFFBOARDED:
+                raise ConflictError(
+                    f"node {name!r} joined before with other keys: a node's keys are its identity. To fix: "
+                    "join from the machine that holds them, or the operator offboards the node first"
+                )
             previous = row.state if row is not None else None
             if row is None:
                 row = NodeRecord(name=name, provider_id=provider_id, registered_at=now)

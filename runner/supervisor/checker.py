@@ -42,6 +42,7 @@ class Checker:
         self.cluster = cluster
         self._lock = threading.Lock()  # one challenge at a time: they would skew each other's timing
         self._last_alive: dict[str, bool] = {}
+        self._refusals_seen: dict[str, tuple[float, int]] = {}  # node -> (agent started_at, last seq)
 
     def run(self, stop: threading.Event) -> None:
         next_challenge = time.monotonic() + self.config.challenge_s
@@ -59,11 +60,8 @@ class Checker:
     # -- heartbeats ----------------------------------------------------------------------------------
     def heartbeats(self, interval_s: float) -> None:
         nodes = [n for n in self.store.registry() if NodeState(n.state) in WATCHED]
-        refs = {
-            n.name: self.cluster.agents[n.name].info.remote()
-            for n in nodes
-            if n.name in self.cluster.agents and self.cluster.alive(n.name)
-        }
+        links = {n.name: self.cluster.agents.get(n.name) for n in nodes if self.cluster.alive(n.name)}
+        refs = {name: link.info() for name, link in links.items() if link is not None}
         ready, _ = (
             ray.wait(list(refs.values()), num_returns=len(refs), timeout=HEARTBEAT_TIMEOUT_S) if refs else ([], [])
         )
@@ -71,12 +69,17 @@ class Checker:
         for node in nodes:
             ref = refs.get(node.name)
             alive = False
-            if ref is not None and ref in ready:
+            link = links.get(node.name)
+            if ref is not None and link is not None and ref in ready:
                 try:
-                    ray.get(ref)
+                    info = self.cluster.read(link, ref)
                     alive = True
                 except AGENT_ERRORS:
                     alive = False
+                else:
+                    self._audit_refusals(node.name, info)
+            elif ref is not None and link is not None:
+                link.forget(ref)
             self.store.add_uptime(node.name, day, interval_s, interval_s if alive else 0.0)
             if alive:
                 self.store.update_node(node.name, last_seen_at=now)
@@ -85,6 +88,25 @@ class Checker:
                 self.store.add_check(
                     node=node.name, kind="heartbeat", ok=alive, message="answering" if alive else "no heartbeat"
                 )
+
+    def _audit_refusals(self, name: str, info: dict[str, object]) -> None:
+        """Audit, once each, the commands a node's agent refused (forged, for another node, stale,
+        replayed): someone with the cluster token tried to make it act. Counted per agent process
+        (its ``started_at``), as kept by the agent; one restarted starts counting afresh."""
+        started = float(info.get("started_at") or 0.0)  # type: ignore[arg-type]
+        seen_started, seen_seq = self._refusals_seen.get(name, (started, 0))
+        if seen_started != started:
+            seen_seq = 0
+        refusals = info.get("refusals") or []
+        for refusal in refusals if isinstance(refusals, list) else []:
+            seq = int(refusal.get("seq", 0)) if isinstance(refusal, dict) else 0
+            if seq > seen_seq:
+                self.store.audit(
+                    "agent.refused",
+                    {"node": name, "reason": str(refusal.get("reason", ""))[:500], "at": refusal.get("at")},
+                )
+                seen_seq = seq
+        self._refusals_seen[name] = (started, seen_seq)
 
     # -- challenges ----------------------------------------------------------------------------------
     def challenge(self, name: str) -> dict[str, object]:
@@ -111,9 +133,9 @@ class Checker:
             deadline_s=2 * CHALLENGE_SECONDS / self.config.tolerance,
         )
         try:
-            ray.get(agent.prepare_challenge.remote(c.seed, c.n), timeout=ANSWER_TIMEOUT_S)
+            self.cluster.read(agent, agent.send("prepare_challenge", c.seed, c.n), ANSWER_TIMEOUT_S)
             started = time.perf_counter()
-            answer = ray.get(agent.challenge.remote(c), timeout=ANSWER_TIMEOUT_S)
+            answer = self.cluster.read(agent, agent.send("challenge", c), ANSWER_TIMEOUT_S)
             wall = time.perf_counter() - started
         except (ray.exceptions.GetTimeoutError, *AGENT_ERRORS) as exc:
             answer, problem, wall = {}, f"no answer: {exc.__class__.__name__}", ANSWER_TIMEOUT_S

@@ -21,6 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
+
+from runner import cluster
+from runner.core.agent_wire import NodePublicKeys
 from runner.core.demand import Demand
 from runner.core.errors import NotFoundError
 from runner.core.events import EventKind, Stop, StopReason
@@ -34,6 +38,7 @@ from runner.runtime import ReplicaStatus
 from runner.settings import Settings
 from runner.store import Replica, Store, Workload
 from runner.store_credentials import StoreCredentials, attempt_holder, read_admin
+from runner.supervisor.agent_link import NotTheNode
 from runner.supervisor.checker import Checker
 from runner.supervisor.cluster_view import ClusterView
 from runner.supervisor.gang import GangController
@@ -61,6 +66,8 @@ SLA_SETTLE_S = 60.0
 FAULT_LIMIT = 3
 #: How often keys of ended workloads left by an earlier control plane are looked for.
 REVOKE_SWEEP_S = 30.0
+#: How long one ``ray.wait`` of an idle loop lasts before it looks at its wake event again.
+WAKE_SLICE_S = 0.05
 
 
 class Supervisor:
@@ -68,7 +75,7 @@ class Supervisor:
         self.store = store
         self.settings = settings
         self.config = config
-        self.cluster = ClusterView(settings)
+        self.cluster = ClusterView(settings, keys_of=self._node_keys, on_impostor=self._impostor)
         self.placing = Placing(store, config, self.cluster)
         self.metering = Metering(store, config, self.cluster)
         self.driver = ReplicaDriver(
@@ -100,7 +107,7 @@ class Supervisor:
         #: (workload, part of the tick) -> faults in a row there (see ``_guarded``).
         self._faults: dict[tuple[str, str], int] = {}
         self._wake = threading.Event()
-        self._watched: set[Any] = set()  # agent calls whose completion wakes the loop
+        self._watched: set[Any] = set()  # agent calls that completed and woke the loop once
         self._settled_at = 0.0
         #: Notified after every state change, for API long-polls (``--wait``).
         self.changed = threading.Condition()
@@ -193,6 +200,52 @@ class Supervisor:
             mount = None
         return [mount] if mount else []
 
+    # -- node identity -------------------------------------------------------------------------------
+    def _node_keys(self, name: str) -> NodePublicKeys | None:
+        """The keys node ``name`` registered at join, which its agent must prove it holds."""
+        try:
+            row = self.store.get_node(name)
+        except NotFoundError:
+            return None
+        return NodePublicKeys.from_dict(row.node_keys) if row.node_keys else None
+
+    def _impostor(self, impostor: NotTheNode, ray_node_id: str) -> None:
+        """An actor answered for a node it is not. Audited, and the provider whose machine ran it
+        is suspended, every node of it: it used the cluster token to take another node's name.
+        The machine is known by the Ray node the actor ran on: a registered node of another name,
+        or (a raylet that claims the victim's name) the one registered node at its address."""
+        hosts = [n for n in cluster.list_nodes() if n.node_id == ray_node_id]
+        host = hosts[0] if hosts else None
+        registry = {n.name: n for n in self.store.registry()}
+        culprit = None
+        if host is not None and host.name != impostor.node and host.name in registry:
+            culprit = registry[host.name]
+        elif host is not None:
+            same_address = [
+                n
+                for n in cluster.list_nodes()
+                if n.alive and n.address == host.address and n.name != impostor.node and n.name in registry
+            ]
+            culprit = registry[same_address[0].name] if len(same_address) == 1 else None
+        provider = culprit.provider_id if culprit is not None else None
+        self.store.audit(
+            "node.impostor",
+            {
+                "node": impostor.node,
+                "reason": impostor.reason,
+                "ray_node_id": ray_node_id,
+                "address": host.address if host else "",
+                "provider": provider,
+            },
+        )
+        if provider is None:
+            return
+        for n in registry.values():
+            if n.provider_id == provider and NodeState(n.state) not in (NodeState.SUSPENDED, NodeState.OFFBOARDED):
+                self.store.move_node(
+                    n.name, NodeState.SUSPENDED, f"its provider's machine claimed node {impostor.node}", by="network"
+                )
+
     def refresh_nodes(self, force: bool = False) -> None:
         self.cluster.refresh(force=force)
 
@@ -209,19 +262,25 @@ class Supervisor:
             self._idle(self.settings.poll_interval_s)
 
     def _idle(self, timeout_s: float) -> None:
-        """Sleep until woken (a submit, a cancel, an agent call that changes a replica's state
-        completing), or ``timeout_s``. Those calls' futures set the wake event when they complete,
-        so an idle control plane does not poll Ray (``ray.wait`` every 20 ms cost ~2.5% of a core)."""
+        """Sleep until woken (a submit, a cancel), an agent call that changes a replica's state
+        completes, or ``timeout_s`` passes. Calls are waited on with ``ray.wait``, which reads no
+        answer: a future (``ref.future()``, as this did before) unpickles the answer the moment
+        it arrives, here, and an answer may be an impostor's pickle that runs its code in the
+        control plane (``tests/integration/test_agent_commands.py`` saw it do so). Waiting in
+        slices keeps a submit's wake prompt; a call that woke the loop once does not again."""
         refs = set(self.driver.wake_refs() + self.cluster.pending_refs())
         self._watched &= refs  # (done calls drop out: their results were taken in)
-        for ref in refs - self._watched:
-            ref.future().add_done_callback(self._call_done)
-            self._watched.add(ref)
-        self._wake.wait(timeout_s)
+        waiting = list(refs - self._watched)
+        deadline = time.monotonic() + timeout_s
+        while not self._wake.is_set() and (left := deadline - time.monotonic()) > 0:
+            if not waiting:
+                self._wake.wait(left)
+                break
+            done, waiting = ray.wait(waiting, num_returns=1, timeout=min(WAKE_SLICE_S, left))
+            if done:
+                self._watched.update(done)
+                break
         self._wake.clear()
-
-    def _call_done(self, _future: Any) -> None:
-        self._wake.set()
 
     def tick(self) -> None:
         self.cluster.refresh()

@@ -106,7 +106,7 @@ class ReplicaDriver:
         self.calls.pop(rep.key, None)
         agent = self.cluster.agents.get(rep.node)
         if remove and agent is not None and rep.state != ReplicaState.LOST.value:
-            agent.remove.remote(rep.key)
+            agent.remove(rep.key)
 
     # -- sending ---------------------------------------------------------------------------------------
     def drive(
@@ -138,20 +138,20 @@ class ReplicaDriver:
             pulling = rep.state == ReplicaState.PULLING.value
             if stop:
                 if calls.stop is None and (calls.start is None or pulling):
-                    calls.stop = agent.stop.remote(rep.key, grace_s)
+                    calls.stop = agent.stop(rep.key, grace_s)
             elif before_start and calls.start is None:
-                calls.start = agent.start.remote(request())
+                calls.start = agent.start(request())
                 calls.progress_at = time.monotonic()  # a start done at once is never asked about
             elif rep.state == ReplicaState.RUNNING.value and calls.wait is None:
-                calls.wait = agent.wait.remote(rep.key, WAIT_CALL_S)
+                calls.wait = agent.wait(rep.key, WAIT_CALL_S)
             ask = calls.start is not None and calls.progress is None
             if ask and time.monotonic() - calls.progress_at >= PULL_POLL_S:
-                calls.progress = agent.status.remote(rep.key)
+                calls.progress = agent.status(rep.key)
                 calls.progress_at = time.monotonic()
         due = time.monotonic() - calls.logs_at >= self.poll_interval_s or rep.finished_at is not None
         if calls.logs is None and not calls.final_logs_done and not before_start and due:
             calls.pulling_final = rep.finished_at is not None
-            calls.logs = agent.logs.remote(rep.key, rep.log_lines, calls.pulling_final)
+            calls.logs = agent.logs(rep.key, rep.log_lines, calls.pulling_final)
             calls.logs_at = time.monotonic()
         elif before_start and rep.finished_at is not None:
             calls.final_logs_done = True  # never started: there are no logs to pull
@@ -167,8 +167,11 @@ class ReplicaDriver:
             if ref is None or not ray.wait([ref], timeout=0)[0]:
                 continue
             setattr(calls, name, None)
+            link = self.cluster.agents.get(rep.node)
+            if link is None:  # its agent is gone or being proven again: the call is asked anew
+                continue
             try:
-                result = ray.get(ref)
+                result = self.cluster.read(link, ref)
             except AGENT_ERRORS as exc:
                 log.warning("%s: agent on %s unreachable: %s", rep.key, rep.node, exc.__class__.__name__)
                 self.cluster.refresh(force=True)

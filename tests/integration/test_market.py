@@ -13,6 +13,7 @@ import pytest
 from runner import local
 from runner.client import Client
 from runner.core import ledger
+from runner.core.agent_wire import NodeKeys
 from runner.core.errors import AuthError, PolicyError
 from runner.settings import Settings
 from tests.conftest import docker_client_or_skip, ensure_provider, extra_node, wait_for
@@ -136,6 +137,7 @@ def test_join_tokens_are_scoped_single_use_and_expire(cluster_settings: Settings
             "cpus": 1,
             "memory_mb": 1024,
             "benchmark": bench,
+            "node_keys": NodeKeys.generate().public().to_dict(),
             **extra,
         }
 

@@ -109,11 +109,12 @@ def test_placement_by_labels_lands_on_the_right_node(
 
 
 def test_agent_runs_on_the_node_it_is_named_for(cluster_settings: Settings, client: Any) -> None:
-    """The label selector pins each agent actor to its own Ray node."""
-    import ray
-
+    """The label selector pins each agent actor to its own Ray node, and it answers as that node
+    (signed by the key the node made at join, which the control plane's link checks)."""
     from runner import cluster
     from runner.agent import get_or_create_agent
+    from runner.node_keys import control_key, node_keys
+    from runner.supervisor.agent_link import AgentLink
 
     cluster.connect(cluster_settings.ray_address, cluster_settings.ray_token_path)
     by_name = {n.name: n.node_id for n in cluster.list_nodes() if n.alive}  # other tests' extra nodes may be gone
@@ -126,7 +127,9 @@ def test_agent_runs_on_the_node_it_is_named_for(cluster_settings: Settings, clie
             artifacts_dir=cluster_settings.artifacts_dir,
             workdir=cluster_settings.workdir,
         )
-        assert ray.get(agent.info.remote(), timeout=60)["ray_node_id"] == node_id
+        keys = node_keys(cluster_settings.home / "nodes" / name / "keys.json").public()
+        link = AgentLink(name, agent, keys, control_key(cluster_settings.control_key_path))
+        assert link.read(link.info(), timeout_s=60)["ray_node_id"] == node_id
 
 
 def test_a_workload_that_fits_nowhere_waits_with_reasons(client: Any) -> None:

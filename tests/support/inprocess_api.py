@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.core.agent_wire import ControlKey
 from runner.settings import Settings
 from runner.store import Store
 from tests.conftest import wait_for
@@ -26,6 +27,8 @@ class StubClusterView:
     live: set[str] = field(default_factory=set)
     nodes: dict[str, Any] = field(default_factory=dict)
     agents: dict[str, Any] = field(default_factory=dict)
+    #: The control plane's key, as a real ``ClusterView`` holds it (the join grant carries its public half).
+    control: ControlKey = field(default_factory=ControlKey.generate)
 
     def alive(self, name: str) -> bool:
         return name in self.live

@@ -32,6 +32,7 @@ from runner.artifacts import listing as listing_of
 from runner.artifacts import workload_store
 from runner.client import Client
 from runner.core import ledger
+from runner.core.agent_wire import NodeKeys
 from runner.core.approval import ApprovedMachine
 from runner.core.events import EventKind
 from runner.core.policy import KYC
@@ -279,6 +280,7 @@ def test_operator_answers_fit_their_models(net: Network) -> None:
         "gpu_count": 1,
         "simulated": True,
         "benchmark": BENCH,
+        "node_keys": NodeKeys.generate().public().to_dict(),
     }
     grant = net.call("POST", "/v1/nodes/join", schemas.JoinGrant, json=join, headers={})
     assert grant["labels"]["provider"] == "gpu-barn" and grant["num_gpus"] == 1
@@ -348,7 +350,13 @@ def test_the_fleet_view_fits_its_model(net: Network) -> None:
         "POST",
         "/v1/nodes/join",
         schemas.JoinGrant,
-        json={**body, "cpus": 2, "memory_mb": 2048, "benchmark": BENCH},
+        json={
+            **body,
+            "cpus": 2,
+            "memory_mb": 2048,
+            "benchmark": BENCH,
+            "node_keys": NodeKeys.generate().public().to_dict(),
+        },
         headers={},
     )
     labels = {"node": "gpu-1", "provider": "gpu-barn"}

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from runner.core.agent_wire import NodeKeys
 from runner.core.policy import KYC, NodeState
 from runner.store import Store
 from tests.support.inprocess_api import StubSupervisor, make_app
@@ -30,6 +31,8 @@ class Network:
         self.store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
         self.supervisor = StubSupervisor()
         self.http = TestClient(make_app(self.store, self.supervisor), raise_server_exceptions=False)
+        #: Each machine's public keys, made once (as ``runner node join`` keeps its key file).
+        self.keys: dict[str, dict[str, str]] = {}
         self.op = {"Authorization": f"Bearer {self.store.create_operator_key()}"}
         for provider, country in (("gpu-barn", "NL"), ("squatter", "DE")):
             self.store.add_provider(provider, country=country, kyc=KYC.VERIFIED)
@@ -56,6 +59,7 @@ class Network:
             "cpus": 2,
             "memory_mb": 2048,
             "benchmark": BENCH,
+            "node_keys": self.keys.setdefault(name, NodeKeys.generate().public().to_dict()),
             **extra,
         }
         return self.http.post("/v1/nodes/join", json=body)
@@ -150,3 +154,21 @@ def test_a_suspended_node_cannot_rejoin_its_way_out_until_the_operator_activates
     ]
     assert ("suspended", "active", "operator") in moves
     assert net.store.verify_audit().ok
+
+
+def test_a_machine_with_other_keys_cannot_rejoin_as_a_registered_node(net: Network) -> None:
+    """The attack: a provider's second machine (or one that stole the name) re-joins as a node
+    that is registered with keys, bringing its own. Refused: the keys made at the first join are
+    the node's identity, and its agent's answers are checked against them. After the operator
+    offboards the node, a reinstalled machine may register afresh."""
+    assert net.join("gpu-barn", "gpu-9").status_code == 200
+    first = net.node("gpu-9").node_keys
+    net.keys["gpu-9"] = NodeKeys.generate().public().to_dict()
+    r = net.join("gpu-barn", "gpu-9")
+    assert r.status_code == 409 and "other keys" in r.json()["message"], r.text
+    assert net.node("gpu-9").node_keys == first
+    r = net.http.post("/v1/admin/nodes/gpu-9/offboard", headers=net.op)
+    assert r.status_code == 200, r.text
+    r = net.join("gpu-barn", "gpu-9")
+    assert r.status_code == 200, r.text
+    assert net.node("gpu-9").node_keys == net.keys["gpu-9"] != first

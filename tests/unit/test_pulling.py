@@ -32,12 +32,12 @@ SMOKE = {"kind": "batch", "name": "smoke", "image": "runner/smoke:latest", "reso
 
 
 class Call:
-    """One method of the stand-in agent: ``.remote(...)`` records its arguments."""
+    """One operation of the stand-in agent link: calling it records its arguments."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def remote(self, *args: Any) -> str:
+    def __call__(self, *args: Any) -> str:
         self.calls.append(args)
         return f"ref-{len(self.calls)}"
 
