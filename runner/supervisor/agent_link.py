@@ -20,7 +20,7 @@ from ray._private.worker import global_worker
 
 from runner.agent import RESULT_TYPES
 from runner.core.agent_wire import ControlKey, NodePublicKeys, Refused, WireError, make_command, open_reply
-from runner.runtime import LaunchRequest, ReplicaStatus
+from runner.runtime import LaunchRequest
 
 
 class AgentUnreachable(Exception):
@@ -71,9 +71,6 @@ class AgentLink:
 
     def __init__(self, node: str, actor: Any, keys: NodePublicKeys, control: ControlKey) -> None:
         self.node, self.actor, self.keys, self.control = node, actor, keys, control
-        #: Set once the agent has answered as this node (its first ``info``); until then it is sent
-        #: no command that carries a tenant's work.
-        self.proven = False
 
     def send(self, op: str, *args: Any, answer: bool = True) -> Any:
         """Send one command; its ref is for ``read`` (``answer=False``: nobody will read it)."""
@@ -134,5 +131,3 @@ class AgentLink:
     def list(self) -> Any:
         return self.send("list")
 
-
-__all__ = ["AgentLink", "AgentUnreachable", "NotTheNode", "ReplicaStatus", "read_raw"]

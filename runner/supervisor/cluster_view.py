@@ -119,7 +119,6 @@ class ClusterView:
             except NotTheNode as impostor:
                 self._refuse(link, impostor)
                 continue
-            link.proven = True
             self.agents[name] = link
 
     def _refuse(self, link: AgentLink, impostor: NotTheNode) -> None:
