@@ -130,4 +130,3 @@ class AgentLink:
 
     def list(self) -> Any:
         return self.send("list")
-
