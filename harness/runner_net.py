@@ -26,6 +26,7 @@ from harness.hosts import Host
 from harness.network import Network
 from runner.cli.common import gpu_arg
 from runner.client import Client
+from runner.node_keys import NODE_KEYS_FILE
 from runner.settings import Settings
 
 RUNNER = str(Path(sys.executable).parent / "runner")
@@ -144,6 +145,18 @@ def stop_head(head: Head) -> None:
     runner_cli(["down"], head.settings.home, server_port=head.settings.server_port, ray_port=head.settings.ray_port)
 
 
+def _fresh_home_keeping_keys(home: Path) -> None:
+    """Empty a host's runner home for a new join, but keep the machine's keys: they are its
+    identity, and a real machine that joins again (after a cut link, a new token) still has them."""
+    keys = home / NODE_KEYS_FILE
+    kept = keys.read_bytes() if keys.exists() else None
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    if kept is not None:
+        keys.write_bytes(kept)
+        keys.chmod(0o600)
+
+
 def join(
     head: Head,
     host: Host,
@@ -179,8 +192,7 @@ def join(
             ttl_s=600,
         )["token"]
     )
-    shutil.rmtree(host.home, ignore_errors=True)
-    host.home.mkdir(parents=True)
+    _fresh_home_keeping_keys(host.home)
     head.joined[host.name] = host.run(
         [
             RUNNER,

@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from runner import cluster, node_guard
 from runner.benchmark import measure
@@ -156,6 +156,28 @@ def join(server_url: str, request: dict[str, Any]) -> dict[str, Any]:
 #: and places its work elsewhere, so a replica still running here after that would run twice; the
 #: checkpoint fence keeps such a straggler from writing, this keeps it from running at all.
 LEASE_S = 5.0
+
+
+#: How a machine's Ray node ended: its raylet shut down by the head (offboarded), the machine's
+#: owner stopped it (Ctrl-C), or the raylet died (the head declared the node dead).
+RayNodeEnd = Literal["shut_down", "interrupted", "died"]
+
+#: A Ray node the head declares dead this soon after it started was never reached by the head:
+#: seen after a cut link, when the machine joins again on the same address and ports while the
+#: head's connections to them still back off from the node it lost there (gRPC's reconnect
+#: backoff grows to minutes), so its first health checks fail. Starting it again, with time
+#: between, gets through; a node that ran longer and was declared dead was cut off, and leaves.
+START_GRACE_S = 60.0
+START_ATTEMPTS = 5
+START_BACKOFF_S = 5.0
+
+
+def start_again_in(how: RayNodeEnd, ran_s: float, attempt: int) -> float | None:
+    """Seconds to wait before starting this machine's Ray node again after its ``attempt``-th
+    start ended ``how`` after ``ran_s`` seconds, or None to leave the network. Pure."""
+    if how != "died" or ran_s >= START_GRACE_S or attempt >= START_ATTEMPTS:
+        return None
+    return START_BACKOFF_S * 2 ** (attempt - 1)
 
 
 class HeadLease:

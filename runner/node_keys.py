@@ -19,6 +19,9 @@ from runner.core.agent_wire import ControlKey, NodeKeys
 NODE_KEYS_ENV = "RUNNER_NODE_KEYS"
 CONTROL_PUBLIC_KEY_ENV = "RUNNER_CONTROL_PUBLIC_KEY"
 
+#: A provider's machine keeps its keys here, in its runner home (``runner node join``).
+NODE_KEYS_FILE = "node-keys.json"
+
 
 def _read_or_create(path: Path, make: Callable[[], str]) -> str:
     """The file's text, written first from ``make`` if there is none. The whole file appears at

@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from runner.cli.common import JSON, app, client, console, friendly, gpu_arg, print_json, settings, styled, usd, when
+
+if TYPE_CHECKING:
+    from runner.join import RayNodeEnd
 
 node_app = typer.Typer(help="Provider nodes: join, drain, offboard, activate, challenge.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
@@ -59,15 +62,16 @@ def node_join(
     from runner import node_guard
     from runner.core.node_ports import NodePorts
     from runner.join import (
-        HeadLease,
+        START_ATTEMPTS,
         guard_owner,
         head_ray_port,
         head_reachable,
         join,
         join_request,
-        raylet_running,
+        start_again_in,
         start_ray_node,
     )
+    from runner.node_keys import NODE_KEYS_FILE
 
     head_url = head if "://" in head else f"http://{head}"
     node_name = name or socket.gethostname().lower().split(".")[0]
@@ -83,7 +87,7 @@ def node_join(
             memory_mb=int(memory_gb * 1024),
             simulate_gpu=gpu_arg(simulate_gpu, option="--simulate-gpu"),
             price_per_gpu_hour=price,
-            keys_path=settings().home / "node-keys.json",
+            keys_path=settings().home / NODE_KEYS_FILE,
         )
     bench = request["benchmark"]
     console.print(
@@ -96,20 +100,52 @@ def node_join(
     )
     s = settings()
     node_ip = _local_ip(head_url)
-    proc = start_ray_node(
-        grant,
-        token_path=s.home / "node-ray-token",
-        ports=NodePorts.block(head_ray_port(grant), 0),  # one node on this machine: the first block
-        temp_dir=s.ray_temp_dir,
-        log_path=s.logs_dir / "node.log",
-        cpus=cpu_count,
-        memory_mb=int(memory_gb * 1024),
-        node_ip=node_ip,
-        public_address=public_address or node_ip,
-        image_cache_gb=s.image_cache_gb if image_cache_gb is None else image_cache_gb,
-        keys_path=s.home / "node-keys.json",
+    for attempt in range(1, START_ATTEMPTS + 1):
+        proc = start_ray_node(
+            grant,
+            token_path=s.home / "node-ray-token",
+            ports=NodePorts.block(head_ray_port(grant), 0),  # one node on this machine: the first block
+            temp_dir=s.ray_temp_dir,
+            log_path=s.logs_dir / "node.log",
+            cpus=cpu_count,
+            memory_mb=int(memory_gb * 1024),
+            node_ip=node_ip,
+            public_address=public_address or node_ip,
+            image_cache_gb=s.image_cache_gb if image_cache_gb is None else image_cache_gb,
+            keys_path=s.home / NODE_KEYS_FILE,
+        )
+        console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
+        started = time.monotonic()
+        code, how = _supervise_ray_node(proc, node_name, grant)
+        wait_s = start_again_in(how, time.monotonic() - started, attempt)
+        if wait_s is None or not head_reachable(grant["ray_address"]):
+            break
+        console.print(
+            f"[yellow]not reached:[/yellow] the head declared this new Ray node dead "
+            f"{time.monotonic() - started:.0f}s after it started (its links to this address still recovering "
+            f"from the node it lost here); starting it again in {wait_s:g}s ({attempt}/{START_ATTEMPTS - 1} retries)"
+        )
+        try:
+            time.sleep(wait_s)
+        except KeyboardInterrupt:
+            break
+    # Out of the network (left, or cut off long enough for the head to declare this node lost and
+    # place its work elsewhere): what still runs here has no claim any more, and left running it
+    # would run twice. The node's agent is gone with its Ray node, so the node stops them itself.
+    stopped = leave_network(node_name)
+    node_guard.remove(guard_owner(grant))  # no Ray port is left to guard (its replicas gone first)
+    console.print(
+        f"left the network (ray node exit {code}); stopped {stopped} replica(s) still running here. "
+        "To come back: a new join token from the operator, then runner node join again"
     )
-    console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
+    raise typer.Exit(code)
+
+
+def _supervise_ray_node(proc: Any, node_name: str, grant: dict[str, Any]) -> tuple[int, RayNodeEnd]:
+    """Wait for this machine's Ray node to end, stopping its replicas if the head goes silent
+    (the lease); its exit code, and how it ended."""
+    from runner.join import HeadLease, head_reachable, raylet_running
+
     lease = HeadLease(now=time.monotonic())
     had_raylet = False
     try:
@@ -126,29 +162,20 @@ def node_join(
                 had_raylet = True
             elif had_raylet:
                 proc.terminate()
-                code = proc.wait()
-                break
+                proc.wait()
+                console.print(
+                    "[yellow]out of the cluster:[/yellow] this node's raylet was shut down "
+                    "(the head shuts an offboarded node down)"
+                )
+                return proc.returncode, "shut_down"
             time.sleep(1.0)
-        # Either this loop saw the raylet go, or `ray start --block` saw it first and exited: the
-        # same event, said the same way.
-        if had_raylet:
-            console.print(
-                "[yellow]out of the cluster:[/yellow] this node's raylet stopped "
-                "(the head shuts an offboarded node down)"
-            )
     except KeyboardInterrupt:
         proc.terminate()
-        code = proc.wait()
-    # Out of the network (left, or cut off long enough for the head to declare this node lost and
-    # place its work elsewhere): what still runs here has no claim any more, and left running it
-    # would run twice. The node's agent is gone with its Ray node, so the node stops them itself.
-    stopped = leave_network(node_name)
-    node_guard.remove(guard_owner(grant))  # no Ray port is left to guard (its replicas gone first)
-    console.print(
-        f"left the network (ray node exit {code}); stopped {stopped} replica(s) still running here. "
-        "To come back: a new join token from the operator, then runner node join again"
-    )
-    raise typer.Exit(code)
+        return proc.wait(), "interrupted"
+    # `ray start --block` saw its raylet die first: the head declared the node dead (it missed
+    # the head's health checks: a cut link, or a head that cannot reach this address yet).
+    console.print("[yellow]out of the cluster:[/yellow] this node's raylet stopped (the head declared it dead)")
+    return code, "died"
 
 
 def leave_network(node: str) -> int:

@@ -329,5 +329,7 @@ def test_a_gang_on_two_hosts_resumes_on_others_when_a_link_is_cut_and_nothing_ru
     # joins again with a new token, and nothing of the old attempt comes back with it.
     provider, region, country = HOSTS[victim]
     wait_for(lambda: head.joined[victim].poll() is not None, timeout_s=120, what="the cut-off node to leave")
-    join(head, net.hosts[victim], provider=provider, region=region, country=country, memory_gb=2)
+    # Its first tries may be declared dead while the head's links to its address still back off
+    # from the node lost there; `runner node join` starts it again (runner.join.start_again_in).
+    join(head, net.hosts[victim], provider=provider, region=region, country=country, memory_gb=2, timeout_s=240)
     assert not net.hosts[victim].docker().containers.list(all=True, filters={"label": f"runner.workload={w['id']}"})
