@@ -120,6 +120,7 @@ def node_join(
         wait_s = start_again_in(how, time.monotonic() - started, attempt)
         if wait_s is None or not head_reachable(grant["ray_address"]):
             break
+        leave_network(node_name)  # whatever it got in its short life the head has placed elsewhere
         console.print(
             f"[yellow]not reached:[/yellow] the head declared this new Ray node dead "
             f"{time.monotonic() - started:.0f}s after it started (its links to this address still recovering "
