@@ -92,9 +92,13 @@ class Checker:
     def _audit_refusals(self, name: str, info: dict[str, object]) -> None:
         """Audit, once each, the commands a node's agent refused (forged, for another node, stale,
         replayed): someone with the cluster token tried to make it act. Counted per agent process
-        (its ``started_at``), as kept by the agent; one restarted starts counting afresh."""
+        (its ``started_at``) and sequence number, as kept by the agent; one restarted starts
+        counting afresh. Each entry carries both, so a restarted control plane resumes from the
+        audit log itself and audits nothing twice."""
         started = float(info.get("started_at") or 0.0)  # type: ignore[arg-type]
-        seen_started, seen_seq = self._refusals_seen.get(name, (started, 0))
+        if name not in self._refusals_seen:
+            self._refusals_seen[name] = (started, self._last_audited_refusal(name, started))
+        seen_started, seen_seq = self._refusals_seen[name]
         if seen_started != started:
             seen_seq = 0
         refusals = info.get("refusals") or []
@@ -103,10 +107,29 @@ class Checker:
             if seq > seen_seq:
                 self.store.audit(
                     "agent.refused",
-                    {"node": name, "reason": str(refusal.get("reason", ""))[:500], "at": refusal.get("at")},
+                    {
+                        "node": name,
+                        "reason": str(refusal.get("reason", ""))[:500],
+                        "at": refusal.get("at"),
+                        "agent_started_at": started,
+                        "seq": seq,
+                    },
                 )
                 seen_seq = seq
         self._refusals_seen[name] = (started, seen_seq)
+
+    def _last_audited_refusal(self, name: str, started: float) -> int:
+        """The last refusal of ``name``'s agent process ``started`` already in the audit log."""
+        return max(
+            (
+                int(e.payload.get("seq", 0))
+                for e in self.store.audit_entries(kind="agent.refused")
+                if isinstance(e.payload, dict)
+                and e.payload.get("node") == name
+                and e.payload.get("agent_started_at") == started
+            ),
+            default=0,
+        )
 
     # -- challenges ----------------------------------------------------------------------------------
     def challenge(self, name: str) -> dict[str, object]:
