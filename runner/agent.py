@@ -31,7 +31,14 @@ from runner.core.agent_wire import NodeKeys, NonceBook, WireError, make_reply, o
 from runner.core.errors import RunnerError
 from runner.core.events import StartFailure
 from runner.core.states import ReplicaState
-from runner.node_keys import CONTROL_PUBLIC_KEY_ENV, NODE_KEYS_ENV, node_keys
+from runner.node_keys import (
+    CONTROL_PUBLIC_KEY_ENV,
+    NODE_KEYS_ENV,
+    load_nonce_book,
+    node_keys,
+    nonce_book_path,
+    save_nonce_book,
+)
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
 from runner.runtime import LaunchRequest, ReplicaStatus, make_runtime
 from runner.runtime.netif import interface_of
@@ -92,7 +99,8 @@ class AgentWork:
         keys_path = os.environ.get(NODE_KEYS_ENV)
         self.keys: NodeKeys | None = node_keys(Path(keys_path)) if keys_path else None
         self.control_public = os.environ.get(CONTROL_PUBLIC_KEY_ENV, "")
-        self.nonces = NonceBook()
+        self.nonces_path = nonce_book_path(Path(keys_path)) if keys_path else None
+        self.nonces = load_nonce_book(self.nonces_path) if self.nonces_path else NonceBook()
         self.refusals: deque[dict[str, Any]] = deque(maxlen=REFUSALS_KEPT)
         self.refusals_total = 0
         self._lock = threading.Lock()  # a threaded actor: the nonce book and refusals are shared
@@ -111,6 +119,7 @@ class AgentWork:
                     nonces=self.nonces,
                     now=time.time(),
                 )
+                self._keep_nonces()
         except WireError as exc:
             return self._refuse(str(exc))
         except Exception as exc:  # bytes that are not a command at all
@@ -122,6 +131,16 @@ class AgentWork:
             log.exception("%s failed", opened.op)
             return make_reply(self.keys, node=self.node, nonce=opened.nonce, refused=f"{type(exc).__name__}: {exc}")
         return make_reply(self.keys, node=self.node, nonce=opened.nonce, result=encoded)
+
+    def _keep_nonces(self) -> None:
+        """Keep the nonce book on disk before acting: a restarted agent refuses a replay too.
+        A disk that cannot take it costs that, not the node's work (the TTL still bounds it)."""
+        if self.nonces_path is None:
+            return
+        try:
+            save_nonce_book(self.nonces_path, self.nonces)
+        except OSError:
+            log.exception("cannot keep the nonce book at %s", self.nonces_path)
 
     def _refuse(self, reason: str) -> bytes:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Where the keys of ``runner.core.agent_wire`` live: files only their owner reads.
+"""Where the keys of ``runner.core.agent_wire`` live, and the nonces a node's agent acted on:
+files only their owner reads.
 
 A node's keys are made on its machine when it first joins and kept across re-joins (they are its
 identity: the control plane refuses a re-join that brings other keys). The control plane's key is
@@ -7,12 +8,13 @@ made once per home, beside its database.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from runner.core.agent_wire import ControlKey, NodeKeys
+from runner.core.agent_wire import ControlKey, NodeKeys, NonceBook
 
 #: The Ray node's environment (its workers inherit it) names the node's key file and gives the
 #: control plane's public key, so the node's agent can open commands and sign replies.
@@ -50,3 +52,27 @@ def node_keys(path: Path) -> NodeKeys:
 def control_key(path: Path) -> ControlKey:
     """The control plane's signing key, made (owner-only) on first use."""
     return ControlKey.from_hex(_read_or_create(path, lambda: ControlKey.generate().to_hex()))
+
+
+def nonce_book_path(keys_path: Path) -> Path:
+    """Where a node's agent keeps the nonces it acted on, beside the node's keys."""
+    return keys_path.with_name(f"{keys_path.stem}-nonces.json")
+
+
+def load_nonce_book(path: Path) -> NonceBook:
+    """The nonces an earlier agent process of this node acted on (none if it kept none): a
+    restarted agent still refuses a command replayed from before it restarted."""
+    try:
+        seen = json.loads(path.read_text())
+        return NonceBook({str(nonce): float(until) for nonce, until in seen.items()})
+    except (OSError, ValueError, TypeError, AttributeError):  # none kept, or not a book: start one
+        return NonceBook()
+
+
+def save_nonce_book(path: Path, book: NonceBook) -> None:
+    """Keep ``book`` (owner-only), all of it at once: written aside, then renamed over the last."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(book.seen, fh)
+    os.replace(tmp, path)

@@ -4,6 +4,7 @@ given, as a Ray driver: on another provider's node agent, and on the control pla
 Each test performs the attack on a real CPU-mode cluster and fails if it works:
 - commands it makes for the victim's agent (unsigned, or signed with a key of its own) are
   refused, and each refusal reaches the audit log;
+- a real command it captured, replayed after the victim's agent restarted, is refused;
 - it kills the victim's agent and registers an actor under its name, whose answer is a pickle
   that would run code in whoever unpickles it: the control plane never unpickles it, audits the
   impostor, suspends the attacker's provider, and the victim's own agent comes back.
@@ -84,6 +85,41 @@ def test_commands_not_made_by_the_control_plane_are_refused_and_audited(
     )
     assert len(audit(operator, "agent.refused")) == 2  # each once
     assert node_state(operator, VICTIM) == "active"  # the victim did nothing wrong
+
+
+def test_a_command_replayed_after_its_agent_restarts_is_refused(
+    cluster_settings: Settings, operator: Any, two_providers: Any
+) -> None:
+    """The attacker captured one real command for the victim (say, a stop it saw go by), waits
+    for the victim's agent to restart (Ray restarts it; here the attacker kills it) and sends the
+    same bytes again, inside their lifetime: the restarted agent kept the nonce, and refuses."""
+    import ray
+
+    from runner.node_keys import control_key
+
+    victim_keys = node_keys(cluster_settings.home / "nodes" / VICTIM / "keys.json").public()
+    control = control_key(cluster_settings.control_key_path)  # the test plays the control plane once
+    captured, nonce = make_command(control, VICTIM, victim_keys, "list", (), now=time.time())
+
+    def agent_started_at() -> float | None:
+        """When the victim's agent process started, asked with a command of the control plane's."""
+        ask, asked = make_command(control, VICTIM, victim_keys, "info", (), now=time.time())
+        try:
+            answer = ray.get(victim_agent().call.remote(ask), timeout=10)
+            return float(open_reply(answer, node=VICTIM, nonce=asked, node_keys=victim_keys)["started_at"])
+        except Exception:  # restarting
+            return None
+
+    first = ray.get(victim_agent().call.remote(captured), timeout=60)
+    assert isinstance(open_reply(first, node=VICTIM, nonce=nonce, node_keys=victim_keys), list)  # acted on once
+    before = agent_started_at()
+    assert before is not None
+    ray.kill(victim_agent(), no_restart=False)
+    wait_for(lambda: (at := agent_started_at()) is not None and at != before, timeout_s=90, what="the agent restarted")
+
+    answer = ray.get(victim_agent().call.remote(captured), timeout=60)
+    with pytest.raises(Refused, match="replayed"):
+        open_reply(answer, node=VICTIM, nonce="", node_keys=victim_keys)
 
 
 def test_an_actor_claiming_another_nodes_agent_is_refused_and_its_provider_suspended(

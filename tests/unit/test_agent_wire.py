@@ -5,6 +5,7 @@ without its key, is refused."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,18 @@ def test_only_the_nodes_key_answers_for_it_and_only_for_that_command() -> None:
     refusal = make_reply(VICTIM, node="vic", nonce="n1", refused="expired")
     with pytest.raises(Refused, match="expired"):
         open_reply(refusal, node="vic", nonce="n1", node_keys=VICTIM.public())
+
+
+def test_a_nonce_book_kept_on_disk_refuses_a_replay_after_a_restart(tmp_path: Path) -> None:
+    from runner.node_keys import load_nonce_book, nonce_book_path, save_nonce_book
+
+    command, _nonce = make_command(CONTROL, "vic", VICTIM.public(), "list", (), now=NOW)
+    path = nonce_book_path(tmp_path / "keys.json")
+    book = load_nonce_book(path)  # nothing kept yet: an empty book
+    opened(command, nonces=book)
+    save_nonce_book(path, book)
+    assert path.stat().st_mode & 0o077 == 0  # owner-only
+    with pytest.raises(WireError, match="replayed"):  # the agent restarted: a new book, read from disk
+        opened(command, nonces=load_nonce_book(path), now=NOW + 1)
+    path.write_text("{not json")  # a damaged file costs the replay window, not the node
+    assert load_nonce_book(path).seen == {}
