@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runner.core.agent_wire import ControlKey, NodeKeys, NonceBook
+from runner.store_credentials import write_private
 
 #: The Ray node's environment (its workers inherit it) names the node's key file and gives the
 #: control plane's public key, so the node's agent can open commands and sign replies.
@@ -70,9 +71,5 @@ def load_nonce_book(path: Path) -> NonceBook:
 
 
 def save_nonce_book(path: Path, book: NonceBook) -> None:
-    """Keep ``book`` (owner-only), all of it at once: written aside, then renamed over the last."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(book.seen, fh)
-    os.replace(tmp, path)
+    """Keep ``book`` owner-only, on disk before the agent acts, replaced in one step."""
+    write_private(path, book.seen)
