@@ -28,7 +28,11 @@ It starts its own CPU-mode cluster in a private home on non-default ports (``--s
 ``--ray-port``), so it never touches another cluster on the machine, and stops it at the end
 (unless ``--keep-cluster``). The last line printed is::
 
-    BENCH startup runner_s=<median> baseline_s=<median> ratio=<runner/baseline> running_s=<median> ...
+    BENCH startup runner_s=<median> baseline_s=<median> ratio=<runner/baseline> running_s=<median> ... tls=on
+
+What TLS costs (issue 14): the same bench with ``RUNNER_TLS=0`` runs the cluster without it (the
+API over plain HTTP, Ray's gRPC without mutual TLS; for this measurement only), and its ratio
+against the same ``docker run`` baseline is compared with the default run's.
 """
 
 from __future__ import annotations
@@ -347,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"ratio submit->done / docker SDK:    {runner_med / sdk_med:.2f}x")
     say(
         f"BENCH startup runner_s={runner_med:.3f} baseline_s={base_med:.3f} ratio={ratio:.2f} "
-        f"running_s={running_med:.3f} sdk_s={sdk_med:.3f}"
+        f"running_s={running_med:.3f} sdk_s={sdk_med:.3f} tls={'on' if settings.tls else 'off'}"
     )
     return 0
 

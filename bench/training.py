@@ -27,9 +27,11 @@ Run it from the repository root::
     .venv/bin/python -m bench.training --workers 2 --steps 600 --runs 5
     .venv/bin/python -m bench.training --bare-only           # the bare half alone, no cluster (ratio=nan)
 
-The last line is (``nan`` only for what ``--bare-only`` left out)::
+What TLS costs (issue 14): ``RUNNER_TLS=0`` runs the runner half's cluster without it (for this
+measurement only); compare its ratio with the default run's. The last line is (``nan`` only for
+what ``--bare-only`` left out)::
 
-    BENCH training runner_steps_per_s=<n> bare_steps_per_s=<n> ratio=<runner/bare> recovery_s=<n>
+    BENCH training runner_steps_per_s=<n> bare_steps_per_s=<n> ratio=<runner/bare> recovery_s=<n> tls=on
 
 Targets (issue 5): runner throughput >= 90% of bare; recovery <= 30 s in CPU mode.
 """
@@ -50,6 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.settings import Settings
 from workloads.common.report import parse_report
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("runner: not measured (--bare-only); drop it for the ratio and the recovery time")
     say(
         f"BENCH training runner_steps_per_s={fmt(runner_sps)} bare_steps_per_s={fmt(bare_sps)} "
-        f"ratio={fmt(ratio)} recovery_s={fmt(recovery)}"
+        f"ratio={fmt(ratio)} recovery_s={fmt(recovery)} tls={'on' if Settings.from_env().tls else 'off'}"
     )
     return 0
 

@@ -100,8 +100,8 @@ def start_head(
     settings = Settings.from_env(home, **ports)  # what the CLI kept in head.json, and these ports
     head = Head(
         settings=settings,
-        operator=Client(settings.server_url, settings.admin_key_path.read_text().strip()),
-        tenant=Client(settings.server_url, settings.api_key_path.read_text().strip()),
+        operator=Client(settings.server_url, settings.admin_key_path.read_text().strip(), ca=settings.server_ca),
+        tenant=Client(settings.server_url, settings.api_key_path.read_text().strip(), ca=settings.server_ca),
         up_output=up.stdout,
     )
     if images:
@@ -215,6 +215,7 @@ def join(
             "--memory-gb",
             f"{memory_gb:g}",
             *(["--simulate-gpu", simulate_gpu] if simulate_gpu else []),
+            *(["--ca-cert-hash", head.settings.tls_files.pin()] if head.settings.tls_files else []),
         ],
         log=host.root / "join.log",
     )

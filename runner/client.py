@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import json
 import math
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ import httpx
 from runner.core import errors
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.settings import Settings
+from runner.tls import trusting
 
 if TYPE_CHECKING:
     from runner.api import schemas
@@ -43,6 +45,7 @@ _ERRORS: dict[str, type[errors.RunnerError]] = {
         errors.PolicyError,
         errors.UserError,
         errors.ArtifactStoreError,
+        errors.UntrustedServerError,
         errors.RunnerError,
     )
 }
@@ -61,11 +64,25 @@ def non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
     return None
 
 
+def certificate_refusal(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed under a connection error (httpx wraps httpcore's, which
+    wraps the ``ssl`` module's), or None when the connection failed otherwise."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class Client:
-    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, api_key: str, *, ca: Path | None = None, timeout_s: float = 30.0) -> None:
+        """``ca``: the network's CA certificate, the only one the API's certificate is checked
+        against (``Settings.server_ca``); None: the system's trust store (a head with a public
+        certificate)."""
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}  # join uses a token instead
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, verify=trusting(ca))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, operator: bool = False) -> "Client":
@@ -76,7 +93,7 @@ class Client:
                 f"no {'operator' if operator else 'API'} key in {path}: no cluster was started for this home. "
                 "To fix: runner up --cpu"
             )
-        return cls(settings.server_url, path.read_text().strip())
+        return cls(settings.server_url, path.read_text().strip(), ca=settings.server_ca)
 
     def close(self) -> None:
         self._http.close()
@@ -88,6 +105,17 @@ class Client:
             raise errors.UserError(f"{bad[0]}: must be a finite number, got {bad[1]}")
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            refusal = certificate_refusal(exc)
+            if refusal is not None:  # refused in the handshake, before any byte of the request
+                raise errors.UntrustedServerError(
+                    f"{self.base_url} presented a certificate not signed by this network's CA "
+                    f"({refusal.verify_message}): not this network's head, nothing was sent. "
+                    "To fix: check the head's address and the CA file or pin the operator gave you"
+                ) from None
+            raise errors.ServerUnavailableError(
+                f"the control plane at {self.base_url} does not answer ({exc.__class__.__name__}). To fix: runner up --cpu"
+            ) from None
         except httpx.TransportError as exc:
             raise errors.ServerUnavailableError(
                 f"the control plane at {self.base_url} does not answer ({exc.__class__.__name__}). To fix: runner up --cpu"

@@ -2,9 +2,11 @@
 
 Every node is a separate ``ray start --block`` process: the process we start *is* the node, so
 stopping exactly what we started is a SIGTERM to it (``ray stop`` would stop every Ray on the
-machine). Token authentication stays on: the head, each node and each driver get
-``RAY_AUTH_MODE=token`` and the path of the token file. The head also gets fast health checks,
-so a vanished node is noticed in seconds rather than Ray's default minute.
+machine). Token authentication and mutual TLS stay on: the head, each node and each driver get
+``RAY_AUTH_MODE=token`` with the path of the token file, and their machine's certificate
+(``runner.tls``: Ray's gRPC then takes no connection without a certificate from the network's
+CA, and encrypts what crosses between hosts). The head also gets fast health checks, so a
+vanished node is noticed in seconds rather than Ray's default minute.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from runner.core.errors import ClusterError
 from runner.core.node_ports import HEAD, NodePorts, merge_ranges
 from runner.ray_nodes import RayNode
+from runner.tls import TlsFiles
 
 #: Ray reads these C++ settings from the environment at `ray start` (seen: a cut link noticed in
 #: 6.5 s instead of about 64 s).
@@ -47,8 +50,10 @@ def write_token(path: Path) -> None:
             fh.write(secrets.token_hex(32))
 
 
-def auth_env(token_path: Path) -> dict[str, str]:
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+def auth_env(token_path: Path, tls: TlsFiles | None) -> dict[str, str]:
+    """What a Ray process needs to be let in: the token, and its machine's certificate (None only
+    where the network runs without TLS: ``Settings.tls``, there to measure what TLS costs)."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path), **(tls.ray_env() if tls else {})}
 
 
 def _popen(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -70,7 +75,7 @@ def head_ports(port: int) -> list[tuple[int, int]]:
 
 
 def start_head(
-    *, port: int, token_path: Path, temp_dir: Path, log_path: Path, address: str = "127.0.0.1"
+    *, port: int, token_path: Path, tls: TlsFiles | None, temp_dir: Path, log_path: Path, address: str = "127.0.0.1"
 ) -> subprocess.Popen[bytes]:
     """The head runs no workloads (0 CPUs): only providers' nodes do. ``address`` is the one
     providers' machines reach it at (loopback in CPU mode). Its ports: ``head_ports``."""
@@ -90,7 +95,7 @@ def start_head(
     ]
     # The head runs no work: nothing to drain on SIGTERM (Ray 2.60 waits up to 30 s by default).
     no_drain = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
-    return _popen(args, {**auth_env(token_path), **FAST_HEALTH_CHECKS, **no_drain}, log_path)
+    return _popen(args, {**auth_env(token_path, tls), **FAST_HEALTH_CHECKS, **no_drain}, log_path)
 
 
 def node_port_args(ray_port: int, index: int, temp_root: Path) -> list[str]:
@@ -113,6 +118,7 @@ def start_node(
     num_gpus: int,
     memory_bytes: int,
     token_path: Path,
+    tls: TlsFiles | None,
     log_path: Path,
     node_ip: str = "127.0.0.1",
     env: dict[str, str] | None = None,
@@ -134,17 +140,17 @@ def start_node(
         "--disable-usage-stats",
         *port_args,
     ]
-    return _popen(args, {**(env or {}), **auth_env(token_path)}, log_path)
+    return _popen(args, {**(env or {}), **auth_env(token_path, tls)}, log_path)
 
 
-def connect(address: str, token_path: Path) -> None:
-    """Join the cluster as a driver (the control plane is one), with the token.
+def connect(address: str, token_path: Path, tls: TlsFiles | None) -> None:
+    """Join the cluster as a driver (the control plane is one), with the token and a certificate.
 
     Ray reads the auth settings once, when it is first imported; in a process that imported it
     before (a test run collecting the supervisor's modules), they are read again, the way Ray's
     own ``authentication_test_utils.reset_auth_token_state`` does.
     """
-    os.environ.update(auth_env(token_path))
+    os.environ.update(auth_env(token_path, tls))
     import ray
 
     if ray.is_initialized():

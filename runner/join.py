@@ -16,13 +16,18 @@ import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from runner import cluster, node_guard
 from runner.benchmark import measure
 from runner.client import Client
+from runner.core import certs
 from runner.core.catalog import canonical_gpu_name
+from runner.core.errors import ServerUnavailableError, UntrustedServerError, UserError
 from runner.core.node_ports import NodePorts
 from runner.node_keys import CONTROL_PUBLIC_KEY_ENV, NODE_KEYS_ENV, node_keys
 from runner.ray_nodes import IMAGE_CACHE_GB_ENV, PUBLIC_ADDRESS_ENV
+from runner.tls import TlsFiles
 
 log = logging.getLogger("runner.join")
 
@@ -108,6 +113,7 @@ def start_ray_node(
     public_address: str | None = None,
     image_cache_gb: float | None = None,
     keys_path: Path,
+    tls: TlsFiles | None,
 ) -> subprocess.Popen[bytes]:
     """``ray start --block`` with the labels the control plane granted, on ``ports``, after the
     machine's guard closes those ports to tenants' containers (``runner.node_guard``: the node
@@ -130,6 +136,7 @@ def start_ray_node(
         num_gpus=int(grant["num_gpus"]),
         memory_bytes=memory_mb * 1024 * 1024,
         token_path=token_path,
+        tls=tls,
         log_path=log_path,
         node_ip=node_ip,
         env=env,
@@ -146,9 +153,45 @@ def guard_owner(grant: dict[str, Any]) -> str:
     return node_guard.owner(grant["node"], head_ray_port(grant))
 
 
-def join(server_url: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Register with the control plane; returns the grant (or raises the control plane's error)."""
-    return Client(server_url, api_key="").join(request)
+def join(server_url: str, request: dict[str, Any], *, tls: TlsFiles | None, ca_pin: str | None) -> dict[str, Any]:
+    """Register with the control plane; returns the grant (or raises the control plane's error).
+
+    The head is trusted only once it proves it is the one the operator named: its CA must hash
+    to ``ca_pin`` (what `runner up` printed in the join command), and its certificate must be
+    signed by that CA, before the join token is sent. The machine's TLS key is made here (kept in
+    ``tls``); the head signs a certificate for it, which this machine's Ray node then uses.
+    ``tls`` None: a network without TLS (``Settings.tls``, measurement only).
+    """
+    if tls is None:
+        return Client(server_url, api_key="").join(request)
+    if not ca_pin:
+        raise UserError("--ca-cert-hash: required (it is in the join command `runner up` printed)")
+    tls.keep_ca(pinned_ca(server_url, ca_pin))
+    grant = Client(server_url, api_key="", ca=tls.ca).join({**request, "tls_csr": tls.signing_request()})
+    tls.keep_cert(grant["tls_cert"].encode())
+    return grant
+
+
+def pinned_ca(server_url: str, ca_pin: str) -> bytes:
+    """The head's CA certificate, once it hashes to ``ca_pin``. Fetched without checking the
+    server's certificate (there is nothing to check it against yet): the CA is public, and it is
+    compared with the pin before anything is sent or believed."""
+    pin = certs.check_pin(ca_pin)
+    try:
+        with httpx.Client(verify=False, timeout=30) as http:
+            response = http.get(f"{server_url.rstrip('/')}/v1/ca")
+    except httpx.TransportError as exc:
+        raise ServerUnavailableError(f"the head at {server_url} does not answer ({exc.__class__.__name__})") from None
+    try:
+        found = certs.ca_pin(response.content) if response.status_code == 200 else "none"
+    except certs.CertError:
+        found = "none"
+    if found != pin:
+        raise UntrustedServerError(
+            f"the head at {server_url} presented CA {found}, not {pin} (--ca-cert-hash): not this network's head, "
+            "the join token was not sent. To fix: check the head's address and the join command the operator gave you"
+        )
+    return response.content
 
 
 #: Seconds a joined machine may go without reaching its head before it stops its replicas. The

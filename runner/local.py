@@ -36,6 +36,7 @@ from runner.join import join, join_request, start_ray_node
 from runner.runtime import make_runtime
 from runner.settings import Settings
 from runner.store import Store
+from runner.tls import TLS_DIR, TlsFiles
 
 Say = Callable[[str], None]
 LOCAL_TENANT = "local"
@@ -91,10 +92,14 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
         "started_at": time.time(),
     }
 
-    say(f"starting Ray head on {settings.ray_address} (token auth on)")
+    tls = settings.tls_files
+    if tls:  # the network's CA (made once, kept) and the head's certificate for where it is reached
+        tls.issue_head([settings.advertise, settings.server_host])
+    say(f"starting Ray head on {settings.ray_address} (token auth{' and mutual TLS' if tls else ''} on)")
     head = cluster.start_head(
         port=settings.ray_port,
         token_path=settings.ray_token_path,
+        tls=tls,
         temp_dir=settings.ray_temp_dir,
         log_path=logs / "ray-head.log",
         address=settings.advertise,
@@ -131,7 +136,7 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
     _wait_for_gateway(settings, admin_key, gateway, timeout_s)
     say(f"services' gateway on {record['gateway_url']}")
 
-    operator = Client(settings.server_url, admin_key)
+    operator = Client(settings.server_url, admin_key, ca=settings.server_ca)
     _ensure_local_tenant(operator, settings)
     if fleet is None:  # the head of a network: providers' machines join it themselves
         return record
@@ -147,7 +152,7 @@ def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say
         record["pids"]["nodes"][node.name] = proc.pid
         _write_record(settings, record)
         say(f"joined node {node.name} ({node.provider}, {node.region}, {node.gpu_count}x {node.gpu_model or 'cpu'})")
-    cluster.connect(settings.ray_address, settings.ray_token_path)
+    cluster.connect(settings.ray_address, settings.ray_token_path, tls)
     cluster.wait_for_nodes({n.name for n in fleet.nodes}, timeout_s)
     _wait_for_active(operator, {n.name for n in fleet.nodes}, timeout_s)
     return record
@@ -182,7 +187,11 @@ def join_fleet_node(
         benchmark=benchmark,
         keys_path=settings.home / "nodes" / node.name / "keys.json",
     )
-    grant = join(settings.server_url, request)
+    # Its own TLS key and certificate, as a machine of its own would have; the pin is the head's
+    # CA, read from this home (the same check a provider's machine makes with the printed pin).
+    tls = TlsFiles(settings.home / "nodes" / node.name / TLS_DIR) if settings.tls_files else None
+    pin = settings.tls_files.pin() if settings.tls_files else None
+    grant = join(settings.server_url, request, tls=tls, ca_pin=pin)
     return start_ray_node(
         grant,
         token_path=settings.ray_token_path,
@@ -192,6 +201,7 @@ def join_fleet_node(
         cpus=node.cpus,
         memory_mb=int(node.memory_gb * 1024),
         keys_path=settings.home / "nodes" / node.name / "keys.json",
+        tls=tls,
     )
 
 
@@ -356,7 +366,8 @@ def _start_server(settings: Settings) -> subprocess.Popen[bytes]:
         "RUNNER_TENANT_COUNTRY": settings.tenant_country,
         "RUNNER_ADVERTISE": settings.advertise,
         "RUNNER_REGISTRY": settings.registry,
-        **cluster.auth_env(settings.ray_token_path),
+        "RUNNER_TLS": "1" if settings.tls else "0",
+        **cluster.auth_env(settings.ray_token_path, settings.tls_files),
     }
     if settings.database_url:
         env["RUNNER_DATABASE_URL"] = settings.database_url
@@ -381,6 +392,7 @@ def start_gateway(settings: Settings) -> subprocess.Popen[bytes]:
         "RUNNER_SERVER_PORT": str(settings.server_port),
         "RUNNER_GATEWAY_HOST": host,
         "RUNNER_GATEWAY_PORT": str(port),
+        "RUNNER_TLS": "1" if settings.tls else "0",
     }
     log = open(settings.logs_dir / "gateway.log", "ab")
     return subprocess.Popen(
@@ -416,7 +428,10 @@ def _wait_for_server(settings: Settings, api_key: str, server: subprocess.Popen[
         if server.poll() is not None:
             raise ClusterError(f"the server exited early; see {settings.logs_dir / 'server.log'}")
         try:
-            if httpx.get(f"{settings.server_url}/v1/health", headers=headers, timeout=2).status_code == 200:
+            answer = httpx.get(
+                f"{settings.server_url}/v1/health", headers=headers, timeout=2, verify=settings.server_verify
+            )
+            if answer.status_code == 200:
                 return
         except httpx.TransportError:
             pass

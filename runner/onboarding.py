@@ -50,6 +50,8 @@ class JoinRequest(BaseModel):
     benchmark: dict[str, Any] = Field(default_factory=dict)
     #: The public halves of the keys the machine made (``runner.node_keys``): its identity.
     node_keys: dict[str, str]
+    #: A request for a certificate for the TLS key the machine made (``runner.core.certs``).
+    tls_csr: str = Field(default="", max_length=8192)
 
     @field_validator("node_keys")
     @classmethod
@@ -86,6 +88,8 @@ class JoinGrant(BaseModel):
     num_gpus: int
     #: What the node's agent checks every command against.
     control_public_key: str
+    #: The machine's certificate (PEM; empty in a network without TLS), made before the grant.
+    tls_cert: str
 
 
 def node_labels(req: JoinRequest, vram_gb: int) -> dict[str, str]:
@@ -110,6 +114,7 @@ def onboard(
     ray_address: str,
     ray_token: str,
     control_public_key: str,
+    tls_cert: str = "",
     cpu_mode: bool,
     in_cluster: Callable[[str], bool] = lambda _name: False,
 ) -> JoinGrant:
@@ -198,4 +203,5 @@ def onboard(
         labels=node_labels(req, vram),
         num_gpus=gpu_count,
         control_public_key=control_public_key,
+        tls_cert=tls_cert,
     )

@@ -15,6 +15,7 @@ from runner import cluster
 from runner.core.network import load_network
 from runner.settings import Settings
 from runner.store import Store
+from runner.tls import TlsFiles
 
 log = logging.getLogger("runner.server")
 
@@ -24,7 +25,8 @@ def serve(settings: Settings) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     config = load_network(settings.network_config or None)
     store = Store(settings.db_url)
-    cluster.connect(settings.ray_address, settings.ray_token_path)
+    tls = settings.tls_files
+    cluster.connect(settings.ray_address, settings.ray_token_path, tls)
     # Ray reads its auth settings when first imported: what imports Ray comes after connect().
     from runner.api import create_app
     from runner.api.context import AppContext
@@ -50,15 +52,21 @@ def serve(settings: Settings) -> None:
         runtime_name=runtime_name,
         ray_address=settings.ray_address,
         ray_token=settings.ray_token_path.read_text().strip(),
+        authority=tls.authority() if tls else None,
     )
     app = create_app(ctx)
     log.info("runner server on %s (runtime %s, ray %s)", settings.server_url, runtime_name, settings.ray_address)
     try:
-        uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_level="warning")
+        uvicorn.run(app, host=settings.server_host, port=settings.server_port, log_level="warning", **ssl_options(tls))
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
+
+
+def ssl_options(tls: TlsFiles | None) -> dict[str, str]:
+    """uvicorn's settings for serving HTTPS with this machine's certificate (none without TLS)."""
+    return {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
 
 
 def _runtime_name(settings: Settings) -> str:

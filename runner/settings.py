@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 from runner.core.errors import UserError
 
 if TYPE_CHECKING:
+    import ssl
+
     from runner.core.network_store import NetworkStore
+    from runner.tls import TlsFiles
 
 #: Workers of the process runtime run commands from here: the checkout that holds `workloads/`.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +66,10 @@ class Settings:
     #: (``runner/core/network_store.py``). `runner up --store` keeps them in ``head.json``; empty: none.
     store: str = ""
     store_endpoint: str = ""
+    #: TLS on the network's own links: the API over HTTPS, Ray's gRPC with mutual TLS
+    #: (``runner.tls``). Off (``RUNNER_TLS=0``) only to measure what it costs, side by side
+    #: (``bench/startup.py --tls off``): without it any process that has the token is let in.
+    tls: bool = True
 
     @classmethod
     def from_env(cls, home: str | os.PathLike[str] | None = None, **overrides: object) -> "Settings":
@@ -87,6 +94,7 @@ class Settings:
             store=env.get("RUNNER_STORE", head.get("store", "")),
             store_endpoint=env.get("RUNNER_STORE_ENDPOINT", head.get("store_endpoint", "")),
             image_cache_gb=_gigabytes("RUNNER_IMAGE_CACHE_GB", env.get("RUNNER_IMAGE_CACHE_GB"), cls.image_cache_gb),
+            tls=env.get("RUNNER_TLS", "1") not in ("0", "off", "false"),
         )
         return replace(base, **overrides) if overrides else base  # type: ignore[arg-type]
 
@@ -129,7 +137,26 @@ class Settings:
 
     @property
     def server_url(self) -> str:
-        return f"http://{self.server_host}:{self.server_port}"
+        return f"{'https' if self.tls else 'http'}://{self.server_host}:{self.server_port}"
+
+    @property
+    def tls_files(self) -> "TlsFiles | None":
+        """This home's certificates (``runner.tls``); None when the network runs without TLS."""
+        from runner.tls import TlsFiles
+
+        return TlsFiles.of(self.home) if self.tls else None
+
+    @property
+    def server_ca(self) -> Path | None:
+        """What a client of this home checks the API's certificate against."""
+        return self.tls_files.ca if self.tls_files else None
+
+    @property
+    def server_verify(self) -> "ssl.SSLContext | bool":
+        """What an HTTPS client of this home checks the API against (httpx's ``verify``)."""
+        from runner.tls import trusting
+
+        return trusting(self.server_ca)
 
     @property
     def ray_token_path(self) -> Path:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from runner.core.certs import KeyPair
 from runner.core.network import NetworkConfig
 from runner.store import Store
 from runner.supervisor import Supervisor
@@ -20,6 +21,9 @@ class AppContext:
     #: Handed to machines that join: where Ray's head is and the cluster token.
     ray_address: str
     ray_token: str
+    #: The network's CA (``runner.tls``), which signs each joining machine's certificate; None
+    #: only in a network without TLS.
+    authority: KeyPair | None = None
 
 
 def context(request: Request) -> AppContext:

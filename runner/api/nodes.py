@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
 
 from runner.api import schemas
 from runner.api.auth import Anyone, Tenant
 from runner.api.context import AppContext, context
-from runner.core import ledger
+from runner.core import certs, ledger
+from runner.core.errors import NotFoundError, UserError
 from runner.onboarding import JoinRequest, onboard
 from runner.store import NodeRecord
+from runner.tls import addresses_for
 
 router = APIRouter()
+PEM = "application/x-pem-file"
 Ctx = Annotated[AppContext, Depends(context)]
 
 
@@ -95,9 +99,45 @@ def nodes(_: Anyone, ctx: Ctx) -> list[dict[str, Any]]:
     return nodes_json(ctx)
 
 
+@router.get(
+    "/v1/ca",
+    response_class=PlainTextResponse,  # its media type is PEM's, named below
+    responses={
+        200: {"description": "The network's CA certificate, PEM", "content": {PEM: {"schema": {"type": "string"}}}}
+    },
+)
+def network_ca(ctx: Ctx) -> PlainTextResponse:
+    """The network's CA certificate (public; no key needed): a joining machine checks it against
+    the pin in its join command (``--ca-cert-hash``) before it trusts this server with anything."""
+    if ctx.authority is None:
+        raise NotFoundError("this network runs without TLS: it has no CA")
+    return PlainTextResponse(ctx.authority.cert_pem.decode(), media_type=PEM)
+
+
+def node_certificate(ctx: AppContext, request: JoinRequest, peer: str) -> str:
+    """A certificate for the joining machine's own key, naming the address this server saw it
+    at (never one it asks for: it cannot be certified as the head, or as another machine)."""
+    if ctx.authority is None:
+        return ""
+    if not request.tls_csr:
+        raise UserError("tls_csr: required: this network runs TLS (runner node join sends it)")
+    try:
+        return certs.sign(
+            ctx.authority,
+            request.tls_csr.encode(),
+            common_name=request.name,
+            organization=request.provider,
+            addresses=addresses_for(peer),
+        ).decode()
+    except certs.CertError as exc:
+        raise UserError(str(exc)) from None
+
+
 @router.post("/v1/nodes/join", response_model=schemas.JoinGrant)
-def join(request: JoinRequest, ctx: Ctx) -> dict[str, Any]:
-    """A provider machine joins with a join token (its credential here, instead of an API key)."""
+def join(request: JoinRequest, ctx: Ctx, http: Request) -> dict[str, Any]:
+    """A provider machine joins with a join token (its credential here, instead of an API key).
+    Its certificate is made first (a bad request spends no token) and handed out only with a grant."""
+    cert = node_certificate(ctx, request, http.client.host if http.client else "127.0.0.1")
     grant = onboard(
         ctx.store,
         ctx.config,
@@ -107,6 +147,7 @@ def join(request: JoinRequest, ctx: Ctx) -> dict[str, Any]:
         control_public_key=ctx.supervisor.cluster.control.public_hex(),
         cpu_mode=ctx.supervisor.settings.shared_filesystem,
         in_cluster=ctx.supervisor.cluster.alive,
+        tls_cert=cert,
     )
     ctx.supervisor.wake()
     return grant.model_dump()  # a dict: a TypedDict answer validates dicts, not objects

@@ -367,6 +367,9 @@ class JoinGrant(TypedDict):
     labels: dict[str, str]
     num_gpus: int
     control_public_key: str
+    #: This machine's certificate (PEM), signed by the network's CA for the address the control
+    #: plane saw it at; empty in a network without TLS.
+    tls_cert: str
 
 
 class StatementLine(TypedDict):

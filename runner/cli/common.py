@@ -113,4 +113,6 @@ def join_command(
     prints `kubeadm join`: the head's URL as providers reach it, the token, and what the token
     approved for the machine (a real GPU the machine finds itself; a simulated one is named)."""
     line = f"runner node join --head {s.server_url} --token {token} --provider {provider} --region {region} --country {country}"
+    if s.tls_files and s.tls_files.ca.exists():
+        line += f" --ca-cert-hash {s.tls_files.pin()}"
     return line + (f" --simulate-gpu {simulate_gpu}" if simulate_gpu else "")

@@ -31,7 +31,7 @@ def _local_ip(head_url: str) -> str:
 @node_app.command("join")
 @friendly
 def node_join(
-    head: Annotated[str, typer.Option(help="The control plane's URL, e.g. http://10.0.0.1:8470.")],
+    head: Annotated[str, typer.Option(help="The control plane's URL, e.g. https://10.0.0.1:8470.")],
     token: Annotated[str, typer.Option(help="The join token the operator issued to your provider.")],
     provider: Annotated[str, typer.Option(help="Your provider id.")],
     region: Annotated[str, typer.Option(help="Region this machine stands in, e.g. eu-west.")],
@@ -57,6 +57,13 @@ def node_join(
             "(default: $RUNNER_IMAGE_CACHE_GB or 50).",
         ),
     ] = None,
+    ca_cert_hash: Annotated[
+        str | None,
+        typer.Option(
+            help="The head's CA, as sha256:<hex> (in the join command the operator gave you): this machine "
+            "joins only a head that proves it holds that CA's certificate, before it sends the token."
+        ),
+    ] = None,
 ) -> None:
     """Join this machine: detect GPUs, benchmark, register, then run the Ray node (foreground)."""
     from runner import node_guard
@@ -73,7 +80,8 @@ def node_join(
     )
     from runner.node_keys import NODE_KEYS_FILE
 
-    head_url = head if "://" in head else f"http://{head}"
+    s = settings()
+    head_url = head if "://" in head else f"{'https' if s.tls else 'http'}://{head}"
     node_name = name or socket.gethostname().lower().split(".")[0]
     cpu_count = cpus or float(os.cpu_count() or 1)
     with console.status("benchmarking this machine..."):
@@ -94,11 +102,10 @@ def node_join(
         f"benchmark: {bench['tflops']:.4g} TFLOPS ({bench['device']}, {bench['dtype']}), "
         f"{bench['bandwidth_gbs']:.4g} GB/s"
     )
-    grant = join(head_url, request)
+    grant = join(head_url, request, tls=s.tls_files, ca_pin=ca_cert_hash)
     console.print(
         f"[green]registered[/green] {grant['node']} ({grant['state']}); joining Ray at {grant['ray_address']}"
     )
-    s = settings()
     node_ip = _local_ip(head_url)
     for attempt in range(1, START_ATTEMPTS + 1):
         proc = start_ray_node(
@@ -113,6 +120,7 @@ def node_join(
             public_address=public_address or node_ip,
             image_cache_gb=s.image_cache_gb if image_cache_gb is None else image_cache_gb,
             keys_path=s.home / NODE_KEYS_FILE,
+            tls=s.tls_files,
         )
         console.print(f"ray node running (pid {proc.pid}, log {s.logs_dir / 'node.log'}); Ctrl-C leaves the network")
         started = time.monotonic()

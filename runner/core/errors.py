@@ -84,6 +84,13 @@ class ServerUnavailableError(ClusterError):
     """The control plane does not answer."""
 
 
+class UntrustedServerError(RunnerError):
+    """The server answered with a certificate this side does not trust: not the network's head (a
+    fake one, or one whose CA is not the pinned one). Nothing was sent to it."""
+
+    exit_code = 5
+
+
 class RuntimeUnavailableError(RunnerError):
     """No container runtime answers where one is required."""
 

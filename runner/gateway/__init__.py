@@ -51,7 +51,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
             f"no operator key in {settings.admin_key_path}: the gateway reads its routes with it. "
             "To fix: runner up --cpu"
         )
-    control = Control(settings.server_url, settings.admin_key_path.read_text().strip())
+    control = Control(settings.server_url, settings.admin_key_path.read_text().strip(), server_ca=settings.server_ca)
     log.info("runner gateway on http://%s:%s (control plane %s)", host, port, settings.server_url)
     uvicorn.run(
         Gateway(control),

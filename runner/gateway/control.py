@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from runner.gateway.table import Backend, Table
+from runner.tls import trusting
 
 log = logging.getLogger("runner.gateway")
 
@@ -58,9 +60,12 @@ def new_session(base_url: str | None = None, *, timeout_s: float = 600.0) -> aio
 class Control:
     """The gateway's background work and its caches; ``table`` is what the proxy routes with."""
 
-    def __init__(self, server_url: str, operator_key: str) -> None:
+    def __init__(self, server_url: str, operator_key: str, *, server_ca: Path | None = None) -> None:
+        """``server_ca``: the network's CA, the only one the control plane's certificate is
+        checked against (None: the system's)."""
         self.server_url = server_url.rstrip("/")
         self.operator_key = operator_key
+        self._server_ssl = trusting(server_ca)
         self.table = Table()
         self.stats = {"requests": 0, "retries": 0, "upstream_errors": 0}
         self._keys: dict[str, tuple[str | None, float]] = {}
@@ -71,7 +76,11 @@ class Control:
         self._warned = False
 
     async def start(self) -> None:
-        self._api = aiohttp.ClientSession(self.server_url, timeout=aiohttp.ClientTimeout(total=10))
+        self._api = aiohttp.ClientSession(
+            self.server_url,
+            timeout=aiohttp.ClientTimeout(total=10),
+            connector=aiohttp.TCPConnector(ssl=self._server_ssl),
+        )
         await self.refresh_routes()
         self._tasks.append(asyncio.create_task(self._routes_loop(), name="routes"))
 

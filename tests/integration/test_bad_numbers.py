@@ -39,6 +39,7 @@ def _post(settings: Settings, path: str, body: bytes, key_path: Path) -> httpx.R
         f"{settings.server_url}{path}",
         content=body,
         timeout=30,
+        verify=settings.server_verify,
         headers={"Authorization": f"Bearer {key_path.read_text().strip()}", "Content-Type": "application/json"},
     )
 
@@ -112,7 +113,10 @@ def test_a_stored_infinite_price_fails_that_workload_alone(cluster_settings: Set
     key = store.create_api_key("legacy")
     for path in (f"/v1/workloads/{poison.id}", "/v1/workloads"):
         response = httpx.get(
-            f"{cluster_settings.server_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30
+            f"{cluster_settings.server_url}{path}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            verify=cluster_settings.server_verify,
         )
         assert response.status_code == 200, response.text
         assert '"max_price_per_gpu_hour":null' in response.text.replace(" ", "")

@@ -405,7 +405,11 @@ def test_a_service_stops_when_its_tenants_budget_runs_out(cluster_settings: Sett
 
     if "svc-thrifty" not in {t["id"] for t in operator.admin("GET", "/tenants")}:
         operator.admin("POST", "/tenants", id="svc-thrifty", country="DE", kyc="verified", budget_usd=0.002)
-    thrifty = Client(cluster_settings.server_url, operator.admin("POST", "/tenants/svc-thrifty/keys")["api_key"])
+    thrifty = Client(
+        cluster_settings.server_url,
+        operator.admin("POST", "/tenants/svc-thrifty/keys")["api_key"],
+        ca=cluster_settings.server_ca,
+    )
     w = thrifty.submit(tiny_service(resources={"gpu": "H100", "cpu": 0.5, "memory": "256MB"}))  # ~3 s of an H100
     done = thrifty.wait(w["id"], timeout_s=120)
     assert done["state"] == "FAILED" and done["message"].startswith("budget exhausted"), done["message"]

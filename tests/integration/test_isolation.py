@@ -94,7 +94,9 @@ def fill(path: str, **values: str) -> str:
 
 def call(settings: Settings, key: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-    return httpx.request(method, settings.server_url + path, headers=headers, timeout=30, **kwargs)
+    return httpx.request(
+        method, settings.server_url + path, headers=headers, timeout=30, verify=settings.server_verify, **kwargs
+    )
 
 
 def refusal(response: httpx.Response) -> tuple[int, str]:
@@ -106,15 +108,17 @@ def refusal(response: httpx.Response) -> tuple[int, str]:
 
 
 JOIN_PATH = "/v1/nodes/join"
+#: What anyone may read: the network's CA certificate (public, and checked against a pin).
+CA_PATH = "/v1/ca"
 
 
 def test_the_route_table_is_what_these_attacks_cover() -> None:
     """Every API route either requires a key (depends on ``auth.principal``) or is the join
-    route; every ``/v1/admin`` route requires the operator's. A new route that forgets its
+    route (or the network's CA, public); every ``/v1/admin`` route requires the operator's. A new route that forgets its
     dependency fails here, and the attacks below pick it up by themselves."""
     routes = api_routes()
     assert len(routes) > 30, "the route table was not read"
-    open_routes = [r.path for r in routes if auth.principal not in r.calls and r.path != JOIN_PATH]
+    open_routes = [r.path for r in routes if auth.principal not in r.calls and r.path not in (JOIN_PATH, CA_PATH)]
     assert open_routes == [], f"routes with no credential: {open_routes}"
     not_operator = [r.path for r in routes if r.path.startswith("/v1/admin") and auth.operator not in r.calls]
     assert not_operator == [], f"admin routes a tenant's key may call: {not_operator}"

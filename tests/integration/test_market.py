@@ -18,6 +18,7 @@ from runner.core.errors import AuthError, PolicyError
 from runner.settings import Settings
 from tests.conftest import docker_client_or_skip, ensure_provider, extra_node, wait_for
 from tests.integration.test_workloads import smoke
+from tests.support.inprocess_api import machine_csr
 
 pytestmark = pytest.mark.cluster
 
@@ -34,7 +35,9 @@ def tenant_client(
     """A tenant of its own (so tests never change `local`), with its own API key."""
     if name not in {t["id"] for t in operator.admin("GET", "/tenants")}:
         operator.admin("POST", "/tenants", id=name, country=country, kyc=kyc, budget_usd=budget_usd)
-    return Client(settings.server_url, operator.admin("POST", f"/tenants/{name}/keys")["api_key"])
+    return Client(
+        settings.server_url, operator.admin("POST", f"/tenants/{name}/keys")["api_key"], ca=settings.server_ca
+    )
 
 
 def engine_run_s(replica_key: str, *, since: float) -> float:
@@ -138,6 +141,7 @@ def test_join_tokens_are_scoped_single_use_and_expire(cluster_settings: Settings
             "memory_mb": 1024,
             "benchmark": bench,
             "node_keys": NodeKeys.generate().public().to_dict(),
+            "tls_csr": machine_csr(),
             **extra,
         }
 
@@ -146,7 +150,7 @@ def test_join_tokens_are_scoped_single_use_and_expire(cluster_settings: Settings
         facts = {"region": "eu-west", "country": "DE", **approved}
         return str(operator.admin("POST", "/tokens", provider=provider, **facts)["token"])
 
-    joiner = Client(cluster_settings.server_url, "")
+    joiner = Client(cluster_settings.server_url, "", ca=cluster_settings.server_ca)
     other = token("otherco")
     with pytest.raises(AuthError, match="another provider"):
         joiner.join(request(other))

@@ -197,12 +197,12 @@ def test_idempotent_submit(client: Any) -> None:
 def test_bad_specs_and_bad_keys_are_refused(cluster_settings: Settings, client: Any) -> None:
     with pytest.raises(SpecError, match="resources.gpu.count"):
         client.submit(smoke(resources={"gpu": {"models": ["H100"], "count": 0}}))
-    response = httpx.get(f"{cluster_settings.server_url}/v1/workloads")
+    response = httpx.get(f"{cluster_settings.server_url}/v1/workloads", verify=cluster_settings.server_verify)
     assert response.status_code == 401
     from runner.client import Client
 
     with pytest.raises(AuthError):
-        Client(cluster_settings.server_url, "rk_wrong").list()
+        Client(cluster_settings.server_url, "rk_wrong", ca=cluster_settings.server_ca).list()
 
 
 def test_server_restart_readopts_a_running_container(

@@ -253,7 +253,12 @@ def test_a_host_slower_than_it_claimed_fails_its_challenges_and_is_suspended_and
     from runner.client import Client
 
     # A slow host's answer takes a while (the checker waits up to 120 s): longer than a client's 30 s.
-    patient = Client(head.settings.server_url, head.settings.admin_key_path.read_text().strip(), timeout_s=150)
+    patient = Client(
+        head.settings.server_url,
+        head.settings.admin_key_path.read_text().strip(),
+        ca=head.settings.server_ca,
+        timeout_s=150,
+    )
     money = earnings(head, "barn-b")["totals"]
     asked_at = time.time()
     try:

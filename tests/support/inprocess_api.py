@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.agent_wire import ControlKey
+from runner.core.certs import KeyPair, new_ca
 from runner.settings import Settings
 from runner.store import Store
+from runner.tls import TlsFiles
 from tests.conftest import wait_for
+
+#: Where a TestClient's requests come from: a machine on this host (a joining one is certified
+#: for the address it is seen at, and Starlette's default peer is the name ``testclient``).
+LOOPBACK_PEER = ("127.0.0.1", 50000)
 
 
 @dataclass
@@ -46,7 +52,11 @@ class StubSupervisor:
         self.wakes += 1
 
 
-def make_app(store: Store, supervisor: StubSupervisor | None = None, *, config: Any = None) -> Any:
+def make_app(
+    store: Store, supervisor: StubSupervisor | None = None, *, config: Any = None, authority: KeyPair | None = None
+) -> Any:
+    """``authority``: the network's CA that signs joining machines' certificates (a new one when
+    None: every network runs TLS)."""
     from runner.api import create_app
     from runner.api.context import AppContext
     from runner.core.network import default_network
@@ -58,6 +68,7 @@ def make_app(store: Store, supervisor: StubSupervisor | None = None, *, config: 
         runtime_name="process",
         ray_address="127.0.0.1:1",
         ray_token="ray-token-for-tests",
+        authority=authority or new_ca(),
     )
     return create_app(ctx)
 
@@ -70,20 +81,24 @@ def free_port() -> int:
 
 @contextmanager
 def served(home: Path, store: Store, supervisor: StubSupervisor | None = None) -> Iterator[Settings]:
-    """The app on a free loopback port, with the operator's key in ``home/admin-key``, as the
-    ``Settings`` a CLI of that home uses."""
+    """The app on a free loopback port over HTTPS (the head's certificate in ``home/tls``), with
+    the operator's key in ``home/admin-key``, as the ``Settings`` a CLI of that home uses."""
     import uvicorn
 
     settings = Settings(home=home, server_port=free_port())
     home.mkdir(parents=True, exist_ok=True)
     settings.admin_key_path.write_text(store.create_operator_key())
+    tls = TlsFiles.of(home)
+    tls.issue_head(["127.0.0.1"])
     config = uvicorn.Config(
-        make_app(store, supervisor),
+        make_app(store, supervisor, authority=tls.authority()),
         host="127.0.0.1",
         port=settings.server_port,
         log_level="warning",
         access_log=False,
         lifespan="off",
+        ssl_certfile=str(tls.cert),
+        ssl_keyfile=str(tls.key),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -94,3 +109,11 @@ def served(home: Path, store: Store, supervisor: StubSupervisor | None = None) -
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def machine_csr() -> str:
+    """What a joining machine sends for its certificate (``runner.core.certs.signing_request``):
+    a request for a TLS key made on the machine."""
+    from runner.core.certs import new_key, signing_request
+
+    return signing_request(new_key()).decode()

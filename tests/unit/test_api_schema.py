@@ -42,7 +42,7 @@ from runner.core.sla import utc_day
 from runner.core.spec import parse_workload, spec_to_dict
 from runner.ray_nodes import RayNode
 from runner.store import Store
-from tests.support.inprocess_api import StubSupervisor, make_app
+from tests.support.inprocess_api import LOOPBACK_PEER, StubSupervisor, machine_csr, make_app
 
 CPU_MACHINE = ApprovedMachine(region="eu-west", country="NL")  # what a token approves here
 
@@ -135,7 +135,7 @@ def test_a_typed_answer_is_checked_and_filtered(bare_app: Any) -> None:
     app = FastAPI()
     for path, answer in answers.items():
         app.get(path, response_model=schemas.Bill)(_answering(answer))
-    http = TestClient(app, raise_server_exceptions=False)
+    http = TestClient(app, raise_server_exceptions=False, client=LOOPBACK_PEER)
     assert http.get("/plain").json() == bill
     assert http.get("/budget").json() == {**bill, "totals": {**totals, "budget": 5, "budget_left": None}}
     assert http.get("/wrong").status_code == 500  # FastAPI's ResponseValidationError
@@ -205,7 +205,7 @@ class Network:
         self.supervisor = StubSupervisor()
         self.app = make_app(self.store, self.supervisor)
         self.ctx = self.app.state.ctx
-        self.http = TestClient(self.app, raise_server_exceptions=False)
+        self.http = TestClient(self.app, raise_server_exceptions=False, client=LOOPBACK_PEER)
         self.op = {"Authorization": f"Bearer {self.store.create_operator_key()}"}
 
     def call(self, method: str, path: str, model: Any, *, status: int = 200, headers: Any = None, **kw: Any) -> Any:
@@ -281,6 +281,7 @@ def test_operator_answers_fit_their_models(net: Network) -> None:
         "simulated": True,
         "benchmark": BENCH,
         "node_keys": NodeKeys.generate().public().to_dict(),
+        "tls_csr": machine_csr(),
     }
     grant = net.call("POST", "/v1/nodes/join", schemas.JoinGrant, json=join, headers={})
     assert grant["labels"]["provider"] == "gpu-barn" and grant["num_gpus"] == 1
@@ -356,6 +357,7 @@ def test_the_fleet_view_fits_its_model(net: Network) -> None:
             "memory_mb": 2048,
             "benchmark": BENCH,
             "node_keys": NodeKeys.generate().public().to_dict(),
+            "tls_csr": machine_csr(),
         },
         headers={},
     )

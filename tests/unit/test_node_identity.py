@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from runner.core.agent_wire import NodeKeys
 from runner.core.policy import KYC, NodeState
 from runner.store import Store
-from tests.support.inprocess_api import StubSupervisor, make_app
+from tests.support.inprocess_api import LOOPBACK_PEER, StubSupervisor, machine_csr, make_app
 
 BENCH = {"tflops": 0.05, "device": "cpu", "dtype": "float32", "bandwidth_gbs": 1.0, "seconds": 0.1}
 
@@ -30,7 +30,9 @@ class Network:
     def __init__(self, tmp_path: Path) -> None:
         self.store = Store(f"sqlite:///{tmp_path / 'runner.db'}")
         self.supervisor = StubSupervisor()
-        self.http = TestClient(make_app(self.store, self.supervisor), raise_server_exceptions=False)
+        self.http = TestClient(
+            make_app(self.store, self.supervisor), raise_server_exceptions=False, client=LOOPBACK_PEER
+        )
         #: Each machine's public keys, made once (as ``runner node join`` keeps its key file).
         self.keys: dict[str, dict[str, str]] = {}
         self.op = {"Authorization": f"Bearer {self.store.create_operator_key()}"}
@@ -60,6 +62,7 @@ class Network:
             "memory_mb": 2048,
             "benchmark": BENCH,
             "node_keys": self.keys.setdefault(name, NodeKeys.generate().public().to_dict()),
+            "tls_csr": machine_csr(),
             **extra,
         }
         return self.http.post("/v1/nodes/join", json=body)

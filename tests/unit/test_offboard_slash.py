@@ -14,7 +14,7 @@ from runner.core.network import default_network
 from runner.core.policy import KYC, NodeState
 from runner.core.states import WorkloadState
 from runner.store import Store
-from tests.support.inprocess_api import StubSupervisor, make_app
+from tests.support.inprocess_api import LOOPBACK_PEER, StubSupervisor, make_app
 
 STAKE = 50_000_000
 SPEC = {"name": "t", "kind": "batch", "image": "runner/smoke:latest", "command": ["true"]}
@@ -50,7 +50,7 @@ def setup(db_url: str) -> tuple[Store, TestClient, dict[str, str]]:
         price_micros=0,
         milli_units=500,
     )
-    http = TestClient(make_app(store, StubSupervisor()), raise_server_exceptions=False)
+    http = TestClient(make_app(store, StubSupervisor()), raise_server_exceptions=False, client=LOOPBACK_PEER)
     return store, http, {"Authorization": f"Bearer {store.create_operator_key()}"}
 
 

@@ -19,7 +19,7 @@ from runner.core.catalog import CATALOG
 from runner.core.errors import NotFoundError
 from runner.core.network import default_network
 from runner.settings import Settings
-from tests.support.inprocess_api import StubSupervisor, make_app
+from tests.support.inprocess_api import LOOPBACK_PEER, StubSupervisor, make_app
 from tests.unit.test_node_identity import BENCH, Network
 
 
@@ -121,7 +121,9 @@ def network_head(tmp_path: Path, *, simulated_gpus: bool = False) -> Network:
     settings = Settings(home=tmp_path / "home", advertise="198.51.100.7")  # (an address in config only)
     config = dataclasses.replace(default_network(), simulated_gpus=simulated_gpus)
     net.supervisor = StubSupervisor(settings=settings)
-    net.http = TestClient(make_app(net.store, net.supervisor, config=config), raise_server_exceptions=False)
+    net.http = TestClient(
+        make_app(net.store, net.supervisor, config=config), raise_server_exceptions=False, client=LOOPBACK_PEER
+    )
     return net
 
 
