@@ -95,7 +95,25 @@ def start_head(
     ]
     # The head runs no work: nothing to drain on SIGTERM (Ray 2.60 waits up to 30 s by default).
     no_drain = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
-    return _popen(args, {**auth_env(token_path, tls), **FAST_HEALTH_CHECKS, **no_drain}, log_path)
+    return _popen(
+        args, {**auth_env(token_path, tls), **FAST_HEALTH_CHECKS, **no_drain, **head_guard_env(log_path)}, log_path
+    )
+
+
+#: ``runner/data/head_guard/sitecustomize.py``: every Ray worker the head's raylet starts exits.
+HEAD_GUARD_DIR = Path(__file__).resolve().parent / "data" / "head_guard"
+
+
+def head_guard_env(log_path: Path) -> dict[str, str]:
+    """What keeps code sent through Ray off the head (see the guard's docstring): its directory
+    first on the head raylet's ``PYTHONPATH``, and where it notes each worker it refused."""
+    path = os.pathsep.join(p for p in (str(HEAD_GUARD_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "RUNNER_HEAD_REFUSALS": str(head_refusals_path(log_path))}
+
+
+def head_refusals_path(head_log_path: Path) -> Path:
+    """Where the head notes the Ray workers it refused: beside the head's own log."""
+    return head_log_path.parent / "head-refused-workers.log"
 
 
 def node_port_args(ray_port: int, index: int, temp_root: Path) -> list[str]:

@@ -108,10 +108,8 @@ def _head_up(
     console.print("  runner admin provider add PROVIDER --country CC --stake 100 --kyc verified")
     console.print("  runner admin token issue PROVIDER      # prints the join command with its token")
     console.print("  runner images push                     # the workload images, for providers to pull")
-    if s.tls_files:
-        console.print(f"The network's CA (every join command pins it): --ca-cert-hash {s.tls_files.pin()}")
     console.print("then on that machine (ports it opens: Ray's node ports to the head, and its replicas' ports):")
-    console.print(f"  {join_command(s, token='TOKEN', provider='PROVIDER')}")
+    console.print(f"  {join_command(s, token='TOKEN', provider='PROVIDER')}", soft_wrap=True)
     if s.store:
         console.print(
             f"artifacts go to {s.store} ({s.store_endpoint}) unless a spec names its own; "

@@ -51,7 +51,9 @@ def two_providers(cluster_settings: Settings, operator: Any) -> Any:
     ):
         for name in (VICTIM, ATTACKER):
             wait_for(lambda name=name: node_state(operator, name) == "active", timeout_s=90, what=f"{name} active")
-        cluster.connect(cluster_settings.ray_address, cluster_settings.ray_token_path)  # the attacker's driver
+        cluster.connect(
+            cluster_settings.ray_address, cluster_settings.ray_token_path, cluster_settings.tls_files
+        )  # the attacker's driver
         yield
         for name in (VICTIM, ATTACKER):
             operator.admin("POST", f"/nodes/{name}/offboard")
@@ -179,3 +181,47 @@ def test_an_actor_claiming_another_nodes_agent_is_refused_and_its_provider_suspe
 
     wait_for(answers_as_victim, timeout_s=90, what="the victim's own agent to be back")
     assert not marker.exists()
+
+
+def _steal(database: str, marker: str) -> str:
+    """The attacker's task: copy the start of the control plane's database where it can read it."""
+    Path(marker).write_bytes(Path(database).read_bytes()[:64])
+    return "stolen"
+
+
+def test_code_sent_through_ray_to_the_head_never_runs_there(
+    cluster_settings: Settings, two_providers: Any, tmp_path: Path
+) -> None:
+    """Issue 14, point 1: the attacker's driver sends a zero-CPU task (it fits a node with no
+    CPUs) pinned to the head, where the control plane's database, keys and CA key are. The head's
+    raylet refuses the worker that would run it (the head's note of it is the evidence the task
+    got there), and nothing of the task runs. The same task on the attacker's own node runs: the
+    control, showing that the task itself works."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from runner.cluster import head_refusals_path
+
+    steal = ray.remote(num_cpus=0, max_retries=0)(_steal)
+    database = str(cluster_settings.home / "runner.db")
+    own = tmp_path / "ran-on-the-attackers-node"
+    assert ray.get(steal.options(label_selector={"node": ATTACKER}).remote(database, str(own)), timeout=120) == "stolen"
+    assert own.read_bytes().startswith(b"SQLite format 3")
+
+    head = next(n for n in ray.nodes() if n["Alive"] and (n.get("Labels") or {}).get("role") == "head")
+    refusals = head_refusals_path(cluster_settings.logs_dir / "ray-head.log")
+    before = refusals.read_text().count("\n") if refusals.exists() else 0
+    marker = tmp_path / "ran-on-the-head"
+    ref = steal.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head["NodeID"], soft=False)).remote(
+        database, str(marker)
+    )
+    try:
+        wait_for(
+            lambda: marker.exists() or (refusals.exists() and refusals.read_text().count("\n") > before),
+            timeout_s=60,
+            what="the head to refuse the worker for the attacker's task",
+        )
+        done, _ = ray.wait([ref], timeout=0)  # reads no result
+        assert done == [] and not marker.exists(), "the attacker's task ran on the head"
+    finally:
+        ray.cancel(ref, force=True)

@@ -116,7 +116,7 @@ def test_agent_runs_on_the_node_it_is_named_for(cluster_settings: Settings, clie
     from runner.node_keys import control_key, node_keys
     from runner.supervisor.agent_link import AgentLink
 
-    cluster.connect(cluster_settings.ray_address, cluster_settings.ray_token_path)
+    cluster.connect(cluster_settings.ray_address, cluster_settings.ray_token_path, cluster_settings.tls_files)
     by_name = {n.name: n.node_id for n in cluster.list_nodes() if n.alive}  # other tests' extra nodes may be gone
     assert {"fra-h100-1", "ams-4090-1", "nyc-a100-1", "tyo-4090-1"} <= set(by_name)
     for name, node_id in by_name.items():

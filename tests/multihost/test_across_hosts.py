@@ -67,10 +67,14 @@ def engine_containers(net: Network, host: str, workload_id: str) -> list[Any]:
 
 def test_the_head_prints_how_to_join_and_the_token_comes_with_the_exact_command(head: Head, net: Network) -> None:
     from harness.runner_net import runner_cli
+    from runner.core.certs import ca_pin
 
-    url = f"http://{net.head_address}:{head.settings.server_port}"
+    url = f"https://{net.head_address}:{head.settings.server_port}"
+    pin = head.settings.home.joinpath("tls", "ca.pem").read_bytes()
     assert f"head up on {net.head_address}" in head.up_output
     assert f"runner node join --head {url} --token TOKEN --provider PROVIDER" in head.up_output
+    # Every join command pins the network's CA: a machine sent to another head stops there.
+    assert f"--ca-cert-hash {ca_pin(pin)}" in head.up_output
     issued = runner_cli(
         ["admin", "token", "issue", "barn-a", "--region", "eu-west", "--country", "de"],
         head.settings.home,
@@ -80,6 +84,7 @@ def test_the_head_prints_how_to_join_and_the_token_comes_with_the_exact_command(
     token = issued.strip().splitlines()[-1]
     # The machine it approves (the country as ISO writes it) is in the command: it may join as nothing else.
     assert f"runner node join --head {url} --token {token} --provider barn-a --region eu-west --country DE" in issued
+    assert f"--ca-cert-hash {ca_pin(pin)}" in issued
 
 
 def test_the_hosts_join_with_their_own_addresses(head: Head, net: Network) -> None:

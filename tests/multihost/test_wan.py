@@ -22,7 +22,7 @@ import pytest
 from harness.hosts import Host
 from harness.network import Network, leftovers, processes_in, sweep
 from runner.core.regions import default_regions
-from tests.conftest import wait_for
+from tests.conftest import free_ports, wait_for
 
 pytestmark = pytest.mark.multihost
 
@@ -66,13 +66,20 @@ def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         yield net
 
 
-def test_each_pair_of_hosts_is_its_regions_round_trip_apart(wan: Network) -> None:
+@pytest.fixture
+def head_port() -> int:
+    """A port on the head's address for a test's echo server that no cluster of this test session
+    holds (a fixed one met the CPU-mode cluster's raylet, which listens on every address)."""
+    return free_ports()[0]
+
+
+def test_each_pair_of_hosts_is_its_regions_round_trip_apart(wan: Network, head_port: int) -> None:
     table = default_regions()
     tokyo, paris = wan.hosts["tokyo"], wan.hosts["paris"]
-    with echo_on(None, wan.head_address, 9101):
+    with echo_on(None, wan.head_address, head_port):
         for host in (tokyo, paris):
             expected = table.rtt_ms(wan.head_region, host.region)
-            measured = median_rtt(host, wan.head_address, 9101)
+            measured = median_rtt(host, wan.head_address, head_port)
             assert expected <= measured <= expected + SLACK_MS, (host.name, expected, measured)
     with echo_on(paris, paris.address, 9102):  # host to host: the pair's own round trip, not via the head's
         expected = table.rtt_ms(tokyo.region, paris.region)
@@ -80,42 +87,42 @@ def test_each_pair_of_hosts_is_its_regions_round_trip_apart(wan: Network) -> Non
         assert expected <= measured <= expected + SLACK_MS, (expected, measured)
 
 
-def test_a_wan_link_takes_extra_delay_loss_and_a_rate(wan: Network) -> None:
+def test_a_wan_link_takes_extra_delay_loss_and_a_rate(wan: Network, head_port: int) -> None:
     paris = wan.hosts["paris"]
     base = default_regions().rtt_ms(wan.head_region, paris.region)
-    with echo_on(None, wan.head_address, 9103):
+    with echo_on(None, wan.head_address, head_port):
         try:
             paris.link.shape(delay_ms=20)  # one way, each direction: +40 ms a round trip
-            measured = median_rtt(paris, wan.head_address, 9103)
+            measured = median_rtt(paris, wan.head_address, head_port)
             assert base + 40 <= measured <= base + 40 + SLACK_MS, measured
 
             paris.link.shape(loss_pct=30)  # each direction: a round trip survives 0.7 * 0.7
-            result = probe(paris, wan.head_address, 9103, 300)
+            result = probe(paris, wan.head_address, head_port, 300)
             assert 0.35 <= result["lost"] / 300 <= 0.67, result["lost"]  # type: ignore[operator]
 
             paris.link.shape(rate_mbit=20)
             sent = json.loads(
-                paris.check([*PROBE, "send", wan.head_address, "9103", str(5_000_000)], PYTHONPATH=str(REPO))
+                paris.check([*PROBE, "send", wan.head_address, str(head_port), str(5_000_000)], PYTHONPATH=str(REPO))
             )
             assert 15 <= sent["mbit_s"] <= 21, sent  # the rate, less TCP's start and its headers
         finally:
             paris.link.shape()
-        assert median_rtt(paris, wan.head_address, 9103) <= base + SLACK_MS  # lifted again
+        assert median_rtt(paris, wan.head_address, head_port) <= base + SLACK_MS  # lifted again
 
 
-def test_a_cut_wan_link_passes_nothing_and_the_host_keeps_its_routes(wan: Network) -> None:
+def test_a_cut_wan_link_passes_nothing_and_the_host_keeps_its_routes(wan: Network, head_port: int) -> None:
     tokyo = wan.hosts["tokyo"]
-    with echo_on(None, wan.head_address, 9104):
+    with echo_on(None, wan.head_address, head_port):
         tokyo.link.cut()
         try:
             assert not tokyo.link.is_up()
             assert "NO-CARRIER" in tokyo.check(["ip", "link", "show", "eth0"])  # the host sees its cable out
-            assert probe(tokyo, wan.head_address, 9104, 5)["lost"] == 5
+            assert probe(tokyo, wan.head_address, head_port, 5)["lost"] == 5
             assert "default via" in tokyo.check(["ip", "route"])
         finally:
             tokyo.link.restore()
         assert tokyo.link.is_up()
-        wait_for(lambda: probe(tokyo, wan.head_address, 9104, 3)["lost"] == 0, timeout_s=15, what="the link back")
+        wait_for(lambda: probe(tokyo, wan.head_address, head_port, 3)["lost"] == 0, timeout_s=15, what="the link back")
 
 
 def _wan_pids(network_id: str) -> list[int]:
