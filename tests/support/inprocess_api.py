@@ -83,17 +83,25 @@ def free_port() -> int:
 def served(home: Path, store: Store, supervisor: StubSupervisor | None = None) -> Iterator[Settings]:
     """The app on a free loopback port over HTTPS (the head's certificate in ``home/tls``), with
     the operator's key in ``home/admin-key``, as the ``Settings`` a CLI of that home uses."""
-    import uvicorn
-
     settings = Settings(home=home, server_port=free_port())
     home.mkdir(parents=True, exist_ok=True)
     settings.admin_key_path.write_text(store.create_operator_key())
     tls = TlsFiles.of(home)
     tls.issue_head(["127.0.0.1"])
+    with serving_https(make_app(store, supervisor, authority=tls.authority()), tls, settings.server_port):
+        yield settings
+
+
+@contextmanager
+def serving_https(app: Any, tls: TlsFiles, port: int) -> Iterator[None]:
+    """``app`` served by uvicorn over HTTPS with ``tls``'s certificate on loopback ``port``, in a
+    thread, from when it listens until the block ends."""
+    import uvicorn
+
     config = uvicorn.Config(
-        make_app(store, supervisor, authority=tls.authority()),
+        app,
         host="127.0.0.1",
-        port=settings.server_port,
+        port=port,
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -105,7 +113,7 @@ def served(home: Path, store: Store, supervisor: StubSupervisor | None = None) -
     thread.start()
     try:
         wait_for(lambda: server.started, timeout_s=30, what="uvicorn to listen")
-        yield settings
+        yield
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from runner.core.errors import UntrustedServerError
 from runner.join import join, pinned_ca
 from runner.tls import TlsFiles
-from tests.conftest import wait_for
-from tests.support.inprocess_api import free_port
+from tests.support.inprocess_api import free_port, serving_https
 
 REQUEST = {"token": "jt_the-victims-join-token", "provider": "gpu-barn", "name": "gpu-1"}
 
@@ -49,24 +46,8 @@ def fake_head(home: Path, *, shows_ca: bytes | None = None) -> Iterator[tuple[st
         await send({"type": "http.response.body", "body": answer})
 
     port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="error",
-        lifespan="off",
-        ssl_certfile=str(tls.cert),
-        ssl_keyfile=str(tls.key),
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout_s=30, what="the fake head to listen")
+    with serving_https(app, tls, port):
         yield f"https://127.0.0.1:{port}", seen
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture
