@@ -82,16 +82,18 @@ def wait_until_up(settings: Settings, proc: subprocess.Popen[bytes], timeout_s: 
 
 def push(
     settings: Settings, names: list[str] | None = None, *, docker_client: Any = None, say: Callable[[str], None] = print
-) -> list[str]:
+) -> dict[str, str]:
     """Push each workload image's tags (its content hash and ``latest``) to the registry; the
-    references pushed. Layers the registry holds already are not sent again."""
+    manifest digest of each reference pushed (``runner/smoke:latest`` -> ``sha256:...``), which
+    the control plane pins: nodes run that content and no other under that name. Layers the
+    registry holds already are not sent again."""
     if not settings.registry:
         raise UserError("this home has no registry. To fix: runner up --advertise ADDR (the head of a network)")
     import docker
 
     client = docker_client or docker.from_env()
     local = f"127.0.0.1:{port_of(settings)}"
-    pushed = []
+    pushed: dict[str, str] = {}
     for name in names or list(WORKLOAD_IMAGES):
         try:
             image = client.images.get(f"runner/{name}:latest")
@@ -101,10 +103,14 @@ def push(
             repo, version = tag.rsplit(":", 1)
             image.tag(f"{local}/{repo}", version)
             started = time.monotonic()
+            digest = ""
             for event in client.images.push(f"{local}/{repo}", version, stream=True, decode=True):
                 if "error" in event:
                     raise ClusterError(f"pushing {tag} to {local}: {event['error']}")
+                digest = str((event.get("aux") or {}).get("Digest") or digest)
             client.images.remove(f"{local}/{repo}:{version}", noprune=True)
-            say(f"pushed {tag} in {time.monotonic() - started:.1f}s")
-            pushed.append(tag)
+            if not digest:
+                raise ClusterError(f"pushing {tag} to {local}: the engine reported no manifest digest")
+            say(f"pushed {tag} ({digest[:19]}) in {time.monotonic() - started:.1f}s")
+            pushed[tag] = digest
     return pushed

@@ -1,4 +1,4 @@
-"""The operator's routes: KYC, budgets, stakes, join tokens, node drains, challenges, audit, books.
+"""The operator's routes: KYC, budgets, stakes, join tokens, image pins, node drains, challenges, audit, books.
 
 Every change here is audited by the store in the same transaction as the change itself.
 """
@@ -18,13 +18,14 @@ from runner.core import ledger
 from runner.core.approval import ApprovedMachine, machine_gpus, simulated_problem
 from runner.core.errors import PolicyError, UserError
 from runner.core.events import Stop, StopReason
+from runner.core.image_refs import DIGEST
 from runner.core.ledger import SlashCause
 from runner.core.policy import KYC, NodeState
 from runner.core.sla import UptimeDay as UptimeFacts
 from runner.core.sla import day_breached, monthly_uptime, utc_day
 from runner.core.spec.fields import MAX_USD, Usd, bounded
 from runner.onboarding import NAME
-from runner.store import Provider, Tenant
+from runner.store import ImagePin, Provider, Tenant
 
 router = APIRouter(prefix="/v1/admin")
 Ctx = Annotated[AppContext, Depends(context)]
@@ -179,6 +180,27 @@ def issue_token(
     approved = ApprovedMachine(region=region, country=country, gpu_model=model, gpu_count=count, simulated=simulated)
     token = ctx.store.issue_join_token(provider, ttl_s=ttl_s, approved=approved)
     return {"provider": provider, "token": token, "ttl_s": ttl_s}
+
+
+# -- images ------------------------------------------------------------------------------------------
+def image_pin_json(pin: ImagePin) -> dict[str, Any]:
+    return {"reference": pin.reference, "digest": pin.digest, "pinned_at": pin.pinned_at}
+
+
+@router.put("/images", response_model=schemas.ImagePin)
+def pin_image(
+    _: Operator,
+    ctx: Ctx,
+    reference: Annotated[str, Body(min_length=1, max_length=255)],
+    digest: Annotated[str, Body(pattern=DIGEST.pattern)],
+) -> dict[str, Any]:
+    """Record what the operator pushed: nodes run ``reference`` only as ``digest`` from now on."""
+    return image_pin_json(ctx.store.pin_image(reference, digest))
+
+
+@router.get("/images", response_model=list[schemas.ImagePin])
+def image_pins(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
+    return [image_pin_json(p) for p in ctx.store.image_pins()]
 
 
 # -- nodes -------------------------------------------------------------------------------------------

@@ -457,6 +457,14 @@ class NewJoinToken(TypedDict):
     ttl_s: float
 
 
+class ImagePin(TypedDict):
+    """An image of the network's registry, by the digest the operator's push recorded."""
+
+    reference: str
+    digest: str
+    pinned_at: float
+
+
 class NodeMove(TypedDict):
     """A node's state after the operator moved it (drain, activate)."""
 

@@ -22,6 +22,7 @@ from runner.core import ledger
 from runner.core.demand import Demand
 from runner.core.errors import PolicyError, UserError
 from runner.core.events import EventKind
+from runner.core.image_refs import from_network_registry
 from runner.core.network_store import foreign_prefix_problem
 from runner.core.policy import KYC, TenantFacts, admit_tenant
 from runner.core.spec import AnySpec, parse_workload, spec_to_dict
@@ -136,7 +137,7 @@ def separate_hosts_problem(spec: AnySpec, shared_filesystem: bool, network_store
 
 
 def admit(ctx: AppContext, tenant_id: str, spec: AnySpec) -> None:
-    """KYC gate, host paths, then the budget: refuse what the tenant may not or cannot afford to run."""
+    """KYC gate, host paths, the image, then the budget: refuse what the tenant may not or cannot afford to run."""
     t = ctx.store.get_tenant(tenant_id)
     verdict = admit_tenant(TenantFacts(id=t.id, country=t.country, kyc=KYC(t.kyc)))
     if not verdict:
@@ -153,6 +154,13 @@ def admit(ctx: AppContext, tenant_id: str, spec: AnySpec) -> None:
         problem = foreign_prefix_problem(store, tenant_id, uri, field_path) if uri and store else None
         if problem:
             raise PolicyError(problem)
+    registry = ctx.supervisor.settings.registry
+    if from_network_registry(spec.image, registry) and ctx.store.image_digest(spec.image) is None:
+        raise UserError(
+            f"image: {spec.image!r} is not in this network's registry ({registry}): the operator never pushed it. "
+            "To fix: name an image the operator pushed (runner/smoke, runner/training, runner/inference, "
+            "runner/gaming), or one in a registry of your own (host/repo:tag)"
+        )
     problem = separate_hosts_problem(
         spec, ctx.supervisor.settings.shared_filesystem, network_store=ctx.supervisor.network_store is not None
     )

@@ -242,7 +242,12 @@ def images_push(
     names: Annotated[list[str] | None, typer.Argument(help="Workload images to push (default: all four).")] = None,
 ) -> None:
     """Push the workload images (content-hashed tags and latest) to this head's registry, from
-    which providers' machines pull them on first use."""
+    which providers' machines pull them on first use, and pin each by its digest: nodes run what
+    was pushed here, whatever anyone pushes under the same name later."""
     from runner import registry
 
-    registry.push(settings(), names or None, say=lambda m: console.print(f"  {m}"))
+    pushed = registry.push(settings(), names or None, say=lambda m: console.print(f"  {m}"))
+    operator = client(operator=True)
+    for reference, digest in pushed.items():
+        operator.admin("PUT", "/images", reference=reference, digest=digest)
+    console.print(f"  pinned {len(pushed)} references: nodes pull them by digest")

@@ -50,6 +50,10 @@ class LaunchRequest:
     node: str
     image: str
     command: list[str]
+    #: The manifest digest the operator's push recorded for ``image``: the node runs that content
+    #: from the network's registry, never what the tag names there now. Empty where the image is
+    #: not the network's (a spec's own registry; CPU mode, whose nodes share the head's engine).
+    image_digest: str = ""
     env: dict[str, str] = field(default_factory=dict)
     cpu: float = 1.0
     memory_mb: int | None = None

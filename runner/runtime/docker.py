@@ -238,26 +238,29 @@ class DockerRuntime(Runtime):
                 existing.start()
             return self._status(request.key, existing)
         kwargs = self._create_args(request)
+        image = self.images.reference(request.image, request.image_digest)
         pulled = False
         try:
             try:
                 self._commit(pending)  # the image is here (most starts): create at once
-                container = self.client.containers.create(request.image, **kwargs)
+                container = self.client.containers.create(image, **kwargs)
             except docker.errors.ImageNotFound:
                 with self._starts_lock:  # no container yet: a stop may cancel the pull
                     pending.committed = False
                 pending.progress = PullProgress()
-                pulled = self.images.pull(request.image, pending.progress, lambda: pending.cancelled)
+                pulled = self.images.pull(
+                    request.image, request.image_digest, pending.progress, lambda: pending.cancelled
+                )
                 if not pulled:
                     raise
                 self._commit(pending)
-                container = self.client.containers.create(request.image, **kwargs)
+                container = self.client.containers.create(image, **kwargs)
         except PullCancelled:
             return ReplicaStatus(key=request.key, state=ReplicaState.STOPPED, error="stopped before it started")
         except docker.errors.ImageNotFound:
             where = f" nor in the registry {self.registry}" if self.registry else ""
             fix = "runner images push (on the head)" if self.registry else "runner images build"
-            raise ImageError(f"image {request.image!r} is not on node {self.node}{where}. To fix: {fix}") from None
+            raise ImageError(f"image {image!r} is not on node {self.node}{where}. To fix: {fix}") from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # a concurrent start of the same key won the race: adopt
                 return self._status(request.key, self._get(request.key))
@@ -268,7 +271,7 @@ class DockerRuntime(Runtime):
         if pulled:
             self.images.evict_soon(self._images_starting)
         else:
-            self.images.touch(request.image)
+            self.images.touch(request.image, request.image_digest)
         return self._status(request.key, container)
 
     def _commit(self, pending: _Start) -> None:

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from runner.core.errors import ImageError
+from runner.core.image_refs import canonical, from_network_registry, names_a_registry, split_reference
 from runner.runtime.imagecache import GB, CachedImage, PullProgress, evictions
 
 log = logging.getLogger("runner.images")
@@ -45,14 +46,6 @@ def parse_time(value: str | None) -> float | None:
     head, _, rest = value.partition(".")
     frac = "".join(ch for ch in rest if ch.isdigit())[:6]  # Python takes microseconds
     return datetime.fromisoformat(f"{head.rstrip('Z')}.{frac or '0'}+00:00").timestamp()
-
-
-def split_reference(image: str) -> tuple[str, str]:
-    """``repo[:tag]`` -> (repo, tag), ``latest`` when none is given (a port is no tag)."""
-    if ":" in image.rsplit("/", 1)[-1]:
-        repo, _, tag = image.rpartition(":")
-        return repo, tag
-    return image, "latest"
 
 
 def _not_found(message: str) -> bool:
@@ -80,28 +73,40 @@ class NodeImages:
     def source_of(self, image: str) -> str:
         """Where ``image`` is pulled from: the registry it names, else the network's."""
         repo, _ = split_reference(image)
-        first = repo.split("/", 1)[0]
-        names_a_registry = "/" in repo and ("." in first or ":" in first or first == "localhost")
-        return repo if names_a_registry else f"{self.registry}/{repo}"  # a spec's own registry is used as it is
+        return repo if names_a_registry(image) else f"{self.registry}/{repo}"  # a spec's own registry as it is
 
-    def pull(self, image: str, progress: PullProgress, cancelled: Callable[[], bool]) -> bool:
+    def reference(self, image: str, digest: str) -> str:
+        """What a container of ``image`` is made from: with the operator's ``digest``, that content
+        of the network's registry (``<registry>/<repo>@<digest>``), whatever a tag of that name on
+        this engine or in the registry holds now; else ``image`` itself."""
+        return f"{self.source_of(image)}@{digest}" if digest and self.managed else image
+
+    def pull(self, image: str, digest: str, progress: PullProgress, cancelled: Callable[[], bool]) -> bool:
         """Pull ``image`` from the registry, feeding ``progress``, and tag it under its own name;
-        False when there is no registry or it does not hold the image. ``cancelled`` is asked at
-        every event of the engine's stream: True ends the pull (``PullCancelled``)."""
+        False when there is no registry or it does not hold the image. An image of the network's
+        registry is pulled only by the operator's ``digest`` (the engine checks every byte against
+        it), never by tag: anyone who reaches the registry can push a tag. ``cancelled`` is asked
+        at every event of the engine's stream: True ends the pull (``PullCancelled``)."""
         import docker
 
         if not self.registry:
             return False
+        if from_network_registry(image, self.registry) and not digest:
+            raise ImageError(
+                f"image {image!r} has no digest pinned by the operator, and this node pulls the network's "
+                "images only by digest. To fix: the operator pushes it (runner images push, on the head)"
+            )
         repo, tag = split_reference(image)
         source = self.source_of(image)
+        wanted = digest or tag
         try:
-            for event in self.client.api.pull(source, tag=tag, stream=True, decode=True):
+            for event in self.client.api.pull(source, tag=wanted, stream=True, decode=True):
                 if "error" in event:
                     message = str((event.get("errorDetail") or {}).get("message") or event["error"])
                     if _not_found(message):
                         return False
                     raise ImageError(
-                        f"pulling {source}:{tag} on this node failed: {message}. To fix: check "
+                        f"pulling {self.reference(image, digest)} on this node failed: {message}. To fix: check "
                         "that the node reaches the registry and the image was pushed (runner images push)"
                     )
                 progress.feed(event)
@@ -113,19 +118,23 @@ class NodeImages:
             if exc.status_code in (404, 500) and _not_found(str(exc)):
                 return False
             raise
-        if source != repo:
-            self.client.api.tag(f"{source}:{tag}", repo, tag)  # the spec's name; also marks the use
+        pulled = self.reference(image, digest) if digest else f"{source}:{tag}"
+        if digest:  # the registry's name by tag too: eviction knows a pulled image by it
+            self.client.api.tag(pulled, source, tag)
+        if source != repo or digest:
+            self.client.api.tag(pulled, repo, tag)  # the spec's name; also marks the use
         return True
 
-    def touch(self, image: str) -> None:
-        """Mark ``image`` used now: tag it again under the name it has (sets LastTagTime)."""
+    def touch(self, image: str, digest: str = "") -> None:
+        """Mark ``image`` used now: tag it again under the name it has (sets LastTagTime); with a
+        digest, the name moves to that content if anything else held it."""
         import docker
 
         if not self.managed:
             return
         repo, tag = split_reference(image)
         try:
-            self.client.api.tag(image, repo, tag)
+            self.client.api.tag(self.reference(image, digest), repo, tag)
         except docker.errors.APIError:  # removed meanwhile: the next start pulls it again
             log.debug("could not mark %s used", image, exc_info=True)
 
@@ -180,7 +189,7 @@ class NodeImages:
 
     @staticmethod
     def _ref(reference: str) -> str:
-        return ":".join(split_reference(reference))
+        return canonical(reference)
 
     def evict(self, pinned: Callable[[], set[str]]) -> list[str]:
         """Remove images, least recently used first, until the engine's images fit the budget;

@@ -2,17 +2,19 @@
 audit record, in SQLAlchemy (SQLite with WAL by default; any SQLAlchemy URL, PostgreSQL included).
 
 One ``Store`` object, assembled from one mixin per concern, each in its own module:
-``workloads`` (workloads, replicas, events, logs, API keys, placement records), ``market``
-(tenants, providers, join tokens, nodes, uptime, checks), ``money`` (the ledger), ``auditlog``
-(the hash-chained audit log). Tables are in ``models``; opening a store first brings its
+``workloads`` (workloads, replicas, events, logs, API keys, placement records), ``parties``
+(tenants, providers, join tokens, nodes, uptime, checks), ``money`` (the ledger), ``image_pins``
+(the digests of the images the operator pushed), ``auditlog`` (the hash-chained audit log). Tables are in ``models``; opening a store first brings its
 database to them (``schema``, with the Alembic revisions in ``migrations``).
 """
 
+from runner.store.image_pins import ImagePinStore
 from runner.store.models import (
     ApiKey,
     AuditRow,
     Check,
     Event,
+    ImagePin,
     JoinToken,
     LedgerPosting,
     LedgerTx,
@@ -29,7 +31,7 @@ from runner.store.money import LedgerStore
 from runner.store.workloads import Principal, WorkloadStore, hash_key, new_workload_id
 
 
-class Store(LedgerStore, WorkloadStore):
+class Store(LedgerStore, ImagePinStore, WorkloadStore):
     """All reads and writes of runner's state. Thread-safe: one short session per call."""
 
 
@@ -38,6 +40,7 @@ __all__ = [
     "AuditRow",
     "Check",
     "Event",
+    "ImagePin",
     "JoinToken",
     "LedgerPosting",
     "LedgerTx",

@@ -97,6 +97,17 @@ class NodeRecord(Base):
     node_keys: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
+class ImagePin(Base):
+    """An image the operator pushed to the network's registry, known by its manifest digest: the
+    only content a node runs for that reference (``runner.core.image_refs``)."""
+
+    __tablename__ = "image_pins"
+    #: ``repo:tag`` as specs name it (``runner/smoke:latest``).
+    reference: Mapped[str] = mapped_column(String(255), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71))
+    pinned_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
 class UptimeDay(Base):
     __tablename__ = "uptime_days"
     node: Mapped[str] = mapped_column(ForeignKey("nodes.name"), primary_key=True)

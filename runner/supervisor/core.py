@@ -28,6 +28,7 @@ from runner.core.agent_wire import NodePublicKeys
 from runner.core.demand import Demand
 from runner.core.errors import NotFoundError
 from runner.core.events import EventKind, Stop, StopReason
+from runner.core.image_refs import from_network_registry
 from runner.core.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.core.network import NetworkConfig
 from runner.core.policy import NodeState
@@ -187,6 +188,13 @@ class Supervisor:
             return WorkloadState(self.store.get_workload(workload_id).state).is_terminal()
         except NotFoundError:
             return True  # a key file of a workload this database never had: nobody may use it
+
+    def image_digest(self, image: str) -> str:
+        """The digest a node must run ``image`` as ("" where the image is not the network
+        registry's); "" too where the operator never pushed it, and the node refuses to pull it."""
+        if not from_network_registry(image, self.settings.registry):
+            return ""
+        return self.store.image_digest(image) or ""
 
     def mounts(self, w: Workload, spec: AnySpec) -> list[Mount]:
         """The host folders bound into this workload's replicas (``runner.core.mounts``): a training

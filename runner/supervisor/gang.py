@@ -203,6 +203,7 @@ class GangController:
             attempt=rep.attempt,
             node=rep.node,
             image=spec.image,
+            image_digest=self.sup.image_digest(spec.image),
             command=list(spec.command),
             env=env,
             cpu=spec.resources.cpu,

@@ -68,3 +68,7 @@ class ControllerHost(Protocol):
     def mounts(self, w: Workload, spec: AnySpec) -> list[Mount]:
         """The host folders bound into this workload's replicas."""
         ...
+
+    def image_digest(self, image: str) -> str:
+        """The digest the operator pinned for a network image ("" where none applies)."""
+        ...

@@ -3,7 +3,9 @@ docker-registry, started as ``runner up --advertise`` starts it): a missing imag
 first use with the replica PULLING and its bytes counted, then RUNNING; a stop ends a pull and
 makes no container; past the budget the least recently used image this node pulled is evicted,
 never one a container uses nor one the node did not pull, judged from what the engine records
-(a runtime made afresh, as after an agent restart, decides the same).
+(a runtime made afresh, as after an agent restart, decides the same). And the attack on a
+registry anyone can push to: a tag pushed over the operator's is never what a node runs, since
+a node runs the network's images only by the operator's pinned digest.
 
 No internet here: each test image is a ``docker import`` of a small tarball (the host's
 ``sleep`` with its libraries, and a few MB of random bytes so that every image is distinct and
@@ -22,6 +24,7 @@ import tarfile
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,10 @@ import httpx
 import pytest
 
 from runner import registry
+from runner.core.errors import ImageError
 from runner.core.states import ReplicaState
 from runner.runtime import LaunchRequest, replica_key
-from runner.runtime.docker import DockerRuntime
+from runner.runtime.docker import CONTAINER_PREFIX, DockerRuntime
 from runner.settings import Settings
 from tests.conftest import docker_client_or_skip, free_ports, wait_for
 
@@ -151,25 +155,42 @@ def repo() -> str:
     return f"cachetest-{uuid.uuid4().hex[:8]}"
 
 
+class Published(dict[str, str]):
+    """Test image name -> reference; ``digests``: reference -> the digest its push reported, which
+    the control plane would have pinned (a node pulls the network's images only by digest)."""
+
+    digests: dict[str, str]
+
+
 @pytest.fixture(scope="module")
-def published(client: Any, network_registry: tuple[str, Relay], repo: str) -> Iterator[dict[str, str]]:
+def published(client: Any, network_registry: tuple[str, Relay], repo: str) -> Iterator[Published]:
     """Images in the registry and not on the engine, by name; and one built here, never pushed."""
     address, _relay = network_registry
-    names = {}
+    names = Published()
+    names.digests = {}
     for name in ("progress", "cancel", "a", "b", "c", "d"):
         ref = f"{repo}/{name}:1"
-        client.api.import_image_from_data(image_tarball(name), repository=f"{repo}/{name}", tag="1")
-        client.api.tag(ref, f"{address}/{repo}/{name}", "1")
-        for event in client.images.push(f"{address}/{repo}/{name}", "1", stream=True, decode=True):
-            assert "error" not in event, event
-        client.api.remove_image(f"{address}/{repo}/{name}:1")
-        client.api.remove_image(ref)  # its only layer goes: the node must fetch every byte
+        names.digests[ref] = push_tarball(client, address, ref, image_tarball(name))  # its only layer goes too
         names[name] = ref
     local = f"{repo}/local:1"
     client.api.import_image_from_data(image_tarball("local"), repository=f"{repo}/local", tag="1")
     names["local"] = local
     yield names
     forget(client, repo)
+
+
+def push_tarball(client: Any, address: str, reference: str, tarball: bytes) -> str:
+    """Import ``tarball`` as ``reference``, push it to the registry at ``address``, remove it from
+    this engine (the node must fetch every byte); the manifest digest the push reported."""
+    repo, tag = reference.rsplit(":", 1)
+    client.api.import_image_from_data(tarball, repository=f"{address}/{repo}", tag=tag)
+    digest = ""
+    for event in client.images.push(f"{address}/{repo}", tag, stream=True, decode=True):
+        assert "error" not in event, event
+        digest = (event.get("aux") or {}).get("Digest") or digest
+    client.api.remove_image(f"{address}/{repo}:{tag}")
+    assert digest.startswith("sha256:"), digest
+    return digest
 
 
 def forget(client: Any, repo: str, names: tuple[str, ...] = ()) -> None:
@@ -205,7 +226,8 @@ def node_runtime(
     return rt
 
 
-def sleeper(image: str) -> LaunchRequest:
+def sleeper(image: str, published: Published | None = None) -> LaunchRequest:
+    """A replica that sleeps in ``image``, pinned to its pushed digest when ``published`` has one."""
     wid = f"w-ic{uuid.uuid4().hex[:8]}"
     return LaunchRequest(
         key=replica_key(wid, 0, 1),
@@ -214,6 +236,7 @@ def sleeper(image: str) -> LaunchRequest:
         attempt=1,
         node="cache-test",
         image=image,
+        image_digest=published.digests.get(image, "") if published else "",
         command=[SLEEP, "300"],
         cpu=0.1,
     )
@@ -247,13 +270,13 @@ def layer_bytes(address: str, image: str) -> int:
 def test_a_missing_image_is_pulled_with_progress_then_runs(
     client: Any,
     network_registry: tuple[str, Relay],
-    published: dict[str, str],
+    published: Published,
     runtimes: list[DockerRuntime],
     tmp_path: Path,
 ) -> None:
     address, relay = network_registry
     rt = node_runtime(runtimes, client, relay, tmp_path)
-    req = sleeper(published["progress"])
+    req = sleeper(published["progress"], published)
     relay.hold()
     thread, out = in_background(rt.start, req)
     status = wait_for(
@@ -277,13 +300,13 @@ def test_a_missing_image_is_pulled_with_progress_then_runs(
 def test_a_stop_ends_the_pull_and_no_container_is_made(
     client: Any,
     network_registry: tuple[str, Relay],
-    published: dict[str, str],
+    published: Published,
     runtimes: list[DockerRuntime],
     tmp_path: Path,
 ) -> None:
     _address, relay = network_registry
     rt = node_runtime(runtimes, client, relay, tmp_path)
-    req = sleeper(published["cancel"])
+    req = sleeper(published["cancel"], published)
     relay.hold()
     starter, started = in_background(rt.start, req)
     wait_for(lambda: rt.status(req.key).state == ReplicaState.PULLING, timeout_s=60, what="the replica PULLING")
@@ -300,7 +323,7 @@ def test_a_stop_ends_the_pull_and_no_container_is_made(
 def test_past_the_budget_the_least_recently_used_pulled_image_goes(
     client: Any,
     network_registry: tuple[str, Relay],
-    published: dict[str, str],
+    published: Published,
     runtimes: list[DockerRuntime],
     tmp_path: Path,
 ) -> None:
@@ -308,10 +331,10 @@ def test_past_the_budget_the_least_recently_used_pulled_image_goes(
     relay.release()
     forget(client, published["a"].split("/")[0], ("progress", "cancel"))  # the other tests': older, unused
     rt = node_runtime(runtimes, client, relay, tmp_path)  # no budget to speak of yet
-    a = sleeper(published["a"])
+    a = sleeper(published["a"], published)
     assert rt.start(a).state == ReplicaState.RUNNING  # a keeps running: in use, and used longest ago
     for name in ("b", "d"):  # used and done with, b before d
-        req = sleeper(published[name])
+        req = sleeper(published[name], published)
         assert rt.start(req).state == ReplicaState.RUNNING
         rt.stop(req.key, grace_s=0)
         rt.remove(req.key)
@@ -326,7 +349,7 @@ def test_past_the_budget_the_least_recently_used_pulled_image_goes(
     before = others_bytes(client, rt, repo)
     _images, total = rt.images.cached(set())
     rt = node_runtime(runtimes, client, relay, tmp_path, cache_gb=(total + images[ids["b"]].unique_bytes // 2) / 1e9)
-    c = sleeper(published["c"])
+    c = sleeper(published["c"], published)
     assert rt.start(c).state == ReplicaState.RUNNING
     rt.images.evict(lambda: set())  # the round the start began, done here (the same round twice is no harm)
     left = {i.id for i in client.images.list()}
@@ -343,3 +366,57 @@ def others_bytes(client: Any, rt: DockerRuntime, repo: str) -> int:
     ours = {i.id for i in client.images.list() if any(f"{repo}/" in t for t in i.tags)}
     images, total = rt.images.cached(set())
     return total - sum(i.unique_bytes for i in images if i.id in ours)
+
+
+def tag_digest(address: str, reference: str) -> str:
+    """The digest the registry's tag names now (its own header, not the engine's view)."""
+    repo, tag = reference.rsplit(":", 1)
+    answer = httpx.get(
+        f"http://{address}/v2/{repo}/manifests/{tag}",
+        timeout=10,
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    answer.raise_for_status()
+    return answer.headers["Docker-Content-Digest"]
+
+
+def test_a_tag_pushed_over_the_operators_is_never_what_a_node_runs(
+    client: Any, network_registry: tuple[str, Relay], repo: str, runtimes: list[DockerRuntime], tmp_path: Path
+) -> None:
+    address, relay = network_registry
+    relay.release()
+    reference = f"{repo}/pinned:1"
+    operators = push_tarball(client, address, reference, image_tarball("operator"))
+    # The attack: anyone who reaches the registry pushes an image of their own under that name.
+    attackers = push_tarball(client, address, reference, image_tarball("attacker"))
+    assert tag_digest(address, reference) == attackers != operators
+    rt = node_runtime(runtimes, client, relay, tmp_path)
+    source = f"127.0.0.1:{relay.port}/{repo}/pinned"
+    try:
+        # Unpinned, the node pulls nothing of the network's by tag: refused before any pull.
+        with pytest.raises(ImageError, match="no digest pinned"):
+            rt.start(sleeper(reference))
+        assert not [i for i in client.images.list() if any(t.startswith(source) for t in i.tags)]
+        # Pinned: the operator's content, fetched by digest and checked by the engine.
+        first = replace(sleeper(reference), image_digest=operators)
+        assert rt.start(first).state == ReplicaState.RUNNING
+        ran = client.containers.get(CONTAINER_PREFIX + first.key).image
+        assert f"{source}@{operators}" in ran.attrs["RepoDigests"]
+        assert ran.id == client.images.get(reference).id  # the spec's name now means the operator's
+        # The attacker's image on this engine under the spec's name and the registry's (pulled by
+        # tag before pins, say): a pinned start still runs the operator's.
+        client.api.pull(source, tag="1")
+        client.api.tag(f"{source}:1", f"{repo}/pinned", "1")
+        assert client.images.get(reference).id != ran.id
+        second = replace(sleeper(reference), image_digest=operators)
+        assert rt.start(second).state == ReplicaState.RUNNING
+        assert client.containers.get(CONTAINER_PREFIX + second.key).image.id == ran.id
+        assert client.images.get(reference).id == ran.id  # and the name moved back to it
+        # A digest the registry does not hold is not found: no falling back to the tag.
+        missing = replace(sleeper(reference), image_digest="sha256:" + "0" * 64)
+        with pytest.raises(ImageError, match="is not on node"):
+            rt.start(missing)
+    finally:
+        for status in rt.list():
+            rt.remove(status.key)
+        forget(client, repo, ("pinned",))

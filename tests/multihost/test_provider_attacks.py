@@ -1,5 +1,6 @@
 """A provider that joined honestly, attacking from its own machine with what that machine was
-given (issue 14, points 1 and 6): the cluster token and the certificate in its runner home. A
+given (issue 14, points 1 and 6): the cluster token and the certificate in its runner home, and
+its engine's way to the head's registry. A
 provider host of the harness (its own namespace and engine) runs the attacker's code; the
 evidence is the head's own (its raylet's note of the workers it refused, the files on the head)
 and the wire (what a port answers to a client in the host's namespace).
@@ -7,13 +8,19 @@ and the wire (what a port answers to a client in the host's namespace).
 - Code it sends through Ray to the head (where the control plane's database, keys and CA key are)
   never runs there; the same code runs on its own node (the control).
 - Without its certificate, the token alone opens no Ray port of the head; with it, they answer.
+- An image it pushes to the head's registry over the operator's (the registry takes pushes from
+  anyone who reaches it) is never what a node runs: nodes pull the network's images by the digest
+  the operator's push pinned; the evidence is the host engine's own record of what it ran.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import sys
+import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +30,9 @@ from harness.network import Network
 from harness.runner_net import Head, running_head
 from runner.cluster import head_refusals_path
 from tests.conftest import free_ports, wait_for
+from tests.integration.test_image_cache_docker import tag_digest
+from tests.integration.test_workloads import smoke
+from tests.support.hosts import engine_events, wait_job
 
 pytestmark = [pytest.mark.multihost, pytest.mark.timeout(600)]
 
@@ -71,7 +81,7 @@ def net() -> Iterator[Network]:
 
 @pytest.fixture(scope="module")
 def head(net: Network) -> Iterator[Head]:
-    with running_head(net, HOSTS, ports=free_ports(), images=[], memory_gb=2) as h:
+    with running_head(net, HOSTS, ports=free_ports(), images=["smoke"], memory_gb=2) as h:
         yield h
 
 
@@ -147,3 +157,39 @@ def test_from_a_providers_machine_the_token_alone_opens_no_ray_port_of_the_head(
     answers = json.loads(line.split(" ", 1)[1])
     assert {p: a["certificate"] for p, a in answers.items()} == {str(p): "h2" for p in ports}, answers
     assert all(a["plaintext"] != "h2" for a in answers.values()), answers
+
+
+def poison() -> bytes:
+    """The attacker's image: a root filesystem of one file (were it run, the job would fail)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        marker = tarfile.TarInfo("POISONED")
+        marker.size = 4
+        tar.addfile(marker, io.BytesIO(b"evil"))
+    return buf.getvalue()
+
+
+def test_an_image_a_provider_pushes_over_the_operators_is_never_what_a_node_runs(head: Head, net: Network) -> None:
+    assert net.registry
+    host = net.hosts["host-a"]
+    engine = host.docker()
+    pins = {pin["reference"]: pin["digest"] for pin in head.operator.admin("GET", "/images")}
+    operators = pins["runner/smoke:latest"]
+    # The attack, from the provider's machine: its own image pushed as runner/smoke:latest.
+    source = f"{net.registry}/runner/smoke"
+    engine.api.import_image_from_data(poison(), repository=source, tag="latest")
+    for event in engine.images.push(source, "latest", stream=True, decode=True):
+        assert "error" not in event, event
+    engine.api.remove_image(f"{source}:latest")
+    registry_port = net.registry.rsplit(":", 1)[1]
+    assert tag_digest(f"127.0.0.1:{registry_port}", "runner/smoke:latest") != operators  # the push took
+    started = time.time()
+    w = head.tenant.submit(smoke(name="after-the-poison"))
+    done = wait_job(head, w["id"], lambda g: g["state"] in ("SUCCEEDED", "FAILED"), timeout_s=300, what="smoke")
+    assert done["state"] == "SUCCEEDED", done["message"]
+    # What host-a's engine made the container from: the operator's content, by digest.
+    [created] = [e for e in engine_events(host, started, label=f"runner.workload={w['id']}") if e["Action"] == "create"]
+    assert created["Actor"]["Attributes"]["image"] == f"{source}@{operators}", created
+    assert f"{source}@{operators}" in engine.images.get(f"{source}@{operators}").attrs["RepoDigests"]
+    lines = [item["line"] for item in head.tenant.logs(w["id"])]
+    assert any('"smoke": "ok"' in line for line in lines), lines

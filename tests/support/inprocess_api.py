@@ -47,6 +47,8 @@ class StubSupervisor:
     wakes: int = 0
     #: A CPU-mode head's settings (loopback) unless a test gives a network head's.
     settings: Settings = field(default_factory=lambda: Settings(home=Path("/nonexistent/runner-stub")))
+    #: The network's S3 store, where a test gives one (admission reads it).
+    network_store: Any = None
 
     def wake(self) -> None:
         self.wakes += 1
