@@ -83,7 +83,7 @@ def up(
 def _up(settings: Settings, *, fleet_path: str | None, head_only: bool, say: Say, timeout_s: float) -> dict[str, Any]:
     fleet = None if head_only else load_fleet(fleet_path)  # read before anything starts: a bad file stops here
     network = load_network(settings.network_config or None)
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.make_home()
     cluster.write_token(settings.ray_token_path)
     logs = settings.logs_dir
     record: dict[str, Any] = {

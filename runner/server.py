@@ -22,7 +22,7 @@ log = logging.getLogger("runner.server")
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.make_home()
     config = load_network(settings.network_config or None)
     store = Store(settings.db_url)
     tls = settings.tls_files
@@ -70,8 +70,9 @@ def ssl_options(tls: TlsFiles | None) -> dict[str, str]:
 
 
 def _runtime_name(settings: Settings) -> str:
-    if settings.runtime != "auto":
-        return settings.runtime
+    """The runtime the nodes run replicas with, as the API reports it (``Settings.node_runtime``)."""
+    if settings.node_runtime != "auto":
+        return settings.node_runtime
     from runner.runtime import docker_available
 
     return "docker" if docker_available() else "process"

@@ -109,6 +109,23 @@ class Settings:
         head that providers reach over a network (``advertise`` not loopback) has separate hosts."""
         return self.advertise.startswith("127.") or self.advertise in ("localhost", "::1")
 
+    def make_home(self) -> Path:
+        """This home, made owner-only (0700) whatever it was before: the database, the keys, the
+        logs, request files and artifacts under it are this machine's owner's alone, whatever
+        their own modes say (another user cannot enter the folder). Containers are unaffected:
+        the engine binds their folders as root."""
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.home.chmod(0o700)
+        return self.home
+
+    @property
+    def node_runtime(self) -> str:
+        """The runtime nodes' agents run replicas with. A network's nodes run containers only: the
+        process runtime is a shell on the host (no isolation, the machine's files), so it is CPU
+        mode's alone, where every node is the operator's own machine; and ``auto`` never falls
+        back to it on a provider's machine without Docker."""
+        return self.runtime if self.shared_filesystem else "docker"
+
     @property
     def network_store(self) -> "NetworkStore | None":
         """The network's S3 store, when the head was given one."""

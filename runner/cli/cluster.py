@@ -86,6 +86,11 @@ def _head_up(
 
     from runner import local
 
+    if runtime == "process":
+        raise UserError(
+            "--runtime process: a network's nodes run workloads in containers only (a process is a shell on "
+            "the provider's machine). The process runtime is for CPU mode: runner up --cpu --runtime process"
+        )
     try:
         socket.create_server((advertise, 0)).close()
     except OSError as exc:
@@ -93,8 +98,7 @@ def _head_up(
             f"--advertise {advertise}: this machine cannot listen there ({exc.strerror}). "
             "To fix: give one of this machine's own addresses (ip -4 addr)"
         ) from None
-    home = settings().home
-    home.mkdir(parents=True, exist_ok=True)
+    home = settings().make_home()
     record = {"advertise": advertise, "registry": f"{advertise}:{registry_port}"}
     if store or store_endpoint:
         record.update(_network_store(home, store, store_endpoint))

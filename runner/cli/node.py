@@ -81,6 +81,7 @@ def node_join(
     from runner.node_keys import NODE_KEYS_FILE
 
     s = settings()
+    s.make_home()
     head_url = head if "://" in head else f"{'https' if s.tls else 'http'}://{head}"
     node_name = name or socket.gethostname().lower().split(".")[0]
     cpu_count = cpus or float(os.cpu_count() or 1)

@@ -47,7 +47,7 @@ def choose(settings: Settings) -> tuple[str, int]:
             with socket.socket() as sock:
                 sock.bind((host, 0))
                 port = sock.getsockname()[1]
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.make_home()
     tmp = settings.gateway_record_path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"host": host, "port": port}))
     tmp.replace(settings.gateway_record_path)

@@ -11,6 +11,11 @@ A process always shares the host's network (``host_network`` is what it has anyw
 are checked free the same way) and sees the host's files: a mount's source folder is created
 like the Docker runtime creates it, and the request's env, which names each mount's target (where
 a container would find it, ``runner.core.mounts``), is read as naming its source instead.
+
+It is no isolation boundary: a replica runs as the agent's user with the host's files. It is
+for CPU mode only (the operator's own machine); a network's nodes run containers, and a head
+refuses ``--runtime process`` (``runner up --advertise``). What it does keep from a workload is
+the agent's environment: a replica gets only ``replica_base_env`` and its request's env.
 """
 
 from __future__ import annotations
@@ -53,6 +58,20 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def replica_base_env(folder: Path, workdir: Path) -> dict[str, str]:
+    """What a replica's process is given besides its request's env: nothing of the agent's own
+    environment (which holds ``RAY_AUTH_TOKEN_PATH``, the node's key paths, the store's
+    credentials), as a container is given nothing of its host's. This interpreter's ``bin`` first
+    on a fixed ``PATH``, the workloads on ``PYTHONPATH``, its own folder as ``HOME``."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": str(workdir),
+        "PYTHONUNBUFFERED": "1",
+        "HOME": str(folder.resolve()),
+        "LANG": "C.UTF-8",
+    }
+
+
 class ProcessRuntime(Runtime):
     name = "process"
 
@@ -76,13 +95,7 @@ class ProcessRuntime(Runtime):
         prepare_mounts(request.mounts, self.artifacts_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "request.json").write_text(json.dumps(dataclasses.asdict(request)))
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(self.workdir),
-            "PYTHONUNBUFFERED": "1",
-            **to_host(request.env, request.mounts),  # no mount: the folders are where they are
-        }
+        env = {**replica_base_env(folder, self.workdir), **to_host(request.env, request.mounts)}
         command = request.command or ["true"]
         proc = subprocess.Popen(
             ["/bin/sh", "-c", _WRAPPER, "sh", str(folder.resolve()), str(self.workdir), *command],

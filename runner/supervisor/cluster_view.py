@@ -87,7 +87,7 @@ class ClusterView:
                 try:
                     actor = get_or_create_agent(
                         name,
-                        runtime=self.settings.runtime,
+                        runtime=self.settings.node_runtime,
                         state_dir=self.settings.replicas_dir,
                         workdir=self.settings.workdir,
                         artifacts_dir=self.settings.artifacts_dir,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 from runner.core.states import ReplicaState
 from runner.runtime import LaunchRequest, replica_key
 from runner.runtime.process import ProcessRuntime
+
+#: What the wrapper shell sets of its own (it changes into the replica's folder).
+SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_"}
 
 
 def request(command: list[str], attempt: int = 1, **env: str) -> LaunchRequest:
@@ -69,3 +75,21 @@ def test_remove_forgets_the_replica(tmp_path: Path) -> None:
     rt.wait(req.key, timeout_s=30)
     rt.remove(req.key)
     assert rt.list() == []
+
+
+def test_a_replica_gets_nothing_of_the_agents_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15, the attack: tenant code on the process runtime reads its environment for the
+    agent's secrets (the Ray token's path, a store credential). It finds only its own env and
+    the runtime's few fixed variables."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "node-ray-token"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-agents-own")
+    monkeypatch.setenv("LD_PRELOAD", "")
+    rt = runtime(tmp_path)
+    req = request([sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"], GREETING="world")
+    rt.start(req)
+    assert rt.wait(req.key, timeout_s=30).exit_code == 0
+    seen = json.loads(rt.logs(req.key)[-1])
+    assert not {"RAY_AUTH_TOKEN_PATH", "AWS_SECRET_ACCESS_KEY", "LD_PRELOAD"} & set(seen), seen
+    assert seen["GREETING"] == "world"
+    assert set(seen) - {"GREETING"} <= {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "HOME", "LANG"} | SHELL_OWN
+    assert seen["PATH"].split(":")[0] == str(Path(sys.executable).parent)

@@ -328,3 +328,23 @@ def test_each_kind_has_its_default_attempts_whether_retries_is_absent_or_silent_
     silent = parse_workload({**base, "retries": {"backoff_s": 5}}).retries
     assert (silent.max_attempts, silent.backoff_s) == (attempts, 5)
     assert parse_workload({**base, "retries": {"max_attempts": 7}}).retries.max_attempts == 7
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["RUNNER_NODE", "RUNNER_CHECKPOINT_URI", "RAY_AUTH_TOKEN_PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "PATH"]
+    + ["PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME"],
+)
+def test_a_spec_may_not_set_the_runners_rays_or_the_interpreters_variables(key: str) -> None:
+    """Issue 15: on the process runtime these would reach past the workload (a preloaded library,
+    another PATH, Ray's token path); in a container, they would steer the runner's own code."""
+    spec = {"kind": "batch", "name": "env", "image": "runner/smoke:latest", "env": {"OK": "1", key: "x"}}
+    with pytest.raises(SpecError) as info:
+        parse_workload(spec, source="job.yaml")
+    assert str(info.value).startswith(f"job.yaml: env: {key!r} is reserved"), info.value
+
+
+def test_the_images_own_knobs_and_look_alikes_are_a_specs_to_set() -> None:
+    env = {"RUNNER_REPORT_EVERY_S": "1", "RUNNER_TORCH_THREADS": "2", "MY_PATH": "/x", "XLD_FOO": "1", "PY": "3"}
+    spec = parse_workload({"kind": "batch", "name": "env", "image": "runner/smoke:latest", "env": env}, source="j")
+    assert spec.env == env

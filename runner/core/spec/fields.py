@@ -15,6 +15,22 @@ KINDS: tuple[str, ...] = ("batch", "training", "inference", "gaming")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _REGION = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Environment names a spec may not set: the runner's contract with its containers (``RUNNER_*``),
+#: Ray's credentials and settings (``RAY_*``), the dynamic loader's (``LD_PRELOAD`` and kin) and
+#: the interpreters' search paths (``PATH``, ``PYTHON*``). On the process runtime any of them
+#: would reach past the workload, and in a container they would confuse the runner's own code.
+RESERVED_ENV = re.compile(r"^(?:RUNNER_|RAY_|LD_|PYTHON)|^PATH$")
+#: ``RUNNER_*`` knobs of the runner's own workload images that a spec may turn (documented in
+#: ``workloads/``): they tune the image's code, not the runner's.
+IMAGE_KNOBS = frozenset(
+    {
+        "RUNNER_REPORT_EVERY_S",
+        "RUNNER_MODEL_WORKERS",
+        "RUNNER_TORCH_THREADS",
+        "RUNNER_MAX_INPUTS",
+        "RUNNER_CHECKPOINT_KEEP",
+    }
+)
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
 IMAGE_REF = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"  # optional registry[:port]/
@@ -255,6 +271,16 @@ def check_mapping(value: Any, key_pattern: re.Pattern[str], what: str) -> Any:
         if not isinstance(key, str) or not key_pattern.match(key):
             raise ValueError(f"invalid {what} {describe(key)}: must match {key_pattern.pattern}")
     return {key: _to_str(v, f"value of {key!r}") for key, v in value.items()}
+
+
+def reserved_env_problem(key: str) -> str | None:
+    """Why a spec may not set ``key``, in words; None when it may."""
+    if key in IMAGE_KNOBS or not RESERVED_ENV.match(key):
+        return None
+    return (
+        f"{key!r} is reserved: a spec may not set RUNNER_*, RAY_*, LD_*, PATH or PYTHON* variables "
+        f"(the runner's and the interpreter's own; allowed knobs: {', '.join(sorted(IMAGE_KNOBS))})"
+    )
 
 
 def _to_str(value: object, what: str) -> str:

@@ -42,6 +42,7 @@ from runner.core.spec.fields import (
     Workers,
     check_mapping,
     describe,
+    reserved_env_problem,
 )
 
 
@@ -321,7 +322,12 @@ class WorkloadBase(SpecModel):
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, value: Any) -> Any:
-        return check_mapping(value, ENV_KEY, "variable name")
+        value = check_mapping(value, ENV_KEY, "variable name")
+        for key in value if isinstance(value, dict) else ():
+            problem = reserved_env_problem(key)
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @field_validator("labels", mode="before")
     @classmethod
