@@ -71,9 +71,13 @@ def start(
             f"{ctx.runtime_name}. To fix: start dockerd, then runner down && runner up --cpu"
         )
     parsed = parse_workload(session_spec(request), source="session")
-    admit(ctx, tenant_id, parsed)
+    estimate = admit(ctx, tenant_id, parsed)
     row, created = ctx.store.create_workload(
-        tenant_id=tenant_id, spec=spec_to_dict(parsed), source="session", idempotency_key=idempotency_key
+        tenant_id=tenant_id,
+        spec=spec_to_dict(parsed),
+        source="session",
+        idempotency_key=idempotency_key,
+        estimate=estimate,
     )
     ctx.supervisor.wake()
     return FiniteJSONResponse(view(ctx, row), status_code=201 if created else 200)

@@ -18,7 +18,8 @@ from runner.api import schemas
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
 from runner.api.encoding import FiniteJSONResponse
-from runner.core import ledger
+from runner.core import budget, ledger
+from runner.core.budget import Estimate
 from runner.core.demand import Demand
 from runner.core.errors import PolicyError, UserError
 from runner.core.events import EventKind
@@ -136,8 +137,11 @@ def separate_hosts_problem(spec: AnySpec, shared_filesystem: bool, network_store
     return None
 
 
-def admit(ctx: AppContext, tenant_id: str, spec: AnySpec) -> None:
-    """KYC gate, host paths, the image, then the budget: refuse what the tenant may not or cannot afford to run."""
+def admit(ctx: AppContext, tenant_id: str, spec: AnySpec) -> Estimate | None:
+    """KYC gate, host paths, the image: refuse what the tenant may not run. Returns what the
+    workload may cost when the tenant has a budget (None: no budget), for the store to reserve
+    while it inserts the workload: whether it fits is decided there, with the tenant locked, so
+    concurrent submits cannot each spend the same remaining money (``runner.core.budget``)."""
     t = ctx.store.get_tenant(tenant_id)
     verdict = admit_tenant(TenantFacts(id=t.id, country=t.country, kyc=KYC(t.kyc)))
     if not verdict:
@@ -167,24 +171,15 @@ def admit(ctx: AppContext, tenant_id: str, spec: AnySpec) -> None:
     if problem:
         raise UserError(f"{spec.kind} {spec.name!r}: {problem}")
     if t.budget_micros is None:
-        return
-    left = t.budget_micros - ctx.store.tenant_spent(tenant_id)
-    if left <= 0:
-        raise PolicyError(
-            f"budget exhausted: {ledger.usd(left)} USD left of {ledger.usd(t.budget_micros)}. "
-            "To fix: the operator raises it (runner admin tenant budget)"
-        )
-    if spec.timeout:
-        d = Demand.from_spec(spec)
-        estimate = ledger.estimate_cost(
-            worst_price(ctx, d), ledger.units_milli(d.gpus or d.cpu), d.replicas, spec.timeout
-        )
-        if estimate > left:
-            raise PolicyError(
-                f"this workload may cost up to {ledger.usd(estimate)} USD ({d.replicas} replica(s) for "
-                f"{spec.timeout:g}s at the highest fitting price) but the budget has "
-                f"{ledger.usd(left)} USD left. To fix: a shorter timeout, a price cap, or a larger budget"
-            )
+        return None
+    d = Demand.from_spec(spec)
+    return budget.estimate(
+        price_per_hour=worst_price(ctx, d),
+        milli_units=ledger.units_milli(d.gpus or d.cpu),
+        replicas=d.replicas,
+        timeout_s=spec.timeout,
+        horizon_s=ctx.config.market.reserve_s_without_timeout,
+    )
 
 
 def worst_price(ctx: AppContext, d: Demand) -> int:
@@ -212,9 +207,13 @@ def submit(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> FiniteJSONResponse:
     parsed = parse_workload(spec, source=source)
-    admit(ctx, tenant_id, parsed)
+    estimate = admit(ctx, tenant_id, parsed)
     row, created = ctx.store.create_workload(
-        tenant_id=tenant_id, spec=spec_to_dict(parsed), source=source, idempotency_key=idempotency_key
+        tenant_id=tenant_id,
+        spec=spec_to_dict(parsed),
+        source=source,
+        idempotency_key=idempotency_key,
+        estimate=estimate,
     )
     ctx.supervisor.wake()
     return FiniteJSONResponse(workload_json(row), status_code=201 if created else 200)

@@ -68,6 +68,9 @@ class MarketConfig:
     slash: Mapping[SlashCause, int]
     #: Share of a slash credited to the tenant whose work it hurt (basis points); the rest is kept.
     credit_bps: int
+    #: What admission reserves of a budget for work that names no timeout: this many seconds of
+    #: it (``runner.core.budget``).
+    reserve_s_without_timeout: float
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class _Market(_Strict):
     stake_usd: float = Field(ge=0)
     slash_usd: _Slash
     credit_percent: float = Field(ge=0, le=100)
+    reserve_hours_without_timeout: float = Field(gt=0, le=24 * 366)
 
 
 class _SLA(_Strict):
@@ -151,6 +152,7 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
         cpu_price_per_core_hour=to_micros(m.cpu_price_per_core_hour),
         slash={SlashCause(name): to_micros(usd) for name, usd in m.slash_usd.model_dump().items()},
         credit_bps=int(round(m.credit_percent * 100)),
+        reserve_s_without_timeout=m.reserve_hours_without_timeout * 3600,
     )
     policy = PolicyConfig.from_dict(n.policy.model_dump())
     return NetworkConfig(

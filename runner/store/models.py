@@ -159,6 +159,9 @@ class Workload(Base):
     #: The stop's detail and data (``{"detail": ..., "node": ...}``), None when not stopped.
     stop_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    #: What admission reserved of the tenant's budget for this workload (micro-USD; 0 without a
+    #: budget): held while it is unfinished, less what it has spent (``runner.core.budget``).
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)

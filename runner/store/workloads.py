@@ -19,13 +19,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from runner.core.errors import AuthError, ConflictError, NotFoundError
+from runner.core import budget
+from runner.core.budget import Estimate
+from runner.core.errors import AuthError, ConflictError, NotFoundError, PolicyError
 from runner.core.events import EventKind
 from runner.core.states import WorkloadState
 from runner.store.base import StoreBase
+from runner.store.budget_use import tenant_spent_and_held
 from runner.store.models import ApiKey, Event, LogLine, PlacementRecord, Replica, Tenant, Workload
 
 
@@ -82,9 +86,20 @@ class WorkloadStore(StoreBase):
 
     # -- workloads ---------------------------------------------------------------------------------
     def create_workload(
-        self, *, tenant_id: str, spec: dict[str, Any], source: str = "", idempotency_key: str | None = None
+        self,
+        *,
+        tenant_id: str,
+        spec: dict[str, Any],
+        source: str = "",
+        idempotency_key: str | None = None,
+        estimate: Estimate | None = None,
     ) -> tuple[Workload, bool]:
-        """Insert a PENDING workload, or return the one this idempotency key already made."""
+        """Insert a PENDING workload, or return the one this idempotency key already made.
+
+        With an ``estimate`` (the tenant has a budget) it is reserved in the same transaction,
+        after the tenant's row is locked with a write: PostgreSQL holds the row lock, SQLite its
+        one writer's lock, so concurrent submits take turns and each sees the reservations of
+        those before it. A workload that does not fit is refused (``PolicyError``), not inserted."""
         now = time.time()
         if idempotency_key:
             existing = self._by_idempotency_key(tenant_id, idempotency_key)
@@ -103,6 +118,8 @@ class WorkloadStore(StoreBase):
         )
         try:
             with self.session() as s:
+                if estimate is not None:
+                    row.reserved_micros = self._reserve(s, tenant_id, estimate)
                 s.add(row)
                 s.flush()
                 s.add(
@@ -121,6 +138,21 @@ class WorkloadStore(StoreBase):
                 raise
             return self._same_spec_or_conflict(existing, spec), False
         return row, True
+
+    @staticmethod
+    def _reserve(s: Session, tenant_id: str, estimate: Estimate) -> int:
+        """Lock the tenant, then reserve ``estimate`` of its budget, or refuse: what to hold."""
+        locked = s.execute(update(Tenant).where(Tenant.id == tenant_id).values(kyc=Tenant.kyc)).rowcount
+        if locked != 1:
+            raise NotFoundError(f"no tenant {tenant_id!r}")
+        limit = s.scalar(select(Tenant.budget_micros).where(Tenant.id == tenant_id))
+        if limit is None:  # the budget was lifted since admission read it
+            return 0
+        spent, held = tenant_spent_and_held(s, tenant_id)
+        problem = budget.refusal(budget=limit, spent=spent, held=held, wanted=estimate)
+        if problem:
+            raise PolicyError(problem)
+        return estimate.micros
 
     def _by_idempotency_key(self, tenant_id: str, key: str) -> Workload | None:
         with self.session() as s:

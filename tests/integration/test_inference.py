@@ -404,13 +404,16 @@ def test_a_service_stops_when_its_tenants_budget_runs_out(cluster_settings: Sett
     from runner.client import Client
 
     if "svc-thrifty" not in {t["id"] for t in operator.admin("GET", "/tenants")}:
-        operator.admin("POST", "/tenants", id="svc-thrifty", country="DE", kyc="verified", budget_usd=0.002)
+        operator.admin("POST", "/tenants", id="svc-thrifty", country="DE", kyc="verified", budget_usd=10)
     thrifty = Client(
         cluster_settings.server_url,
         operator.admin("POST", "/tenants/svc-thrifty/keys")["api_key"],
         ca=cluster_settings.server_ca,
     )
-    w = thrifty.submit(tiny_service(resources={"gpu": "H100", "cpu": 0.5, "memory": "256MB"}))  # ~3 s of an H100
+    # Admitted (the network's hour of it fits in 10 USD), then the budget is cut to ~3 s of an H100.
+    w = thrifty.submit(tiny_service(resources={"gpu": "H100", "cpu": 0.5, "memory": "256MB"}))
+    thrifty.wait(w["id"], until="running", timeout_s=120)
+    operator.admin("POST", "/tenants/svc-thrifty", budget_usd=0.002)
     done = thrifty.wait(w["id"], timeout_s=120)
     assert done["state"] == "FAILED" and done["message"].startswith("budget exhausted"), done["message"]
     [rep] = thrifty.get(w["id"])["replicas"]

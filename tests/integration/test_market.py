@@ -247,7 +247,14 @@ def test_a_budget_refuses_what_it_cannot_pay_and_stops_running_work(cluster_sett
     thrifty = tenant_client(cluster_settings, operator, "thrifty", country="DE", budget_usd=0.002)
     with pytest.raises(PolicyError, match="may cost up to"):  # 1 H100 for an hour: 2.50 USD
         thrifty.submit(smoke(resources={"gpu": "H100"}, timeout="1h"))
-    w = thrifty.submit(smoke(resources={"gpu": "H100"}, env={"SMOKE_SLEEP": "300"}))  # 0.002 USD: ~3 s of H100
+    with pytest.raises(PolicyError, match="no timeout: the network's horizon"):  # estimated for an hour too
+        thrifty.submit(smoke(resources={"gpu": "H100"}, env={"SMOKE_SLEEP": "300"}))
+    # Admitted under a budget that covers its hour, the budget is then cut to 0.002 USD (~3 s of an
+    # H100) while it runs: metering, not admission, stops it.
+    operator.admin("POST", "/tenants/thrifty", budget_usd=10)
+    w = thrifty.submit(smoke(resources={"gpu": "H100"}, env={"SMOKE_SLEEP": "300"}))
+    thrifty.wait(w["id"], until="running", timeout_s=120)
+    operator.admin("POST", "/tenants/thrifty", budget_usd=0.002)
     done = thrifty.wait(w["id"], timeout_s=120)
     assert done["state"] == "FAILED" and "budget exhausted" in done["message"]
     bill = thrifty.bill()
