@@ -25,7 +25,7 @@ from runner.core.sla import UptimeDay as UptimeFacts
 from runner.core.sla import day_breached, monthly_uptime, utc_day
 from runner.core.spec.fields import MAX_USD, Usd, bounded
 from runner.onboarding import NAME
-from runner.store import ImagePin, Provider, Tenant
+from runner.store import AllowedEndpoint, ImagePin, Provider, Tenant
 
 router = APIRouter(prefix="/v1/admin")
 Ctx = Annotated[AppContext, Depends(context)]
@@ -201,6 +201,36 @@ def pin_image(
 @router.get("/images", response_model=list[schemas.ImagePin])
 def image_pins(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
     return [image_pin_json(p) for p in ctx.store.image_pins()]
+
+
+# -- endpoints ---------------------------------------------------------------------------------------
+def endpoint_json(row: AllowedEndpoint) -> dict[str, Any]:
+    return {"endpoint": row.endpoint, "note": row.note, "allowed_at": row.allowed_at}
+
+
+@router.put("/endpoints", response_model=schemas.AllowedEndpoint)
+def allow_endpoint(
+    _: Operator,
+    ctx: Ctx,
+    endpoint: Annotated[str, Body(min_length=1, max_length=300)],
+    note: Annotated[str, Body(max_length=500)] = "",
+) -> dict[str, Any]:
+    """Let the control plane open ``endpoint`` for tenants though it resolves inside a network
+    (a store a customer brought on premises): ``runner.core.egress``."""
+    return endpoint_json(ctx.store.allow_endpoint(endpoint, note=note))
+
+
+@router.get("/endpoints", response_model=list[schemas.AllowedEndpoint])
+def allowed_endpoints(_: Operator, ctx: Ctx) -> list[dict[str, Any]]:
+    return [endpoint_json(row) for row in ctx.store.allowed_endpoints()]
+
+
+@router.delete("/endpoints", response_model=schemas.AllowedEndpoint)
+def remove_endpoint(
+    _: Operator, ctx: Ctx, endpoint: Annotated[str, Query(min_length=1, max_length=300)]
+) -> dict[str, Any]:
+    """No longer open ``endpoint`` for tenants; answers what was removed."""
+    return endpoint_json(ctx.store.remove_endpoint(endpoint))
 
 
 # -- nodes -------------------------------------------------------------------------------------------

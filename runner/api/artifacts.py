@@ -15,8 +15,10 @@ from runner import artifacts
 from runner.api import schemas
 from runner.api.auth import Tenant
 from runner.api.context import AppContext, context
+from runner.core.egress import canonical_endpoint
 from runner.core.errors import UserError
 from runner.core.spec import parse_workload
+from runner.egress import vetted_endpoint
 from runner.store import Workload
 from runner.store_credentials import admin_env, read_admin
 from workloads.common.artifacts import ArtifactStore
@@ -34,8 +36,21 @@ def _store(ctx: AppContext, w: Workload) -> tuple[ArtifactStore, str]:
     if store is not None and store.holds(uri):  # the network's own: read as its admin, on the head only
         env = admin_env(store, read_admin(ctx.supervisor.settings.store_admin_path))
     else:
-        env = spec.env  # the tenant's own store, with the tenant's own credential
+        env = tenant_store_env(ctx, spec.env)  # the tenant's own store, with the tenant's own credential
     return artifacts.workload_store(uri, env), uri
+
+
+def tenant_store_env(ctx: AppContext, env: dict[str, str]) -> dict[str, str]:
+    """The tenant's env with its ``AWS_ENDPOINT_URL`` vetted (``runner.egress``): the control
+    plane opens no endpoint inside a network for a tenant unless the operator allowed it (or it
+    is the network's own store). Refused before any connection is made."""
+    endpoint = env.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return env
+    allowed = {row.endpoint for row in ctx.store.allowed_endpoints()}
+    if ctx.supervisor.network_store is not None and ctx.supervisor.network_store.endpoint:
+        allowed.add(canonical_endpoint(ctx.supervisor.network_store.endpoint))
+    return {**env, "AWS_ENDPOINT_URL": vetted_endpoint(endpoint, allowed, field="env.AWS_ENDPOINT_URL")}
 
 
 def final_checkpoint(ctx: AppContext, w: Workload) -> str | None:

@@ -465,6 +465,14 @@ class ImagePin(TypedDict):
     pinned_at: float
 
 
+class AllowedEndpoint(TypedDict):
+    """An endpoint inside a network that the control plane may open for tenants."""
+
+    endpoint: str
+    note: str
+    allowed_at: float
+
+
 class NodeMove(TypedDict):
     """A node's state after the operator moved it (drain, activate)."""
 

@@ -28,8 +28,17 @@ tenant_app = typer.Typer(help="Tenants: add, KYC, budgets.", no_args_is_help=Tru
 provider_app = typer.Typer(help="Providers: add, KYC, stake.", no_args_is_help=True)
 token_app = typer.Typer(help="Join tokens for providers' machines.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+endpoint_app = typer.Typer(
+    help="Endpoints inside a network (loopback, private) the control plane may open for tenants.", no_args_is_help=True
+)
 app.add_typer(admin_app, name="admin")
-for sub, name in ((tenant_app, "tenant"), (provider_app, "provider"), (token_app, "token"), (audit_app, "audit")):
+for sub, name in (
+    (tenant_app, "tenant"),
+    (provider_app, "provider"),
+    (token_app, "token"),
+    (audit_app, "audit"),
+    (endpoint_app, "endpoint"),
+):
     admin_app.add_typer(sub, name=name)
 
 
@@ -90,6 +99,40 @@ def tenant_ls(as_json: JSON = False) -> None:
     for t in rows:
         table.add_row(t["id"], t["country"], styled(t["kyc"]), usd(t["budget_micros"]), usd(t["spent_micros"]))
     console.print(table)
+
+
+@endpoint_app.command("allow")
+@friendly
+def endpoint_allow(
+    endpoint: Annotated[str, typer.Argument(help="scheme://host:port, e.g. http://10.0.0.5:9000")],
+    note: Annotated[str, typer.Option(help="Why (whose store it is).")] = "",
+) -> None:
+    """Let the control plane open an internal endpoint for tenants (a store a customer runs on
+    premises, which its training jobs name in AWS_ENDPOINT_URL). Every other endpoint that
+    resolves to loopback, private or link-local addresses is refused."""
+    row = _op().admin("PUT", "/endpoints", endpoint=endpoint, note=note)
+    console.print(f"allowed {row['endpoint']}")
+
+
+@endpoint_app.command("ls")
+@friendly
+def endpoint_ls(as_json: JSON = False) -> None:
+    rows = _op().admin("GET", "/endpoints")
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("ENDPOINT", "ALLOWED", "NOTE", box=None)
+    for row in rows:
+        table.add_row(row["endpoint"], when(row["allowed_at"]), row["note"])
+    console.print(table)
+
+
+@endpoint_app.command("remove")
+@friendly
+def endpoint_remove(endpoint: str) -> None:
+    """No longer open this endpoint for tenants."""
+    row = _op().admin("DELETE", "/endpoints", params={"endpoint": endpoint})
+    console.print(f"removed {row['endpoint']}")
 
 
 @provider_app.command("add")

@@ -4,12 +4,15 @@ audit record, in SQLAlchemy (SQLite with WAL by default; any SQLAlchemy URL, Pos
 One ``Store`` object, assembled from one mixin per concern, each in its own module:
 ``workloads`` (workloads, replicas, events, logs, API keys, placement records), ``parties``
 (tenants, providers, join tokens, nodes, uptime, checks), ``money`` (the ledger), ``image_pins``
-(the digests of the images the operator pushed), ``auditlog`` (the hash-chained audit log). Tables are in ``models``; opening a store first brings its
+(the digests of the images the operator pushed), ``endpoints`` (the internal endpoints the
+operator lets the control plane open for tenants), ``auditlog`` (the hash-chained audit log). Tables are in ``models``; opening a store first brings its
 database to them (``schema``, with the Alembic revisions in ``migrations``).
 """
 
+from runner.store.endpoints import EndpointStore
 from runner.store.image_pins import ImagePinStore
 from runner.store.models import (
+    AllowedEndpoint,
     ApiKey,
     AuditRow,
     Check,
@@ -31,11 +34,12 @@ from runner.store.money import LedgerStore
 from runner.store.workloads import Principal, WorkloadStore, hash_key, new_workload_id
 
 
-class Store(LedgerStore, ImagePinStore, WorkloadStore):
+class Store(LedgerStore, ImagePinStore, EndpointStore, WorkloadStore):
     """All reads and writes of runner's state. Thread-safe: one short session per call."""
 
 
 __all__ = [
+    "AllowedEndpoint",
     "ApiKey",
     "AuditRow",
     "Check",

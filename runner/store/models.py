@@ -97,6 +97,17 @@ class NodeRecord(Base):
     node_keys: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
+class AllowedEndpoint(Base):
+    """An endpoint inside a network (loopback, private, link-local) that the operator lets the
+    control plane open for tenants: a store a customer brought on premises (``runner.core.egress``)."""
+
+    __tablename__ = "allowed_endpoints"
+    #: ``scheme://host:port``, as ``runner.core.egress.canonical_endpoint`` writes it.
+    endpoint: Mapped[str] = mapped_column(String(300), primary_key=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    allowed_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
 class ImagePin(Base):
     """An image the operator pushed to the network's registry, known by its manifest digest: the
     only content a node runs for that reference (``runner.core.image_refs``)."""

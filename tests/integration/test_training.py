@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from runner.cli.training import rank_and_attempt
+from runner.core.errors import PolicyError
 from runner.core.training import master_port
 from runner.runtime.netif import interface_of
 from runner.settings import Settings
@@ -270,7 +271,7 @@ def s3() -> Iterator[dict[str, str]]:
 
 
 def test_checkpoints_go_to_s3_and_are_listed_and_fetched_from_there(
-    client: Any, s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Any, operator: Any, s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
 
@@ -280,6 +281,10 @@ def test_checkpoints_go_to_s3_and_are_listed_and_fetched_from_there(
     )
     done = client.wait(w["id"], timeout_s=240)
     assert done["state"] == "SUCCEEDED", done["message"]
+    # The store is on loopback: the control plane opens it for the tenant only once the operator allows it.
+    with pytest.raises(PolicyError, match="env.AWS_ENDPOINT_URL: .* inside a network"):
+        client.artifacts(w["id"])
+    operator.admin("PUT", "/endpoints", endpoint=env["AWS_ENDPOINT_URL"], note="the test's moto")
     listing = client.artifacts(w["id"])
     final = f"s3://{s3['BUCKET']}/runs/{w['id']}/step-00000030"
     assert listing["uri"] == f"s3://{s3['BUCKET']}/runs/{w['id']}" and listing["final_checkpoint"] == final
