@@ -192,6 +192,24 @@ class Client:
     def bill(self) -> schemas.Bill:
         return self._call("GET", "/v1/bill")
 
+    # -- keys ----------------------------------------------------------------------------------------
+    def keys(self) -> builtins.list[schemas.ApiKeyInfo]:
+        """This tenant's API keys by id (``current``: the one this client uses)."""
+        return self._call("GET", "/v1/keys")
+
+    def new_key(self) -> schemas.NewApiKey:
+        return self._call("POST", "/v1/keys")
+
+    def rotate_key(self) -> schemas.NewApiKey:
+        """A new key in place of this client's, which stops working at once; this client then
+        uses the new one."""
+        made: schemas.NewApiKey = self._call("POST", "/v1/keys/rotate")
+        self._http.headers["Authorization"] = f"Bearer {made['api_key']}"
+        return made
+
+    def revoke_key(self, key_id: str) -> schemas.ApiKeyInfo:
+        return self._call("DELETE", f"/v1/keys/{key_id}")
+
     # -- sessions ------------------------------------------------------------------------------------
     def session_start(
         self, game: str, near: str, *, idempotency_key: str | None = None, **options: Any

@@ -19,6 +19,7 @@ and FastAPI documents), so the OpenAPI schema describes every answer and every e
     nodes.py       health, the fleet, joining, a tenant's bill
     admin.py       tenants, providers, stakes, join tokens, drains, challenges, audit, books
     artifacts.py   a training job's artifacts: list, download
+    keys.py        a tenant's own API keys: list, make, rotate, revoke
     schemas.py     every answer as a TypedDict (pydantic and runner.core only): the client returns these types
 """
 
@@ -29,7 +30,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
-from runner.api import admin, artifacts, nodes, schemas, services, sessions, workloads
+from runner.api import admin, artifacts, keys, nodes, schemas, services, sessions, workloads
 from runner.api.auth import Operator
 from runner.api.context import AppContext
 from runner.api.encoding import FiniteJSONResponse
@@ -82,7 +83,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     async def _bad_request(_: Request, exc: RequestValidationError) -> FiniteJSONResponse:
         return FiniteJSONResponse(validation_error_body(exc.errors()), status_code=422)
 
-    for module in (workloads, sessions, services, nodes, admin, artifacts):
+    for module in (workloads, sessions, services, nodes, admin, artifacts, keys):
         app.include_router(module.router, responses=ERROR_RESPONSES)
 
     @app.get("/openapi.json", include_in_schema=False, response_model=dict[str, Any])

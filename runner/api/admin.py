@@ -8,11 +8,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from runner.api import schemas
-from runner.api.auth import Operator
+from runner.api.auth import Operator, forget_cached_keys
 from runner.api.context import AppContext, context
+from runner.api.keys import key_json
 from runner.api.nodes import bill_json, statement_json
 from runner.core import ledger
 from runner.core.approval import ApprovedMachine, machine_gpus, simulated_problem
@@ -25,7 +26,7 @@ from runner.core.sla import UptimeDay as UptimeFacts
 from runner.core.sla import day_breached, monthly_uptime, utc_day
 from runner.core.spec.fields import MAX_USD, Usd, bounded
 from runner.onboarding import NAME
-from runner.store import AllowedEndpoint, ImagePin, Provider, Tenant
+from runner.store import AllowedEndpoint, ImagePin, Provider, Tenant, key_id
 
 router = APIRouter(prefix="/v1/admin")
 Ctx = Annotated[AppContext, Depends(context)]
@@ -86,6 +87,7 @@ def add_tenant(
 def update_tenant(
     _: Operator,
     ctx: Ctx,
+    request: Request,
     tenant_id: str,
     kyc: Annotated[KYC | None, Body()] = None,
     budget_usd: Annotated[Usd | None, Body()] = None,
@@ -102,6 +104,7 @@ def update_tenant(
     if not fields:
         raise UserError("nothing to change: give kyc, budget_usd, clear_budget or country")
     t = ctx.store.set_tenant(tenant_id, **fields)
+    forget_cached_keys(request)  # the gateway asks again whether this tenant may be served
     ctx.supervisor.wake()
     return tenant_json(ctx, t)
 
@@ -111,8 +114,23 @@ def tenant_key(_: Operator, ctx: Ctx, tenant_id: str) -> dict[str, Any]:
     """A new API key for the tenant (shown once; only its hash is kept)."""
     ctx.store.get_tenant(tenant_id)
     key = ctx.store.create_api_key(tenant_id)
-    ctx.store.audit("tenant.key", {"tenant": tenant_id})
-    return {"tenant": tenant_id, "api_key": key}
+    ctx.store.audit("tenant.key", {"tenant": tenant_id, "key": key_id(key), "by": "operator"})
+    return {"tenant": tenant_id, "api_key": key, "key_id": key_id(key)}
+
+
+@router.get("/tenants/{tenant_id}/keys", response_model=list[schemas.ApiKeyInfo])
+def tenant_keys(_: Operator, ctx: Ctx, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's keys by id, revoked ones included."""
+    ctx.store.get_tenant(tenant_id)
+    return [key_json(row) for row in ctx.store.api_keys(tenant_id)]
+
+
+@router.delete("/tenants/{tenant_id}/keys/{key_id}", response_model=schemas.ApiKeyInfo)
+def revoke_tenant_key(_: Operator, ctx: Ctx, request: Request, tenant_id: str, key_id: str) -> dict[str, Any]:
+    """Revoke a tenant's key (a leaked one, say): refused everywhere from now on."""
+    row = ctx.store.revoke_api_key(tenant_id, key_id, by="operator")
+    forget_cached_keys(request)
+    return key_json(row)
 
 
 # -- providers ---------------------------------------------------------------------------------------

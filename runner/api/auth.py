@@ -1,7 +1,9 @@
 """Who is calling: every route depends on one of these, so there is no open route.
 
 ``Authorization: Bearer <key>``: a tenant's key for tenant routes, the operator's key for
-``/v1/admin`` routes. Keys are looked up by their hash once and cached for the process.
+``/v1/admin`` routes. Keys are looked up by their hash once and cached for the process; a route
+that changes who may do what (a key revoked or rotated, a tenant's KYC) drops the cache
+(``forget_cached_keys``), so the change holds from the next request on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ def principal(request: Request, authorization: Annotated[str | None, Header()] =
     if key not in cache:
         cache[key] = request.app.state.store.principal_for_key(key)
     return cache[key]
+
+
+def forget_cached_keys(request: Request) -> None:
+    """Forget every cached key: the next request with each is looked up again."""
+    request.app.state.key_cache.clear()
 
 
 def tenant(who: Annotated[Principal, Depends(principal)]) -> str:

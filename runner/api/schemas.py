@@ -301,6 +301,8 @@ class Whoami(TypedDict):
 
     tenant: str | None
     operator: bool
+    #: Why the tenant may not call its services now (its KYC is not verified); None when it may.
+    refused: str | None
 
 
 class Backend(TypedDict):
@@ -322,6 +324,9 @@ class GatewayRoutes(TypedDict):
     """Every live service and the replicas the gateway may send requests to."""
 
     services: list[RoutedService]
+    #: Changes whenever a key is revoked or a tenant's access changes: the gateway then forgets
+    #: every key it cached (``ApiKeyStore.access_epoch``).
+    access_epoch: int
 
 
 # -- nodes and money ---------------------------------------------------------------------------------
@@ -447,6 +452,18 @@ class NewApiKey(TypedDict):
 
     tenant: str
     api_key: str
+    #: What the key is called by from now on (the start of its hash).
+    key_id: str
+
+
+class ApiKeyInfo(TypedDict):
+    """One of a tenant's API keys, by its id (the key itself is never shown again)."""
+
+    key_id: str
+    created_at: float
+    revoked_at: float | None
+    #: True for the key the listing was asked with.
+    current: bool
 
 
 class NewJoinToken(TypedDict):

@@ -22,6 +22,7 @@ from runner.api.auth import Anyone, Operator, Tenant
 from runner.api.workloads import Ctx
 from runner.core.contract import service_port
 from runner.core.errors import NotFoundError
+from runner.core.policy import KYC, TenantFacts, admit_tenant
 from runner.core.services import service_view
 from runner.core.sessions import player_url
 from runner.core.spec import AnySpec
@@ -71,9 +72,15 @@ def get_service(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]
 
 
 @router.get("/v1/whoami", response_model=schemas.Whoami)
-def whoami(who: Anyone) -> dict[str, Any]:
-    """Whose key this is (a tenant's, or the operator's)."""
-    return {"tenant": who.tenant_id, "operator": who.operator}
+def whoami(who: Anyone, ctx: Ctx) -> dict[str, Any]:
+    """Whose key this is (a tenant's, or the operator's), and for a tenant's whether it may call
+    its services now: the gateway serves only tenants the KYC gate admits."""
+    refused = None
+    if who.tenant_id is not None:
+        t = ctx.store.get_tenant(who.tenant_id)
+        verdict = admit_tenant(TenantFacts(id=t.id, country=t.country, kyc=KYC(t.kyc)))
+        refused = None if verdict else verdict.reason
+    return {"tenant": who.tenant_id, "operator": who.operator, "refused": refused}
 
 
 @router.get("/v1/gateway/routes", response_model=schemas.GatewayRoutes)
@@ -104,4 +111,4 @@ def routes(_: Operator, ctx: Ctx) -> dict[str, Any]:
                 "backends": backends,
             }
         )
-    return {"services": services}
+    return {"services": services, "access_epoch": ctx.store.access_epoch()}

@@ -8,10 +8,11 @@ admin.py       admin tenant/provider/token/audit (the operator)
 sessions.py    session start, ls, end (gaming)
 services.py    endpoint, services, gateway (inference services)
 artifacts.py   artifacts ls/get (a training job's checkpoints)
+keys.py        keys ls/new/rotate/revoke (a tenant's API keys), admin tenant keys/revoke-key
 training.py    the progress bar of submit --follow and status figures (training jobs)
 """
 
-from runner.cli import workloads, sessions, services, artifacts, cluster, money, node, admin  # noqa: F401,I001  (they register their commands, in this order)
+from runner.cli import workloads, sessions, services, artifacts, cluster, money, node, admin, keys  # noqa: F401,I001  (they register their commands, in this order)
 from runner.cli.common import app
 
 __all__ = ["app"]

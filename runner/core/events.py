@@ -67,6 +67,8 @@ class StopReason(StrEnum):
     RELOCATE = "relocate"
     #: The tenant's budget is spent: failed, not retried.
     BUDGET = "budget"
+    #: The network's rules no longer let the tenant run work (its KYC was rejected): failed, not retried.
+    REFUSED = "refused"
     #: An orderly end of a session (its player, or the runner's backstop): succeeded on exit 0.
     END = "end"
     #: The supervisor gave up on the workload (a fault it could not get past).

@@ -9,9 +9,12 @@ the replicas themselves.
   healthy, so a replica that finished loading gets traffic soon). A refused connection or a
   non-200 answer takes it out at once; a probe that times out only counts (a replica busy with
   a burst may answer slowly), ``PROBE_TIMEOUTS`` in a row take it out.
-- **Keys**: ``GET /v1/whoami`` with the caller's own key says whose it is; answers are cached
-  (``KEY_TTL_S``; an unknown key for ``BAD_KEY_TTL_S``), and concurrent first requests with one
-  key share one lookup.
+- **Keys**: ``GET /v1/whoami`` with the caller's own key says whose it is and whether that
+  tenant may be served now (its KYC); answers are cached (``KEY_TTL_S``; an unknown key for
+  ``BAD_KEY_TTL_S``), and concurrent first requests with one key share one lookup. The routes
+  carry the control plane's ``access_epoch``: when it changes (a key revoked or rotated, a
+  tenant's KYC or country changed) every cached answer is forgotten, so a revocation holds here
+  within a routes refresh (half a second) of being made.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ POOL_SIZE = 512
 POOL_IDLE_S = 30.0
 
 
+#: What a key gives: its tenant (None: not a tenant's valid key) and why that tenant may not be
+#: served now (None: it may).
+Access = tuple[str | None, str | None]
+NO_ACCESS: Access = (None, None)
+
+
 class ControlPlaneUnavailable(Exception):
     """The control plane did not answer a key lookup."""
 
@@ -68,7 +77,9 @@ class Control:
         self._server_ssl = trusting(server_ca)
         self.table = Table()
         self.stats = {"requests": 0, "retries": 0, "upstream_errors": 0}
-        self._keys: dict[str, tuple[str | None, float]] = {}
+        #: key -> (tenant or None, why that tenant may not be served or None, expiry)
+        self._keys: dict[str, tuple[str | None, str | None, float]] = {}
+        self._access_epoch: int | None = None
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,6 +130,14 @@ class Control:
                 self._warned = True
             return
         self._warned = False
+        epoch = doc.get("access_epoch")
+        if epoch != self._access_epoch:
+            if self._access_epoch is not None:
+                log.info(
+                    "access changed at the control plane (epoch %s): forgetting %d cached keys", epoch, len(self._keys)
+                )
+            self._keys.clear()
+            self._access_epoch = epoch
         added, removed = self.table.update(doc["services"])
         for b in added:
             b.session = new_session(b.url)
@@ -171,37 +190,38 @@ class Control:
             await b.session.close()
 
     # -- keys ------------------------------------------------------------------------------------
-    def cached_tenant(self, key: str) -> tuple[bool, str | None]:
-        """(known, tenant) from the cache; tenant None for a key that is not valid."""
+    def cached_tenant(self, key: str) -> tuple[bool, Access]:
+        """(known, access) from the cache; access's tenant None for a key that is not valid."""
         hit = self._keys.get(key)
-        if hit is None or hit[1] < time.monotonic():
-            return False, None
-        return True, hit[0]
+        if hit is None or hit[2] < time.monotonic():
+            return False, NO_ACCESS
+        return True, (hit[0], hit[1])
 
-    async def tenant_of(self, key: str) -> str | None:
-        """The tenant a key speaks for; None when it is not a tenant's key (or not a key)."""
-        known, tenant = self.cached_tenant(key)
+    async def tenant_of(self, key: str) -> Access:
+        """The tenant a key speaks for and why it may not be served (None: it may); the tenant is
+        None when it is not a tenant's key (or not a key, or a revoked one)."""
+        known, access = self.cached_tenant(key)
         if known:
-            return tenant
+            return access
         if len(self._keys) > MAX_CACHED_KEYS:  # a flood of made-up keys must not grow it for good
             now = time.monotonic()
-            self._keys = {k: v for k, v in self._keys.items() if v[1] >= now}
+            self._keys = {k: v for k, v in self._keys.items() if v[2] >= now}
         pending = self._lookups.get(key)
         if pending is None:
             pending = self._lookups[key] = asyncio.get_running_loop().create_future()
             try:
-                tenant = await self._whoami(key)
-                pending.set_result(tenant)
+                access = await self._whoami(key)
+                pending.set_result(access)
             except ControlPlaneUnavailable as exc:
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: the waiters (if any) re-raise it
                 raise
             finally:
                 del self._lookups[key]
-            return tenant
+            return access
         return await asyncio.shield(pending)
 
-    async def _whoami(self, key: str) -> str | None:
+    async def _whoami(self, key: str) -> Access:
         assert self._api is not None
         try:
             async with self._api.get("/v1/whoami", headers={"Authorization": f"Bearer {key}"}) as resp:
@@ -210,10 +230,10 @@ class Control:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise ControlPlaneUnavailable(str(exc)) from None
         if status == 200:
-            tenant = doc.get("tenant")
-            self._keys[key] = (tenant, time.monotonic() + KEY_TTL_S)
-            return tenant
+            tenant, refused = doc.get("tenant"), doc.get("refused")
+            self._keys[key] = (tenant, refused, time.monotonic() + KEY_TTL_S)
+            return tenant, refused
         if status == 401:
-            self._keys[key] = (None, time.monotonic() + BAD_KEY_TTL_S)
-            return None
+            self._keys[key] = (None, None, time.monotonic() + BAD_KEY_TTL_S)
+            return NO_ACCESS
         raise ControlPlaneUnavailable(f"HTTP {status}")

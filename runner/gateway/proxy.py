@@ -75,10 +75,10 @@ class Gateway:
                 "missing_api_key",
             )
             return
-        known, tenant = self.control.cached_tenant(key)
+        known, (tenant, refused) = self.control.cached_tenant(key)
         if not known:
             try:
-                tenant = await self.control.tenant_of(key)
+                tenant, refused = await self.control.tenant_of(key)
             except ControlPlaneUnavailable:
                 await _error(
                     send,
@@ -98,6 +98,9 @@ class Gateway:
                 "invalid API key: it is not a tenant's runner API key. To fix: use the key in $RUNNER_HOME/api-key",
                 "invalid_api_key",
             )
+            return
+        if refused:
+            await _error(send, 403, f"this tenant may not call its services now: {refused}", "tenant_refused")
             return
         if not path.startswith("/s/"):
             await _error(

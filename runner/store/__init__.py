@@ -2,13 +2,15 @@
 audit record, in SQLAlchemy (SQLite with WAL by default; any SQLAlchemy URL, PostgreSQL included).
 
 One ``Store`` object, assembled from one mixin per concern, each in its own module:
-``workloads`` (workloads, replicas, events, logs, API keys, placement records), ``parties``
-(tenants, providers, join tokens, nodes, uptime, checks), ``money`` (the ledger), ``image_pins``
-(the digests of the images the operator pushed), ``endpoints`` (the internal endpoints the
-operator lets the control plane open for tenants), ``auditlog`` (the hash-chained audit log). Tables are in ``models``; opening a store first brings its
-database to them (``schema``, with the Alembic revisions in ``migrations``).
+``workloads`` (workloads, replicas, events, logs, placement records), ``api_keys`` (API keys:
+made, revoked, rotated), ``parties`` (tenants, providers, join tokens, nodes, uptime, checks),
+``money`` (the ledger), ``image_pins`` (the digests of the images the operator pushed),
+``endpoints`` (the internal endpoints the operator lets the control plane open for tenants),
+``auditlog`` (the hash-chained audit log). Tables are in ``models``; opening a store first
+brings its database to them (``schema``, with the Alembic revisions in ``migrations``).
 """
 
+from runner.store.api_keys import ApiKeyStore, Principal, hash_key, key_id
 from runner.store.endpoints import EndpointStore
 from runner.store.image_pins import ImagePinStore
 from runner.store.models import (
@@ -31,10 +33,10 @@ from runner.store.models import (
     Workload,
 )
 from runner.store.money import LedgerStore
-from runner.store.workloads import Principal, WorkloadStore, hash_key, new_workload_id
+from runner.store.workloads import WorkloadStore, new_workload_id
 
 
-class Store(LedgerStore, ImagePinStore, EndpointStore, WorkloadStore):
+class Store(LedgerStore, ImagePinStore, EndpointStore, ApiKeyStore, WorkloadStore):
     """All reads and writes of runner's state. Thread-safe: one short session per call."""
 
 
@@ -59,5 +61,6 @@ __all__ = [
     "UptimeDay",
     "Workload",
     "hash_key",
+    "key_id",
     "new_workload_id",
 ]

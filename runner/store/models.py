@@ -43,6 +43,17 @@ class ApiKey(Base):
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), nullable=True)
     operator: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    #: When it was revoked (or rotated away); a revoked key is refused everywhere.
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    @property
+    def key_id(self) -> str:
+        """What people call a key by: the start of its hash (the key itself is never kept)."""
+        return self.key_hash[:KEY_ID_CHARS]
+
+
+#: Characters of a key's hash that name it in listings and revocations (48 bits).
+KEY_ID_CHARS = 12
 
 
 class Provider(Base):

@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from runner.core.approval import ApprovedMachine
 from runner.core.errors import AuthError, ConflictError, NotFoundError, UserError
 from runner.core.policy import KYC, NodeState
+from runner.store.api_keys import hash_key
 from runner.store.auditlog import AuditStore
 from runner.store.models import Check, JoinToken, NodeRecord, Provider, Tenant, UptimeDay
-from runner.store.workloads import hash_key
 
 #: Which node state may follow which (suspended nodes go back to active after review).
 NODE_MOVES: dict[NodeState, frozenset[NodeState]] = {

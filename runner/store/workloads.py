@@ -1,4 +1,4 @@
-"""Workloads, replicas, events, logs and API keys. Rules that keep a crash or restart from losing
+"""Workloads, replicas, events and logs. Rules that keep a crash or restart from losing
 or duplicating anything:
 - a state change and its event row are written in one transaction, and only moves that
   ``WorkloadState.can_move_to`` allows are written;
@@ -10,13 +10,10 @@ or duplicating anything:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,25 +22,12 @@ from sqlalchemy.orm import Session
 
 from runner.core import budget
 from runner.core.budget import Estimate
-from runner.core.errors import AuthError, ConflictError, NotFoundError, PolicyError
+from runner.core.errors import ConflictError, NotFoundError, PolicyError
 from runner.core.events import EventKind
 from runner.core.states import WorkloadState
 from runner.store.base import StoreBase
 from runner.store.budget_use import tenant_spent_and_held
-from runner.store.models import ApiKey, Event, LogLine, PlacementRecord, Replica, Tenant, Workload
-
-
-def hash_key(secret: str) -> str:
-    """Keys and tokens are stored only as their SHA-256."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who an API key speaks for: a tenant, or the operator."""
-
-    tenant_id: str | None
-    operator: bool = False
+from runner.store.models import Event, LogLine, PlacementRecord, Replica, Tenant, Workload
 
 
 def new_workload_id() -> str:
@@ -51,38 +35,7 @@ def new_workload_id() -> str:
 
 
 class WorkloadStore(StoreBase):
-    """Workloads, replicas, events, logs and API keys."""
-
-    # -- API keys ----------------------------------------------------------------------------------
-    def create_api_key(self, tenant_id: str) -> str:
-        """A new key for the tenant (created, KYC pending, if new); only its hash is stored."""
-        api_key = "rk_" + secrets.token_urlsafe(32)
-        with self.session() as s:
-            if s.get(Tenant, tenant_id) is None:
-                s.add(Tenant(id=tenant_id))
-                s.flush()
-            s.add(ApiKey(key_hash=hash_key(api_key), tenant_id=tenant_id))
-        return api_key
-
-    def create_operator_key(self) -> str:
-        """A key for the network's operator: admin routes only, no tenant."""
-        api_key = "rk_op_" + secrets.token_urlsafe(32)
-        with self.session() as s:
-            s.add(ApiKey(key_hash=hash_key(api_key), tenant_id=None, operator=True))
-        return api_key
-
-    def principal_for_key(self, api_key: str) -> Principal:
-        with self.session() as s:
-            row = s.get(ApiKey, hash_key(api_key))
-            if row is None:
-                raise AuthError("invalid API key. To fix: use the key in $RUNNER_HOME/api-key")
-            return Principal(tenant_id=row.tenant_id, operator=row.operator)
-
-    def tenant_for_key(self, api_key: str) -> str:
-        principal = self.principal_for_key(api_key)
-        if principal.tenant_id is None:
-            raise AuthError("this is the operator's key; tenant routes need a tenant's key ($RUNNER_HOME/api-key)")
-        return principal.tenant_id
+    """Workloads, replicas, events and logs."""
 
     # -- workloads ---------------------------------------------------------------------------------
     def create_workload(

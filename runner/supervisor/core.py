@@ -42,6 +42,7 @@ from runner.store_credentials import StoreCredentials, attempt_holder, read_admi
 from runner.supervisor.agent_link import NotTheNode
 from runner.supervisor.checker import Checker
 from runner.supervisor.cluster_view import ClusterView
+from runner.supervisor.compliance import Compliance
 from runner.supervisor.gang import GangController
 from runner.supervisor.metering import Metering
 from runner.supervisor.placing import Placing
@@ -79,6 +80,7 @@ class Supervisor:
         self.cluster = ClusterView(settings, keys_of=self._node_keys, on_impostor=self._impostor)
         self.placing = Placing(store, config, self.cluster)
         self.metering = Metering(store, config, self.cluster)
+        self.compliance = Compliance(store, config)
         self.driver = ReplicaDriver(
             store,
             self.cluster,
@@ -410,8 +412,9 @@ class Supervisor:
                 log.exception("%s: cannot end replica %s of the failed workload", w.id, rep.key)
 
     def _apply_budgets_and_drains(self, workloads: list[Workload]) -> None:
-        """Ask running work to stop when its tenant's budget is spent or its node drains (or is
-        suspended)."""
+        """Ask running work to stop when its tenant may run no more (its KYC: ``Compliance``) or
+        its budget is spent, and to move when its node drains (or is suspended) or the rules now
+        keep its tenant off that node (export control, geofences, the provider's KYC)."""
         holding = [w for w in workloads if w.state in (S.STARTING.value, S.RUNNING.value) and not w.stop_kind]
         if not holding:
             return
@@ -424,23 +427,37 @@ class Supervisor:
         }
         budgets: dict[str, str | None] = {}
         for w in holding:
+            refused = self.compliance.tenant_refusal(w.tenant_id)
             if w.tenant_id not in budgets:
                 budgets[w.tenant_id] = self.metering.over_budget(w.tenant_id)
             over = budgets[w.tenant_id]  # "budget exhausted: ..."
-            stop = Stop(StopReason.BUDGET, over) if over else None
+            stop = Stop(StopReason.REFUSED, refused) if refused else Stop(StopReason.BUDGET, over) if over else None
             # A service moves its replicas off a leaving node one by one itself (no gap in capacity).
             if stop is None and not getattr(self.controllers[w.kind], "moves_replicas_itself", False):
                 nodes = {r.node for r in self.gangs.current(w) if r.finished_at is None}
                 gone = sorted(nodes & set(leaving))
+                ruled_out = self.compliance.nodes_ruled_out(w.tenant_id)
+                off = sorted(nodes & set(ruled_out))
                 if gone:
                     stop = Stop(
                         StopReason.RELOCATE, f"move off {leaving[gone[0]]} node {', '.join(gone)}", {"nodes": gone}
+                    )
+                elif off:
+                    stop = Stop(
+                        StopReason.RELOCATE,
+                        f"move off node {', '.join(off)}: {ruled_out[off[0]]}",
+                        {"nodes": off, "rule": ruled_out[off[0]]},
                     )
             if stop is not None:
                 self.store.update_workload(w.id, **stop.fields())
                 self.store.add_event(
                     w.id, w.state, f"stopping: {stop.message}", kind=EventKind.STOPPING, data={"stop": stop.kind.value}
                 )
+                if stop.kind is StopReason.REFUSED or "rule" in stop.data:  # the network's rules acted on a tenant
+                    self.store.audit(
+                        "workload.ruled_out",
+                        {"workload": w.id, "tenant": w.tenant_id, "stop": stop.kind.value, "why": stop.message},
+                    )
                 log.info("%s: stopping: %s", w.id, stop.message)
 
     def _replica_finished(self, w: Workload, rep: Replica, status: ReplicaStatus) -> None:

@@ -243,7 +243,7 @@ class GangController:
                 relocations=w.relocations + 1,
                 **NO_STOP,
             )
-        elif stop.kind in (StopReason.BUDGET, StopReason.TIMEOUT):
+        elif stop.kind in (StopReason.BUDGET, StopReason.REFUSED, StopReason.TIMEOUT):
             self.sup.move(w, S.FAILED, stop.message, exit_code=exit_code)
         elif spec.kind == "training" and (final := training.final_failure(reps)):
             self.sup.move(w, S.FAILED, f"attempt {w.attempts} failed: {final}", exit_code=exit_code)

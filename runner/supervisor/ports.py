@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # (the supervisor's parts import this module: only the annota
     from runner.core.states import WorkloadState
     from runner.store import Store, Workload
     from runner.supervisor.cluster_view import ClusterView
+    from runner.supervisor.compliance import Compliance
     from runner.supervisor.gang import GangController
     from runner.supervisor.placing import Placing
     from runner.supervisor.replicas import ReplicaDriver
@@ -40,6 +41,8 @@ class ControllerHost(Protocol):
     gangs: GangController
     #: Notified after a change that API long-polls wait for (a session's URL, an SLA change).
     changed: threading.Condition
+    #: Which nodes the network's rules keep a tenant's work off now (a service moves off them).
+    compliance: Compliance
 
     def spec(self, w: Workload) -> AnySpec:
         """The parsed spec of a workload."""

@@ -153,7 +153,8 @@ class ServiceController:
                 self.driver.drive(w, rep, lambda r=rep: self.request(w, spec, r), stop=False)
         self._record_ends(w, spec, reps)
         desired = self._desired[w.id]
-        p = plan(reps, desired=desired, leaving=self._leaving_nodes(), retries=spec.retries, now=time.time())
+        leaving = self._leaving_nodes() | set(self.sup.compliance.nodes_ruled_out(w.tenant_id))
+        p = plan(reps, desired=desired, leaving=leaving, retries=spec.retries, now=time.time())
         for rep, why in p.retire:
             self._retire(w, rep, why)
         slots = slots_of(reps)
@@ -346,11 +347,11 @@ class ServiceController:
 
     # -- state ---------------------------------------------------------------------------------------
     def _stop_reason(self, w: Workload, spec: InferenceSpec) -> Stop | None:
-        """Why the whole service ends now (a cancel, a spent budget, a timeout), or None."""
+        """Why the whole service ends now (a cancel, a spent budget, a refused tenant, a timeout), or None."""
         if w.cancel_requested:
             return Stop(StopReason.CANCEL, "cancelled")
         stored = Stop.of(w)
-        if stored is not None and stored.kind is StopReason.BUDGET:
+        if stored is not None and stored.kind in (StopReason.BUDGET, StopReason.REFUSED):
             return stored
         if spec.timeout and w.started_at and time.time() - w.started_at > spec.timeout:
             return Stop(StopReason.TIMEOUT, f"timed out after {spec.timeout:g}s")

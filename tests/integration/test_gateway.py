@@ -73,7 +73,9 @@ class Harness:
 
     def __init__(self) -> None:
         self.control = Control("http://127.0.0.1:1", "rk_op")
-        self.control._keys.update({"rk_a": ("acme", 1e18), "rk_b": ("bravo", 1e18), "rk_op": (None, 1e18)})
+        self.control._keys.update(
+            {"rk_a": ("acme", None, 1e18), "rk_b": ("bravo", None, 1e18), "rk_op": (None, None, 1e18)}
+        )
         self.app = Gateway(self.control)
 
     def route(self, service: str, tenant: str, urls: dict[str, str], name: str = "embed") -> None:

@@ -41,6 +41,11 @@ class StubClusterView:
 
 
 @dataclass
+class StubServices:
+    unroutable: frozenset[str] = frozenset()
+
+
+@dataclass
 class StubSupervisor:
     cluster: StubClusterView = field(default_factory=StubClusterView)
     changed: threading.Condition = field(default_factory=threading.Condition)
@@ -49,6 +54,8 @@ class StubSupervisor:
     settings: Settings = field(default_factory=lambda: Settings(home=Path("/nonexistent/runner-stub")))
     #: The network's S3 store, where a test gives one (admission reads it).
     network_store: Any = None
+    #: The gateway's routes read the service controller's replicas being retired: none here.
+    controllers: dict[str, Any] = field(default_factory=lambda: {"inference": StubServices()})
 
     def wake(self) -> None:
         self.wakes += 1

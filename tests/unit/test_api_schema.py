@@ -179,6 +179,10 @@ CLIENT_CALLS = {
     "session_end": ("POST", "/v1/sessions/{workload_id}/end"),
     "services": ("GET", "/v1/services"),
     "service": ("GET", "/v1/services/{workload_id}"),
+    "keys": ("GET", "/v1/keys"),
+    "new_key": ("POST", "/v1/keys"),
+    "rotate_key": ("POST", "/v1/keys/rotate"),
+    "revoke_key": ("DELETE", "/v1/keys/{key_id}"),
 }
 #: Public methods that are not one route's JSON answer (``admin`` reaches any operator route).
 CLIENT_OTHERS = {"admin", "artifact_get", "close", "from_settings", "logs"}
@@ -323,9 +327,9 @@ def test_operator_answers_fit_their_models(net: Network) -> None:
     # Anyone's routes.
     health = net.call("GET", "/v1/health", schemas.Health, headers={"Authorization": f"Bearer {key}"})
     assert health == {"ok": True, "runtime": "process", "nodes": 0}
-    assert net.call("GET", "/v1/whoami", schemas.Whoami) == {"tenant": None, "operator": True}
+    assert net.call("GET", "/v1/whoami", schemas.Whoami) == {"tenant": None, "operator": True, "refused": None}
     tenant_whoami = net.call("GET", "/v1/whoami", schemas.Whoami, headers={"Authorization": f"Bearer {key}"})
-    assert tenant_whoami == {"tenant": "acme", "operator": False}
+    assert tenant_whoami == {"tenant": "acme", "operator": False, "refused": None}
     # What the routes build goes through their models unchanged.
     ctx, op = net.ctx, None
     same_after(schemas.TenantInfo, admin.tenant_json(ctx, net.store.get_tenant("acme")))

@@ -28,6 +28,7 @@ from runner.settings import Settings
 from runner.store import Store, Workload
 from runner.supervisor import Supervisor, gang, preempt, service, session
 from runner.supervisor.cluster_view import ClusterView
+from runner.supervisor.compliance import Compliance
 from runner.supervisor.gang import GangController
 from runner.supervisor.placing import Placing
 from runner.supervisor.ports import ControllerHost
@@ -39,6 +40,7 @@ from runner.supervisor.training_events import TrainingEvents
 NAMES = {
     "AnySpec": AnySpec,
     "ClusterView": ClusterView,
+    "Compliance": Compliance,
     "Demand": Demand,
     "GangController": GangController,
     "Mount": Mount,
