@@ -20,6 +20,7 @@ and FastAPI documents), so the OpenAPI schema describes every answer and every e
     admin.py       tenants, providers, stakes, join tokens, drains, challenges, audit, books
     artifacts.py   a training job's artifacts: list, download
     keys.py        a tenant's own API keys: list, make, rotate, revoke
+    limits.py      what one caller can take: request bodies, long-polls
     schemas.py     every answer as a TypedDict (pydantic and runner.core only): the client returns these types
 """
 
@@ -34,6 +35,7 @@ from runner.api import admin, artifacts, keys, nodes, schemas, services, session
 from runner.api.auth import Operator
 from runner.api.context import AppContext
 from runner.api.encoding import FiniteJSONResponse
+from runner.api.limits import BodyLimit, LongPolls
 from runner.core.errors import (
     ArtifactStoreError,
     AuthError,
@@ -42,6 +44,7 @@ from runner.core.errors import (
     PolicyError,
     RunnerError,
     SpecError,
+    TooManyRequestsError,
     UserError,
 )
 from runner.core.spec.parsing import humanize_error
@@ -51,6 +54,7 @@ _STATUS: dict[type[RunnerError], int] = {
     PolicyError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    TooManyRequestsError: 429,
     SpecError: 422,
     UserError: 400,
     ArtifactStoreError: 502,
@@ -73,6 +77,10 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.store = ctx.store
     app.state.key_cache = {}
+    app.state.long_polls = LongPolls(
+        per_tenant=ctx.config.limits.long_polls_per_tenant, total=ctx.config.limits.long_polls_total
+    )
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(RunnerError)
     async def _runner_error(_: Request, exc: RunnerError) -> FiniteJSONResponse:

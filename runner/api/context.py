@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from runner.api.limits import LongPolls
 from runner.core.certs import KeyPair
 from runner.core.network import NetworkConfig
 from runner.store import Store
@@ -28,3 +29,8 @@ class AppContext:
 
 def context(request: Request) -> AppContext:
     return request.app.state.ctx
+
+
+def long_polls(request: Request) -> LongPolls:
+    """The app's count of long-polls held (``runner.api.limits``)."""
+    return request.app.state.long_polls

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Body, Header, Query
 from runner.api import schemas
 from runner.api.auth import Tenant
 from runner.api.encoding import FiniteJSONResponse
-from runner.api.workloads import Ctx, admit
+from runner.api.workloads import Ctx, Polls, admit
 from runner.core.errors import NotFoundError, UserError
 from runner.core.events import EventKind, Stop, StopReason
 from runner.core.sessions import session_spec, session_view
@@ -78,6 +78,7 @@ def start(
         source="session",
         idempotency_key=idempotency_key,
         estimate=estimate,
+        max_unfinished=ctx.config.limits.unfinished_workloads_per_tenant,
     )
     ctx.supervisor.wake()
     return FiniteJSONResponse(view(ctx, row), status_code=201 if created else 200)
@@ -101,6 +102,7 @@ def get_session(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]
 def wait(
     tenant_id: Tenant,
     ctx: Ctx,
+    polls: Polls,
     workload_id: str,
     until: str = Query("serving", pattern="^(serving|ended)$"),
     timeout: float = Query(25.0, ge=0, le=120),
@@ -112,10 +114,13 @@ def wait(
         return v["phase"] == "ended" or (until == "serving" and v["phase"] == "serving")
 
     v = view(ctx, _session(ctx, workload_id, tenant_id))
-    while not reached(v) and time.monotonic() < deadline:
-        with ctx.supervisor.changed:
-            ctx.supervisor.changed.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
-        v = view(ctx, ctx.store.get_workload(workload_id))
+    if reached(v) or timeout == 0:
+        return v
+    with polls.hold(tenant_id, f"session wait {workload_id}"):
+        while not reached(v) and time.monotonic() < deadline:
+            with ctx.supervisor.changed:
+                ctx.supervisor.changed.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
+            v = view(ctx, ctx.store.get_workload(workload_id))
     return v
 
 

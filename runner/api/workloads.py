@@ -13,11 +13,13 @@ from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from runner.api import schemas
 from runner.api.auth import Tenant
-from runner.api.context import AppContext, context
+from runner.api.context import AppContext, context, long_polls
 from runner.api.encoding import FiniteJSONResponse
+from runner.api.limits import LongPolls
 from runner.core import budget, ledger
 from runner.core.budget import Estimate
 from runner.core.demand import Demand
@@ -28,13 +30,14 @@ from runner.core.network_store import foreign_prefix_problem
 from runner.core.policy import KYC, TenantFacts, admit_tenant
 from runner.core.spec import AnySpec, parse_workload, spec_to_dict
 from runner.core.states import WorkloadState
-from runner.store import Event, LogLine, Replica, Workload
+from runner.store import Event, LogLine, Replica, Store, Workload
 from runner.supervisor.core import tenant_artifacts
 
 router = APIRouter()
 #: The media type of the log stream: one JSON object a line.
 NDJSON = "application/x-ndjson"
 Ctx = Annotated[AppContext, Depends(context)]
+Polls = Annotated[LongPolls, Depends(long_polls)]
 
 
 def workload_json(w: Workload) -> dict[str, Any]:
@@ -214,6 +217,7 @@ def submit(
         source=source,
         idempotency_key=idempotency_key,
         estimate=estimate,
+        max_unfinished=ctx.config.limits.unfinished_workloads_per_tenant,
     )
     ctx.supervisor.wake()
     return FiniteJSONResponse(workload_json(row), status_code=201 if created else 200)
@@ -259,6 +263,7 @@ def explain(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
 def wait(
     tenant_id: Tenant,
     ctx: Ctx,
+    polls: Polls,
     workload_id: str,
     until: str = Query("terminal", pattern="^(terminal|running)$"),
     timeout: float = Query(25.0, ge=0, le=120),
@@ -271,10 +276,13 @@ def wait(
         return state.is_terminal() or (until == "running" and state == WorkloadState.RUNNING)
 
     w = ctx.store.get_workload(workload_id, tenant_id)
-    while not reached(w) and time.monotonic() < deadline:
-        with ctx.supervisor.changed:
-            ctx.supervisor.changed.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
-        w = ctx.store.get_workload(workload_id, tenant_id)
+    if reached(w) or timeout == 0:
+        return workload_json(w)
+    with polls.hold(tenant_id, f"wait {workload_id}"):
+        while not reached(w) and time.monotonic() < deadline:
+            with ctx.supervisor.changed:
+                ctx.supervisor.changed.wait(timeout=min(1.0, max(deadline - time.monotonic(), 0)))
+            w = ctx.store.get_workload(workload_id, tenant_id)
     return workload_json(w)
 
 
@@ -299,27 +307,40 @@ def cancel(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     },
 )
 async def logs(
-    tenant_id: Tenant, ctx: Ctx, workload_id: str, after: int = Query(0, ge=0), follow: bool = False
+    tenant_id: Tenant, ctx: Ctx, polls: Polls, workload_id: str, after: int = Query(0, ge=0), follow: bool = False
 ) -> StreamingResponse:
     """Log lines as NDJSON (``{"id", "replica", "seq", "line"}``), streamed while ``follow`` and the
-    workload is not finished. ``after`` is the last id seen: a reconnect resumes, no line twice."""
+    workload is not finished. ``after`` is the last id seen: a reconnect resumes, no line twice.
+    A follow is a long-poll: it counts against the tenant's (``runner.api.limits``) until it ends
+    or the client goes away."""
     store = ctx.store
     store.get_workload(workload_id, tenant_id)
+    release = polls.acquire(tenant_id, f"logs --follow {workload_id}") if follow else (lambda: None)
 
     async def lines() -> AsyncIterator[bytes]:
-        cursor = after
-        while True:
-            # State first, lines second: the end is announced only after the last lines are
-            # stored, so a finished state read here means the read below drains everything.
-            w = await asyncio.to_thread(store.get_workload, workload_id)
-            finished = WorkloadState(w.state).is_terminal()
-            batch = await asyncio.to_thread(store.logs_after, workload_id, cursor)
-            for line in batch:
-                cursor = line.id
-                yield _ndjson(line)
-            if not follow or (finished and not batch):
-                return
-            if not batch:
-                await asyncio.sleep(0.1)
+        try:
+            async for chunk in _lines_of(store, workload_id, after, follow):
+                yield chunk
+        finally:
+            release()
 
-    return StreamingResponse(lines(), media_type=NDJSON)
+    return StreamingResponse(lines(), media_type=NDJSON, background=BackgroundTask(release))
+
+
+async def _lines_of(store: Store, workload_id: str, after: int, follow: bool) -> AsyncIterator[bytes]:
+    """The workload's log lines after id ``after`` as NDJSON, then (``follow``) new ones as they
+    are stored, until the workload has finished and every line is out."""
+    cursor = after
+    while True:
+        # State first, lines second: the end is announced only after the last lines are
+        # stored, so a finished state read here means the read below drains everything.
+        w = await asyncio.to_thread(store.get_workload, workload_id)
+        finished = WorkloadState(w.state).is_terminal()
+        batch = await asyncio.to_thread(store.logs_after, workload_id, cursor)
+        for line in batch:
+            cursor = line.id
+            yield _ndjson(line)
+        if not follow or (finished and not batch):
+            return
+        if not batch:
+            await asyncio.sleep(0.1)

@@ -21,6 +21,19 @@ from workloads.common.report import parse_report as read_report
 
 #: Reports never grow without bound in the database: longer lines are plain logs.
 MAX_REPORT_CHARS = 4096
+#: A replica whose spec names no memory may use this much per CPU core it asked for (and at least
+#: ``MIN_DEFAULT_MEMORY_MB``): its container's limit, so no replica takes a machine's memory whole.
+DEFAULT_MEMORY_MB_PER_CORE = 4096
+MIN_DEFAULT_MEMORY_MB = 1024
+
+
+def memory_limit_mb(spec: AnySpec) -> int:
+    """The memory limit of each of the workload's containers, in MiB: what its spec asked for,
+    else the default for its cores."""
+    asked = spec.resources.memory
+    if asked:
+        return int(asked)
+    return max(MIN_DEFAULT_MEMORY_MB, int(spec.resources.cpu * DEFAULT_MEMORY_MB_PER_CORE))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@
     │   ├── PolicyError              refused by policy: KYC, budget, export control
     │   ├── NotFoundError            no such workload / node
     │   ├── ConflictError            idempotency key reused with a different spec
+    │   ├── TooManyRequestsError     a tenant holds as much of a shared resource as it may (retry later)
     │   └── AuthError                missing or wrong API key
     ├── ClusterError                 the cluster is not up, or cannot be started (exit code 4)
     │   └── ServerUnavailableError   the control plane does not answer
@@ -68,6 +69,11 @@ class NotFoundError(UserError):
 
 class ConflictError(UserError):
     """An idempotency key was reused for a different spec."""
+
+
+class TooManyRequestsError(UserError):
+    """A tenant holds as much of a shared resource (long-polls, pending workloads) as it may; the
+    same request later, or after some of its own work ends, succeeds."""
 
 
 class AuthError(UserError):

@@ -75,12 +75,19 @@ class _Onboarding(_Strict):
     simulated_gpus: bool
 
 
+class _Limits(_Strict):
+    unfinished_workloads_per_tenant: int = Field(ge=1, le=1_000_000)
+    long_polls_per_tenant: int = Field(ge=1, le=1000)
+    long_polls_total: int = Field(ge=1, le=1000)
+
+
 class _Network(_Strict):
     policy: _Policy
     market: _Market
     sla: _SLA
     checker: _Checker
     onboarding: _Onboarding
+    limits: _Limits
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,15 @@ class CheckerConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one tenant may hold of what all share (the ``limits`` section)."""
+
+    unfinished_workloads_per_tenant: int
+    long_polls_per_tenant: int
+    long_polls_total: int
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     policy: PolicyConfig
     market: MarketConfig
@@ -100,6 +116,7 @@ class NetworkConfig:
     stake_micros: int
     #: Machines may join with simulated GPUs off CPU mode (``runner.core.approval``): a test network's.
     simulated_gpus: bool
+    limits: LimitsConfig
 
 
 def default_network_path() -> Path:
@@ -121,7 +138,9 @@ def _read(source: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(str(source), "", f"invalid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(str(source), "", "expected a mapping of sections (policy, market, sla, checker, onboarding)")
+        raise ConfigError(
+            str(source), "", "expected a mapping of sections (policy, market, sla, checker, onboarding, limits)"
+        )
     return raw
 
 
@@ -167,4 +186,5 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
         ),
         stake_micros=to_micros(m.stake_usd),
         simulated_gpus=n.onboarding.simulated_gpus,
+        limits=LimitsConfig(**n.limits.model_dump()),
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,8 @@ class Control:
         self._server_ssl = trusting(server_ca)
         self.table = Table()
         self.stats = {"requests": 0, "retries": 0, "upstream_errors": 0}
+        #: Requests in flight through the gateway, per tenant (``proxy.MAX_INFLIGHT_PER_TENANT``).
+        self.inflight: Counter[str] = Counter()
         #: key -> (tenant or None, why that tenant may not be served or None, expiry)
         self._keys: dict[str, tuple[str | None, str | None, float]] = {}
         self._access_epoch: int | None = None

@@ -4,7 +4,8 @@ A bare ASGI callable (no framework): one route, and on a 2-core machine every mi
 gateway CPU is taken from the model. Per request: find the key in the cache, the service in the
 table, read the body, send it over a pooled keep-alive connection (aiohttp) to the backend with
 the fewest requests in flight, and pass the answer back (status, body, ``content-type``,
-``retry-after``, plus ``x-runner-replica`` naming the replica that answered).
+``retry-after``, plus ``x-runner-replica`` naming the replica that answered). Bounded per tenant:
+``MAX_INFLIGHT_PER_TENANT`` requests in flight (429 past it), answers up to ``MAX_RESPONSE_BYTES``.
 
 **Retries**, only where the request was certainly never queued by a replica, on another
 replica of the same service: the connection was refused or timed out (the replica is gone or
@@ -40,6 +41,11 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Bodies larger than this are refused (the model server's own limit is 16 MiB).
 MAX_BODY_BYTES = 17 * 1024 * 1024
+#: Answers larger than this are not passed on (502): a replica cannot make the gateway hold more.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: Requests one tenant may have in flight through the gateway at once; past it, 429 at once:
+#: one tenant's flood queues in its own replicas' 429s, never in the gateway's memory.
+MAX_INFLIGHT_PER_TENANT = 256
 #: Replicas tried per request at most.
 MAX_TRIES = 3
 #: Headers passed back from the replica (ASGI names are lower case).
@@ -121,16 +127,33 @@ class Gateway:
                 "service_not_found",
             )
             return
-        body = await _read_body(receive)
-        if body is None:
-            await _error(send, 413, f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB", "request_too_large")
+        inflight = self.control.inflight
+        if inflight[tenant] >= MAX_INFLIGHT_PER_TENANT:
+            await _error(
+                send,
+                429,
+                f"this tenant has {inflight[tenant]} requests in flight through the gateway, the most it may; "
+                "retry shortly",
+                "tenant_busy",
+                retry_after=True,
+            )
             return
-        raw = scope.get("raw_path")  # forwarded as the client encoded it (%2F stays %2F)
-        if raw:
-            rest = raw.decode("latin-1")[3:].partition("/")[2]
-        query = scope.get("query_string") or b""
-        target = "/" + rest + ("?" + query.decode("latin-1") if query else "")
-        await self._forward(send, service, scope["method"], target, body, _content_type(scope["headers"]))
+        inflight[tenant] += 1
+        try:
+            body = await _read_body(receive)
+            if body is None:
+                await _error(send, 413, f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB", "request_too_large")
+                return
+            raw = scope.get("raw_path")  # forwarded as the client encoded it (%2F stays %2F)
+            if raw:
+                rest = raw.decode("latin-1")[3:].partition("/")[2]
+            query = scope.get("query_string") or b""
+            target = "/" + rest + ("?" + query.decode("latin-1") if query else "")
+            await self._forward(send, service, scope["method"], target, body, _content_type(scope["headers"]))
+        finally:
+            inflight[tenant] -= 1
+            if not inflight[tenant]:
+                del inflight[tenant]
 
     async def _forward(
         self, send: Send, service: Any, method: str, target: str, body: bytes, content_type: str | None
@@ -150,9 +173,19 @@ class Gateway:
             backend.inflight += 1
             try:
                 async with backend.session.request(method, target, data=body, headers=headers) as resp:
-                    data = await resp.read()
+                    data = await _read_answer(resp)
                     status = resp.status
                     passed = [(h, resp.headers[name].encode()) for h, name in PASS_HEADERS if name in resp.headers]
+            except AnswerTooLarge:
+                control.stats["upstream_errors"] += 1
+                await _error(
+                    send,
+                    502,
+                    f"replica {backend.key} answered with more than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB; "
+                    "the gateway passes on no answer that large",
+                    "response_too_large",
+                )
+                return
             except NEVER_QUEUED as exc:
                 control.mark_down(backend, exc.__class__.__name__)
                 continue
@@ -252,6 +285,25 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+
+class AnswerTooLarge(Exception):
+    """A replica's answer went past ``MAX_RESPONSE_BYTES``."""
+
+
+async def _read_answer(resp: aiohttp.ClientResponse) -> bytes:
+    """The replica's answer, refused (``AnswerTooLarge``) once it passes ``MAX_RESPONSE_BYTES``:
+    by its ``Content-Length`` before any of it is read, or while it arrives."""
+    if (resp.content_length or 0) > MAX_RESPONSE_BYTES:
+        raise AnswerTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise AnswerTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

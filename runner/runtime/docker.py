@@ -62,6 +62,10 @@ MAX_BRIDGE_MTU = 65535
 #: machine share the engine and name their nodes alike, and must never list, reconcile away or
 #: clean up each other's containers. A container without it (made by hand) is everyone's.
 LABEL_SCOPE = "runner.scope"
+#: Each of the (two) files of a container's output the engine keeps on the machine's disk: a
+#: replica that writes without end cannot fill the provider's disk. Larger than what the runner
+#: keeps of it (``logtail.MAX_LOG_BYTES``), so a read from the start sees everything kept.
+ENGINE_LOG_FILE_MB = 64
 
 
 def docker_client(timeout_s: float | None = 60) -> "docker.DockerClient":
@@ -304,6 +308,11 @@ class DockerRuntime(Runtime):
             "security_opt": ["no-new-privileges"],
             "pids_limit": 4096,
             "init": True,  # a real PID 1 forwards SIGTERM and reaps zombies
+            # The engine's own record of its output, on the machine's disk: at most two files of
+            # ENGINE_LOG_FILE_MB (the runner keeps far less: logtail.MAX_LOG_BYTES).
+            "log_config": docker.types.LogConfig(
+                type="json-file", config={"max-size": f"{ENGINE_LOG_FILE_MB}m", "max-file": "2"}
+            ),
         }
         if request.memory_mb:
             kwargs["mem_limit"] = f"{request.memory_mb}m"
@@ -356,7 +365,8 @@ class DockerRuntime(Runtime):
             if container is None:
                 return []
             buffer = LineBuffer(skip=start_line)
-            buffer.feed(container.logs(stdout=True, stderr=True))
+            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=False):
+                buffer.feed(chunk)  # streamed: the buffer keeps what is asked for, within its limits
             buffer.close()
             return buffer.read(start_line) or []
         with self._tails_lock:

@@ -19,26 +19,50 @@ which only grows, so a buffer holds about one poll's worth. Asked for lines it n
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterable
 
+#: A line longer than this (in bytes) is kept to it, with a marker saying how much was cut: the
+#: agent's buffer of a line still being written never grows past it (a tenant's process that
+#: writes without a newline cannot fill the machine's memory).
+MAX_LINE_BYTES = 16 * 1024
+#: A replica's output past this many bytes (of kept lines) is dropped, after one marker line: what
+#: a replica can put in the control plane's database and the agent's memory is bounded.
+MAX_LOG_BYTES = 32 * 1024 * 1024
+
+#: Where one segment ends: ``\n``, ``\r\n`` or a lone ``\r`` (``str.splitlines`` counts each as
+#: one break; the others it knows are split inside a segment).
+_BREAK = re.compile(rb"\r\n|\r|\n")
+
 
 def _lines(segment: bytes) -> list[str]:
-    """The lines of one newline-terminated segment (without its newline)."""
+    """The lines of one segment (without its line break)."""
     text = segment.decode("utf-8", errors="replace")
     return text.splitlines() or [""]
 
 
+def _cut_marker(cut: int) -> str:
+    return f" [runner: {cut} more bytes of this line cut; lines are kept to {MAX_LINE_BYTES} bytes]"
+
+
+CAPPED_MARKER = f"[runner: output past {MAX_LOG_BYTES // (1024 * 1024)} MiB dropped; the replica runs on]"
+
+
 class LineBuffer:
     """Output lines from number ``base`` on, fed with bytes as they arrive. Thread-safe: one
-    thread may feed while others read."""
+    thread may feed while others read. The same bytes give the same lines however they are cut
+    into chunks, so a buffer that reads the output again from its start numbers it the same."""
 
     def __init__(self, skip: int = 0) -> None:
         #: Number of the first line held; lines before it were dropped (or ``skip``ped).
         self.base = skip
         self._skip = skip  # lines still to drop as they arrive
         self._lines: list[str] = []
-        self._partial = b""
+        self._partial = b""  # the segment being written, at most MAX_LINE_BYTES of it
+        self._partial_cut = 0  # bytes of it past MAX_LINE_BYTES, dropped
+        self._kept = 0  # bytes of output kept as lines so far
+        self._capped = False  # MAX_LOG_BYTES reached: the rest is dropped
         self._lock = threading.Lock()
         self.closed = False
 
@@ -46,19 +70,47 @@ class LineBuffer:
         if not data:
             return
         with self._lock:
-            *complete, self._partial = (self._partial + data).split(b"\n")
-            for segment in complete:
-                self._add(_lines(segment))
+            at = 0
+            if self._partial.endswith(b"\r") and data.startswith(b"\n"):
+                at = 1  # the second half of a \r\n cut across chunks: the \r already ended the segment
+            for found in _BREAK.finditer(data, at):
+                self._grow(data[at : found.start()])
+                self._end_segment()
+                at = found.end()
+                if found.group() == b"\r" and at == len(data):
+                    self._partial = b"\r"  # (a \n may follow in the next chunk)
+                    return
+            self._grow(data[at:])
+
+    def _grow(self, piece: bytes) -> None:
+        if self._partial == b"\r":
+            self._partial = b""
+        room = MAX_LINE_BYTES - len(self._partial)
+        self._partial += piece[: max(room, 0)]
+        self._partial_cut += max(len(piece) - max(room, 0), 0)
+
+    def _end_segment(self) -> None:
+        segment, cut = self._partial, self._partial_cut
+        self._partial, self._partial_cut = b"", 0
+        lines = _lines(segment)
+        if cut:
+            lines[-1] += _cut_marker(cut)
+        self._add(lines, len(segment))
 
     def close(self) -> None:
-        """The output has ended: a last line without a newline is a line too."""
+        """The output has ended: a last line without a line break is a line too."""
         with self._lock:
-            if self._partial:
-                self._add(_lines(self._partial))
-                self._partial = b""
+            if self._partial not in (b"", b"\r") or self._partial_cut:
+                self._end_segment()
+            self._partial = b""
             self.closed = True
 
-    def _add(self, lines: list[str]) -> None:
+    def _add(self, lines: list[str], size: int) -> None:
+        if self._capped:
+            return
+        if self._kept + size > MAX_LOG_BYTES:
+            self._capped, lines = True, [CAPPED_MARKER]
+        self._kept += size
         if self._skip:
             dropped = min(self._skip, len(lines))
             self._skip -= dropped

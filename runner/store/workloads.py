@@ -16,13 +16,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from runner.core import budget
 from runner.core.budget import Estimate
-from runner.core.errors import ConflictError, NotFoundError, PolicyError
+from runner.core.errors import ConflictError, NotFoundError, PolicyError, TooManyRequestsError
 from runner.core.events import EventKind
 from runner.core.states import WorkloadState
 from runner.store.base import StoreBase
@@ -46,13 +46,15 @@ class WorkloadStore(StoreBase):
         source: str = "",
         idempotency_key: str | None = None,
         estimate: Estimate | None = None,
+        max_unfinished: int | None = None,
     ) -> tuple[Workload, bool]:
         """Insert a PENDING workload, or return the one this idempotency key already made.
 
-        With an ``estimate`` (the tenant has a budget) it is reserved in the same transaction,
-        after the tenant's row is locked with a write: PostgreSQL holds the row lock, SQLite its
-        one writer's lock, so concurrent submits take turns and each sees the reservations of
-        those before it. A workload that does not fit is refused (``PolicyError``), not inserted."""
+        With an ``estimate`` (the tenant has a budget) or a ``max_unfinished`` (the network's cap
+        on a tenant's workloads not ended yet), the tenant's row is locked with a write first:
+        PostgreSQL holds the row lock, SQLite its one writer's lock, so concurrent submits take
+        turns and each sees the workloads and reservations of those before it. A workload past
+        the cap (``TooManyRequestsError``) or the budget (``PolicyError``) is not inserted."""
         now = time.time()
         if idempotency_key:
             existing = self._by_idempotency_key(tenant_id, idempotency_key)
@@ -71,6 +73,10 @@ class WorkloadStore(StoreBase):
         )
         try:
             with self.session() as s:
+                if estimate is not None or max_unfinished is not None:
+                    self._lock_tenant(s, tenant_id)
+                if max_unfinished is not None:
+                    self._within_cap(s, tenant_id, max_unfinished)
                 if estimate is not None:
                     row.reserved_micros = self._reserve(s, tenant_id, estimate)
                 s.add(row)
@@ -93,11 +99,29 @@ class WorkloadStore(StoreBase):
         return row, True
 
     @staticmethod
-    def _reserve(s: Session, tenant_id: str, estimate: Estimate) -> int:
-        """Lock the tenant, then reserve ``estimate`` of its budget, or refuse: what to hold."""
+    def _lock_tenant(s: Session, tenant_id: str) -> None:
+        """Take the tenant's row lock (a write that changes nothing) for the rest of ``s``."""
         locked = s.execute(update(Tenant).where(Tenant.id == tenant_id).values(kyc=Tenant.kyc)).rowcount
         if locked != 1:
             raise NotFoundError(f"no tenant {tenant_id!r}")
+
+    @staticmethod
+    def _within_cap(s: Session, tenant_id: str, cap: int) -> None:
+        unfinished = [state.value for state in WorkloadState if not state.is_terminal()]
+        count = s.scalar(
+            select(func.count())
+            .select_from(Workload)
+            .where(Workload.tenant_id == tenant_id, Workload.state.in_(unfinished))
+        )
+        if (count or 0) >= cap:
+            raise TooManyRequestsError(
+                f"this tenant has {count} workloads not ended yet, the most the network takes at once. "
+                "To fix: wait for some to end, or cancel some (runner ls; runner cancel ID)"
+            )
+
+    @staticmethod
+    def _reserve(s: Session, tenant_id: str, estimate: Estimate) -> int:
+        """Reserve ``estimate`` of the (locked) tenant's budget, or refuse: what to hold."""
         limit = s.scalar(select(Tenant.budget_micros).where(Tenant.id == tenant_id))
         if limit is None:  # the budget was lifted since admission read it
             return 0

@@ -20,7 +20,7 @@ import time
 from typing import Any, TypeAlias
 
 from runner.core import training
-from runner.core.contract import Rendezvous, base_env, kind_env
+from runner.core.contract import Rendezvous, base_env, kind_env, memory_limit_mb
 from runner.core.events import NO_STOP, EventKind, Stop, StopReason
 from runner.core.mounts import to_container
 from runner.core.placement import Decision
@@ -207,7 +207,7 @@ class GangController:
             command=list(spec.command),
             env=env,
             cpu=spec.resources.cpu,
-            memory_mb=spec.resources.memory,
+            memory_mb=memory_limit_mb(spec),
             gpus=spec_gpu_count(spec),
             real_gpus=bool(node and not node.simulated and node.gpu_model),
             **fields,

@@ -239,3 +239,87 @@ def test_the_table_keeps_what_it_learned_about_replicas_that_stay() -> None:
     svc = table.services["w-1"]
     table.backends["a"].inflight = 3
     assert svc.pick(set()) is table.backends["a"] and svc.pick({"a"}) is None
+
+
+def big(size: int) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b'{"x": "' + b"a" * size + b'"}', content_type="application/json")
+
+    return handle
+
+
+def chunked_big(size: int) -> Handler:
+    """An answer with no Content-Length: its size shows only while it arrives."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(size // 1024):
+            await resp.write(b"a" * 1024)
+        await resp.write_eof()
+        return resp
+
+    return handle
+
+
+def test_an_answer_past_the_limit_is_not_passed_on(monkeypatch: Any) -> None:
+    import runner.gateway.proxy as proxy
+
+    monkeypatch.setattr(proxy, "MAX_RESPONSE_BYTES", 64 * 1024)
+
+    async def test(h: Harness) -> None:
+        small, small_url = await replica(big(1024))
+        said, said_url = await replica(big(128 * 1024))
+        streamed, streamed_url = await replica(chunked_big(256 * 1024))
+        h.route("w-1", "acme", {"small": small_url})
+        assert (await h.call("/s/w-1/v1/embeddings"))[0] == 200  # the control: within the limit
+        for name, url in (("said", said_url), ("streamed", streamed_url)):
+            h.route("w-1", "acme", {name: url})
+            status, _head, doc = await h.call("/s/w-1/v1/embeddings")
+            assert status == 502 and doc["error"]["code"] == "response_too_large", (name, doc)
+        for r in (small, said, streamed):
+            await r.cleanup()
+
+    run(test)
+
+
+def test_one_tenant_may_have_so_many_requests_in_flight_and_others_are_unaffected(monkeypatch: Any) -> None:
+    import runner.gateway.proxy as proxy
+
+    monkeypatch.setattr(proxy, "MAX_INFLIGHT_PER_TENANT", 3)
+    release = asyncio.Event()
+
+    def slow(name: str) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            await release.wait()
+            return web.json_response({"served_by": name})
+
+        return handle
+
+    async def test(h: Harness) -> None:
+        rep, url = await replica(slow("slow"))
+        fast, fast_url = await replica(ok("fast"))
+        h.route("w-1", "acme", {"slow": url})
+        h.route("w-2", "bravo", {"fast": fast_url})
+        held = [asyncio.create_task(h.call("/s/w-1/v1/embeddings")) for _ in range(3)]
+
+        async def all_three_in_flight() -> None:
+            while sum(h.control.inflight.values()) < 3:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(all_three_in_flight(), timeout=30)
+        status, head, doc = await h.call("/s/w-1/v1/embeddings")
+        assert status == 429 and doc["error"]["code"] == "tenant_busy" and head["retry-after"] == "1"
+        assert (await h.call("/s/w-2/v1/embeddings", key="rk_b"))[0] == 200  # another tenant: served
+        release.set()
+        assert [s for s, _h, _d in await asyncio.gather(*held)] == [200, 200, 200]
+        assert not h.control.inflight  # every count given back
+        assert (await h.call("/s/w-1/v1/embeddings"))[0] == 200
+        for r in (rep, fast):
+            await r.cleanup()
+
+    run(test)

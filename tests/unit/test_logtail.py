@@ -4,6 +4,7 @@ and whenever the polls come, every line is served exactly once, whole, and count
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -87,3 +88,48 @@ def test_stream_tail_feeds_until_the_stream_ends_and_records_a_break() -> None:
     wait_for(lambda: tail.buffer.closed, timeout_s=5, what="the stream to end")
     assert tail.failed
     assert tail.buffer.read(0) == ["partial"]
+
+
+# -- limits: what a replica's output can cost the agent and the control plane ----------------------
+def test_a_line_without_end_is_kept_to_its_limit_and_says_how_much_was_cut() -> None:
+    from runner.runtime.logtail import MAX_LINE_BYTES
+
+    buffer = LineBuffer()
+    for _ in range(64):  # 64 MiB of one line, never a newline: the attack on the agent's memory
+        buffer.feed(b"x" * (1024 * 1024))
+        assert len(buffer._partial) <= MAX_LINE_BYTES
+    buffer.feed(b"\nnext\n")
+    long, after = buffer.read(0) or []
+    assert long.startswith("x" * MAX_LINE_BYTES) and after == "next"
+    assert f"[runner: {64 * 1024 * 1024 - MAX_LINE_BYTES} more bytes of this line cut" in long
+
+
+def test_output_past_the_log_limit_is_dropped_after_one_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runner.runtime.logtail as logtail
+
+    monkeypatch.setattr(logtail, "MAX_LOG_BYTES", 100)
+    buffer = LineBuffer()
+    for i in range(50):
+        buffer.feed(f"line {i:03d}\n".encode())
+    lines = buffer.read(0) or []
+    assert lines[:12] == [f"line {i:03d}" for i in range(12)]  # 12 lines of 8 bytes fit in 100
+    assert lines[12] == logtail.CAPPED_MARKER and len(lines) == 13
+    buffer.feed(b"more\n")
+    buffer.close()
+    assert buffer.read(13) == []
+
+
+@given(st.lists(st.integers(min_value=0, max_value=70_000), max_size=8))
+def test_the_same_output_gives_the_same_lines_however_it_is_chunked(cuts: list[int]) -> None:
+    """A buffer that reads the output again from its start (after a broken stream, or the final
+    read) must number its lines as the first one did, limits and markers included."""
+    data = b"short\r\n" + b"y" * 40_000 + b"\r" + "é".encode() * 9000 + b"\nend"
+    whole = LineBuffer()
+    whole.feed(data)
+    whole.close()
+    pieces = LineBuffer()
+    for chunk in chunked(data, cuts):
+        pieces.feed(chunk)
+    pieces.close()
+    assert pieces.read(0) == whole.read(0)
+    assert len(whole.read(0) or []) == 4
