@@ -14,12 +14,13 @@ import errno
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runner.core.errors import PortInUseError, UserError
 from runner.core.mounts import Mount
 from runner.core.states import ReplicaState
+from runner.runtime.snapshots import snapshot
 
 #: Label keys written on every container (and process state folder) runner starts.
 LABEL_MANAGED = "runner.managed"
@@ -80,10 +81,12 @@ class LaunchRequest:
         }
 
 
-def prepare_mounts(mounts: list[Mount], artifacts_dir: Path) -> None:
+def prepare_mounts(mounts: list[Mount], artifacts_dir: Path, *, snapshot_key: str | None = None) -> list[Mount]:
     """Check each mount stays inside the node's artifact store, then create each missing
     writable source, owned by the image's user (root can chown) or else open to all, so the
-    container's uid 1000 can write where it is told to.
+    container's uid 1000 can write where it is told to. Returns the mounts to bind: with a
+    ``snapshot_key`` (a container's), each read-only one is bound from its snapshot
+    (``runtime.snapshots``), which no container can swap a symlink into before the engine binds it.
 
     Only folders under ``artifacts_dir`` are ever bound, and never through a symlink below it: a
     container may leave a symlink in its own folder where a later mount points, and following it
@@ -108,6 +111,12 @@ def prepare_mounts(mounts: list[Mount], artifacts_dir: Path) -> None:
             source.chmod(0o755)
         else:
             source.chmod(0o777)
+    if snapshot_key is None:
+        return list(mounts)
+    return [
+        replace(m, source=str(snapshot(Path(m.source), artifacts_dir, snapshot_key))) if m.read_only else m
+        for m in mounts
+    ]
 
 
 def check_host_ports(request: LaunchRequest, node: str) -> None:

@@ -50,6 +50,7 @@ from runner.runtime.docker_images import NodeImages, PullCancelled, parse_time
 from runner.runtime.imagecache import GB, PullProgress
 from runner.runtime.logtail import LineBuffer, StreamTail
 from runner.runtime.netif import interface_of, mtu_of
+from runner.runtime.snapshots import drop_snapshot
 from runner.settings import Settings
 
 if TYPE_CHECKING:  # docker is imported lazily: `import runner` stays fast on any machine
@@ -62,6 +63,16 @@ MAX_BRIDGE_MTU = 65535
 #: machine share the engine and name their nodes alike, and must never list, reconcile away or
 #: clean up each other's containers. A container without it (made by hand) is everyone's.
 LABEL_SCOPE = "runner.scope"
+#: A replica's writable scratch, its HOME: a tmpfs, since the root filesystem is read-only.
+SCRATCH = "/tmp"
+
+
+def scratch_mb(memory_mb: int | None) -> int:
+    """The scratch's size: half the replica's memory limit (what it writes there is charged to
+    that limit anyway), 512 MiB for one without."""
+    return max(64, memory_mb // 2) if memory_mb else 512
+
+
 #: Each of the (two) files of a container's output the engine keeps on the machine's disk: a
 #: replica that writes without end cannot fill the provider's disk. Larger than what the runner
 #: keeps of it (``logtail.MAX_LOG_BYTES``), so a read from the start sees everything kept.
@@ -297,7 +308,8 @@ class DockerRuntime(Runtime):
         kwargs: dict[str, Any] = {
             "name": CONTAINER_PREFIX + request.key,
             "command": request.command or None,
-            "environment": request.env,
+            # HOME on the scratch: the root filesystem is read-only (an image's own HOME with it).
+            "environment": {"HOME": SCRATCH, **request.env},
             "labels": {**request.labels(), **({LABEL_SCOPE: self.scope} if self.scope else {})},
             "detach": True,
             "nano_cpus": int(request.cpu * 1e9),
@@ -308,6 +320,10 @@ class DockerRuntime(Runtime):
             "security_opt": ["no-new-privileges"],
             "pids_limit": 4096,
             "init": True,  # a real PID 1 forwards SIGTERM and reaps zombies
+            # Nothing of the image can be changed: a replica writes to its scratch (a tmpfs,
+            # charged to its own memory limit) and to the folders bound for it, and nowhere else.
+            "read_only": True,
+            "tmpfs": {SCRATCH: f"rw,nosuid,nodev,size={scratch_mb(request.memory_mb)}m"},
             # The engine's own record of its output, on the machine's disk: at most two files of
             # ENGINE_LOG_FILE_MB (the runner keeps far less: logtail.MAX_LOG_BYTES).
             "log_config": docker.types.LogConfig(
@@ -324,10 +340,9 @@ class DockerRuntime(Runtime):
             if bridge := self._bridge():
                 kwargs["network"] = bridge
         if request.mounts:
-            prepare_mounts(request.mounts, self.artifacts_dir)
             kwargs["mounts"] = [
                 docker.types.Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-                for m in request.mounts
+                for m in prepare_mounts(request.mounts, self.artifacts_dir, snapshot_key=request.key)
             ]
         if request.gpus and request.real_gpus:
             kwargs["device_requests"] = [docker.types.DeviceRequest(count=request.gpus, capabilities=[["gpu"]])]
@@ -415,6 +430,7 @@ class DockerRuntime(Runtime):
         container = self._get(key)
         if container is not None:
             container.remove(force=True)
+        drop_snapshot(self.artifacts_dir, key)
 
     def list(self) -> list[ReplicaStatus]:
         containers = self.client.containers.list(

@@ -79,8 +79,10 @@ def app_routes() -> list[Route]:
     from types import SimpleNamespace
 
     from runner.api import create_app
+    from runner.core.network import default_network
 
-    return list(_flat(list(create_app(SimpleNamespace(store=None)).routes)))  # type: ignore[arg-type]
+    bare = SimpleNamespace(store=None, config=default_network())  # (the limits are read at creation)
+    return list(_flat(list(create_app(bare).routes)))  # type: ignore[arg-type]
 
 
 def api_routes() -> list[Route]:

@@ -205,3 +205,61 @@ def test_nodes_sharing_an_engine_make_one_bridge_between_them(monkeypatch: pytes
     finally:
         for network in client.networks.list(names=[f"runner-mtu{mtu}"]):
             network.remove()
+
+
+@pytest.mark.docker
+def test_a_symlink_swapped_into_a_read_only_mount_after_its_check_binds_nothing_of_the_host(
+    docker_runtime: Any, home_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of a service's model mount: the training job that owns the folder swaps it for a
+    symlink to ``/`` after the runtime checked it and before the engine binds it. The swap is
+    made at exactly that moment (right after the snapshot, before the container is made); the
+    container must see the checkpoint, not the machine. The control: the engine itself does
+    follow such a symlink when handed the path (what happened before snapshots)."""
+    import docker
+
+    import runner.runtime.base as base
+    from runner.core.mounts import MODEL
+
+    step = home_tmp / "acme" / "w-train" / "step-00000040"
+    step.mkdir(parents=True)
+    (step / "model.pt").write_bytes(b"weights")
+    real_snapshot = base.snapshot
+
+    def then_swap(source: Path, artifacts_dir: Path, key: str) -> Path:
+        made = real_snapshot(source, artifacts_dir, key)
+        step.rename(step.with_name("moved"))
+        step.symlink_to("/")  # the attack, timed where the gap was
+        return made
+
+    monkeypatch.setattr(base, "snapshot", then_swap)
+    wid = f"w-ro{uuid.uuid4().hex[:8]}"
+    mount = file_mount(step.as_uri(), MODEL, read_only=True)
+    assert mount is not None
+    req = LaunchRequest(
+        key=replica_key(wid, 0, 1),
+        workload_id=wid,
+        replica_index=0,
+        attempt=1,
+        node="hostnet-test",
+        image="runner/smoke:latest",
+        command=["sh", "-c", f"ls {MOUNT_ROOT}/{MODEL}; sleep 30"],
+        env={},
+        cpu=0.5,
+        mounts=[mount],
+    )
+    docker_runtime.start(req)
+    listed = wait_for(lambda: docker_runtime.logs(req.key) or None, timeout_s=60, what="the listing")
+    assert listed == ["model.pt"], listed  # the checkpoint, not the machine's root
+    docker_runtime.remove(req.key)
+
+    # The control: bound by its path, the swapped folder is the machine's root in the container.
+    engine = docker_runtime.client
+    out = engine.containers.run(
+        "runner/smoke:latest",
+        ["ls", "/mnt/x"],
+        mounts=[docker.types.Mount(target="/mnt/x", source=str(step), type="bind", read_only=True)],
+        remove=True,
+        user="1000:1000",
+    )
+    assert "etc" in out.decode().split(), out
