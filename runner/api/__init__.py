@@ -30,6 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runner.api import admin, artifacts, keys, nodes, schemas, services, sessions, workloads
 from runner.api.auth import Operator
@@ -86,6 +87,18 @@ def create_app(ctx: AppContext) -> FastAPI:
     async def _runner_error(_: Request, exc: RunnerError) -> FiniteJSONResponse:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
         return FiniteJSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> FiniteJSONResponse:
+        """FastAPI's and Starlette's own refusals (a body that is not JSON at all, a route or
+        method that does not exist) in the same shape as every other error, so a client (and
+        the OpenAPI schema) knows one answer for a refused request."""
+        error = "NotFoundError" if exc.status_code == 404 else "UserError"
+        detail = exc.detail if isinstance(exc.detail, str) else "the request was refused"
+        message = "the request body is not valid JSON" if "parsing the body" in detail else detail
+        return FiniteJSONResponse(
+            {"error": error, "message": message}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> FiniteJSONResponse:

@@ -24,7 +24,7 @@ from runner.core.ledger import SlashCause
 from runner.core.policy import KYC, NodeState
 from runner.core.sla import UptimeDay as UptimeFacts
 from runner.core.sla import day_breached, monthly_uptime, utc_day
-from runner.core.spec.fields import MAX_USD, Usd, bounded
+from runner.core.spec.fields import MAX_ROW_ID, MAX_USD, Usd, bounded
 from runner.onboarding import NAME
 from runner.store import AllowedEndpoint, ImagePin, Provider, Tenant, key_id
 
@@ -347,7 +347,7 @@ def uptime(_: Operator, ctx: Ctx, name: str, days: int = Query(30, ge=1, le=366)
 def audit(
     _: Operator,
     ctx: Ctx,
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=MAX_ROW_ID),
     limit: int = Query(100, ge=1, le=10_000),
     kind: str | None = None,
 ) -> list[dict[str, Any]]:

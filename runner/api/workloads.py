@@ -29,6 +29,7 @@ from runner.core.image_refs import from_network_registry
 from runner.core.network_store import foreign_prefix_problem
 from runner.core.policy import KYC, TenantFacts, admit_tenant
 from runner.core.spec import AnySpec, parse_workload, spec_to_dict
+from runner.core.spec.fields import MAX_ROW_ID
 from runner.core.states import WorkloadState
 from runner.store import Event, LogLine, Replica, Store, Workload
 from runner.supervisor.core import tenant_artifacts
@@ -307,7 +308,12 @@ def cancel(tenant_id: Tenant, ctx: Ctx, workload_id: str) -> dict[str, Any]:
     },
 )
 async def logs(
-    tenant_id: Tenant, ctx: Ctx, polls: Polls, workload_id: str, after: int = Query(0, ge=0), follow: bool = False
+    tenant_id: Tenant,
+    ctx: Ctx,
+    polls: Polls,
+    workload_id: str,
+    after: int = Query(0, ge=0, le=MAX_ROW_ID),
+    follow: bool = False,
 ) -> StreamingResponse:
     """Log lines as NDJSON (``{"id", "replica", "seq", "line"}``), streamed while ``follow`` and the
     workload is not finished. ``after`` is the last id seen: a reconnect resumes, no line twice.

@@ -61,6 +61,8 @@ MAX_USD_PER_GPU_HOUR = 1000
 #: Money an operator moves at once (a tenant's budget, a provider's stake), USD: a billion is
 #: 1e15 micro-USD, a ten-thousandth of what a signed 64-bit column holds.
 MAX_USD = 1_000_000_000
+#: The largest row id or sequence number a route takes: what a database's 64-bit integer holds.
+MAX_ROW_ID = 2**63 - 1
 #: CPU cores per replica: the largest single servers have fewer than 1000 hardware threads.
 MAX_CORES = 1024
 #: Memory per replica in MiB: 32 TiB, above the largest single machines sold (about 24 TiB).
