@@ -192,6 +192,17 @@ class Client:
     def bill(self) -> schemas.Bill:
         return self._call("GET", "/v1/bill")
 
+    # -- secrets -------------------------------------------------------------------------------------
+    def secrets(self) -> builtins.list[schemas.SecretInfo]:
+        """This tenant's secrets by name (values never come back)."""
+        return self._call("GET", "/v1/secrets")
+
+    def set_secret(self, name: str, value: str) -> schemas.SecretInfo:
+        return self._call("PUT", f"/v1/secrets/{name}", json={"value": value})
+
+    def delete_secret(self, name: str) -> schemas.SecretInfo:
+        return self._call("DELETE", f"/v1/secrets/{name}")
+
     # -- keys ----------------------------------------------------------------------------------------
     def keys(self) -> builtins.list[schemas.ApiKeyInfo]:
         """This tenant's API keys by id (``current``: the one this client uses)."""

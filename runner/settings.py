@@ -180,6 +180,11 @@ class Settings:
         return self.home / "ray-token"
 
     @property
+    def secrets_key_path(self) -> Path:
+        """The key tenants' secrets are sealed with in the database (``runner.secret_box``)."""
+        return self.home / "secrets-key"
+
+    @property
     def control_key_path(self) -> Path:
         """The control plane's signing key (``runner.node_keys``): agents act on what it signs."""
         return self.home / "control-key"

@@ -21,6 +21,7 @@ and FastAPI documents), so the OpenAPI schema describes every answer and every e
     artifacts.py   a training job's artifacts: list, download
     keys.py        a tenant's own API keys: list, make, rotate, revoke
     limits.py      what one caller can take: request bodies, long-polls
+    secrets.py     a tenant's secrets: set, list by name, remove
     schemas.py     every answer as a TypedDict (pydantic and runner.core only): the client returns these types
 """
 
@@ -32,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from runner.api import admin, artifacts, keys, nodes, schemas, services, sessions, workloads
+from runner.api import admin, artifacts, keys, nodes, schemas, secrets, services, sessions, workloads
 from runner.api.auth import Operator
 from runner.api.context import AppContext
 from runner.api.encoding import FiniteJSONResponse
@@ -104,7 +105,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     async def _bad_request(_: Request, exc: RequestValidationError) -> FiniteJSONResponse:
         return FiniteJSONResponse(validation_error_body(exc.errors()), status_code=422)
 
-    for module in (workloads, sessions, services, nodes, admin, artifacts, keys):
+    for module in (workloads, sessions, services, nodes, admin, artifacts, keys, secrets):
         app.include_router(module.router, responses=ERROR_RESPONSES)
 
     @app.get("/openapi.json", include_in_schema=False, response_model=dict[str, Any])

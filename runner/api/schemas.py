@@ -456,6 +456,13 @@ class NewApiKey(TypedDict):
     key_id: str
 
 
+class SecretInfo(TypedDict):
+    """One of a tenant's secrets, by name: its value is never shown."""
+
+    name: str
+    updated_at: float
+
+
 class ApiKeyInfo(TypedDict):
     """One of a tenant's API keys, by its id (the key itself is never shown again)."""
 

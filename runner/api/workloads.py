@@ -169,6 +169,11 @@ def admit(ctx: AppContext, tenant_id: str, spec: AnySpec) -> Estimate | None:
             "To fix: name an image the operator pushed (runner/smoke, runner/training, runner/inference, "
             "runner/gaming), or one in a registry of your own (host/repo:tag)"
         )
+    if spec.secrets:
+        have = {row.name for row in ctx.store.secrets_of(tenant_id)}
+        for var, name in sorted(spec.secrets.items()):
+            if name not in have:
+                raise UserError(f"secrets.{var}: this tenant has no secret {name!r}. To fix: runner secrets set {name}")
     problem = separate_hosts_problem(
         spec, ctx.supervisor.settings.shared_filesystem, network_store=ctx.supervisor.network_store is not None
     )

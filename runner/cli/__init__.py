@@ -9,10 +9,11 @@ sessions.py    session start, ls, end (gaming)
 services.py    endpoint, services, gateway (inference services)
 artifacts.py   artifacts ls/get (a training job's checkpoints)
 keys.py        keys ls/new/rotate/revoke (a tenant's API keys), admin tenant keys/revoke-key
+secrets.py     secrets set/ls/rm (a tenant's secrets)
 training.py    the progress bar of submit --follow and status figures (training jobs)
 """
 
-from runner.cli import workloads, sessions, services, artifacts, cluster, money, node, admin, keys  # noqa: F401,I001  (they register their commands, in this order)
+from runner.cli import workloads, sessions, services, artifacts, cluster, money, node, admin, keys, secrets  # noqa: F401,I001  (they register their commands, in this order)
 from runner.cli.common import app
 
 __all__ = ["app"]

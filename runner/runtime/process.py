@@ -94,7 +94,9 @@ class ProcessRuntime(Runtime):
         check_host_ports(request, self.node)
         prepare_mounts(request.mounts, self.artifacts_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "request.json").write_text(json.dumps(dataclasses.asdict(request)))
+        # What was asked, for people: the env's names only (values may be a tenant's secrets).
+        told = {**dataclasses.asdict(request), "env": sorted(request.env)}
+        (folder / "request.json").write_text(json.dumps(told))
         env = {**replica_base_env(folder, self.workdir), **to_host(request.env, request.mounts)}
         command = request.command or ["true"]
         proc = subprocess.Popen(

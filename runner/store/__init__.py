@@ -6,6 +6,7 @@ One ``Store`` object, assembled from one mixin per concern, each in its own modu
 made, revoked, rotated), ``parties`` (tenants, providers, join tokens, nodes, uptime, checks),
 ``money`` (the ledger), ``image_pins`` (the digests of the images the operator pushed),
 ``endpoints`` (the internal endpoints the operator lets the control plane open for tenants),
+``secrets`` (tenants' secrets, sealed),
 ``auditlog`` (the hash-chained audit log). Tables are in ``models``; opening a store first
 brings its database to them (``schema``, with the Alembic revisions in ``migrations``).
 """
@@ -29,14 +30,16 @@ from runner.store.models import (
     Provider,
     Replica,
     Tenant,
+    TenantSecret,
     UptimeDay,
     Workload,
 )
 from runner.store.money import LedgerStore
+from runner.store.secrets import SecretStore
 from runner.store.workloads import WorkloadStore, new_workload_id
 
 
-class Store(LedgerStore, ImagePinStore, EndpointStore, ApiKeyStore, WorkloadStore):
+class Store(LedgerStore, ImagePinStore, EndpointStore, SecretStore, ApiKeyStore, WorkloadStore):
     """All reads and writes of runner's state. Thread-safe: one short session per call."""
 
 
@@ -58,6 +61,7 @@ __all__ = [
     "Replica",
     "Store",
     "Tenant",
+    "TenantSecret",
     "UptimeDay",
     "Workload",
     "hash_key",

@@ -108,6 +108,16 @@ class NodeRecord(Base):
     node_keys: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
+class TenantSecret(Base):
+    """A tenant's secret, sealed (``runner.secret_box``): the database never holds its value."""
+
+    __tablename__ = "tenant_secrets"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
 class AllowedEndpoint(Base):
     """An endpoint inside a network (loopback, private, link-local) that the operator lets the
     control plane open for tenants: a store a customer brought on premises (``runner.core.egress``)."""

@@ -26,16 +26,18 @@ import ray
 from runner import cluster
 from runner.core.agent_wire import NodePublicKeys
 from runner.core.demand import Demand
-from runner.core.errors import NotFoundError
+from runner.core.errors import NotFoundError, UserError
 from runner.core.events import EventKind, Stop, StopReason
 from runner.core.image_refs import from_network_registry
 from runner.core.mounts import CHECKPOINTS, MODEL, Mount, file_mount
 from runner.core.network import NetworkConfig
 from runner.core.policy import NodeState
 from runner.core.preemption import priority
+from runner.core.secrets import masked
 from runner.core.spec import AnySpec, parse_workload
 from runner.core.states import ReplicaState, WorkloadState
 from runner.runtime import ReplicaStatus
+from runner.secret_box import SecretBox
 from runner.settings import Settings
 from runner.store import Replica, Store, Workload
 from runner.store_credentials import StoreCredentials, attempt_holder, read_admin
@@ -81,12 +83,16 @@ class Supervisor:
         self.placing = Placing(store, config, self.cluster)
         self.metering = Metering(store, config, self.cluster)
         self.compliance = Compliance(store, config)
+        self.secret_box = SecretBox(settings.secrets_key_path)
+        #: Workload -> its secrets' values by name, opened once (to start replicas, to mask logs).
+        self._secret_values: dict[str, dict[str, str]] = {}
         self.driver = ReplicaDriver(
             store,
             self.cluster,
             poll_interval_s=settings.poll_interval_s,
             on_finished=self._replica_finished,
             mounts=lambda w: self.mounts(w, self.spec(w)),
+            mask=self.mask_secrets,
         )
         self.gangs = GangController(self)
         #: Which controller steps each kind once it is placed. Batch and training jobs are gangs;
@@ -190,6 +196,32 @@ class Supervisor:
             return WorkloadState(self.store.get_workload(workload_id).state).is_terminal()
         except NotFoundError:
             return True  # a key file of a workload this database never had: nobody may use it
+
+    def secret_env(self, w: Workload, spec: AnySpec) -> dict[str, str]:
+        """The variables the spec sets from the tenant's secrets, with their values: for the
+        start command only (sealed to the node on the way), never stored."""
+        values = self._secrets_of(w, spec)
+        missing = sorted(name for name in spec.secrets.values() if name not in values)
+        if missing:
+            raise UserError(
+                f"secrets: the tenant has no secret {', '.join(map(repr, missing))} any more. "
+                f"To fix: runner secrets set {missing[0]}, then submit again"
+            )
+        return {var: values[name] for var, name in spec.secrets.items()}
+
+    def mask_secrets(self, w: Workload, lines: list[str]) -> list[str]:
+        """The workload's output lines with its secrets' values replaced by their names."""
+        spec = self.spec(w)
+        return masked(lines, self._secrets_of(w, spec)) if spec.secrets else lines
+
+    def _secrets_of(self, w: Workload, spec: AnySpec) -> dict[str, str]:
+        known = self._secret_values.get(w.id)
+        if known is None:
+            sealed = self.store.sealed_secrets(w.tenant_id, set(spec.secrets.values()))
+            known = {name: self.secret_box.open(value) for name, value in sealed.items()}
+            if len(known) == len(set(spec.secrets.values())):  # (one missing is looked up again)
+                self._secret_values[w.id] = known
+        return known
 
     def image_digest(self, image: str) -> str:
         """The digest a node must run ``image`` as ("" where the image is not the network

@@ -187,6 +187,7 @@ class GangController:
         store_env = self.sup.store_env(w, spec, rep.attempt)  # its own credential for the network store
         env = {
             **spec.env,
+            **self.sup.secret_env(w, spec),  # (the runner's own variables below still win)
             **store_env,
             **kind_env(
                 spec, replica_index=rep.index, rendezvous=rendezvous, checkpoint_uri=checkpoint_uri, model_uri=model_uri

@@ -72,6 +72,10 @@ class ControllerHost(Protocol):
         """The host folders bound into this workload's replicas."""
         ...
 
+    def secret_env(self, w: Workload, spec: AnySpec) -> dict[str, str]:
+        """The variables the spec sets from the tenant's secrets, with their values."""
+        ...
+
     def image_digest(self, image: str) -> str:
         """The digest the operator pinned for a network image ("" where none applies)."""
         ...

@@ -79,8 +79,11 @@ class ReplicaDriver:
         poll_interval_s: float,
         on_finished: Finished,
         mounts: Callable[[Workload], list[Mount]],
+        mask: Callable[[Workload, list[str]], list[str]] = lambda _w, lines: lines,
     ) -> None:
         self.store = store
+        #: What a workload's output looks like stored: its secrets' values replaced by their names.
+        self.mask = mask
         #: The host folders bound into a workload's replicas, to read their reports' URIs back.
         self.mounts = mounts
         self.cluster = cluster
@@ -186,6 +189,7 @@ class ReplicaDriver:
                 self._apply(w, rep, result)
 
     def _store_logs(self, w: Workload, rep: Replica, lines: list[str]) -> None:
+        lines = self.mask(w, lines)
         rep.log_lines = self.store.append_logs(
             workload_id=w.id, replica_key=rep.key, start_seq=rep.log_lines, lines=lines
         )

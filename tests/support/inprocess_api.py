@@ -9,6 +9,7 @@ the CLI can be run against it as a subprocess, exactly as a user runs it.
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 
 from runner.core.agent_wire import ControlKey
 from runner.core.certs import KeyPair, new_ca
+from runner.secret_box import SecretBox
 from runner.settings import Settings
 from runner.store import Store
 from runner.tls import TlsFiles
@@ -54,6 +56,8 @@ class StubSupervisor:
     settings: Settings = field(default_factory=lambda: Settings(home=Path("/nonexistent/runner-stub")))
     #: The network's S3 store, where a test gives one (admission reads it).
     network_store: Any = None
+    #: Seals tenants' secrets (a key of its own, in a folder of its own).
+    secret_box: Any = field(default_factory=lambda: SecretBox(Path(tempfile.mkdtemp()) / "secrets-key"))
     #: The gateway's routes read the service controller's replicas being retired: none here.
     controllers: dict[str, Any] = field(default_factory=lambda: {"inference": StubServices()})
 

@@ -183,6 +183,9 @@ CLIENT_CALLS = {
     "new_key": ("POST", "/v1/keys"),
     "rotate_key": ("POST", "/v1/keys/rotate"),
     "revoke_key": ("DELETE", "/v1/keys/{key_id}"),
+    "secrets": ("GET", "/v1/secrets"),
+    "set_secret": ("PUT", "/v1/secrets/{name}"),
+    "delete_secret": ("DELETE", "/v1/secrets/{name}"),
 }
 #: Public methods that are not one route's JSON answer (``admin`` reaches any operator route).
 CLIENT_OTHERS = {"admin", "artifact_get", "close", "from_settings", "logs"}

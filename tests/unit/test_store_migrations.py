@@ -29,7 +29,7 @@ from tests.support import legacy_models as legacy
 from tests.support.databases import empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0011_api_key_revocation"
+HEAD = "0012_tenant_secrets"
 SPEC = {"name": "t", "kind": "batch", "image": "img", "command": ["true"]}
 
 
@@ -99,6 +99,7 @@ def test_the_revisions_are_one_line_named_by_their_ids() -> None:
     assert script.get_heads() == [HEAD]
     assert [rev.revision for rev in script.walk_revisions()] == [
         HEAD,
+        "0011_api_key_revocation",
         "0010_allowed_endpoints",
         "0009_budget_reservations",
         "0008_image_pins",
@@ -112,7 +113,7 @@ def test_the_revisions_are_one_line_named_by_their_ids() -> None:
     ]
     for rev in script.walk_revisions():
         assert len(rev.revision) <= 32 and Path(rev.path).stem == rev.revision  # alembic_version is VARCHAR(32)
-    assert next_revision_id("Add nodes' labels!") == "0012_add_nodes_labels"
+    assert next_revision_id("Add nodes' labels!") == "0013_add_nodes_labels"
 
 
 def test_a_new_database_migrates_to_exactly_what_the_models_define(url: str) -> None:

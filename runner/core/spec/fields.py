@@ -275,6 +275,10 @@ def check_mapping(value: Any, key_pattern: re.Pattern[str], what: str) -> Any:
     return {key: _to_str(v, f"value of {key!r}") for key, v in value.items()}
 
 
+#: A tenant's secret's name (``runner secrets set NAME``).
+SECRET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
 def reserved_env_problem(key: str) -> str | None:
     """Why a spec may not set ``key``, in words; None when it may."""
     if key in IMAGE_KNOBS or not RESERVED_ENV.match(key):

@@ -18,6 +18,7 @@ from runner.core.spec.fields import (
     IMAGE_REF,
     LABEL_KEY,
     MAX_REPLICAS,
+    SECRET_NAME,
     SECTIONS,
     Attempts,
     BackoffFactor,
@@ -256,6 +257,11 @@ class WorkloadBase(SpecModel):
         default_factory=list, description="Command to run; a string is split like a shell does. Empty: image default."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables; numbers become strings.")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables set from the tenant's secrets, by name ({AWS_SECRET_ACCESS_KEY: "
+        "aws-key}): the value is never in the spec, the database, status or events; only the container sees it.",
+    )
     ports: list[Port] = Field(default_factory=list, description="Container ports to expose.")
     resources: Resources = Field(default_factory=Resources, description="What one replica needs.")
     placement: Placement = Field(default_factory=Placement, description="Where replicas may run.")
@@ -328,6 +334,25 @@ class WorkloadBase(SpecModel):
             if problem:
                 raise ValueError(problem)
         return value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        value = check_mapping(value, ENV_KEY, "variable name")
+        for key, name in value.items() if isinstance(value, dict) else ():
+            problem = reserved_env_problem(key)
+            if problem:
+                raise ValueError(problem)
+            if not SECRET_NAME.match(name):
+                raise ValueError(f"{key}: {name!r} is no secret name (must match {SECRET_NAME.pattern})")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_or_env(self) -> Any:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(f"secrets: {', '.join(both)} is set in env too; a variable comes from one of them")
+        return self
 
     @field_validator("labels", mode="before")
     @classmethod
