@@ -22,7 +22,12 @@ class ExportClass(StrEnum):
     """Whether US export rules restrict where a part may be placed.
 
     ``RESTRICTED`` covers data-centre accelerators under US export controls (ECCN 3A090 /
-    4A090: A100, H100, H200 and their kin); policy refuses to place them in embargoed countries.
+    4A090: A100, H100, H200, L40S and their kin); policy refuses to place them in embargoed
+    countries. By the 2023 rule's measure (total processing performance, TPP = dense TOPS x bit
+    length, against 4,800) a part is restricted from TPP 4,800 on: the T4 (1,040) and RTX 3090 are
+    below it; the GeForce RTX 4090 (about 5,300 with FP16 accumulate) is above it and needs a
+    licence for China since November 2023, but is kept unrestricted here as a consumer part an
+    operator may decide on per network (a decision to review, named in ``docs/security.md``).
     """
 
     RESTRICTED = "restricted"
@@ -61,8 +66,9 @@ CATALOG: dict[str, GPUModel] = {
         GPUModel("H100", 80, 67.0, 989.5, 3350.0, _R, 2.50, "datacenter"),
         # NVIDIA A100 SXM 80GB: HBM2e, 2.04 TB/s, 312 dense BF16 TFLOPS.
         GPUModel("A100", 80, 19.5, 312.0, 2039.0, _R, 1.50, "datacenter"),
-        # NVIDIA L40S: 48 GB GDDR6, 864 GB/s, 362 dense FP16 TFLOPS.
-        GPUModel("L40S", 48, 91.6, 362.1, 864.0, _U, 0.90, "datacenter"),
+        # NVIDIA L40S: 48 GB GDDR6, 864 GB/s, 362 dense FP16 TFLOPS: a total processing
+        # performance of 362 x 16 = 5,792, past the 4,800 of ECCN 3A090.a (the 2023 rule).
+        GPUModel("L40S", 48, 91.6, 362.1, 864.0, _R, 0.90, "datacenter"),
         # NVIDIA T4: 16 GB GDDR6, 320 GB/s, 65 FP16 tensor TFLOPS.
         GPUModel("T4", 16, 8.1, 65.0, 320.0, _U, 0.35, "datacenter"),
         # GeForce RTX 4090: 24 GB GDDR6X, 1008 GB/s, 165 dense FP16 (FP32 accumulate).

@@ -9,7 +9,7 @@ Three questions, each answered with reasons a person can read:
                                                                 geofences, export control)
 
 Export control combines three facts: the GPU model's class (from the catalog), the tenant's
-country and the node's country. A restricted part (H100, H200, A100) is never placed for a
+country and the node's country. A restricted part (H200, H100, A100, L40S) is never placed for a
 tenant whose country is embargoed, and a node holding one inside an embargoed country is
 refused at onboarding. ``placement.py`` evaluates the same rules vectorized over many nodes;
 both read the rule order and messages from here, so they cannot disagree.

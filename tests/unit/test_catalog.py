@@ -38,9 +38,16 @@ def test_models_are_frozen() -> None:
         CATALOG["H100"].vram_gb = 1  # type: ignore[misc]
 
 
-def test_restricted_class_is_exactly_h100_h200_a100_among_the_seven() -> None:
+def test_restricted_class_is_the_data_centre_parts_past_3a090a_among_the_seven() -> None:
+    """The 2023 rule's threshold: total processing performance (dense FP16 TOPS x 16 bits) of
+    4,800. Every data-centre part past it is restricted; the T4 (below it) is not; the consumer
+    RTX 4090 is past it but kept unrestricted, the operator's decision (docs/security.md)."""
     restricted = {name for name in REQUIRED if CATALOG[name].export_class is ExportClass.RESTRICTED}
-    assert restricted == {"H100", "H200", "A100"}
+    assert restricted == {"H100", "H200", "A100", "L40S"}
+    for name in REQUIRED:
+        part = CATALOG[name]
+        if part.tier == "datacenter":
+            assert part.restricted == (part.fp16_tflops * 16 >= 4800), name
     assert CATALOG["H100"].restricted and not CATALOG["RTX4090"].restricted
 
 

@@ -137,3 +137,11 @@ def test_hong_kong_and_macau_count_as_china_in_the_shipped_policy(country: str) 
     assert verdicts["fra-h100-1"] == f"export control: H100 is restricted, {country} is embargoed"
     # the same request from a free country may take the H100: the refusal is the tenant's country
     assert placer.decide(wants("H100"), TenantFacts(id="t", country="DE", kyc=KYC.VERIFIED)).nodes == ("fra-h100-1",)
+
+
+def test_the_default_embargo_list_is_country_group_d5_with_hong_kong_and_macau() -> None:
+    from runner.core.network import default_network
+
+    listed = default_network().policy.embargoed_countries
+    assert {"CN", "HK", "MO", "RU", "IR", "KP", "CU", "SY", "BY", "VE", "MM", "AF", "IQ"} <= listed
+    assert not listed & {"DE", "NL", "US", "JP", "GB", "CY"}  # allies, and Cyprus (out of D:5)
