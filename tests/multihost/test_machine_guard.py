@@ -160,7 +160,9 @@ def test_a_tenants_containers_cannot_reach_their_machines_ray_ports_or_its_token
         e for e in engine_events(host, started, label=f"runner.workload={job['id']}") if e["Action"] == "create"
     ]
     image = created["Actor"]["Attributes"]["image"]
-    runtime = DockerRuntime("host-a", artifacts_dir=host.root / "probe-artifacts", client=engine)
+    # A scope of its own: host-a's agent reconciles only its cluster's containers, and would
+    # remove this one (which the store does not expect) as an orphan before the test reads it.
+    runtime = DockerRuntime("host-a", artifacts_dir=host.root / "probe-artifacts", client=engine, scope="guard-probe")
     request = LaunchRequest(
         key="probe-hostnet-0-1",
         workload_id="probe-hostnet",
