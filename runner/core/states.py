@@ -46,6 +46,8 @@ class WorkloadState(StrEnum):
 
 
 _TERMINAL = frozenset({WorkloadState.SUCCEEDED, WorkloadState.FAILED, WorkloadState.CANCELLED})
+#: The stored values of the states a workload ends in: what queries for unfinished work leave out.
+TERMINAL_VALUES = tuple(sorted(s.value for s in _TERMINAL))
 
 _S = WorkloadState
 _ALLOWED: dict[WorkloadState, frozenset[WorkloadState]] = {

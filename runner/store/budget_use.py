@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from runner.core import budget, ledger
-from runner.core.states import WorkloadState
+from runner.core.states import TERMINAL_VALUES
 from runner.store.models import LedgerPosting, Replica, Workload
 
 
@@ -27,12 +27,11 @@ def tenant_spent_and_held(s: Session, tenant_id: str) -> tuple[int, int]:
         )
         or 0
     )
-    unfinished = [state.value for state in WorkloadState if not state.is_terminal()]
     holding = {
         workload_id: reserved
         for workload_id, reserved in s.execute(
             select(Workload.id, Workload.reserved_micros).where(
-                Workload.tenant_id == tenant_id, Workload.state.in_(unfinished), Workload.reserved_micros > 0
+                Workload.tenant_id == tenant_id, Workload.state.not_in(TERMINAL_VALUES), Workload.reserved_micros > 0
             )
         )
     }

@@ -24,7 +24,7 @@ from runner.core import budget
 from runner.core.budget import Estimate
 from runner.core.errors import ConflictError, NotFoundError, PolicyError, TooManyRequestsError
 from runner.core.events import EventKind
-from runner.core.states import WorkloadState
+from runner.core.states import TERMINAL_VALUES, WorkloadState
 from runner.store.base import StoreBase
 from runner.store.budget_use import tenant_spent_and_held
 from runner.store.models import Event, LogLine, PlacementRecord, Replica, Tenant, Workload
@@ -107,11 +107,10 @@ class WorkloadStore(StoreBase):
 
     @staticmethod
     def _within_cap(s: Session, tenant_id: str, cap: int) -> None:
-        unfinished = [state.value for state in WorkloadState if not state.is_terminal()]
         count = s.scalar(
             select(func.count())
             .select_from(Workload)
-            .where(Workload.tenant_id == tenant_id, Workload.state.in_(unfinished))
+            .where(Workload.tenant_id == tenant_id, Workload.state.not_in(TERMINAL_VALUES))
         )
         if (count or 0) >= cap:
             raise TooManyRequestsError(
@@ -162,14 +161,13 @@ class WorkloadStore(StoreBase):
             if kind is not None:
                 q = q.where(Workload.kind == kind)
             if live_only:
-                q = q.where(Workload.state.not_in([st.value for st in WorkloadState if st.is_terminal()]))
+                q = q.where(Workload.state.not_in(TERMINAL_VALUES))
             return list(s.scalars(q))
 
     def active_workloads(self) -> list[Workload]:
-        terminal = [st.value for st in WorkloadState if st.is_terminal()]
         with self.session() as s:
             return list(
-                s.scalars(select(Workload).where(Workload.state.not_in(terminal)).order_by(Workload.created_at))
+                s.scalars(select(Workload).where(Workload.state.not_in(TERMINAL_VALUES)).order_by(Workload.created_at))
             )
 
     def transition(self, workload_id: str, target: WorkloadState, message: str = "", **fields: Any) -> Workload:
@@ -269,9 +267,12 @@ class WorkloadStore(StoreBase):
 
     def active_replicas(self) -> list[Replica]:
         """Replicas whose workload is not finished: what the nodes should be running now."""
-        terminal = [st.value for st in WorkloadState if st.is_terminal()]
         with self.session() as s:
-            q = select(Replica).join(Workload).where(Workload.state.not_in(terminal), Replica.finished_at.is_(None))
+            q = (
+                select(Replica)
+                .join(Workload)
+                .where(Workload.state.not_in(TERMINAL_VALUES), Replica.finished_at.is_(None))
+            )
             return list(s.scalars(q))
 
     # -- logs --------------------------------------------------------------------------------------
