@@ -30,9 +30,20 @@ shared 2-core machine are noisy: compare runs on one machine. Run from the repos
     .venv/bin/python -m bench.gaming --seconds 15                  # through a runner cluster
     .venv/bin/python -m bench.gaming --seconds 15 --through local  # the bare session process only
 
+- ``links`` (``bench/gaming_links.py``): the player in a network namespace of its own behind a
+  shaped link, a row per profile (25 Mbit/s 20 ms 0.1% loss; 8 Mbit/s 40 ms 0.5%; 25 dropping
+  to 5 Mbit/s mid-row), picture (``--link-resolutions``) and codec (H.264 and JPEG, on the same
+  link), each next to the bare loop of that picture and codec; then ``density``: how many
+  concurrent 1280x720 H.264 sessions this machine serves at >= 58 fps each.
+
+Targets (issue 17): 1280x720 on the 8 Mbit/s profile >= 58 fps with p95 input-to-frame <= RTT +
+35 ms; 1920x1080 on the 25 Mbit/s profile >= 58 fps; back to >= 55 fps within 3 s of the drop.
+
 The last line is::
 
-    BENCH gaming fps=<n> bare_fps=<n> ratio=<fps/bare_fps> frame_p95_ms=<n> latency_p50_ms=<n> latency_p95_ms=<n> start_s=<n>
+    BENCH gaming fps=<n> bare_fps=<n> ratio=<fps/bare_fps> frame_p95_ms=<n> latency_p50_ms=<n> latency_p95_ms=<n> start_s=<n> kbps_8m=<n> fps_8m=<n> p95_8m_ms=<n> fps_1080=<n> density=<n>
+
+(``bare_fps`` is now the H.264 loop: render, RGB->NV12 and libx264, the path sessions stream.)
 """
 
 from __future__ import annotations
@@ -57,6 +68,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from workloads.gaming.settings import parse_resolution
+
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ("ArrowLeft", "ArrowRight")
 
@@ -67,42 +80,44 @@ def pct(values: Sequence[float], q: float) -> float:
 
 # -- (a) the bare loop ----------------------------------------------------------------------------
 def bare_loop(encoder_name: str, width: int, height: int, fps: int, seconds: float) -> dict[str, float]:
-    """Step + render + encode back to back for ``seconds``; frames per second and costs."""
+    """Step + render + convert + encode back to back for ``seconds``; frames per second and costs."""
     from workloads.gaming.encode import H264Encoder, JpegEncoder
     from workloads.gaming.games import get_game
     from workloads.gaming.inputs import InputMixer
     from workloads.gaming.loop import GameLoop
     from workloads.gaming.metrics import Metrics
     from workloads.gaming.protocol import PointerInput
+    from workloads.gaming.settings import default_kbps
 
-    encoder = JpegEncoder() if encoder_name == "jpeg" else H264Encoder(width, height, fps)
+    start_kbps, max_kbps = default_kbps(width, height, fps)
+    encoder = (
+        JpegEncoder() if encoder_name == "jpeg" else H264Encoder(width, height, fps, kbps=start_kbps, max_kbps=max_kbps)
+    )
     mixer, metrics = InputMixer(), Metrics(fps)
     loop = GameLoop(
-        get_game("breakout"),
-        fps=fps,
-        width=width,
-        height=height,
-        encoder=encoder,
-        mixer=mixer,
-        metrics=metrics,
-        publish=lambda _f: None,
+        get_game("breakout"), fps=fps, width=width, height=height, mixer=mixer, metrics=metrics, publish=lambda _f: None
     )
     sizes: list[int] = []
-    for _ in range(10):  # warm caches (text masks, x264 lookahead state)
-        loop.frame_once()
+    cpu: list[float] = []
+    for _ in range(10):  # warm caches (text masks, x264's first frames)
+        encoder.encode(loop.frame_once().picture)
     frames, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
         if frames % 90 == 0:  # keep the ball in play: launch, and follow it with the pointer
             ball_x = loop.snapshot()["ball"][0] / 1280
             mixer.push("bench", PointerInput(id=frames + 1, x=min(1.0, max(0.0, ball_x)), fire=True))
-        sizes.append(len(loop.frame_once().payload))
+        encoded = encoder.encode(loop.frame_once().picture)
+        sizes.append(len(encoded.payload))
+        cpu.append(encoded.cpu_ms)
         frames += 1
     summary = metrics.summary()
     return {
         "fps": frames / elapsed,
-        "encode_ms": summary["encode_ms"],
+        "encode_ms": statistics.mean(cpu),
+        "convert_ms": summary["convert_ms"],
         "render_ms": summary["render_ms"],
         "kb_per_frame": statistics.mean(sizes) / 1024,
+        "kbps": statistics.mean(sizes) * 8 * fps / 1000,
     }
 
 
@@ -331,10 +346,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="save a screenshot of the client after the measurement (docs/gaming-client.png)",
     )
     p.add_argument("--headed", action="store_true", help="show the browser window (needs a display)")
+    p.add_argument("--no-links", action="store_true", help="skip the shaped-link rows and the density")
+    p.add_argument("--link-seconds", type=float, default=8.0, help="measured play per link row (default 8)")
+    p.add_argument(
+        "--link-resolutions",
+        default="1280x720,1920x1080",
+        help="pictures of the link rows (default 1280x720,1920x1080)",
+    )
+    p.add_argument("--density-max", type=int, default=4, help="most concurrent sessions tried for density")
     args = p.parse_args(argv)
-    from workloads.gaming.settings import parse_resolution
-
     args.width, args.height = parse_resolution(args.resolution)
+    args.link_resolutions = [r.strip() for r in args.link_resolutions.split(",") if r.strip()]
     if args.starts < 1:
         p.error("--starts must be at least 1")
     return args
@@ -354,6 +376,43 @@ def maybe_cluster(args: argparse.Namespace, say: Callable[[str], None]) -> Itera
         yield
 
 
+def link_section(
+    args: argparse.Namespace, bares: dict[tuple[str, str], dict[str, float]], say: Callable[[str], None]
+) -> tuple[str, int]:
+    """The shaped-link rows, their table and the density; returns the BENCH keys they add."""
+    from bench import gaming_links
+
+    if args.no_links:
+        return " kbps_8m=nan fps_8m=nan p95_8m_ms=nan fps_1080=nan", 0
+    resolutions = [parse_resolution(r) for r in args.link_resolutions]
+    rows = gaming_links.link_rows(resolutions, args.fps, args.link_seconds, play, say, free_port)
+    held = gaming_links.density(args.fps, args.link_seconds, args.density_max, say, free_port)
+    say("")
+    say(
+        f"{'link':5s} {'picture':9s} {'codec':5s} {'fps':>5s} {'p95 ms':>6s} {'target':>12s} {'Mbit/s':>6s} "
+        f"{'enc ms':>6s} {'bare fps':>8s}  after the drop"
+    )
+    for r in rows:
+        bare_row = bares[(r["resolution"], r["codec"])]
+        target = "<= 75" if r["profile"] == "8m" else ""  # the 8 Mbit/s profile's 40 ms round trip + 35
+        after = f"{r['recovery_s']:.2f}s to >= 55 fps" if "recovery_s" in r else ""
+        say(
+            f"{r['profile']:5s} {r['resolution']:9s} {r['codec']:5s} {r['fps']:5.1f} {r['p95_ms']:6.0f} "
+            f"{target:>12s} {r['kbps'] / 1000:6.2f} {r['encode_cpu_ms']:6.2f} {bare_row['fps']:8.0f}  {after}"
+        )
+    say(f"density: {held} concurrent 1280x720@{args.fps} H.264 sessions at >= 58 fps each")
+
+    def pick(profile: str, resolution: str, key: str) -> float:
+        found = [r for r in rows if (r["profile"], r["resolution"], r["codec"]) == (profile, resolution, "h264")]
+        return found[0][key] if found else math.nan
+
+    keys = (
+        f" kbps_8m={pick('8m', '1280x720', 'kbps'):.0f} fps_8m={pick('8m', '1280x720', 'fps'):.1f}"
+        f" p95_8m_ms={pick('8m', '1280x720', 'p95_ms'):.1f} fps_1080={pick('25m', '1920x1080', 'fps'):.1f}"
+    )
+    return keys, held
+
+
 def _fmt(x: float, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -366,16 +425,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(msg, flush=True)
 
     say(f"bench gaming: {args.resolution} at {args.fps} fps target, {os.cpu_count()} CPUs, {args.seconds:g}s measured")
-    bare = bare_loop("jpeg", args.width, args.height, args.fps, args.bare_seconds)
-    say(
-        f"bare loop, JPEG:  {bare['fps']:.0f} fps (render {bare['render_ms']:.2f} ms, encode "
-        f"{bare['encode_ms']:.2f} ms, {bare['kb_per_frame']:.0f} KB/frame)"
+    bares: dict[tuple[str, str], dict[str, float]] = {}
+    for res in args.link_resolutions:
+        w, h = parse_resolution(res)
+        for codec in ("h264", "jpeg"):
+            b = bares[(res, codec)] = bare_loop(codec, w, h, args.fps, args.bare_seconds)
+            say(
+                f"bare loop {res} {codec:>4s}: {b['fps']:.0f} fps (render {b['render_ms']:.2f} ms, RGB->NV12 "
+                f"{b['convert_ms']:.2f} ms, encode CPU {b['encode_ms']:.2f} ms, {b['kb_per_frame']:.1f} KB/frame, "
+                f"{b['kbps'] / 1000:.2f} Mbit/s at {args.fps} fps)"
+            )
+    bare = bares.get((args.resolution, "h264")) or bare_loop(
+        "h264", args.width, args.height, args.fps, args.bare_seconds
     )
-    h264 = bare_loop("h264", args.width, args.height, args.fps, args.bare_seconds)
-    say(
-        f"bare loop, H.264: {h264['fps']:.0f} fps (render {h264['render_ms']:.2f} ms, encode "
-        f"{h264['encode_ms']:.2f} ms, {h264['kb_per_frame']:.1f} KB/frame)"
-    )
+    h264 = bare
 
     starts: list[float] = []
     bare_starts: list[float] = []  # the session process without the runner, when going through it
@@ -409,8 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say("")
     say(f"{'metric':38s} {'value':>10s}  target")
     rows = [
-        ("bare loop fps (JPEG, no transport)", _fmt(bare["fps"]), ""),
-        ("bare loop fps (H.264, no transport)", _fmt(h264["fps"]), "(encoder choice)"),
+        ("bare loop fps (H.264, no transport)", _fmt(h264["fps"]), ""),
         ("browser fps, sustained", _fmt(result["fps"]), f">= {args.fps}"),
         (
             "browser frame time p50 / p95 / p99 ms",
@@ -437,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for name, value, target in rows:
         say(f"{name:38s} {value:>10s}  {target}")
+    links, held = link_section(args, bares, say)
     verdicts = {
         "fps": result["fps"] >= 0.95 * args.fps,
         "latency_p95": result["latency_p95_ms"] <= 50,
@@ -450,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(
         f"BENCH gaming fps={result['fps']:.1f} bare_fps={bare['fps']:.1f} ratio={ratio:.2f} "
         f"frame_p95_ms={result['frame_p95_ms']:.1f} latency_p50_ms={result['latency_p50_ms']:.1f} "
-        f"latency_p95_ms={result['latency_p95_ms']:.1f} start_s={start_med:.2f}"
+        f"latency_p95_ms={result['latency_p95_ms']:.1f} start_s={start_med:.2f}" + links + f" density={held}"
     )
     return 0
 

@@ -1,5 +1,5 @@
-# Gaming image: the base plus the session's server stack (simplejpeg, Starlette, uvicorn,
-# websockets) and the workloads package. BASE_IMAGE is the content-hashed base tag, passed
+# Gaming image: the base plus the session's server stack (PyAV with libx264, simplejpeg,
+# Starlette, uvicorn, websockets) and the workloads package. BASE_IMAGE is the content-hashed base tag, passed
 # by runner/images.py, which also puts `wheels/` (the .whl files + requirements.txt) here.
 ARG BASE_IMAGE
 

@@ -74,7 +74,14 @@ IMAGES: dict[str, ImageDef] = {
         dockerfile="images/gaming.Dockerfile",
         parent="base",
         context=workload_context("gaming"),
-        requirements=("simplejpeg>=1.7,<2", "starlette>=0.37,<2", "uvicorn>=0.29,<1", "websockets>=12,<18"),
+        # av: libx264 (the player's H.264) and swscale (RGB -> NV12), in PyAV's own wheel
+        requirements=(
+            "av>=14,<19",
+            "simplejpeg>=1.9,<2",
+            "starlette>=0.37,<2",
+            "uvicorn>=0.29,<1",
+            "websockets>=12,<18",
+        ),
     ),
     "inference": ImageDef(
         dockerfile="images/inference.Dockerfile",

@@ -15,11 +15,12 @@ import runner.core
 
 #: The modules that decide (specs, rules, placement, money, trust): rows and numbers in, decisions
 #: out. Every module of ``runner.core`` is one, found by walking the package, so a new module is
-#: checked without being listed; the harness's link model (pure, the WAN's rules) is named here.
+#: checked without being listed; the harness's link model (pure, the WAN's rules) and the game
+#: stream's rate controller (pure, a player's bitrate) are named here.
 PURE = tuple(
     ["runner.core"]
     + [info.name for info in pkgutil.walk_packages(runner.core.__path__, prefix="runner.core.")]
-    + ["harness.linkmodel"]
+    + ["harness.linkmodel", "workloads.gaming.rate"]
 )
 #: What the core must not load: engines, clusters, databases, networks, GPUs.
 IO_LIBRARIES = ("ray", "docker", "sqlalchemy", "httpx", "fastapi", "aiohttp", "uvicorn", "boto3", "torch")

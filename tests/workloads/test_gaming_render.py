@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import av
 import numpy as np
 import pytest
 import simplejpeg
 
 from workloads.gaming import breakout as bo
 from workloads.gaming import render
-from workloads.gaming.encode import H264Encoder, JpegEncoder
+from workloads.gaming.encode import H264Encoder, JpegEncoder, Picture, to_picture
 from workloads.gaming.games import get_game
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.loop import Frame, GameLoop
@@ -60,23 +61,65 @@ def test_other_resolutions_render_at_their_size(width: int, height: int) -> None
 
 def test_jpeg_encoder_gives_a_valid_jpeg_close_to_the_frame() -> None:
     frame = render.BreakoutRenderer(1280, 720).render(bo.new_game(), 0.0)
-    data = JpegEncoder(quality=75).encode(frame)
-    decoded = simplejpeg.decode_jpeg(data)
-    assert data[:2] == b"\xff\xd8" and decoded.shape == (720, 1280, 3)
+    encoded = JpegEncoder(quality=75).encode(to_picture(frame))
+    decoded = simplejpeg.decode_jpeg(encoded.payload)
+    assert encoded.payload[:2] == b"\xff\xd8" and decoded.shape == (720, 1280, 3) and encoded.keyframe
+    # close to the RGB it came from: the NV12 picture's video range was mapped back to full range
     assert np.abs(decoded.astype(int) - frame.astype(int)).mean() < 4
     with pytest.raises(ValueError, match="quality"):
         JpegEncoder(quality=0)
 
 
-def test_h264_encoder_gives_decodable_frames() -> None:
-    av = pytest.importorskip("av")
-    renderer = render.BreakoutRenderer(640, 360)
-    encoder = H264Encoder(640, 360, fps=60)
-    stream = b"".join(encoder.encode(renderer.render(bo.new_game(), i / 60)) for i in range(5))
+def _decode(*payloads: bytes) -> list[av.VideoFrame]:
+    """One packet per encoded frame, as the page hands each frame to its VideoDecoder."""
     decoder = av.CodecContext.create("h264", "r")
-    frames = [f for packet in decoder.parse(stream) for f in decoder.decode(packet)]
-    frames += decoder.decode(None)
-    assert frames and (frames[0].width, frames[0].height) == (640, 360)
+    frames = [f for payload in payloads for f in decoder.decode(av.Packet(payload))]
+    return frames + list(decoder.decode(None))
+
+
+def test_h264_starts_with_a_keyframe_gives_one_on_request_and_decodes_close_to_the_frame() -> None:
+    renderer = render.BreakoutRenderer(640, 360)
+    encoder = H264Encoder(640, 360, fps=60, kbps=1500, max_kbps=3000)
+    out = []
+    for i in range(30):
+        if i == 20:
+            encoder.request_keyframe()
+        out.append(encoder.encode(to_picture(renderer.render(bo.new_game(), i / 60))))
+    assert [i for i, e in enumerate(out) if e.keyframe] == [0, 20]
+    assert out[0].payload.startswith(b"\x00\x00\x00\x01") and all(e.cpu_ms > 0 for e in out)
+    # a fresh decoder starts on the requested keyframe alone: what a page that lost its place does
+    frames = _decode(*(e.payload for e in out[20:]))
+    assert len(frames) == 10 and (frames[0].width, frames[0].height) == (640, 360)
+    last = renderer.render(bo.new_game(), 29 / 60)
+    assert np.abs(frames[-1].to_ndarray(format="rgb24").astype(int) - last.astype(int)).mean() < 6
+
+
+def test_h264_bitrate_moves_on_the_running_encoder_without_a_keyframe() -> None:
+    """Noise is what a rate controller must squeeze: the average follows ``set_kbps``."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    encoder = H264Encoder(640, 360, fps=60, kbps=4000, max_kbps=4000)
+    sizes, keys = [], []
+    for i in range(240):
+        if i == 120:
+            encoder.set_kbps(1000)
+        encoded = encoder.encode(to_picture(np.roll(base, i * 3, axis=1)))
+        sizes.append(len(encoded.payload))
+        keys.append(encoded.keyframe)
+
+    def kbps(chunk: list[int]) -> float:
+        return sum(chunk) * 8 * 60 / len(chunk) / 1000
+
+    assert kbps(sizes[20:120]) > 3000 and kbps(sizes[150:240]) < 1300
+    assert keys.count(True) == 1
+
+
+def test_a_lower_rung_encodes_the_full_picture_scaled() -> None:
+    picture = to_picture(render.BreakoutRenderer(1280, 720).render(bo.new_game(), 0.0))
+    encoded = H264Encoder(640, 360, fps=30, kbps=500, max_kbps=1000).encode(picture)
+    assert isinstance(picture, Picture) and (picture.width, picture.height) == (1280, 720)
+    frames = _decode(encoded.payload)
+    assert (frames[0].width, frames[0].height) == (640, 360)
 
 
 def test_metrics_summarise_frames_drops_and_client_reports() -> None:
@@ -84,7 +127,8 @@ def test_metrics_summarise_frames_drops_and_client_reports() -> None:
     metrics = Metrics(target_fps=60, clock=lambda: now[0])
     for _ in range(61):
         now[0] += 1 / 60
-        metrics.frame(render_ms=0.5, encode_ms=2.0, nbytes=1000)
+        metrics.frame(render_ms=0.5, convert_ms=1.0)
+        metrics.sent(encode_ms=2.0, encode_cpu_ms=1.5, nbytes=1000, keyframe=False)
     metrics.dropped(3)
     metrics.client_stats("c1", ClientStats(fps=58, frame_ms=(16.0, 18.0), latency_ms=(10.0, 20.0, 30.0), skipped=1))
     s = metrics.summary()
@@ -92,7 +136,8 @@ def test_metrics_summarise_frames_drops_and_client_reports() -> None:
     assert s["fps"] == pytest.approx(60, abs=1)
     assert (s["dropped"], s["frames"], s["latency_samples"], s["client_skipped"]) == (3, 61, 3, 1)
     assert s["latency_p50_ms"] == 20.0 and s["client_fps"] == 58
-    assert s["encode_ms"] == 2.0 and s["bitrate_kbps"] == pytest.approx(480, rel=0.05)
+    assert s["encode_ms"] == 2.0 and s["encode_cpu_ms"] == 1.5 and s["convert_ms"] == 1.0
+    assert s["bitrate_kbps"] == pytest.approx(480, rel=0.05) and s["sent"] == 61
     assert (s["rtt_p50_ms"], s["rtt_p95_ms"], s["rtt_samples"]) == (None, None, 0)  # no pings yet
     fields = report_fields(s, final=True)
     assert list(fields)[:12] == [
@@ -143,16 +188,15 @@ class SteppedClock:
         return self.now
 
 
-class SlowJpeg(JpegEncoder):
-    """The real JPEG encoder on a machine 2.5 frames too slow (the clock jumps per encode)."""
+class SlowConvert:
+    """The real RGB->NV12 conversion on a machine 2.5 frames too slow (the clock jumps per call)."""
 
     def __init__(self, clock: SteppedClock, cost_s: float) -> None:
-        super().__init__()
         self.clock, self.cost_s = clock, cost_s
 
-    def encode(self, frame: np.ndarray) -> bytes:
+    def __call__(self, frame: np.ndarray) -> Picture:
         self.clock.now += self.cost_s
-        return super().encode(frame)
+        return to_picture(frame)
 
 
 def test_a_late_loop_counts_dropped_frames_and_keeps_game_time_real() -> None:
@@ -173,7 +217,7 @@ def test_a_late_loop_counts_dropped_frames_and_keeps_game_time_real() -> None:
         fps=fps,
         width=320,
         height=180,
-        encoder=SlowJpeg(clock, 2.5 / fps),
+        convert=SlowConvert(clock, 2.5 / fps),
         mixer=InputMixer(),
         metrics=metrics,
         publish=publish,
@@ -194,14 +238,7 @@ def test_inputs_reach_the_game_and_frames_carry_the_ack() -> None:
     mixer = InputMixer()
     frames: list[Frame] = []
     loop = GameLoop(
-        get_game("breakout"),
-        fps=60,
-        width=320,
-        height=180,
-        encoder=JpegEncoder(),
-        mixer=mixer,
-        metrics=Metrics(60),
-        publish=frames.append,
+        get_game("breakout"), fps=60, width=320, height=180, mixer=mixer, metrics=Metrics(60), publish=frames.append
     )
     before = loop.snapshot()["paddle_x"]
     assert loop.frame_once().acks == {}

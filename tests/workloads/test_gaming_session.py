@@ -7,6 +7,7 @@ The lifecycle tests (idle timeout, max duration, SIGTERM, bad settings) need no 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import simplejpeg
 
 from tests.conftest import wait_for
 from workloads.common.report import parse_report
-from workloads.gaming.protocol import unpack_frame
+from workloads.gaming.protocol import KEYFRAME, unpack_frame
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION_VARS = (
@@ -238,33 +240,98 @@ def test_metrics_report_lines_follow_the_contract(played: tuple[GameProc, Any]) 
 
 
 # -- the wire, without a browser --------------------------------------------------------------------
+def _next_frame(ws: Any, texts: list[dict[str, Any]] | None = None, receipt: bool = True) -> tuple[dict, bytes]:
+    """The next frame message (texts before it kept in ``texts``), receipted as a page does."""
+    while True:
+        message = ws.recv(timeout=5)
+        if isinstance(message, bytes):
+            header, payload = unpack_frame(message)
+            if receipt:
+                ws.send(json.dumps({"t": "got", "id": header["frame_id"]}))
+            return header, payload
+        if texts is not None:
+            texts.append(json.loads(message))
+
+
 def test_websocket_frames_carry_a_header_and_a_jpeg_and_bad_input_is_answered(game: Any) -> None:
     from websockets.sync.client import connect
 
     proc = game(RUNNER_RESOLUTION="640x360")
     proc.wait_ready()
-    with connect(proc.url.replace("http", "ws") + "ws") as ws:
+    with connect(proc.url.replace("http", "ws") + "ws") as ws:  # no codecs= : a page from before them
         hello = json.loads(ws.recv(timeout=5))
         assert (hello["t"], hello["width"], hello["height"], hello["fps"]) == ("hello", 640, 360, 60)
-        message = ws.recv(timeout=5)
-        assert isinstance(message, bytes)
-        header, payload = unpack_frame(message)
+        assert hello["codec"] == "jpeg"
+        texts: list[dict[str, Any]] = []
+        header, payload = _next_frame(ws, texts)
+        assert texts == [{"t": "stream", "codec": "jpeg", "width": 640, "height": 360, "fps": 60}]
         assert header["version"] == 1 and header["ack"] == 0 and header["frame_id"] > 0
+        assert header["flags"] & KEYFRAME  # every JPEG stands alone
         assert simplejpeg.decode_jpeg(payload).shape == (360, 640, 3)
         ws.send(json.dumps({"t": "key", "id": 1, "key": "teleport", "down": True}))
         ws.send(json.dumps({"t": "key", "id": 2, "key": "left", "down": True}))
         errors: list[dict[str, Any]] = []
-
-        def acked() -> bool:
-            m = ws.recv(timeout=5)
-            if isinstance(m, str):
-                if (text := json.loads(m))["t"] == "error":
-                    errors.append(text)
-                return False
-            return unpack_frame(m)[0]["ack"] == 2
-
-        wait_for(acked, timeout_s=10, what="a frame acking input 2")
+        wait_for(lambda: _next_frame(ws, errors)[0]["ack"] == 2, timeout_s=10, what="a frame acking input 2")
+        errors = [t for t in errors if t["t"] == "error"]
         assert errors and errors[0]["error"].startswith("key: must be one of left, right, fire")
+
+
+def test_a_page_that_decodes_h264_gets_a_keyframe_first_then_deltas_and_a_keyframe_on_request(game: Any) -> None:
+    import av
+    from websockets.sync.client import connect
+
+    proc = game(RUNNER_RESOLUTION="640x360")
+    proc.wait_ready()
+    with connect(proc.url.replace("http", "ws") + "ws?codecs=av1,h264,jpeg") as ws:
+        assert json.loads(ws.recv(timeout=5))["codec"] == "h264"  # the first it streams, in the page's order
+        frames = [_next_frame(ws) for _ in range(30)]
+        assert [bool(h["flags"] & KEYFRAME) for h, _ in frames] == [True] + [False] * 29
+        ws.send(json.dumps({"t": "keyframe", "why": "decoder error"}))
+        after = [_next_frame(ws) for _ in range(20)]
+        assert any(h["flags"] & KEYFRAME for h, _ in after), "a requested keyframe never came"
+        # the frames decode, in order, as the page's VideoDecoder gets them
+        decoder = av.CodecContext.create("h264", "r")
+        decoded = [f for _, p in frames for f in decoder.decode(av.Packet(p))]
+        assert len(decoded) >= 29 and (decoded[0].width, decoded[0].height) == (640, 360)
+        status = wait_for(lambda: proc.get("metrics")["streams"], timeout_s=5, what="the stream's state")
+        assert status[0]["codec"] == "h264" and status[0]["kbps"] > 0 and status[0]["keyframe_requests"] == 1
+
+
+def test_a_page_that_sends_no_receipts_gets_only_its_window_of_frames(game: Any) -> None:
+    """No unbounded queue: frames wait for receipts; unanswered ones are given up after a while."""
+    from websockets.sync.client import connect
+
+    from workloads.gaming.stream import INFLIGHT_EXPIRE_S
+
+    proc = game(RUNNER_RESOLUTION="640x360")
+    proc.wait_ready()
+    with connect(proc.url.replace("http", "ws") + "ws?codecs=h264") as ws:
+        first = [_next_frame(ws, receipt=False)[0]["frame_id"] for _ in range(3)]
+        got_more = []
+        deadline = time.monotonic() + INFLIGHT_EXPIRE_S * 0.75  # texts keep coming; frames must not
+        with contextlib.suppress(TimeoutError):
+            while (left := deadline - time.monotonic()) > 0:
+                message = ws.recv(timeout=left)
+                if isinstance(message, bytes):
+                    got_more.append(unpack_frame(message)[0]["frame_id"])
+        assert got_more == [], f"frames past the window went out without receipts: {got_more}"
+        # once the unanswered frames expire the next one is the newest drawn, not the one after the last
+        later = _next_frame(ws)[0]["frame_id"]
+        assert later > first[-1] + 30
+
+
+def test_a_page_offering_only_codecs_the_session_does_not_stream_is_told_and_closed(game: Any) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    proc = game(RUNNER_RESOLUTION="640x360", GAMING_CODECS="jpeg")
+    proc.wait_ready()
+    with connect(proc.url.replace("http", "ws") + "ws?codecs=h264") as ws:
+        error = json.loads(ws.recv(timeout=5))
+        assert error["t"] == "error" and error["error"].startswith("codecs: this session streams jpeg")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4415
 
 
 def test_a_ping_is_answered_with_a_pong_carrying_its_ts_and_is_not_input(game: Any) -> None:
@@ -310,16 +377,21 @@ def test_a_pong_goes_out_ahead_of_queued_texts_and_the_frame() -> None:
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
+    import numpy as np
+
+    from workloads.gaming.encode import to_picture
     from workloads.gaming.loop import Frame
     from workloads.gaming.metrics import Metrics
     from workloads.gaming.protocol import Ping
     from workloads.gaming.server import PONGS_KEPT, Hub
+    from workloads.gaming.stream import StreamConfig
 
     async def scenario() -> list[dict[str, Any]]:
-        hub = Hub(Metrics(60))
+        hub = Hub(Metrics(60), StreamConfig(width=320, height=180, fps=60, start_kbps=500, max_kbps=1000))
         ws = FakeSocket()
-        client = hub.add(ws)  # type: ignore[arg-type]
-        hub.publish(Frame(id=1, tick=1, payload=b"jpeg", encode_us=10, acks={}))
+        client = hub.add(ws, "jpeg")  # type: ignore[arg-type]
+        picture = to_picture(np.zeros((180, 320, 3), dtype=np.uint8))
+        hub.publish(Frame(id=1, tick=1, picture=picture, acks={}))
         hub.say({"t": "server", "fps": 60})
         hub.say({"t": "server", "fps": 60})
         for n in range(PONGS_KEPT + 3):  # a flood keeps only the newest answers queued
@@ -335,7 +407,7 @@ def test_a_pong_goes_out_ahead_of_queued_texts_and_the_frame() -> None:
     # this thread's event loop, and asyncio.run refuses to start a second one here.
     with ThreadPoolExecutor(1) as pool:
         sent = pool.submit(asyncio.run, scenario()).result(timeout=30)
-    assert [m["t"] for m in sent] == ["pong"] * PONGS_KEPT + ["server", "server", "frame"], sent
+    assert [m["t"] for m in sent] == ["pong"] * PONGS_KEPT + ["server", "server", "stream", "frame"], sent
     assert [m["id"] for m in sent[:PONGS_KEPT]] == list(range(4, PONGS_KEPT + 4))  # the newest, in order
 
 

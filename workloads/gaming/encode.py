@@ -1,73 +1,181 @@
-"""Frame encoders: JPEG (what the session streams) and H.264 (measured for comparison).
+"""Pictures and the encoders that turn them into what a browser shows.
 
-Why JPEG (numbers from this 2-core machine, 1280x720 Breakout frames; README.md has more):
-JPEG through simplejpeg (libjpeg-turbo, fast DCT, 4:2:0) takes about 1.5 ms a frame and
-releases the GIL while it works; libx264 ultrafast/zerolatency through PyAV takes about
-10 ms, 6 of them in the RGB->YUV conversion, i.e. 60% of a core at 60 fps on a machine whose
-other core runs the browser. Every JPEG frame stands alone, so a frame skipped by a slow
-client costs nothing and the next one is whole; H.264 would need a keyframe or an unbroken
-chain of deltas. The cost is bandwidth: about 40-50 KB a frame (~20 Mbit/s at 60 fps), fine
-on loopback and a LAN, not on a player's WAN link, where ``H264Encoder`` (about 40x fewer
-bytes for this content) and the browser's WebCodecs ``VideoDecoder`` are the way on.
+The game loop draws RGB and converts each frame once to an NV12 ``Picture`` (4:2:0, the layout
+libx264 takes without another copy; swscale's RGB->NV12 path is about 2.5x faster here than
+RGB->I420: 1.7 vs 4.3 ms a 1280x720 frame). Every player then has an encoder of its own, fed
+only the pictures that player will be sent:
+
+- ``H264Encoder``: libx264 ultrafast + zerolatency through PyAV (no B-frames, no lookahead, one
+  frame in, one frame out), average bitrate mode so that the player's rate controller can move
+  the bitrate on a running encoder (``set_kbps``: x264 reconfigures between two frames, no
+  keyframe). Its first frame is a keyframe; ``request_keyframe`` forces the next one to be an
+  IDR (a player whose decoder lost its place). Because a player's encoder sees only that player's
+  frames, a frame skipped for a slow link never breaks the chain of deltas: there is no stale
+  reference to repair.
+- ``JpegEncoder``: libjpeg-turbo through simplejpeg, straight from the NV12 planes; each frame
+  stands alone. Kept for browsers without WebCodecs' ``VideoDecoder`` (a page on plain HTTP
+  from a non-local address is not a secure context, and WebCodecs needs one), where the figures
+  in README.md show it still wins.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
 
+CODECS = ("h264", "jpeg")  # what a session can stream, best first
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One frame in NV12: ``frame`` is a PyAV ``VideoFrame`` (never written after it is made, so
+    every player's encoder may read it), ``planes`` the same bytes as one (h * 3 / 2, w) array."""
+
+    frame: Any
+    width: int
+    height: int
+
+    @property
+    def planes(self) -> np.ndarray:
+        return self.frame.to_ndarray()
+
+
+def to_picture(rgb: np.ndarray) -> Picture:
+    """RGB uint8 (h, w, 3) -> NV12 ``Picture`` (a new one each call: the RGB buffer is reused)."""
+    import av  # lazy: the pure game modules stay importable without PyAV
+
+    height, width = rgb.shape[:2]
+    return Picture(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="nv12"), width, height)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One encoded frame: its bytes, whether it decodes alone, and what encoding it cost."""
+
+    payload: bytes
+    keyframe: bool
+    wall_ms: float
+    cpu_ms: float  # this thread's CPU time: what the encoder cost, whatever else ran
+
 
 class Encoder(Protocol):
-    """Turns one RGB uint8 (h, w, 3) frame into bytes the client can show."""
+    """Turns ``Picture``s into bytes the client decodes; one instance per player."""
 
-    mime: str
+    codec: str
 
-    def encode(self, frame: np.ndarray) -> bytes: ...
+    def encode(self, picture: Picture) -> Encoded: ...
+    def request_keyframe(self) -> None: ...
+    def set_kbps(self, kbps: float) -> None: ...
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float, float]:
+    w0, c0 = time.perf_counter(), time.thread_time()
+    out = fn(*args)
+    return out, (time.perf_counter() - w0) * 1000, (time.thread_time() - c0) * 1000
 
 
 class JpegEncoder:
-    """libjpeg-turbo through simplejpeg; each frame is a standalone JPEG."""
+    """Standalone JPEGs from the NV12 planes (no RGB round trip); every frame is a keyframe."""
 
-    mime = "image/jpeg"
+    codec = "jpeg"
 
     def __init__(self, quality: int = 75) -> None:
         if not 1 <= quality <= 100:
             raise ValueError(f"JPEG quality must be 1..100, got {quality}")
-        import simplejpeg  # lazy: the pure game modules stay importable without it
+        import simplejpeg  # lazy, as above
 
-        self._encode = simplejpeg.encode_jpeg
+        self._encode = simplejpeg.encode_jpeg_yuv_planes
         self.quality = quality
 
-    def encode(self, frame: np.ndarray) -> bytes:
-        # fastdct: ~10% faster, invisible on flat game graphics; 4:2:0 halves the chroma work.
-        return self._encode(frame, quality=self.quality, colorspace="RGB", colorsubsampling="420", fastdct=True)
+    def encode(self, picture: Picture) -> Encoded:
+        payload, wall, cpu = _timed(self._jpeg, picture)
+        return Encoded(payload, True, wall, cpu)
+
+    def _jpeg(self, picture: Picture) -> bytes:
+        # The picture is video range (Y 16..235, what H.264 carries); JFIF's YCbCr is full range.
+        # swscale's NV12 -> yuvj420p (full range, planar) takes 0.6 ms at 1280x720, and encoding
+        # from planes skips libjpeg's own RGB conversion: 1.6 ms in all, vs 1.9 from RGB.
+        planes = picture.frame.reformat(format="yuvj420p").to_ndarray()
+        w, h = picture.width, picture.height
+        chroma = planes[h:].reshape(-1)
+        u = chroma[: h * w // 4].reshape(h // 2, w // 2)
+        v = chroma[h * w // 4 :].reshape(h // 2, w // 2)
+        return self._encode(planes[:h], u, v, quality=self.quality, fastdct=True)
+
+    def request_keyframe(self) -> None:
+        """Every JPEG is one already."""
+
+    def set_kbps(self, kbps: float) -> None:
+        """A JPEG's size follows its quality, not a bitrate: the window paces a JPEG stream."""
 
 
 class H264Encoder:
-    """libx264 ultrafast + zerolatency through PyAV (no B-frames, no lookahead): Annex B bytes.
+    """libx264 (ultrafast, zerolatency) at an average bitrate the caller moves; Annex B bytes
+    with SPS/PPS before every keyframe, what WebCodecs' ``VideoDecoder`` takes without a
+    ``description``.
 
-    Not streamed by the session; the benchmark measures it next to JPEG so that the choice
-    stays backed by numbers on whatever machine runs it.
+    ``max_kbps`` caps any one second (VBV maxrate) and ``buffer_ms`` bounds how far a single frame
+    (a keyframe most of all) may burst above the average, i.e. how long one frame can occupy the
+    player's link. Both are fixed when the encoder opens; only the average moves after that.
     """
 
-    mime = "video/h264"
+    codec = "h264"
 
-    def __init__(self, width: int, height: int, fps: int, crf: int = 23) -> None:
-        import av  # lazy: PyAV is only needed where H.264 is measured
+    def __init__(
+        self, width: int, height: int, fps: int, *, kbps: float, max_kbps: float, buffer_ms: float = 200.0
+    ) -> None:
+        import av  # lazy, as above
 
-        self._av = av
+        self.width, self.height, self.fps = width, height, fps
+        self._picture_type = av.video.frame.PictureType
         self._ctx: Any = av.CodecContext.create("libx264", "w")
         self._ctx.width, self._ctx.height = width, height
-        self._ctx.pix_fmt = "yuv420p"
+        self._ctx.pix_fmt = "nv12"
         self._ctx.time_base = Fraction(1, fps)
         self._ctx.framerate = Fraction(fps, 1)
-        self._ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(crf)}
+        self.max_kbps = max_kbps
+        self._ctx.bit_rate = int(min(kbps, max_kbps) * 1000)
+        self._ctx.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "profile": "baseline",  # no B-frames, CAVLC: what every browser decoder takes
+            "maxrate": f"{int(max_kbps)}k",
+            "bufsize": f"{max(1, int(max_kbps * buffer_ms / 1000))}k",
+            "forced-idr": "1",  # a requested keyframe is an IDR: a fresh decoder can start on it
+            "g": str(fps * 10),  # a keyframe at least every 10 s even if nobody asks
+        }
         self._pts = 0
+        self._keyframe_due = False
 
-    def encode(self, frame: np.ndarray) -> bytes:
-        video = self._av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
-        video.pts = self._pts
+    @property
+    def kbps(self) -> float:
+        return self._ctx.bit_rate / 1000
+
+    def set_kbps(self, kbps: float) -> None:
+        """The new average takes effect from the next frame (no keyframe, no new encoder)."""
+        self._ctx.bit_rate = int(max(50.0, min(kbps, self.max_kbps)) * 1000)
+
+    def request_keyframe(self) -> None:
+        self._keyframe_due = True
+
+    def encode(self, picture: Picture) -> Encoded:
+        frame = picture.frame
+        if (picture.width, picture.height) != (self.width, self.height):
+            frame = frame.reformat(width=self.width, height=self.height)  # a lower rung: scaled
+        (payload, keyframe), wall, cpu = _timed(self._encode, frame)
+        return Encoded(payload, keyframe, wall, cpu)
+
+    def _encode(self, frame: Any) -> tuple[bytes, bool]:
+        # Every player's encoder reads the same VideoFrame: pts and picture type are set on it just
+        # before this encoder reads them, which is safe because the session runs all its encoders
+        # on one thread (``server.Hub``) and x264 copies the picture in before ``encode`` returns.
+        frame.pts = self._pts
+        frame.pict_type = self._picture_type.I if self._keyframe_due else self._picture_type.NONE
+        self._keyframe_due = False
         self._pts += 1
-        return b"".join(bytes(packet) for packet in self._ctx.encode(video))
+        packets = self._ctx.encode(frame)
+        return b"".join(bytes(p) for p in packets), any(p.is_keyframe for p in packets)

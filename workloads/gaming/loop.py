@@ -1,8 +1,11 @@
 """The fixed-step game loop: its own thread, paced by absolute deadlines.
 
 Why a thread and not an asyncio task: pacing must not depend on how busy the event loop is
-with sockets, and the heavy parts (numpy copies, libjpeg-turbo) release the GIL, so a frame
-is produced while the event loop sends the previous one.
+with sockets, and the heavy parts (numpy copies, swscale, the encoders) release the GIL, so a
+frame is drawn while the previous one is encoded and sent.
+
+Each tick is drawn in RGB and converted once to an NV12 ``Picture``; encoding is per player
+(``server.Hub``), so the loop's cost does not depend on codecs or on how many watch.
 
 Tick ``k`` is due at ``start + k / fps``: sleeping until an absolute deadline instead of
 "one period from now" means per-tick jitter never adds up to drift. A tick that starts a
@@ -20,7 +23,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from workloads.gaming.encode import Encoder
+import numpy as np
+
+from workloads.gaming.encode import Picture, to_picture
 from workloads.gaming.games import Game
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.metrics import Metrics
@@ -30,17 +35,16 @@ MAX_CATCH_UP_S = 0.5
 
 @dataclass(frozen=True)
 class Frame:
-    """One encoded frame, with the input ids (per client) it reflects."""
+    """One drawn frame, with the input ids (per client) it reflects."""
 
     id: int
     tick: int
-    payload: bytes
+    picture: Picture
     acks: dict[Hashable, int]
-    encode_us: int
 
 
 class GameLoop:
-    """Steps, renders and encodes ``game`` at ``fps``; hands each ``Frame`` to ``publish``
+    """Steps, renders and converts ``game`` at ``fps``; hands each ``Frame`` to ``publish``
     (called on the loop's thread: it must be quick and thread-safe)."""
 
     def __init__(
@@ -50,16 +54,16 @@ class GameLoop:
         fps: int,
         width: int,
         height: int,
-        encoder: Encoder,
         mixer: InputMixer,
         metrics: Metrics,
         publish: Callable[[Frame], None],
+        convert: Callable[[np.ndarray], Picture] = to_picture,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.game = game
         self.period = 1.0 / fps
-        self.encoder = encoder
+        self.convert = convert
         self.mixer = mixer
         self.metrics = metrics
         self.publish = publish
@@ -92,7 +96,7 @@ class GameLoop:
             return self.game.snapshot(self._state)
 
     def frame_once(self) -> Frame:
-        """Step one tick, then draw, encode and publish one frame (the loop's body; the
+        """Step one tick, then draw, convert and publish one frame (the loop's body; the
         benchmark's bare loop calls it without a thread)."""
         self._step()
         return self._draw()
@@ -107,17 +111,11 @@ class GameLoop:
         t0 = time.perf_counter()
         pixels = self.renderer.render(self._state, self._tick * self.period)
         t1 = time.perf_counter()
-        payload = self.encoder.encode(pixels)
+        picture = self.convert(pixels)
         t2 = time.perf_counter()
         self._frame_id += 1
-        frame = Frame(
-            id=self._frame_id,
-            tick=self._tick,
-            payload=payload,
-            acks=dict(self.mixer.acks),
-            encode_us=int((t2 - t1) * 1e6),
-        )
-        self.metrics.frame(render_ms=(t1 - t0) * 1000, encode_ms=(t2 - t1) * 1000, nbytes=len(payload))
+        frame = Frame(id=self._frame_id, tick=self._tick, picture=picture, acks=dict(self.mixer.acks))
+        self.metrics.frame(render_ms=(t1 - t0) * 1000, convert_ms=(t2 - t1) * 1000)
         self.publish(frame)
         self.first_frame.set()
         return frame

@@ -38,7 +38,9 @@ _STATS_JS = """() => {
            firstFrameAt: g.firstFrameAt, errors: g.errors.slice(-5),
            latencies: g.latencies.slice(), frameTimes: g.frameTimes.slice(),
            rtts: g.rtts.slice(), rtt: g.rtt, pings: g.pings,
-           server: g.server };
+           server: g.server, codec: g.codec, stream: g.stream, rate: g.rate, kbps: g.kbps,
+           keyframes: g.keyframes, keyframeRequests: g.keyframeRequests, decodeErrors: g.decodeErrors,
+           decodeTimes: g.decodeTimes.slice() };
 }"""
 
 # A digest of what the canvas shows: scaled down to 64x36, so it is cheap and stable.

@@ -2,18 +2,29 @@
 
 Down (server -> browser):
 
-- binary: one frame per message, a fixed little-endian header then the JPEG bytes::
+- binary: one frame per message, a fixed little-endian header then the encoded frame (an H.264
+  access unit in Annex B, or a JPEG, as the ``stream`` message said)::
 
       u8 version | u8 flags | u16 header_len | u32 frame_id | u32 ack | u32 tick | u32 encode_us
 
+  ``flags`` bit 0 (``KEYFRAME``): the frame decodes on its own (every JPEG; an H.264 IDR with
+  its SPS and PPS), so a decoder that lost its place can start again there.
   ``ack`` is the highest input id *of this client* that the game had applied when it drew
   the frame: the first frame whose ack reaches an input's id is the first that reflects it,
   which is what input-to-frame latency is measured to. ``header_len`` lets a later version
   grow the header without breaking an older client.
 - text: JSON ``{"t": "hello", ...}`` once on connect (game, resolution, fps),
+  ``{"t": "stream", "codec": "h264", "width": 1280, "height": 720, "fps": 60}`` before the first
+  frame and whenever the player's picture size or frame rate changes (a keyframe follows),
+  ``{"t": "rate", "kbps": ..., "reason": ..., ...}`` when its bitrate decision changes and once a
+  second (``rate.Decision`` plus the stream's measured numbers),
   ``{"t": "server", ...}`` once a second (the server's own metrics, shown on the page), and
   ``{"t": "pong", "ts": 1234.5, "id": 3}`` in answer to each ping (``ts`` and ``id`` echoed
   as they came; ``id`` only if the ping had one).
+
+The codec is chosen when the socket opens: the page lists what it can decode, best first, in
+the URL (``/ws?codecs=h264,jpeg``); the session takes the first it also streams
+(``choose_codec``). A page that lists none gets JPEG, which every browser shows.
 
 Up (browser -> server), JSON text:
 
@@ -21,6 +32,10 @@ Up (browser -> server), JSON text:
 - ``{"t": "pointer", "id": 8, "ts": 1240.1, "x": 0.42, "fire": false}`` (x: 0..1 of the width)
 - ``{"t": "ping", "id": 3, "ts": 1234.5}`` once right after connecting, then about once a
   second (``id`` optional, its own count, not an input id; ``ts`` a finite number).
+- ``{"t": "got", "id": 42}`` as soon as frame 42 arrived (before decoding): the receipts that
+  pace the stream and measure the link (``rate.py``).
+- ``{"t": "keyframe", "why": "decoder error"}``: the decoder lost its place; the next frame
+  will be a keyframe (at most one per ``KEYFRAME_EVERY_S`` is honoured).
 - ``{"t": "stats", "fps": 59.8, "frame_ms": [...], "latency_ms": [...], "rtt_ms": [...],
   "skipped": 0}`` (samples since the last stats message; ``rtt_ms`` may be missing, as from
   a client older than pings).
@@ -47,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 VERSION = 1
+KEYFRAME = 0x01  # flags bit 0
 HEADER = struct.Struct("<BBHIIII")
 HEADER_LEN = HEADER.size  # 20
 KEYS = ("left", "right", "fire")
@@ -96,12 +112,36 @@ class Ping:
         return answer
 
 
-Message = KeyInput | PointerInput | ClientStats | Ping
+@dataclass(frozen=True)
+class Receipt:
+    """The page has frame ``id`` (it arrived; decoding may still be under way)."""
+
+    id: int
 
 
-def pack_frame(frame_id: int, ack: int, tick: int, encode_us: int, payload: bytes) -> bytes:
+@dataclass(frozen=True)
+class KeyframeRequest:
+    why: str
+
+
+Message = KeyInput | PointerInput | ClientStats | Ping | Receipt | KeyframeRequest
+
+
+def choose_codec(offered: str | None, streamed: tuple[str, ...]) -> str | None:
+    """The first codec of the page's ``codecs=`` list that the session streams; JPEG when the page
+    lists none (a page from before codecs were negotiated); None when nothing matches."""
+    if offered is None or not offered.strip():
+        return "jpeg" if "jpeg" in streamed else None
+    for codec in (c.strip().lower() for c in offered.split(",")[:8]):
+        if codec in streamed:
+            return codec
+    return None
+
+
+def pack_frame(frame_id: int, ack: int, tick: int, encode_us: int, payload: bytes, *, keyframe: bool = False) -> bytes:
     """One binary frame message: header then payload (counters wrap at 2**32)."""
-    header = HEADER.pack(VERSION, 0, HEADER_LEN, frame_id & U32, ack & U32, tick & U32, min(encode_us, U32))
+    flags = KEYFRAME if keyframe else 0
+    header = HEADER.pack(VERSION, flags, HEADER_LEN, frame_id & U32, ack & U32, tick & U32, min(encode_us, U32))
     return header + payload
 
 
@@ -142,6 +182,13 @@ def parse_client_message(text: str) -> Message:
         return PointerInput(id=_input_id(data), x=x, fire=_bool(data, "fire", default=False))
     if kind == "ping":
         return Ping(ts=_number(data, "ts"), id=_input_id(data) if "id" in data else None)
+    if kind == "got":
+        return Receipt(id=_input_id(data))
+    if kind == "keyframe":
+        why = data.get("why", "")
+        if not isinstance(why, str) or len(why) > 200:
+            raise ProtocolError("why: must be a string of at most 200 characters")
+        return KeyframeRequest(why=why)
     if kind == "stats":
         return ClientStats(
             fps=_number(data, "fps"),
@@ -150,7 +197,7 @@ def parse_client_message(text: str) -> Message:
             skipped=int(_number(data, "skipped", default=0)),
             rtt_ms=_samples(data, "rtt_ms"),
         )
-    raise ProtocolError(f"t: must be 'key', 'pointer', 'ping' or 'stats', got {kind!r}")
+    raise ProtocolError(f"t: must be 'key', 'pointer', 'ping', 'got', 'keyframe' or 'stats', got {kind!r}")
 
 
 def _input_id(data: dict[str, Any]) -> int:

@@ -5,13 +5,19 @@ exists, 503 before and while ending), ``GET /metrics`` (JSON), ``GET /state`` (t
 state, for tests and tools), and ``/ws`` (frames down, inputs and client stats up; the
 format is in ``protocol.py``).
 
-Why WebSocket + JPEG rather than WebRTC (aiortc): see README.md; in short, lower latency
-(no jitter buffer, no congestion-control ramp), exact per-frame input acks in a header,
-and a fraction of the CPU on a 2-core host.
+Why WebSocket + WebCodecs rather than WebRTC (aiortc): see README.md; in short, exact per-frame
+input acks in a header, no jitter buffer in front of the picture, receipts per frame that the
+rate controller reads, and one encoder path for both codecs.
 
-Backpressure: a client gets the *latest* frame, never a queue. Each client has one slot;
-a frame arriving while the previous one is still being written replaces the unsent one
-(counted as ``replaced``), so a slow client sees a lower frame rate, not growing latency.
+Each player has a ``Stream``: its own encoder (H.264 or JPEG, negotiated when the socket opens),
+its own rate controller (``rate.py``) and its frames in flight. Encoding happens when a frame is
+about to be sent to that player, never before, on the session's one encode thread.
+
+Backpressure: a client gets the *latest* frame, never a queue. Each client has one slot; a
+frame arriving while the previous one is still waiting (its socket busy, or its window of frames
+in flight full) replaces the unsent one (counted as ``replaced``), so a slow client sees a lower
+frame rate, not growing latency. With H.264 a replaced frame was never encoded for that player,
+so its decoder's chain of references stays whole: no keyframe is needed to skip a frame.
 
 Pongs jump the line: a client's pongs go out before its other texts and its frame slot, so a
 round trip waits behind at most the one frame being written when the ping came, not behind
@@ -24,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,19 +48,31 @@ from starlette.websockets import WebSocket
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.loop import Frame
 from workloads.gaming.metrics import Metrics
-from workloads.gaming.protocol import ClientStats, Ping, ProtocolError, pack_frame, parse_client_message
+from workloads.gaming.protocol import (
+    ClientStats,
+    KeyframeRequest,
+    Ping,
+    ProtocolError,
+    Receipt,
+    choose_codec,
+    pack_frame,
+    parse_client_message,
+)
+from workloads.gaming.stream import Stream, StreamConfig
 
 STATIC_DIR = Path(__file__).parent / "static"
 SERVER_STATS_EVERY_S = 1.0
 PONGS_KEPT = 8  # a client pings about once a second; more unanswered than this is a flood
+NO_CODEC_CLOSE = 4415  # the WebSocket close code when the page decodes nothing the session streams
 
 
 @dataclass(eq=False)
 class Client:
-    """One connected browser: its socket and the slot holding the next frame to send."""
+    """One connected browser: its socket, its stream and the slot holding the next frame to send."""
 
     id: int
     ws: WebSocket
+    stream: Stream
     frame: Frame | None = None
     texts: deque[str] = field(default_factory=deque)
     pongs: deque[str] = field(default_factory=lambda: deque(maxlen=PONGS_KEPT))
@@ -71,16 +91,21 @@ class Client:
 
 class Hub:
     """The connected clients. ``publish`` runs on the event loop (the game thread hands
-    frames over with ``call_soon_threadsafe``)."""
+    frames over with ``call_soon_threadsafe``). Every client's frames are encoded on the one
+    ``encode_thread``: encoders never run at the same time (they share each frame's picture),
+    and the event loop stays free for sockets while one works."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, config: StreamConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics = metrics
+        self.config = config
+        self.clock = clock
         self.clients: dict[int, Client] = {}
         self.replaced = 0  # frames replaced in a slot before they were sent, all clients
         self._ids = itertools.count(1)
+        self.encode_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
 
-    def add(self, ws: WebSocket) -> Client:
-        client = Client(id=next(self._ids), ws=ws)
+    def add(self, ws: WebSocket, codec: str) -> Client:
+        client = Client(id=next(self._ids), ws=ws, stream=Stream(codec, self.config, self.clock()))
         self.clients[client.id] = client
         self.metrics.players = len(self.clients)
         return client
@@ -88,6 +113,9 @@ class Hub:
     def remove(self, client: Client) -> None:
         self.clients.pop(client.id, None)
         self.metrics.players = len(self.clients)
+
+    def close(self) -> None:
+        self.encode_thread.shutdown(wait=False, cancel_futures=True)
 
     def publish(self, frame: Frame) -> None:
         for client in self.clients.values():
@@ -104,26 +132,66 @@ class Hub:
             client.texts.append(text)
             client.wake.set()
 
+    def report_streams(self) -> None:
+        """Each client's stream state: to its page (a ``rate`` message) and to the metrics."""
+        now = self.clock()
+        for client in self.clients.values():
+            self._report(client, now)
+
+    def _report(self, client: Client, now: float) -> None:
+        status = client.stream.status(now)
+        self.metrics.stream(client.id, status)
+        client.texts.append(json.dumps({"t": "rate", **status}))
+        client.wake.set()
+
     @staticmethod
     def pong(client: Client, ping: Ping) -> None:
         """Answer ``ping`` ahead of everything else queued for ``client``."""
         client.pongs.append(json.dumps(ping.pong()))
         client.wake.set()
 
+    def receipt(self, client: Client, receipt: Receipt) -> None:
+        if client.stream.receipt(self.clock(), receipt.id):
+            client.wake.set()  # the window may have room again
+
+    def keyframe(self, client: Client, request: KeyframeRequest) -> None:
+        client.stream.keyframe_request(self.clock())
+        client.wake.set()
+
     async def pump(self, client: Client) -> None:
         """Send ``client`` its pongs, queued texts and latest frame, in that order, forever (one
         writer per socket). Pongs are picked again before every text, so one that arrives while
-        texts go out overtakes those still waiting."""
+        texts go out overtakes those still waiting. The frame waits in its slot (where a newer
+        one may replace it) until the stream's window has room; it is encoded only then."""
+        aloop = asyncio.get_running_loop()
+        stream = client.stream
         while True:
             await client.wake.wait()
             client.wake.clear()
             while (text := client.next_text()) is not None:
                 await client.ws.send_text(text)
-            frame, client.frame = client.frame, None
-            if frame is not None:
-                ack = frame.acks.get(client.id, 0)
-                await client.ws.send_bytes(pack_frame(frame.id, ack, frame.tick, frame.encode_us, frame.payload))
-                client.sent += 1
+            now = self.clock()
+            if stream.decide(now) is not None:
+                self._report(client, now)  # the page shows a decision the moment it is made
+                continue
+            frame = client.frame
+            if frame is None or not stream.ready(now):
+                continue  # a receipt or the next frame wakes the pump
+            client.frame = None
+            if not stream.wanted(frame):
+                continue
+            if (announcement := stream.take_announcement()) is not None:
+                await client.ws.send_text(json.dumps(announcement))
+            encoded = await aloop.run_in_executor(self.encode_thread, stream.encode, frame)
+            ack = frame.acks.get(client.id, 0)
+            encode_us = int(encoded.wall_ms * 1000)
+            message = pack_frame(frame.id, ack, frame.tick, encode_us, encoded.payload, keyframe=encoded.keyframe)
+            await client.ws.send_bytes(message)
+            stream.sent(self.clock(), frame, len(encoded.payload))
+            self.metrics.sent(encoded.wall_ms, encoded.cpu_ms, len(encoded.payload), encoded.keyframe)
+            client.sent += 1
+            if client.frame is not None or client.texts or client.pongs:
+                client.wake.set()  # what arrived while this frame was encoded and written
 
 
 class SessionView(Protocol):
@@ -133,6 +201,7 @@ class SessionView(Protocol):
     hub: Hub
     mixer: InputMixer
     metrics: Metrics
+    codecs: tuple[str, ...]
 
     def ready(self) -> bool: ...
     def touch(self) -> None: ...
@@ -156,8 +225,14 @@ def create_app(session: SessionView) -> Starlette:
 
     async def ws_endpoint(ws: WebSocket) -> None:
         await ws.accept()
-        client = session.hub.add(ws)
-        client.texts.append(json.dumps({"t": "hello", "client": client.id, **session.hello}))
+        codec = choose_codec(ws.query_params.get("codecs"), session.codecs)
+        if codec is None:
+            error = f"codecs: this session streams {', '.join(session.codecs)}; the page offered none of them"
+            await ws.send_text(json.dumps({"t": "error", "error": error}))
+            await ws.close(code=NO_CODEC_CLOSE)
+            return
+        client = session.hub.add(ws, codec)
+        client.texts.append(json.dumps({"t": "hello", "client": client.id, "codec": codec, **session.hello}))
         client.wake.set()
         pump = asyncio.create_task(session.hub.pump(client))
         try:
@@ -193,8 +268,12 @@ async def _read_inputs(session: SessionView, client: Client, ws: WebSocket) -> N
             client.texts.append(json.dumps({"t": "error", "error": str(exc)}))
             client.wake.set()
             continue
-        if isinstance(message, Ping):
+        if isinstance(message, Receipt):
+            session.hub.receipt(client, message)
+        elif isinstance(message, Ping):
             session.hub.pong(client, message)  # not input: a ping does not keep the session alive
+        elif isinstance(message, KeyframeRequest):
+            session.hub.keyframe(client, message)
         elif isinstance(message, ClientStats):
             session.metrics.client_stats(client.id, message)
         else:
@@ -203,8 +282,10 @@ async def _read_inputs(session: SessionView, client: Client, ws: WebSocket) -> N
 
 
 async def server_stats_forever(hub: Hub, status: Callable[[], dict[str, Any]]) -> None:
-    """Once a second, tell every client the server's view (the page shows it)."""
+    """Once a second, tell every client the server's view and its own stream's (the page shows
+    both)."""
     while True:
         await asyncio.sleep(SERVER_STATS_EVERY_S)
         if hub.clients:
+            hub.report_streams()
             hub.say({"t": "server", **status()})

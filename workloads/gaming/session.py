@@ -28,13 +28,13 @@ from typing import Any
 import uvicorn
 
 from workloads.common.report import emit
-from workloads.gaming.encode import JpegEncoder
 from workloads.gaming.games import get_game
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.loop import Frame, GameLoop
 from workloads.gaming.metrics import Metrics, report_fields
 from workloads.gaming.server import Hub, create_app, server_stats_forever
 from workloads.gaming.settings import Settings
+from workloads.gaming.stream import StreamConfig
 
 WATCH_EVERY_S = 0.1
 GRACEFUL_S = 2.0
@@ -76,20 +76,30 @@ class Session:
         self.game = get_game(settings.game)
         self.mixer = InputMixer()
         self.metrics = Metrics(settings.fps, clock=clock)
-        self.hub = Hub(self.metrics)
+        self.codecs = settings.codecs
+        start_kbps, max_kbps = settings.kbps()
+        config = StreamConfig(
+            width=settings.width,
+            height=settings.height,
+            fps=settings.fps,
+            start_kbps=start_kbps,
+            max_kbps=max_kbps,
+            jpeg_quality=settings.jpeg_quality,
+        )
+        self.hub = Hub(self.metrics, config, clock=clock)
         self.hello = {
             "game": self.game.name,
             "width": settings.width,
             "height": settings.height,
             "fps": settings.fps,
             "latency_budget_ms": settings.latency_budget_ms,
+            "max_kbps": max_kbps,
         }
         self.loop = GameLoop(
             self.game,
             fps=settings.fps,
             width=settings.width,
             height=settings.height,
-            encoder=JpegEncoder(settings.jpeg_quality),
             mixer=self.mixer,
             metrics=self.metrics,
             publish=self._publish,
@@ -188,6 +198,7 @@ class Session:
             for task in tasks:
                 task.cancel()
             self.loop.stop()
+            self.hub.close()
             sock.close()
         reason = "error" if self.loop.error is not None else (self.reason or "stopped")
         if self.loop.error is not None:

@@ -3,8 +3,11 @@
 The runner sets the contract's variables from the spec (``PORT``, ``RUNNER_GAME``,
 ``RUNNER_FPS``, ``RUNNER_RESOLUTION``, ``RUNNER_IDLE_TIMEOUT_S``, ``RUNNER_MAX_DURATION_S``,
 ``RUNNER_LATENCY_BUDGET_MS``); each has a default so that ``python -m workloads.gaming`` runs
-bare. ``HOST``, ``GAMING_JPEG_QUALITY`` and ``GAMING_REPORT_EVERY_S`` are local knobs outside
-the contract. A bad value is a ``SettingsError`` naming the variable and what it accepts.
+bare. ``HOST``, ``GAMING_CODECS`` (what the session streams, best first: ``h264,jpeg``; a
+page gets the first it can decode), ``GAMING_MAX_KBPS`` and ``GAMING_START_KBPS`` (a player's
+bitrate ceiling and starting point; defaults by picture size, ``default_kbps``),
+``GAMING_JPEG_QUALITY`` and ``GAMING_REPORT_EVERY_S`` are local knobs outside the contract. A
+bad value is a ``SettingsError`` naming the variable and what it accepts.
 """
 
 from __future__ import annotations
@@ -12,6 +15,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from workloads.gaming.encode import CODECS
+
+#: Bits per pixel per frame for a player's ceiling: 0.1 gives 5.5 Mbit/s at 1280x720@60 and
+#: 12.4 at 1920x1080@60, what services ask for H.264 at those sizes on game content (issue 17:
+#: 15 and 25 Mbit/s for busier pictures than Breakout's); a player starts at half of it.
+MAX_BITS_PER_PIXEL = 0.1
+
+
+def default_kbps(width: int, height: int, fps: int) -> tuple[float, float]:
+    """(start, max) kbps for a picture of this size and rate."""
+    ceiling = MAX_BITS_PER_PIXEL * width * height * fps / 1000
+    return ceiling / 2, ceiling
 
 
 class SettingsError(ValueError):
@@ -30,11 +46,20 @@ class Settings:
     max_duration_s: float = 4 * 3600.0  # the session ends after this long; 0: never
     latency_budget_ms: float = 50.0  # reported with the metrics; the runner judges breaches
     jpeg_quality: int = 75
+    codecs: tuple[str, ...] = CODECS
+    max_kbps: float = 0.0  # 0: ``default_kbps`` for the picture
+    start_kbps: float = 0.0  # 0: as above
     report_every_s: float = 5.0  # how often a {"runner": "metrics"} line is printed
 
     @property
     def resolution(self) -> str:
         return f"{self.width}x{self.height}"
+
+    def kbps(self) -> tuple[float, float]:
+        """(start, max) kbps of a player's stream: the settings' own, or the picture's defaults."""
+        start, ceiling = default_kbps(self.width, self.height, self.fps)
+        ceiling = self.max_kbps or ceiling
+        return min(self.start_kbps or start, ceiling), ceiling
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -59,11 +84,23 @@ class Settings:
             max_duration_s=_float(get("RUNNER_MAX_DURATION_S"), "RUNNER_MAX_DURATION_S", d.max_duration_s),
             latency_budget_ms=_float(get("RUNNER_LATENCY_BUDGET_MS"), "RUNNER_LATENCY_BUDGET_MS", d.latency_budget_ms),
             jpeg_quality=_int(get("GAMING_JPEG_QUALITY"), "GAMING_JPEG_QUALITY", d.jpeg_quality, 1, 100),
+            codecs=parse_codecs(get("GAMING_CODECS")) if get("GAMING_CODECS") else d.codecs,
+            max_kbps=_float(get("GAMING_MAX_KBPS"), "GAMING_MAX_KBPS", d.max_kbps, low=100),
+            start_kbps=_float(get("GAMING_START_KBPS"), "GAMING_START_KBPS", d.start_kbps, low=100),
             report_every_s=_float(get("GAMING_REPORT_EVERY_S"), "GAMING_REPORT_EVERY_S", d.report_every_s, low=0.1),
         )
 
 
 MIN_W, MIN_H, MAX_W, MAX_H = 320, 180, 3840, 2160
+
+
+def parse_codecs(text: str) -> tuple[str, ...]:
+    """``"h264,jpeg"`` -> ("h264", "jpeg"): known codecs, at least one, each once, order kept."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CODECS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise SettingsError(f"GAMING_CODECS: must list {' and/or '.join(CODECS)}, each once, got {text!r}")
+    return tuple(names)
 
 
 def parse_resolution(text: str) -> tuple[int, int]:

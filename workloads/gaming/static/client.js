@@ -1,8 +1,14 @@
 // Browser client of a runner game session: shows the stream, sends inputs, measures.
 //
 // Frames arrive on one WebSocket as binary messages: a 20-byte header (see protocol.py)
-// then a JPEG. Decoding is createImageBitmap (off the main thread); only the newest frame
-// is kept while one decodes, so a slow machine drops frames instead of falling behind.
+// then an H.264 access unit or a JPEG, as the server's "stream" message said. The page asks
+// for H.264 when WebCodecs' VideoDecoder takes it (a secure context: https, or localhost),
+// else for JPEG (`?codecs=jpeg` in the page's URL forces it). Every frame is answered with a
+// receipt {t: "got", id} the moment it arrives: the server paces the stream and sets its
+// bitrate from those (rate.py). H.264 frames all go to the decoder, in order (a delta needs the
+// frames before it; the server already sends fewer frames to a slow link, never a backlog);
+// after an error or a new stream the page waits for a keyframe and asks for one. JPEG is
+// decoded with createImageBitmap, only the newest kept while one decodes.
 // Each input gets an id and its event time; the first drawn frame whose header `ack`
 // reaches that id reflects it, and input-to-frame latency = draw time - event time.
 // Everything is measured on this page's clock (performance.now), so no clock sync.
@@ -17,6 +23,8 @@
                  Space: "fire", ArrowUp: "fire", KeyW: "fire" };
   const STATS_EVERY_MS = 1000, SHOW_EVERY_MS = 250, PENDING_MAX_MS = 5000, WINDOW = 300;
   const PING_EVERY_MS = 1000, RTT_MAX_MS = 60000; // a pong later than this is not a sample
+  const H264 = "avc1.42E02A";    // constrained baseline, level 4.2: up to 1920x1080 at 60 fps
+  const DECODE_BACKLOG_MAX = 8;  // frames queued in the decoder past which it starts again
 
   const canvas = document.getElementById("screen");
   const ctx = canvas.getContext("2d", { alpha: false, desynchronized: true });
@@ -30,8 +38,14 @@
     rtts: [], rtt: null, pings: 0, // round trips (ms): recent samples, the latest, pings sent
     trace: null,                 // set to {frameTimes: [], latencies: []} to keep every sample
     fps: 0, p: percentile,
+    codec: null, stream: null, rate: null, // what the server streams to this page, and why
+    kbps: 0, keyframes: 0, keyframeRequests: 0, decodeErrors: 0,
+    decodeTimes: [],             // ms from arrival to drawn, H.264 (the decoder's own delay)
   };
   let ws = null, nextId = 1, nextPing = 1, decoding = false, queued = null, lastDrawn = null;
+  let decoder = null, needKey = true, lastKeyAsk = -1e9;
+  const meta = new Map();        // H.264 chunk timestamp (frame id) -> {ack, tick}
+  const received = [];           // [arrival time, bytes] of the last second, for kbps
   const pending = new Map();     // input id -> event time (ms), in id order
   let outLatency = [], outFrames = [], outRtt = [], outSkipped = 0; // since the last stats message
   const drawnAt = [];            // draw times of the last second, for fps
@@ -44,25 +58,102 @@
   }
   const keep = (arr, v) => { arr.push(v); if (arr.length > WINDOW) arr.shift(); };
 
-  function connect() {
+  async function decodable() {
+    const asked = new URLSearchParams(location.search).get("codecs");
+    if (asked) return asked;
+    try {
+      if (typeof VideoDecoder === "function" &&
+          (await VideoDecoder.isConfigSupported({ codec: H264, optimizeForLatency: true })).supported) {
+        return "h264,jpeg";
+      }
+    } catch (err) { g.errors.push("VideoDecoder: " + err); }
+    return "jpeg";
+  }
+
+  async function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    ws = new WebSocket(scheme + location.host + "/ws");
+    ws = new WebSocket(scheme + location.host + "/ws?codecs=" + encodeURIComponent(await decodable()));
     ws.binaryType = "arraybuffer";
     ws.onopen = () => { g.connected = true; ping(); };
-    ws.onclose = () => { g.connected = false; pending.clear(); setTimeout(connect, 1000); };
+    ws.onclose = () => {
+      g.connected = false; pending.clear(); resetDecoder(); setTimeout(connect, 1000);
+    };
     ws.onmessage = (ev) => {
       if (typeof ev.data === "string") return onText(JSON.parse(ev.data));
-      if (decoding) { if (queued) { g.skipped++; outSkipped++; } queued = ev.data; return; }
-      show(ev.data);
+      onFrame(ev.data);
     };
+  }
+
+  function onFrame(buf) {
+    const view = new DataView(buf);
+    if (buf.byteLength < HEADER_MIN) { g.errors.push("short frame"); return; }
+    const flags = view.getUint8(1), headerLen = view.getUint16(2, true), id = view.getUint32(4, true);
+    ws.send(JSON.stringify({ t: "got", id }));     // first: this is what the server measures
+    const now = performance.now();
+    received.push([now, buf.byteLength]);
+    while (received.length && received[0][0] < now - 1000) received.shift();
+    if (flags & 1) g.keyframes++;
+    if (g.codec === "h264") return decodeH264(buf, view, headerLen, id, (flags & 1) !== 0);
+    if (decoding) { if (queued) { g.skipped++; outSkipped++; } queued = buf; return; }
+    show(buf);
+  }
+
+  // -- H.264 through WebCodecs --------------------------------------------------------------
+  function resetDecoder() {
+    if (decoder && decoder.state !== "closed") decoder.close();
+    decoder = null; needKey = true; meta.clear();
+  }
+
+  function newDecoder() {
+    decoder = new VideoDecoder({
+      output: (frame) => {
+        const m = meta.get(frame.timestamp);
+        meta.delete(frame.timestamp);
+        // Drawing a VideoFrame converts it to RGB on this thread (5-7 ms at 1280x720 without a
+        // GPU): when a newer frame is already being decoded, this one would only be seen for an
+        // instant, so it is skipped, and a slow page shows fewer frames instead of older ones.
+        if (decoder && decoder.decodeQueueSize > 0) { frame.close(); g.skipped++; outSkipped++; return; }
+        ctx.drawImage(frame, 0, 0, canvas.width, canvas.height);
+        frame.close();
+        if (m) { keep(g.decodeTimes, performance.now() - m.at); drawn(frame.timestamp, m.ack, m.tick); }
+      },
+      error: (err) => { g.decodeErrors++; g.errors.push(String(err)); resetDecoder(); askKeyframe("decoder error"); },
+    });
+    decoder.configure({ codec: H264, optimizeForLatency: true });
+  }
+
+  function askKeyframe(why) {
+    const now = performance.now();
+    if (now - lastKeyAsk < 500 || !ws || ws.readyState !== WebSocket.OPEN) return;
+    lastKeyAsk = now; g.keyframeRequests++;
+    ws.send(JSON.stringify({ t: "keyframe", why }));
+  }
+
+  function decodeH264(buf, view, headerLen, id, key) {
+    if (decoder && decoder.decodeQueueSize > DECODE_BACKLOG_MAX) { resetDecoder(); askKeyframe("decoder behind"); }
+    if (!decoder) newDecoder();
+    if (needKey && !key) { g.skipped++; outSkipped++; askKeyframe("waiting for a keyframe"); return; }
+    needKey = false;
+    meta.set(id, { ack: view.getUint32(8, true), tick: view.getUint32(12, true), at: performance.now() });
+    try {
+      decoder.decode(new EncodedVideoChunk({ type: key ? "key" : "delta", timestamp: id,
+                                             data: new Uint8Array(buf, headerLen) }));
+    } catch (err) {
+      g.decodeErrors++; g.errors.push(String(err)); resetDecoder(); askKeyframe("decode refused");
+    }
   }
 
   function onText(msg) {
     if (msg.t === "hello") {
-      g.hello = msg;
+      g.hello = msg; g.codec = msg.codec || "jpeg";
       if (canvas.width !== msg.width || canvas.height !== msg.height) {
         canvas.width = msg.width; canvas.height = msg.height;
       }
+    } else if (msg.t === "stream") {
+      g.stream = msg; g.codec = msg.codec;
+      resetDecoder();              // a new encoder: its first frame is a keyframe
+    } else if (msg.t === "rate") {
+      g.rate = msg;
     } else if (msg.t === "pong") {
       pong(msg);
     } else if (msg.t === "server") {
@@ -72,6 +163,7 @@
     }
   }
 
+  // -- JPEG -------------------------------------------------------------------------------------
   async function show(buf) {
     decoding = true;
     try {
@@ -183,6 +275,15 @@
     $("lat95").textContent = fmt(p95);
     $("lat95").classList.toggle("warn", p95 !== null && p95 > budget);
     $("frame95").textContent = fmt(percentile(g.frameTimes, 95));
+    while (received.length && received[0][0] < now - 1000) received.shift();
+    g.kbps = received.reduce((sum, r) => sum + r[1], 0) * 8 / 1000;
+    const st = g.stream, r = g.rate;
+    $("stream").textContent = st ? `${st.codec} ${st.width}x${st.height}@${st.fps}` : (g.codec || "-");
+    $("kbps").textContent = fmt(g.kbps / 1000, 2);
+    $("target").textContent = r ? fmt(r.kbps / 1000, 2) : "-";
+    $("reason").textContent = r ? r.reason : "-";
+    $("reason").title = r ? r.detail : "";
+    $("keys").textContent = `${g.keyframes} (asked ${g.keyframeRequests})`;
     const s = g.server;
     $("server").textContent = s ? `${fmt(s.fps)} fps · enc ${fmt(s.encode_ms)} ms · ` +
       `${fmt(s.bitrate_kbps / 1000)} Mbit/s · dropped ${s.dropped} · players ${s.players}` : "-";
