@@ -376,43 +376,6 @@ def maybe_cluster(args: argparse.Namespace, say: Callable[[str], None]) -> Itera
         yield
 
 
-def link_section(
-    args: argparse.Namespace, bares: dict[tuple[str, str], dict[str, float]], say: Callable[[str], None]
-) -> tuple[str, int]:
-    """The shaped-link rows, their table and the density; returns the BENCH keys they add."""
-    from bench import gaming_links
-
-    if args.no_links:
-        return " kbps_8m=nan fps_8m=nan p95_8m_ms=nan fps_1080=nan", 0
-    resolutions = [parse_resolution(r) for r in args.link_resolutions]
-    rows = gaming_links.link_rows(resolutions, args.fps, args.link_seconds, play, say, free_port)
-    held = gaming_links.density(args.fps, args.link_seconds, args.density_max, say, free_port)
-    say("")
-    say(
-        f"{'link':5s} {'picture':9s} {'codec':5s} {'fps':>5s} {'p95 ms':>6s} {'target':>12s} {'Mbit/s':>6s} "
-        f"{'enc ms':>6s} {'bare fps':>8s}  after the drop"
-    )
-    for r in rows:
-        bare_row = bares[(r["resolution"], r["codec"])]
-        target = "<= 75" if r["profile"] == "8m" else ""  # the 8 Mbit/s profile's 40 ms round trip + 35
-        after = f"{r['recovery_s']:.2f}s to >= 55 fps" if "recovery_s" in r else ""
-        say(
-            f"{r['profile']:5s} {r['resolution']:9s} {r['codec']:5s} {r['fps']:5.1f} {r['p95_ms']:6.0f} "
-            f"{target:>12s} {r['kbps'] / 1000:6.2f} {r['encode_cpu_ms']:6.2f} {bare_row['fps']:8.0f}  {after}"
-        )
-    say(f"density: {held} concurrent 1280x720@{args.fps} H.264 sessions at >= 58 fps each")
-
-    def pick(profile: str, resolution: str, key: str) -> float:
-        found = [r for r in rows if (r["profile"], r["resolution"], r["codec"]) == (profile, resolution, "h264")]
-        return found[0][key] if found else math.nan
-
-    keys = (
-        f" kbps_8m={pick('8m', '1280x720', 'kbps'):.0f} fps_8m={pick('8m', '1280x720', 'fps'):.1f}"
-        f" p95_8m_ms={pick('8m', '1280x720', 'p95_ms'):.1f} fps_1080={pick('25m', '1920x1080', 'fps'):.1f}"
-    )
-    return keys, held
-
-
 def _fmt(x: float, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -499,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for name, value, target in rows:
         say(f"{name:38s} {value:>10s}  {target}")
-    links, held = link_section(args, bares, say)
+    from bench.gaming_links import link_section
+
+    links, held = link_section(args, bares, play, free_port, say)
     verdicts = {
         "fps": result["fps"] >= 0.95 * args.fps,
         "latency_p95": result["latency_p95_ms"] <= 50,

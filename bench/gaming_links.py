@@ -39,6 +39,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 RECOVERED_FPS = 55.0
+CODECS = ("h264", "jpeg", "webrtc")  # the session's two, then aiortc's WebRTC as the baseline
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,11 @@ def player_browser(player: Player, origins: list[str]) -> Iterator[Any]:
 
 
 class Session:
-    """``python -m workloads.gaming`` on the head's address (what a provider's container runs)."""
+    """``python -m workloads.gaming`` on the head's address (what a provider's container runs);
+    ``webrtc``: the aiortc baseline (``bench/gaming_webrtc.py``) instead."""
 
-    def __init__(self, host: str, port: int, width: int, height: int, fps: int) -> None:
+    def __init__(self, host: str, port: int, width: int, height: int, fps: int, *, webrtc: bool = False) -> None:
+        self.webrtc = webrtc
         env = {
             **os.environ,
             "PORT": str(port),
@@ -114,10 +117,17 @@ class Session:
             "RUNNER_FPS": str(fps),
             "RUNNER_IDLE_TIMEOUT_S": "120",
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workloads.gaming"], cwd=REPO, env=env, stdout=subprocess.DEVNULL
-        )
+        argv = [sys.executable, "-m", "workloads.gaming"]
+        if webrtc:
+            argv = [sys.executable, "-m", "bench.gaming_webrtc", "--host", host, "--port", str(port)]
+            argv += ["--resolution", f"{width}x{height}", "--fps", str(fps)]
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
         self.url = f"http://{host}:{port}/"
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the session process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -174,12 +184,13 @@ def measure(
 
     page = context.new_page()
     try:
-        page.goto(session.url + f"?codecs={codec}", wait_until="domcontentloaded", timeout=30_000)
+        query = "" if session.webrtc else f"?codecs={codec}"
+        page.goto(session.url + query, wait_until="domcontentloaded", timeout=30_000)
         page.wait_for_function("() => window.gaming && window.gaming.frames > 0", timeout=30_000)
         page.locator("#screen").focus()
         play(page, 3.0, random.Random(1))
         gp.start_trace(page)
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), session.cpu_s()
         changed_at = None
         if change is not None:
             play(page, seconds / 2, random.Random(2))
@@ -189,6 +200,7 @@ def measure(
         else:
             play(page, seconds, random.Random(2))
         trace = gp.take_trace(page)
+        cpu_share = (session.cpu_s() - cpu0) / (time.monotonic() - t0)
         stats = gp.stats(page)
         server = httpx.get(session.url + "metrics", timeout=5).json()
     finally:
@@ -202,7 +214,8 @@ def measure(
         "kbps": stats["kbps"],
         "rtt_ms": float(np.median(stats["rtts"])) if stats["rtts"] else math.nan,
         "encode_cpu_ms": (server["encode_cpu_ms"] or math.nan) + (server["convert_ms"] or 0.0),
-        "target_kbps": (stats["rate"] or {}).get("kbps", math.nan),
+        "server_cpu": cpu_share,  # the whole session process, share of one core
+        "target_kbps": (stats["rate"] or {}).get("kbps") or math.nan,
         "reason": (stats["rate"] or {}).get("reason", "-"),
         "picture": f"{(stats['stream'] or {}).get('width')}x{(stats['stream'] or {}).get('height')}",
     }
@@ -225,13 +238,22 @@ def link_rows(
     with player_network() as player:
         head = player.net.head_address
         sessions = {res: Session(head, free_port(), res[0], res[1], fps) for res in resolutions}
+        # a WebRTC baseline process per row (started and stopped around it): an aiortc peer whose
+        # page has gone keeps encoding until ICE gives up, which would load the rows after it
+        webrtc_ports = {res: free_port() for res in resolutions}
+        origins = [s.url.rstrip("/") for s in sessions.values()] + [f"http://{head}:{p}" for p in webrtc_ports.values()]
         try:
             for session in sessions.values():
                 _wait_healthy(session.url)
-            with player_browser(player, [s.url.rstrip("/") for s in sessions.values()]) as context:
+            with player_browser(player, origins) as context:
                 for profile in PROFILES:
-                    for (w, h), session in sessions.items():
-                        for codec in ("h264", "jpeg"):
+                    for w, h in sessions:
+                        for codec in CODECS:
+                            if codec == "webrtc":
+                                session = Session(head, webrtc_ports[(w, h)], w, h, fps, webrtc=True)
+                                _wait_healthy(session.url)
+                            else:
+                                session = sessions[(w, h)]
                             player.shape(profile)
                             change = None
                             if profile.drop_to_mbit is not None:
@@ -240,7 +262,11 @@ def link_rows(
                                 def change(p: Profile = profile, d: float = drop) -> None:
                                     player.shape(p, mbit=d)
 
-                            row = measure(context, session, codec, seconds, play, change=change)
+                            try:
+                                row = measure(context, session, codec, seconds, play, change=change)
+                            finally:
+                                if codec == "webrtc":
+                                    session.stop()
                             row.update(profile=profile.name, resolution=f"{w}x{h}")
                             rows.append(row)
                             say(_row_line(row))
@@ -256,7 +282,8 @@ def _row_line(r: dict[str, Any]) -> str:
         f"link {r['profile']:>4s} {r['resolution']:>9s} {r['codec']:>4s}: {r['fps']:5.1f} fps, "
         f"input-to-frame p50 {r['p50_ms']:.0f} p95 {r['p95_ms']:.0f} ms, rtt {r['rtt_ms']:.0f} ms, "
         f"{r['kbps'] / 1000:.2f} Mbit/s (target {r['target_kbps'] / 1000:.2f}, {r['reason']}), "
-        f"picture {r['picture']}, encoder CPU {r['encode_cpu_ms']:.2f} ms/frame{extra}"
+        f"picture {r['picture']}, encoder CPU {r['encode_cpu_ms']:.2f} ms/frame, "
+        f"session process {r['server_cpu']:.0%} of a core{extra}"
     )
 
 
@@ -305,3 +332,45 @@ def density(
             break
         held = n
     return held
+
+
+def link_section(
+    args: Any,
+    bares: dict[tuple[str, str], dict[str, float]],
+    play: Callable[[Any, float, random.Random], int],
+    free_port: Callable[[], int],
+    say: Callable[[str], None],
+) -> tuple[str, int]:
+    """The rows, their table and the density for ``bench/gaming.py`` (``args``: its options;
+    ``bares``: its bare loops by (picture, codec)); returns the BENCH keys they add and density."""
+    from workloads.gaming.settings import parse_resolution
+
+    if args.no_links:
+        return " kbps_8m=nan fps_8m=nan p95_8m_ms=nan fps_1080=nan", 0
+    resolutions = [parse_resolution(r) for r in args.link_resolutions]
+    rows = link_rows(resolutions, args.fps, args.link_seconds, play, say, free_port)
+    held = density(args.fps, args.link_seconds, args.density_max, say, free_port)
+    say("")
+    say(
+        f"{'link':5s} {'picture':9s} {'codec':5s} {'fps':>5s} {'p95 ms':>6s} {'target':>12s} {'Mbit/s':>6s} "
+        f"{'enc ms':>6s} {'bare fps':>8s} {'proc':>5s}  after the drop"
+    )
+    for r in rows:
+        bare_row = bares.get((r["resolution"], r["codec"]), {"fps": math.nan})  # WebRTC: aiortc's own loop
+        target = "<= 75" if r["profile"] == "8m" else ""  # the 8 Mbit/s profile's 40 ms round trip + 35
+        after = f"{r['recovery_s']:.2f}s to >= 55 fps" if "recovery_s" in r else ""
+        say(
+            f"{r['profile']:5s} {r['resolution']:9s} {r['codec']:5s} {r['fps']:5.1f} {r['p95_ms']:6.0f} "
+            f"{target:>12s} {r['kbps'] / 1000:6.2f} {r['encode_cpu_ms']:6.2f} {bare_row['fps']:8.0f} {r['server_cpu']:5.0%}  {after}"
+        )
+    say(f"density: {held} concurrent 1280x720@{args.fps} H.264 sessions at >= 58 fps each")
+
+    def pick(profile: str, resolution: str, key: str) -> float:
+        found = [r for r in rows if (r["profile"], r["resolution"], r["codec"]) == (profile, resolution, "h264")]
+        return found[0][key] if found else math.nan
+
+    keys = (
+        f" kbps_8m={pick('8m', '1280x720', 'kbps'):.0f} fps_8m={pick('8m', '1280x720', 'fps'):.1f}"
+        f" p95_8m_ms={pick('8m', '1280x720', 'p95_ms'):.1f} fps_1080={pick('25m', '1920x1080', 'fps'):.1f}"
+    )
+    return keys, held

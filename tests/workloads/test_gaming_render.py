@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import av
 import numpy as np
@@ -11,7 +13,7 @@ import simplejpeg
 
 from workloads.gaming import breakout as bo
 from workloads.gaming import render
-from workloads.gaming.encode import H264Encoder, JpegEncoder, Picture, to_picture
+from workloads.gaming.encode import H264Encoder, JpegEncoder, Picture, to_picture, usable_cores
 from workloads.gaming.games import get_game
 from workloads.gaming.inputs import InputMixer
 from workloads.gaming.loop import Frame, GameLoop
@@ -120,6 +122,40 @@ def test_a_lower_rung_encodes_the_full_picture_scaled() -> None:
     assert isinstance(picture, Picture) and (picture.width, picture.height) == (1280, 720)
     frames = _decode(encoded.payload)
     assert (frames[0].width, frames[0].height) == (640, 360)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "100000 100000\n"}, 1),  # `docker run --cpus 1`, cgroup v2
+        ({"cpu.max": "50000 100000\n"}, 1),  # half a core is still one thread
+        ({"cpu.max": "max 100000\n"}, None),  # no quota: every CPU it may run on
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files at all
+    ],
+)
+def test_the_encoder_threads_follow_the_cores_the_quota_allows(
+    tmp_path: Path, files: dict[str, str], expected: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    cores = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path) == (expected if expected is not None else cores)
+    assert usable_cores(tmp_path) <= cores
+
+
+def test_a_threaded_h264_encoder_counts_its_threads_cpu() -> None:
+    # x264's slice threads do most of a threaded encoder's work: the calling thread's time alone
+    # would show a fraction of it. One thread and two must report about the same CPU per frame.
+    rng = np.random.default_rng(3)
+    pictures = [to_picture((rng.random((720, 1280, 3)) * 255).astype(np.uint8)) for _ in range(4)]
+    cpu = {}
+    for threads in (1, 2):
+        encoder = H264Encoder(1280, 720, 60, kbps=4000, max_kbps=8000, threads=threads)
+        cpu[threads] = sum(encoder.encode(pictures[i % 4]).cpu_ms for i in range(12))
+    assert cpu[2] > 0.6 * cpu[1], cpu
 
 
 def test_metrics_summarise_frames_drops_and_client_reports() -> None:

@@ -13,11 +13,15 @@ from workloads.gaming import breakout as bo
 from workloads.gaming.games import get_game
 from workloads.gaming.inputs import InputMixer, Inputs
 from workloads.gaming.protocol import (
+    KEYFRAME,
     ClientStats,
+    KeyframeRequest,
     KeyInput,
     Ping,
     PointerInput,
     ProtocolError,
+    Receipt,
+    choose_codec,
     pack_frame,
     parse_client_message,
     unpack_frame,
@@ -198,6 +202,17 @@ def test_frame_header_round_trips() -> None:
     fields, payload = unpack_frame(message)
     assert fields == {"version": 1, "flags": 0, "frame_id": 12, "ack": 5, "tick": 99, "encode_us": 1500}
     assert payload == b"\xff\xd8jpeg"
+    keyframe, _ = unpack_frame(pack_frame(13, 5, 100, 900, b"\x00\x00\x00\x01", keyframe=True))
+    assert keyframe["flags"] == KEYFRAME == 1
+
+
+def test_the_codec_is_the_first_the_page_offers_that_the_session_streams() -> None:
+    assert choose_codec("h264,jpeg", ("h264", "jpeg")) == "h264"
+    assert choose_codec("av1, H264 ,jpeg", ("jpeg", "h264")) == "h264"  # the page's order, any case
+    assert choose_codec("h264", ("jpeg",)) is None
+    assert choose_codec(None, ("h264", "jpeg")) == "jpeg"  # a page from before codecs: JPEG
+    assert choose_codec("", ("h264",)) is None
+    assert choose_codec(",".join(["x"] * 50 + ["h264"]), ("h264",)) is None  # only the first 8 count
 
 
 def test_client_messages_parse() -> None:
@@ -212,6 +227,9 @@ def test_client_messages_parse() -> None:
     assert stats.rtt_ms == ()  # a client older than pings sends no rtt_ms, and is still valid
     with_rtt = parse_client_message(json.dumps({"t": "stats", "fps": 60, "rtt_ms": [0.4, 27]}))
     assert isinstance(with_rtt, ClientStats) and with_rtt.rtt_ms == (0.4, 27.0)
+    assert parse_client_message('{"t":"got","id":42}') == Receipt(id=42)
+    assert parse_client_message('{"t":"keyframe","why":"decoder error"}') == KeyframeRequest(why="decoder error")
+    assert parse_client_message('{"t":"keyframe"}') == KeyframeRequest(why="")
 
 
 def test_a_ping_parses_and_its_pong_echoes_ts_and_id() -> None:
@@ -244,6 +262,10 @@ def test_a_ping_parses_and_its_pong_echoes_ts_and_id() -> None:
         ('{"t":"ping","ts":NaN}', "ts:"),
         ('{"t":"ping","ts":Infinity}', "ts:"),
         ('{"t":"ping","ts":1,"id":0}', "id:"),
+        ('{"t":"got"}', "id:"),
+        ('{"t":"got","id":-3}', "id:"),
+        ('{"t":"keyframe","why":7}', "why:"),
+        ('{"t":"keyframe","why":"' + "x" * 201 + '"}', "why:"),
         ('{"t":"warp"}', "t:"),
     ],
 )
@@ -268,6 +290,9 @@ def test_settings_defaults_and_contract_variables() -> None:
     )
     assert (s.port, s.game, s.fps, s.width, s.height) == (9000, "breakout", 30, 640, 360)
     assert (s.idle_timeout_s, s.max_duration_s, s.latency_budget_ms) == (12.5, 0.0, 40.0)
+    assert s.codecs == ("h264", "jpeg") and s.kbps() == (345.6, 691.2)  # 0.1 bit/pixel/frame, half to start
+    own = Settings.from_env({"GAMING_CODECS": "JPEG", "GAMING_MAX_KBPS": "3000", "GAMING_START_KBPS": "5000"})
+    assert own.codecs == ("jpeg",) and own.kbps() == (3000.0, 3000.0)  # the start never above the ceiling
 
 
 @pytest.mark.parametrize(
@@ -280,6 +305,11 @@ def test_settings_defaults_and_contract_variables() -> None:
         ({"RUNNER_RESOLUTION": "1281x720"}, "RUNNER_RESOLUTION"),
         ({"RUNNER_IDLE_TIMEOUT_S": "-1"}, "RUNNER_IDLE_TIMEOUT_S"),
         ({"RUNNER_MAX_DURATION_S": "soon"}, "RUNNER_MAX_DURATION_S"),
+        ({"GAMING_CODECS": "h265"}, "GAMING_CODECS"),
+        ({"GAMING_CODECS": "h264,h264"}, "GAMING_CODECS"),
+        ({"GAMING_CODECS": ","}, "GAMING_CODECS"),
+        ({"GAMING_MAX_KBPS": "10"}, "GAMING_MAX_KBPS"),
+        ({"GAMING_START_KBPS": "lots"}, "GAMING_START_KBPS"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:

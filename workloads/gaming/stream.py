@@ -136,7 +136,8 @@ class Stream:
             "width": rung.width,
             "height": rung.height,
             "fps": rung.fps,
-            "kbps": round(d.kbps, 1),
+            # JPEG has no bitrate to set (its size follows its quality): its window is its only rein
+            "kbps": round(d.kbps, 1) if self.codec == "h264" else None,
             "reason": d.reason,
             "detail": d.detail,
             "sent_kbps": round(c.sent_kbps(now), 1),

@@ -280,7 +280,7 @@
     const st = g.stream, r = g.rate;
     $("stream").textContent = st ? `${st.codec} ${st.width}x${st.height}@${st.fps}` : (g.codec || "-");
     $("kbps").textContent = fmt(g.kbps / 1000, 2);
-    $("target").textContent = r ? fmt(r.kbps / 1000, 2) : "-";
+    $("target").textContent = r && r.kbps !== null ? fmt(r.kbps / 1000, 2) : "-";
     $("reason").textContent = r ? r.reason : "-";
     $("reason").title = r ? r.detail : "";
     $("keys").textContent = `${g.keyframes} (asked ${g.keyframeRequests})`;
