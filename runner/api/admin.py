@@ -58,8 +58,9 @@ def _usd(value: float | None) -> int | None:
     return None if value is None else ledger.to_micros(value)
 
 
-#: A stake deposit: more than nothing, at most ``MAX_USD`` (every amount here is finite and bounded).
-Deposit = bounded(float, gt=0, le=MAX_USD)
+#: A stake deposit: at least a micro-USD, the ledger's unit (a smaller amount would round to nothing,
+#: which a deposit may not be), at most ``MAX_USD`` (every amount here is finite and bounded).
+Deposit = bounded(float, ge=1 / ledger.MICROS, le=MAX_USD)
 #: A join token's lifetime in seconds: at most 30 days.
 TokenTtl = bounded(float, gt=0, le=30 * 86_400)
 
@@ -148,9 +149,10 @@ def add_provider(
     kyc: Annotated[KYC, Body()] = KYC.PENDING,
     stake_usd: Annotated[Usd, Body()] = 0.0,
 ) -> dict[str, Any]:
+    stake = _usd(stake_usd) or 0  # under half a micro-USD is no stake at all: the ledger counts micros
     p = ctx.store.add_provider(id, country=country, kyc=kyc)
-    if stake_usd:
-        ctx.store.post(ledger.stake_deposit(id, _usd(stake_usd) or 0, key=f"stake:{id}:initial"))
+    if stake > 0:
+        ctx.store.post(ledger.stake_deposit(id, stake, key=f"stake:{id}:initial"))
     return provider_json(ctx, p)
 
 

@@ -390,6 +390,7 @@ class TenantTotals(TypedDict):
 
     charges: int
     credits: int
+    refunds: Annotated[int, Field(description="Preemption refunds received less those paid.")]
     owed: int
     budget: NotRequired[int | None]
     budget_left: NotRequired[int | None]

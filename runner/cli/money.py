@@ -26,7 +26,7 @@ def bill(
     tenant: Annotated[str | None, typer.Option(help="Another tenant's bill (operator only).")] = None,
     as_json: JSON = False,
 ) -> None:
-    """Your bill: per-second usage of every replica, SLA credits, what you owe, budget left."""
+    """Your bill: per-second usage of every replica, SLA credits, preemption refunds, what you owe, budget left."""
     bills = client(operator=True).admin("GET", "/bills", params={"tenant": tenant}) if tenant else [client().bill()]
     if as_json:
         print_json(bills if tenant else bills[0])

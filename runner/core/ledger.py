@@ -47,6 +47,7 @@ class TxKind(StrEnum):
     STAKE = "stake"
     SLASH = "slash"
     PAYOUT = "payout"
+    REFUND = "refund"
 
 
 class SlashCause(StrEnum):
@@ -230,6 +231,24 @@ def slash(
     )
 
 
+def preemption_refund(
+    *, victim_tenant: str, session_tenant: str, amount: int, key: str, refs: Mapping[str, Any]
+) -> Transaction | None:
+    """The tenant whose session stopped another tenant's job pays that tenant back ``amount``, what
+    the job's thrown-away attempt was billed (``budget.spent_by_replicas``): priority buys the room,
+    not the right to waste another's money. None: nothing to move (its own job, or nothing billed)."""
+    if victim_tenant == session_tenant or amount <= 0:
+        return None
+    return _tx(
+        key,
+        TxKind.REFUND,
+        f"preempted for a session of {session_tenant}",
+        {**refs, "tenant": victim_tenant, "paid_by": session_tenant},
+        (tenant_account(session_tenant), -amount),
+        (tenant_account(victim_tenant), amount),
+    )
+
+
 # ----------------------------------------------------------------------------- reading
 def balances(transactions: Iterable[Transaction]) -> dict[str, int]:
     out: dict[str, int] = {}
@@ -249,15 +268,20 @@ class Statement:
 
 
 def tenant_statement(tenant: str, transactions: Iterable[Transaction], budget: int | None = None) -> Statement:
-    """A tenant's bill: usage charges, SLA credits, net owed and budget left."""
+    """A tenant's bill: usage charges, SLA credits, preemption refunds (received less paid), net
+    owed and budget left."""
     account = tenant_account(tenant)
     lines = tuple(tx for tx in transactions if any(p.account == account for p in tx.postings))
-    charges = -sum(p.amount for tx in lines if tx.kind is TxKind.USAGE for p in tx.postings if p.account == account)
-    credits = sum(p.amount for tx in lines if tx.kind is TxKind.SLASH for p in tx.postings if p.account == account)
-    totals = {"charges": charges, "credits": credits, "owed": charges - credits}
+
+    def net(kind: TxKind) -> int:
+        return sum(p.amount for tx in lines if tx.kind is kind for p in tx.postings if p.account == account)
+
+    charges, credits, refunds = -net(TxKind.USAGE), net(TxKind.SLASH), net(TxKind.REFUND)
+    owed = charges - credits - refunds  # minus the account's balance: what budget_use.py reads too
+    totals = {"charges": charges, "credits": credits, "refunds": refunds, "owed": owed}
     if budget is not None:
         totals["budget"] = budget
-        totals["budget_left"] = budget - (charges - credits)
+        totals["budget_left"] = budget - owed
     return Statement(account=account, lines=lines, totals=totals)
 
 

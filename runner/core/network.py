@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from runner.core.errors import ConfigError
 from runner.core.ledger import MarketConfig, SlashCause, to_micros
 from runner.core.policy import PolicyConfig
+from runner.core.preemption import PreemptionRules
 from runner.core.sla import SLAConfig
 
 
@@ -81,9 +82,15 @@ class _Limits(_Strict):
     long_polls_total: int = Field(ge=1, le=1000)
 
 
+class _Preemption(_Strict):
+    victim_cooldown_minutes: float = Field(ge=0, le=7 * 24 * 60)
+    others_per_tenant_per_hour: int = Field(ge=0, le=10_000)
+
+
 class _Network(_Strict):
     policy: _Policy
     market: _Market
+    preemption: _Preemption
     sla: _SLA
     checker: _Checker
     onboarding: _Onboarding
@@ -117,6 +124,7 @@ class NetworkConfig:
     #: Machines may join with simulated GPUs off CPU mode (``runner.core.approval``): a test network's.
     simulated_gpus: bool
     limits: LimitsConfig
+    preemption: PreemptionRules
 
 
 def default_network_path() -> Path:
@@ -139,7 +147,9 @@ def _read(source: Path) -> dict[str, Any]:
         raise ConfigError(str(source), "", f"invalid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
     if not isinstance(raw, dict):
         raise ConfigError(
-            str(source), "", "expected a mapping of sections (policy, market, sla, checker, onboarding, limits)"
+            str(source),
+            "",
+            "expected a mapping of sections (policy, market, preemption, sla, checker, onboarding, limits)",
         )
     return raw
 
@@ -187,4 +197,8 @@ def load_network(path: str | os.PathLike[str] | None = None) -> NetworkConfig:
         stake_micros=to_micros(m.stake_usd),
         simulated_gpus=n.onboarding.simulated_gpus,
         limits=LimitsConfig(**n.limits.model_dump()),
+        preemption=PreemptionRules(
+            victim_cooldown_s=n.preemption.victim_cooldown_minutes * 60,
+            others_per_tenant_per_hour=n.preemption.others_per_tenant_per_hour,
+        ),
     )

@@ -12,6 +12,12 @@ replica-seconds of the current attempt (a job that just started costs almost not
 a gang of 8 that has run for an hour costs the most). Ties go to the better-scored node, then to
 the workload id, so the choice is deterministic.
 
+Not at will: a hostile tenant could start sessions to stop a rival's jobs again and again. So a
+workload stopped for a session is not stopped for one again for a while (``victim_cooldown_s``),
+one tenant's sessions may stop only so many other tenants' workloads an hour
+(``others_per_tenant_per_hour``; its own work it may stop as it likes), and the tenant pays the
+victim back what the thrown-away attempt was billed (``ledger.preemption_refund``).
+
 Capacity already on its way out (replicas of jobs being stopped for a drain, a budget, a cancel
 or an earlier preemption) counts as free: if that is enough, the session waits for it instead
 of stopping one more job. That is what keeps one waiting session from preempting a new job on
@@ -43,12 +49,53 @@ def priority(kind: str) -> int:
 
 
 @dataclass(frozen=True)
+class PreemptionRules:
+    """How often work may be stopped for sessions: the network rules' ``preemption`` section."""
+
+    victim_cooldown_s: float
+    others_per_tenant_per_hour: int
+
+
+@dataclass(frozen=True)
+class PastPreemption:
+    """One earlier preemption, as its audit entry records it."""
+
+    ts: float
+    session_tenant: str
+    victim: str
+    victim_tenant: str
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What a tenant's session may stop now: not the ``protected`` workloads, and other tenants'
+    work only while ``others`` is true."""
+
+    protected: frozenset[str]
+    others: bool
+
+
+HOUR_S = 3600.0
+
+
+def allowance(past: Iterable[PastPreemption], now: float, tenant_id: str, rules: PreemptionRules) -> Allowance:
+    """The rate rules over the preemptions so far (the audit log is their record)."""
+    past = list(past)
+    protected = frozenset(p.victim for p in past if now - p.ts < rules.victim_cooldown_s)
+    stopped_others = sum(
+        1 for p in past if p.session_tenant == tenant_id and p.victim_tenant != tenant_id and now - p.ts < HOUR_S
+    )
+    return Allowance(protected=protected, others=stopped_others < rules.others_per_tenant_per_hour)
+
+
+@dataclass(frozen=True)
 class Holder:
     """A workload holding capacity now: its load per node and what stopping it would cost."""
 
     workload_id: str
     kind: str
     loads: Mapping[str, Load]
+    tenant_id: str = ""
     #: Replica-seconds of the current attempt that stopping it throws away (or redoes).
     lost_s: float = 0.0
     #: Already being stopped (drain, budget, cancel, an earlier preemption): its load is leaving.
@@ -90,10 +137,16 @@ def fits_after(table: NodeTable, i: int, d: Demand, freed: Load) -> bool:
 
 
 def plan_preemption(
-    placer: Placer, d: Demand, tenant: TenantFacts, kind: str, holders: Iterable[Holder]
+    placer: Placer,
+    d: Demand,
+    tenant: TenantFacts,
+    kind: str,
+    holders: Iterable[Holder],
+    allowed: Allowance = Allowance(frozenset(), True),
 ) -> Plan | None:
     """How to make room for a workload ``placer`` just refused, or None when stopping lower-
-    priority work cannot help (no victim kind, a gang, or no node passes the other rules)."""
+    priority work cannot help (no victim kind, a gang, or no node passes the other rules) or
+    ``allowed`` (the rate rules, ``allowance``) leaves no job that would."""
     victims_of = PREEMPTS.get(kind)
     if not victims_of or d.replicas != 1:
         return None
@@ -115,7 +168,9 @@ def plan_preemption(
             return Plan(node=name)
     options: list[tuple[float, float, str, str]] = []
     for h in holders:
-        if h.stopping or h.kind not in victims_of:
+        if h.stopping or h.kind not in victims_of or h.workload_id in allowed.protected:
+            continue
+        if not allowed.others and h.tenant_id != tenant.id:
             continue
         for name, load in h.loads.items():
             i = table.position.get(name)

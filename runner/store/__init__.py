@@ -34,12 +34,12 @@ from runner.store.models import (
     UptimeDay,
     Workload,
 )
-from runner.store.money import LedgerStore
+from runner.store.preemptions import PreemptionStore
 from runner.store.secrets import SecretStore
 from runner.store.workloads import WorkloadStore, new_workload_id
 
 
-class Store(LedgerStore, ImagePinStore, EndpointStore, SecretStore, ApiKeyStore, WorkloadStore):
+class Store(PreemptionStore, ImagePinStore, EndpointStore, SecretStore, ApiKeyStore, WorkloadStore):
     """All reads and writes of runner's state. Thread-safe: one short session per call."""
 
 

@@ -188,5 +188,5 @@ class LedgerStore(PartiesStore):
             return {account: int(total) for account, total in s.execute(q)}
 
     def tenant_spent(self, tenant_id: str) -> int:
-        """What the tenant owes so far (charges minus credits): its budget's consumption."""
+        """What the tenant owes so far (charges less credits and refunds): its budget's consumption."""
         return -self.balance(ledger.tenant_account(tenant_id))

@@ -103,7 +103,7 @@ class Supervisor:
             "inference": ServiceController(self),
             "gaming": SessionController(self),
         }
-        self.preemptor = Preemptor(self)
+        self.preemptor = Preemptor(self, config.preemption)
         self.checker = Checker(store, config, self.cluster)
         self.network_store = settings.network_store
         self.store_credentials = (

@@ -165,14 +165,24 @@ def test_a_control_plane_crash_keeps_the_session_and_its_player(cluster_settings
     assert again.session_wait(s["id"], until="ended", timeout_s=60)["state"] == "SUCCEEDED"
 
 
-def test_a_full_fleet_preempts_a_batch_job_for_a_session(client: Any, operator: Any) -> None:
+def test_a_full_fleet_preempts_another_tenants_batch_job_for_a_session_and_refunds_it(
+    cluster_settings: Settings, client: Any, operator: Any
+) -> None:
+    from tests.integration.test_market import tenant_client
+
+    rival = tenant_client(cluster_settings, operator, "rival-labs", country="DE")
     gpu_job = {"gpu": "RTX4090", "cpu": 0.5, "memory": "1GB"}
     blocker = client.submit(smoke(env={"SMOKE_SLEEP": "300"}, resources=gpu_job, placement={"countries": ["NL"]}))
     victim = sid = None
     try:
         assert client.wait(blocker["id"], until="running", timeout_s=120)["node"] == "ams-4090-1"
-        victim = client.submit(smoke(env={"SMOKE_SLEEP": "300"}, resources=gpu_job))
-        assert client.wait(victim["id"], until="running", timeout_s=120)["node"] == "tyo-4090-1"  # the last 4090
+        victim = rival.submit(smoke(env={"SMOKE_SLEEP": "300"}, resources=gpu_job))
+        assert rival.wait(victim["id"], until="running", timeout_s=120)["node"] == "tyo-4090-1"  # the last 4090
+        first = wait_for(
+            lambda: (r := rival.get(victim["id"])["replicas"][0])["metered_s"] >= 2 and r,
+            timeout_s=60,
+            what="the rival's job to be billed a few seconds",
+        )
         client.cancel(blocker["id"])
         assert client.wait(blocker["id"], timeout_s=60)["state"] == "CANCELLED"  # a 4090, far from Tokyo, is free
         # Only tyo-4090-1 is within 50 ms of ap-northeast, and its GPU is taken by the batch job.
@@ -181,24 +191,44 @@ def test_a_full_fleet_preempts_a_batch_job_for_a_session(client: Any, operator: 
         serving = client.session_wait(sid, timeout_s=120)
         assert serving["phase"] == "serving" and serving["node"] == "tyo-4090-1", serving
         moved = wait_for(
-            lambda: (g := client.get(victim["id"]))["state"] == "RUNNING" and g["attempts"] == 2 and g,
+            lambda: (g := rival.get(victim["id"]))["state"] == "RUNNING" and g["attempts"] == 2 and g,
             timeout_s=120,
             what="the preempted batch job to run again elsewhere",
         )
         assert moved["node"] == "ams-4090-1" and moved["relocations"] == 1
-        assert any(f"preempted by session {sid} on tyo-4090-1" in m for m in events_of(client, victim["id"]))
+        assert any(f"preempted by session {sid} on tyo-4090-1" in m for m in events_of(rival, victim["id"]))
         assert any(m.startswith(f"preempting batch {victim['id']} on tyo-4090-1") for m in events_of(client, sid))
         audit = operator.admin("GET", "/audit", params={"kind": "preemption", "limit": 10_000})
         entry = next(e["payload"] for e in audit if e["payload"]["session"] == sid)
         assert entry["victim"] == victim["id"] and entry["node"] == "tyo-4090-1"
+        assert (entry["tenant"], entry["victim_tenant"]) == ("local", "rival-labs")
+
+        # The thrown-away attempt is refunded to the rival, by the session's tenant: what it was
+        # billed up to the decision, never more than its usage lines (the meter ran on while it stopped).
+        def lines(bill: Any, kind: str) -> list[Any]:
+            return [
+                line for line in bill["lines"] if line["kind"] == kind and line["refs"].get("victim") == victim["id"]
+            ]
+
+        refund = lines(rival.bill(), "refund")
+        assert [line["amount"] for line in refund] == [entry["refund_micros"]], refund
+        used = -sum(
+            line["amount"]
+            for line in rival.bill()["lines"]
+            if line["kind"] == "usage" and line["refs"]["replica"] == first["key"]
+        )
+        assert 0 < entry["refund_micros"] <= used, (entry, used)
+        assert [line["amount"] for line in lines(client.bill(), "refund")] == [-entry["refund_micros"]]
+        assert rival.bill()["totals"]["refunds"] == entry["refund_micros"]
     finally:
         if sid:
             client.session_end(sid)
-        for w in (blocker, victim):
-            if w:
-                client.cancel(w["id"])
+        if blocker:
+            client.cancel(blocker["id"])
+        if victim:
+            rival.cancel(victim["id"])
     assert client.session_wait(sid, until="ended", timeout_s=60)["state"] == "SUCCEEDED"
-    assert client.wait(victim["id"], timeout_s=60)["state"] == "CANCELLED"
+    assert rival.wait(victim["id"], timeout_s=60)["state"] == "CANCELLED"
 
 
 def test_a_sustained_fps_shortfall_is_an_sla_breach(cluster_settings: Settings, client: Any, operator: Any) -> None:

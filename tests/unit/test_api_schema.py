@@ -125,7 +125,7 @@ def _answering(answer: Any) -> Any:
 def test_a_typed_answer_is_checked_and_filtered(bare_app: Any) -> None:
     """The answers are TypedDicts: FastAPI validates one as it would a model, drops the keys it
     lacks, leaves a ``NotRequired`` key out where the route's dict does, and refuses a wrong type."""
-    totals = {"charges": 1, "credits": 0, "owed": 1}
+    totals = {"charges": 1, "credits": 0, "refunds": 0, "owed": 1}
     bill = {"tenant": "acme", "account": "tenant:acme", "totals": totals, "lines": []}
     answers = {
         "/plain": {**bill, "extra": 1},
@@ -142,7 +142,7 @@ def test_a_typed_answer_is_checked_and_filtered(bare_app: Any) -> None:
     # In the schema: a component per TypedDict, the keys that may be absent not required.
     components = bare_app.openapi()["components"]["schemas"]
     assert components["Bill"]["properties"]["totals"] == {"$ref": "#/components/schemas/TenantTotals"}
-    assert components["TenantTotals"]["required"] == ["charges", "credits", "owed"]
+    assert components["TenantTotals"]["required"] == ["charges", "credits", "refunds", "owed"]
     assert components["ErrorAnswer"]["required"] == ["error", "message"]
     # The two unions are named components too, with what they are for.
     for name, members in (

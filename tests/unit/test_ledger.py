@@ -90,6 +90,7 @@ def test_statements_for_a_tenant_and_a_provider() -> None:
     assert bill.totals == {
         "charges": 2_500_000,
         "credits": 2_500_000,
+        "refunds": 0,
         "owed": 0,
         "budget": 10 * MICROS,
         "budget_left": 10 * MICROS,

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runner.core import ledger
 from runner.core.contract import memory_limit_mb
 from runner.core.network import LimitsConfig, default_network
 from runner.core.policy import KYC
@@ -132,3 +133,20 @@ def test_a_replica_without_a_memory_request_gets_a_limit_all_the_same() -> None:
 
     assert limit(cpu=2) == 8192 and limit(cpu=0.1) == 1024  # 4 GiB a core, at least 1 GiB
     assert limit(cpu=2, memory="512MB") == 512  # what the spec asks for, when it asks
+
+
+def test_a_stake_too_small_for_the_ledger_is_refused_or_counted_as_none_never_a_500(
+    api: tuple[Store, Settings, Any],
+) -> None:
+    # Found by the API fuzzer: 7.35e-287 USD passed `> 0`, rounded to 0 micros, and the ledger's
+    # refusal of a zero deposit came back as a 500.
+    store, settings, _app = api
+    with client(settings, {"Authorization": f"Bearer {store.create_operator_key()}"}) as http:
+        made = http.post("/v1/admin/providers", json={"id": "tiny", "country": "DE", "stake_usd": 7.35e-287})
+        assert made.status_code == 201, made.text
+        assert store.balance(ledger.stake_account("tiny")) == 0  # under half a micro is no stake
+        refused = http.post("/v1/admin/providers/tiny/stake", json={"usd": 1e-9, "key": "k1"})
+        assert refused.status_code == 422 and "usd" in refused.text, refused.text
+        taken = http.post("/v1/admin/providers/tiny/stake", json={"usd": 1e-6, "key": "k2"})
+        assert taken.status_code == 200, taken.text
+        assert store.balance(ledger.stake_account("tiny")) == 1

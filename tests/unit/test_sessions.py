@@ -15,7 +15,15 @@ from runner.core.network import default_network
 from runner.core.nodetable import Load, NodeRow, NodeTable
 from runner.core.placement import Placer
 from runner.core.policy import KYC, TenantFacts
-from runner.core.preemption import Holder, plan_preemption, priority
+from runner.core.preemption import (
+    Allowance,
+    Holder,
+    PastPreemption,
+    PreemptionRules,
+    allowance,
+    plan_preemption,
+    priority,
+)
 from runner.core.sessions import (
     DEFAULT_GPU,
     SlaWatch,
@@ -268,3 +276,37 @@ def test_a_preemption_never_breaks_a_static_rule() -> None:
     table = Placer(NodeTable(rows, {"tyo-4090-1": GPU_JOB}), default_network().policy)
     holders = [Holder("w-b", "batch", {"tyo-4090-1": GPU_JOB}, lost_s=1)]
     assert plan_preemption(table, session_demand(), TENANT, "gaming", holders) is None  # the node is down
+
+
+# -- preemption at will: the rate rules ---------------------------------------------------------------
+RULES = PreemptionRules(victim_cooldown_s=1800, others_per_tenant_per_hour=2)
+NOW = 100_000.0
+
+
+def test_a_victim_is_protected_for_the_cooldown_and_a_tenant_may_stop_only_so_many_of_others() -> None:
+    past = [
+        PastPreemption(NOW - 1790, "acme", "w-rival-1", "rival"),  # 10 s of cooldown left
+        PastPreemption(NOW - 1810, "acme", "w-rival-2", "rival"),  # cooled down, still within the hour
+        PastPreemption(NOW - 60, "acme", "w-own", "acme"),  # its own work: not counted against it
+        PastPreemption(NOW - 4000, "acme", "w-rival-3", "rival"),  # over an hour ago: not counted
+    ]
+    a = allowance(past, NOW, "acme", RULES)
+    assert a.protected == {"w-rival-1", "w-own"} and a.others is False  # two of others' in the hour: spent
+    assert allowance(past, NOW + 11, "acme", RULES).protected == {"w-own"}
+    assert allowance(past, NOW, "other", RULES).others is True  # another tenant's count is its own
+    assert allowance(past[:1], NOW, "acme", RULES).others is True
+
+
+def test_a_tenant_that_has_spent_its_preemptions_stops_only_its_own_work() -> None:
+    loads = {"tyo-4090-1": Load(cpu=1.0, gpus=1, memory_mb=2048, replicas=2)}
+    holders = [
+        Holder("w-rival", "batch", {"tyo-4090-1": GPU_JOB}, tenant_id="rival", lost_s=1),
+        Holder("w-own", "batch", {"tyo-4090-1": GPU_JOB}, tenant_id="acme", lost_s=900),
+    ]
+    free = plan_preemption(placer(loads), session_demand(), TENANT, "gaming", holders)
+    assert free is not None and free.victim == "w-rival"  # the cheapest, whoever's it is
+    spent = Allowance(protected=frozenset(), others=False)
+    plan = plan_preemption(placer(loads), session_demand(), TENANT, "gaming", holders, spent)
+    assert plan is not None and plan.victim == "w-own"
+    protected = Allowance(protected=frozenset({"w-rival", "w-own"}), others=True)
+    assert plan_preemption(placer(loads), session_demand(), TENANT, "gaming", holders, protected) is None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
+
+import pytest
 
 from runner.core import ledger
+from runner.core.budget import spent_by_replicas
 from runner.core.network import default_network
 from runner.store import Store
 
@@ -101,3 +105,69 @@ def test_slashes_at_once_never_take_more_than_the_stake(db_url: str) -> None:
     store.post(ledger.stake_deposit("p1", 50_000_000, key="stake:p1:2"))
     assert store.slash(provider="p1", cause=SlashCause.FAILED_CHALLENGE, config=config, key=slashed[0].key) is None
     assert store.balance(ledger.stake_account("p1")) == 50_000_000
+
+
+def _preemption(store: Store, victim_id: str, session_id: str, refund: ledger.Transaction | None) -> None:
+    from runner.core.events import EventKind, Stop, StopReason
+    from runner.store.preemptions import Note
+
+    store.record_preemption(
+        victim_id=victim_id,
+        stop=Stop(StopReason.RELOCATE, f"preempted by session {session_id} on n1", {"preempted_by": session_id}),
+        victim_note=Note("stopping", EventKind.STOPPING, {"by": session_id}),
+        session_id=session_id,
+        session_note=Note("preempting", EventKind.PREEMPTING, {"victim": victim_id}),
+        audit={"session": session_id, "tenant": "studio", "victim": victim_id, "victim_tenant": "acme"},
+        refund=refund,
+    )
+
+
+def test_a_preemption_is_written_whole_or_not_at_all_and_refunds_the_attempt_once(
+    db_url: str, monkeypatch: Any
+) -> None:
+    store = Store(db_url)
+    key = running_replica(store, started_at=1000.0)
+    victim_id = store.get_replica(key).workload_id
+    store.meter(key, 1030.0, fee_bps=1000)  # 30 s at 1000 micros a second: 30_000 billed
+    store.create_api_key("studio")
+    session, _ = store.create_workload(tenant_id="studio", spec=SPEC)
+    rep = store.get_replica(key)
+    billed = spent_by_replicas([(rep.price_micros, rep.milli_units, rep.metered_s)])
+    assert billed == 30_000 == store.tenant_spent("acme")
+    refund = ledger.preemption_refund(
+        victim_tenant="acme", session_tenant="studio", amount=billed, key=f"refund:preempt:{victim_id}:1", refs={}
+    )
+    assert refund is not None
+
+    # Killed half-way (the audit append fails after the stop, the events and the refund are in the
+    # transaction): none of it is there.
+    def crash(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Store, "append_audit", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            _preemption(store, victim_id, session.id, refund)
+    assert store.get_workload(victim_id).stop_kind == ""
+    assert not any(e.kind == "stopping" for e in store.events(victim_id))
+    assert store.tenant_spent("acme") == 30_000 and store.tenant_spent("studio") == 0
+    assert store.past_preemptions(0) == []
+
+    _preemption(store, victim_id, session.id, refund)
+    assert store.get_workload(victim_id).stop_kind == "relocate"
+    assert store.tenant_spent("acme") == 0 and store.tenant_spent("studio") == 30_000  # paid back, by the studio
+    assert [p.victim for p in store.past_preemptions(0)] == [victim_id]
+    _preemption(store, victim_id, session.id, refund)  # the same decision written again (a retry): no second refund
+    assert store.tenant_spent("acme") == 0 and store.tenant_spent("studio") == 30_000
+    assert sum(store.balances().values()) == 0
+    bill = ledger.tenant_statement("acme", store.transactions())
+    assert bill.totals["refunds"] == 30_000 and bill.totals["owed"] == 0
+
+
+def test_a_refund_moves_nothing_for_a_tenants_own_work_or_an_attempt_not_billed() -> None:
+    own = ledger.preemption_refund(victim_tenant="acme", session_tenant="acme", amount=5, key="k", refs={})
+    assert own is None
+    assert ledger.preemption_refund(victim_tenant="acme", session_tenant="studio", amount=0, key="k", refs={}) is None
+    tx = ledger.preemption_refund(victim_tenant="acme", session_tenant="studio", amount=7, key="k", refs={})
+    assert tx is not None and sum(p.amount for p in tx.postings) == 0
+    assert ledger.balances([tx]) == {ledger.tenant_account("studio"): -7, ledger.tenant_account("acme"): 7}
