@@ -68,6 +68,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.procstat import cpu_seconds
 from workloads.gaming.settings import parse_resolution
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,8 +155,7 @@ class LocalSession:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the session process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.procstat import cpu_seconds
+
 REPO = Path(__file__).resolve().parent.parent
 RECOVERED_FPS = 55.0
 CODECS = ("h264", "jpeg", "webrtc")  # the session's two, then aiortc's WebRTC as the baseline
@@ -126,8 +128,7 @@ class Session:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the session process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -63,6 +63,7 @@ from bench import inference_targets as targets
 from bench.http_load import closed_loop, run_loop
 from bench.inference_report import cpu_bound, report
 from bench.inference_targets import Target
+from bench.procstat import cpu_seconds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORDS = (
@@ -77,15 +78,6 @@ def sentences(count: int, seed: int = 0) -> list[str]:
     """``count`` distinct, seeded sentences of 6-24 words (about 8-30 tokens each)."""
     rng = random.Random(seed)
     return [f"{i} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 24))) for i in range(count)]
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User+system CPU seconds of a process (this one by default), from /proc."""
-    if pid is None:
-        t = os.times()
-        return t.user + t.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- (a), (b): the model offline --------------------------------------------------------------------

@@ -44,7 +44,7 @@ class Target:
 
 
 def pid_cpu(pid: int) -> Callable[[], float]:
-    from bench.inference import cpu_seconds
+    from bench.procstat import cpu_seconds
 
     return lambda: cpu_seconds(pid)
 
